@@ -1,0 +1,3 @@
+from gitedge.cli import main
+
+raise SystemExit(main())

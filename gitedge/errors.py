@@ -1,0 +1,160 @@
+"""The one exception tree of gitedge.
+
+Errors are grouped by what happens next, not by where they come from::
+
+    GitEdgeError
+    ├── UsageError                 the command line is wrong (exit 2)
+    ├── Stalled                    a person must act; retrying changes nothing
+    │   ├── InvalidInput           a file is wrong; carries Problems (path:line: message)
+    │   │   └── InvalidFleetRepo   the fleet repo (or a cluster/agent file) does not validate
+    │   ├── SelectorError          a label selector or label is malformed
+    │   ├── WindowError            a maintenance window cannot be evaluated
+    │   ├── VersionError           a K3s version string is malformed
+    │   │   └── UpgradePathError   no allowed path (missing minor, downgrade): says what to add
+    │   ├── AmbiguousTarget        two top-priority targets disagree on a component
+    │   ├── TrustError             the trust policy or a bootstrap trust file is unusable
+    │   ├── VerificationFailed     a commit failed verification (commit id + reason word)
+    │   └── RollbackRefused        the tracked branch does not descend from the last verified commit
+    ├── Waiting                    nothing is wrong; try again after ``retry_after`` seconds
+    └── Transient                  I/O failed (network, 5xx, dropped connection); retry with backoff
+        └── SourceUnavailable      the git source could not be reached or read
+
+Every message names the file, commit or image concerned. Messages never carry secrets: text that
+comes from remote peers goes through :func:`scrub` before it is put in an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with one input file, printed as ``path:line: message``."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line > 0 else self.path
+        return f"{where}: {self.message}"
+
+
+class GitEdgeError(Exception):
+    """Root of every error gitedge raises on purpose."""
+
+
+class UsageError(GitEdgeError):
+    """The command line is wrong."""
+
+
+class Stalled(GitEdgeError):
+    """A person must act (fix the repo, sign the commit, add a release); retrying will not help."""
+
+
+class InvalidInput(Stalled):
+    """One or more input files are invalid; ``problems`` lists each as ``path:line: message``."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...], summary: str = "") -> None:
+        self.problems: tuple[Problem, ...] = tuple(sorted(problems))
+        head = summary or f"{len(self.problems)} problem(s)"
+        super().__init__("\n".join([head, *(str(p) for p in self.problems)]))
+
+
+class InvalidFleetRepo(InvalidInput):
+    """The fleet repo (or a cluster identity / agent config) does not validate."""
+
+
+class SelectorError(Stalled):
+    """A label selector, label key or label value is malformed."""
+
+
+class WindowError(Stalled):
+    """A maintenance window is malformed or cannot be evaluated."""
+
+
+class VersionError(Stalled):
+    """A K3s version string is malformed."""
+
+
+class UpgradePathError(VersionError):
+    """There is no allowed upgrade path (a minor is missing, or it would be a downgrade)."""
+
+
+class AmbiguousTarget(Stalled):
+    """Two targets of the same top priority select a cluster and set a component differently."""
+
+    def __init__(self, *, component: str, cluster: str, targets: tuple[str, str], detail: str) -> None:
+        self.component = component
+        self.cluster = cluster
+        self.targets = targets
+        super().__init__(
+            f"AmbiguousTarget: targets {targets[0]!r} and {targets[1]!r} both select cluster "
+            f"{cluster!r} with the same priority but set {component} differently ({detail}); "
+            "give one a higher priority"
+        )
+
+
+class TrustError(Stalled):
+    """A trust policy or bootstrap trust file cannot be used."""
+
+
+class VerificationFailed(Stalled):
+    """A commit failed verification; ``reason`` is one of the reason words of DESIGN.md 5."""
+
+    def __init__(self, *, commit: str, reason: str, detail: str = "") -> None:
+        self.commit = commit
+        self.reason = reason
+        self.detail = detail
+        msg = f"commit {commit}: {reason}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class RollbackRefused(Stalled):
+    """The tracked branch does not descend from the last verified commit."""
+
+    def __init__(self, *, last_verified: str, offered: str, detail: str = "") -> None:
+        self.last_verified = last_verified
+        self.offered = offered
+        super().__init__(
+            f"RollbackRefused: {offered} does not descend from the last verified commit "
+            f"{last_verified}" + (f" ({detail})" if detail else "")
+        )
+
+
+class Waiting(GitEdgeError):
+    """Nothing is wrong, but the work must wait (window closed, registry said 429)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Transient(GitEdgeError):
+    """An I/O step failed in a way that may heal by itself; retried with backoff and jitter."""
+
+
+class SourceUnavailable(Transient):
+    """The git source could not be reached, authenticated against or read."""
+
+
+_SECRETISH = re.compile(
+    r"(?i)(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+(?::[^/@\s]*)?@"  # user:pass@ in URLs
+    r"|(?P<kv>(?:password|passwd|token|secret|authorization|bearer)\s*[=:]\s*)\S+"
+    r"|(?P<auth>\b(?:Basic|Bearer)\s+)[A-Za-z0-9._~+/=-]+"
+)
+
+
+def scrub(text: str, *, limit: int = 300) -> str:
+    """Cut remote error text short and strip anything that looks like a credential."""
+
+    def repl(m: re.Match[str]) -> str:
+        for group in ("scheme", "kv", "auth"):
+            if m.group(group):
+                return m.group(group) + "***" + ("@" if group == "scheme" else "")
+        return "***"  # pragma: no cover - the pattern has only these groups
+
+    cleaned = _SECRETISH.sub(repl, text.replace("\r", " "))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
