@@ -86,7 +86,9 @@ class UpgradePathError(VersionError):
 class AmbiguousTarget(Stalled):
     """Two targets of the same top priority select a cluster and set a component differently."""
 
-    def __init__(self, *, component: str, cluster: str, targets: tuple[str, str], detail: str) -> None:
+    def __init__(
+        self, *, component: str, cluster: str, targets: tuple[str, str], detail: str
+    ) -> None:
         self.component = component
         self.cluster = cluster
         self.targets = targets

@@ -32,7 +32,16 @@ def test_with_registry_keeps_tag_and_digest():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "UPPER/case", "a/b:bad tag", "a@sha256:short", "a@md5:" + "a" * 32, " a", "a//b", "host:99999999/a"],
+    [
+        "",
+        "UPPER/case",
+        "a/b:bad tag",
+        "a@sha256:short",
+        "a@md5:" + "a" * 32,
+        " a",
+        "a//b",
+        "host:99999999/a",
+    ],
 )
 def test_rejects(text):
     with pytest.raises(ValueError, match="invalid image reference"):
@@ -41,7 +50,11 @@ def test_rejects(text):
 
 @pytest.mark.parametrize(
     ("url", "host"),
-    [("127.0.0.1:5000", "127.0.0.1:5000"), ("http://cache.local:5000/", "cache.local:5000"), ("https://r.io", "r.io")],
+    [
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        ("http://cache.local:5000/", "cache.local:5000"),
+        ("https://r.io", "r.io"),
+    ],
 )
 def test_cache_host(url, host):
     assert cache_host(url) == host

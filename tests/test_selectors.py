@@ -22,18 +22,34 @@ def sel(**kw):
         ({"matchLabels": {"env": "dev"}}, False),
         ({"matchLabels": {"env": "prod", "ring": "stable"}}, False),
         ({"matchLabels": {"missing": ""}}, False),
-        ({"matchExpressions": [{"key": "region", "operator": "In", "values": ["eu-west", "x"]}]}, True),
+        (
+            {"matchExpressions": [{"key": "region", "operator": "In", "values": ["eu-west", "x"]}]},
+            True,
+        ),
         ({"matchExpressions": [{"key": "region", "operator": "In", "values": ["us-east"]}]}, False),
         ({"matchExpressions": [{"key": "missing", "operator": "In", "values": ["a"]}]}, False),
-        ({"matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["us-east"]}]}, True),
-        ({"matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["eu-west"]}]}, False),
+        (
+            {"matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["us-east"]}]},
+            True,
+        ),
+        (
+            {"matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["eu-west"]}]},
+            False,
+        ),
         # NotIn matches when the label is absent, as in Kubernetes
         ({"matchExpressions": [{"key": "missing", "operator": "NotIn", "values": ["a"]}]}, True),
         ({"matchExpressions": [{"key": "ring", "operator": "Exists"}]}, True),
         ({"matchExpressions": [{"key": "missing", "operator": "Exists"}]}, False),
         ({"matchExpressions": [{"key": "missing", "operator": "DoesNotExist"}]}, True),
         ({"matchExpressions": [{"key": "ring", "operator": "DoesNotExist"}]}, False),
-        ({"matchExpressions": [{"key": "gitedge.io/arch", "operator": "In", "values": ["arm64"]}]}, True),
+        (
+            {
+                "matchExpressions": [
+                    {"key": "gitedge.io/arch", "operator": "In", "values": ["arm64"]}
+                ]
+            },
+            True,
+        ),
         # matchLabels and matchExpressions are ANDed
         (
             {
@@ -61,13 +77,28 @@ def test_matches(selector, expected):
 @pytest.mark.parametrize(
     ("selector", "message"),
     [
-        ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}, "needs non-empty values"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
+            "needs non-empty values",
+        ),
         ({"matchExpressions": [{"key": "a", "operator": "NotIn"}]}, "needs non-empty values"),
-        ({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}, "takes no values"),
-        ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist", "values": ["x"]}]}, "takes no values"),
-        ({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}, "Input should be"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+            "takes no values",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "DoesNotExist", "values": ["x"]}]},
+            "takes no values",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]},
+            "Input should be",
+        ),
         ({"matchExpressions": [{"key": "-bad", "operator": "Exists"}]}, "name part"),
-        ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["bad value"]}]}, "label value"),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": ["bad value"]}]},
+            "label value",
+        ),
         ({"matchLabels": {"Bad_Prefix.io/x": "v"}}, "prefix must be a DNS-1123 subdomain"),
         ({"matchLabels": {"x" * 64: "v"}}, "at most 63"),
         ({"matchLabels": {"k": "v" * 64}}, "at most 63"),
@@ -103,7 +134,9 @@ def test_key_syntax(key, ok):
     assert (key_problem(key) is None) is ok
 
 
-@pytest.mark.parametrize(("value", "ok"), [("", True), ("a", True), ("A.b-c_1", True), ("a.", False), ("é", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"), [("", True), ("a", True), ("A.b-c_1", True), ("a.", False), ("é", False)]
+)
 def test_value_syntax(value, ok):
     assert (value_problem(value) is None) is ok
 

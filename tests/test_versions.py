@@ -7,10 +7,20 @@ from gitedge.core.versions import K3sVersion, upgrade_path
 from gitedge.errors import UpgradePathError, VersionError
 
 V = K3sVersion.parse
-CATALOG = [V(t) for t in [
-    "v1.27.16+k3s1", "v1.28.14+k3s1", "v1.28.15+k3s1", "v1.29.9+k3s1", "v1.29.10+k3s1",
-    "v1.30.6+k3s1", "v1.31.0-rc1+k3s1", "v1.31.2+k3s1", "v1.33.1+k3s1",
-]]
+CATALOG = [
+    V(t)
+    for t in [
+        "v1.27.16+k3s1",
+        "v1.28.14+k3s1",
+        "v1.28.15+k3s1",
+        "v1.29.9+k3s1",
+        "v1.29.10+k3s1",
+        "v1.30.6+k3s1",
+        "v1.31.0-rc1+k3s1",
+        "v1.31.2+k3s1",
+        "v1.33.1+k3s1",
+    ]
+]
 
 
 @pytest.mark.parametrize(
@@ -22,8 +32,18 @@ def test_parse_roundtrip(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["1.30.6+k3s1", "v1.30+k3s1", "v1.30.6", "v1.30.6+k3s", "v1.30.6+k3s0", "v1.30.6+rke2r1",
-     "v01.30.6+k3s1", "v1.30.6-beta1+k3s1", " v1.30.6+k3s1", ""],
+    [
+        "1.30.6+k3s1",
+        "v1.30+k3s1",
+        "v1.30.6",
+        "v1.30.6+k3s",
+        "v1.30.6+k3s0",
+        "v1.30.6+rke2r1",
+        "v01.30.6+k3s1",
+        "v1.30.6-beta1+k3s1",
+        " v1.30.6+k3s1",
+        "",
+    ],
 )
 def test_parse_rejects(text):
     with pytest.raises(VersionError, match="expected the form v1.30.6\\+k3s1"):

@@ -7,7 +7,12 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
-from pydantic.alias_generators import to_camel
+
+
+def to_camel(name: str) -> str:
+    """``k3s_version`` -> ``k3sVersion`` (pydantic's own would give ``k3SVersion``)."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 class Model(BaseModel):
@@ -41,7 +46,9 @@ def parse_duration(value: Any) -> timedelta:
         seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos = m.end()
     if not text or pos != len(text):
-        raise ValueError(f"invalid duration {value!r}: use Go syntax such as '90s', '15m' or '1h30m'")
+        raise ValueError(
+            f"invalid duration {value!r}: use Go syntax such as '90s', '15m' or '1h30m'"
+        )
     return timedelta(seconds=seconds)
 
 

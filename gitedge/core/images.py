@@ -47,7 +47,9 @@ class ImageRef:
         if slash and ("." in first or ":" in first or first == "localhost" or first[:1] == "["):
             registry, path = first, remainder
             if not _HOST.match(registry):
-                raise ValueError(f"invalid image reference {text!r}: bad registry host {registry!r}")
+                raise ValueError(
+                    f"invalid image reference {text!r}: bad registry host {registry!r}"
+                )
         else:
             registry, path = DOCKER_HUB, rest
         tag = None

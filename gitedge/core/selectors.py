@@ -21,7 +21,9 @@ from gitedge.core.base import Model
 from gitedge.errors import SelectorError
 
 _NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 def key_problem(key: str) -> str | None:
@@ -31,7 +33,9 @@ def key_problem(key: str) -> str | None:
         if not prefix:
             return f"label key {key!r}: prefix before '/' must not be empty"
         if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
-            return f"label key {key!r}: prefix must be a DNS-1123 subdomain (lowercase, <= 253 chars)"
+            return (
+                f"label key {key!r}: prefix must be a DNS-1123 subdomain (lowercase, <= 253 chars)"
+            )
     if not name:
         return f"label key {key!r}: name part must not be empty"
     if len(name) > 63:

@@ -39,7 +39,8 @@ class K3sVersion:
         m = _VERSION.match(text) if isinstance(text, str) else None
         if not m:
             raise VersionError(
-                f"invalid K3s version {text!r}: expected the form v1.30.6+k3s1 (or v1.30.6-rc1+k3s1)"
+                f"invalid K3s version {text!r}: "
+                "expected the form v1.30.6+k3s1 (or v1.30.6-rc1+k3s1)"
             )
         pre = m.group("pre")
         return cls(

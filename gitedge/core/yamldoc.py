@@ -98,7 +98,8 @@ def _convert(node: yaml.Node, budget: list[int], *, depth: int) -> Any:
         try:
             return _SCALAR[node.tag](_constructor, node)
         except (ValueError, yaml.YAMLError) as e:
-            raise YamlProblem(line, f"bad {node.tag.rsplit(':', 1)[-1]} value {node.value!r}: {e}")
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise YamlProblem(line, f"bad {kind} value {node.value!r}: {e}") from None
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _T + "seq":
             raise YamlProblem(line, f"YAML tag {node.tag!r} is not allowed")
@@ -149,9 +150,12 @@ def line_of(node: yaml.Node, loc: Sequence[int | str]) -> int:
                 if isinstance(k, yaml.ScalarNode) and k.value == str(part):
                     nxt = v
                     break
-        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(current.value):
-                nxt = current.value[part]
+        elif (
+            isinstance(current, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(current.value)
+        ):
+            nxt = current.value[part]
         if nxt is None:
             break
         current = nxt
