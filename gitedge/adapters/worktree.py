@@ -1,0 +1,44 @@
+"""Read a fleet repo's working tree from disk into a snapshot for the pure loader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gitedge.core.fleet import MAX_FILE_BYTES
+from gitedge.core.snapshot import Symlink
+from gitedge.errors import InvalidFleetRepo, Problem
+
+_SKIP_DIRS = {".git"}
+
+
+def read_tree(root: str | Path) -> dict[str, bytes | Symlink]:
+    """Every YAML file under ``root`` (bytes) and every symlink (as :class:`Symlink`).
+
+    Files larger than the loader's cap are read only up to one byte past it, so the loader can
+    report them without this reading gigabytes. Symlinks are never followed here: the pure
+    loader decides which ones stay inside the repo.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise InvalidFleetRepo([Problem(str(root), 0, "not a directory")])
+    out: dict[str, bytes | Symlink] = {}
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(base).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in [*dirnames, *filenames]:
+            full = here / name
+            rel = prefix + name
+            if full.is_symlink():
+                out[rel] = Symlink(str(full.readlink()))
+            elif name in filenames and name.endswith((".yaml", ".yml")):
+                try:
+                    with full.open("rb") as f:
+                        out[rel] = f.read(MAX_FILE_BYTES + 1)
+                except OSError as e:
+                    raise InvalidFleetRepo(
+                        [Problem(str(full), 0, f"cannot read: {e.strerror}")]
+                    ) from None
+    return out

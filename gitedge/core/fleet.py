@@ -1,0 +1,408 @@
+"""The fleet repo (apiVersion ``gitedge.io/v1alpha1``): its kinds, and loading it from a snapshot.
+
+A fleet repo is every ``*.yaml``/``*.yml`` file under the repo root (or ``source.path``), each
+holding documents of the kinds below. ``.gitedge/trust.yaml`` is read wherever ``source.path``
+points; other dot-directories (``.github/``, ``.gitlab-ci/``...) are not fleet documents and are
+skipped. Everything else must validate: unknown kinds and fields, bad names, duplicate names,
+dangling references, oversized files and symlinks that leave the repo are all problems, each
+reported as ``path:line: message``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
+from gitedge.core.base import Duration, Model
+from gitedge.core.images import ImageRef, check_image
+from gitedge.core.selectors import LabelSelector, check_labels
+from gitedge.core.snapshot import Snapshot, resolve
+from gitedge.core.versions import K3sVersion, check_version
+from gitedge.core.windows import MaintenanceWindowSpec
+from gitedge.core.yamldoc import Document, line_of, parse_documents, validation_problems
+from gitedge.errors import InvalidFleetRepo, Problem
+
+API_VERSION = "gitedge.io/v1alpha1"
+TRUST_PATH = ".gitedge/trust.yaml"
+MAX_FILE_BYTES = 1 << 20
+MAX_REPO_BYTES = 64 << 20
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _dns_label(name: str) -> str:
+    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+        raise ValueError(
+            f"name {name!r} must be a DNS-1123 label: at most 63 lowercase letters, digits and "
+            "'-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Timestamps without a zone are read as UTC (as Kubernetes does for RFC 3339 'Z')."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+Name = Annotated[str, AfterValidator(_dns_label)]
+Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+Version = Annotated[str, AfterValidator(check_version)]
+Image = Annotated[str, AfterValidator(check_image)]
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
+
+
+class Metadata(Model):
+    name: Name
+    labels: Labels = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Signer(Model):
+    """A key allowed to sign fleet commits. ``release`` may sign any commit; ``admin`` may also
+    change ``.gitedge/trust.yaml``."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1, description="OpenSSH public key line, or armored OpenPGP key")
+    roles: tuple[Literal["release", "admin"], ...] = Field(min_length=1)
+    valid_after: Timestamp | None = None
+    valid_before: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Signer:
+        if self.valid_after and self.valid_before and self.valid_before <= self.valid_after:
+            raise ValueError(f"signer {self.name!r}: validBefore must be after validAfter")
+        return self
+
+
+class TrustPolicySpec(Model):
+    signers: tuple[Signer, ...] = Field(min_length=1)
+    verify: Literal["all", "first-parent"] = "all"
+
+    @field_validator("signers")
+    @classmethod
+    def _unique(cls, signers: tuple[Signer, ...]) -> tuple[Signer, ...]:
+        seen: set[str] = set()
+        for s in signers:
+            if s.name in seen:
+                raise ValueError(f"signer name {s.name!r} appears twice")
+            seen.add(s.name)
+        return signers
+
+
+class ClusterGroupSpec(Model):
+    selector: LabelSelector
+
+
+class K3sReleasesSpec(Model):
+    versions: tuple[Version, ...] = Field(min_length=1)
+
+
+class OsTarget(Model):
+    image: Image = Field(description="OS image: tag, digest or both (a digest is verified)")
+    upgrader: Literal["kairos", "elemental", "bootc", "custom"] = "kairos"
+    command: tuple[str, ...] | None = Field(default=None, description="custom upgrader only")
+    args: tuple[str, ...] | None = Field(default=None, description="custom upgrader only")
+
+    @model_validator(mode="after")
+    def _custom(self) -> OsTarget:
+        if self.upgrader == "custom" and not self.command:
+            raise ValueError("upgrader 'custom' needs a command (and optionally args)")
+        if self.upgrader != "custom" and (self.command or self.args):
+            raise ValueError(f"command/args are only for upgrader 'custom', not {self.upgrader!r}")
+        return self
+
+
+class K3sTarget(Model):
+    version: Version
+    upgrade_image: Image = "rancher/k3s-upgrade"
+
+    @field_validator("upgrade_image")
+    @classmethod
+    def _untagged(cls, image: str) -> str:
+        ref = ImageRef.parse(image)
+        if ref.tag or ref.digest:
+            raise ValueError(
+                f"upgradeImage {image!r} must be a repository without tag or digest: the tag "
+                "comes from the version"
+            )
+        return image
+
+
+class Drain(Model):
+    force: bool = False
+    timeout: Duration | None = None
+    grace_period: int | None = Field(default=None, ge=0)
+    ignore_daemon_sets: bool = True
+    delete_emptydir_data: bool = False
+    disable_eviction: bool = False
+    skip_wait_for_delete_timeout: int | None = Field(default=None, ge=0)
+
+
+class Rollout(Model):
+    concurrency: int = Field(default=1, ge=1)
+    cordon: bool = True
+    drain: Drain | None = None
+    order: tuple[Literal["k3s", "os"], ...] = ("k3s", "os")
+
+    @field_validator("order")
+    @classmethod
+    def _perm(cls, order: tuple[str, ...]) -> tuple[str, ...]:
+        if sorted(order) != ["k3s", "os"]:
+            raise ValueError("order must list k3s and os once each, e.g. [k3s, os]")
+        return order
+
+
+class UpgradeTargetSpec(Model):
+    cluster_selector: LabelSelector | None = Field(
+        default=None, description="label selector; {} selects every cluster"
+    )
+    cluster_group: Name | None = None
+    priority: int = 0
+    window: Name | None = Field(
+        default=None, description="a MaintenanceWindow; absent = apply once mirrored"
+    )
+    suspend: bool = False
+    os: OsTarget | None = None
+    k3s: K3sTarget | None = None
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    @model_validator(mode="after")
+    def _sense(self) -> UpgradeTargetSpec:
+        if self.cluster_selector is None and self.cluster_group is None:
+            raise ValueError(
+                "set clusterSelector ({} selects every cluster) or clusterGroup: a target never "
+                "selects all clusters by omission"
+            )
+        if self.os is None and self.k3s is None:
+            raise ValueError("a target must set os, k3s or both")
+        return self
+
+
+class _Doc(Model):
+    api_version: Literal["gitedge.io/v1alpha1"]
+    metadata: Metadata
+
+
+class TrustPolicy(_Doc):
+    kind: Literal["TrustPolicy"]
+    spec: TrustPolicySpec
+
+
+class ClusterGroup(_Doc):
+    kind: Literal["ClusterGroup"]
+    spec: ClusterGroupSpec
+
+
+class MaintenanceWindow(_Doc):
+    kind: Literal["MaintenanceWindow"]
+    spec: MaintenanceWindowSpec
+
+
+class K3sReleases(_Doc):
+    kind: Literal["K3sReleases"]
+    spec: K3sReleasesSpec
+
+
+class UpgradeTarget(_Doc):
+    kind: Literal["UpgradeTarget"]
+    spec: UpgradeTargetSpec
+
+
+_REF_FIELDS = {"UpgradeTarget": ("window", "clusterGroup", "k3s")}
+
+FLEET_KINDS: dict[str, type[_Doc]] = {
+    m.__name__: m
+    for m in (TrustPolicy, ClusterGroup, MaintenanceWindow, K3sReleases, UpgradeTarget)
+}
+NOT_IN_FLEET = {"Cluster", "AgentConfig"}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a document was defined; ``refs`` holds the lines of its reference fields."""
+
+    path: str
+    line: int
+    refs: tuple[tuple[str, int], ...] = ()
+
+    def line_of(self, ref: str) -> int:
+        return dict(self.refs).get(ref, self.line)
+
+
+@dataclass
+class Fleet:
+    """A validated fleet repo."""
+
+    trust_policy: TrustPolicy | None = None
+    groups: dict[str, ClusterGroup] = field(default_factory=dict)
+    windows: dict[str, MaintenanceWindow] = field(default_factory=dict)
+    releases: dict[str, K3sReleases] = field(default_factory=dict)
+    targets: dict[str, UpgradeTarget] = field(default_factory=dict)
+    origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
+
+    def k3s_releases(self) -> list[K3sVersion]:
+        """Every release of every K3sReleases document, parsed."""
+        return [K3sVersion.parse(v) for r in self.releases.values() for v in r.spec.versions]
+
+    def where(self, kind: str, name: str) -> str:
+        o = self.origins.get((kind, name))
+        return f"{o.path}:{o.line}" if o else f"{kind}/{name}"
+
+
+def fleet_files(snapshot: Snapshot, *, subdir: str = "") -> list[str]:
+    """The snapshot paths that hold fleet documents, sorted."""
+    base = posixpath.normpath(subdir).strip("/") if subdir and subdir not in (".", "/") else ""
+    out = []
+    for path in snapshot:
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        rel = path
+        if base:
+            if not path.startswith(base + "/"):
+                continue
+            rel = path[len(base) + 1 :]
+        if rel == TRUST_PATH or not any(part.startswith(".") for part in rel.split("/")):
+            out.append(path)
+    return sorted(out)
+
+
+def load_fleet(snapshot: Snapshot, *, subdir: str = "", origin: str = "") -> Fleet:
+    """Load and validate a fleet repo; raises InvalidFleetRepo listing every problem.
+
+    ``origin`` is prefixed to paths in problems (the directory the user named).
+    """
+    problems: list[Problem] = []
+    fleet = Fleet()
+    total = 0
+    base = posixpath.normpath(subdir).strip("/") if subdir and subdir not in (".", "/") else ""
+    trust_path = f"{base}/{TRUST_PATH}" if base else TRUST_PATH
+    for path in fleet_files(snapshot, subdir=subdir):
+        shown = posixpath.join(origin, path) if origin else path
+        resolved = resolve(snapshot, path)
+        if isinstance(resolved, str):
+            problems.append(Problem(shown, 0, resolved))
+            continue
+        data = resolved[1]
+        if len(data) > MAX_FILE_BYTES:
+            problems.append(Problem(shown, 0, f"file is {len(data)} bytes; the limit is 1 MiB"))
+            continue
+        total += len(data)
+        if total > MAX_REPO_BYTES:
+            problems.append(
+                Problem(shown, 0, "the repo's YAML exceeds 64 MiB in all; stopped here")
+            )
+            break
+        docs, file_problems = parse_documents(data, path=shown)
+        problems.extend(file_problems)
+        for doc in docs:
+            _add(fleet, doc, path=shown, is_trust_file=path == trust_path, problems=problems)
+    problems.extend(_references(fleet))
+    if problems:
+        raise InvalidFleetRepo(problems, summary=f"fleet repo has {len(problems)} problem(s)")
+    return fleet
+
+
+def _add(
+    fleet: Fleet, doc: Document, *, path: str, is_trust_file: bool, problems: list[Problem]
+) -> None:
+    value = doc.value
+    if not isinstance(value, dict):
+        problems.append(
+            Problem(
+                path, doc.line, "a document must be a mapping with apiVersion, kind, metadata, spec"
+            )
+        )
+        return
+    kind = value.get("kind")
+    api = value.get("apiVersion")
+    if api != API_VERSION:
+        problems.append(Problem(path, doc.line, f"apiVersion must be {API_VERSION!r}, not {api!r}"))
+        return
+    if kind in NOT_IN_FLEET:
+        problems.append(
+            Problem(path, doc.line, f"kind {kind} belongs to a site's files, not the fleet repo")
+        )
+        return
+    if not isinstance(kind, str) or kind not in FLEET_KINDS:
+        problems.append(
+            Problem(
+                path, doc.line, f"unknown kind {kind!r}; expected one of {', '.join(FLEET_KINDS)}"
+            )
+        )
+        return
+    model = FLEET_KINDS[kind]
+    raw_name = (
+        value.get("metadata", {}).get("name") if isinstance(value.get("metadata"), dict) else None
+    )
+    label = f"{kind}/{raw_name}" if isinstance(raw_name, str) else kind
+    try:
+        obj = model.model_validate(value)
+    except ValidationError as e:
+        problems.extend(validation_problems(e, path=path, node=doc.node, prefix=label))
+        return
+    name = obj.metadata.name
+    if kind == "TrustPolicy" and not is_trust_file:
+        problems.append(Problem(path, doc.line, f"a TrustPolicy is only read from {TRUST_PATH}"))
+        return
+    if is_trust_file and kind != "TrustPolicy":
+        problems.append(Problem(path, doc.line, f"{TRUST_PATH} may hold only the TrustPolicy"))
+        return
+    key = (kind, name)
+    if key in fleet.origins:
+        problems.append(
+            Problem(
+                path, doc.line, f"{kind} {name!r} is already defined at {fleet.where(kind, name)}"
+            )
+        )
+        return
+    if isinstance(obj, TrustPolicy) and fleet.trust_policy is not None:
+        problems.append(Problem(path, doc.line, f"{TRUST_PATH} must hold exactly one TrustPolicy"))
+        return
+    refs = tuple((r, line_of(doc.node, ("spec", r))) for r in _REF_FIELDS.get(kind, ()))
+    fleet.origins[key] = Origin(path, doc.line, refs)
+    if isinstance(obj, TrustPolicy):
+        fleet.trust_policy = obj
+    elif isinstance(obj, ClusterGroup):
+        fleet.groups[name] = obj
+    elif isinstance(obj, MaintenanceWindow):
+        fleet.windows[name] = obj
+    elif isinstance(obj, K3sReleases):
+        fleet.releases[name] = obj
+    elif isinstance(obj, UpgradeTarget):
+        fleet.targets[name] = obj
+
+
+def _references(fleet: Fleet) -> Iterable[Problem]:
+    for name, target in fleet.targets.items():
+        o = fleet.origins[("UpgradeTarget", name)]
+        spec, what = target.spec, f"UpgradeTarget/{name}"
+        if spec.window and spec.window not in fleet.windows:
+            yield Problem(
+                o.path,
+                o.line_of("window"),
+                f"{what}: window {spec.window!r} is not a MaintenanceWindow in this repo",
+            )
+        if spec.cluster_group and spec.cluster_group not in fleet.groups:
+            yield Problem(
+                o.path,
+                o.line_of("clusterGroup"),
+                f"{what}: clusterGroup {spec.cluster_group!r} is not a ClusterGroup in this repo",
+            )
+        if spec.k3s and not fleet.releases:
+            yield Problem(
+                o.path,
+                o.line_of("k3s"),
+                f"{what}: sets k3s but the repo has no K3sReleases catalog",
+            )
+
+
+def model_schema(model: type[Model]) -> dict[str, Any]:
+    """The JSON Schema of a kind, in validation mode (what users write)."""
+    return model.model_json_schema(mode="validation", by_alias=True)

@@ -1,0 +1,72 @@
+"""`gitedge validate`: a fleet repo, and optionally the cluster identities it must serve.
+
+Beyond the schema and the references, a repo is checked against each given cluster: its targets
+must resolve without ambiguity, and each K3s target must be reachable from the cluster's current
+version through the K3sReleases catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
+from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.planning import ClusterFacts, Plan, plan
+from gitedge.core.snapshot import Snapshot
+from gitedge.errors import InvalidInput, Problem, Stalled
+
+
+def cluster_facts(
+    site: SiteFile, *, current_k3s: str | None = None, current_os: str | None = None
+) -> ClusterFacts:
+    """The facts the planner uses, from a Cluster identity or an AgentConfig."""
+    if isinstance(site, AgentConfig):
+        name, labels, status = site.cluster.name, site.cluster.labels, site.cluster.status
+    else:
+        assert isinstance(site, Cluster)
+        name, labels, status = site.metadata.name, site.metadata.labels, site.status
+    if current_k3s or current_os:
+        status = status.model_copy(
+            update={
+                "k3s_version": current_k3s or status.k3s_version,
+                "os_image": current_os or status.os_image,
+            }
+        )
+    return ClusterFacts(
+        name=name,
+        labels=derived_labels(labels, status),
+        k3s_version=status.k3s_version,
+        os_image=status.os_image,
+    )
+
+
+def validate(
+    snapshot: Snapshot,
+    *,
+    clusters: Mapping[str, bytes],
+    now: datetime,
+    origin: str = "",
+) -> tuple[Fleet | None, list[Problem], list[Plan]]:
+    """Validate a repo snapshot and plan for each cluster file (``{path: bytes}``).
+
+    Returns the fleet (None when it does not load), every problem found, and the plans made.
+    """
+    try:
+        fleet = load_fleet(snapshot, origin=origin)
+    except InvalidInput as e:
+        return None, list(e.problems), []
+    problems: list[Problem] = []
+    plans: list[Plan] = []
+    for path, data in sorted(clusters.items()):
+        try:
+            site = load_site_file(data, path=path)
+        except InvalidInput as e:
+            problems.extend(e.problems)
+            continue
+        facts = cluster_facts(site)
+        try:
+            plans.append(plan(fleet, facts, now=now))
+        except Stalled as e:
+            problems.append(Problem(path, 0, f"cluster {facts.name}: {e}"))
+    return fleet, problems, plans
