@@ -1,0 +1,214 @@
+"""(fleet snapshot, cluster facts, now) -> Plan: what this cluster should run, and when.
+
+Resolution, per component (os, k3s): among the non-suspended targets that select the cluster and
+set that component, the highest priority wins. A tie at the top whose values differ (image,
+version, upgrader, window or rollout) is :class:`~gitedge.errors.AmbiguousTarget`, never a silent
+pick. Each component is applied in the window of the target it came from. The K3s component
+carries the whole minor-by-minor path from the cluster's current version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from gitedge.core.fleet import Fleet, K3sTarget, OsTarget, Rollout, UpgradeTarget
+from gitedge.core.versions import K3sVersion, upgrade_path
+from gitedge.core.windows import window_state
+from gitedge.errors import AmbiguousTarget
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What the planner knows of a cluster: its name, labels (derived ones included), versions."""
+
+    name: str
+    labels: Mapping[str, str]
+    k3s_version: str | None = None
+    os_image: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowView:
+    name: str
+    open: bool
+    next_open: datetime | None
+    closes_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OsPlan:
+    image: str
+    target: str
+    window: WindowView | None
+    spec: OsTarget
+    rollout: Rollout
+    current: str | None
+
+
+@dataclass(frozen=True)
+class K3sPlan:
+    version: str
+    target: str
+    path: tuple[str, ...]
+    window: WindowView | None
+    spec: K3sTarget
+    rollout: Rollout
+    current: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    os: OsPlan | None
+    k3s: K3sPlan | None
+    manifests: tuple[dict[str, Any], ...] = ()
+
+
+def selecting_targets(fleet: Fleet, labels: Mapping[str, str]) -> list[UpgradeTarget]:
+    """The non-suspended targets whose selector (and group, when set) select ``labels``."""
+    group_match: dict[str, bool] = {}
+    out = []
+    for target in fleet.targets.values():
+        spec = target.spec
+        if spec.suspend:
+            continue
+        if spec.cluster_group is not None:
+            ok = group_match.get(spec.cluster_group)
+            if ok is None:
+                ok = fleet.groups[spec.cluster_group].spec.selector.matches(labels)
+                group_match[spec.cluster_group] = ok
+            if not ok:
+                continue
+        if spec.cluster_selector is not None and not spec.cluster_selector.matches(labels):
+            continue
+        out.append(target)
+    return out
+
+
+def _resolve(
+    targets: list[UpgradeTarget], component: Literal["os", "k3s"], cluster: str
+) -> UpgradeTarget | None:
+    setting = [t for t in targets if getattr(t.spec, component) is not None]
+    if not setting:
+        return None
+    top = max(t.spec.priority for t in setting)
+    tied = sorted((t for t in setting if t.spec.priority == top), key=lambda t: t.metadata.name)
+    first = tied[0]
+    for other in tied[1:]:
+        detail = _difference(first, other, component)
+        if detail:
+            raise AmbiguousTarget(
+                component=component,
+                cluster=cluster,
+                targets=(first.metadata.name, other.metadata.name),
+                detail=detail,
+            )
+    return first
+
+
+def _difference(a: UpgradeTarget, b: UpgradeTarget, component: str) -> str | None:
+    ca, cb = getattr(a.spec, component), getattr(b.spec, component)
+    for name in type(ca).model_fields:
+        va, vb = getattr(ca, name), getattr(cb, name)
+        if va != vb:
+            return f"{component}.{name}: {va!r} vs {vb!r}"
+    if a.spec.window != b.spec.window:
+        return f"window: {a.spec.window!r} vs {b.spec.window!r}"
+    if a.spec.rollout != b.spec.rollout:
+        return "rollout settings differ"
+    return None
+
+
+def _window(fleet: Fleet, name: str | None, now: datetime) -> WindowView | None:
+    if name is None:
+        return None
+    state = window_state(fleet.windows[name].spec, now)
+    return WindowView(
+        name=name, open=state.open, next_open=state.next_open, closes_at=state.closes_at
+    )
+
+
+def plan(
+    fleet: Fleet,
+    cluster: ClusterFacts,
+    *,
+    now: datetime,
+) -> Plan:
+    """Decide the OS and K3s targets of ``cluster`` at instant ``now`` (aware datetime).
+
+    Raises AmbiguousTarget, or UpgradePathError when the K3s target cannot be reached from the
+    cluster's current version through the fleet's K3sReleases.
+    """
+    targets = selecting_targets(fleet, cluster.labels)
+    os_plan = k3s_plan = None
+    os_target = _resolve(targets, "os", cluster.name)
+    if os_target is not None and os_target.spec.os is not None:
+        os_plan = OsPlan(
+            image=os_target.spec.os.image,
+            target=os_target.metadata.name,
+            window=_window(fleet, os_target.spec.window, now),
+            spec=os_target.spec.os,
+            rollout=os_target.spec.rollout,
+            current=cluster.os_image,
+        )
+    k3s_target = _resolve(targets, "k3s", cluster.name)
+    if k3s_target is not None and k3s_target.spec.k3s is not None:
+        spec = k3s_target.spec.k3s
+        goal = K3sVersion.parse(spec.version)
+        if cluster.k3s_version is None:
+            path: list[K3sVersion] = [goal]
+        else:
+            path = upgrade_path(
+                current=K3sVersion.parse(cluster.k3s_version),
+                target=goal,
+                releases=fleet.k3s_releases(),
+            )
+        k3s_plan = K3sPlan(
+            version=spec.version,
+            target=k3s_target.metadata.name,
+            path=tuple(v.text for v in path),
+            window=_window(fleet, k3s_target.spec.window, now),
+            spec=spec,
+            rollout=k3s_target.spec.rollout,
+            current=cluster.k3s_version,
+        )
+    return Plan(cluster=cluster.name, os=os_plan, k3s=k3s_plan)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _window_json(w: WindowView | None) -> dict[str, Any] | None:
+    if w is None:
+        return None
+    return {
+        "name": w.name,
+        "open": w.open,
+        "nextOpen": _iso(w.next_open),
+        "closesAt": _iso(w.closes_at),
+    }
+
+
+def plan_json(p: Plan) -> dict[str, Any]:
+    """The ``gitedge plan -o json`` document (DESIGN.md section 5)."""
+    return {
+        "cluster": p.cluster,
+        "os": None
+        if p.os is None
+        else {"image": p.os.image, "target": p.os.target, "window": _window_json(p.os.window)},
+        "k3s": None
+        if p.k3s is None
+        else {
+            "version": p.k3s.version,
+            "target": p.k3s.target,
+            "path": list(p.k3s.path),
+            "window": _window_json(p.k3s.window),
+        },
+        "manifests": list(p.manifests),
+    }
