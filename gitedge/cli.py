@@ -1,0 +1,203 @@
+"""The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
+
+Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gitedge import __version__
+from gitedge.errors import GitEdgeError, InvalidInput, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--now {text!r}: expected ISO 8601, e.g. 2026-11-23T01:30:00Z") from None
+    if value.tzinfo is None:
+        raise UsageError(f"--now {text!r}: give a time zone, e.g. 2026-11-23T01:30:00Z")
+    return value
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"{what} {path}: {e.strerror}") from None
+
+
+def _cluster_files(path: str) -> dict[str, bytes]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+        return {str(q): q.read_bytes() for q in files}
+    return {path: _read(path, "--clusters")}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gitedge.adapters.worktree import read_tree
+    from gitedge.core.validation import validate
+
+    snapshot = read_tree(args.dir)
+    clusters = _cluster_files(args.clusters) if args.clusters else {}
+    fleet, problems, plans = validate(
+        snapshot, clusters=clusters, now=_now(None), origin=args.dir.rstrip("/")
+    )
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    assert fleet is not None
+    print(
+        f"{args.dir}: ok ({len(fleet.targets)} targets, {len(fleet.windows)} windows, "
+        f"{len(fleet.groups)} groups, {len(fleet.k3s_releases())} K3s releases"
+        + (f"; {len(plans)} cluster(s) planned without conflict)" if clusters else ")")
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gitedge.core.config import load_site_file
+    from gitedge.core.fleet import load_fleet
+    from gitedge.core.planning import plan, plan_json
+    from gitedge.core.validation import cluster_facts
+
+    if args.rev:
+        from gitedge.adapters.gitsource import read_commit_tree
+
+        snapshot = read_commit_tree(repo=args.repo, rev=args.rev)
+        origin = f"{args.repo}@{args.rev}"
+    else:
+        from gitedge.adapters.worktree import read_tree
+
+        snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
+    fleet = load_fleet(snapshot, origin=origin)
+    site = load_site_file(_read(args.cluster, "--cluster"), path=args.cluster)
+    facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
+    result = plan(fleet, facts, now=_now(args.now))
+    doc = plan_json(result)
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_plan_text(doc, facts.labels, facts.k3s_version, facts.os_image))
+    return 0
+
+
+def _window_text(w: dict[str, Any] | None) -> str:
+    if w is None:
+        return "no window: applies as soon as its images are mirrored"
+    if w["open"]:
+        return f"{w['name']}: OPEN now, closes {w['closesAt']}"
+    nxt = w["nextOpen"] or "never within two years (blackouts?)"
+    return f"{w['name']}: closed, next opens {nxt}"
+
+
+def _plan_text(
+    doc: dict[str, Any], labels: Any, current_k3s: str | None, current_os: str | None
+) -> str:
+    lines = [f"cluster {doc['cluster']}"]
+    lines.append("  labels: " + (", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"))
+    k3s = doc["k3s"]
+    if k3s is None:
+        lines.append("k3s: no target selects this cluster")
+    else:
+        lines.append(f"k3s: {k3s['version']}  (target {k3s['target']})")
+        lines.append(f"  running: {current_k3s or 'unknown (path assumes one step)'}")
+        path = " -> ".join(k3s["path"]) if k3s["path"] else "nothing to do: already there"
+        lines.append(f"  path:    {path}")
+        lines.append(f"  window:  {_window_text(k3s['window'])}")
+    os_ = doc["os"]
+    if os_ is None:
+        lines.append("os: no target selects this cluster")
+    else:
+        lines.append(f"os: {os_['image']}  (target {os_['target']})")
+        lines.append(f"  running: {current_os or 'unknown'}")
+        lines.append(f"  window:  {_window_text(os_['window'])}")
+    if doc["manifests"]:
+        lines.append(f"manifests: {len(doc['manifests'])} SUC Plan(s) (see -o json)")
+    return "\n".join(lines)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gitedge.core.schemas import all_schemas
+
+    out = Path(args.write)
+    out.mkdir(parents=True, exist_ok=True)
+    schemas = all_schemas()
+    for name, text in schemas.items():
+        (out / name).write_text(text, encoding="utf-8")
+    print(f"wrote {len(schemas)} schemas to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitedge",
+        description="GitOps agent for disconnected K3s edge sites: signed fleet repo, "
+        "mirrored images, OS and K3s upgrades in maintenance windows.",
+    )
+    parser.add_argument("--version", action="version", version=f"gitedge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a fleet repo (schema, references, conflicts)")
+    p.add_argument("dir", metavar="DIR", help="the fleet repo's working tree")
+    p.add_argument("--clusters", metavar="PATH", help="a cluster file or a directory of them")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("plan", help="what a cluster should run, and when (pure, no cluster needed)")
+    p.add_argument(
+        "--repo", required=True, metavar="PATH", help="fleet repo (a git repo with --rev)"
+    )
+    p.add_argument("--rev", metavar="REV", help="read the repo at this git revision")
+    p.add_argument("--cluster", required=True, metavar="FILE", help="Cluster or AgentConfig file")
+    p.add_argument("--now", metavar="ISO8601", help="plan at this instant (default: now)")
+    p.add_argument("--current-k3s", metavar="V", help="override the cluster's running K3s version")
+    p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("schema", help="write JSON Schemas of every kind")
+    p.add_argument("--write", required=True, metavar="DIR")
+    p.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help/--version
+        return int(e.code or 0)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except UsageError as e:
+        print(f"gitedge {args.command}: {e}", file=sys.stderr)
+        return 2
+    except InvalidInput as e:
+        for problem in e.problems:
+            print(problem)
+        print(f"gitedge {args.command}: {len(e.problems)} problem(s)", file=sys.stderr)
+        return 1
+    except GitEdgeError as e:
+        print(f"gitedge {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
