@@ -1,0 +1,538 @@
+"""Commit-signature verification: SSHSIG (in-process, ``cryptography``) and OpenPGP (pysequoia).
+
+The trust engine (``core/trust.py``) builds one :class:`Keyring` from the signers of the policy in
+force and calls :meth:`Keyring.check` once per commit with the commit's ``gpgsig`` header and the
+signed payload. Every key is parsed once, when the keyring is built; SSH keys are looked up by
+their raw public-key blob and OpenPGP keys by every (sub)key fingerprint and key id, so a check is
+one dictionary look-up plus one signature verification, with no subprocess.
+
+:meth:`Keyring.check` never raises on bad input: garbage, truncated or tampered signatures come
+back as a :class:`SignatureCheck` whose ``outcome`` says what happened. Whether a key was valid at
+the commit's time is the caller's decision, from ``valid_after``/``valid_before`` of the matching
+:class:`TrustedKey` entries (``SignatureCheck.keys``).
+
+SSH signatures follow openssh's PROTOCOL.sshsig: ``ssh-ed25519``, ``ecdsa-sha2-nistp256/384/521``
+and RSA with ``rsa-sha2-256``/``rsa-sha2-512`` (SHA-1 ``ssh-rsa`` signatures are refused, as are
+RSA keys under 2048 bits); hash ``sha256`` or ``sha512``. FIDO (``sk-*``) keys and SSH
+certificates are out of scope and reported as ``unsupported``.
+
+Trust files: :func:`load_allowed_signers` reads OpenSSH allowed_signers (ssh-keygen(1), ALLOWED
+SIGNERS) and :func:`load_openpgp_keys` a file of armored OpenPGP public keys. ``valid-after`` and
+``valid-before`` times without a trailing ``Z`` are local time for ssh-keygen; an edge agent's
+time zone is arbitrary, so gitedge reads them as UTC. Both bounds are inclusive, as in ssh-keygen.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from gitedge.adapters import openpgp
+from gitedge.errors import TrustError
+
+Outcome = Literal["good", "unknown-key", "bad-signature", "wrong-namespace", "unsupported"]
+Kind = Literal["ssh", "openpgp"]
+
+__all__ = [
+    "Keyring",
+    "SignatureCheck",
+    "TrustedKey",
+    "load_allowed_signers",
+    "load_openpgp_keys",
+    "ssh_fingerprint",
+]
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A key as a trust file states it. ``key_text`` is an OpenSSH public key line
+    (``ssh-ed25519 AAAA... comment``) or an armored OpenPGP public key. ``namespaces`` (SSH only)
+    restricts what the key may sign (patterns as in allowed_signers); None allows any."""
+
+    name: str
+    key_text: str
+    valid_after: datetime | None = None
+    valid_before: datetime | None = None
+    namespaces: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The verdict on one signature.
+
+    ``signer`` is the :attr:`TrustedKey.name` when the key is known. ``key_id`` is the SSH key's
+    ``SHA256:...`` fingerprint (as ssh-keygen prints it) or the OpenPGP primary fingerprint (the
+    issuer's when unknown), "" when the signature is unreadable. ``kind`` is the format the
+    signature claims (``ssh`` for unrecognisable input). ``signed_at`` is the OpenPGP signature's
+    creation time (SSH signatures carry none). ``keys`` are the trusted entries for the signing
+    key that allow the namespace: the caller accepts the commit if any is valid at its time."""
+
+    outcome: Outcome
+    signer: str | None
+    key_id: str
+    kind: Kind
+    detail: str
+    signed_at: datetime | None = None
+    keys: tuple[TrustedKey, ...] = ()
+
+
+class _Malformed(ValueError):
+    """Wire data that does not parse."""
+
+
+class _Reader:
+    """SSH wire-format reader (RFC 4251 ``uint32``, ``string``, ``mpint``)."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def string(self) -> bytes:
+        start = self.pos + 4
+        end = start + int.from_bytes(self.data[self.pos : start], "big")
+        if start > len(self.data) or end > len(self.data):
+            raise _Malformed("truncated")
+        self.pos = end
+        return self.data[start:end]
+
+    def text(self) -> str:
+        try:
+            return self.string().decode()
+        except UnicodeDecodeError:
+            raise _Malformed("a name is not UTF-8") from None
+
+    def mpint(self) -> int:
+        b = self.string()
+        if b and b[0] & 0x80:
+            raise _Malformed("negative integer")
+        return int.from_bytes(b, "big")
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise _Malformed("trailing data")
+
+
+def _s(b: bytes) -> bytes:
+    return len(b).to_bytes(4, "big") + b
+
+
+def ssh_fingerprint(blob: bytes) -> str:
+    """``SHA256:...`` fingerprint of a public-key blob, as ``ssh-keygen -l`` prints it."""
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+_CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
+    "ecdsa-sha2-nistp256": ("nistp256", ec.SECP256R1(), hashes.SHA256()),
+    "ecdsa-sha2-nistp384": ("nistp384", ec.SECP384R1(), hashes.SHA384()),
+    "ecdsa-sha2-nistp521": ("nistp521", ec.SECP521R1(), hashes.SHA512()),
+}
+_RSA_SIG_HASH: dict[str, hashes.HashAlgorithm] = {
+    "rsa-sha2-256": hashes.SHA256(),
+    "rsa-sha2-512": hashes.SHA512(),
+}
+_SK_TYPES = ("sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_SSH_TYPES = ("ssh-ed25519", "ssh-rsa", *_CURVES, *_SK_TYPES)
+_MIN_RSA_BITS = 2048
+_PubKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class _SshKey:
+    key_type: str
+    blob: bytes
+    fingerprint: str
+    public: _PubKey | None  # None: a key type we recognise but cannot verify (sk-*)
+
+
+def _unsupported_type(key_type: str) -> str | None:
+    """Why signatures by this key type are out of scope, or None when they are supported."""
+    if key_type.startswith("sk-"):
+        return f"unsupported key type {key_type} (FIDO security keys are not supported)"
+    if "-cert-v01@openssh.com" in key_type:
+        return f"unsupported key type {key_type} (SSH certificates are not supported)"
+    if key_type not in _SSH_TYPES:
+        return f"unsupported key type {key_type}"
+    return None
+
+
+def _parse_ssh_public(text: str) -> _SshKey:
+    """Parse ``keytype base64 [comment]``; ValueError with a short reason."""
+    parts = text.split(None, 2)
+    if len(parts) < 2:
+        raise ValueError("not an OpenSSH public key (expected 'keytype base64 [comment]')")
+    key_type, b64 = parts[0], parts[1]
+    if key_type not in _SSH_TYPES:
+        raise ValueError(f"unsupported SSH key type {key_type[:60]!r}")
+    try:
+        blob = base64.b64decode(b64, validate=True)
+        r = _Reader(blob)
+        if r.text() != key_type:
+            raise ValueError(f"the key data is not a {key_type} key")
+        public: _PubKey | None = None
+        if key_type == "ssh-ed25519":
+            public = ed25519.Ed25519PublicKey.from_public_bytes(r.string())
+        elif key_type in _CURVES:
+            curve_name, curve, _ = _CURVES[key_type]
+            if r.text() != curve_name:
+                raise ValueError(f"curve does not match {key_type}")
+            public = ec.EllipticCurvePublicKey.from_encoded_point(curve, r.string())
+        elif key_type == "ssh-rsa":
+            e, n = r.mpint(), r.mpint()
+            public = rsa.RSAPublicNumbers(e, n).public_key()
+            if public.key_size < _MIN_RSA_BITS:
+                raise ValueError(f"RSA key of {public.key_size} bits; at least 2048 are needed")
+        else:  # sk-*: ed25519 (pk, application) or ecdsa (curve, Q, application)
+            if key_type.startswith("sk-ecdsa"):
+                r.string()
+            r.string()
+            r.string()
+        r.end()
+    except (binascii.Error, _Malformed) as exc:
+        raise ValueError(f"malformed {key_type} key data ({exc})") from None
+    except ValueError as exc:  # cryptography: invalid point, bad length, ...
+        raise ValueError(f"invalid {key_type} key: {exc}") from None
+    return _SshKey(key_type, blob, ssh_fingerprint(blob), public)
+
+
+def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Outcome, str]:
+    """Verify the inner signature; ("good", "") or an outcome with a reason."""
+    pub = key.public
+    try:
+        if isinstance(pub, ed25519.Ed25519PublicKey):
+            if sig_alg != "ssh-ed25519" or len(sig) != 64:
+                return "bad-signature", f"{sig_alg} signature does not fit an ed25519 key"
+            pub.verify(sig, data)
+        elif isinstance(pub, ec.EllipticCurvePublicKey):
+            if sig_alg != key.key_type:
+                return "bad-signature", f"{sig_alg} signature does not fit a {key.key_type} key"
+            inner = _Reader(sig)
+            r, s = inner.mpint(), inner.mpint()
+            inner.end()
+            pub.verify(encode_dss_signature(r, s), data, ec.ECDSA(_CURVES[key.key_type][2]))
+        elif isinstance(pub, rsa.RSAPublicKey):
+            if sig_alg == "ssh-rsa":
+                return "unsupported", "ssh-rsa (SHA-1) signatures are not accepted"
+            algo = _RSA_SIG_HASH.get(sig_alg)
+            width = (pub.key_size + 7) // 8
+            if algo is None or len(sig) > width:
+                return "bad-signature", f"{sig_alg} signature does not fit an RSA key"
+            pub.verify(sig.rjust(width, b"\0"), data, padding.PKCS1v15(), algo)
+        else:
+            return "unsupported", _unsupported_type(key.key_type) or "unsupported key"
+    except (InvalidSignature, _Malformed, ValueError):
+        return "bad-signature", "the signature does not match the signed data"
+    return "good", ""
+
+
+_SSH_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
+_SSH_END = b"-----END SSH SIGNATURE-----"
+
+
+def _dearmor_ssh(signature: bytes) -> bytes:
+    s = signature.strip()
+    if not s.endswith(_SSH_END):
+        raise _Malformed("armor has no END line (truncated?)")
+    body = b"".join(s[len(_SSH_BEGIN) : -len(_SSH_END)].split())
+    try:
+        return binascii.a2b_base64(body, strict_mode=True)
+    except binascii.Error:
+        raise _Malformed("armor is not valid base64") from None
+
+
+def _parse_sshsig(b: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
+    """Split an SSHSIG blob (the hot path: plain slicing, no reader object). Returns
+    (public key blob, namespace+reserved+hash_alg as encoded, namespace, hash_alg, sig_alg, sig)."""
+    n = len(b)
+    if n < 10:
+        raise _Malformed("truncated")
+    if b[:6] != b"SSHSIG":
+        raise _Malformed("wrong magic")
+    if b[6:10] != b"\0\0\0\1":
+        raise _Malformed(f"unsupported SSHSIG version {int.from_bytes(b[6:10], 'big')}")
+    pos, fields, marks = 10, [], []
+    for _ in range(5):  # publickey, namespace, reserved, hash_algorithm, signature
+        end = pos + 4 + int.from_bytes(b[pos : pos + 4], "big")
+        if pos + 4 > n or end > n:
+            raise _Malformed("truncated")
+        fields.append(b[pos + 4 : end])
+        marks.append(end)
+        pos = end
+    if pos != n:
+        raise _Malformed("trailing data")
+    inner = fields[4]
+    mid = 4 + int.from_bytes(inner[:4], "big")
+    end = mid + 4 + int.from_bytes(inner[mid : mid + 4], "big")
+    if len(inner) < 4 or mid + 4 > len(inner) or end != len(inner):
+        raise _Malformed("malformed inner signature")
+    return fields[0], b[marks[0] : marks[3]], fields[1], fields[3], inner[4:mid], inner[mid + 4 :]
+
+
+def _namespace_allowed(patterns: tuple[str, ...] | None, namespace: str) -> bool:
+    """OpenSSH ``match_pattern_list``: ``*``/``?`` wildcards, ``!`` negates and wins."""
+    if patterns is None:
+        return True
+    hit = False
+    for p in patterns:
+        negated = p.startswith("!")
+        rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p[negated:])
+        if re.fullmatch(rx, namespace):
+            if negated:
+                return False
+            hit = True
+    return hit
+
+
+@dataclass(frozen=True, slots=True)
+class _SshEntry:
+    key: _SshKey
+    trusted: tuple[TrustedKey, ...]
+    unrestricted: bool  # no entry limits the namespaces
+
+
+class Keyring:
+    """Trusted keys, parsed once and indexed for :meth:`check`."""
+
+    def __init__(
+        self,
+        *,
+        ssh: dict[bytes, _SshEntry],
+        pgp: openpgp.PgpIndex,
+        pgp_keys: dict[str, tuple[TrustedKey, ...]],
+    ) -> None:
+        self._ssh = ssh
+        self._pgp = pgp
+        self._pgp_keys = pgp_keys
+
+    def __len__(self) -> int:
+        """How many distinct keys the keyring holds."""
+        return len(self._ssh) + len(self._pgp_keys)
+
+    @classmethod
+    def from_keys(cls, keys: Iterable[TrustedKey]) -> Keyring:
+        """Parse every key. Raises :class:`TrustError` naming the signer whose key does not parse,
+        or both signers when one key is given to two names (a key must identify one signer)."""
+        ssh: dict[bytes, _SshEntry] = {}
+        certs: dict[str, openpgp.PgpCert] = {}
+        pgp_keys: dict[str, tuple[TrustedKey, ...]] = {}
+        for tk in keys:
+            try:
+                if "-----BEGIN PGP" in tk.key_text:
+                    cert = openpgp.parse_cert(tk.key_text)
+                    ident, sk = cert.fingerprint, None
+                    known = pgp_keys.get(ident, ())
+                else:
+                    sk = _parse_ssh_public(tk.key_text)
+                    ident, cert = sk.fingerprint, None
+                    known = ssh[sk.blob].trusted if sk.blob in ssh else ()
+            except ValueError as exc:
+                raise TrustError(f"signer {tk.name!r}: unusable key: {exc}") from None
+            if known and known[0].name != tk.name:
+                raise TrustError(
+                    f"signers {known[0].name!r} and {tk.name!r} have the same key {ident}; "
+                    "a key must belong to one signer"
+                )
+            if sk is not None:
+                both = (*known, tk)
+                ssh[sk.blob] = _SshEntry(sk, both, all(k.namespaces is None for k in both))
+            elif cert is not None:
+                certs[ident] = cert
+                pgp_keys[ident] = (*known, tk)
+        try:
+            index = openpgp.PgpIndex(certs.values())
+        except ValueError as exc:
+            raise TrustError(f"OpenPGP keys clash: {exc}") from None
+        return cls(ssh=ssh, pgp=index, pgp_keys=pgp_keys)
+
+    def check(self, *, signature: bytes, payload: bytes, namespace: str = "git") -> SignatureCheck:
+        """Verify ``signature`` (an armored SSHSIG or OpenPGP detached signature) over
+        ``payload``. Never raises for bad input; see :class:`SignatureCheck`."""
+        head = signature.lstrip()[:40]
+        if head.startswith(_SSH_BEGIN):
+            return self._check_ssh(signature, payload, namespace)
+        if head.startswith(openpgp.ARMOR_SIGNATURE):
+            return self._check_openpgp(signature, payload)
+        kind: Kind = "openpgp" if head.startswith(b"-----BEGIN PGP") else "ssh"
+        return SignatureCheck(
+            "bad-signature", None, "", kind, "not an armored SSH or OpenPGP signature"
+        )
+
+    def _check_ssh(self, signature: bytes, payload: bytes, namespace: str) -> SignatureCheck:
+        try:
+            blob, signed_middle, ns, hash_alg, sig_alg, sig = _parse_sshsig(_dearmor_ssh(signature))
+            entry = self._ssh.get(blob)
+            key_type = entry.key.key_type if entry else _Reader(blob).text()
+        except _Malformed as exc:
+            return _ssh_check("bad-signature", None, "", f"malformed SSH signature: {exc}")
+        if entry is None:
+            fpr = ssh_fingerprint(blob)
+            why = _unsupported_type(key_type)
+            if why:
+                return _ssh_check("unsupported", None, fpr, why)
+            return _ssh_check("unknown-key", None, fpr, f"no trusted key {fpr} ({key_type})")
+        fpr, signer = entry.key.fingerprint, entry.trusted[0].name
+        if hash_alg not in (b"sha256", b"sha512"):
+            return _ssh_check("unsupported", signer, fpr, f"unsupported hash {hash_alg[:20]!r}")
+        digest = (hashlib.sha512 if hash_alg == b"sha512" else hashlib.sha256)(payload).digest()
+        signed = b"SSHSIG" + signed_middle + _s(digest)  # namespace, reserved, hash_alg as sent
+        alg = sig_alg.decode(errors="replace")
+        outcome, why = _verify_ssh(entry.key, alg, sig, signed)
+        if outcome != "good":
+            return _ssh_check(outcome, signer, fpr, why)
+        if ns != namespace.encode():
+            got = ns[:60].decode(errors="replace")
+            why = f"signed for namespace {got!r}, expected {namespace!r}"
+            return _ssh_check("wrong-namespace", signer, fpr, why)
+        allowed = entry.trusted
+        if not entry.unrestricted:
+            allowed = tuple(k for k in allowed if _namespace_allowed(k.namespaces, namespace))
+        if not allowed:
+            why = f"key of {signer!r} may not sign namespace {namespace!r}"
+            return _ssh_check("wrong-namespace", signer, fpr, why)
+        return _ssh_check("good", signer, fpr, f"good {alg} signature", allowed)
+
+    def _check_openpgp(self, signature: bytes, payload: bytes) -> SignatureCheck:
+        v = self._pgp.verify(signature=signature, payload=payload, now=datetime.now(UTC))
+        trusted = self._pgp_keys.get(v.cert.fingerprint, ()) if v.cert else ()
+        signer = trusted[0].name if trusted else None
+        keys = trusted if v.outcome == "good" else ()
+        return SignatureCheck(v.outcome, signer, v.key_id, "openpgp", v.detail, v.signed_at, keys)
+
+
+def _ssh_check(
+    outcome: Outcome, signer: str | None, fpr: str, detail: str, keys: tuple[TrustedKey, ...] = ()
+) -> SignatureCheck:
+    return SignatureCheck(outcome, signer, fpr, "ssh", detail, None, keys)
+
+
+# ---------------------------------------------------------------------------- trust files
+
+_TIME = re.compile(r"(\d{8})(\d{4}(\d{2})?)?(Z?)")
+
+
+def _parse_time(value: str) -> datetime:
+    """``YYYYMMDD[HHMM[SS]][Z]`` read as UTC (see the module docstring)."""
+    m = _TIME.fullmatch(value)
+    if not m:
+        raise ValueError(f"bad time {value[:40]!r}: expected YYYYMMDD[HHMM[SS]][Z]")
+    digits = value.rstrip("Z").ljust(14, "0")
+    try:
+        return datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"bad time {value[:40]!r}: no such date") from None
+
+
+def _token(s: str) -> tuple[str, str]:
+    """Split off one whitespace-delimited token; double quotes (with ``\\"``) group spaces."""
+    s = s.lstrip()
+    i, quoted = 0, False
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and quoted:
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c in " \t" and not quoted:
+            break
+        i += 1
+    if quoted:
+        raise ValueError("unterminated quote")
+    return s[:i], s[i:].lstrip()
+
+
+def _dequote(v: str) -> str:
+    if len(v) >= 2 and v[0] == v[-1] == '"':
+        return v[1:-1].replace('\\"', '"')
+    if '"' in v:
+        raise ValueError(f"bad quoting in {v[:40]!r}")
+    return v
+
+
+_OPTION = re.compile(r'\s*([^,"=\s]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,"]*))?\s*(?:,|$)')
+
+
+def _parse_options(text: str) -> dict[str, str | None]:
+    """``name[=value]`` pairs separated by commas; values may be double-quoted."""
+    opts: dict[str, str | None] = {}
+    pos = 0
+    while pos < len(text):
+        m = _OPTION.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"malformed options {text[:60]!r}")
+        name = m.group(1).lower()
+        if name in opts:
+            raise ValueError(f"option {name!r} given twice")
+        value = m.group(2)
+        opts[name] = None if value is None else _dequote(value.strip())
+        pos = m.end()
+    return opts
+
+
+def _allowed_signers_line(line: str) -> TrustedKey:
+    principals, rest = _token(line)
+    principals = _dequote(principals)
+    if not principals:
+        raise ValueError("no principals")
+    opts: dict[str, str | None] = {}
+    first, after = _token(rest)
+    if not re.match(r"(?:ssh|ecdsa|sk)-", first):  # not a key type: the options field
+        if not after:
+            raise ValueError(f"missing key (unknown key type or options {first[:60]!r})")
+        opts, rest = _parse_options(first), after
+    if "cert-authority" in opts:
+        raise ValueError("cert-authority is not supported: list the signers' own keys")
+    unknown = sorted(set(opts) - {"namespaces", "valid-after", "valid-before"})
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}")
+    for name, value in opts.items():
+        if not value:
+            raise ValueError(f"option {name!r} needs a value")
+    _parse_ssh_public(rest)  # fail here, with the line number, rather than in Keyring
+    after_t = _parse_time(opts["valid-after"] or "") if "valid-after" in opts else None
+    before_t = _parse_time(opts["valid-before"] or "") if "valid-before" in opts else None
+    if after_t and before_t and after_t > before_t:
+        raise ValueError("valid-after is later than valid-before")
+    ns = opts.get("namespaces")
+    namespaces = tuple(n.strip() for n in ns.split(",") if n.strip()) if ns else None
+    return TrustedKey(principals, rest.strip(), after_t, before_t, namespaces)
+
+
+def load_allowed_signers(text: str, *, source: str) -> list[TrustedKey]:
+    """Read an OpenSSH allowed_signers file: ``principals [options] keytype base64 [comment]``.
+
+    One :class:`TrustedKey` per line, named by its principals field as written (unquoted).
+    Options: ``namespaces="a,b"``, ``valid-after=`` / ``valid-before=`` (quotes optional here;
+    ssh-keygen insists on them); ``cert-authority`` is refused.
+    Raises :class:`TrustError` as ``source:line: reason``."""
+    out: list[TrustedKey] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            out.append(_allowed_signers_line(line))
+        except ValueError as exc:
+            raise TrustError(f"{source}:{lineno}: {exc}") from None
+    if not out:
+        raise TrustError(f"{source}: no signers in the allowed_signers file")
+    return out
+
+
+def load_openpgp_keys(text: str, *, source: str) -> list[TrustedKey]:
+    """Read a file of one or more armored OpenPGP public keys; each is named by its primary user
+    id. Raises :class:`TrustError` as ``source:line: reason``."""
+    return [TrustedKey(c.name, c.armored) for c in openpgp.read_certs(text, source=source)]
