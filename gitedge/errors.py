@@ -87,13 +87,20 @@ class AmbiguousTarget(Stalled):
     """Two targets of the same top priority select a cluster and set a component differently."""
 
     def __init__(
-        self, *, component: str, cluster: str, targets: tuple[str, str], detail: str
+        self,
+        *,
+        component: str,
+        cluster: str,
+        targets: tuple[str, str],
+        detail: str,
+        where: tuple[str, str] | None = None,
     ) -> None:
         self.component = component
         self.cluster = cluster
         self.targets = targets
+        at = f" (at {where[0]} and {where[1]})" if where else ""
         super().__init__(
-            f"AmbiguousTarget: targets {targets[0]!r} and {targets[1]!r} both select cluster "
+            f"AmbiguousTarget: targets {targets[0]!r} and {targets[1]!r}{at} both select cluster "
             f"{cluster!r} with the same priority but set {component} differently ({detail}); "
             "give one a higher priority"
         )

@@ -89,7 +89,7 @@ def selecting_targets(fleet: Fleet, labels: Mapping[str, str]) -> list[UpgradeTa
 
 
 def _resolve(
-    targets: list[UpgradeTarget], component: Literal["os", "k3s"], cluster: str
+    targets: list[UpgradeTarget], component: Literal["os", "k3s"], cluster: str, fleet: Fleet
 ) -> UpgradeTarget | None:
     setting = [t for t in targets if getattr(t.spec, component) is not None]
     if not setting:
@@ -105,6 +105,10 @@ def _resolve(
                 cluster=cluster,
                 targets=(first.metadata.name, other.metadata.name),
                 detail=detail,
+                where=(
+                    fleet.where("UpgradeTarget", first.metadata.name),
+                    fleet.where("UpgradeTarget", other.metadata.name),
+                ),
             )
     return first
 
@@ -144,7 +148,7 @@ def plan(
     """
     targets = selecting_targets(fleet, cluster.labels)
     os_plan = k3s_plan = None
-    os_target = _resolve(targets, "os", cluster.name)
+    os_target = _resolve(targets, "os", cluster.name, fleet)
     if os_target is not None and os_target.spec.os is not None:
         os_plan = OsPlan(
             image=os_target.spec.os.image,
@@ -154,7 +158,7 @@ def plan(
             rollout=os_target.spec.rollout,
             current=cluster.os_image,
         )
-    k3s_target = _resolve(targets, "k3s", cluster.name)
+    k3s_target = _resolve(targets, "k3s", cluster.name, fleet)
     if k3s_target is not None and k3s_target.spec.k3s is not None:
         spec = k3s_target.spec.k3s
         goal = K3sVersion.parse(spec.version)
