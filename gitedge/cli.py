@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge import __version__
-from gitedge.errors import GitEdgeError, InvalidInput, UsageError
+from gitedge.errors import GitEdgeError, InvalidInput, UsageError, VerificationFailed
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -143,6 +143,59 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gitedge.adapters.gitsource import GitRepo
+    from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
+
+    bootstrap = load_bootstrap(args.trust)
+    cache = VerifiedCommits(args.cache, bootstrap=bootstrap) if args.cache else None
+    try:
+        d = verify_range(
+            GitRepo(path=args.repo),
+            bootstrap=bootstrap,
+            rev=args.rev,
+            since=args.since,
+            cache=cache,
+        )
+    except VerificationFailed as e:
+        if args.output == "json":
+            doc = {"verified": False, "commit": e.commit, "reason": e.reason, "detail": e.detail}
+            print(json.dumps(doc, indent=2))
+            return 1
+        raise
+    if args.output == "json":
+        doc = {
+            "verified": True,
+            "tip": d.tip,
+            "policy": d.policy.source,
+            "commits": [
+                {"id": a.commit, "signer": a.signer, "key": a.key_id, "trustChange": a.trust_change}
+                for a in d.accepted
+            ],
+            "cached": d.skipped_cached,
+            "exempt": d.exempt,
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    for a in d.accepted:
+        change = "  (trust change)" if a.trust_change else ""
+        print(f"{a.commit[:12]}  good  {a.signer}  {a.key_id}{change}")
+    extra = [
+        f"{n} {what}"
+        for n, what in (
+            (d.skipped_cached, "already verified"),
+            (d.exempt, "exempt: brought in by first-parent merges"),
+        )
+        if n
+    ]
+    print(
+        f"verified {len(d.accepted)} commit(s) up to {d.tip}"
+        + (f" ({'; '.join(extra)})" if extra else "")
+        + f"; trust in force: {d.policy.source}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gitedge",
@@ -168,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("verify", help="verify the signatures of a range of fleet-repo commits")
+    p.add_argument("--repo", required=True, metavar="GITDIR", help="a git repository (bare or not)")
+    p.add_argument(
+        "--trust",
+        required=True,
+        metavar="FILE",
+        help="pinned trust: TrustPolicy YAML, allowed_signers, or armored OpenPGP keys",
+    )
+    p.add_argument("--since", metavar="REV", help="a commit already trusted (default: the root)")
+    p.add_argument("--rev", default="HEAD", metavar="REV", help="newest commit (default HEAD)")
+    p.add_argument("--cache", metavar="DIR", help="remember verified commit ids in DIR")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("schema", help="write JSON Schemas of every kind")
     p.add_argument("--write", required=True, metavar="DIR")

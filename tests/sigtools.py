@@ -301,44 +301,86 @@ class SignedRepo:
         full = {**self.env, **(env or {})}
         return run(["git", *ident, *args], env=full, cwd=self.path).stdout.decode().strip()
 
-    def commit(self, message: str = "", *, signer: SshKey | GpgKey | None = None) -> str:
-        """Commit a small change, signed by ``signer`` (None: unsigned); the commit id."""
+    def commit(
+        self,
+        message: str = "",
+        *,
+        signer: SshKey | GpgKey | None = None,
+        files: dict[str, str | None] | None = None,
+        date: str | None = None,
+    ) -> str:
+        """Commit a change, signed by ``signer`` (None: unsigned); the commit id. ``files`` maps
+        paths to new content (None deletes); without it a small change to file.txt. ``date``
+        sets author and committer dates (git's formats, e.g. ``2030-01-01T00:00:00Z``)."""
         self._n += 1
-        (self.path / "file.txt").write_text(f"change {self._n}\n")
-        self.git("add", "file.txt")
+        for name, content in (files or {"file.txt": f"change {self._n}\n"}).items():
+            path = self.path / name
+            if content is None:
+                self.git("rm", "-q", name)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            self.git("add", name)
         msg = ["-m", message or f"commit {self._n}"]
-        if signer is None:
-            self.git("commit", "-q", *msg)
-        elif isinstance(signer, SshKey):
-            self.git(
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                f"user.signingkey={signer.path}",
-                "commit",
-                "-q",
-                "-S",
-                *msg,
-            )
-        else:
-            self.git(
-                "-c",
-                "gpg.format=openpgp",
-                "-c",
-                "gpg.program=gpg",
-                "-c",
-                f"user.signingkey={signer.fingerprint}",
-                "commit",
-                "-q",
-                "-S",
-                *msg,
-                env={"GNUPGHOME": str(signer.home)},
-            )
+        self.git(
+            *sign_args(signer), "commit", "-q", "--allow-empty", *msg, env=date_env(date, signer)
+        )
+        return self.git("rev-parse", "HEAD")
+
+    def merge(
+        self, branch: str, *, signer: SshKey | GpgKey | None = None, date: str | None = None
+    ) -> str:
+        """``git merge --no-ff BRANCH`` signed by ``signer``; the merge commit id."""
+        self.git(
+            *sign_args(signer),
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            f"merge {branch}",
+            branch,
+            env=date_env(date, signer),
+        )
         return self.git("rev-parse", "HEAD")
 
     def signature(self, oid: str) -> tuple[bytes, bytes]:
         """``(signature, signed payload)`` of a signed commit."""
         return commit_signature(self.path, oid)
+
+
+def sign_args(signer: SshKey | GpgKey | None) -> list[str]:
+    """git ``-c`` options and ``-S`` (placed before the subcommand's own options) to sign with
+    ``signer``; for merge/commit. The subcommand must follow these."""
+    if signer is None:
+        return ["-c", "commit.gpgsign=false"]
+    if isinstance(signer, SshKey):
+        return [
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            f"user.signingkey={signer.path}",
+            "-c",
+            "commit.gpgsign=true",
+        ]
+    return [
+        "-c",
+        "gpg.format=openpgp",
+        "-c",
+        "gpg.program=gpg",
+        "-c",
+        f"user.signingkey={signer.fingerprint}",
+        "-c",
+        "commit.gpgsign=true",
+    ]
+
+
+def date_env(date: str | None, signer: SshKey | GpgKey | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if date:
+        env |= {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+    if isinstance(signer, GpgKey):
+        env["GNUPGHOME"] = str(signer.home)
+    return env
 
 
 def commit_signature(repo_path: Path, oid: str) -> tuple[bytes, bytes]:

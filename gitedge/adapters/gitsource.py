@@ -153,6 +153,18 @@ class GitRepo:
             return None
         return self._blob(entry.id, path, limit=MAX_FILE_BYTES)
 
+    def trust_blob_id(self, commit: str) -> str | None:
+        """The blob id of ``.gitedge/trust.yaml`` at ``commit`` (None when it has none)."""
+        return _trust_blob(self.repo, self._commit(commit).tree_id)
+
+    def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
+        """A blob's content by its id (``path`` names it in errors); at most 1 MiB."""
+        try:
+            oid = pygit2.Oid(hex=blob_id)
+        except _LIBGIT2_ERRORS:
+            raise SourceUnavailable(f"{self.path}: {blob_id!r} is not an object id") from None
+        return self._blob(oid, path, limit=MAX_FILE_BYTES)
+
     def _blob(self, oid: pygit2.Oid, path: str, *, limit: int) -> bytes:
         size = self.repo.odb.read_header(oid)[1]
         if size > limit:

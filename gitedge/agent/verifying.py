@@ -1,0 +1,225 @@
+"""The verify step: from a git repository and a pinned trust file to a :class:`TrustDecision`.
+
+Effects live here and only here: reading the bootstrap trust file, walking the repository,
+reading trust blobs, building keyrings, and the cache of verified commit ids. The decision
+itself is :func:`gitedge.core.trust.decide`. ``gitedge verify`` and the agent's reconcile pass
+both call :func:`verify_range`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from gitedge.adapters.gitsource import GitMirror, GitRepo, SourceAuth
+from gitedge.adapters.signatures import (
+    Keyring,
+    TrustedKey,
+    load_allowed_signers,
+    load_openpgp_keys,
+)
+from gitedge.core.trust import (
+    Policy,
+    PolicySigner,
+    TrustDecision,
+    decide,
+    parse_trust_policy,
+    policy_from_model,
+    require_descendant,
+)
+from gitedge.errors import TrustError
+
+MAX_TRUST_FILE = 1 << 20
+
+__all__ = [
+    "VerifiedCommits",
+    "checker_for",
+    "load_bootstrap",
+    "sync_and_verify",
+    "verify_range",
+]
+
+
+def load_bootstrap(path: str | Path) -> Policy:
+    """The pinned trust file: a TrustPolicy YAML, an OpenSSH allowed_signers file, or armored
+    OpenPGP public keys. Keys of the last two have both roles (they are the install's root of
+    trust). Raises :class:`TrustError` naming the file."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_TRUST_FILE:
+            raise TrustError(f"{p}: trust file is larger than 1 MiB")
+        data = p.read_bytes()
+    except OSError as e:
+        raise TrustError(f"{p}: cannot read trust file: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TrustError(f"{p}: trust file is not UTF-8 text") from None
+    source = f"bootstrap:{p}"
+    if _looks_like_yaml_policy(text):
+        try:
+            model = parse_trust_policy(data, path=str(p))
+        except ValueError as e:
+            raise TrustError(str(e)) from None
+        policy = policy_from_model(model, source=source, data=data)
+    elif "-----BEGIN PGP PUBLIC KEY BLOCK-----" in text:
+        keys = load_openpgp_keys(text, source=str(p))
+        policy = _policy_of_keys(keys, source=source, data=data)
+    else:
+        policy = _policy_of_keys(
+            load_allowed_signers(text, source=str(p)), source=source, data=data
+        )
+    if not policy.signers:
+        raise TrustError(f"{p}: no keys in the trust file")
+    checker_for(policy)  # every key must parse now, not at the first commit
+    return policy
+
+
+def _looks_like_yaml_policy(text: str) -> bool:
+    return any(line.strip().startswith("kind:") for line in text.splitlines())
+
+
+def _policy_of_keys(keys: Iterable[TrustedKey], *, source: str, data: bytes) -> Policy:
+    signers = tuple(
+        PolicySigner(
+            name=k.name,
+            key_text=k.key_text,
+            roles=frozenset({"release", "admin"}),
+            valid_after=k.valid_after,
+            valid_before=k.valid_before,
+            namespaces=k.namespaces,
+        )
+        for k in keys
+    )
+    return Policy(signers, "all", source, "sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def checker_for(policy: Policy) -> Keyring:
+    """The keyring of a policy's signers. Raises :class:`TrustError` naming the bad key."""
+    try:
+        return Keyring.from_keys(
+            TrustedKey(
+                name=s.name,
+                key_text=s.key_text,
+                valid_after=s.valid_after,
+                valid_before=s.valid_before,
+                namespaces=s.namespaces,
+            )
+            for s in policy.signers
+        )
+    except TrustError as e:
+        raise TrustError(f"{policy.source}: {e}") from None
+
+
+class VerifiedCommits:
+    """Ids of commits already verified under one bootstrap policy, kept in a file (one id per
+    line) so that a commit verified once is not verified again, across restarts. A different
+    bootstrap (a reinstall with other keys) starts a new file."""
+
+    def __init__(self, directory: str | Path | None, *, bootstrap: Policy) -> None:
+        self._ids: set[str] = set()
+        self._file: Path | None = None
+        if directory is not None:
+            name = bootstrap.digest.removeprefix("sha256:")[:16] or "none"
+            self._file = Path(directory) / f"verified-{name}.txt"
+            if self._file.exists():
+                self._ids = set(self._file.read_text(encoding="ascii").split())
+
+    def __contains__(self, commit: object) -> bool:
+        return commit in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, commits: Iterable[str]) -> None:
+        new = set(commits) - self._ids
+        if not new:
+            return
+        self._ids |= new
+        if self._file is not None:
+            _write_atomic(self._file, "".join(f"{c}\n" for c in sorted(self._ids)))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def verify_range(
+    repo: GitRepo,
+    *,
+    bootstrap: Policy,
+    rev: str,
+    since: str | None = None,
+    cache: VerifiedCommits | None = None,
+    make_checker: Callable[[Policy], Keyring] = checker_for,
+) -> TrustDecision:
+    """Verify every commit in (``since``, ``rev``]: all ancestors of ``rev`` when ``since`` is
+    None. ``since`` is a commit already trusted (the agent's last verified commit): ``rev`` must
+    descend from it (:class:`RollbackRefused` otherwise). Raises :class:`VerificationFailed` for
+    the first bad commit; commits accepted before it are still added to ``cache``."""
+    tip = repo.resolve(rev)
+    base = repo.resolve(since) if since is not None else None
+    if base is not None:
+        require_descendant(
+            last_verified=base,
+            offered=tip,
+            descends=repo.is_descendant(commit=tip, ancestor=base),
+        )
+    commits = repo.commit_facts(since=base, rev=tip, first_parent=False)
+    in_range = {c.id for c in commits}
+    outside = {p for c in commits for p in c.parents if p not in in_range}
+    if not commits and base is not None:
+        outside.add(base)
+    outside_trust = {p: repo.trust_blob_id(p) for p in outside}
+    blob_ids = {c.trust_blob_id for c in commits} | set(outside_trust.values())
+    blobs = {b: repo.blob_by_id(b) for b in blob_ids if b is not None}
+    accepted: list[str] = []
+    seen = cache if cache is not None else VerifiedCommits(None, bootstrap=bootstrap)
+    try:
+        decision = decide(
+            commits=commits,
+            tip=tip,
+            bootstrap=bootstrap,
+            outside_trust=outside_trust,
+            blobs=blobs,
+            checker_for=make_checker,
+            cached=seen,
+            on_accept=accepted.append,
+        )
+    finally:
+        if cache is not None:
+            cache.add(accepted)
+    return decision
+
+
+def sync_and_verify(
+    mirror: GitMirror,
+    *,
+    url: str,
+    branch: str,
+    bootstrap: Policy,
+    last_verified: str | None,
+    auth: SourceAuth | None = None,
+    cache: VerifiedCommits | None = None,
+    timeout_s: float = 60.0,
+) -> TrustDecision:
+    """Fetch ``branch`` into the mirror, then verify everything new since ``last_verified``.
+
+    The caller records ``decision.tip`` as the new last verified commit only when this returns:
+    a failed fetch raises :class:`SourceUnavailable` and leaves the mirror as it was; a bad
+    commit raises :class:`VerificationFailed`; a rewritten branch :class:`RollbackRefused`."""
+    fetched = mirror.fetch(url=url, branch=branch, auth=auth, timeout_s=timeout_s)
+    return verify_range(mirror, bootstrap=bootstrap, rev=fetched, since=last_verified, cache=cache)

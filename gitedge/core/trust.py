@@ -1,0 +1,366 @@
+"""Trust: which commits of the fleet repo the agent accepts (DESIGN.md sections 3 and 6).
+
+The decision is pure. It is fed the facts of a commit range (parents before children, as
+``GitRepo.commit_facts`` yields them), the contents of the trust files those commits carry, the
+bootstrap policy pinned at install, and a *checker* per policy that verifies one signature (the
+adapter ``signatures.Keyring`` in production). The rules:
+
+- The policy in force at a commit is its ``.gitedge/trust.yaml`` if it has one, else the bootstrap.
+  Once a repo has a trust file, removing it is refused: absence must not bring old keys back.
+- Every new commit is checked against the policy in force at its first parent (the bootstrap for a
+  root commit). A commit whose trust file differs from its first parent's is a *trust change* and
+  must be signed by an ``admin`` of that previous policy; any other commit by a ``release`` signer.
+- A signer's ``validAfter``/``validBefore`` (inclusive) are compared with the committer time.
+- ``verify: first-parent`` (in the policy at a merge's first parent) exempts the commits that merge
+  brings in from the side; the merge itself is checked, trust change included. ``all`` checks them.
+- Commits already verified (``cached``) are not checked again.
+
+Reason words (``VerificationFailed.reason``): ``unsigned``, ``unknown-key``, ``bad-signature``,
+``key-not-valid-at-time``, ``not-admin-for-trust-change``, ``wrong-namespace``, plus
+``not-release-signer`` (a known key without the release role) and ``invalid-trust-policy`` (a
+trust file that does not parse, or was removed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import ValidationError
+
+from gitedge.core.fleet import TRUST_PATH, TrustPolicy
+from gitedge.core.yamldoc import parse_documents, validation_problems
+from gitedge.errors import RollbackRefused, VerificationFailed
+
+Role = Literal["release", "admin"]
+VerifyMode = Literal["all", "first-parent"]
+
+__all__ = [
+    "Policy",
+    "PolicySigner",
+    "TrustDecision",
+    "decide",
+    "parse_trust_policy",
+    "policy_from_model",
+    "require_descendant",
+]
+
+
+@dataclass(frozen=True)
+class PolicySigner:
+    name: str
+    key_text: str
+    roles: frozenset[Role]
+    valid_after: datetime | None = None
+    valid_before: datetime | None = None
+    namespaces: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A trust policy in force: its signers and verify mode. ``source`` says where it came from
+    (``bootstrap:/etc/gitedge/trust`` or ``.gitedge/trust.yaml@<blob>``); ``digest`` identifies
+    its content, so caches can tell two policies apart."""
+
+    signers: tuple[PolicySigner, ...]
+    verify: VerifyMode = "all"
+    source: str = ""
+    digest: str = ""
+
+    def signer(self, name: str | None) -> PolicySigner | None:
+        return next((s for s in self.signers if s.name == name), None)
+
+
+class KeyWindow(Protocol):
+    @property
+    def valid_after(self) -> datetime | None: ...
+    @property
+    def valid_before(self) -> datetime | None: ...
+
+
+class Check(Protocol):
+    """What a checker says about one signature (``signatures.SignatureCheck`` fits)."""
+
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def signer(self) -> str | None: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def keys(self) -> Sequence[KeyWindow]: ...
+
+
+class Checker(Protocol):
+    def check(self, *, signature: bytes, payload: bytes, namespace: str = "git") -> Check: ...
+
+
+class Commit(Protocol):
+    """The facts of one commit (``gitsource.CommitFacts`` fits)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def parents(self) -> tuple[str, ...]: ...
+    @property
+    def committer_time(self) -> datetime: ...
+    @property
+    def signature(self) -> bytes | None: ...
+    @property
+    def payload(self) -> bytes | None: ...
+    @property
+    def trust_blob_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    commit: str
+    signer: str | None  # None: exempt (brought in by a first-parent merge)
+    key_id: str
+    trust_change: bool
+
+
+@dataclass
+class TrustDecision:
+    """The outcome for a range: commits accepted in order; the policy in force at ``tip``."""
+
+    tip: str
+    policy: Policy
+    accepted: list[Accepted] = field(default_factory=list)
+    skipped_cached: int = 0
+    exempt: int = 0
+
+
+def policy_from_model(model: TrustPolicy, *, source: str, data: bytes) -> Policy:
+    signers = tuple(
+        PolicySigner(
+            name=s.name,
+            key_text=s.key,
+            roles=frozenset(s.roles),
+            valid_after=s.valid_after,
+            valid_before=s.valid_before,
+        )
+        for s in model.spec.signers
+    )
+    return Policy(signers, model.spec.verify, source, _digest(data))
+
+
+def parse_trust_policy(data: bytes, *, path: str = TRUST_PATH) -> TrustPolicy:
+    """Parse a TrustPolicy file. Raises ValueError with ``path:line: message`` lines."""
+    docs, problems = parse_documents(data, path=path)
+    if not problems and len(docs) != 1:
+        raise ValueError(f"{path}:1: a trust file holds exactly one TrustPolicy, not {len(docs)}")
+    if problems:
+        raise ValueError("\n".join(map(str, problems)))
+    doc = docs[0]
+    if not isinstance(doc.value, dict) or doc.value.get("kind") != "TrustPolicy":
+        raise ValueError(f"{path}:{doc.line}: expected kind TrustPolicy")
+    try:
+        return TrustPolicy.model_validate(doc.value)
+    except ValidationError as e:
+        lines = validation_problems(e, path=path, node=doc.node, prefix="TrustPolicy")
+        raise ValueError("\n".join(map(str, lines))) from None
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def require_descendant(*, last_verified: str | None, offered: str, descends: bool) -> None:
+    """The rollback rule: the tracked tip must descend from (or be) the last verified commit."""
+    if last_verified is not None and offered != last_verified and not descends:
+        raise RollbackRefused(
+            last_verified=last_verified,
+            offered=offered,
+            detail="history rewritten or an older commit replayed; the last verified commit stays",
+        )
+
+
+class _Policies:
+    """Policies by trust blob id, parsed once; their checkers built once."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: Policy,
+        blobs: Mapping[str, bytes],
+        checker_for: Callable[[Policy], Checker],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self._blobs = blobs
+        self._checker_for = checker_for
+        self._policies: dict[str, Policy | ValueError] = {}
+        self._checkers: dict[str, Checker] = {}
+
+    def at(self, blob_id: str | None) -> Policy | ValueError:
+        if blob_id is None:
+            return self.bootstrap
+        if blob_id not in self._policies:
+            data = self._blobs.get(blob_id)
+            try:
+                if data is None:
+                    raise ValueError(f"{TRUST_PATH}: blob {blob_id} is missing from the repo")
+                model = parse_trust_policy(data)
+                src = f"{TRUST_PATH}@{blob_id[:12]}"
+                self._policies[blob_id] = policy_from_model(model, source=src, data=data)
+            except ValueError as e:
+                self._policies[blob_id] = e
+        return self._policies[blob_id]
+
+    def checker(self, policy: Policy) -> Checker:
+        if policy.digest not in self._checkers:
+            self._checkers[policy.digest] = self._checker_for(policy)
+        return self._checkers[policy.digest]
+
+
+def decide(
+    *,
+    commits: Sequence[Commit],
+    tip: str,
+    bootstrap: Policy,
+    outside_trust: Mapping[str, str | None],
+    blobs: Mapping[str, bytes],
+    checker_for: Callable[[Policy], Checker],
+    cached: Container[str] = frozenset(),
+    on_accept: Callable[[str], object] | None = None,
+) -> TrustDecision:
+    """Decide over ``commits`` (every commit in the range, parents before children; ``tip`` the
+    newest). ``outside_trust`` gives the trust blob id of parents outside the range (None: no trust
+    file there); ``blobs`` the content of every trust blob named. Raises
+    :class:`VerificationFailed` for the first bad commit (in that order); ``on_accept`` hears of
+    each commit accepted before that, so a cache can keep them."""
+    policies = _Policies(bootstrap=bootstrap, blobs=blobs, checker_for=checker_for)
+    by_id = {c.id: c for c in commits}
+
+    def trust_of(commit_id: str) -> str | None:
+        if commit_id in by_id:
+            return by_id[commit_id].trust_blob_id
+        return outside_trust[commit_id]
+
+    exempt = _exempt_side_commits(commits, tip, by_id, lambda c: policies.at(trust_of(c)))
+    decision = TrustDecision(tip=tip, policy=bootstrap)
+    for c in commits:
+        if c.id in exempt:
+            decision.exempt += 1
+            continue
+        if c.id in cached:
+            decision.skipped_cached += 1
+            continue
+        parent_blob = trust_of(c.parents[0]) if c.parents else None
+        before = policies.at(parent_blob)
+        if isinstance(before, ValueError):  # pragma: no cover - the parent was refused already
+            raise VerificationFailed(commit=c.id, reason="invalid-trust-policy", detail=str(before))
+        decision.accepted.append(_check_commit(c, before, parent_blob, policies))
+        if on_accept is not None:
+            on_accept(c.id)
+    final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
+    if isinstance(final, ValueError):  # pragma: no cover - a cached tip was accepted before
+        raise VerificationFailed(commit=tip, reason="invalid-trust-policy", detail=str(final))
+    decision.policy = final
+    return decision
+
+
+def _check_commit(
+    c: Commit, before: Policy, parent_blob: str | None, policies: _Policies
+) -> Accepted:
+    trust_change = c.trust_blob_id != parent_blob
+    if trust_change:
+        if c.trust_blob_id is None:
+            raise VerificationFailed(
+                commit=c.id,
+                reason="invalid-trust-policy",
+                detail=f"{TRUST_PATH} was removed; a trust file once present can only be changed",
+            )
+        after = policies.at(c.trust_blob_id)
+        if isinstance(after, ValueError):
+            raise VerificationFailed(commit=c.id, reason="invalid-trust-policy", detail=str(after))
+    if c.signature is None or c.payload is None:
+        raise VerificationFailed(
+            commit=c.id, reason="unsigned", detail="the commit has no signature"
+        )
+    result = policies.checker(before).check(signature=c.signature, payload=c.payload)
+    if result.outcome != "good":
+        reason = {"unsupported": "unknown-key"}.get(result.outcome, result.outcome)
+        raise VerificationFailed(commit=c.id, reason=reason, detail=_policy_note(result, before))
+    when = c.committer_time
+    if not any(_valid_at(k, when) for k in result.keys):
+        raise VerificationFailed(
+            commit=c.id,
+            reason="key-not-valid-at-time",
+            detail=f"key {result.key_id} of {result.signer!r} is not valid at the committer time "
+            f"{when.isoformat()} ({_windows(result.keys)})",
+        )
+    signer = before.signer(result.signer)
+    roles = signer.roles if signer else frozenset()
+    need: Role = "admin" if trust_change else "release"
+    if need not in roles:
+        reason = "not-admin-for-trust-change" if trust_change else "not-release-signer"
+        raise VerificationFailed(
+            commit=c.id,
+            reason=reason,
+            detail=f"{result.signer!r} has roles [{', '.join(sorted(roles))}] in {before.source}; "
+            f"{'changing ' + TRUST_PATH if trust_change else 'this commit'} needs {need}",
+        )
+    return Accepted(c.id, result.signer, result.key_id, trust_change)
+
+
+def _policy_note(result: Check, policy: Policy) -> str:
+    return f"{result.detail} (policy in force: {policy.source})"
+
+
+def _valid_at(key: KeyWindow, when: datetime) -> bool:
+    return (key.valid_after is None or key.valid_after <= when) and (
+        key.valid_before is None or when <= key.valid_before
+    )
+
+
+def _windows(keys: Sequence[KeyWindow]) -> str:
+    parts = [
+        f"valid {k.valid_after.isoformat() if k.valid_after else '-inf'} .. "
+        f"{k.valid_before.isoformat() if k.valid_before else '+inf'}"
+        for k in keys
+    ]
+    return "; ".join(parts) or "no key entry"
+
+
+def _exempt_side_commits(
+    commits: Sequence[Commit],
+    tip: str,
+    by_id: Mapping[str, Commit],
+    policy_at: Callable[[str], Policy | ValueError],
+) -> set[str]:
+    """Commits brought in from the side by a merge whose first parent's policy says
+    ``first-parent``. The mainline is the first-parent chain from ``tip`` within the range."""
+    if tip not in by_id:
+        return set()
+    mainline: list[str] = []
+    cur: str | None = tip
+    while cur is not None and cur in by_id:
+        mainline.append(cur)
+        parents = by_id[cur].parents
+        cur = parents[0] if parents else None
+    on_mainline = set(mainline)
+    claimed: set[str] = set()
+    exempt: set[str] = set()
+    for merge_id in reversed(mainline):  # oldest first: a side commit belongs to the first merge
+        merge = by_id[merge_id]
+        if len(merge.parents) < 2:
+            continue
+        brought: set[str] = set()
+        stack = [p for p in merge.parents[1:] if p in by_id]
+        while stack:
+            cid = stack.pop()
+            if cid in on_mainline or cid in claimed or cid in brought:
+                continue
+            brought.add(cid)
+            stack.extend(p for p in by_id[cid].parents if p in by_id)
+        claimed |= brought
+        policy = policy_at(merge.parents[0])
+        if isinstance(policy, Policy) and policy.verify == "first-parent":
+            exempt |= brought
+    return exempt
