@@ -73,7 +73,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gitedge.core.config import load_site_file
     from gitedge.core.fleet import load_fleet
     from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts
+    from gitedge.core.validation import cluster_facts, site_of
 
     if args.rev:
         from gitedge.adapters.gitsource import read_commit_tree
@@ -87,7 +87,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     fleet = load_fleet(snapshot, origin=origin)
     site = load_site_file(_read(args.cluster, "--cluster"), path=args.cluster)
     facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
-    result = plan(fleet, facts, now=_now(args.now))
+    result = plan(fleet, facts, now=_now(args.now), site=site_of(site))
     doc = plan_json(result)
     if args.output == "json":
         print(json.dumps(doc, indent=2))

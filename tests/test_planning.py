@@ -178,8 +178,14 @@ def test_plan_json_shape_and_path():
             "path": ["v1.29.10+k3s1", "v1.30.6+k3s1"],
             "window": None,
         },
-        "manifests": [],
+        "manifests": doc["manifests"],  # rendered Plans: tests/test_suc.py checks them
     }
+    names = [(m["metadata"]["name"], m["spec"]["version"]) for m in doc["manifests"]]
+    assert names == [
+        ("gitedge-k3s-server", "v1.29.10+k3s1"),
+        ("gitedge-k3s-agent", "v1.29.10+k3s1"),
+        ("gitedge-os", "1.2"),
+    ]
 
 
 def test_unreachable_k3s_target_is_an_error_naming_the_minor():

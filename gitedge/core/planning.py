@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gitedge.core.fleet import Fleet, K3sTarget, OsTarget, Rollout, UpgradeTarget
+from gitedge.core.suc import Site, k3s_plans
+from gitedge.core.suc import os_plan as os_suc_plan
 from gitedge.core.versions import K3sVersion, upgrade_path
-from gitedge.core.windows import window_state
+from gitedge.core.windows import MaintenanceWindowSpec, window_state
 from gitedge.errors import AmbiguousTarget
 
 
@@ -140,8 +142,11 @@ def plan(
     cluster: ClusterFacts,
     *,
     now: datetime,
+    site: Site | None = None,
 ) -> Plan:
-    """Decide the OS and K3s targets of ``cluster`` at instant ``now`` (aware datetime).
+    """Decide the OS and K3s targets of ``cluster`` at instant ``now`` (aware datetime), and
+    render the SUC Plans of each component's next step for ``site`` (defaults: namespace
+    ``system-upgrade``, images upstream).
 
     Raises AmbiguousTarget, or UpgradePathError when the K3s target cannot be reached from the
     cluster's current version through the fleet's K3sReleases.
@@ -179,7 +184,39 @@ def plan(
             rollout=k3s_target.spec.rollout,
             current=cluster.k3s_version,
         )
-    return Plan(cluster=cluster.name, os=os_plan, k3s=k3s_plan)
+    manifests = render_next_steps(fleet, os_plan, k3s_plan, site=site or Site())
+    return Plan(cluster=cluster.name, os=os_plan, k3s=k3s_plan, manifests=manifests)
+
+
+def render_next_steps(
+    fleet: Fleet, os_plan: OsPlan | None, k3s_plan: K3sPlan | None, *, site: Site
+) -> tuple[dict[str, Any], ...]:
+    """The SUC Plans of the first step of the K3s path and of the OS, where there is work."""
+    out: list[dict[str, Any]] = []
+    if k3s_plan is not None and k3s_plan.path:
+        out += k3s_plans(
+            version=k3s_plan.path[0],
+            upgrade_image=k3s_plan.spec.upgrade_image,
+            rollout=k3s_plan.rollout,
+            window=_window_spec(fleet, k3s_plan.window),
+            target=k3s_plan.target,
+            site=site,
+        )
+    if os_plan is not None and os_plan.current != os_plan.image:
+        out.append(
+            os_suc_plan(
+                os=os_plan.spec,
+                rollout=os_plan.rollout,
+                window=_window_spec(fleet, os_plan.window),
+                target=os_plan.target,
+                site=site,
+            )
+        )
+    return tuple(out)
+
+
+def _window_spec(fleet: Fleet, view: WindowView | None) -> MaintenanceWindowSpec | None:
+    return fleet.windows[view.name].spec if view is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -12,8 +12,10 @@ from datetime import datetime
 
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
 from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.images import cache_host
 from gitedge.core.planning import ClusterFacts, Plan, plan
 from gitedge.core.snapshot import Snapshot
+from gitedge.core.suc import Site
 from gitedge.errors import InvalidInput, Problem, Stalled
 
 
@@ -39,6 +41,15 @@ def cluster_facts(
         k3s_version=status.k3s_version,
         os_image=status.os_image,
     )
+
+
+def site_of(site: SiteFile) -> Site:
+    """Where rendered SUC Plans go and which cache they pull from: an AgentConfig says
+    (``apply.namespace``, ``registry.cache.url``); a bare Cluster identity takes the defaults."""
+    if isinstance(site, AgentConfig):
+        cache = site.registry.cache
+        return Site(namespace=site.apply.namespace, cache=cache_host(cache.url) if cache else None)
+    return Site()
 
 
 def validate(
