@@ -144,36 +144,12 @@ def test_plan_from_a_git_revision(tmp_path: Path) -> None:
     stores.write_text(stores.read_text().replace("v1.30.6+k3s1", "v1.31.2+k3s1"))
     subprocess.run(["git", *env, "-C", str(work), "commit", "-qam", "stores to 1.31"], check=True)
     cluster = str(CLUSTERS / "store-berlin-0042.yaml")
-    old = json.loads(
-        gitedge(
-            "plan",
-            "--repo",
-            str(work),
-            "--rev",
-            first,
-            "--cluster",
-            cluster,
-            "--now",
-            NOW,
-            "-o",
-            "json",
-        ).stdout
-    )
-    new = json.loads(
-        gitedge(
-            "plan",
-            "--repo",
-            str(work),
-            "--rev",
-            "main",
-            "--cluster",
-            cluster,
-            "--now",
-            NOW,
-            "-o",
-            "json",
-        ).stdout
-    )
+
+    def plan_at(rev: str) -> dict:
+        args = ["--repo", str(work), "--rev", rev, "--cluster", cluster, "--now", NOW]
+        return json.loads(gitedge("plan", *args, "-o", "json").stdout)
+
+    old, new = plan_at(first), plan_at("main")
     assert old["k3s"]["version"] == "v1.30.6+k3s1" and new["k3s"]["version"] == "v1.31.2+k3s1"
     assert new["k3s"]["path"] == ["v1.29.10+k3s1", "v1.30.6+k3s1", "v1.31.2+k3s1"]
     r = gitedge("plan", "--repo", str(work), "--rev", "no-such-rev", "--cluster", cluster)
