@@ -1,0 +1,148 @@
+"""``/healthz``, ``/readyz`` and Prometheus ``/metrics`` for the agent (standard library only).
+
+Liveness says the process and its loop are alive (the loop ticked recently); readiness says the
+agent works from a verified commit. Metrics are a small registry of gauges and counters, written
+in Prometheus text exposition format 0.0.4. Label values come from the agent's own state (commit
+ids, versions, window names), never from secrets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Metrics", "StatusServer"]
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class _Family:
+    kind: str  # gauge | counter
+    help: str
+    values: dict[Labels, float] = field(default_factory=dict)
+
+
+def _number(value: float) -> str:
+    """Exact: a timestamp in seconds must not become 1.79e+09."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    """Thread-safe gauges and counters, rendered on demand."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._families: dict[str, _Family] = {}
+
+    def _family(self, name: str, kind: str, help: str) -> _Family:
+        fam = self._families.get(name)
+        if fam is None:
+            fam = self._families[name] = _Family(kind, help)
+        return fam
+
+    def set(
+        self, name: str, value: float, *, help: str, labels: Mapping[str, str] | None = None
+    ) -> None:
+        key = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            self._family(name, "gauge", help).values[key] = float(value)
+
+    def replace(self, name: str, values: Mapping[Labels, float], *, help: str) -> None:
+        """Set a whole labelled gauge at once (e.g. applied versions: old label sets vanish)."""
+        with self._lock:
+            fam = self._family(name, "gauge", help)
+            fam.values = {k: float(v) for k, v in values.items()}
+
+    def inc(
+        self, name: str, amount: float = 1.0, *, help: str, labels: Mapping[str, str] | None = None
+    ) -> None:
+        key = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            fam = self._family(name, "counter", help)
+            fam.values[key] = fam.values.get(key, 0.0) + amount
+
+    def get(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+        key = tuple(sorted((labels or {}).items()))
+        with self._lock:
+            fam = self._families.get(name)
+            return None if fam is None else fam.values.get(key)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        with self._lock:
+            for name in sorted(self._families):
+                fam = self._families[name]
+                lines.append(f"# HELP {name} {fam.help}")
+                lines.append(f"# TYPE {name} {fam.kind}")
+                for labels, value in sorted(fam.values.items()):
+                    text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                    num = _number(value)
+                    lines.append(f"{name}{{{text}}} {num}" if text else f"{name} {num}")
+        return "\n".join(lines) + "\n"
+
+
+class StatusServer:
+    """Serves the three endpoints on ``host:port`` from a daemon thread until :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        ready: Callable[[], tuple[bool, str]],
+        alive: Callable[[], tuple[bool, str]],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: the agent logs
+                return
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, owner.metrics.render(), "text/plain; version=0.0.4")
+                elif path in ("/healthz", "/readyz"):
+                    ok, why = (owner.alive if path == "/healthz" else owner.ready)()
+                    self._send(200 if ok else 503, (why or "ok") + "\n", "text/plain")
+                else:
+                    self._send(404, "not found\n", "text/plain")
+
+            def _send(self, code: int, body: str, ctype: str) -> None:
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", f"{ctype}; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.metrics, self.ready, self.alive = metrics, ready, alive
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="status-server", daemon=True
+        )
+        self.started = time.monotonic()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> StatusServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

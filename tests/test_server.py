@@ -1,0 +1,61 @@
+"""The agent's status server (agent/server.py) over real HTTP on 127.0.0.1: /healthz and /readyz
+answer 200 or 503 with the reason, /metrics is Prometheus text with HELP/TYPE lines, escaped
+label values, counters that add up, and labelled gauges replaced as a whole."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gitedge.agent.server import Metrics, StatusServer
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_health_readiness_and_metrics() -> None:
+    m = Metrics()
+    state = {"ready": (False, "no verified commit yet")}
+    srv = StatusServer(metrics=m, ready=lambda: state["ready"], alive=lambda: (True, "")).start()
+    try:
+        assert get(srv.port, "/healthz") == (200, "ok\n")
+        assert get(srv.port, "/readyz") == (503, "no verified commit yet\n")
+        state["ready"] = (True, "")
+        assert get(srv.port, "/readyz")[0] == 200
+        m.set("gitedge_last_sync_timestamp_seconds", 1790000001, help="Last successful sync.")
+        m.inc("gitedge_mirror_bytes_total", 100, help="Bytes mirrored.")
+        m.inc("gitedge_mirror_bytes_total", 23, help="Bytes mirrored.")
+        m.replace(
+            "gitedge_applied_version",
+            {(("component", "k3s"), ("version", 'v1.30.6+k3s1"x')): 1},
+            help="Applied versions.",
+        )
+        m.replace(
+            "gitedge_applied_version",
+            {(("component", "k3s"), ("version", "v1.31.2+k3s1")): 1},
+            help="Applied versions.",
+        )
+        code, text = get(srv.port, "/metrics")
+        assert code == 200
+        assert "# TYPE gitedge_mirror_bytes_total counter\ngitedge_mirror_bytes_total 123\n" in text
+        assert "gitedge_last_sync_timestamp_seconds 1790000001\n" in text
+        assert 'gitedge_applied_version{component="k3s",version="v1.31.2+k3s1"} 1' in text
+        assert "v1.30.6" not in text  # replaced as a whole
+        assert get(srv.port, "/nope")[0] == 404
+    finally:
+        srv.stop()
+
+
+def test_label_values_are_escaped() -> None:
+    m = Metrics()
+    m.set("g", 1, help="h", labels={"v": 'a"b\\c\nd'})
+    assert 'g{v="a\\"b\\\\c\\nd"} 1' in m.render()
