@@ -6,9 +6,11 @@ Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gitedge.core.config import load_site_file
-    from gitedge.core.fleet import load_fleet
-    from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts, site_of
+    from gitedge.core.fleetfiles import FleetFiles
 
     if args.rev:
         from gitedge.adapters.gitsource import read_commit_tree
@@ -84,7 +83,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from gitedge.adapters.worktree import read_tree
 
         snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
-    fleet = load_fleet(snapshot, origin=origin)
+    files = FleetFiles(snapshot, origin=origin)  # a large repo is parsed while we import
+    from gitedge.core.config import load_site_file
+    from gitedge.core.fleet import load_files
+    from gitedge.core.planning import plan, plan_json
+    from gitedge.core.validation import cluster_facts, site_of
+
+    fleet = load_files(files)
     site = load_site_file(_read(args.cluster, "--cluster"), path=args.cluster)
     facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
     result = plan(fleet, facts, now=_now(args.now), site=site_of(site))
@@ -242,6 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _collector_off(one_shot: bool) -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off while a one-shot command runs.
+
+    A command builds its objects once and exits; reference counting frees its garbage. With the
+    collector on, the first collection after a large repo is loaded walks every object of it to
+    free nothing (a tenth of ``plan``'s time on 10,000 targets). The long-running agent keeps it.
+    """
+    was_enabled = gc.isenabled()
+    if one_shot:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if one_shot and was_enabled:
+            gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -253,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return handler(args)
+        with _collector_off(args.command != "run"):
+            return handler(args)
     except UsageError as e:
         print(f"gitedge {args.command}: {e}", file=sys.stderr)
         return 2

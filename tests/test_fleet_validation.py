@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.worktree import read_tree
-from gitedge.core.fleet import MAX_FILE_BYTES, load_fleet
+from gitedge.core.fleet import load_fleet
+from gitedge.core.fleetfiles import MAX_FILE_BYTES
 from gitedge.errors import InvalidFleetRepo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

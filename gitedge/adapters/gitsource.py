@@ -50,7 +50,7 @@ from pygit2.enums import CredentialType, ObjectType, RepositoryOpenFlag, SortMod
 from pygit2.ffi import C, ffi
 from pygit2.utils import StrArray
 
-from gitedge.core.fleet import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
+from gitedge.core.fleetfiles import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
 from gitedge.core.snapshot import Symlink
 from gitedge.errors import InvalidFleetRepo, InvalidInput, Problem, SourceUnavailable, scrub
 
@@ -230,9 +230,27 @@ class GitRepo:
         tip = self.resolve(rev)
         hidden = self.resolve(since) if since is not None else None
         repo = self.repo
+        trust_dir = TRUST_PATH.split("/")[0]
         trust_by_tree: dict[pygit2.Oid, str | None] = {}
+        trust_by_dir: dict[pygit2.Oid, str | None] = {}
+
+        def trust_of(tree_id: pygit2.Oid) -> str | None:
+            """``_trust_blob``, remembered by the tree of ``.gitedge/`` too: most commits change
+            the root tree but not that directory, so one root-tree entry look-up answers."""
+            tree = repo.get(tree_id)
+            if not isinstance(tree, pygit2.Tree):
+                return _trust_blob(repo, tree_id)
+            if trust_dir not in tree:
+                return None
+            entry = tree[trust_dir]
+            if entry.type != ObjectType.TREE:
+                return None
+            if entry.id not in trust_by_dir:
+                trust_by_dir[entry.id] = _trust_blob(repo, tree_id)
+            return trust_by_dir[entry.id]
+
         out: list[CommitFacts] = []
-        append, when = out.append, datetime.fromtimestamp  # hot loop: 10,000 commits in ~0.2 s
+        append, when = out.append, datetime.fromtimestamp  # hot loop: 10,000 commits in ~0.3 s
         try:
             walker = repo.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE)
             if first_parent:
@@ -244,7 +262,7 @@ class GitRepo:
                 if tree_id in trust_by_tree:
                     trust = trust_by_tree[tree_id]
                 else:
-                    trust = trust_by_tree[tree_id] = _trust_blob(repo, tree_id)
+                    trust = trust_by_tree[tree_id] = trust_of(tree_id)
                 signature, payload = c.gpg_signature
                 append(
                     CommitFacts(

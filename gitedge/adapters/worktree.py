@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gitedge.core.fleet import MAX_FILE_BYTES
+from gitedge.core.fleetfiles import MAX_FILE_BYTES
 from gitedge.core.snapshot import Symlink
 from gitedge.errors import InvalidFleetRepo, Problem
 

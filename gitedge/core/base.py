@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ class Model(BaseModel):
     """Base of every fleet-repo model: camelCase keys, unknown fields rejected, immutable."""
 
     model_config = ConfigDict(
+        defer_build=True,
         extra="forbid",
         frozen=True,
         populate_by_name=True,
@@ -38,6 +40,12 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if not isinstance(value, str):
         raise ValueError(f"a duration must be a string like '15m' or '1h30m', not {value!r}")
+    return _parse_duration_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_duration_text(value: str) -> timedelta:
+    """The parsing half of :func:`parse_duration`, cached: fleets repeat a few durations."""
     text = value.strip()
     pos, seconds = 0, 0.0
     for m in _DURATION_PART.finditer(text):

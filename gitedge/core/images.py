@@ -7,6 +7,7 @@ otherwise the image lives on Docker Hub (``docker.io``), and single-component na
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 
@@ -85,8 +86,12 @@ class ImageRef:
         return replace(self, registry=registry)
 
 
+@functools.lru_cache(maxsize=4096)
 def check_image(text: str) -> str:
-    """Validate a reference for the models (raises ValueError); keeps the text as written."""
+    """Validate a reference for the models (raises ValueError); keeps the text as written.
+
+    Cached (valid references only): a fleet names the same few images in thousands of targets.
+    """
     ImageRef.parse(text)
     return text
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Literal
@@ -26,8 +27,9 @@ _DNS1123_SUBDOMAIN = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def key_problem(key: str) -> str | None:
-    """Why ``key`` is not a valid label key, or None when it is."""
+    """Why ``key`` is not a valid label key, or None when it is (cached: keys repeat)."""
     prefix, slash, name = key.rpartition("/")
     if slash:
         if not prefix:
@@ -48,8 +50,9 @@ def key_problem(key: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def value_problem(value: str) -> str | None:
-    """Why ``value`` is not a valid label value, or None when it is."""
+    """Why ``value`` is not a valid label value, or None when it is (cached: values repeat)."""
     if value == "":
         return None
     if len(value) > 63:

@@ -31,7 +31,8 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from gitedge.core.fleet import TRUST_PATH, TrustPolicy
+from gitedge.core.fleet import TrustPolicy
+from gitedge.core.fleetfiles import TRUST_PATH
 from gitedge.core.yamldoc import parse_documents, validation_problems
 from gitedge.errors import RollbackRefused, VerificationFailed
 

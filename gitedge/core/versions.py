@@ -8,6 +8,7 @@ stable catalog release of every intermediate minor, then the target itself.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -88,8 +89,12 @@ class K3sVersion:
         return self.text
 
 
+@functools.lru_cache(maxsize=4096)
 def check_version(text: str) -> str:
-    """Validate a version string for the models; raises ValueError with the same message."""
+    """Validate a version string for the models; raises ValueError with the same message.
+
+    Cached (valid versions only): a fleet names the same few versions in thousands of targets.
+    """
     try:
         K3sVersion.parse(text)
     except VersionError as e:

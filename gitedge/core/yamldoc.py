@@ -11,27 +11,63 @@ plain Python values itself, so that it can:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import functools
+import multiprocessing
+import os
+import pickle
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
 
 from gitedge.errors import Problem
 
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 try:  # libyaml is ~10x faster; the pure-Python composer behaves the same
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover - PyYAML wheels ship libyaml
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MAX_NODES = 200_000  # per file, counting every alias expansion
 MAX_DEPTH = 64
+PARALLEL_BYTES = 2 << 20  # below this much YAML, starting workers costs more than it saves
+MAX_WORKERS = 8
 
 _T = "tag:yaml.org,2002:"
+_STR, _SEQ, _MAP, _MERGE, _NULL = (_T + t for t in ("str", "seq", "map", "merge", "null"))
+_SCALAR_NODE = yaml.ScalarNode
 _SCALAR_TAGS = {_T + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _constructor = yaml.SafeLoader("")  # only its scalar constructors are used; they read the node
 _SCALAR = yaml.SafeLoader.yaml_constructors
+_resolve = yaml.resolver.Resolver().resolve  # the function and tables SafeLoader resolves with
+
+
+class _Loader(_BaseLoader):
+    """PyYAML's safe composer, with its implicit-tag resolver memoized for one file.
+
+    The composer calls ``resolve`` for every node, and for a plain scalar that tries a list of
+    regexes; fleet files repeat the same keys and values thousands of times. ``resolve`` reads
+    only its arguments and class-level tables (the implicit resolvers, and the path resolvers,
+    of which SafeLoader has none), so caching it by its arguments gives exactly SafeLoader's
+    tags. With no path resolvers, ``descend_resolver``/``ascend_resolver`` have nothing to do.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.resolve = functools.lru_cache(maxsize=None)(_resolve)  # type: ignore[method-assign]
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
 
 
 class YamlProblem(Exception):
@@ -43,33 +79,163 @@ class YamlProblem(Exception):
         self.message = message
 
 
+class Stream:
+    """A YAML file whose node trees are composed again, once, only when a line is asked for.
+
+    Node trees (a node and two marks per scalar) serve only to put line numbers on problems.
+    Keeping them for a whole repo costs more than parsing it: millions of live objects that every
+    garbage collection walks. Composing is deterministic, so the trees composed here are the ones
+    the values were converted from.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._nodes: list[yaml.Node] | None = None
+
+    def node(self, index: int) -> yaml.Node:
+        """The root node of the ``index``-th document (counting empty documents too)."""
+        if self._nodes is None:
+            self._nodes = list(yaml.compose_all(self._data.decode("utf-8"), Loader=_Loader))
+        return self._nodes[index]
+
+
 @dataclass(frozen=True)
 class Document:
-    """One YAML document: its value, its node tree (for line lookups) and its first line."""
+    """One YAML document: its value, its first line, and where to find its node tree."""
 
     value: Any
-    node: yaml.Node
     line: int
+    stream: Stream = field(repr=False, compare=False)
+    index: int = 0
+
+    @property
+    def node(self) -> yaml.Node:
+        """The document's node tree, for line lookups (composed again on first use)."""
+        return self.stream.node(self.index)
+
+
+Parsed = tuple[list[tuple[Any, int, int]], list[Problem]]
+"""(value, line, index in the stream) of each non-empty document, or the file's problems."""
 
 
 def parse_documents(data: bytes, *, path: str) -> tuple[list[Document], list[Problem]]:
     """Parse every document of a YAML stream; problems name ``path`` and the line."""
+    return _documents(data, _parse_values((data, path)))
+
+
+def parse_many(files: Sequence[tuple[bytes, str]]) -> ParsedFiles:
+    """:func:`parse_documents` over ``(data, path)`` pairs; take the results in order with next().
+
+    Parsing is CPU-bound (mostly PyYAML building nodes) and files are independent, so a large
+    set is parsed by forked workers, one per core, started here: the caller can go on (import,
+    validate what is ready) meanwhile. Worker ``i`` parses files ``i, i+n, ...`` (inherited
+    through fork, nothing sent) and streams back plain values, which pickle ten times faster
+    than validated models; results are read round-robin, so in file order. A file whose result
+    does not arrive (a worker died) is parsed in the caller, which then raises whatever the
+    worker could not report.
+    """
+    return ParsedFiles(files, _workers(sum(len(data) for data, _ in files)))
+
+
+class ParsedFiles(Iterator[tuple[list[Document], list[Problem]]]):
+    """The results of :func:`parse_many`, in file order; ``close()`` stops the workers."""
+
+    def __init__(self, files: Sequence[tuple[bytes, str]], workers: int) -> None:
+        self._files = files
+        self._next = 0
+        self._pipes: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+        if workers < 2:
+            return
+        ctx = multiprocessing.get_context("fork")
+        for i in range(workers):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_parse_share, args=(files, i, workers, sender), daemon=True)
+            proc.start()
+            sender.close()
+            self._pipes.append(receiver)
+            self._procs.append(proc)
+        self._finalizer = weakref.finalize(self, _stop, self._pipes, self._procs)
+
+    def __next__(self) -> tuple[list[Document], list[Problem]]:
+        k = self._next
+        if k >= len(self._files):
+            self.close()
+            raise StopIteration
+        self._next += 1
+        data, path = self._files[k]
+        parsed = _receive(self._pipes[k % len(self._pipes)]) if self._pipes else None
+        return _documents(data, parsed or _parse_values((data, path)))
+
+    def close(self) -> None:
+        """Stop: the workers are stopped, and no more results are given."""
+        self._next = len(self._files)
+        if self._pipes:
+            self._finalizer()
+
+
+def _stop(pipes: list[Connection], procs: list[BaseProcess]) -> None:
+    for receiver in pipes:
+        receiver.close()
+    for proc in procs:
+        proc.join(timeout=1)
+        if proc.is_alive():  # stopped before the end: the worker may wait to send
+            proc.kill()
+            proc.join()
+
+
+def _parse_share(files: Sequence[tuple[bytes, str]], i: int, n: int, out: Connection) -> None:
+    """Worker: parse every ``n``-th file from ``i`` and send each result, in order."""
+    try:
+        for k in range(i, len(files), n):
+            out.send_bytes(pickle.dumps(_parse_values(files[k]), protocol=pickle.HIGHEST_PROTOCOL))
+    except (BrokenPipeError, OSError):  # pragma: no cover - the caller stopped reading
+        pass
+    finally:
+        out.close()
+
+
+def _receive(pipe: Connection) -> Parsed | None:
+    """The next result from a worker, or None when the worker cannot give it."""
+    try:
+        parsed: Parsed = pickle.loads(pipe.recv_bytes())  # noqa: S301 - our own forked worker
+    except (EOFError, OSError):
+        return None
+    return parsed
+
+
+def _workers(total_bytes: int) -> int:
+    """How many processes should parse ``total_bytes`` of YAML (1: parse here).
+
+    Forking is only safe from a single-threaded process: the CLI is, the agent is not.
+    """
+    if total_bytes < PARALLEL_BYTES or threading.active_count() > 1:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux has it
+        return 1
+    return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+
+
+def _documents(data: bytes, parsed: Parsed) -> tuple[list[Document], list[Problem]]:
+    values, problems = parsed
+    stream = Stream(data)
+    return [Document(value, line, stream, index) for value, line, index in values], problems
+
+
+def _parse_values(file: tuple[bytes, str]) -> Parsed:
+    """Parse one file to plain values (picklable: it may run in a worker process)."""
+    data, path = file
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return [], [Problem(path, 0, f"not valid UTF-8 (byte {e.start})")]
-    loader = _Loader(text)
-    docs: list[Document] = []
-    budget = [MAX_NODES]
+    convert = _converter()
+    values: list[tuple[Any, int, int]] = []
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:  # pragma: no cover - check_node said there is one
-                break
-            if isinstance(node, yaml.ScalarNode) and node.tag == _T + "null":
-                continue  # an empty document (e.g. a trailing '---')
-            value = _convert(node, budget, depth=0)
-            docs.append(Document(value=value, node=node, line=node.start_mark.line + 1))
+        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
+            # an empty document (e.g. after a trailing '---') has no value
+            if not (type(node) is yaml.ScalarNode and node.tag == _NULL):
+                values.append((convert(node, 0), _line(node), index))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
@@ -78,55 +244,95 @@ def parse_documents(data: bytes, *, path: str) -> tuple[list[Document], list[Pro
         return [], [Problem(path, 0, f"YAML error: {e}")]
     except YamlProblem as e:
         return [], [Problem(path, e.line, e.message)]
-    finally:
-        loader.dispose()
-    return docs, []
+    return values, []
 
 
-def _convert(node: yaml.Node, budget: list[int], *, depth: int) -> Any:
-    line = node.start_mark.line + 1
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise YamlProblem(line, f"document expands to more than {MAX_NODES} nodes (alias bomb?)")
-    if depth > MAX_DEPTH:
-        raise YamlProblem(line, f"nesting deeper than {MAX_DEPTH} levels (recursive alias?)")
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag == _T + "str":
-            return node.value
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _converter() -> Callable[[yaml.Node, int], Any]:
+    """A node -> value converter for one file, holding the file's node budget and scalar cache.
+
+    Every converted node, each alias expansion included, spends one unit of the budget. The
+    cache holds constructed non-string scalars by (tag, text): files repeat the same numbers,
+    booleans and dates, and PyYAML's scalar constructors read nothing but the text. Lines are
+    computed only for problems.
+    """
+    budget = MAX_NODES
+    scalars: dict[tuple[str, str], Any] = {}
+
+    def convert(node: yaml.Node, depth: int) -> Any:
+        nonlocal budget
+        budget -= 1
+        if budget < 0:
+            raise YamlProblem(
+                _line(node), f"document expands to more than {MAX_NODES} nodes (alias bomb?)"
+            )
+        if depth > MAX_DEPTH:
+            raise YamlProblem(
+                _line(node), f"nesting deeper than {MAX_DEPTH} levels (recursive alias?)"
+            )
+        kind, tag = type(node), node.tag
+        if kind is yaml.ScalarNode:
+            return node.value if tag == _STR else scalar(node)
+        if kind is yaml.SequenceNode and tag == _SEQ:
+            return [convert(item, depth + 1) for item in node.value]
+        if kind is yaml.MappingNode and tag == _MAP:
+            return mapping(node, depth)
+        raise YamlProblem(_line(node), f"YAML tag {tag!r} is not allowed")
+
+    def scalar(node: yaml.Node) -> Any:
+        key = (node.tag, node.value)
+        if key in scalars:
+            return scalars[key]
         if node.tag not in _SCALAR_TAGS:
-            raise YamlProblem(line, f"YAML tag {node.tag!r} is not allowed")
+            raise YamlProblem(_line(node), f"YAML tag {node.tag!r} is not allowed")
         try:
-            return _SCALAR[node.tag](_constructor, node)
+            value = scalars[key] = _SCALAR[node.tag](_constructor, node)
         except (ValueError, yaml.YAMLError) as e:
             kind = node.tag.rsplit(":", 1)[-1]
-            raise YamlProblem(line, f"bad {kind} value {node.value!r}: {e}") from None
-    if isinstance(node, yaml.SequenceNode):
-        if node.tag != _T + "seq":
-            raise YamlProblem(line, f"YAML tag {node.tag!r} is not allowed")
-        return [_convert(item, budget, depth=depth + 1) for item in node.value]
-    if isinstance(node, yaml.MappingNode):
-        if node.tag != _T + "map":
-            raise YamlProblem(line, f"YAML tag {node.tag!r} is not allowed")
+            raise YamlProblem(_line(node), f"bad {kind} value {node.value!r}: {e}") from None
+        return value
+
+    def mapping(node: yaml.Node, depth: int) -> dict[Any, Any]:
+        # Plain-string keys and values, nearly every entry of a fleet file, are taken here
+        # without a call; they spend the budget all the same, and nest no deeper than a call
+        # would check (``inline`` is false at the last allowed level).
+        nonlocal budget
         out: dict[Any, Any] = {}
-        explicit: set[Any] = set()
         merged: dict[Any, Any] = {}
+        inline = depth < MAX_DEPTH
         for key_node, value_node in node.value:
-            if key_node.tag == _T + "merge":
+            key_tag = key_node.tag
+            if key_tag == _STR and inline and type(key_node) is _SCALAR_NODE:
+                budget -= 1
+                key = key_node.value
+            elif key_tag == _MERGE:
                 for source in _merge_sources(value_node):
-                    for k, v in _convert(source, budget, depth=depth + 1).items():
+                    for k, v in convert(source, depth + 1).items():
                         merged.setdefault(k, v)
                 continue
-            key = _convert(key_node, budget, depth=depth + 1)
-            if isinstance(key, (list, dict)):
-                raise YamlProblem(key_node.start_mark.line + 1, "mapping keys must be scalars")
-            if key in explicit:
-                raise YamlProblem(key_node.start_mark.line + 1, f"duplicate key {key!r}")
-            explicit.add(key)
-            out[key] = _convert(value_node, budget, depth=depth + 1)
+            else:
+                key = convert(key_node, depth + 1)
+                if isinstance(key, (list, dict)):
+                    raise YamlProblem(_line(key_node), "mapping keys must be scalars")
+            if key in out:  # until the merge below, ``out`` holds only the explicit keys
+                raise YamlProblem(_line(key_node), f"duplicate key {key!r}")
+            if value_node.tag == _STR and inline and type(value_node) is _SCALAR_NODE:
+                budget -= 1
+                out[key] = value_node.value
+            else:
+                out[key] = convert(value_node, depth + 1)
+        if budget < 0:
+            raise YamlProblem(
+                _line(node), f"document expands to more than {MAX_NODES} nodes (alias bomb?)"
+            )
         for k, v in merged.items():
             out.setdefault(k, v)
         return out
-    raise YamlProblem(line, "unsupported YAML node")  # pragma: no cover
+
+    return convert
 
 
 def _merge_sources(node: yaml.Node) -> list[yaml.Node]:

@@ -1,0 +1,99 @@
+"""Which files of a snapshot are fleet documents, read and checked for size, parsed ahead.
+
+Kept apart from the models (:mod:`gitedge.core.fleet`) so that it imports in milliseconds:
+:class:`FleetFiles` starts parsing a large repo on every core while the caller is still
+importing the models that will validate it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gitedge.core.snapshot import Snapshot, resolve
+from gitedge.core.yamldoc import Document, parse_many
+from gitedge.errors import Problem
+
+TRUST_PATH = ".gitedge/trust.yaml"
+MAX_FILE_BYTES = 1 << 20
+MAX_REPO_BYTES = 64 << 20
+
+
+def fleet_files(snapshot: Snapshot, *, subdir: str = "") -> list[str]:
+    """The snapshot paths that hold fleet documents, sorted."""
+    base = _base(subdir)
+    out = []
+    for path in snapshot:
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        rel = path
+        if base:
+            if not path.startswith(base + "/"):
+                continue
+            rel = path[len(base) + 1 :]
+        if rel == TRUST_PATH or not any(part.startswith(".") for part in rel.split("/")):
+            out.append(path)
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class FleetFile:
+    """A fleet file to parse; ``shown`` is its path as problems print it."""
+
+    shown: str
+    data: bytes
+    is_trust: bool
+
+
+Parsed = tuple[list[Document], list[Problem]]
+
+
+class FleetFiles:
+    """Every fleet file of a snapshot, or the problem that keeps it from being parsed, in order.
+
+    Reading is done here; parsing starts here too (in parallel for a large repo) and its
+    results are taken, in path order, by iterating: ``(file, parsed)``, or ``(problem, None)``.
+    Iterate once.
+    """
+
+    def __init__(self, snapshot: Snapshot, *, subdir: str = "", origin: str = "") -> None:
+        self.entries = _read(snapshot, subdir=subdir, origin=origin)
+        self._parsed = parse_many(
+            [(e.data, e.shown) for e in self.entries if isinstance(e, FleetFile)]
+        )
+
+    def __iter__(self) -> Iterator[tuple[FleetFile, Parsed] | tuple[Problem, None]]:
+        for entry in self.entries:
+            if isinstance(entry, Problem):
+                yield entry, None
+            else:
+                yield entry, next(self._parsed)
+        self._parsed.close()
+
+
+def _base(subdir: str) -> str:
+    return posixpath.normpath(subdir).strip("/") if subdir and subdir not in (".", "/") else ""
+
+
+def _read(snapshot: Snapshot, *, subdir: str, origin: str) -> list[FleetFile | Problem]:
+    out: list[FleetFile | Problem] = []
+    total = 0
+    base = _base(subdir)
+    trust_path = f"{base}/{TRUST_PATH}" if base else TRUST_PATH
+    for path in fleet_files(snapshot, subdir=subdir):
+        shown = posixpath.join(origin, path) if origin else path
+        resolved = resolve(snapshot, path)
+        if isinstance(resolved, str):
+            out.append(Problem(shown, 0, resolved))
+            continue
+        data = resolved[1]
+        if len(data) > MAX_FILE_BYTES:
+            out.append(Problem(shown, 0, f"file is {len(data)} bytes; the limit is 1 MiB"))
+            continue
+        total += len(data)
+        if total > MAX_REPO_BYTES:
+            out.append(Problem(shown, 0, "the repo's YAML exceeds 64 MiB in all; stopped here"))
+            break
+        out.append(FleetFile(shown, data, is_trust=path == trust_path))
+    return out
