@@ -14,10 +14,17 @@ Errors are grouped by what happens next, not by where they come from::
     │   ├── AmbiguousTarget        two top-priority targets disagree on a component
     │   ├── TrustError             the trust policy or a bootstrap trust file is unusable
     │   ├── VerificationFailed     a commit failed verification (commit id + reason word)
-    │   └── RollbackRefused        the tracked branch does not descend from the last verified commit
+    │   ├── RollbackRefused        the tracked branch does not descend from the last verified commit
+    │   ├── ImageNotFound          an image (or one of its blobs) is not in the registry
+    │   ├── DigestMismatch         content does not hash to its digest, or is cut short
+    │   ├── InvalidImage           a manifest is malformed, unsupported, or lacks an asked platform
+    │   ├── RegistryAuthError      a registry refused our credentials, or wants some we do not have
+    │   └── RegistryRefused        a registry rejected a request for a reason retrying won't fix
     ├── Waiting                    nothing is wrong; try again after ``retry_after`` seconds
     └── Transient                  I/O failed (network, 5xx, dropped connection); retry with backoff
-        └── SourceUnavailable      the git source could not be reached or read
+        ├── SourceUnavailable      the git source could not be reached or read
+        ├── RegistryUnavailable    a registry could not be reached, or kept failing (5xx, drops)
+        └── KubeApiError           the Kubernetes API failed or refused a request (status code kept)
 
 Every message names the file, commit or image concerned. Messages never carry secrets: text that
 comes from remote peers goes through :func:`scrub` before it is put in an exception.
@@ -133,6 +140,34 @@ class RollbackRefused(Stalled):
         )
 
 
+class ImageNotFound(Stalled):
+    """An image's manifest, or one of its blobs, is not in the registry (or layout) named."""
+
+
+class DigestMismatch(Stalled):
+    """Content does not hash to the digest that names it, or is shorter/longer than described.
+
+    Nothing is ever stored under ``digest`` when this is raised: the copy refuses before commit.
+    """
+
+    def __init__(self, *, image: str, digest: str, detail: str) -> None:
+        self.image = image
+        self.digest = digest
+        super().__init__(f"image {image}: {digest}: {detail}; refused, nothing stored")
+
+
+class InvalidImage(Stalled):
+    """A manifest is malformed or of an unsupported kind, or lacks a platform that was asked for."""
+
+
+class RegistryAuthError(Stalled):
+    """A registry refused our credentials, or asks for credentials none of our files hold."""
+
+
+class RegistryRefused(Stalled):
+    """A registry rejected a request (4xx) for a reason retrying will not change."""
+
+
 class Waiting(GitEdgeError):
     """Nothing is wrong, but the work must wait (window closed, registry said 429)."""
 
@@ -147,6 +182,24 @@ class Transient(GitEdgeError):
 
 class SourceUnavailable(Transient):
     """The git source could not be reached, authenticated against or read."""
+
+
+class RegistryUnavailable(Transient):
+    """A registry could not be reached, or still failed (5xx, dropped connections) after retries."""
+
+
+class KubeApiError(Transient):
+    """The Kubernetes API could not be reached, or answered a request with an error.
+
+    ``status`` is the HTTP status (None: no answer), ``reason`` a condition reason word
+    (``Forbidden``, ``Conflict``, ``NotFound``, ``Unauthorized``, ``ApiError``, ``Unreachable``).
+    Retried with backoff: RBAC and API outages are fixed without restarting the agent.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "ApiError"):
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
 
 
 _SECRETISH = re.compile(
