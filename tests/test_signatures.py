@@ -8,7 +8,8 @@ Covers, with every signature made by ssh-keygen, git commit -S or gpg:
   ``ssh-keygen -Y verify`` reaches the same verdict. Hand-made blobs for what the tools will not
   make: SHA-1 ``ssh-rsa`` signatures (unsupported; ssh-keygen refuses too), FIDO ``sk-*`` keys and
   certificates (unsupported), an unknown hash; garbage, truncated, wrong magic/version, trailing
-  data -> bad-signature without an exception.
+  data -> bad-signature without an exception. Ed25519 verdicts from libsodium (PyNaCl) and from
+  OpenSSL (cryptography, the fallback) agree.
 - OpenPGP (pysequoia): good gpg ed25519 and rsa3072 commit signatures with signer, fingerprint
   and signing time; a signing subkey; tampered payload; unknown key; a signature dated after the
   host clock (checked again by gpg); a key that expired after it signed; garbage; secret keys
@@ -165,6 +166,34 @@ def test_ssh_flipped_signature_byte_is_bad(
     sig = armor_sshsig(bytes(raw))
     assert ssh_ring.check(signature=sig, payload=c.payload).outcome == "bad-signature"
     assert not reference(c.key, sig, c.payload)
+
+
+def test_ed25519_libsodium_and_openssl_agree(
+    ssh_keys: dict[str, SshKey], ssh_commits: dict[str, SshSigned], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ed25519 goes through PyNaCl (libsodium) when it is importable, else through
+    cryptography (OpenSSL); both give the same verdicts."""
+    from gitedge.adapters import signatures
+
+    key, c = ssh_keys["ed25519"], ssh_commits["ed25519"]
+    raw = bytearray(base64.b64decode(b"".join(c.signature.splitlines()[1:-1])))
+    raw[-5] ^= 0x01
+    cases = [
+        (c.signature, c.payload),
+        (c.signature, c.payload.replace(b"signed by", b"signed bx")),
+        (armor_sshsig(bytes(raw)), c.payload),
+        (sshsig_sign_fast(key, PAYLOAD), PAYLOAD),
+    ]
+    fast = Keyring.from_keys([TrustedKey("s", key.public)])
+    assert next(iter(fast._ssh.values())).key.fast_ed25519 is not None
+    monkeypatch.setattr(signatures, "_NaclVerifyKey", None)
+    slow = Keyring.from_keys([TrustedKey("s", key.public)])
+    assert next(iter(slow._ssh.values())).key.fast_ed25519 is None
+    verdicts = [
+        [ring.check(signature=sig, payload=data) for sig, data in cases] for ring in (fast, slow)
+    ]
+    assert verdicts[0] == verdicts[1]
+    assert [v.outcome for v in verdicts[0]] == ["good", "bad-signature", "bad-signature", "good"]
 
 
 def test_ssh_unknown_key(ssh_ring: Keyring, stranger: SshKey, ssh_keys: dict[str, SshKey]) -> None:

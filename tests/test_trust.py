@@ -6,7 +6,8 @@ three types, and with gpg), unsigned commits, tampered payloads, unknown keys, t
 namespace, keys outside their validity window at the committer time, merges (``all`` checks side
 commits, ``first-parent`` exempts them), trust rotation by an admin, a trust change by a
 non-admin, a removed or broken trust file, force-pushed history (RollbackRefused), the cache of
-verified commits, and a fetch cut mid-way that leaves the last verified state as it was.
+verified commits, a fetch cut mid-way that leaves the last verified state as it was, and checks
+run ahead in worker threads (long ranges) reaching the same verdicts as one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,8 @@ from sigtools import (
 )
 
 from gitedge.adapters.gitsource import GitMirror, GitRepo
+from gitedge.adapters.signatures import Keyring
+from gitedge.agent import verifying
 from gitedge.agent.verifying import (
     VerifiedCommits,
     checker_for,
@@ -308,6 +312,48 @@ def test_admin_rotates_trust_from_inside_the_repo(tmp_path: Path, keys: dict[str
     # after the rotation bob's key is no longer trusted
     c5 = repo.commit(signer=bob)
     assert failure(verify(repo.path, bootstrap)) == (c5, "unknown-key")
+
+
+def test_checks_run_ahead_in_threads_reach_the_same_verdicts(
+    tmp_path: Path, keys: dict[str, SshKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long ranges have their SSH checks started in worker threads (forced here for a short
+    one): the same commits are accepted and the same first bad commit is named, across a trust
+    rotation and for all three key types."""
+    alice, bob, carol = keys["alice"], keys["bob"], keys["carol"]
+    repo = SignedRepo(tmp_path / "repo")
+    v1 = policy_yaml(
+        [("alice", alice.public, ["release", "admin"]), ("bob", bob.public, ["release"])]
+    )
+    ids = [repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})]
+    ids += [repo.commit(signer=bob) for _ in range(3)]
+    v2 = policy_yaml([("carol", carol.public, ["release", "admin"])])
+    ids.append(repo.commit(signer=alice, files={".gitedge/trust.yaml": v2}))
+    ids += [repo.commit(signer=carol) for _ in range(2)]
+    bad = repo.commit(signer=bob)  # bob was dropped by v2
+    repo.commit(signer=carol)
+    trust = write(tmp_path / "as", allowed_signers_line("alice", alice) + "\n")
+
+    def outcomes() -> tuple[list[str] | VerificationFailed, tuple[str, str, str]]:
+        good = verify(repo.path, trust, "rev", ids[-1])
+        failed = verify(repo.path, trust)
+        assert isinstance(failed, VerificationFailed)
+        return good, (failed.commit, failed.reason, failed.detail)
+
+    one_by_one = outcomes()
+    assert one_by_one[0] == ids and one_by_one[1][:2] == (bad, "unknown-key")
+    threads: list[str] = []
+    check = Keyring.check
+
+    def spy(self: Keyring, **kw: object) -> object:
+        threads.append(threading.current_thread().name)
+        return check(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Keyring, "check", spy)
+    monkeypatch.setattr(verifying, "PREFETCH_MIN_COMMITS", 1)
+    monkeypatch.setattr(verifying, "_cpus", lambda: 2)
+    assert outcomes() == one_by_one
+    assert any(name.startswith("gitedge-verify") for name in threads)
 
 
 def test_trust_change_by_a_release_only_signer_is_refused(

@@ -14,7 +14,9 @@ the commit's time is the caller's decision, from ``valid_after``/``valid_before`
 SSH signatures follow openssh's PROTOCOL.sshsig: ``ssh-ed25519``, ``ecdsa-sha2-nistp256/384/521``
 and RSA with ``rsa-sha2-256``/``rsa-sha2-512`` (SHA-1 ``ssh-rsa`` signatures are refused, as are
 RSA keys under 2048 bits); hash ``sha256`` or ``sha512``. FIDO (``sk-*``) keys and SSH
-certificates are out of scope and reported as ``unsupported``.
+certificates are out of scope and reported as ``unsupported``. Ed25519 signatures are verified by
+libsodium (PyNaCl) when it is importable: ~1.7x faster than OpenSSL, and it releases the GIL, so
+checks can run in threads; without it, by ``cryptography`` like the other key types.
 
 Trust files: :func:`load_allowed_signers` reads OpenSSH allowed_signers (ssh-keygen(1), ALLOWED
 SIGNERS) and :func:`load_openpgp_keys` a file of armored OpenPGP public keys. ``valid-after`` and
@@ -28,7 +30,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -40,6 +42,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from gitedge.adapters import openpgp
 from gitedge.errors import TrustError
+
+try:  # libsodium verifies ed25519 ~1.7x faster than OpenSSL via cryptography
+    from nacl.exceptions import CryptoError as _NaclError
+    from nacl.signing import VerifyKey as _NaclVerifyKey
+except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography does it all too
+    _NaclVerifyKey = None  # type: ignore[assignment,misc]
+    _NaclError = InvalidSignature  # type: ignore[assignment,misc]
 
 Outcome = Literal["good", "unknown-key", "bad-signature", "wrong-namespace", "unsupported"]
 Kind = Literal["ssh", "openpgp"]
@@ -156,6 +165,8 @@ class _SshKey:
     blob: bytes
     fingerprint: str
     public: _PubKey | None  # None: a key type we recognise but cannot verify (sk-*)
+    # ed25519 with PyNaCl: libsodium's verify(signed data, signature), raising on a bad one
+    fast_ed25519: Callable[[bytes, bytes], object] | None = None
 
 
 def _unsupported_type(key_type: str) -> str | None:
@@ -183,8 +194,12 @@ def _parse_ssh_public(text: str) -> _SshKey:
         if r.text() != key_type:
             raise ValueError(f"the key data is not a {key_type} key")
         public: _PubKey | None = None
+        fast: Callable[[bytes, bytes], object] | None = None
         if key_type == "ssh-ed25519":
-            public = ed25519.Ed25519PublicKey.from_public_bytes(r.string())
+            raw = r.string()
+            public = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            if _NaclVerifyKey is not None:
+                fast = _NaclVerifyKey(raw).verify
         elif key_type in _CURVES:
             curve_name, curve, _ = _CURVES[key_type]
             if r.text() != curve_name:
@@ -205,7 +220,7 @@ def _parse_ssh_public(text: str) -> _SshKey:
         raise ValueError(f"malformed {key_type} key data ({exc})") from None
     except ValueError as exc:  # cryptography: invalid point, bad length, ...
         raise ValueError(f"invalid {key_type} key: {exc}") from None
-    return _SshKey(key_type, blob, ssh_fingerprint(blob), public)
+    return _SshKey(key_type, blob, ssh_fingerprint(blob), public, fast)
 
 
 def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Outcome, str]:
@@ -215,7 +230,10 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
         if isinstance(pub, ed25519.Ed25519PublicKey):
             if sig_alg != "ssh-ed25519" or len(sig) != 64:
                 return "bad-signature", f"{sig_alg} signature does not fit an ed25519 key"
-            pub.verify(sig, data)
+            if key.fast_ed25519 is not None:
+                key.fast_ed25519(data, sig)
+            else:  # without PyNaCl
+                pub.verify(sig, data)
         elif isinstance(pub, ec.EllipticCurvePublicKey):
             if sig_alg != key.key_type:
                 return "bad-signature", f"{sig_alg} signature does not fit a {key.key_type} key"
@@ -233,7 +251,7 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
             pub.verify(sig.rjust(width, b"\0"), data, padding.PKCS1v15(), algo)
         else:
             return "unsupported", _unsupported_type(key.key_type) or "unsupported key"
-    except (InvalidSignature, _Malformed, ValueError):
+    except (InvalidSignature, _NaclError, _Malformed, ValueError):
         return "bad-signature", "the signature does not match the signed data"
     return "good", ""
 
@@ -254,7 +272,7 @@ def _dearmor_ssh(signature: bytes) -> bytes:
 
 
 def _parse_sshsig(b: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
-    """Split an SSHSIG blob (the hot path: plain slicing, no reader object). Returns
+    """Split an SSHSIG blob (the hot path: plain slicing, unrolled, no reader object). Returns
     (public key blob, namespace+reserved+hash_alg as encoded, namespace, hash_alg, sig_alg, sig)."""
     n = len(b)
     if n < 10:
@@ -263,22 +281,31 @@ def _parse_sshsig(b: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
         raise _Malformed("wrong magic")
     if b[6:10] != b"\0\0\0\1":
         raise _Malformed(f"unsupported SSHSIG version {int.from_bytes(b[6:10], 'big')}")
-    pos, fields, marks = 10, [], []
-    for _ in range(5):  # publickey, namespace, reserved, hash_algorithm, signature
-        end = pos + 4 + int.from_bytes(b[pos : pos + 4], "big")
-        if pos + 4 > n or end > n:
-            raise _Malformed("truncated")
-        fields.append(b[pos + 4 : end])
-        marks.append(end)
-        pos = end
-    if pos != n:
+    u32 = int.from_bytes
+    # publickey, namespace, reserved, hash_algorithm, signature: each ends at e0..e4
+    e0 = 14 + u32(b[10:14], "big")
+    if e0 > n:
+        raise _Malformed("truncated")
+    e1 = e0 + 4 + u32(b[e0 : e0 + 4], "big")
+    if e1 > n:
+        raise _Malformed("truncated")
+    e2 = e1 + 4 + u32(b[e1 : e1 + 4], "big")
+    if e2 > n:
+        raise _Malformed("truncated")
+    e3 = e2 + 4 + u32(b[e2 : e2 + 4], "big")
+    if e3 > n:
+        raise _Malformed("truncated")
+    e4 = e3 + 4 + u32(b[e3 : e3 + 4], "big")
+    if e4 > n:
+        raise _Malformed("truncated")
+    if e4 != n:
         raise _Malformed("trailing data")
-    inner = fields[4]
-    mid = 4 + int.from_bytes(inner[:4], "big")
-    end = mid + 4 + int.from_bytes(inner[mid : mid + 4], "big")
+    inner = b[e3 + 4 : e4]
+    mid = 4 + u32(inner[:4], "big")
+    end = mid + 4 + u32(inner[mid : mid + 4], "big")
     if len(inner) < 4 or mid + 4 > len(inner) or end != len(inner):
         raise _Malformed("malformed inner signature")
-    return fields[0], b[marks[0] : marks[3]], fields[1], fields[3], inner[4:mid], inner[mid + 4 :]
+    return b[14:e0], b[e0:e3], b[e0 + 4 : e1], b[e2 + 4 : e3], inner[4:mid], inner[mid + 4 :]
 
 
 def _namespace_allowed(patterns: tuple[str, ...] | None, namespace: str) -> bool:
