@@ -1,0 +1,544 @@
+"""One reconcile pass: sync -> verify -> clock -> plan -> mirror -> apply -> report.
+
+Every step has the same signature (``step(pass_) -> conditions``) and sets only its own
+condition; the report step summarises them once (``Ready``) and records the status. A step that
+raises is classified by what happens next (``errors.py``):
+
+- ``Stalled``   a person must act (bad signature, rewritten branch, invalid repo, ambiguous
+                target, wrong digest): the step's condition says so, nothing is retried early;
+- ``Waiting``   nothing is wrong but the work waits (window closed, registry 429): the pass
+                carries ``retry_after``;
+- ``Transient`` (and any other I/O failure) retried by the scheduler with backoff and jitter.
+
+The pass always works from the **last verified commit**: a failed fetch, a bad commit or a
+rewritten branch leave it where it was and the later steps go on from it (a site offline for a
+year keeps applying what it verified). The mirror step copies every image of the whole K3s path
+(and the OS image) into the cache before the apply step may start any step: a site that is online
+for an hour holds the whole path afterwards. Decisions are pure (``core/planning``,
+``core/applying``, ``core/agentrules``, ``core/conditions``); effects happen here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pygit2
+import yaml
+
+from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
+from gitedge.adapters.gitsource import SourceAuth as GitAuth
+from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
+from gitedge.adapters.ocilayout import OciLayout
+from gitedge.adapters.registry import RegistryClient
+from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+from gitedge.adapters.state import LastVerified, Mirrored, State
+from gitedge.agent.server import Metrics
+from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
+from gitedge.core import conditions as cond
+from gitedge.core.agentrules import NeededImage, clock_trusted, needed_images, platforms_for
+from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, cluster_facts, decide
+from gitedge.core.conditions import Condition
+from gitedge.core.config import AgentConfig
+from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.images import ImageRef, cache_host
+from gitedge.core.ocimanifest import Platform
+from gitedge.core.planning import Plan, plan_json, render_next_steps
+from gitedge.core.planning import plan as make_plan
+from gitedge.core.suc import CONTROL_PLANE, Site
+from gitedge.core.versions import K3sVersion
+from gitedge.errors import (
+    DigestMismatch,
+    GitEdgeError,
+    RollbackRefused,
+    SourceUnavailable,
+    Stalled,
+    Transient,
+    Waiting,
+    scrub,
+)
+
+log = logging.getLogger("gitedge.agent")
+
+SOURCE_REACHABLE = "SourceReachable"
+PLANNED = "Planned"
+STEP_ORDER = ("sync", "verify", "clock", "plan", "mirror", "apply")
+_OWN_CONDITION = {
+    "sync": SOURCE_REACHABLE,
+    "verify": cond.SOURCE_VERIFIED,
+    "clock": cond.CLOCK_UNTRUSTED,
+    "plan": PLANNED,
+    "mirror": cond.MIRRORED,
+    "apply": cond.APPLYING,
+}
+
+__all__ = ["Agent", "ClusterApi", "Pass", "PrintCluster"]
+
+
+class ClusterApi(Protocol):
+    """What the apply step needs of the cluster (``adapters/kube.py`` in ``suc`` mode)."""
+
+    def snapshot(self) -> ClusterSnapshot: ...
+
+    def apply(self, action: Action) -> None: ...
+
+
+class PrintCluster:
+    """``apply.mode: print``: the cluster as the config's ``cluster.status`` describes it (one
+    server node per architecture), and every action printed as the SUC Plan it would apply.
+    Nothing is sent anywhere."""
+
+    def __init__(self, *, config: AgentConfig, out: Callable[[str], None]) -> None:
+        self.config = config
+        self.out = out
+        self.printed: list[Action] = []
+
+    def snapshot(self) -> ClusterSnapshot:
+        status = self.config.cluster.status
+        if status.k3s_version is None:
+            return ClusterSnapshot(nodes=())
+        arches = status.arches or ("",)
+        nodes = tuple(
+            NodeFacts(
+                name=f"{self.config.cluster.name}-{arch or 'node'}",
+                labels={CONTROL_PLANE: "true", "kubernetes.io/os": "linux"},
+                architecture=arch,
+                kubelet_version=status.k3s_version,
+            )
+            for arch in arches
+        )
+        return ClusterSnapshot(nodes=nodes)
+
+    def apply(self, action: Action) -> None:
+        self.printed.append(action)
+        head = f"# {action.verb} {action.namespace}/{action.name}: {action.reason}"
+        body = yaml.safe_dump(dict(action.manifest), sort_keys=False) if action.manifest else ""
+        self.out(f"---\n{head}\n{body}".rstrip("\n"))
+
+
+@dataclass
+class Pass:
+    """What one pass knows, step by step; also what ``gitedge run --once`` prints from."""
+
+    now: datetime
+    fetched: str | None = None
+    tip: str | None = None  # the last verified commit: everything below works from it
+    new_commits: int = 0
+    clock_ok: bool = True
+    fleet: Fleet | None = None
+    plan: Plan | None = None
+    snapshot: ClusterSnapshot | None = None
+    needed: tuple[NeededImage, ...] = ()
+    mirrored_now: list[tuple[str, str, int]] = field(default_factory=list)  # key, digest, bytes
+    mirror_complete: bool = False
+    actions: list[Action] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)  # step -> ok|stalled|waiting|retry
+    errors: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stalled(self) -> bool:
+        return "stalled" in self.outcomes.values()
+
+    @property
+    def transient(self) -> bool:
+        return "retry" in self.outcomes.values()
+
+
+class Agent:
+    """The long-lived parts of the agent; :meth:`reconcile` runs one pass."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        cluster: ClusterApi,
+        metrics: Metrics | None = None,
+        retry: RetryPolicy | None = None,
+        fetch_timeout_s: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.metrics = metrics or Metrics()
+        self.retry = retry or RetryPolicy()
+        self.fetch_timeout_s = fetch_timeout_s
+        self.dir = Path(config.state.dir)
+        self.state = State(self.dir)
+        self.git = GitMirror(mirror_dir=self.dir / "fleet.git")
+        self.bootstrap = load_bootstrap(config.trust.bootstrap)
+        self.verified = VerifiedCommits(self.dir, bootstrap=self.bootstrap)
+        self.hosts = Hosts.from_config(config.registry)
+        self.stop = threading.Event()  # set on SIGTERM: the pass ends after its current step
+        self.last_tick = 0.0
+
+    def close(self) -> None:
+        self.state.close()
+
+    # ------------------------------------------------------------------ the pass
+
+    def reconcile(self, *, now: datetime | None = None) -> Pass:
+        p = Pass(now=now or datetime.now(UTC))
+        steps: dict[str, Callable[[Pass], list[Condition]]] = {
+            "sync": self._sync,
+            "verify": self._verify,
+            "clock": self._clock,
+            "plan": self._plan,
+            "mirror": self._mirror,
+            "apply": self._apply,
+        }
+        for name in STEP_ORDER:
+            if self.stop.is_set():
+                p.outcomes[name] = "skipped"
+                continue
+            try:
+                p.conditions += steps[name](p)
+                p.outcomes[name] = "ok"
+            except GitEdgeError as e:
+                p.conditions += self._failed(p, name, e)
+            except OSError as e:  # the disk, a socket: retried like any Transient
+                p.conditions += self._failed(p, name, Transient(f"{name}: {e}"))
+        self._report(p)
+        return p
+
+    def _failed(self, p: Pass, step: str, e: GitEdgeError) -> list[Condition]:
+        text = scrub(str(e), limit=1000)
+        p.errors[step] = text
+        if isinstance(e, Stalled):
+            p.outcomes[step] = "stalled"
+            log.error("%s stalled: %s", step, text)
+        elif isinstance(e, Waiting):
+            p.outcomes[step] = "waiting"
+            if e.retry_after is not None:
+                p.retry_after = min(p.retry_after or e.retry_after, e.retry_after)
+            log.info("%s waiting: %s", step, text)
+        else:
+            p.outcomes[step] = "retry"
+            log.warning("%s failed, will retry: %s", step, text)
+        reason = type(e).__name__
+        if step == "clock":
+            return [Condition(cond.CLOCK_UNTRUSTED, "Unknown", reason, text)]
+        out = [Condition(_OWN_CONDITION[step], "False", reason, text)]
+        if isinstance(e, RollbackRefused):
+            out.append(Condition(cond.ROLLBACK_REFUSED, "True", "RollbackRefused", text))
+        return out
+
+    # ------------------------------------------------------------------ steps
+
+    def _sync(self, p: Pass) -> list[Condition]:
+        """Fetch the tracked branch; offline, import a git bundle from ``source.bundleDir``."""
+        src = self.config.source
+        a = src.auth
+        auth = GitAuth(
+            ssh_key_file=Path(a.ssh_key_file) if a.ssh_key_file else None,
+            known_hosts_file=Path(a.known_hosts_file) if a.known_hosts_file else None,
+            username_file=Path(a.username_file) if a.username_file else None,
+            password_file=Path(a.password_file) if a.password_file else None,
+            ca_file=Path(a.ca_file) if a.ca_file else None,
+        )
+        try:
+            p.fetched = self.git.fetch(
+                url=src.url, branch=src.branch, auth=auth, timeout_s=self.fetch_timeout_s
+            )
+            self.metrics.set(
+                "gitedge_last_sync_timestamp_seconds",
+                p.now.timestamp(),
+                help="when the fleet repo was last fetched (the site clock)",
+            )
+            return [Condition(SOURCE_REACHABLE, "True", "Fetched", f"{src.branch} at {p.fetched}")]
+        except SourceUnavailable:
+            bundle = self._newest_bundle()
+            if bundle is None:
+                raise
+            p.fetched = self.git.import_bundle(bundle_file=bundle, branch=src.branch)
+            msg = f"source unreachable; imported {bundle.name}: {src.branch} at {p.fetched}"
+            return [Condition(SOURCE_REACHABLE, "False", "BundleImported", msg)]
+
+    def _newest_bundle(self) -> Path | None:
+        d = self.config.source.bundle_dir
+        if not d or not Path(d).is_dir():
+            return None
+        found = sorted(Path(d).glob("*.bundle"), key=lambda q: (q.stat().st_mtime, q.name))
+        return found[-1] if found else None
+
+    def _verify(self, p: Pass) -> list[Condition]:
+        """Verify (last verified, fetched]; only a fully verified tip moves the last verified
+        commit. Without a fetch this pass, the mirror's fetched ref is verified again (cheap:
+        verified ids are cached), so a bad commit stays reported while offline."""
+        last = self.state.last_verified
+        p.tip = last.commit if last else None
+        rev = p.fetched
+        if rev is None:
+            ref = FETCHED_PREFIX + self.config.source.branch
+            rev = (
+                str(self.git.repo.references[ref].target)
+                if ref in self.git.repo.references
+                else None
+            )
+        if rev is None:
+            if p.tip is None:
+                raise SourceUnavailable("nothing fetched yet: no verified commit to work from")
+            return [Condition(cond.SOURCE_VERIFIED, "True", "LastVerified", f"at {p.tip}")]
+        decision = verify_range(
+            self.git, bootstrap=self.bootstrap, rev=rev, since=p.tip, cache=self.verified
+        )
+        p.new_commits = len(decision.accepted)
+        if decision.tip != p.tip:
+            commit = self.git.repo.get(decision.tip)
+            assert isinstance(commit, pygit2.Commit)
+            committed = datetime.fromtimestamp(commit.commit_time, UTC)
+            self.state.record_verified(
+                LastVerified(
+                    commit=decision.tip,
+                    committed_at=committed,
+                    verified_at=p.now,
+                    policy_source=decision.policy.source,
+                    policy_digest=decision.policy.digest,
+                )
+            )
+            log.info("verified %d new commit(s) up to %s", p.new_commits, decision.tip)
+        p.tip = decision.tip
+        msg = f"{p.tip} verified ({p.new_commits} new); trust in force: {decision.policy.source}"
+        return [
+            Condition(cond.SOURCE_VERIFIED, "True", "Verified", msg),
+            Condition(cond.ROLLBACK_REFUSED, "False", "Descends", "the branch descends"),
+        ]
+
+    def _clock(self, p: Pass) -> list[Condition]:
+        last = self.state.last_verified
+        newest = last.committed_at if last else None
+        p.clock_ok = clock_trusted(now=p.now, newest_commit=newest)
+        if p.clock_ok:
+            return [Condition(cond.CLOCK_UNTRUSTED, "False", "ClockSane", "")]
+        msg = (
+            f"the clock reads {p.now.isoformat()}, before the newest verified commit "
+            f"({newest.isoformat() if newest else '?'}): every window is treated as closed"
+        )
+        return [Condition(cond.CLOCK_UNTRUSTED, "True", "ClockUntrusted", msg)]
+
+    def _plan(self, p: Pass) -> list[Condition]:
+        if p.tip is None:
+            raise SourceUnavailable("no verified commit yet: nothing to plan from")
+        src = self.config.source
+        snap = self.git.tree_snapshot(p.tip, subdir=src.path)
+        p.fleet = load_fleet(snap, subdir=src.path, origin=p.tip[:12])
+        p.snapshot = self.cluster.snapshot()
+        c = self.config.cluster
+        facts = cluster_facts(
+            name=c.name, labels=c.labels, nodes=p.snapshot.nodes, os_image=c.status.os_image
+        )
+        p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
+        p.needed = needed_images(p.plan)
+        self.state.put_doc("desired", {"commit": p.tip, **plan_json(p.plan)})
+        parts = []
+        if p.plan.k3s:
+            parts.append(f"k3s {p.plan.k3s.version} via {' -> '.join(p.plan.k3s.path) or '-'}")
+        if p.plan.os:
+            parts.append(f"os {p.plan.os.image}")
+        return [Condition(PLANNED, "True", "Planned", "; ".join(parts) or "no target")]
+
+    def _site(self) -> Site:
+        cache = self.config.registry.cache
+        digests = {}
+        for m in self.state.mirrored().values():
+            ref = ImageRef.parse(m.source)
+            if ref.tag and not ref.digest:
+                digests[f"{ref.name}:{ref.tag}"] = m.digest
+        return Site(
+            namespace=self.config.apply.namespace,
+            cache=cache_host(cache.url) if cache else None,
+            digests=digests,
+        )
+
+    def _mirror(self, p: Pass) -> list[Condition]:
+        """Every needed image into the cache; images already there (state and cache agree) cost
+        no upstream request. All are tried before the first failure is raised."""
+        if p.plan is None:
+            raise Waiting("no plan: nothing to mirror")
+        done = self.state.mirrored()
+        arches = tuple(n.architecture for n in (p.snapshot.nodes if p.snapshot else ()))
+        if not arches:
+            arches = self.config.cluster.status.arches
+        plats = [Platform.parse(x) for x in platforms_for(self.config.registry.platforms, arches)]
+        errors: list[GitEdgeError] = []
+        with Mirror(hosts=self.hosts, retry=self.retry) as mirror:
+            for need in p.needed:
+                if self.stop.is_set():
+                    raise Transient("stopping: mirror step interrupted")
+                try:
+                    self._mirror_one(p, mirror, need, done, plats)
+                except GitEdgeError as e:
+                    log.warning("mirror of %s failed: %s", need.key, scrub(str(e)))
+                    errors.append(e)
+        if errors:
+            stalled = [e for e in errors if isinstance(e, Stalled)]
+            raise (stalled or errors)[0]
+        p.mirror_complete = True
+        moved = sum(b for _, _, b in p.mirrored_now)
+        msg = f"{len(p.needed)} image(s) in the cache ({len(p.mirrored_now)} copied, {moved} B)"
+        return [Condition(cond.MIRRORED, "True", "Mirrored", msg)]
+
+    def _mirror_one(
+        self,
+        p: Pass,
+        mirror: Mirror,
+        need: NeededImage,
+        done: dict[str, Mirrored],
+        plats: list[Platform],
+    ) -> None:
+        ref = need.ref
+        dst = self._cache_location(ref)
+        have = done.get(need.key)
+        if have is not None and self._in_cache(dst, have.digest):
+            return
+        src = self._source_location(ref)
+        # a pinned digest must stay the digest SUC is given: never cut a pinned index
+        r = mirror.mirror(src, dst, platforms=() if ref.digest else plats)
+        if ref.digest and r.source_digest != ref.digest:
+            raise DigestMismatch(
+                image=str(ref), digest=ref.digest, detail=f"the source holds {r.source_digest}"
+            )
+        self.state.record_mirrored(
+            Mirrored(need.key, r.digest, f"{dst}@{r.digest}", r.stats.bytes_total, p.now)
+        )
+        p.mirrored_now.append((need.key, r.digest, r.stats.bytes_copied))
+        self.metrics.inc(
+            "gitedge_mirror_bytes_total",
+            r.stats.bytes_copied,
+            help="bytes copied into the registry cache",
+        )
+        log.info("mirrored %s -> %s (%s)", need.key, dst, r.digest)
+
+    def _cache_location(self, ref: ImageRef) -> Location:
+        cache = self.config.registry.cache
+        if cache is None:  # no registry cache: OCI layouts under the state dir (print mode, demo)
+            return LayoutRef(self.dir / "cache" / ref.registry / ref.repository, ref.tag)
+        return ImageRef(cache_host(cache.url), ref.repository, tag=ref.tag)
+
+    def _source_location(self, ref: ImageRef) -> Location:
+        """The image brought on a stick (``<bundleDir>/images/<registry>/<repository>``, an OCI
+        layout holding the tag), else the upstream registry."""
+        d = self.config.source.bundle_dir
+        if d:
+            layout = Path(d) / "images" / ref.registry / ref.repository
+            if (layout / "index.json").is_file():
+                has = OciLayout(path=layout).manifest_digest(ref.tag or ref.digest or "", what="")
+                if has is not None:
+                    return LayoutRef(layout, ref.tag)
+        return ref
+
+    def _in_cache(self, dst: Location, digest: str) -> bool:
+        if isinstance(dst, LayoutRef):
+            return OciLayout(path=dst.path).manifest_digest(digest, what=str(dst)) == digest
+        client = RegistryClient(
+            host=dst.registry, config=self.hosts.get(dst.registry), retry=self.retry
+        )
+        try:
+            return client.manifest_digest(dst.repository, digest, what=str(dst)) == digest
+        finally:
+            client.close()
+
+    def _apply(self, p: Pass) -> list[Condition]:
+        if p.plan is None or p.fleet is None or p.snapshot is None:
+            raise Waiting("no plan to apply")
+        if not p.mirror_complete:
+            raise Waiting("waiting for every image of the path to be in the cache")
+        site = self._site()
+        rendered = replace(
+            p.plan, manifests=render_next_steps(p.fleet, p.plan.os, p.plan.k3s, site=site)
+        )
+        d = decide(
+            plan=rendered, snapshot=p.snapshot, now=p.now, site=site, clock_trusted=p.clock_ok
+        )
+        for action in d.actions:
+            if self.stop.is_set():
+                raise Transient("stopping: apply step interrupted")
+            step = _step_of(action)
+            if action.verb != "delete" and step:
+                self.state.record_step_started(component=action.component, step=step, at=p.now)
+            self.cluster.apply(action)
+            p.actions.append(action)
+            log.info("%s %s: %s", action.verb, action.name, action.reason)
+        self._record_done(
+            p, [(s.component, s.step) for s in d.components if s.state == "up-to-date"]
+        )
+        if d.retry_after is not None:
+            p.retry_after = min(p.retry_after or d.retry_after, d.retry_after)
+        return list(d.conditions)
+
+    def _record_done(self, p: Pass, up_to_date: list[tuple[str, str | None]]) -> None:
+        running = None
+        if p.snapshot is not None and p.snapshot.nodes:
+            try:
+                running = min(K3sVersion.parse(n.kubelet_version) for n in p.snapshot.nodes)
+            except GitEdgeError:
+                running = None
+        for component, step, _, finished in self.state.applied():
+            if finished is not None:
+                continue
+            done = (component, step) in up_to_date
+            if component == "k3s" and running is not None:
+                with contextlib.suppress(GitEdgeError):
+                    done = done or K3sVersion.parse(step) <= running
+            if done:
+                self.state.record_step_done(component=component, step=step, at=p.now)
+
+    # ------------------------------------------------------------------ report
+
+    def _report(self, p: Pass) -> None:
+        from gitedge.agent.status import build_status
+
+        previous = cond.from_json(self.state.get_doc("conditions"))
+        merged = cond.merge(previous, p.conditions, now=p.now)
+        merged = cond.merge(merged, [cond.summarize(merged)], now=p.now)
+        self.state.put_doc("conditions", cond.to_json(merged))
+        p.conditions = merged
+        p.status = build_status(self.config, self.state, p)
+        self.state.put_doc("status", p.status)
+        self._metrics(p)
+
+    def _metrics(self, p: Pass) -> None:
+        m = self.metrics
+        last = self.state.last_verified
+        if last is not None:
+            m.set(
+                "gitedge_last_verified_commit_age_seconds",
+                max(0.0, (p.now - last.committed_at).total_seconds()),
+                help="age of the newest verified commit (the site clock)",
+            )
+        m.replace(
+            "gitedge_applied_version",
+            {
+                (("component", c), ("step", s)): 1.0 if done else 0.0
+                for c, s, _, done in self.state.applied()
+            },
+            help="steps applied (1: done, 0: started)",
+        )
+        for c in p.conditions:
+            m.set(
+                "gitedge_condition",
+                1.0 if c.status == "True" else 0.0,
+                help="agent conditions (1: True)",
+                labels={"type": c.type},
+            )
+        open_ = p.status.get("windows", {})
+        for name, w in open_.items():
+            m.set(
+                "gitedge_window_open",
+                1.0 if w.get("open") else 0.0,
+                help="whether a component's maintenance window is open",
+                labels={"component": name},
+            )
+
+
+def _step_of(action: Action) -> str | None:
+    meta = (action.manifest or {}).get("metadata", {})
+    step = (meta.get("annotations") or {}).get("gitedge.io/step")
+    return str(step) if step else None

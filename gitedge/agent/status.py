@@ -1,0 +1,135 @@
+"""The status document the agent writes after every pass and ``gitedge status`` shows.
+
+It holds names, versions, digests, commit ids and condition words only: never a secret (the
+config names secret files; their contents are never read here). Error texts went through
+``errors.scrub`` before they reached the pass.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gitedge.adapters.state import State
+from gitedge.core import conditions as cond
+from gitedge.core.config import AgentConfig
+from gitedge.core.planning import WindowView
+
+if TYPE_CHECKING:
+    from gitedge.agent.reconcile import Pass
+
+__all__ = ["build_status", "status_text"]
+
+
+def _iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _window(w: WindowView | None) -> dict[str, Any] | None:
+    if w is None:
+        return None
+    return {
+        "name": w.name,
+        "open": w.open,
+        "nextOpen": _iso(w.next_open),
+        "closesAt": _iso(w.closes_at),
+    }
+
+
+def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
+    last = state.last_verified
+    plan = p.plan
+    mirrored = state.mirrored()
+    windows: dict[str, Any] = {}
+    if plan is not None and plan.k3s is not None:
+        windows["k3s"] = _window(plan.k3s.window)
+    if plan is not None and plan.os is not None:
+        windows["os"] = _window(plan.os.window)
+    opens = [w["nextOpen"] for w in windows.values() if w and w["nextOpen"] and not w["open"]]
+    running = None
+    if p.snapshot is not None and p.snapshot.nodes:
+        running = sorted({n.kubelet_version for n in p.snapshot.nodes})
+    return {
+        "cluster": config.cluster.name,
+        "time": _iso(p.now),
+        "lastVerified": None
+        if last is None
+        else {
+            "commit": last.commit,
+            "committedAt": _iso(last.committed_at),
+            "verifiedAt": _iso(last.verified_at),
+            "trust": last.policy_source,
+        },
+        "newCommitsVerified": p.new_commits,
+        "desired": None
+        if plan is None
+        else {
+            "k3s": None
+            if plan.k3s is None
+            else {"version": plan.k3s.version, "path": list(plan.k3s.path)},
+            "os": None if plan.os is None else {"image": plan.os.image},
+        },
+        "running": {"k3s": running, "os": config.cluster.status.os_image},
+        "applied": [
+            {"component": c, "step": s, "startedAt": _iso(a), "doneAt": _iso(d)}
+            for c, s, a, d in state.applied()
+        ],
+        "mirror": {
+            "complete": p.mirror_complete,
+            "images": [
+                {
+                    "image": n.key,
+                    "digest": mirrored[n.key].digest if n.key in mirrored else None,
+                    "cached": mirrored[n.key].cache_ref if n.key in mirrored else None,
+                }
+                for n in p.needed
+            ],
+            "copiedThisPass": [{"image": k, "digest": d, "bytes": b} for k, d, b in p.mirrored_now],
+        },
+        "windows": windows,
+        "nextWindow": min(opens) if opens else None,
+        "steps": dict(p.outcomes),
+        "errors": dict(p.errors),
+        "conditions": cond.to_json(p.conditions),
+    }
+
+
+def status_text(doc: dict[str, Any]) -> str:
+    """``gitedge status`` for people."""
+    lines = [f"cluster {doc.get('cluster')}  (as of {doc.get('time')})"]
+    lv = doc.get("lastVerified")
+    lines.append(
+        f"last verified commit: {lv['commit']} (committed {lv['committedAt']}, trust {lv['trust']})"
+        if lv
+        else "last verified commit: none yet"
+    )
+    desired = doc.get("desired") or {}
+    k3s, os_ = desired.get("k3s"), desired.get("os")
+    running = doc.get("running") or {}
+    if k3s:
+        path = " -> ".join(k3s["path"]) or "already there"
+        run = ", ".join(running.get("k3s") or []) or "unknown"
+        lines.append(f"k3s: desired {k3s['version']}, running {run}; path {path}")
+    if os_:
+        lines.append(f"os:  desired {os_['image']}, running {running.get('os') or 'unknown'}")
+    applied = doc.get("applied") or []
+    for a in applied:
+        state = f"done {a['doneAt']}" if a["doneAt"] else f"started {a['startedAt']}"
+        lines.append(f"applied: {a['component']} {a['step']} ({state})")
+    mirror = doc.get("mirror") or {}
+    images = mirror.get("images") or []
+    have = sum(1 for i in images if i["digest"])
+    word = "complete" if mirror.get("complete") else "incomplete"
+    lines.append(f"mirror: {have}/{len(images)} image(s) of the path in the cache ({word})")
+    for i in images:
+        lines.append(f"  {i['image']}  {i['digest'] or 'missing'}")
+    for name, w in (doc.get("windows") or {}).items():
+        if w:
+            when = f"OPEN until {w['closesAt']}" if w["open"] else f"closed, opens {w['nextOpen']}"
+            lines.append(f"window ({name}): {w['name']} {when}")
+    lines.append("conditions:")
+    for c in doc.get("conditions") or []:
+        lines.append(f"  {c['type']:<16} {c['status']:<7} {c['reason']}: {c['message']}")
+    return "\n".join(lines)

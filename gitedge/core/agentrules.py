@@ -1,0 +1,96 @@
+"""The agent's pure rules: which images a plan needs, clock sanity, and when to try again.
+
+Pure: no I/O, no clock reads (``now`` is a parameter), no randomness of its own (the jitter's
+random number is a parameter), so the reconcile pass and the scheduler stay thin and these rules
+are tested directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gitedge.core.images import ImageRef
+from gitedge.core.planning import Plan
+from gitedge.core.suc import k3s_image_tag
+
+#: How far behind the newest verified commit the site clock may read before windows are closed.
+CLOCK_TOLERANCE = timedelta(hours=1)
+#: The first retry after a failure, and the longest wait between tries while offline.
+BACKOFF_BASE_S = 30.0
+BACKOFF_CAP_S = 3600.0
+
+__all__ = [
+    "NeededImage",
+    "clock_trusted",
+    "needed_images",
+    "next_delay",
+    "platforms_for",
+]
+
+
+@dataclass(frozen=True)
+class NeededImage:
+    """One image the plan needs in the cache: why (component and step) and the reference."""
+
+    component: str  # os | k3s
+    step: str  # the K3s version, or the OS image as written
+    ref: ImageRef
+
+    @property
+    def key(self) -> str:
+        """How the state and the rendering know it: ``registry/repository:tag[@digest]``."""
+        return str(self.ref)
+
+
+def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
+    """Every image the whole plan needs, in the order it needs them: the K3s upgrade image of
+    every step of the path (all of them, so a site that reconnects for one day holds the whole
+    path), then the OS image. Nothing is applied until all of them are in the cache."""
+    out: list[NeededImage] = []
+    if plan.k3s is not None:
+        base = ImageRef.parse(plan.k3s.spec.upgrade_image)
+        for version in plan.k3s.path:
+            ref = ImageRef(base.registry, base.repository, tag=k3s_image_tag(version))
+            out.append(NeededImage("k3s", version, ref))
+    if plan.os is not None and plan.os.current != plan.os.image:
+        out.append(NeededImage("os", plan.os.image, ImageRef.parse(plan.os.image)))
+    return tuple(out)
+
+
+def platforms_for(configured: str | tuple[str, ...], arches: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``os/arch`` platforms to mirror: as configured, or (``auto``) those of the cluster's
+    nodes; () means every platform (the architectures are not known)."""
+    if configured != "auto":
+        return tuple(configured)
+    return tuple(f"linux/{a}" for a in sorted(set(arches)) if a)
+
+
+def clock_trusted(
+    *, now: datetime, newest_commit: datetime | None, tolerance: timedelta = CLOCK_TOLERANCE
+) -> bool:
+    """A clock that reads earlier than the newest verified commit (minus ``tolerance``) is
+    wrong (a dead RTC battery reads 1970): windows are then treated as closed."""
+    return newest_commit is None or now >= newest_commit - tolerance
+
+
+def next_delay(
+    *,
+    interval_s: float,
+    failures: int,
+    u: float,
+    base_s: float = BACKOFF_BASE_S,
+    cap_s: float = BACKOFF_CAP_S,
+) -> float:
+    """Seconds until the next sync. ``u`` is a uniform random number in [0, 1).
+
+    Online (``failures == 0``): the interval, with +-10% jitter so a fleet does not fetch in
+    step. Offline: exponential backoff from ``base_s``, doubling per failure, capped at the
+    larger of ``cap_s`` and the interval, with "equal jitter" (half fixed, half random) so a
+    fleet reconnecting after an outage spreads out but never retries in a tight loop.
+    """
+    if failures <= 0:
+        return max(1.0, interval_s * (0.9 + 0.2 * u))
+    cap = max(cap_s, interval_s)
+    delay = min(cap, base_s * 2.0 ** min(failures - 1, 30))
+    return max(1.0, delay / 2 + delay / 2 * u)
