@@ -6,7 +6,8 @@ server/agent pair (control-plane selection, concurrency 1 + cordon for servers, 
 the server plan for agents), every OS upgrader (kairos, elemental, bootc, custom), windows of
 both shapes (cron: no SUC window; ``24:00``), images on the cache and pinned by digest where SUC
 leaves them alone (tag added by SUC only to name-only images), rollout settings carried over,
-the ownership label, and that plan JSON carries the Plans of each component's next step only.
+the ownership label, a new OS digest under one tag changing SUC's latestHash, and that plan
+JSON carries the Plans of each component's next step only.
 """
 
 from __future__ import annotations
@@ -336,6 +337,26 @@ def test_os_image_not_yet_mirrored_is_name_only_and_digest_in_target_is_kept() -
     assert pinned["spec"]["upgrade"]["image"] == f"registry.example.com/edge/os@{DIGEST}"
     assert pinned["spec"]["version"] == "ab" * 6  # a label-safe version from the digest
     assert pinned["spec"]["upgrade"]["command"][-1] == f"registry.example.com/edge/os@{DIGEST}"
+
+
+def test_a_new_os_digest_under_the_same_tag_is_a_new_suc_rollout() -> None:
+    """SUC's latestHash covers version + serviceAccountName + the fields its
+    upgrade.cattle.io/digest annotation names: the OS Plan names its image there."""
+    from tests.kubeapi import suc_latest_hash
+
+    def rendered(digest: str) -> dict[str, Any]:
+        return os_plan(
+            os=OsTarget(image=f"registry.example.com/edge/os:1.5.0@{digest}"),
+            rollout=Rollout(),
+            window=None,
+            target="t",
+            site=SITE,
+        )
+
+    a, b = rendered(DIGEST), rendered("sha256:" + "cd" * 32)
+    assert a["metadata"]["annotations"]["upgrade.cattle.io/digest"] == "spec.upgrade.image"
+    assert a["spec"]["version"] == b["spec"]["version"] == "1.5.0"
+    assert suc_latest_hash(a) != suc_latest_hash(b)
 
 
 def test_plan_json_carries_the_next_step_only() -> None:

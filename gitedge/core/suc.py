@@ -18,8 +18,12 @@ pinned by digest (``cache/repo@sha256:...``) and SUC leaves it as is; without a 
 image is rendered name-only and SUC adds the tag from ``version``.
 
 Plan names are stable per component (``gitedge-k3s-server``, ``gitedge-k3s-agent``,
-``gitedge-os``): advancing a step updates the same Plans, SUC sees a new spec hash and rolls it
-out; a node is done when it carries ``plan.upgrade.cattle.io/<plan>=<status.latestHash>``.
+``gitedge-os``): advancing a step updates the same Plans and SUC rolls the new one out; a node is
+done when it carries ``plan.upgrade.cattle.io/<plan>=<status.latestHash>``. SUC's latestHash is a
+SHA-224 of ``version``, ``serviceAccountName`` and only the spec fields named by the
+``upgrade.cattle.io/digest`` annotation (pkg/upgrade/plan DigestStatus), not of the whole spec:
+the OS Plan names ``spec.upgrade.image`` there, so a new OS digest under the same tag is a new
+rollout; K3s steps differ by ``version`` already.
 Every Plan is labelled ``app.kubernetes.io/managed-by: gitedge``; the agent never touches
 Plans without that label.
 
@@ -44,6 +48,7 @@ MANAGED_BY = "gitedge"
 COMPONENT_LABEL = "gitedge.io/component"
 TARGET_ANNOTATION = "gitedge.io/target"
 STEP_ANNOTATION = "gitedge.io/step"
+SUC_DIGEST_ANNOTATION = "upgrade.cattle.io/digest"  # spec fields SUC adds to status.latestHash
 SERVER_PLAN = "gitedge-k3s-server"
 AGENT_PLAN = "gitedge-k3s-agent"
 OS_PLAN = "gitedge-os"
@@ -219,4 +224,7 @@ def os_plan(
     }
     _rollout(spec, rollout)
     meta = _meta(OS_PLAN, component="os", target=target, step=str(ref), site=site)
+    # SUC hashes only version + service account (+ the fields this annotation names) into
+    # latestHash, the value a done node carries: a new OS digest under the same tag must count
+    meta["annotations"][SUC_DIGEST_ANNOTATION] = "spec.upgrade.image"
     return _plan(meta, spec, suc_window(window))

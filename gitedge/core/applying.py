@@ -1,0 +1,479 @@
+"""What to do to the cluster now: SUC Plan actions from the planned components and a snapshot.
+
+Pure: no I/O, the time is a parameter. The agent reads a :class:`ClusterSnapshot` (nodes and the
+gitedge-owned SUC Plans with their status), plans from the cluster's *actual* K3s version
+(:func:`cluster_facts`: the lowest kubelet version wins, so the path is recomputed from reality
+on every pass), and :func:`decide` says which Plans to create, update or delete, and why nothing
+else happens. The rules:
+
+- A node is done with a Plan when it carries ``plan.upgrade.cattle.io/<plan>=<status.latestHash>``
+  and the Plan's status has resolved its current ``spec.version``; a step is done when every node
+  its Plans select is done (server *and* agent Plans for K3s; a Plan selecting no node is done).
+- One step at a time: a step still running is never replaced by the next one. The K3s path
+  advances to the next minor only when the step's Plans are done *and* every node reports the
+  step's version (both signals: stale status and lagging kubelets both hold the advance back).
+  A running step may be corrected in place (same K3s minor, same OS image), so a broken step can
+  be fixed by a signed commit without waiting for it to finish.
+- ``rollout.order`` (default ``[k3s, os]``): a component starts a step only when every component
+  before it is complete and no other component has a step running.
+- Windows: no Plan is created or advanced while the component's window is closed (or the clock
+  is untrusted); a step already running is left to SUC, which finishes what it started.
+- Plans labelled ``app.kubernetes.io/managed-by=gitedge`` are the only ones ever touched: those
+  of a component no longer targeted (removed or suspended) and those with names this agent does
+  not render are deleted, in or out of the window (deleting starts nothing on a node), but not
+  while SUC runs a job for them (``status.applying``): a job cut off mid-upgrade is worse than
+  one more node upgraded.
+- An update that changes a Plan's ``version`` or upgrade image records the hash SUC last
+  resolved in ``gitedge.io/superseded-hash``, so that status is not read as the new spec's
+  (see :mod:`gitedge.core.clusterstate`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from gitedge.core.clusterstate import (
+    SUPERSEDED_ANNOTATION,
+    ClusterSnapshot,
+    NodeFacts,
+    PlanState,
+    Progress,
+    actual_k3s_version,
+    cluster_facts,
+    get_path,
+    plan_progress,
+    str_map,
+)
+from gitedge.core.conditions import APPLYING, UP_TO_DATE, WINDOW_CLOSED, Condition
+from gitedge.core.planning import Plan, WindowView
+from gitedge.core.suc import (
+    AGENT_PLAN,
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OS_PLAN,
+    SERVER_PLAN,
+    STEP_ANNOTATION,
+    Site,
+)
+from gitedge.core.versions import K3sVersion
+from gitedge.errors import VersionError
+
+Component = Literal["k3s", "os"]
+PLAN_COMPONENT: Mapping[str, Component] = {SERVER_PLAN: "k3s", AGENT_PLAN: "k3s", OS_PLAN: "os"}
+DEFAULT_ORDER: tuple[Component, Component] = ("k3s", "os")
+
+__all__ = [
+    "Action",
+    "ClusterSnapshot",
+    "ComponentStatus",
+    "Decision",
+    "NodeFacts",
+    "PlanState",
+    "Progress",
+    "actual_k3s_version",
+    "cluster_facts",
+    "decide",
+    "merge_for_update",
+    "plan_progress",
+    "windows_open",
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change to make: ``create``/``update`` carry the whole Plan (an update also the
+    ``resourceVersion`` it was decided on); ``delete`` the name and the version seen."""
+
+    verb: Literal["create", "update", "delete"]
+    name: str
+    namespace: str
+    component: str
+    reason: str
+    manifest: Mapping[str, Any] | None = None
+    resource_version: str | None = None
+
+
+State = Literal["untargeted", "up-to-date", "running", "started", "waiting"]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    component: Component
+    state: State
+    reason: str
+    message: str
+    step: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.state in ("untargeted", "up-to-date")
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    components: tuple[ComponentStatus, ...]
+    conditions: tuple[Condition, ...]
+    retry_after: float | None = None  # seconds until a closed window that holds work opens
+
+
+def windows_open(plan: Plan, *, clock_trusted: bool = True) -> dict[Component, bool]:
+    """Whether each component's window is open, as planned (no window: always open); every
+    window is closed when the clock is not trusted."""
+    k3s = plan.k3s.window if plan.k3s else None
+    os = plan.os.window if plan.os else None
+    return {
+        "k3s": clock_trusted and (k3s is None or k3s.open),
+        "os": clock_trusted and (os is None or os.open),
+    }
+
+
+def _contains(live: object, want: object) -> bool:
+    """``want`` is contained in ``live``: every key of a mapping (recursively), lists and
+    scalars equal. Fields the API server defaults do not count as differences."""
+    if isinstance(want, Mapping):
+        return isinstance(live, Mapping) and all(
+            k in live and _contains(live[k], v) for k, v in want.items()
+        )
+    if isinstance(want, list | tuple):
+        return (
+            isinstance(live, list | tuple)
+            and len(live) == len(want)
+            and all(_contains(a, b) for a, b in zip(live, want, strict=True))
+        )
+    return live == want
+
+
+def _differs(have: PlanState | None, want: Mapping[str, Any]) -> bool:
+    if have is None:
+        return True
+    meta = want.get("metadata", {})
+    return not (
+        _contains(have.labels, meta.get("labels", {}))
+        and _contains(have.annotations, meta.get("annotations", {}))
+        and _contains(have.spec, want.get("spec", {}))
+    )
+
+
+def merge_for_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The object to PUT: ``desired`` with the live object's other labels and annotations kept
+    and its ``resourceVersion`` (a write on a stale version is a 409, never a lost update)."""
+    out = copy.deepcopy(dict(desired))
+    meta = out.setdefault("metadata", {})
+    meta["labels"] = {**str_map(get_path(live, "metadata", "labels")), **meta.get("labels", {})}
+    meta["annotations"] = {
+        **str_map(get_path(live, "metadata", "annotations")),
+        **meta.get("annotations", {}),
+    }
+    version = get_path(live, "metadata", "resourceVersion")
+    if version:
+        meta["resourceVersion"] = str(version)
+    return out
+
+
+def _step_key(component: Component, step: str | None) -> str | None:
+    """What makes two steps the same step: the K3s minor, or the OS image."""
+    if step is not None and component == "k3s":
+        try:
+            return K3sVersion.parse(step).minor_line
+        except VersionError:
+            return step
+    return step
+
+
+def _window_text(view: WindowView | None, now: datetime) -> str:
+    if view is None:
+        return "the clock is not trusted"
+    if view.next_open is None:
+        return f"window {view.name!r} is closed and never opens again"
+    return f"window {view.name!r} is closed until {view.next_open.isoformat()}"
+
+
+@dataclass
+class _Comp:
+    name: Component
+    targeted: bool
+    window: WindowView | None
+    open: bool
+    want: list[Mapping[str, Any]]
+    have: dict[str, PlanState]
+    progress: list[Progress]
+
+    @property
+    def in_flight(self) -> bool:
+        return any(not p.complete for p in self.progress)
+
+    def describe(self) -> str:
+        return "; ".join(p.describe() for p in self.progress)
+
+
+def _order(plan: Plan) -> tuple[Component, ...]:
+    orders = {tuple(c.rollout.order) for c in (plan.k3s, plan.os) if c is not None}
+    if len(orders) == 1:
+        return orders.pop()
+    return DEFAULT_ORDER  # none, or the two targets disagree: the documented default
+
+
+def decide(
+    *,
+    plan: Plan,
+    snapshot: ClusterSnapshot,
+    now: datetime,
+    site: Site,
+    windows: Mapping[Component, bool] | None = None,
+    clock_trusted: bool = True,
+) -> Decision:
+    """The actions that move the cluster one step on, and the ``Applying`` and
+    ``WindowClosed`` conditions that say where it stands (see the module docstring).
+
+    ``plan`` must have been made from :func:`cluster_facts` of the same snapshot; ``windows``
+    defaults to :func:`windows_open` of the plan. ``snapshot.plans`` holds gitedge-owned Plans
+    only (listed by the ``managed-by`` label); any other is ignored, never deleted."""
+    is_open: dict[Component, bool] = dict(windows) if windows is not None else windows_open(plan)
+    if not clock_trusted:
+        is_open = {"k3s": False, "os": False}
+    nodes = snapshot.nodes
+    owned = {p.name: p for p in snapshot.plans if p.labels.get(MANAGED_BY_LABEL) == MANAGED_BY}
+    desired: dict[str, list[Mapping[str, Any]]] = {"k3s": [], "os": []}
+    for m in plan.manifests:
+        comp = m["metadata"]["labels"].get(COMPONENT_LABEL)
+        if comp in desired:
+            desired[comp].append(m)
+    actions: list[Action] = []
+    for name, p in sorted(owned.items()):
+        if name not in PLAN_COMPONENT:
+            _delete(
+                p,
+                p.labels.get(COMPONENT_LABEL, "?"),
+                "a gitedge Plan this agent does not render",
+                site,
+                actions,
+            )
+    comps: dict[Component, _Comp] = {}
+    for comp in DEFAULT_ORDER:
+        planned = plan.k3s if comp == "k3s" else plan.os
+        have = {n: p for n, p in owned.items() if PLAN_COMPONENT.get(n) == comp}
+        comps[comp] = _Comp(
+            name=comp,
+            targeted=planned is not None,
+            window=planned.window if planned is not None else None,
+            open=is_open.get(comp, True),
+            want=desired[comp],
+            have=have,
+            progress=[plan_progress(p, nodes) for _, p in sorted(have.items())],
+        )
+
+    statuses: list[ComponentStatus] = []
+    blocked: Component | None = None
+    for name in _order(plan):
+        c = comps[name]
+        status = _one(
+            c,
+            comps,
+            blocked=blocked,
+            nodes=nodes,
+            now=now,
+            site=site,
+            clock_trusted=clock_trusted,
+            actions=actions,
+        )
+        statuses.append(status)
+        if not status.complete and blocked is None:
+            blocked = name
+    return Decision(
+        actions=tuple(actions),
+        components=tuple(statuses),
+        conditions=_conditions(statuses, actions, clock_trusted=clock_trusted),
+        retry_after=_retry_after(comps, statuses, now) if clock_trusted else None,
+    )
+
+
+def _one(
+    c: _Comp,
+    comps: Mapping[Component, _Comp],
+    *,
+    blocked: Component | None,
+    nodes: Sequence[NodeFacts],
+    now: datetime,
+    site: Site,
+    clock_trusted: bool,
+    actions: list[Action],
+) -> ComponentStatus:
+    name = c.name
+    if not c.targeted:
+        kept = [
+            p
+            for _, p in sorted(c.have.items())
+            if not _delete(p, name, f"{name} is no longer targeted", site, actions)
+        ]
+        if kept:
+            jobs = ", ".join(f"{p.name} on {', '.join(p.applying)}" for p in kept)
+            return ComponentStatus(
+                name,
+                "running",
+                "StepRunning",
+                f"{name} is no longer targeted; removed once SUC's jobs finish ({jobs})",
+            )
+        return ComponentStatus(name, "untargeted", "NotTargeted", f"{name}: no target")
+    if not c.want:  # the K3s path is empty (the cluster runs the target) / the OS is current
+        if c.in_flight:
+            return ComponentStatus(name, "running", "StepRunning", f"{name}: {c.describe()}")
+        return ComponentStatus(name, "up-to-date", UP_TO_DATE, f"{name}: up to date")
+    step = str(c.want[0]["metadata"]["annotations"].get(STEP_ANNOTATION))
+    changes = [(m, c.have.get(m["metadata"]["name"])) for m in c.want]
+    changes = [(m, h) for m, h in changes if _differs(h, m)]
+    if not changes:
+        if c.in_flight:
+            return ComponentStatus(
+                name, "running", "StepRunning", f"{name} {step}: {c.describe()}", step
+            )
+        if name == "os":
+            return ComponentStatus(
+                name, "up-to-date", UP_TO_DATE, f"os: {step} on every node", step
+            )
+        lagging = _lagging(nodes, step)
+        return ComponentStatus(
+            name,
+            "waiting",
+            "WaitingForNodes",
+            f"k3s {step}: Plans done, waiting for {', '.join(lagging) or 'nodes'} to report it",
+            step,
+        )
+    running_steps = {_step_key(name, p.step) for p in c.have.values()}
+    if c.in_flight and running_steps != {_step_key(name, step)}:
+        current = ", ".join(sorted(str(p.step) for p in c.have.values()))
+        return ComponentStatus(
+            name,
+            "running",
+            "StepRunning",
+            f"{name} {current} still running ({c.describe()}); {step} after it",
+            step,
+        )
+    if blocked is not None:
+        return ComponentStatus(
+            name,
+            "waiting",
+            "WaitingForOrder",
+            f"{name} {step} waits for {blocked} to complete (rollout.order)",
+            step,
+        )
+    busy = [o for o, other in comps.items() if o != name and other.targeted and other.in_flight]
+    if busy:
+        return ComponentStatus(
+            name,
+            "waiting",
+            "WaitingForOrder",
+            f"{name} {step} waits for the running {busy[0]} step to finish",
+            step,
+        )
+    if not nodes:
+        return ComponentStatus(
+            name, "waiting", "NoNodes", f"{name} {step}: the cluster has no nodes", step
+        )
+    if not c.open:
+        text = _window_text(c.window if clock_trusted else None, now)
+        return ComponentStatus(name, "waiting", "WaitingForWindow", f"{name} {step}: {text}", step)
+    for m, have in changes:
+        mname = m["metadata"]["name"]
+        if have is None:
+            actions.append(
+                Action(
+                    "create", mname, site.namespace, name, f"start {name} step {step}", manifest=m
+                )
+            )
+        else:
+            live = {
+                "metadata": {
+                    "labels": dict(have.labels),
+                    "annotations": dict(have.annotations),
+                    "resourceVersion": have.resource_version,
+                }
+            }
+            verb = "advance to" if _step_key(name, have.step) != _step_key(name, step) else "update"
+            manifest = merge_for_update(m, live)
+            if have.latest_hash and _rollout_key(have.spec) != _rollout_key(m["spec"]):
+                manifest["metadata"]["annotations"][SUPERSEDED_ANNOTATION] = have.latest_hash
+            actions.append(
+                Action(
+                    "update",
+                    mname,
+                    site.namespace,
+                    name,
+                    f"{verb} {name} step {step}",
+                    manifest=manifest,
+                    resource_version=have.resource_version,
+                )
+            )
+    return ComponentStatus(name, "started", "StepStarted", f"{name}: step {step} started", step)
+
+
+def _rollout_key(spec: Mapping[str, Any]) -> tuple[object, object]:
+    """What makes SUC roll a Plan out again: its version and its upgrade image."""
+    return spec.get("version"), get_path(spec, "upgrade", "image")
+
+
+def _delete(p: PlanState, component: str, reason: str, site: Site, actions: list[Action]) -> bool:
+    """Delete ``p`` unless SUC runs a job for it now; True when the delete was decided."""
+    if p.applying:
+        return False
+    actions.append(
+        Action(
+            "delete", p.name, site.namespace, component, reason, resource_version=p.resource_version
+        )
+    )
+    return True
+
+
+def _lagging(nodes: Sequence[NodeFacts], step: str) -> list[str]:
+    want = K3sVersion.parse(step)
+    out = []
+    for n in nodes:
+        try:
+            if K3sVersion.parse(n.kubelet_version) < want:
+                out.append(f"{n.name} ({n.kubelet_version})")
+        except VersionError:
+            out.append(n.name)
+    return out
+
+
+def _conditions(
+    statuses: Sequence[ComponentStatus], actions: Sequence[Action], *, clock_trusted: bool
+) -> tuple[Condition, ...]:
+    message = "; ".join(s.message for s in statuses if s.state != "untargeted") or "no target"
+    deleted = [a.name for a in actions if a.verb == "delete"]
+    if deleted:
+        message += f"; removing {', '.join(deleted)}"
+    started = [s for s in statuses if s.state == "started"]
+    running = [s for s in statuses if s.state == "running"]
+    waiting = [s for s in statuses if s.state == "waiting"]
+    if started:
+        applying = Condition(APPLYING, "True", "StepStarted", message)
+    elif running:
+        applying = Condition(APPLYING, "True", "StepRunning", message)
+    elif waiting:
+        applying = Condition(APPLYING, "False", waiting[0].reason, message)
+    else:
+        applying = Condition(APPLYING, "False", UP_TO_DATE, message)
+    held = [s for s in statuses if s.reason == "WaitingForWindow"]
+    if held:
+        reason = "OutsideWindow" if clock_trusted else "ClockUntrusted"
+        window = Condition(WINDOW_CLOSED, "True", reason, "; ".join(s.message for s in held))
+    else:
+        window = Condition(WINDOW_CLOSED, "False", "NothingHeldBack", "no work waits for a window")
+    return (applying, window)
+
+
+def _retry_after(
+    comps: Mapping[Component, _Comp], statuses: Sequence[ComponentStatus], now: datetime
+) -> float | None:
+    waits = []
+    for s in statuses:
+        view = comps[s.component].window
+        if s.reason == "WaitingForWindow" and view is not None and view.next_open is not None:
+            waits.append(max(0.0, (view.next_open - now).total_seconds()))
+    return min(waits) if waits else None

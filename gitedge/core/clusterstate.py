@@ -1,0 +1,215 @@
+"""The cluster as the agent reads it: nodes, gitedge-owned SUC Plans and how far each Plan is.
+
+Pure: parsing of API objects (JSON as the API returns it) into small frozen facts, the cluster's
+actual K3s version (the lowest kubelet version wins), and a Plan's progress. A Plan selects the
+nodes its ``nodeSelector`` matches that have a ``kubernetes.io/hostname`` label (SUC adds that
+requirement); a node is done with it when it carries
+``plan.upgrade.cattle.io/<plan>=<status.latestHash>`` (FACTS.md), and only once the status is
+the current spec's: ``status.latestVersion`` equals ``spec.version`` and ``status.latestHash`` is
+not the hash the agent saw when it last changed the version or image (kept in the
+``gitedge.io/superseded-hash`` annotation). Until SUC has resolved the new spec, the hash on the
+nodes is the previous step's, and a stale status must not read as "done".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from gitedge.core.config import ClusterStatus, derived_labels
+from gitedge.core.planning import ClusterFacts
+from gitedge.core.selectors import LabelSelector
+from gitedge.core.suc import CONTROL_PLANE, STEP_ANNOTATION
+from gitedge.core.versions import K3sVersion
+from gitedge.errors import VersionError
+
+DONE_LABEL_PREFIX = "plan.upgrade.cattle.io/"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+SUPERSEDED_ANNOTATION = "gitedge.io/superseded-hash"
+
+__all__ = [
+    "DONE_LABEL_PREFIX",
+    "SUPERSEDED_ANNOTATION",
+    "ClusterSnapshot",
+    "NodeFacts",
+    "PlanState",
+    "Progress",
+    "actual_k3s_version",
+    "cluster_facts",
+    "get_path",
+    "plan_progress",
+    "str_map",
+]
+
+
+def str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items() if v is not None}
+
+
+def get_path(obj: object, *path: str) -> object:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """A node as the API shows it: name, labels, architecture, kubelet version."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    architecture: str = ""
+    kubelet_version: str = ""
+
+    @property
+    def control_plane(self) -> bool:
+        return self.labels.get(CONTROL_PLANE) == "true"
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> NodeFacts:
+        """From a core/v1 Node as JSON."""
+        info = get_path(obj, "status", "nodeInfo")
+        return cls(
+            name=str(get_path(obj, "metadata", "name") or ""),
+            labels=str_map(get_path(obj, "metadata", "labels")),
+            architecture=str(get_path(info, "architecture") or ""),
+            kubelet_version=str(get_path(info, "kubeletVersion") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """A gitedge-owned SUC Plan as read from the API, with the status SUC wrote."""
+
+    name: str
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    latest_hash: str | None = None
+    latest_version: str | None = None
+    conditions: tuple[Mapping[str, Any], ...] = ()
+    resource_version: str | None = None
+    applying: tuple[str, ...] = ()  # nodes SUC runs a job on now
+
+    @property
+    def step(self) -> str | None:
+        return self.annotations.get(STEP_ANNOTATION)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> PlanState:
+        """From an upgrade.cattle.io/v1 Plan as JSON."""
+        spec = obj.get("spec")
+        conds = get_path(obj, "status", "conditions")
+        latest_hash = get_path(obj, "status", "latestHash")
+        latest_version = get_path(obj, "status", "latestVersion")
+        rv = get_path(obj, "metadata", "resourceVersion")
+        applying = get_path(obj, "status", "applying")
+        return cls(
+            name=str(get_path(obj, "metadata", "name") or ""),
+            spec=spec if isinstance(spec, Mapping) else {},
+            labels=str_map(get_path(obj, "metadata", "labels")),
+            annotations=str_map(get_path(obj, "metadata", "annotations")),
+            latest_hash=str(latest_hash) if latest_hash else None,
+            latest_version=str(latest_version) if latest_version else None,
+            conditions=tuple(c for c in conds if isinstance(c, Mapping))
+            if isinstance(conds, list)
+            else (),
+            resource_version=str(rv) if rv else None,
+            applying=tuple(str(n) for n in applying) if isinstance(applying, list) else (),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """The cluster as read in one pass: every node, and the Plans gitedge owns."""
+
+    nodes: tuple[NodeFacts, ...]
+    plans: tuple[PlanState, ...] = ()
+
+
+def actual_k3s_version(nodes: Sequence[NodeFacts]) -> K3sVersion | None:
+    """The cluster's K3s version: the lowest kubelet version of its nodes (None: no nodes).
+
+    Raises VersionError naming the node whose kubelet version is not a K3s version."""
+    lowest: K3sVersion | None = None
+    for node in nodes:
+        try:
+            version = K3sVersion.parse(node.kubelet_version)
+        except VersionError as e:
+            raise VersionError(f"node {node.name!r}: {e}") from None
+        if lowest is None or version < lowest:
+            lowest = version
+    return lowest
+
+
+def cluster_facts(
+    *,
+    name: str,
+    labels: Mapping[str, str],
+    nodes: Sequence[NodeFacts],
+    os_image: str | None = None,
+) -> ClusterFacts:
+    """Planner facts from the nodes: actual K3s version, and the derived ``gitedge.io/arch`` and
+    ``gitedge.io/k3s-minor`` labels, so targets and the path follow what runs."""
+    version = actual_k3s_version(nodes)
+    arches = tuple(sorted({n.architecture for n in nodes if n.architecture}))
+    status = ClusterStatus(k3s_version=version.text if version else None, arches=arches)
+    return ClusterFacts(
+        name=name,
+        labels=derived_labels(dict(labels), status),
+        k3s_version=status.k3s_version,
+        os_image=os_image,
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one Plan is: the nodes it selects, and those not done yet."""
+
+    plan: str
+    selected: int
+    pending: tuple[str, ...]
+    resolved: bool
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+    def describe(self) -> str:
+        done = self.selected - len(self.pending)
+        text = f"{self.plan} {done}/{self.selected} nodes done"
+        if not self.resolved and self.selected:
+            text += " (SUC has not resolved this spec yet)"
+        elif self.pending:
+            more = " ..." if len(self.pending) > 5 else ""
+            text += f" (waiting for {', '.join(self.pending[:5])}{more})"
+        return text
+
+
+def plan_progress(plan: PlanState, nodes: Sequence[NodeFacts]) -> Progress:
+    """Which nodes ``plan`` selects and which of them do not carry its done label yet."""
+    try:
+        selector = LabelSelector.model_validate(plan.spec.get("nodeSelector") or {})
+    except ValidationError:
+        return Progress(
+            plan=plan.name, selected=0, pending=("<invalid nodeSelector>",), resolved=False
+        )
+    selected = [n for n in nodes if HOSTNAME_LABEL in n.labels and selector.matches(n.labels)]
+    version = plan.spec.get("version")
+    resolved = (
+        bool(plan.latest_hash)
+        and (version is None or plan.latest_version == version)
+        and plan.latest_hash != plan.annotations.get(SUPERSEDED_ANNOTATION)
+    )
+    key = DONE_LABEL_PREFIX + plan.name
+    pending = tuple(
+        sorted(n.name for n in selected if not resolved or n.labels.get(key) != plan.latest_hash)
+    )
+    return Progress(plan=plan.name, selected=len(selected), pending=pending, resolved=resolved)
