@@ -201,6 +201,120 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_config(path: str) -> Any:
+    from gitedge.core.config import AgentConfig, load_site_file
+
+    site = load_site_file(_read(path, "--config"), path=path)
+    if not isinstance(site, AgentConfig):
+        raise UsageError(f"--config {path}: expected an AgentConfig, not a Cluster identity")
+    return site
+
+
+def _cluster_api(config: Any) -> Any:
+    """``apply.mode: print`` prints Plans on stdout; ``suc`` talks to the cluster's API."""
+    from gitedge.agent.reconcile import PrintCluster
+
+    if config.apply.mode == "print":
+        return PrintCluster(config=config, out=print)
+    from gitedge.adapters.kube import Kube
+
+    kube = Kube.connect(namespace=config.apply.namespace)
+
+    class KubeCluster:
+        def snapshot(self) -> Any:
+            return kube.snapshot()
+
+        def apply(self, action: Any) -> None:
+            kube.execute(action)
+
+    return KubeCluster()
+
+
+def _pass_text(p: Any) -> str:
+    lines = ["steps: " + ", ".join(f"{k} {v}" for k, v in p.outcomes.items())]
+    lines += [f"  {step}: {text}" for step, text in p.errors.items()]
+    if p.new_commits:
+        lines.append(f"verified {p.new_commits} new commit(s), now at {p.tip}")
+    lines += [f"mirrored {k} -> {d} ({n} bytes)" for k, d, n in p.mirrored_now]
+    lines += [f"{a.verb} {a.name}: {a.reason}" for a in p.actions]
+    lines += [f"{c.type}={c.status} ({c.reason})" for c in p.conditions if c.type == "Ready"]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gitedge.agent.reconcile import Agent
+    from gitedge.agent.scheduler import AgentLoop, setup_logging
+
+    config = _agent_config(args.config)
+    setup_logging(json_logs=args.log_format == "json" if args.log_format else None)
+    if args.now and not args.once:
+        raise UsageError("--now goes with --once (a pass at a chosen instant)")
+    agent = Agent(config, cluster=_cluster_api(config))
+    try:
+        if args.once:
+            p = agent.reconcile(now=_now(args.now))
+            print(_pass_text(p), file=sys.stderr)
+            return 1 if p.stalled or p.transient else 0
+        from gitedge.agent.server import StatusServer
+
+        host, _, port = args.listen.rpartition(":")
+        loop = AgentLoop(agent)
+        limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
+
+        def alive() -> tuple[bool, str]:
+            import time
+
+            idle = time.monotonic() - loop.last_tick
+            return idle < limit, f"last pass {idle:.0f}s ago"
+
+        def ready() -> tuple[bool, str]:
+            lv = agent.state.last_verified
+            return lv is not None, f"at {lv.commit}" if lv else "no verified commit yet"
+
+        server = StatusServer(
+            metrics=agent.metrics,
+            ready=ready,
+            alive=alive,
+            host=host or "127.0.0.1",
+            port=int(port),
+        ).start()
+        print(f"gitedge run: status on http://{host or '127.0.0.1'}:{server.port}", file=sys.stderr)
+        try:
+            loop.run_forever()
+        finally:
+            server.stop()
+        return 0
+    finally:
+        agent.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gitedge.adapters.state import State
+    from gitedge.agent.status import status_text
+
+    config = _agent_config(args.config)
+    if not Path(config.state.dir, "state.sqlite3").is_file():
+        print(f"gitedge status: no agent state in {config.state.dir} yet", file=sys.stderr)
+        return 1
+    state = State(config.state.dir)
+    try:
+        doc = state.get_doc("status")
+    finally:
+        state.close()
+    if doc is None:
+        print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gitedge.agent.demo import run_demo
+
+    return run_demo(print, keep=Path(args.keep) if args.keep else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gitedge",
@@ -244,6 +358,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="write JSON Schemas of every kind")
     p.add_argument("--write", required=True, metavar="DIR")
     p.set_defaults(handler=cmd_schema)
+    p = sub.add_parser("run", help="the agent: sync, verify, mirror, apply in windows")
+    p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
+    p.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
+    p.add_argument("--now", metavar="ISO8601", help="with --once: run the pass at this instant")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="/healthz /readyz /metrics (0.0.0.0:8080 in a pod)")  # fmt: skip
+    p.add_argument("--log-format", choices=["json", "text"], help="default: text on a terminal")
+    p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("status", help="what the agent last verified, mirrored and applied")
+    p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
+    p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 

@@ -1,0 +1,311 @@
+"""``gitedge demo``: the whole story on this machine, with no services, in a few seconds.
+
+In a temporary directory it builds:
+
+- a **signed fleet repo** from ``examples/fleet-repo`` (a throwaway ed25519 key made with
+  ``ssh-keygen``; commits signed by ``git commit -S`` with ``gpg.format=ssh``), whose trust
+  policy names that key, and an ``allowed_signers`` file pinned as the site's bootstrap trust;
+- an **upstream** played by OCI image layouts (small generated images, two platforms) in the
+  site's ``source.bundleDir/images``, as a field technician's USB stick would carry them;
+- the **local cache**: OCI layouts under the state directory (no registry is running);
+
+then runs the real agent (``Agent.reconcile``, ``apply.mode: print``) for the site
+``store-berlin-0042`` of ``examples/agent.yaml`` through: a first sync outside its window; an
+offline period during which the operators commit (the source is unreachable: the agent keeps
+working from its last verified commit); reconnection inside the window (the new range verified,
+every image of the K3s path mirrored, the first step's SUC Plans printed); and an unsigned commit,
+refused with the last verified commit kept. ``say`` gets every line to print.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitedge.adapters.worktree import read_tree
+from gitedge.agent.reconcile import Agent, Pass, PrintCluster
+from gitedge.core.config import AgentConfig
+from gitedge.core.fleet import load_fleet
+from gitedge.core.images import ImageRef
+from gitedge.core.suc import k3s_image_tag
+from gitedge.core.windows import window_state
+from gitedge.errors import GitEdgeError, UsageError
+
+Say = Callable[[str], None]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REF_NAME = "org.opencontainers.image.ref.name"
+PLATFORMS = ("amd64", "arm64")
+
+__all__ = ["run_demo"]
+
+
+def _tool(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    exe = shutil.which(args[0])
+    if exe is None:
+        raise UsageError(f"the demo needs {args[0]!r} on PATH (apt-get install git openssh-client)")
+    try:
+        out = subprocess.run(
+            [exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL, check=True,
+        )  # fmt: skip
+    except subprocess.CalledProcessError as e:
+        raise GitEdgeError(f"{' '.join(args[:3])}: {e.stderr.strip()[:300]}") from None
+    return out.stdout.strip()
+
+
+class _Layouts:
+    """Small generated images written as OCI layouts, one layout per repository, one tag each."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _blob(self, layout: Path, data: bytes) -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = layout / "blobs" / "sha256" / digest[7:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return {"digest": digest, "size": len(data)}
+
+    def add(self, ref: ImageRef, tag: str) -> str:
+        layout = self.root / ref.registry / ref.repository
+        layout.mkdir(parents=True, exist_ok=True)
+        (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        children = []
+        for arch in PLATFORMS:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                payload = f"{ref.repository}:{tag} for linux/{arch}\n".encode() * 512
+                info = tarfile.TarInfo("etc/release")
+                info.size, info.mtime = len(payload), 0
+                tar.addfile(info, io.BytesIO(payload))
+            layer = self._blob(layout, buf.getvalue())
+            config = self._blob(
+                layout,
+                json.dumps(
+                    {"architecture": arch, "os": "linux", "config": {},
+                     "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
+                ).encode(),
+            )  # fmt: skip
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}],
+            }
+            m = self._blob(layout, json.dumps(manifest).encode())
+            children.append(
+                {"mediaType": manifest["mediaType"], **m,
+                 "platform": {"architecture": arch, "os": "linux"}}
+            )  # fmt: skip
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": children,
+        }
+        top = self._blob(layout, json.dumps(index).encode())
+        index_file = layout / "index.json"
+        entries = json.loads(index_file.read_text())["manifests"] if index_file.exists() else []
+        entries.append({"mediaType": index["mediaType"], **top, "annotations": {REF_NAME: tag}})
+        index_file.write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+        return str(top["digest"])
+
+
+class _FleetRepo:
+    """The operators' side: a git work tree whose commits are signed with the throwaway key."""
+
+    def __init__(self, path: Path, key: Path, home: Path) -> None:
+        self.path = path
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "GIT_CONFIG_NOSYSTEM": "1",
+        }
+        self.git("init", "-q", "-b", "main")
+        for k, v in (
+            ("user.name", "Release Bot"),
+            ("user.email", "release@fleet.example"),
+            ("gpg.format", "ssh"),
+            ("user.signingkey", str(key)),
+            ("commit.gpgsign", "false"),
+        ):
+            self.git("config", k, v)
+
+    def git(self, *args: str) -> str:
+        return _tool("git", *args, cwd=self.path, env=self.env)
+
+    def commit(self, message: str, *, signed: bool = True) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", *(["-S"] if signed else []), "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if old not in text:
+        raise GitEdgeError(
+            f"demo: {path.name} no longer holds {old!r}; update gitedge/agent/demo.py"
+        )
+    path.write_text(text.replace(old, new))
+
+
+def run_demo(say: Say, *, keep: Path | None = None) -> int:
+    """Run the story; 0 when every stage did what it should (the checks are the story's)."""
+    if not (EXAMPLES / "fleet-repo").is_dir():
+        raise UsageError(f"the demo reads {EXAMPLES}/fleet-repo: run it from a source checkout")
+    with tempfile.TemporaryDirectory(prefix="gitedge-demo-") as tmp_name:
+        tmp = keep or Path(tmp_name)
+        return _story(tmp, say)
+
+
+def _story(tmp: Path, say: Say) -> int:
+    say(f"gitedge demo: a store's agent, its fleet repo and its images, all in {tmp}\n")
+    key = tmp / "keys" / "release"
+    key.parent.mkdir(parents=True)
+    _tool("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release@fleet.example",
+          "-f", str(key))  # fmt: skip
+    public = key.with_suffix(".pub").read_text().strip()
+    allowed = tmp / "site" / "allowed_signers"
+    allowed.parent.mkdir(parents=True)
+    allowed.write_text(f"release@fleet.example {public}\n")
+
+    # --- the fleet repo: examples/fleet-repo, with a trust policy naming the throwaway key
+    work = tmp / "fleet"
+    shutil.copytree(EXAMPLES / "fleet-repo", work)
+    (work / ".gitedge" / "trust.yaml").write_text(
+        "apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\nspec:\n"
+        f"  verify: all\n  signers:\n    - name: release-bot\n      key: {json.dumps(public)}\n"
+        "      roles: [release, admin]\n"
+    )
+    # --- the "upstream": every image the examples name, as OCI layouts on the stick
+    stick = tmp / "stick"
+    layouts = _Layouts(stick / "images")
+    fleet = load_fleet(read_tree(str(work)))
+    upgrade = ImageRef.parse("rancher/k3s-upgrade")
+    for v in fleet.k3s_releases():
+        layouts.add(upgrade, k3s_image_tag(v.text))
+    stores = work / "targets" / "stores.yaml"
+    pinned = "registry.example.com/edge/os:1.4.2@sha256:"
+    old_digest = stores.read_text().split(pinned, 1)[1].split()[0]
+    for t in fleet.targets.values():
+        if t.spec.os is not None:
+            ref = ImageRef.parse(t.spec.os.image)
+            digest = layouts.add(ref, ref.tag or "latest")
+            if ref.digest:  # the example pins a digest: pin the generated image's instead
+                _edit(stores, old_digest, digest.split(":", 1)[1])
+    # the fleet starts older than the example: stores on K3s v1.29.10, the OS not yet targeted
+    _edit(stores, "    version: v1.30.6+k3s1", "    version: v1.29.10+k3s1")
+    os_block = stores.read_text().split("  os:\n", 1)[1].split("  k3s:\n", 1)[0]
+    _edit(stores, "  os:\n" + os_block, "")
+    repo = _FleetRepo(work, key, tmp / "home")
+    first = repo.commit("fleet: stores on K3s v1.29.10")
+    say(f"fleet repo: {work} (commit {first[:12]} signed by a throwaway ssh-keygen key)")
+    say(f"upstream:   OCI layouts of {len(list(stick.glob('images/*/*/*')))} repositories "
+        f"on a 'USB stick' at {stick}/images")  # fmt: skip
+
+    # --- the site: examples/agent.yaml, pointed at the temp dirs, apply.mode print
+    cfg_doc = yaml.safe_load((EXAMPLES / "agent.yaml").read_text())
+    cfg_doc["source"] = {"url": str(work), "branch": "main", "interval": "10m",
+                         "bundleDir": str(stick)}  # fmt: skip
+    cfg_doc["trust"] = {"bootstrap": str(allowed)}
+    cfg_doc["registry"] = {"platforms": "auto"}
+    cfg_doc["apply"] = {"mode": "print"}
+    cfg_doc["state"] = {"dir": str(tmp / "site" / "state")}
+    config = AgentConfig.model_validate(cfg_doc)
+    (tmp / "site" / "agent.yaml").write_text(yaml.safe_dump(cfg_doc, sort_keys=False))
+    status = config.cluster.status
+    say(f"site:       {config.cluster.name} running K3s {status.k3s_version} on "
+        f"{', '.join(status.arches)}; cache: OCI layouts in {config.state.dir}/cache "
+        "(no registry running); apply.mode: print\n")  # fmt: skip
+
+    window = fleet.windows["store-nights"].spec
+    t0 = datetime.now(UTC)
+    if window_state(window, t0).open:
+        t0 = window_state(window, t0).closes_at or t0
+        t0 += timedelta(minutes=5)
+    ok = True
+
+    # 1. first sync, outside the window
+    say(f"[1] {t0:%Y-%m-%d %H:%M} UTC, first sync (outside the store-nights window)")
+    p = _pass(config, t0, say)
+    ok &= p.outcomes.get("verify") == "ok" and p.mirror_complete and not p.actions
+    say("    -> verified, every image of the path is in the cache; the window is closed: "
+        "nothing applied\n")  # fmt: skip
+
+    # 2. offline: the operators move on; the site cannot reach the repo
+    offline_at = t0 + timedelta(days=3)
+    hidden = tmp / "fleet-away"
+    _edit(stores, "    version: v1.29.10+k3s1", "    version: v1.30.6+k3s1")
+    _edit(stores, "  priority: 10\n", "  priority: 10\n  os:\n" + os_block)
+    second = repo.commit("stores: K3s v1.30.6 and OS 1.4.2")
+    work.rename(hidden)
+    say(f"[2] {offline_at:%Y-%m-%d %H:%M} UTC, offline: the operators signed {second[:12]} "
+        "(K3s v1.30.6, OS 1.4.2) but the site cannot reach the repo")  # fmt: skip
+    p = _pass(config, offline_at, say)
+    ok &= p.outcomes.get("sync") == "retry" and p.tip == first
+    say(f"    -> fetch failed (retried with backoff); still working from {first[:12]}\n")
+
+    # 3. back online, inside the window
+    hidden.rename(work)
+    state = window_state(window, offline_at + timedelta(days=1))
+    when = (state.next_open or offline_at) + timedelta(minutes=30)
+    say(f"[3] {when:%Y-%m-%d %H:%M} UTC, back online, inside the store-nights window")
+    p = _pass(config, when, say)
+    ok &= p.tip == second and p.mirror_complete and bool(p.actions)
+    say("    -> the new commit verified, every image of the path mirrored first, then the SUC "
+        "Plans of the first step printed above (apply.mode: print)\n")  # fmt: skip
+
+    # 4. an unsigned commit: refused, the last verified commit kept
+    (work / "notes.txt").write_text("an unsigned change\n")
+    bad = repo.commit("unsigned change", signed=False)
+    later = when + timedelta(hours=1)
+    say(f"[4] {later:%Y-%m-%d %H:%M} UTC, someone pushed {bad[:12]} without a signature")
+    p = _pass(config, later, say, show_plans=False)
+    ok &= p.outcomes.get("verify") == "stalled" and p.tip == second
+    say(f"    -> refused ({p.errors.get('verify', '?')[:90]}); still on {second[:12]}\n")
+
+    say("what the site reports (`gitedge status --config agent.yaml`):")
+    from gitedge.agent.status import status_text
+
+    say("  " + status_text(p.status).replace("\n", "\n  "))
+    say("\n" + ("demo ok: verified, mirrored and applied (printed) as the fleet asked"
+                if ok else "demo FAILED: a stage did not do what it should"))  # fmt: skip
+    return 0 if ok else 1
+
+
+def _pass(config: AgentConfig, now: datetime, say: Say, *, show_plans: bool = True) -> Pass:
+    printed: list[str] = []
+    agent = Agent(config, cluster=PrintCluster(config=config, out=printed.append))
+    try:
+        p = agent.reconcile(now=now)
+    finally:
+        agent.close()
+    steps = ", ".join(f"{k} {v}" for k, v in p.outcomes.items())
+    say(f"    steps: {steps}")
+    if p.new_commits:
+        say(f"    verified {p.new_commits} new commit(s), now at {p.tip}")
+    if p.plan is not None and p.plan.k3s is not None:
+        path = " -> ".join(p.plan.k3s.path) or "nothing to do"
+        say(f"    plan: K3s {p.plan.k3s.version} via {path}"
+            + (f"; OS {p.plan.os.image}" if p.plan.os else ""))  # fmt: skip
+    for key, digest, size in p.mirrored_now:
+        say(f"    mirrored {key} -> cache {digest[:19]}... ({size} bytes)")
+    for line in printed if show_plans else ():
+        say("    " + line.replace("\n", "\n    "))
+    by = {c.type: c for c in p.conditions}
+    ready = by.get("Ready")
+    if ready is not None:
+        say(f"    Ready={ready.status} ({ready.reason})")
+    return p
