@@ -1,0 +1,121 @@
+"""The Kubernetes manifests in deploy/ (namespace, ServiceAccount, RBAC, config, state, Deployment).
+
+Covers: every document validates strictly (unknown fields refused) against the Kubernetes OpenAPI
+schemas of 1.27 and 1.30, offline (kubernetes-validate); the Deployment runs the agent non-root
+with a read-only root filesystem, no privilege escalation, no capabilities, one replica recreated
+(the state volume is single-writer), the ServiceAccount the RBAC binds, ``POD_NAMESPACE`` for the
+status ConfigMap; the config it mounts loads as an AgentConfig whose files (trust, secrets, state)
+lie under the mounts and whose ``apply.namespace`` is where the Plans Role is; the bootstrap trust
+file is a valid TrustPolicy; the RBAC has no wildcard, nothing on Secrets, no escalation verbs.
+(That the RBAC is enough and every grant is used: tests/test_kube.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gitedge.core.config import AgentConfig, load_site_file
+from gitedge.core.trust import parse_trust_policy
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def documents() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in documents() if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, (kind, name, len(found))
+    return found[0]
+
+
+@pytest.mark.parametrize("version", ["1.27.0", "1.30.0"])
+def test_every_document_matches_the_kubernetes_schemas(version):
+    docs = documents()
+    assert {d["kind"] for d in docs} >= {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Deployment",
+    }
+    for d in docs:
+        kubernetes_validate.validate(d, version, strict=True)
+
+
+def test_the_agent_runs_unprivileged_with_its_service_account():
+    dep = one("Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    sa = one("ServiceAccount")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert dep["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    )
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert {"/healthz", "/readyz"} == {
+        container["livenessProbe"]["httpGet"]["path"],
+        container["readinessProbe"]["httpGet"]["path"],
+    }
+
+
+def test_the_mounted_config_is_a_valid_agent_config_that_fits_the_mounts():
+    dep = one("Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_map = one("ConfigMap", volumes["config"]["configMap"]["name"])
+    files = {f"{mounts['config']}/{k}": v for k, v in config_map["data"].items()}
+    args = container["args"]
+    config_path = args[args.index("--config") + 1]
+    assert config_path in files
+    config = load_site_file(files[config_path].encode(), path=config_path)
+    assert isinstance(config, AgentConfig)
+    assert config.trust.bootstrap in files
+    parse_trust_policy(files[config.trust.bootstrap].encode())
+    secret_files = [config.source.auth.ssh_key_file, config.source.auth.known_hosts_file]
+    assert all(f and f.startswith(mounts["secrets"] + "/") for f in secret_files)
+    assert config.state.dir == mounts["state"]
+    assert (
+        volumes["state"]["persistentVolumeClaim"]["claimName"]
+        == one("PersistentVolumeClaim")["metadata"]["name"]
+    )
+    plans_role = one("Role", "gitedge-plans")
+    assert plans_role["metadata"]["namespace"] == config.apply.namespace
+    assert one("Role", "gitedge-status")["metadata"]["namespace"] == dep["metadata"]["namespace"]
+
+
+def test_rbac_has_no_wildcards_secrets_or_escalation():
+    for d in documents():
+        if d["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in d["rules"]:
+            words = rule["apiGroups"] + rule["resources"] + rule["verbs"]
+            assert "*" not in words, d["metadata"]["name"]
+            assert "secrets" not in rule["resources"]
+            assert not {"escalate", "bind", "impersonate", "watch", "patch"} & set(rule["verbs"])
+    assert one("ClusterRole")["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}
+    ]
