@@ -204,7 +204,8 @@ class KubeApiError(Transient):
 
 _SECRETISH = re.compile(
     r"(?i)(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+(?::[^/@\s]*)?@"  # user:pass@ in URLs
-    r"|(?P<kv>(?:password|passwd|token|secret|authorization|bearer)\s*[=:]\s*)\S+"
+    r"|(?P<kv>(?:password|passwd|token|secret|authorization|bearer)\s*[=:]\s*)"
+    r"(?:(?:Basic|Bearer)\s+)?\S+"  # "Authorization: Bearer <token>": the token too
     r"|(?P<auth>\b(?:Basic|Bearer)\s+)[A-Za-z0-9._~+/=-]+"
 )
 

@@ -36,6 +36,7 @@ import copy
 import hashlib
 import json
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +73,9 @@ KINDS = {
     "events": Kind("", "v1", "events", "Event", True),
     "namespaces": Kind("", "v1", "namespaces", "Namespace", False),
     "serviceaccounts": Kind("", "v1", "serviceaccounts", "ServiceAccount", True),
+    "persistentvolumeclaims": Kind(
+        "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True
+    ),
     "plans": Kind("upgrade.cattle.io", "v1", "plans", "Plan", True),
     "deployments": Kind("apps", "v1", "deployments", "Deployment", True),
     "roles": Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
@@ -303,6 +307,10 @@ class KubeEmulator:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()  # headers and body go out in two writes: no Nagle delay
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _handle(self) -> None:
                 emulator._serve(self)
 
@@ -310,7 +318,9 @@ class KubeEmulator:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -1,0 +1,185 @@
+"""The apply step: read the cluster, decide (pure), change the Plans, say what happened.
+
+One pass: :meth:`Kube.snapshot` (nodes and gitedge's Plans) -> the cluster's facts from its nodes
+(:func:`~gitedge.core.clusterstate.cluster_facts`: the lowest kubelet version is the running K3s
+version, so the path is recomputed from reality every pass) -> :func:`~gitedge.core.planning.plan`
+-> :func:`~gitedge.core.applying.decide` -> each decided action through the API, an Event per
+change. A ``Conflict`` (a Plan changed between the read and the write) makes the pass start over
+from a fresh read, a few times; any other API error stops the pass and is reported in the
+``Applying`` condition (reason: the API's word, ``Forbidden``, ``AlreadyExists``, ...), and in a
+Warning Event. A fleet that cannot be planned for this cluster (no path through the minors, two
+targets in a tie) is reported the same way, with the error's class as reason.
+
+The step sets only its own conditions (``Applying``, ``WindowClosed``); :func:`report` folds
+them, with the other steps', into the status ConfigMap and derives ``Ready`` once.
+
+Nothing is remembered between passes: what to do next is read back from the cluster (the Plans'
+specs and status, the nodes' labels and kubelet versions), so an agent killed at any point and
+restarted decides the same thing again and never applies a step twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gitedge.adapters.kube import Kube
+from gitedge.core.applying import Action, Decision, decide
+from gitedge.core.clusterstate import cluster_facts
+from gitedge.core.conditions import APPLYING, Condition
+from gitedge.core.fleet import Fleet
+from gitedge.core.planning import Plan, plan
+from gitedge.core.suc import Site
+from gitedge.errors import GitEdgeError, KubeApiError, Stalled
+
+__all__ = ["ApplyResult", "apply_step", "report", "status_fields"]
+
+ATTEMPTS = 3
+_EVENT_REASONS = {"create": "PlanCreated", "update": "PlanUpdated", "delete": "PlanDeleted"}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one pass did: the actions carried out, the conditions it sets, and the error that
+    stopped it (None: it went through)."""
+
+    conditions: tuple[Condition, ...]
+    performed: tuple[Action, ...] = ()
+    decision: Decision | None = None
+    plan: Plan | None = None
+    error: GitEdgeError | None = None
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.decision.retry_after if self.decision is not None else None
+
+
+def _failed(reason: str, message: str, **kw: Any) -> ApplyResult:
+    return ApplyResult(conditions=(Condition(APPLYING, "False", reason, message),), **kw)
+
+
+def _event_reason(action: Action) -> str:
+    if action.reason.startswith("advance to"):
+        return "StepAdvanced"
+    if action.reason.startswith("start"):
+        return "StepStarted"
+    return _EVENT_REASONS[action.verb]
+
+
+def apply_step(
+    *,
+    kube: Kube,
+    fleet: Fleet,
+    cluster: str,
+    labels: Mapping[str, str],
+    site: Site,
+    now: datetime,
+    clock_trusted: bool = True,
+    os_image: str | None = None,
+) -> ApplyResult:
+    """One apply pass for ``cluster`` (its name and configured labels) at ``now``.
+
+    ``site`` says where the Plans go and which images they use (namespace, cache, mirrored
+    digests); only images already mirrored and verified should be passed in it. With
+    ``clock_trusted`` False every window counts as closed."""
+    performed: list[Action] = []
+    for attempt in range(ATTEMPTS):
+        try:
+            snapshot = kube.snapshot()
+        except KubeApiError as e:
+            return _failed(e.reason, f"cannot read the cluster: {e}", error=e)
+        try:
+            facts = cluster_facts(
+                name=cluster, labels=labels, nodes=snapshot.nodes, os_image=os_image
+            )
+            planned = plan(fleet, facts, now=now, site=site)
+            decision = decide(
+                plan=planned, snapshot=snapshot, now=now, site=site, clock_trusted=clock_trusted
+            )
+        except Stalled as e:
+            return _failed(type(e).__name__, str(e), error=e)
+        try:
+            for action in decision.actions:
+                stored = kube.execute(action)
+                performed.append(action)
+                kube.event(
+                    kube.plan_ref(action.name, stored),
+                    reason=_event_reason(action),
+                    message=f"{action.reason} ({action.verb} Plan {action.name})",
+                    now=now,
+                )
+        except KubeApiError as e:
+            if e.reason == "Conflict" and attempt + 1 < ATTEMPTS:
+                continue  # a Plan changed under us: read again and decide again
+            kube.event(
+                kube.status_ref(), reason="ApplyFailed", message=str(e), now=now, warning=True
+            )
+            return _failed(
+                e.reason,
+                f"{e}" + (f" (done before it: {_summary(performed)})" if performed else ""),
+                error=e,
+                performed=tuple(performed),
+                decision=decision,
+                plan=planned,
+            )
+        return ApplyResult(
+            conditions=decision.conditions,
+            performed=tuple(performed),
+            decision=decision,
+            plan=planned,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _summary(actions: Iterable[Action]) -> str:
+    return ", ".join(f"{a.verb} {a.name}" for a in actions)
+
+
+def status_fields(result: ApplyResult) -> dict[str, Any]:
+    """The facts the status ConfigMap shows next to the conditions: desired versions, the K3s
+    path left, the step each component is at, and when a window that holds work opens."""
+    out: dict[str, Any] = {}
+    p = result.plan
+    if p is None:
+        return out
+    steps = {s.component: s for s in result.decision.components} if result.decision else {}
+    if p.k3s is not None:
+        k3s = steps.get("k3s")
+        out["k3s"] = {
+            "target": p.k3s.target,
+            "version": p.k3s.version,
+            "running": p.k3s.current,
+            "path": list(p.k3s.path),
+            "state": k3s.state if k3s else None,
+            "step": k3s.step if k3s else None,
+            "nextOpen": _iso(p.k3s.window.next_open) if p.k3s.window else None,
+        }
+    if p.os is not None:
+        os = steps.get("os")
+        out["os"] = {
+            "target": p.os.target,
+            "image": p.os.image,
+            "state": os.state if os else None,
+            "nextOpen": _iso(p.os.window.next_open) if p.os.window else None,
+        }
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def report(
+    kube: Kube,
+    conditions: Iterable[Condition],
+    *,
+    now: datetime,
+    fields: Mapping[str, Any] | None = None,
+) -> list[Condition]:
+    """Write the pass's conditions (every step's) to the status ConfigMap, ``Ready`` derived
+    once; raises KubeApiError when even that cannot be written."""
+    return kube.write_status(conditions, now=now, fields=fields)
