@@ -52,6 +52,7 @@ __all__ = [
     "AgentStatus",
     "Kube",
     "ObjectRef",
+    "event_reason",
 ]
 
 PLAN_GROUP, PLAN_VERSION, PLAN_PLURAL = "upgrade.cattle.io", "v1", "plans"
@@ -102,6 +103,15 @@ class AgentStatus:
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def event_reason(action: Action) -> str:
+    """The Event reason of a Plan change: StepStarted, StepAdvanced, PlanUpdated/Deleted."""
+    if action.reason.startswith("advance to"):
+        return "StepAdvanced"
+    if action.reason.startswith("start"):
+        return "StepStarted"
+    return {"create": "PlanCreated", "update": "PlanUpdated"}.get(action.verb, "PlanDeleted")
 
 
 def _api_error(what: str, e: ApiException) -> KubeApiError:
@@ -260,11 +270,22 @@ class Kube:
 
     # --------------------------------------------------------------------------------- writes
 
-    def execute(self, action: Action) -> dict[str, Any] | None:
-        """Make one decided change; returns the Plan as the API stored it (None for a delete).
+    def execute(self, action: Action, *, now: datetime | None = None) -> dict[str, Any] | None:
+        """Make one decided change and record an Event about it (``now``: the Event's time,
+        default the wall clock); returns the Plan as the API stored it (None for a delete).
 
         A delete of a Plan already gone is done; a write on a changed Plan is a ``Conflict``.
         """
+        stored = self._execute(action)
+        self.event(
+            self.plan_ref(action.name, stored),
+            reason=event_reason(action),
+            message=f"{action.reason} ({action.verb} Plan {action.name})",
+            now=now or datetime.now(UTC),
+        )
+        return stored
+
+    def _execute(self, action: Action) -> dict[str, Any] | None:
         if action.namespace != self.namespace:
             raise ValueError(f"action for namespace {action.namespace!r}, not {self.namespace!r}")
         what = f"{action.verb} SUC Plan {action.namespace}/{action.name}"

@@ -37,7 +37,6 @@ from gitedge.errors import GitEdgeError, KubeApiError, Stalled
 __all__ = ["ApplyResult", "apply_step", "report", "status_fields"]
 
 ATTEMPTS = 3
-_EVENT_REASONS = {"create": "PlanCreated", "update": "PlanUpdated", "delete": "PlanDeleted"}
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,6 @@ class ApplyResult:
 
 def _failed(reason: str, message: str, **kw: Any) -> ApplyResult:
     return ApplyResult(conditions=(Condition(APPLYING, "False", reason, message),), **kw)
-
-
-def _event_reason(action: Action) -> str:
-    if action.reason.startswith("advance to"):
-        return "StepAdvanced"
-    if action.reason.startswith("start"):
-        return "StepStarted"
-    return _EVENT_REASONS[action.verb]
 
 
 def apply_step(
@@ -102,14 +93,8 @@ def apply_step(
             return _failed(type(e).__name__, str(e), error=e)
         try:
             for action in decision.actions:
-                stored = kube.execute(action)
+                kube.execute(action, now=now)  # and an Event about it
                 performed.append(action)
-                kube.event(
-                    kube.plan_ref(action.name, stored),
-                    reason=_event_reason(action),
-                    message=f"{action.reason} ({action.verb} Plan {action.name})",
-                    now=now,
-                )
         except KubeApiError as e:
             if e.reason == "Conflict" and attempt + 1 < ATTEMPTS:
                 continue  # a Plan changed under us: read again and decide again
