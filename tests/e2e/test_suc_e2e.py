@@ -1,0 +1,176 @@
+"""The apply story against a real K3s cluster with the system-upgrade-controller (SUC).
+
+Runs only when ``GITEDGE_E2E_KUBECONFIG`` names a kubeconfig (skipped otherwise); see README,
+"End-to-end tests on a real K3s". It changes the cluster: it upgrades K3s through every minor up
+to the target. Settings (environment):
+
+- ``GITEDGE_E2E_KUBECONFIG``  kubeconfig of a K3s cluster with SUC installed (cluster-admin)
+- ``GITEDGE_E2E_RELEASES``    comma-separated K3s releases the fleet allows, the last one being
+                              the target (default: v1.28.15+k3s1,v1.29.10+k3s1,v1.30.6+k3s1,
+                              a three-minor path for a cluster on v1.27.x)
+- ``GITEDGE_E2E_NAMESPACE``   SUC's namespace (default ``system-upgrade``); the agent's status
+                              ConfigMap goes there too unless ``GITEDGE_E2E_STATUS_NAMESPACE``
+- ``GITEDGE_E2E_CACHE``       registry cache host[:port] for the upgrade image (default: none,
+                              the nodes pull rancher/k3s-upgrade themselves)
+- ``GITEDGE_E2E_TIMEOUT``     seconds the whole path may take (default 3600)
+- ``GITEDGE_E2E_POLL``        seconds between agent passes (default 15)
+
+Covers, as tests/test_kube.py does over the emulator: with the window closed nothing is written;
+with it open the path is walked one minor at a time (each step done on every node, by SUC's done
+labels and the kubelets, before the next starts), Events and the status ConfigMap say so, a Plan
+gitedge does not own is never touched, and suspending the target deletes gitedge's Plans only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gitedge.adapters.kube import PLAN_GROUP, PLAN_PLURAL, PLAN_VERSION, Kube
+from gitedge.agent.applying import apply_step, report, status_fields
+from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.suc import SERVER_PLAN, Site
+from gitedge.core.versions import K3sVersion
+
+KUBECONFIG = os.environ.get("GITEDGE_E2E_KUBECONFIG")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not KUBECONFIG, reason="GITEDGE_E2E_KUBECONFIG is not set"),
+]
+RELEASES = [
+    v.strip()
+    for v in os.environ.get(
+        "GITEDGE_E2E_RELEASES", "v1.28.15+k3s1,v1.29.10+k3s1,v1.30.6+k3s1"
+    ).split(",")
+    if v.strip()
+]
+NS = os.environ.get("GITEDGE_E2E_NAMESPACE", "system-upgrade")
+STATUS_NS = os.environ.get("GITEDGE_E2E_STATUS_NAMESPACE", NS)
+CACHE = os.environ.get("GITEDGE_E2E_CACHE") or None
+TIMEOUT = float(os.environ.get("GITEDGE_E2E_TIMEOUT", "3600"))
+POLL = float(os.environ.get("GITEDGE_E2E_POLL", "15"))
+FOREIGN = "gitedge-e2e-not-ours"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+HEAD = "apiVersion: gitedge.io/v1alpha1\n"
+
+
+def fleet(*, window_days: list[str], suspend: bool = False) -> Fleet:
+    files = {
+        "releases.yaml": HEAD + "kind: K3sReleases\nmetadata: {name: e2e}\nspec:\n"
+        f"  versions: [{', '.join(RELEASES)}]\n",
+        "window.yaml": HEAD + "kind: MaintenanceWindow\nmetadata: {name: e2e}\nspec:\n"
+        f'  days: [{", ".join(window_days)}]\n  start: "00:00"\n  end: "24:00"\n',
+        "target.yaml": HEAD + "kind: UpgradeTarget\nmetadata: {name: e2e}\nspec:\n"
+        f"  clusterSelector: {{}}\n  window: e2e\n  suspend: {str(suspend).lower()}\n"
+        f"  k3s: {{version: {RELEASES[-1]}}}\n  rollout: {{concurrency: 1, cordon: true}}\n",
+    }
+    return load_fleet({k: v.encode() for k, v in files.items()})
+
+
+def today() -> str:
+    return DAYS[datetime.now(UTC).weekday()]
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[Kube]:
+    with Kube.connect(kubeconfig=KUBECONFIG, namespace=NS, status_namespace=STATUS_NS) as k:
+        yield k
+
+
+def one_pass(kube: Kube, f: Fleet):
+    now = datetime.now(UTC)
+    result = apply_step(
+        kube=kube, fleet=f, cluster="e2e", labels={}, site=Site(namespace=NS, cache=CACHE), now=now
+    )
+    report(kube, result.conditions, now=now, fields=status_fields(result))
+    status = kube.read_status()
+    assert status is not None
+    return result, {c.type: c for c in status.conditions}
+
+
+def test_closed_window_writes_nothing(kube):
+    before = {p.name: p.resource_version for p in kube.owned_plans()}
+    closed = [d for d in DAYS if d != today() and d != DAYS[(DAYS.index(today()) + 1) % 7]]
+    result, conds = one_pass(kube, fleet(window_days=closed[:1]))
+    assert result.performed == ()
+    assert {p.name: p.resource_version for p in kube.owned_plans()} == before
+    if result.plan is not None and result.plan.k3s is not None and result.plan.k3s.path:
+        assert conds["WindowClosed"].status == "True"
+
+
+@pytest.mark.timeout(TIMEOUT + 600)
+def test_path_one_minor_at_a_time_foreign_plan_untouched_then_removed(kube):
+    custom = kube._custom
+    foreign = {
+        "apiVersion": f"{PLAN_GROUP}/{PLAN_VERSION}",
+        "kind": "Plan",
+        "metadata": {"name": FOREIGN, "namespace": NS, "labels": {"app": "e2e"}},
+        "spec": {
+            "concurrency": 1,
+            "nodeSelector": {"matchLabels": {"gitedge-e2e/never": "true"}},
+            "serviceAccountName": "system-upgrade",
+            "upgrade": {"image": "rancher/k3s-upgrade"},
+            "version": RELEASES[0],
+        },
+    }
+    created = custom.create_namespaced_custom_object(
+        PLAN_GROUP, PLAN_VERSION, NS, PLAN_PLURAL, foreign
+    )
+    try:
+        open_all = list(DAYS)
+        steps: list[str] = []
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            result, conds = one_pass(kube, fleet(window_days=open_all))
+            assert result.error is None, result.error
+            started = {a.manifest["spec"]["version"] for a in result.performed if a.manifest}
+            assert len(started) <= 1, f"two steps in one pass: {started}"
+            if started:
+                step = started.pop()
+                if not steps or steps[-1] != step:
+                    # every node runs the previous step before the next one starts
+                    running = min(K3sVersion.parse(n.kubelet_version) for n in kube.nodes())
+                    if steps:
+                        assert running >= K3sVersion.parse(steps[-1]), (running, steps)
+                    steps.append(step)
+            if conds["Applying"].reason == "UpToDate":
+                break
+            assert time.monotonic() < deadline, (
+                f"not done in {TIMEOUT}s: {conds['Applying'].message}"
+            )
+            time.sleep(POLL)
+        minors = [K3sVersion.parse(s).minor for s in steps]
+        assert minors == sorted(minors) and len(set(minors)) == len(minors), steps
+        assert all(b - a == 1 for a, b in itertools.pairwise(minors)), steps
+        assert {n.kubelet_version for n in kube.nodes()} == {RELEASES[-1]}
+        assert conds["Ready"].status == "True"
+        events = kube._core.list_namespaced_event(
+            NS, field_selector=f"involvedObject.name={SERVER_PLAN}"
+        )
+        assert any(e.reason in ("StepStarted", "StepAdvanced") for e in events.items) or not steps
+        still = custom.get_namespaced_custom_object(
+            PLAN_GROUP, PLAN_VERSION, NS, PLAN_PLURAL, FOREIGN
+        )
+        # SUC writes its status (a new resourceVersion); nobody changed what it is or asks
+        for key in ("generation", "labels", "annotations"):
+            assert still["metadata"].get(key) == created["metadata"].get(key), key
+        assert still["spec"] == created["spec"]
+        # suspending the target removes gitedge's Plans, and only those
+        one_pass(kube, fleet(window_days=open_all, suspend=True))
+        assert kube.owned_plans() == ()
+        custom.get_namespaced_custom_object(PLAN_GROUP, PLAN_VERSION, NS, PLAN_PLURAL, FOREIGN)
+    finally:
+        custom.delete_namespaced_custom_object(PLAN_GROUP, PLAN_VERSION, NS, PLAN_PLURAL, FOREIGN)
+
+
+def test_status_configmap_is_readable(kube):
+    status = kube.read_status()
+    assert status is not None and any(c.type == "Ready" for c in status.conditions)
+    assert datetime.fromisoformat(
+        str(status.fields["updated"]).replace("Z", "+00:00")
+    ) > datetime.now(UTC) - timedelta(days=1)
