@@ -74,6 +74,10 @@ def test_the_agent_runs_unprivileged_with_its_service_account():
     assert sc["capabilities"]["drop"] == ["ALL"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    args = container["args"]
+    listen = args[args.index("--listen") + 1]  # the CLI's default is 127.0.0.1: probes would fail
+    assert listen == f"0.0.0.0:{container['ports'][0]['containerPort']}"
+    assert container["livenessProbe"]["httpGet"]["port"] == container["ports"][0]["name"]
     assert {"/healthz", "/readyz"} == {
         container["livenessProbe"]["httpGet"]["path"],
         container["readinessProbe"]["httpGet"]["path"],
