@@ -258,7 +258,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from gitedge.agent.server import StatusServer
 
         host, _, port = args.listen.rpartition(":")
-        loop = AgentLoop(agent)
+        verified: list[str] = [lv.commit] if (lv := agent.state.last_verified) else []
+
+        def on_pass(p: Any) -> None:  # the server thread reads this, never the state
+            if p.tip:
+                verified[:] = [p.tip]
+
+        loop = AgentLoop(agent, on_pass=on_pass)
         limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
 
         def alive() -> tuple[bool, str]:
@@ -268,8 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return idle < limit, f"last pass {idle:.0f}s ago"
 
         def ready() -> tuple[bool, str]:
-            lv = agent.state.last_verified
-            return lv is not None, f"at {lv.commit}" if lv else "no verified commit yet"
+            return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
 
         server = StatusServer(
             metrics=agent.metrics,

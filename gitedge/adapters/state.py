@@ -79,7 +79,11 @@ class State:
         self.path = self.dir / "state.sqlite3"
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            # one thread at a time (the agent's passes never overlap), but not always the thread
+            # that opened it: the scheduler runs passes on its worker thread
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=10, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
