@@ -201,6 +201,102 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class _MirrorProgress:
+    """Renders the mirror's progress reports on stderr: a redrawn bar (bytes, rate, ETA) on a
+    terminal, else one quiet line per blob."""
+
+    def __init__(self, *, tty: bool) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.tty = tty
+        self.began = self._clock()
+        self.drawn = 0.0
+        self.width = 0
+
+    def __call__(self, p: Any) -> None:
+        if not self.tty:
+            if p.event == "blob":
+                print(f"blob {p.digest[:19]} {p.detail} ({_mib(p.size)})", file=sys.stderr)
+            return
+        now = self._clock()
+        if p.event != "done" and now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        total = max(p.total_bytes, 1)
+        frac = min(p.done_bytes / total, 1.0)
+        rate = p.done_bytes / max(now - self.began, 1e-3)
+        eta = (p.total_bytes - p.done_bytes) / rate if rate > 0 else 0.0
+        bar = "=" * int(frac * 24)
+        line = (
+            f"[{bar:<24}] {frac:4.0%} {_mib(p.done_bytes)}/{_mib(p.total_bytes)} "
+            f"{_mib(int(rate))}/s ETA {int(eta) // 60}:{int(eta) % 60:02d} "
+            f"({p.blobs_done}/{p.blobs_total} blobs)"
+        )
+        self.width = max(self.width, len(line))
+        print("\r" + line.ljust(self.width), end="", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty and self.width:
+            print(file=sys.stderr)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from gitedge.adapters.mirroring import Mirror, parse_location
+    from gitedge.adapters.registryhosts import Hosts
+    from gitedge.core.config import AgentConfig, load_site_file
+    from gitedge.core.ocimanifest import Platform
+
+    try:
+        src, dst = parse_location(args.src), parse_location(args.dst)
+        platforms = [Platform.parse(p) for p in args.platform]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    hosts = Hosts()
+    if args.config:
+        site = load_site_file(_read(args.config, "--config"), path=args.config)
+        if not isinstance(site, AgentConfig):
+            raise UsageError(f"--config {args.config}: expected an AgentConfig")
+        hosts = Hosts.from_config(site.registry)
+    progress = _MirrorProgress(tty=sys.stderr.isatty() and not args.quiet)
+    try:
+        with Mirror(hosts=hosts, jobs=args.jobs, progress=progress) as mirror:
+            r = mirror.mirror(src, dst, platforms=platforms)
+    finally:
+        progress.finish()
+    s = r.stats
+    if args.output == "json":
+        doc = {
+            "source": r.source,
+            "destination": r.destination,
+            "digest": r.digest,
+            "sourceDigest": r.source_digest,
+            "mediaType": r.media_type,
+            "manifests": [{"digest": d, "platform": p} for d, p in r.manifests],
+            "upToDate": r.up_to_date,
+            "blobs": {"copied": s.blobs_copied, "present": s.blobs_present,
+                      "mounted": s.blobs_mounted},
+            "bytes": {"total": s.bytes_total, "copied": s.bytes_copied,
+                      "resent": s.bytes_resent},
+            "resumes": s.resumes,
+            "seconds": round(r.seconds, 3),
+        }  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 0
+    if not args.quiet:
+        what = "up to date" if r.up_to_date else (
+            f"{s.blobs_copied} blob(s) copied ({_mib(s.bytes_copied)}), {s.blobs_present} present, "
+            f"{s.blobs_mounted} mounted"
+        )  # fmt: skip
+        print(f"{r.source} -> {r.destination}: {what} in {r.seconds:.2f}s", file=sys.stderr)
+    print(r.digest)
+    return 0
+
+
 def _agent_config(path: str) -> Any:
     from gitedge.core.config import AgentConfig, load_site_file
 
@@ -363,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="write JSON Schemas of every kind")
     p.add_argument("--write", required=True, metavar="DIR")
     p.set_defaults(handler=cmd_schema)
+    p = sub.add_parser("mirror", help="copy an image or index, digests kept (registry or oci:DIR)")
+    p.add_argument("src", metavar="SRC", help="host[:port]/repo[:tag][@digest] or oci:DIR[:tag]")
+    p.add_argument("dst", metavar="DST", help="host[:port]/repo[:tag] or oci:DIR[:tag]")
+    p.add_argument(
+        "--platform", action="append", default=[], metavar="OS/ARCH",
+        help="copy only this platform of an index (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA, cache")
+    p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the digest")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_mirror)
     p = sub.add_parser("run", help="the agent: sync, verify, mirror, apply in windows")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
     p.add_argument("--once", action="store_true", help="one reconcile pass, then exit")

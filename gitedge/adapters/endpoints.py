@@ -1,0 +1,196 @@
+"""The two kinds of mirror endpoint behind one face, and the verified, resuming blob stream.
+
+A :class:`RegistryRepo` (one repository of a registry) and a :class:`LayoutRepo` (an OCI
+layout directory) both read manifests and blobs and write them back; the copy engine
+(``mirroring.py``) does not know which it talks to.
+
+:class:`VerifiedBlob` is the only way bytes flow from a source to a destination: it hashes and
+counts every byte, resumes a cut download from the last byte received (an HTTP Range request),
+refuses a blob longer or shorter than its descriptor, and offers ``verify()``, which each
+destination calls before it commits (final upload PUT, or rename into ``blobs/``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from gitedge.adapters.ocilayout import OciLayout
+from gitedge.adapters.registry import NETWORK_ERRORS, RegistryClient, sized_body
+from gitedge.adapters.registryhosts import RetryPolicy
+from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
+from gitedge.errors import DigestMismatch, RegistryUnavailable
+
+
+class Cancelled(Exception):  # a signal between threads, not an error
+    """Raised inside a blob stream when another transfer of the same mirror failed."""
+
+
+class BlobSource(Protocol):
+    name: str
+
+    def manifest(self, reference: str | None, *, what: str) -> Manifest: ...
+    def read_blob(self, digest: str, *, offset: int, what: str) -> tuple[int, Iterator[bytes]]: ...
+
+
+class RegistryRepo:
+    """A repository of a registry, seen as a mirror source or destination."""
+
+    def __init__(self, *, client: RegistryClient, repo: str, name: str) -> None:
+        self.client, self.repo, self.name = client, repo, name
+
+    def manifest(self, reference: str | None, *, what: str) -> Manifest:
+        return self.client.get_manifest(self.repo, reference or "latest", what=what)
+
+    def read_blob(self, digest: str, *, offset: int, what: str) -> tuple[int, Iterator[bytes]]:
+        return self.client.read_blob(self.repo, digest, offset=offset, what=what)
+
+    def manifest_digest(self, reference: str, *, what: str) -> str | None:
+        return self.client.manifest_digest(self.repo, reference, what=what)
+
+    def has_blob(self, desc: Descriptor, *, what: str) -> bool:
+        return self.client.blob_size(self.repo, desc.digest, what=what) is not None
+
+    def put_manifest(self, manifest: Manifest, *, tag: str | None, top: bool, what: str) -> None:
+        ref = tag if (top and tag) else manifest.digest
+        self.client.put_manifest(self.repo, ref, manifest, what=what)
+
+    def write_blob(
+        self, desc: Descriptor, open_stream: Callable[[], VerifiedBlob], *, mount_from: str | None,
+        what: str,
+    ) -> str:  # fmt: skip
+        mount = (desc.digest, mount_from) if mount_from and mount_from != self.repo else None
+        location = self.client.start_upload(self.repo, what=what, mount=mount)
+        if location is None:
+            return "mounted"
+        try:
+            stream = open_stream()
+            if desc.size:
+                body = sized_body(iter(stream), desc.size)
+                location = self.client.patch_upload(location, body, repo=self.repo, what=what)
+            else:
+                for _ in stream:
+                    pass
+            stream.verify()
+            self.client.finish_upload(location, desc.digest, repo=self.repo, what=what)
+        except BaseException:
+            self.client.cancel_upload(location, repo=self.repo)
+            raise
+        return "copied"
+
+
+class LayoutRepo:
+    """An OCI layout, with the same face as :class:`RegistryRepo`."""
+
+    def __init__(self, *, layout: OciLayout) -> None:
+        self.layout, self.name = layout, layout.name
+
+    def manifest(self, reference: str | None, *, what: str) -> Manifest:
+        return self.layout.manifest(reference, what=what)
+
+    def read_blob(self, digest: str, *, offset: int, what: str) -> tuple[int, Iterator[bytes]]:
+        return self.layout.read_blob(digest, offset=offset, what=what)
+
+    def manifest_digest(self, reference: str, *, what: str) -> str | None:
+        return self.layout.manifest_digest(reference, what=what)
+
+    def has_blob(self, desc: Descriptor, *, what: str) -> bool:
+        return self.layout.has_blob(desc)
+
+    def put_manifest(self, manifest: Manifest, *, tag: str | None, top: bool, what: str) -> None:
+        self.layout.put_manifest(manifest, tag=tag, top=top)
+
+    def write_blob(
+        self, desc: Descriptor, open_stream: Callable[[], VerifiedBlob], *, mount_from: str | None,
+        what: str,
+    ) -> str:  # fmt: skip
+        stream = open_stream()
+        self.layout.write_blob(desc, iter(stream), verify=stream.verify)
+        return "copied"
+
+
+Repo = RegistryRepo | LayoutRepo
+
+
+class VerifiedBlob:
+    """A blob's bytes from the source, hashed and counted; a cut stream resumes with Range.
+
+    Consumed once by a destination, which must call :meth:`verify` before committing.
+    ``failed`` tells the engine the source gave up (retrying the blob would not help).
+    """
+
+    def __init__(
+        self, *, source: BlobSource, desc: Descriptor, what: str, retry: RetryPolicy,
+        sleep: Callable[[float], None], on_bytes: Callable[[int, int], None],
+        cancel: threading.Event | None = None,
+    ) -> None:  # fmt: skip
+        self.source, self.desc, self.what, self.retry = source, desc, what, retry
+        self._sleep, self._on_bytes, self._cancel = sleep, on_bytes, cancel
+        self.offset = 0
+        self.failed = False
+        self._digest: str | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks()
+        except Cancelled:
+            raise
+        except Exception:
+            self.failed = True
+            raise
+
+    def _chunks(self) -> Iterator[bytes]:
+        size, digest = self.desc.size, self.desc.digest
+        hasher = hasher_for(digest)
+        stalls, last_cut_at = 0, -1
+        while True:
+            start, chunks = self.source.read_blob(digest, offset=self.offset, what=self.what)
+            skip = self.offset - start  # the source ignored our Range: drop what we have
+            try:
+                for chunk in chunks:
+                    if self._cancel is not None and self._cancel.is_set():
+                        raise Cancelled(digest)
+                    received = len(chunk)
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                    self._on_bytes(received, len(chunk))
+                    if not chunk:
+                        continue
+                    if self.offset + len(chunk) > size:
+                        raise DigestMismatch(
+                            image=self.what, digest=digest,
+                            detail=f"blob is longer than the {size} bytes its manifest says",
+                        )  # fmt: skip
+                    hasher.update(chunk)
+                    self.offset += len(chunk)
+                    yield chunk
+                break
+            except NETWORK_ERRORS as e:
+                stalls = 0 if self.offset > last_cut_at else stalls + 1
+                last_cut_at = self.offset
+                if stalls >= self.retry.attempts:
+                    raise RegistryUnavailable(
+                        f"image {self.what}: blob {digest} keeps breaking at byte {self.offset} "
+                        f"of {size}: {str(e)[:120]}"
+                    ) from None
+                self._on_bytes(-1, 0)  # a resume
+                self._sleep(self.retry.delay(stalls) if stalls else 0.0)
+        if self.offset < size:
+            raise DigestMismatch(
+                image=self.what, digest=digest,
+                detail=f"blob is truncated: {self.offset} of {size} bytes",
+            )  # fmt: skip
+        self._digest = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+
+    def verify(self) -> None:
+        """Raise DigestMismatch unless every byte arrived and they hash to the digest."""
+        if self._digest is None:
+            raise DigestMismatch(image=self.what, digest=self.desc.digest, detail="incomplete")
+        if self._digest != self.desc.digest:
+            raise DigestMismatch(
+                image=self.what,
+                digest=self.desc.digest,
+                detail=f"blob bytes hash to {self._digest}",
+            )

@@ -1,0 +1,419 @@
+"""The copy engine: an image or an index from a registry or OCI layout to another, digests kept.
+
+Order. The top manifest is resolved first (a tag is pinned to the digest of the bytes we got;
+a pinned digest is verified), then every child manifest, then all blobs (in parallel, at most
+``jobs`` at a time), then the child manifests, then the top one: a registry accepts a manifest
+only when what it references is there, and a tag never points at something partial.
+
+Verification. Every byte is hashed on its way through; a blob is committed (the upload's final
+PUT, or the rename in a layout) only after its digest and size check out, so nothing wrong is
+ever stored under a digest. A truncated or oversized blob is refused the same way.
+
+Resilience. A blob download cut mid-way resumes with an HTTP Range request from the last byte
+received (bytes the source sends twice are counted in ``MirrorStats.bytes_resent``); requests
+are retried with backoff on 5xx, 429 and dropped connections (``registry.py``); a blob whose
+upload failed is started again. Memory stays bounded: blobs stream in 1 MiB chunks.
+
+Shortcuts. A blob the destination has (HEAD) is skipped; one that another repository of the
+same destination registry holds (seen in this ``Mirror``'s life, or the source repo when source
+and destination share a host) is mounted, not copied. When the destination already has the top
+manifest, the mirror is a no-op (a tag update at most): our write order means a manifest
+present at the destination is complete.
+
+Platforms. With ``platforms``, an index is cut to the matching entries; those child manifests
+keep their digests, but the cut index is new bytes with a new digest (the source index cannot
+exist at the destination without all its children). ``MirrorResult.digest`` is what was
+written, ``source_digest`` what was read; with no platforms (or all of them) they are equal.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitedge.adapters.endpoints import Cancelled, LayoutRepo, RegistryRepo, Repo, VerifiedBlob
+from gitedge.adapters.ocilayout import OciLayout
+from gitedge.adapters.registry import RegistryClient
+from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+from gitedge.core.images import DOCKER_HUB, ImageRef
+from gitedge.core.ocimanifest import (
+    Descriptor,
+    Manifest,
+    Platform,
+    filter_index,
+    select_platforms,
+)
+from gitedge.errors import (
+    DigestMismatch,
+    InvalidImage,
+    RegistryUnavailable,
+    UsageError,
+)
+
+_TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+@dataclass(frozen=True)
+class LayoutRef:
+    """``oci:DIR[:tag]``."""
+
+    path: Path
+    tag: str | None = None
+
+    def __str__(self) -> str:
+        return f"oci:{self.path}" + (f":{self.tag}" if self.tag else "")
+
+
+Location = ImageRef | LayoutRef
+
+
+def parse_location(text: str) -> Location:
+    """``host[:port]/repo[:tag][@digest]`` or ``oci:DIR[:tag]``; ValueError on anything else.
+
+    In ``oci:DIR:tag`` the tag is what follows the last ``:`` when that holds only tag
+    characters, so directories with colons still work (``oci:/mnt/a:b/layout``).
+    """
+    if text.startswith("oci:"):
+        rest = text[4:]
+        head, sep, tail = rest.rpartition(":")
+        if sep and head and tail and set(tail) <= _TAG_CHARS and len(tail) <= 128:
+            return LayoutRef(Path(head), tail)
+        if not rest:
+            raise ValueError(f"{text!r}: oci: needs a directory")
+        return LayoutRef(Path(rest))
+    return ImageRef.parse(text)
+
+
+@dataclass
+class MirrorStats:
+    """What a mirror did; ``bytes_resent`` counts source bytes received more than once."""
+
+    blobs_total: int = 0
+    blobs_copied: int = 0
+    blobs_present: int = 0
+    blobs_mounted: int = 0
+    bytes_total: int = 0
+    bytes_copied: int = 0
+    bytes_skipped: int = 0  # present at the destination, or mounted
+    bytes_received: int = 0
+    bytes_resent: int = 0
+    resumes: int = 0
+    manifests_written: int = 0
+
+
+@dataclass(frozen=True)
+class MirrorResult:
+    source: str
+    destination: str
+    digest: str  # of the top manifest written (equals source_digest unless an index was cut)
+    source_digest: str
+    media_type: str
+    manifests: tuple[tuple[str, str | None], ...]  # (digest, platform) of each image manifest
+    up_to_date: bool
+    stats: MirrorStats
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One report to the ``progress`` callback: the totals so far and what just happened."""
+
+    event: str  # "plan" | "blob" | "bytes" | "manifest" | "done"
+    done_bytes: int
+    total_bytes: int
+    blobs_done: int
+    blobs_total: int
+    digest: str | None = None
+    detail: str = ""  # for "blob": copied | present | mounted
+    size: int = 0  # for "blob": its size
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class _Job:
+    """One mirror call's blob copying: endpoints, counters, and the stop signal."""
+
+    source: Repo
+    dest: Repo
+    stats: MirrorStats
+    what: str
+    host: str | None  # the destination registry (None: a layout)
+    mount_source: str | None  # the source repository, when it lives on the destination host
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Mirror:
+    """Copies images; keep one per reconcile pass so clients, tokens and mount hints are shared."""
+
+    def __init__(
+        self,
+        *,
+        hosts: Hosts | None = None,
+        retry: RetryPolicy | None = None,
+        jobs: int = 4,
+        progress: ProgressFn | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.hosts = hosts or Hosts()
+        self.retry = retry or RetryPolicy()
+        self.jobs = max(1, jobs)
+        self._progress = progress
+        self._sleep = sleep
+        self._clients: dict[str, RegistryClient] = {}
+        self._seen: dict[str, dict[str, str]] = {}  # host -> blob digest -> a repo holding it
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+
+    def __enter__(self) -> Mirror:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _client(self, host: str) -> RegistryClient:
+        api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
+        if api_host not in self._clients:
+            self._clients[api_host] = RegistryClient(
+                host=api_host, config=self.hosts.get(host), retry=self.retry,
+                pool_size=self.jobs * 2 + 4, sleep=self._sleep,
+            )  # fmt: skip
+        return self._clients[api_host]
+
+    def _open(self, loc: Location) -> Repo:
+        if isinstance(loc, LayoutRef):
+            return LayoutRepo(layout=OciLayout(path=loc.path))
+        return RegistryRepo(client=self._client(loc.registry), repo=loc.repository, name=loc.name)
+
+    def mirror(
+        self, src: Location | str, dst: Location | str, *, platforms: Sequence[Platform] = ()
+    ) -> MirrorResult:
+        """Copy ``src`` to ``dst`` (see the module docstring for the guarantees)."""
+        began = time.monotonic()
+        src = parse_location(src) if isinstance(src, str) else src
+        dst = parse_location(dst) if isinstance(dst, str) else dst
+        if isinstance(dst, ImageRef) and dst.digest:
+            raise UsageError(f"destination {dst}: give a tag, not a digest (the digest is kept)")
+        source, dest = self._open(src), self._open(dst)
+        what = str(src)
+        top = self._top(source, src, what)
+        chosen = select_platforms(top, platforms, where=f"image {what}") if top.is_index else ()
+        out = filter_index(top, chosen) if top.is_index else top
+        tag = dst.tag or src.tag
+        if isinstance(src, ImageRef) and not (tag or src.digest):
+            tag = "latest"  # what the source was read by, as Docker does
+        stats = MirrorStats()
+        if not top.is_index and platforms:
+            self._check_platform(source, top, platforms, what)
+        listed = tuple((c.digest, str(c.platform) if c.platform else None) for c in out.children)
+        manifests = (*listed, (out.digest, None))
+
+        def result(up_to_date: bool) -> MirrorResult:
+            return MirrorResult(
+                str(src), str(dst), out.digest, top.digest, out.media_type, manifests,
+                up_to_date, stats, time.monotonic() - began,
+            )  # fmt: skip
+
+        # Checked before any child is read: a manifest present at the destination is complete
+        # (our write order; and registries refuse a manifest whose references are missing).
+        if dest.manifest_digest(out.digest, what=str(dst)) == out.digest:
+            if tag is None or dest.manifest_digest(tag, what=str(dst)) == out.digest:
+                self._report(stats, "done", detail="up to date")
+                return result(True)
+            dest.put_manifest(out, tag=tag, top=True, what=str(dst))
+            stats.manifests_written += 1
+            self._report(stats, "done", detail="tag moved")
+            return result(False)
+        images = self._images(source, out, what)
+        manifests = tuple((m.digest, str(p) if p else None) for m, p in images)
+        blobs: dict[str, Descriptor] = {}
+        for m, _ in images:
+            for b in m.blobs:
+                if blobs.setdefault(b.digest, b).size != b.size:
+                    raise InvalidImage(f"image {what}: blob {b.digest} listed with two sizes")
+        stats.blobs_total = len(blobs)
+        stats.bytes_total = sum(b.size for b in blobs.values())
+        self._report(stats, "plan")
+        self._copy_blobs(source, dest, src, dst, list(blobs.values()), stats, what)
+        for m, _ in images:
+            if m.digest != out.digest:
+                dest.put_manifest(m, tag=None, top=False, what=str(dst))
+                stats.manifests_written += 1
+                self._report(stats, "manifest", digest=m.digest)
+        dest.put_manifest(out, tag=tag, top=True, what=str(dst))
+        stats.manifests_written += 1
+        self._report(stats, "done", digest=out.digest)
+        return result(False)
+
+    # ------------------------------------------------------------------ resolution
+
+    def _top(self, source: Repo, src: Location, what: str) -> Manifest:
+        if isinstance(src, LayoutRef):
+            return source.manifest(src.tag, what=what)
+        return source.manifest(src.digest or src.tag, what=what)
+
+    def _images(
+        self, source: Repo, top: Manifest, what: str, depth: int = 0
+    ) -> list[tuple[Manifest, Platform | None]]:
+        """Every manifest under ``top`` (children first, ``top`` last), each verified."""
+        if not top.is_index:
+            return [(top, None)]
+        if depth > 2:
+            raise InvalidImage(f"image {what}: indexes nested more than 3 deep")
+        out: list[tuple[Manifest, Platform | None]] = []
+        for child in top.children:
+            m = source.manifest(child.digest, what=f"{what}@{child.digest}")
+            if len(m.data) != child.size:
+                raise DigestMismatch(
+                    image=what, digest=child.digest,
+                    detail=f"manifest is {len(m.data)} bytes, its index says {child.size}",
+                )  # fmt: skip
+            if m.is_index:
+                out.extend(self._images(source, m, what, depth + 1))
+            else:
+                out.append((m, child.platform))
+        return [*out, (top, None)]
+
+    def _check_platform(
+        self, source: Repo, image: Manifest, platforms: Sequence[Platform], what: str
+    ) -> None:
+        """A single-platform image must be one of the asked platforms (its config says which)."""
+        config = image.config
+        if config is None or config.size > 4 * 1024 * 1024:
+            return
+        stream = self._stream(source, config, what, MirrorStats(), report=False)
+        data = b"".join(stream)
+        stream.verify()
+        try:
+            doc = json.loads(data)
+            mine = Platform(doc["os"], doc["architecture"], doc.get("variant"))
+        except (ValueError, KeyError, TypeError):
+            return  # not an image config (an artifact): nothing to match against
+        if not any(p.matches(mine) for p in platforms):
+            raise InvalidImage(
+                f"image {what} is {mine} only; asked for {', '.join(map(str, platforms))}"
+            )
+
+    # ------------------------------------------------------------------ blobs
+
+    def _stream(
+        self, source: Repo, desc: Descriptor, what: str, stats: MirrorStats, *, report: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> VerifiedBlob:  # fmt: skip
+        def on_bytes(received: int, useful: int) -> None:
+            with self._lock:
+                if received < 0:
+                    stats.resumes += 1
+                    return
+                stats.bytes_received += received
+                stats.bytes_resent += received - useful
+                stats.bytes_copied += useful
+            if useful and report:
+                self._report(stats, "bytes", digest=desc.digest)
+
+        return VerifiedBlob(
+            source=source, desc=desc, what=what, retry=self.retry, sleep=self._sleep,
+            on_bytes=on_bytes, cancel=cancel,
+        )  # fmt: skip
+
+    def _copy_blobs(
+        self, source: Repo, dest: Repo, src: Location, dst: Location,
+        blobs: list[Descriptor], stats: MirrorStats, what: str,
+    ) -> None:  # fmt: skip
+        """Copy ``blobs`` with at most ``jobs`` in flight; the first failure stops the others
+        (their uploads are cancelled at the next chunk) and is the one raised."""
+        host = dst.registry if isinstance(dst, ImageRef) else None
+        job = _Job(
+            source=source, dest=dest, stats=stats, what=what, host=host,
+            mount_source=src.repository if isinstance(src, ImageRef) and src.registry == host
+            else None,
+        )  # fmt: skip
+        failures: list[BaseException] = []
+
+        def run(desc: Descriptor) -> None:
+            if job.cancel.is_set():
+                return
+            try:
+                self._copy_blob(job, desc)
+            except Cancelled:
+                pass
+            except BaseException as e:
+                with self._lock:
+                    failures.append(e)
+                job.cancel.set()
+
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mirror") as pool:
+            for f in [pool.submit(run, b) for b in sorted(blobs, key=lambda b: -b.size)]:
+                f.result()  # big blobs first, for the best overlap; run() raises nothing
+        if failures:
+            raise failures[0]
+
+    def _copy_blob(self, job: _Job, desc: Descriptor) -> None:
+        blob_what = f"{job.what} (blob {desc.digest})"
+        if job.dest.has_blob(desc, what=blob_what):
+            self._count(job, "present", desc)
+            return
+        mount_from = None
+        if job.host is not None:
+            with self._lock:
+                mount_from = self._seen.get(job.host, {}).get(desc.digest)
+            mount_from = mount_from or job.mount_source
+        for attempt in range(self.retry.attempts):
+            streams: list[VerifiedBlob] = []
+
+            def open_stream(streams: list[VerifiedBlob] = streams) -> VerifiedBlob:
+                streams.append(
+                    self._stream(job.source, desc, job.what, job.stats, cancel=job.cancel)
+                )
+                return streams[-1]
+
+            try:
+                how = job.dest.write_blob(desc, open_stream, mount_from=mount_from, what=blob_what)
+            except RegistryUnavailable:
+                if (streams and streams[-1].failed) or attempt + 1 == self.retry.attempts:
+                    raise
+                with self._lock:  # the next attempt sends these bytes again
+                    done = streams[-1].offset if streams else 0
+                    job.stats.bytes_copied -= done
+                    job.stats.bytes_resent += done
+                self._sleep(self.retry.delay(attempt))
+                mount_from = None
+                continue
+            self._count(job, how, desc)
+            return
+
+    def _count(self, job: _Job, how: str, desc: Descriptor) -> None:
+        stats = job.stats
+        with self._lock:
+            if how == "present":
+                stats.blobs_present += 1
+                stats.bytes_skipped += desc.size
+            elif how == "mounted":
+                stats.blobs_mounted += 1
+                stats.bytes_skipped += desc.size
+            else:
+                stats.blobs_copied += 1
+            if job.host is not None and isinstance(job.dest, RegistryRepo):
+                self._seen.setdefault(job.host, {})[desc.digest] = job.dest.repo
+        self._report(stats, "blob", digest=desc.digest, detail=how, size=desc.size)
+
+    def _report(self, stats: MirrorStats, event: str, *, digest: str | None = None,
+                detail: str = "", size: int = 0) -> None:  # fmt: skip
+        if self._progress is None:
+            return
+        with self._lock:
+            done = stats.blobs_copied + stats.blobs_present + stats.blobs_mounted
+            self._progress(
+                Progress(event, stats.bytes_copied + stats.bytes_skipped, stats.bytes_total, done,
+                         stats.blobs_total, digest, detail, size)
+            )  # fmt: skip
