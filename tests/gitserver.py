@@ -413,6 +413,7 @@ class ProxyStats:
     connections: int = 0
     cut: int = 0
     corrupted: int = 0
+    bytes_down: int = 0  # server-to-client bytes delivered, over all connections
 
 
 @contextlib.contextmanager
@@ -434,6 +435,7 @@ def tcp_proxy(
     listener.settimeout(0.1)
     stats = ProxyStats(port=int(listener.getsockname()[1]))
     stop = threading.Event()
+    count_lock = threading.Lock()
     open_socks: list[socket.socket] = []
     threads: list[threading.Thread] = []
 
@@ -467,10 +469,14 @@ def tcp_proxy(
                     stats.corrupted += 1
                 if cut_after is not None and sent + len(data) >= cut_after:
                     client.sendall(data[: cut_after - sent])
+                    with count_lock:
+                        stats.bytes_down += cut_after - sent
                     stats.cut += 1
                     break
                 client.sendall(data)
                 sent += len(data)
+                with count_lock:
+                    stats.bytes_down += len(data)
         except OSError:
             pass
         finally:
