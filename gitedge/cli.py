@@ -248,7 +248,6 @@ def _mib(n: int) -> str:
 def cmd_mirror(args: argparse.Namespace) -> int:
     from gitedge.adapters.mirroring import Mirror, parse_location
     from gitedge.adapters.registryhosts import Hosts
-    from gitedge.core.config import AgentConfig, load_site_file
     from gitedge.core.ocimanifest import Platform
 
     try:
@@ -257,7 +256,9 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     hosts = Hosts()
-    if args.config:
+    if args.config:  # pydantic only when asked: a re-mirror is mostly interpreter start-up
+        from gitedge.core.config import AgentConfig, load_site_file
+
         site = load_site_file(_read(args.config, "--config"), path=args.config)
         if not isinstance(site, AgentConfig):
             raise UsageError(f"--config {args.config}: expected an AgentConfig")
