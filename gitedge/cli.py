@@ -223,8 +223,7 @@ class _MirrorProgress:
         if p.event != "done" and now - self.drawn < 0.1:
             return
         self.drawn = now
-        total = max(p.total_bytes, 1)
-        frac = min(p.done_bytes / total, 1.0)
+        frac = min(p.done_bytes / p.total_bytes, 1.0) if p.total_bytes else 1.0
         rate = p.done_bytes / max(now - self.began, 1e-3)
         eta = (p.total_bytes - p.done_bytes) / rate if rate > 0 else 0.0
         bar = "=" * int(frac * 24)

@@ -8,9 +8,9 @@ is new bytes, the other platform is not copied) and refusing a platform the inde
 the destination has skipped (HEAD), blobs mounted across repositories of the cache; a no-op
 re-mirror and a tag-only update; parallel blob transfers bounded by ``jobs`` (a front that holds
 blob GETs until enough arrive together); OCI layouts as source and destination, read back by
-skopeo; htpasswd (basic) and bearer-token auth with credentials from files (wrong or missing
-credentials: clear errors without the secret, in messages and logs); TLS with a CA made in the
-test (wrong CA, no CA); and the ``gitedge mirror`` command (digest on stdout, ``-o json``, quiet
+skopeo; htpasswd (basic) and bearer-token auth with credentials from files, and a static token
+file (wrong or missing credentials: clear errors without the secret, in messages and logs); TLS
+with a CA made in the test (wrong CA, no CA); plain HTTP only for loopback and insecure hosts; the ``gitedge mirror`` command (digest on stdout, ``-o json``, quiet
 lines off a terminal, a progress bar on one, usage errors, ``--config``).
 """
 
@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from gitedge.adapters.mirroring import Mirror, MirrorResult
 from gitedge.adapters.registry import RegistryClient
@@ -339,6 +340,18 @@ def test_bearer_token_registry(
         ):
             m.mirror(f"{src.host}/edge/os:1.0", f"{reg.host}/site/os:2.0")
         assert svc.refused >= 1
+        # A static bearer token from a file (tokenFile), as CI systems hand them out.
+        token = requests.get(
+            f"{svc.url}/token", auth=(USER, PASSWORD), timeout=10,
+            params={"service": svc.service, "scope": "repository:static/os:pull,push"},
+        ).json()["token"]  # fmt: skip
+        (secrets_dir / "token").write_text(token + "\n")
+        static = Hosts({reg.host: HostConfig(token_file=secrets_dir / "token")})
+        asked = len(svc.scopes_asked)
+        with Mirror(hosts=static, retry=FAST) as m:
+            by_token = m.mirror(f"{src.host}/edge/os:1.0", f"{reg.host}/static/os:1.0")
+        assert by_token.digest == image.digest
+        assert len(svc.scopes_asked) == asked  # the file's token was used as it is
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert f"{reg.host}/site/os:2.0" in str(e.value)
     for text in (str(e.value), logged):
@@ -365,6 +378,23 @@ def test_tls_registry_with_a_ca_made_in_the_test(
     assert "TLS" in str(bad_ca.value) and "caFile" in str(bad_ca.value)
     assert "refused plain HTTP" in str(no_ca.value) and "caFile" in str(no_ca.value)
     assert f"{reg.host}/site/os:2.0" in str(no_ca.value)
+
+
+def test_plain_http_only_for_loopback_and_insecure_hosts(tmp_path: Path) -> None:
+    ca = make_tls_files(tmp_path / "tls").ca_file
+
+    def url(host: str, config: HostConfig | None = None) -> str:
+        client = RegistryClient(host=host, config=config)
+        client.close()
+        return client.base_url
+
+    assert url("registry.example.com") == "https://registry.example.com"
+    assert url("cache.site:5000", HostConfig(insecure=True)) == "http://cache.site:5000"
+    assert url("127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert url("localhost:5000") == "http://localhost:5000"
+    assert url("[::1]:5000") == "http://[::1]:5000"
+    assert url("127.0.0.1:5000", HostConfig(ca_file=ca)) == "https://127.0.0.1:5000"
+    assert url("127.0.0.1:5000", HostConfig(scheme="https")) == "https://127.0.0.1:5000"
 
 
 # ---------------------------------------------------------------------------- the command
