@@ -333,9 +333,9 @@ def test_a_failed_blob_stops_the_other_transfers(
     src.blob_file(bad).write_bytes(src.blob_file(bad).read_bytes()[:-1])
     big = [d for d, n in img.blobs.items() if n > 8_000_000]
     before = threading.active_count()
-    # The source trickles at 2 MB/s: the big layers would take 4 s, the bad blob fails at once.
+    # The source trickles at 1 MB/s: the big layers would take 8 s, the bad blob fails at once.
     with (
-        tcp_proxy(src.port, rate=2_000_000) as proxy,
+        tcp_proxy(src.port, rate=1_000_000) as proxy,
         Mirror(retry=FAST, jobs=4) as m,
         pytest.raises(DigestMismatch) as e,
     ):
