@@ -37,8 +37,11 @@ from tests.registryserver import SKOPEO_BIN, docker_registry, make_layout, sha25
 GITEDGE = [sys.executable, "-m", "gitedge"]
 
 
+CPU: dict[str, float] = {}  # command name -> CPU seconds (user + system) of its last run
+
+
 def run_measured(cmd: list[str]) -> tuple[float, float, bytes]:
-    """Wall seconds, peak RSS (MiB) of exactly this child, and its stdout."""
+    """Wall seconds, peak RSS (MiB) of exactly this child, and its stdout (CPU time in CPU)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -49,6 +52,7 @@ def run_measured(cmd: list[str]) -> tuple[float, float, bytes]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode()[-800:]}")
+    CPU[Path(cmd[0]).name if "gitedge" not in cmd else "gitedge"] = usage.ru_utime + usage.ru_stime
     return wall, usage.ru_maxrss / 1024, out
 
 
@@ -94,7 +98,10 @@ def main() -> None:
                     skopeo_copy(f"docker://{ref}", f"docker://{d_s.host}/bench/os:1.0")
                 )
                 theirs.append((wall, rss))
-                print(f"  skopeo  copy --all  run {i + 1}: {wall:6.2f}s  peak RSS {rss:6.1f} MiB")
+                print(
+                    f"  skopeo  copy --all  run {i + 1}: {wall:6.2f}s  peak RSS {rss:6.1f} MiB  "
+                    f"CPU {CPU['skopeo']:.2f}s"
+                )
                 wall, rss, out = run_measured(
                     [*GITEDGE, "mirror", ref, f"{d_g.host}/bench/os:1.0", "-q",
                      "--jobs", str(args.jobs)]
@@ -102,7 +109,10 @@ def main() -> None:
                 if out.decode().strip() != img.digest:
                     raise SystemExit(f"gitedge printed {out!r}, expected {img.digest}")
                 ours.append((wall, rss))
-                print(f"  gitedge mirror      run {i + 1}: {wall:6.2f}s  peak RSS {rss:6.1f} MiB")
+                print(
+                    f"  gitedge mirror      run {i + 1}: {wall:6.2f}s  peak RSS {rss:6.1f} MiB  "
+                    f"CPU {CPU['gitedge']:.2f}s"
+                )
             last = dests[2 * args.runs - 1]
 
             # no-op: the destination has everything
