@@ -70,6 +70,18 @@ class RegistryServer:
         return self.blob_file(digest).exists()
 
 
+def module_registry(name: str) -> Any:
+    """A module-scoped pytest fixture: a plain :func:`docker_registry` shared by a test file."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+        with docker_registry(tmp_path_factory.mktemp(name)) as server:
+            yield server
+
+    return fixture
+
+
 def htpasswd_line(user: str, password: str) -> str:
     """An htpasswd line with a bcrypt hash (what distribution's htpasswd auth accepts)."""
     import bcrypt
@@ -575,6 +587,34 @@ def skopeo(*args: str, timeout: float = 120) -> bytes:
     if proc.returncode != 0:
         raise RuntimeError(f"skopeo {' '.join(args)}: {proc.stderr.decode(errors='replace')}")
     return proc.stdout
+
+
+def skopeo_push(img: LayoutImage, ref: str, *flags: str) -> None:
+    """Put a layout's image (all platforms, digests kept) into a registry with skopeo."""
+    skopeo(
+        "copy", "--all", "--preserve-digests", "--quiet", *(flags or ("--dest-tls-verify=false",)),
+        f"oci:{img.path}:{img.tag}", f"docker://{ref}",
+    )  # fmt: skip
+
+
+def served(host: str, repo: str, reference: str) -> str | None:
+    """The digest a plain-HTTP registry serves under ``repo:reference`` (a HEAD, by hand, so the
+    check does not go through the client under test); None when it has nothing there."""
+    conn = http.client.HTTPConnection(host, timeout=10)
+    try:
+        conn.request(
+            "HEAD", f"/v2/{repo}/manifests/{reference}",
+            headers={"Accept": f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}, {DOCKER_MANIFEST}"},
+        )  # fmt: skip
+        resp = conn.getresponse()
+        resp.read()
+    finally:
+        conn.close()
+    if resp.status == 404:
+        return None
+    if resp.status != 200:
+        raise RuntimeError(f"HEAD {host}/{repo}:{reference}: {resp.status}")
+    return resp.getheader("Docker-Content-Digest")
 
 
 def skopeo_raw(ref: str, *flags: str) -> bytes:

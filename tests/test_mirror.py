@@ -22,7 +22,6 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,8 +39,11 @@ from tests.registryserver import (
     docker_registry,
     http_front,
     make_layout,
+    module_registry,
+    served,
     sha256,
     skopeo,
+    skopeo_push,
     skopeo_raw,
     token_service,
 )
@@ -52,40 +54,15 @@ FAST = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, read_timeout
 USER, PASSWORD = "site-agent", "pw-Zq8v-not-in-any-message"
 
 
-def push(img: LayoutImage, ref: str, *flags: str) -> None:
-    """Put a layout's image into a registry with skopeo, the reference copier."""
-    skopeo(
-        "copy", "--all", "--preserve-digests", "--quiet", *(flags or ("--dest-tls-verify=false",)),
-        f"oci:{img.path}:{img.tag}", f"docker://{ref}",
-    )  # fmt: skip
-
-
-def manifest_digest(host: str, repo: str, reference: str) -> str | None:
-    """What the registry serves under ``repo:reference`` (HEAD), None when nothing."""
-    client = RegistryClient(host=host)
-    try:
-        return client.manifest_digest(repo, reference, what="check")
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with docker_registry(tmp_path_factory.mktemp("src")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with docker_registry(tmp_path_factory.mktemp("dst")) as server:
-        yield server
+src = module_registry("src")  # shared by the tests of this file; repos keep them apart
+dst = module_registry("dst")
 
 
 @pytest.fixture(scope="module")
 def image(src: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> LayoutImage:
     """A two-arch OCI index (three blobs a platform, one layer shared) in ``src`` as os:1.0."""
     img = make_layout(tmp_path_factory.mktemp("img") / "layout", shared_layer=50_000)
-    push(img, f"{src.host}/edge/os:1.0")
+    skopeo_push(img, f"{src.host}/edge/os:1.0")
     return img
 
 
@@ -164,7 +141,7 @@ def test_platform_selection_keeps_the_chosen_manifest_digests(
     assert sha256(skopeo_raw(f"{dst.host}/plat/os:1.0")) == r.digest != image.digest
     assert r.source_digest == image.digest
     assert sha256(skopeo_raw(f"{dst.host}/plat/os@{arm}")) == arm
-    assert manifest_digest(dst.host, "plat/os", amd) is None  # the other platform stayed out
+    assert served(dst.host, "plat/os", amd) is None  # the other platform stayed out
     assert r.manifests == ((arm, "linux/arm64"), (r.digest, None))
 
 
@@ -178,7 +155,7 @@ def test_a_platform_the_index_lacks_is_refused_before_any_write(
         )  # fmt: skip
     assert f"{src.host}/edge/os:1.0" in str(e.value)
     assert "linux/riscv64" in str(e.value) and "linux/amd64, linux/arm64" in str(e.value)
-    assert manifest_digest(dst.host, "noplat/os", "1.0") is None
+    assert served(dst.host, "noplat/os", "1.0") is None
 
 
 def test_single_image_of_another_platform_is_refused(

@@ -17,25 +17,24 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gitedge.adapters.mirroring import Mirror
-from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import RetryPolicy
 from gitedge.errors import DigestMismatch, ImageNotFound, RegistryUnavailable, Waiting
 from tests.gitserver import tcp_proxy
 from tests.registryserver import (
     LayoutImage,
     RegistryServer,
-    docker_registry,
     fail_first,
     http_front,
     make_layout,
+    module_registry,
+    served,
     sha256,
-    skopeo,
+    skopeo_push,
     skopeo_raw,
 )
 
@@ -44,35 +43,15 @@ pytestmark = pytest.mark.timeout(90)
 FAST = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, read_timeout_s=20)
 
 
-@pytest.fixture(scope="module")
-def src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with docker_registry(tmp_path_factory.mktemp("src")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with docker_registry(tmp_path_factory.mktemp("dst")) as server:
-        yield server
+src = module_registry("src")  # shared by the tests of this file; repos keep them apart
+dst = module_registry("dst")
 
 
 def pushed(src: RegistryServer, tmp_path: Path, repo: str, **kw: object) -> LayoutImage:
     """A fresh two-arch image of random bytes, put in ``src`` as ``repo:1.0`` by skopeo."""
     img = make_layout(tmp_path / repo.replace("/", "_"), **kw)  # type: ignore[arg-type]
-    skopeo(
-        "copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false",
-        f"oci:{img.path}:1.0", f"docker://{src.host}/{repo}:1.0",
-    )  # fmt: skip
+    skopeo_push(img, f"{src.host}/{repo}:1.0")
     return img
-
-
-def served(host: str, repo: str, reference: str) -> str | None:
-    """The digest a registry serves under ``repo:reference``, None when it has nothing."""
-    client = RegistryClient(host=host)
-    try:
-        return client.manifest_digest(repo, reference, what="check")
-    finally:
-        client.close()
 
 
 def biggest(img: LayoutImage) -> str:

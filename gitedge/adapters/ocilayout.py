@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ class OciLayout:
         marker = self.path / "oci-layout"
         if not marker.exists():
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(marker, b'{"imageLayoutVersion":"1.0.0"}')
+            _atomic_write(marker, (b'{"imageLayoutVersion":"1.0.0"}',))
 
     def manifest_digest(self, reference: str, *, what: str) -> str | None:
         """The digest a tag names here, or the digest itself if its manifest file is present."""
@@ -154,19 +154,7 @@ class OciLayout:
         self._ensure()
         final = self.blob_path(desc.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".partial-{final.name[:16]}-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                verify()
-                f.flush()
-                os.fsync(f.fileno())
-            Path(tmp).replace(final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink()
-            raise
+        _atomic_write(final, chunks, verify=verify)
 
     def put_manifest(self, manifest: Manifest, *, tag: str | None, top: bool) -> None:
         """Store the manifest as a blob; a top-level one also gets an ``index.json`` entry."""
@@ -174,7 +162,7 @@ class OciLayout:
         path = self.blob_path(manifest.digest)
         if not (path.is_file() and path.stat().st_size == len(manifest.data)):
             path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, manifest.data)
+            _atomic_write(path, (manifest.data,))
         if top:
             self._tag(manifest, tag)
 
@@ -201,14 +189,21 @@ class OciLayout:
             doc["manifests"] = [*kept, entry]
             doc.setdefault("schemaVersion", 2)
             doc.setdefault("mediaType", INDEX_MEDIA_TYPE)
-            _atomic_write(self.path / "index.json", json.dumps(doc, indent=2).encode() + b"\n")
+            _atomic_write(self.path / "index.json", (json.dumps(doc, indent=2).encode() + b"\n",))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(
+    path: Path, chunks: Iterable[bytes], *, verify: Callable[[], None] | None = None
+) -> None:
+    """Write to a temp file beside ``path``, ``verify()`` if given, fsync, rename into place;
+    on any failure the temp file is removed and ``path`` is as it was."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".partial-{path.name[:16]}-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
+            if verify is not None:
+                verify()
             f.flush()
             os.fsync(f.fileno())
         Path(tmp).replace(path)
