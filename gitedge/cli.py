@@ -307,23 +307,15 @@ def _agent_config(path: str) -> Any:
 
 
 def _cluster_api(config: Any) -> Any:
-    """``apply.mode: print`` prints Plans on stdout; ``suc`` talks to the cluster's API."""
-    from gitedge.agent.reconcile import PrintCluster
-
+    """``apply.mode: print`` prints Plans on stdout; ``suc`` talks to the cluster's API (the
+    pod's service account in the cluster, else ``$KUBECONFIG`` / ``~/.kube/config``)."""
     if config.apply.mode == "print":
+        from gitedge.agent.clusters import PrintCluster
+
         return PrintCluster(config=config, out=print)
     from gitedge.adapters.kube import Kube
 
-    kube = Kube.connect(namespace=config.apply.namespace)
-
-    class KubeCluster:
-        def snapshot(self) -> Any:
-            return kube.snapshot()
-
-        def apply(self, action: Any) -> None:
-            kube.execute(action)
-
-    return KubeCluster()
+    return Kube.connect(namespace=config.apply.namespace)
 
 
 def _pass_text(p: Any) -> str:

@@ -1,6 +1,6 @@
 """Crash safety and the process: ``gitedge run --once`` killed (SIGKILL) in the middle of a
-mirror and run again converges without copying again what was already in the cache; a pass
-interrupted between two Plan writes and run again writes only the missing one; ``gitedge status
+mirror and run again converges without copying again what was already in the cache (the kill
+between two Plan writes is in tests/test_run_suc.py); ``gitedge status
 -o json`` shows what was verified and mirrored; ``gitedge run`` serves /readyz and stops cleanly on
 SIGTERM; the scheduler's backoff. Real git daemon and docker-registries on 127.0.0.1.
 """
@@ -17,15 +17,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gitedge.agent.reconcile import Agent
 from gitedge.core.agentrules import next_delay
-from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, PlanState
-from gitedge.core.config import AgentConfig, load_site_file
-from gitedge.core.suc import CONTROL_PLANE
 from tests.agentkit import START, FleetRepo, fleet_files, push_image
 from tests.gitserver import git_daemon
 from tests.registryserver import docker_registry, http_front
@@ -122,76 +117,6 @@ def test_killed_mid_mirror_then_restarted_converges(tmp_path: Path, repo: FleetR
         assert passed[0] in {d["digest"] for d in amd64["layers"]} | {amd64["config"]["digest"]}
         assert copied == wanted - img.blobs[passed[0]]  # the cached blob was not sent again
         assert status["lastVerified"]["commit"] == str(repo.head)
-
-
-class _Killed(BaseException):
-    """Stands for the process dying between two API writes."""
-
-
-class MemoryCluster:
-    """A cluster of one server node whose Plans live in a dict; ``die_after`` writes, it dies."""
-
-    def __init__(self) -> None:
-        self.plans: dict[str, dict[str, Any]] = {}
-        self.writes: list[str] = []
-        self.die_after: int | None = None
-
-    def snapshot(self) -> ClusterSnapshot:
-        node = NodeFacts(
-            name="n1", labels={CONTROL_PLANE: "true"}, architecture="amd64",
-            kubelet_version="v1.27.16+k3s1",
-        )  # fmt: skip
-        return ClusterSnapshot(
-            nodes=(node,), plans=tuple(PlanState.from_object(p) for p in self.plans.values())
-        )
-
-    def apply(self, action: Action) -> None:
-        if self.die_after is not None and len(self.writes) >= self.die_after:
-            raise _Killed
-        assert action.verb == "create" and action.name not in self.plans, action
-        self.plans[action.name] = dict(action.manifest or {})
-        self.writes.append(action.name)
-
-
-def test_pass_killed_between_two_plan_writes_converges(tmp_path: Path, repo: FleetRepo) -> None:
-    with (
-        docker_registry(tmp_path / "upstream") as upstream,
-        docker_registry(tmp_path / "cache") as cache,
-        git_daemon(tmp_path / "served") as git,
-    ):
-        push_image(tmp_path, f"{upstream.host}/rancher/k3s-upgrade:v1.28.15-k3s1")
-        repo.commit(
-            fleet_files(
-                registry=upstream.host, releases=["v1.27.16+k3s1", "v1.28.15+k3s1"],
-                k3s="v1.28.15+k3s1", os_image=None,
-            ),
-            at=START,
-        )  # fmt: skip
-        cfg_path = config(tmp_path, git=git, cache=cache.host)
-        site = load_site_file(cfg_path.read_bytes(), path=str(cfg_path))
-        assert isinstance(site, AgentConfig)
-        cluster = MemoryCluster()
-        cluster.die_after = 1
-        agent = Agent(site, cluster=cluster)
-        now = START_DT
-        with pytest.raises(_Killed):
-            agent.reconcile(now=now)
-        agent.close()
-        assert cluster.writes == ["gitedge-k3s-server"]
-        cluster.die_after = None
-        agent = Agent(site, cluster=cluster)
-        try:
-            p = agent.reconcile(now=now)
-            assert [a.name for a in p.actions] == ["gitedge-k3s-agent"]  # nothing written twice
-            assert cluster.writes == ["gitedge-k3s-server", "gitedge-k3s-agent"]
-            again = agent.reconcile(now=now)
-            assert again.actions == [] and again.mirrored_now == []
-            assert [(c, s) for c, s, _, _ in agent.state.applied()] == [("k3s", "v1.28.15+k3s1")]
-        finally:
-            agent.close()
-
-
-START_DT = __import__("datetime").datetime.fromisoformat("2026-01-02T02:00:00+00:00")
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def kube(api: KubeEmulator, tmp_path: Path) -> Iterator[Kube]:
 
 def run_pass(kube: Kube, *, now=fs.IN_WINDOW, fleet=None) -> tuple[ApplyResult, dict[str, Any]]:
     result = apply_step(
-        kube=kube, fleet=fleet or fs.fleet(), cluster="store-1", labels={}, site=fs.SITE, now=now
+        api=kube, fleet=fleet or fs.fleet(), cluster="store-1", labels={}, site=fs.SITE, now=now
     )
     report(kube, result.conditions, now=now, fields=status_fields(result))
     return result, status_of(kube)
@@ -306,7 +306,7 @@ def test_unreachable_api(tmp_path):
     )
     with Kube.connect(kubeconfig=str(config), request_timeout=5) as kube:
         result = apply_step(
-            kube=kube, fleet=fs.fleet(), cluster="s", labels={}, site=fs.SITE, now=fs.IN_WINDOW
+            api=kube, fleet=fs.fleet(), cluster="s", labels={}, site=fs.SITE, now=fs.IN_WINDOW
         )
         assert result.conditions[0].reason == "Unreachable"
         assert TOKEN not in result.conditions[0].message

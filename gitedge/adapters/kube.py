@@ -392,6 +392,10 @@ class Kube:
             return False
         return True
 
+    def warn(self, reason: str, message: str, *, now: datetime) -> None:
+        """A Warning Event about the agent (on its status ConfigMap), best effort."""
+        self.event(self.status_ref(), reason=reason, message=message, now=now, warning=True)
+
     def plan_ref(self, name: str, stored: Mapping[str, Any] | None = None) -> ObjectRef:
         uid = ((stored or {}).get("metadata") or {}).get("uid")
         return ObjectRef(PLAN_API_VERSION, "Plan", name, self.namespace, str(uid) if uid else None)

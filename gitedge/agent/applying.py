@@ -20,23 +20,41 @@ restarted decides the same thing again and never applies a step twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from gitedge.adapters.kube import Kube
 from gitedge.core.applying import Action, Decision, decide
-from gitedge.core.clusterstate import cluster_facts
+from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import APPLYING, Condition
 from gitedge.core.fleet import Fleet
 from gitedge.core.planning import Plan, plan
 from gitedge.core.suc import Site
 from gitedge.errors import GitEdgeError, KubeApiError, Stalled
 
-__all__ = ["ApplyResult", "apply_step", "report", "status_fields"]
+__all__ = ["ApplyResult", "ClusterApi", "apply_step", "report", "status_fields"]
 
 ATTEMPTS = 3
+
+
+class ClusterApi(Protocol):
+    """What applying needs of a cluster: :class:`gitedge.adapters.kube.Kube` in ``suc`` mode,
+    :class:`gitedge.agent.clusters.PrintCluster` in ``print`` mode."""
+
+    def snapshot(self) -> ClusterSnapshot: ...
+
+    def execute(self, action: Action, *, now: datetime | None = None) -> object: ...
+
+    def warn(self, reason: str, message: str, *, now: datetime) -> None: ...
+
+    def write_status(
+        self,
+        updates: Iterable[Condition],
+        *,
+        now: datetime,
+        fields: Mapping[str, Any] | None = None,
+    ) -> list[Condition]: ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,7 @@ class ApplyResult:
     decision: Decision | None = None
     plan: Plan | None = None
     error: GitEdgeError | None = None
+    snapshot: ClusterSnapshot | None = None  # the read the decision was made on
 
     @property
     def retry_after(self) -> float | None:
@@ -61,7 +80,7 @@ def _failed(reason: str, message: str, **kw: Any) -> ApplyResult:
 
 def apply_step(
     *,
-    kube: Kube,
+    api: ClusterApi,
     fleet: Fleet,
     cluster: str,
     labels: Mapping[str, str],
@@ -69,16 +88,18 @@ def apply_step(
     now: datetime,
     clock_trusted: bool = True,
     os_image: str | None = None,
+    before: Callable[[Action], None] | None = None,
 ) -> ApplyResult:
     """One apply pass for ``cluster`` (its name and configured labels) at ``now``.
 
     ``site`` says where the Plans go and which images they use (namespace, cache, mirrored
     digests); only images already mirrored and verified should be passed in it. With
-    ``clock_trusted`` False every window counts as closed."""
+    ``clock_trusted`` False every window counts as closed. ``before`` is called with each action
+    just before it is sent (the agent records the step it starts)."""
     performed: list[Action] = []
     for attempt in range(ATTEMPTS):
         try:
-            snapshot = kube.snapshot()
+            snapshot = api.snapshot()
         except KubeApiError as e:
             return _failed(e.reason, f"cannot read the cluster: {e}", error=e)
         try:
@@ -90,17 +111,17 @@ def apply_step(
                 plan=planned, snapshot=snapshot, now=now, site=site, clock_trusted=clock_trusted
             )
         except Stalled as e:
-            return _failed(type(e).__name__, str(e), error=e)
+            return _failed(type(e).__name__, str(e), error=e, snapshot=snapshot)
         try:
             for action in decision.actions:
-                kube.execute(action, now=now)  # and an Event about it
+                if before is not None:
+                    before(action)
+                api.execute(action, now=now)  # and an Event about it
                 performed.append(action)
         except KubeApiError as e:
             if e.reason == "Conflict" and attempt + 1 < ATTEMPTS:
                 continue  # a Plan changed under us: read again and decide again
-            kube.event(
-                kube.status_ref(), reason="ApplyFailed", message=str(e), now=now, warning=True
-            )
+            api.warn("ApplyFailed", str(e), now=now)
             return _failed(
                 e.reason,
                 f"{e}" + (f" (done before it: {_summary(performed)})" if performed else ""),
@@ -108,12 +129,14 @@ def apply_step(
                 performed=tuple(performed),
                 decision=decision,
                 plan=planned,
+                snapshot=snapshot,
             )
         return ApplyResult(
             conditions=decision.conditions,
             performed=tuple(performed),
             decision=decision,
             plan=planned,
+            snapshot=snapshot,
         )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -159,7 +182,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def report(
-    kube: Kube,
+    api: ClusterApi,
     conditions: Iterable[Condition],
     *,
     now: datetime,
@@ -167,4 +190,4 @@ def report(
 ) -> list[Condition]:
     """Write the pass's conditions (every step's) to the status ConfigMap, ``Ready`` derived
     once; raises KubeApiError when even that cannot be written."""
-    return kube.write_status(conditions, now=now, fields=fields)
+    return api.write_status(conditions, now=now, fields=fields)

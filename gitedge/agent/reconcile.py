@@ -24,13 +24,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pygit2
-import yaml
 
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
@@ -39,23 +38,26 @@ from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.state import LastVerified, Mirrored, State
+from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
+from gitedge.agent.clusters import PrintCluster
 from gitedge.agent.server import Metrics
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.core import conditions as cond
 from gitedge.core.agentrules import NeededImage, clock_trusted, needed_images, platforms_for
-from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, cluster_facts, decide
+from gitedge.core.applying import Action, ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import ImageRef, cache_host
 from gitedge.core.ocimanifest import Platform
-from gitedge.core.planning import Plan, plan_json, render_next_steps
+from gitedge.core.planning import Plan, plan_json
 from gitedge.core.planning import plan as make_plan
-from gitedge.core.suc import CONTROL_PLANE, Site
+from gitedge.core.suc import Site
 from gitedge.core.versions import K3sVersion
 from gitedge.errors import (
     DigestMismatch,
     GitEdgeError,
+    KubeApiError,
     RollbackRefused,
     SourceUnavailable,
     Stalled,
@@ -81,47 +83,6 @@ _OWN_CONDITION = {
 __all__ = ["Agent", "ClusterApi", "Pass", "PrintCluster"]
 
 
-class ClusterApi(Protocol):
-    """What the apply step needs of the cluster (``adapters/kube.py`` in ``suc`` mode)."""
-
-    def snapshot(self) -> ClusterSnapshot: ...
-
-    def apply(self, action: Action) -> None: ...
-
-
-class PrintCluster:
-    """``apply.mode: print``: the cluster as the config's ``cluster.status`` describes it (one
-    server node per architecture), and every action printed as the SUC Plan it would apply.
-    Nothing is sent anywhere."""
-
-    def __init__(self, *, config: AgentConfig, out: Callable[[str], None]) -> None:
-        self.config = config
-        self.out = out
-        self.printed: list[Action] = []
-
-    def snapshot(self) -> ClusterSnapshot:
-        status = self.config.cluster.status
-        if status.k3s_version is None:
-            return ClusterSnapshot(nodes=())
-        arches = status.arches or ("",)
-        nodes = tuple(
-            NodeFacts(
-                name=f"{self.config.cluster.name}-{arch or 'node'}",
-                labels={CONTROL_PLANE: "true", "kubernetes.io/os": "linux"},
-                architecture=arch,
-                kubelet_version=status.k3s_version,
-            )
-            for arch in arches
-        )
-        return ClusterSnapshot(nodes=nodes)
-
-    def apply(self, action: Action) -> None:
-        self.printed.append(action)
-        head = f"# {action.verb} {action.namespace}/{action.name}: {action.reason}"
-        body = yaml.safe_dump(dict(action.manifest), sort_keys=False) if action.manifest else ""
-        self.out(f"---\n{head}\n{body}".rstrip("\n"))
-
-
 @dataclass
 class Pass:
     """What one pass knows, step by step; also what ``gitedge run --once`` prints from."""
@@ -138,6 +99,7 @@ class Pass:
     mirrored_now: list[tuple[str, str, int]] = field(default_factory=list)  # key, digest, bytes
     mirror_complete: bool = False
     actions: list[Action] = field(default_factory=list)
+    applied: ApplyResult | None = None  # what the apply step read, decided and did
     conditions: list[Condition] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)  # step -> ok|stalled|waiting|retry
     errors: dict[str, str] = field(default_factory=dict)
@@ -222,7 +184,7 @@ class Agent:
         else:
             p.outcomes[step] = "retry"
             log.warning("%s failed, will retry: %s", step, text)
-        reason = type(e).__name__
+        reason = e.reason if isinstance(e, KubeApiError) else type(e).__name__
         if step == "clock":
             return [Condition(cond.CLOCK_UNTRUSTED, "Unknown", reason, text)]
         out = [Condition(_OWN_CONDITION[step], "False", reason, text)]
@@ -446,32 +408,48 @@ class Agent:
             client.close()
 
     def _apply(self, p: Pass) -> list[Condition]:
-        if p.plan is None or p.fleet is None or p.snapshot is None:
+        """Through :func:`~gitedge.agent.applying.apply_step`: a fresh read of the cluster,
+        the pure decision, each action sent (the step it starts recorded first); a Plan changed
+        under us is read and decided again. Only with every image of the path in the cache."""
+        if p.plan is None or p.fleet is None:
             raise Waiting("no plan to apply")
         if not p.mirror_complete:
             raise Waiting("waiting for every image of the path to be in the cache")
-        site = self._site()
-        rendered = replace(
-            p.plan, manifests=render_next_steps(p.fleet, p.plan.os, p.plan.k3s, site=site)
-        )
-        d = decide(
-            plan=rendered, snapshot=p.snapshot, now=p.now, site=site, clock_trusted=p.clock_ok
-        )
-        for action in d.actions:
+        c = self.config.cluster
+
+        def starting(action: Action) -> None:
             if self.stop.is_set():
                 raise Transient("stopping: apply step interrupted")
             step = _step_of(action)
             if action.verb != "delete" and step:
                 self.state.record_step_started(component=action.component, step=step, at=p.now)
-            self.cluster.apply(action)
-            p.actions.append(action)
-            log.info("%s %s: %s", action.verb, action.name, action.reason)
-        self._record_done(
-            p, [(s.component, s.step) for s in d.components if s.state == "up-to-date"]
+
+        r = apply_step(
+            api=self.cluster,
+            fleet=p.fleet,
+            cluster=c.name,
+            labels=c.labels,
+            site=self._site(),
+            now=p.now,
+            clock_trusted=p.clock_ok,
+            os_image=c.status.os_image,
+            before=starting,
         )
-        if d.retry_after is not None:
-            p.retry_after = min(p.retry_after or d.retry_after, d.retry_after)
-        return list(d.conditions)
+        p.applied = r
+        p.actions += r.performed
+        for action in r.performed:
+            log.info("%s %s: %s", action.verb, action.name, action.reason)
+        if r.snapshot is not None:
+            p.snapshot = r.snapshot
+        if r.error is not None:
+            raise r.error
+        if r.decision is not None:
+            self._record_done(
+                p, [(s.component, s.step) for s in r.decision.components if s.state == "up-to-date"]
+            )
+        if r.retry_after is not None:
+            p.retry_after = min(p.retry_after or r.retry_after, r.retry_after)
+        return list(r.conditions)
 
     def _record_done(self, p: Pass, up_to_date: list[tuple[str, str | None]]) -> None:
         running = None
@@ -503,6 +481,21 @@ class Agent:
         p.status = build_status(self.config, self.state, p)
         self.state.put_doc("status", p.status)
         self._metrics(p)
+        self._publish_status(p)
+
+    def _publish_status(self, p: Pass) -> None:
+        """The same status in the cluster (``suc`` mode: the status ConfigMap), best effort:
+        the state dir holds it already, and the next pass writes it again."""
+        fields = {k: v for k, v in p.status.items() if k != "conditions"}
+        try:
+            self.cluster.write_status(p.conditions, now=p.now, fields=fields)
+        except GitEdgeError as e:
+            log.warning("status not written to the cluster: %s", scrub(str(e)))
+            self.metrics.inc(
+                "gitedge_status_write_failures_total",
+                1,
+                help="passes whose status could not be written to the cluster",
+            )
 
     def _metrics(self, p: Pass) -> None:
         m = self.metrics

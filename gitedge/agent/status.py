@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gitedge.adapters.state import State
+from gitedge.agent.applying import status_fields
 from gitedge.core import conditions as cond
 from gitedge.core.config import AgentConfig
 from gitedge.core.planning import WindowView
@@ -88,6 +89,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
             ],
             "copiedThisPass": [{"image": k, "digest": d, "bytes": b} for k, d, b in p.mirrored_now],
         },
+        "apply": status_fields(p.applied) if p.applied is not None else None,
         "windows": windows,
         "nextWindow": min(opens) if opens else None,
         "steps": dict(p.outcomes),

@@ -85,7 +85,7 @@ def kube() -> Iterator[Kube]:
 def one_pass(kube: Kube, f: Fleet):
     now = datetime.now(UTC)
     result = apply_step(
-        kube=kube, fleet=f, cluster="e2e", labels={}, site=Site(namespace=NS, cache=CACHE), now=now
+        api=kube, fleet=f, cluster="e2e", labels={}, site=Site(namespace=NS, cache=CACHE), now=now
     )
     report(kube, result.conditions, now=now, fields=status_fields(result))
     status = kube.read_status()

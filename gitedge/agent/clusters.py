@@ -1,0 +1,80 @@
+"""The cluster of ``apply.mode: print``: nodes from the config, Plans printed instead of applied.
+
+``apply.mode: suc`` talks to the real API through :class:`gitedge.adapters.kube.Kube`; both
+satisfy :class:`gitedge.agent.applying.ClusterApi`, so the reconcile pass is the same code.
+
+A printed Plan is remembered (in memory, for the life of the process) as if the cluster held it
+with no status yet: the next pass sees the step as started and prints nothing again until the
+fleet repo changes what the Plan should be. Nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, PlanState
+from gitedge.core.conditions import Condition
+from gitedge.core.config import AgentConfig
+from gitedge.core.suc import CONTROL_PLANE
+
+__all__ = ["PrintCluster"]
+
+
+class PrintCluster:
+    """The cluster as the config's ``cluster.status`` describes it (one server node per
+    architecture); every action printed as the SUC Plan it would apply."""
+
+    def __init__(self, *, config: AgentConfig, out: Callable[[str], None]) -> None:
+        self.config = config
+        self.out = out
+        self.printed: list[Action] = []
+        self._plans: dict[str, dict[str, Any]] = {}  # name -> the Plan as printed
+        self._version = 0
+
+    def snapshot(self) -> ClusterSnapshot:
+        plans = tuple(PlanState.from_object(m) for _, m in sorted(self._plans.items()))
+        status = self.config.cluster.status
+        if status.k3s_version is None:
+            return ClusterSnapshot(nodes=(), plans=plans)
+        arches = status.arches or ("",)
+        nodes = tuple(
+            NodeFacts(
+                name=f"{self.config.cluster.name}-{arch or 'node'}",
+                labels={CONTROL_PLANE: "true", "kubernetes.io/os": "linux"},
+                architecture=arch,
+                kubelet_version=status.k3s_version,
+            )
+            for arch in arches
+        )
+        return ClusterSnapshot(nodes=nodes, plans=plans)
+
+    def execute(self, action: Action, *, now: datetime | None = None) -> dict[str, Any] | None:
+        self.printed.append(action)
+        head = f"# {action.verb} {action.namespace}/{action.name}: {action.reason}"
+        body = yaml.safe_dump(dict(action.manifest), sort_keys=False) if action.manifest else ""
+        self.out(f"---\n{head}\n{body}".rstrip("\n"))
+        if action.verb == "delete" or action.manifest is None:
+            self._plans.pop(action.name, None)
+            return None
+        self._version += 1
+        stored = dict(action.manifest)
+        stored["metadata"] = {**stored.get("metadata", {}), "resourceVersion": str(self._version)}
+        self._plans[action.name] = stored
+        return stored
+
+    def warn(self, reason: str, message: str, *, now: datetime) -> None:
+        self.out(f"# warning {reason}: {message}")
+
+    def write_status(
+        self,
+        updates: Iterable[Condition],
+        *,
+        now: datetime,
+        fields: Mapping[str, Any] | None = None,
+    ) -> list[Condition]:
+        """Nowhere to write: the status lives in the state dir (``gitedge status``)."""
+        return list(updates)
