@@ -12,6 +12,7 @@ file is a valid TrustPolicy; the RBAC has no wildcard, nothing on Secrets, no es
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,28 @@ def test_rbac_has_no_wildcards_secrets_or_escalation():
     assert one("ClusterRole")["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}
     ]
+
+
+def test_kubectl_apply_dry_run_client_over_the_api_emulator(tmp_path: Path) -> None:
+    """``kubectl apply --dry-run=client -f deploy/`` maps every document to a resource the API
+    serves (discovery from tests/kubeapi.py) and creates nothing. The emulator serves no OpenAPI
+    document, so kubectl's own schema check is off here; the schema check is the
+    kubernetes-validate test above."""
+    from tests.kubeapi import KubeEmulator
+
+    with KubeEmulator(token=None) as api:  # kubectl sends no bearer token over plain HTTP
+        kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--dry-run=client",
+             "--validate=false", "-f", str(DEPLOY)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert api.writes() == []
+    shown = set()
+    for line in done.stdout.splitlines():  # "role.rbac.authorization.k8s.io/name created (dry run)"
+        resource, name = line.split(" ", 1)[0].split("/", 1)
+        shown.add(f"{resource.split('.', 1)[0]}/{name}")
+        assert "(dry run)" in line, line
+    expected = {f"{d['kind'].lower()}/{d['metadata']['name']}" for d in documents()}
+    assert shown == expected, done.stdout
