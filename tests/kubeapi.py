@@ -37,6 +37,7 @@ import hashlib
 import json
 import re
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +48,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.gitserver import TlsFiles
 
 DONE = "plan.upgrade.cattle.io/"
 HOSTNAME = "kubernetes.io/hostname"
@@ -289,8 +292,10 @@ class KubeEmulator:
         *,
         token: str | None = "test-token",
         grants: Iterable[Grant] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.token = token
+        self.tls = tls
         self.grants = tuple(grants) if grants is not None else None
         self.grants_used: set[Grant] = set()
         self.lock = threading.RLock()
@@ -318,13 +323,18 @@ class KubeEmulator:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:  # HTTPS as a real API server (what in-cluster config expects)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> KubeEmulator:
         self.thread.start()
@@ -539,7 +549,8 @@ class KubeEmulator:
     def _route(
         self, req: Request, path: str, query: Mapping[str, str], raw: bytes
     ) -> tuple[int, Any]:
-        if self.token is not None and req.headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+        if self.token is not None and (scheme.lower() != "bearer" or token != self.token):
             raise ApiError(401, "Unauthorized", "Unauthorized")
         discovery = self._discovery(path)
         if discovery is not None:

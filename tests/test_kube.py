@@ -433,3 +433,39 @@ def test_the_story_uses_every_rbac_grant_in_deploy(api, kube):
     assert result.error is not None and result.error.status == 403
     assert set(GRANTS) - api.grants_used == set()
     assert all(r.code != 403 or r.method == "POST" for r in api.requests)
+
+
+def test_in_cluster_config_uses_the_pods_service_account(tmp_path, monkeypatch):
+    """In a pod (``KUBERNETES_SERVICE_HOST`` set, no kubeconfig), Kube.connect takes the service
+    account's token and CA from the files the kubelet mounts (their paths moved under tmp_path),
+    talks HTTPS to the API, and the status goes to ``$POD_NAMESPACE``."""
+    import kubernetes.config.incluster_config as incluster
+
+    from tests.gitserver import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(TOKEN)
+    (sa / "ca.crt").write_bytes(tls.ca_file.read_bytes())
+    monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(sa / "token"))
+    monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(sa / "ca.crt"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.setenv("POD_NAMESPACE", "gitedge-system")
+    with KubeEmulator(token=TOKEN, grants=GRANTS, tls=tls) as api:
+        api.add_node("server-1", kubelet=fs.START, control_plane=True)
+        port = api.url.rsplit(":", 1)[1]
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+        with Kube.connect(request_timeout=10) as kube:
+            assert [n.name for n in kube.snapshot().nodes] == ["server-1"]
+            kube.write_status([Condition("Mirrored", "True", "Mirrored", "")], now=fs.IN_WINDOW)
+        assert api.get("configmaps", "gitedge-status", "gitedge-system") is not None
+        assert {r.headers.get("Authorization", "").lower() for r in api.requests} == {
+            f"bearer {TOKEN}".lower()
+        }
+        # the wrong CA: refused, and said so without the token
+        (sa / "ca.crt").write_bytes(make_tls_files(tmp_path / "other").ca_file.read_bytes())
+        with Kube.connect(request_timeout=10) as kube, pytest.raises(KubeApiError) as e:
+            kube.snapshot()
+        assert e.value.reason == "Unreachable" and TOKEN not in str(e.value)
