@@ -462,19 +462,24 @@ def test_cli_errors_and_usage(src: RegistryServer, dst: RegistryServer, tmp_path
     assert code == 2 and "give a tag, not a digest" in err
 
 
+def agent_config(path: Path, host: str, secrets_dir: Path) -> Path:
+    """An AgentConfig at ``path`` whose cache is ``host``, with credentials from files."""
+    path.write_text(
+        "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
+        "cluster: {name: site-1}\nsource: {url: 'https://git.example/fleet.git'}\n"
+        "trust: {bootstrap: /etc/gitedge/trust.yaml}\n"
+        f"registry:\n  cache: {{url: 'http://{host}'}}\n  upstreamAuth:\n"
+        f"    '{host}':\n      usernameFile: {secrets_dir / 'user'}\n"
+        f"      passwordFile: {secrets_dir / 'password'}\n"
+    )
+    return path
+
+
 def test_cli_reads_credentials_from_an_agent_config(
     src: RegistryServer, image: LayoutImage, secrets_dir: Path, tmp_path: Path
 ) -> None:
     with docker_registry(tmp_path / "auth", htpasswd=(USER, PASSWORD)) as reg:
-        config = tmp_path / "agent.yaml"
-        config.write_text(
-            "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
-            "cluster: {name: site-1}\nsource: {url: 'https://git.example/fleet.git'}\n"
-            "trust: {bootstrap: /etc/gitedge/trust.yaml}\n"
-            f"registry:\n  cache: {{url: 'http://{reg.host}'}}\n  upstreamAuth:\n"
-            f"    '{reg.host}':\n      usernameFile: {secrets_dir / 'user'}\n"
-            f"      passwordFile: {secrets_dir / 'password'}\n"
-        )
+        config = agent_config(tmp_path / "agent.yaml", reg.host, secrets_dir)
         code, out, err = gitedge(
             "mirror", f"{src.host}/edge/os:1.0", f"{reg.host}/site/os:1.0", "--config", str(config)
         )
@@ -482,3 +487,54 @@ def test_cli_reads_credentials_from_an_agent_config(
         assert out.strip() == image.digest
         code, out, err = gitedge("mirror", f"{src.host}/edge/os:1.0", f"{reg.host}/site/os:1.0")
     assert code == 1 and "wants credentials" in err and PASSWORD not in err
+
+
+def test_cli_gets_a_bearer_token_in_a_process_of_its_own(
+    src: RegistryServer, image: LayoutImage, secrets_dir: Path, tmp_path: Path
+) -> None:
+    """The command's process loads requests itself (without charset detection, registry.py):
+    oras's token request and its JSON answer work there as they do in the test process."""
+    with (
+        token_service(tmp_path / "tokens", user=USER, password=PASSWORD) as svc,
+        docker_registry(tmp_path / "reg", token=svc) as reg,
+    ):
+        config = agent_config(tmp_path / "agent.yaml", reg.host, secrets_dir)
+        code, out, err = gitedge(
+            "mirror", f"{src.host}/edge/os:1.0", f"{reg.host}/site/os:1.0", "--config", str(config)
+        )
+        assert code == 0, err
+        assert out.strip() == image.digest
+        assert any("repository:site/os:pull,push" in s for s in svc.scopes_asked)
+        code, _, err = gitedge("mirror", f"{src.host}/edge/os:1.0", f"{reg.host}/site/os:2.0")
+    assert code == 1 and "refused to issue a token (no credentials set)" in err
+
+
+HEAVY = {"oras", "charset_normalizer", "pydantic", "yaml", "pygit2", "kubernetes",
+         "cryptography", "jsonschema", "apscheduler", "pysequoia"}  # fmt: skip
+
+
+def test_cli_noop_loads_only_what_its_requests_need(
+    src: RegistryServer, dst: RegistryServer, image: LayoutImage
+) -> None:
+    """A no-op re-mirror between anonymous registries, in a fresh process, loads no oras (auth
+    waits for a 401 challenge), no charset_normalizer, and none of the config, git, signature or
+    Kubernetes stacks; ``import gitedge.cli`` alone loads no HTTP client (start-up is most of a
+    no-op's 0.3 s budget, bench/mirror.py)."""
+    code, _, err = gitedge("mirror", f"{src.host}/edge/os:1.0", f"{dst.host}/light/os:1.0")
+    assert code == 0, err
+    probe = (
+        "import json, sys\n"
+        "from gitedge.cli import main\n"
+        "cli = sorted({m.split('.')[0] for m in sys.modules})\n"
+        f"rc = main(['mirror', '{src.host}/edge/os:1.0', '{dst.host}/light/os:1.0', '-o', 'json'])\n"
+        "print(json.dumps({'rc': rc, 'cli': cli, 'all': sorted({m.split('.')[0] for m in sys.modules})}))\n"
+    )  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    *mirrored, loaded = p.stdout.strip().splitlines()
+    assert json.loads("\n".join(mirrored))["upToDate"] is True
+    modules = json.loads(loaded)
+    assert modules["rc"] == 0
+    assert not {"requests", "urllib3", "http"} & set(modules["cli"])
+    assert "requests" in modules["all"]  # the probe saw the HTTP stack load
+    assert not HEAVY & set(modules["all"]), HEAVY & set(modules["all"])

@@ -26,16 +26,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
-
-import oras.auth
-import requests
-import urllib3
 
 from gitedge.adapters.registryhosts import HostConfig, RetryPolicy, is_loopback
 from gitedge.core.ocimanifest import (
@@ -55,6 +53,36 @@ from gitedge.errors import (
     Waiting,
     scrub,
 )
+
+
+def _load_requests_without_charset_detection() -> None:
+    """Load requests, when nothing has yet, without a character-detection module.
+
+    requests picks one at import (chardet, else charset_normalizer) for the ``Response.text``
+    of bodies that declare no charset. This client never decodes a body that way (manifests
+    and blobs stay bytes, error bodies are JSON read from ``r.raw``), and charset_normalizer 3
+    walks every codec on import: ~50 ms CPU, a sixth of a ``gitedge mirror`` no-op run.
+    requests runs without one (``apparent_encoding`` None, ``text`` decoded as UTF-8), after a
+    warning we silence. Others may still import charset_normalizer later.
+    """
+    if "requests" in sys.modules or "charset_normalizer" in sys.modules:
+        return
+    sys.modules["charset_normalizer"] = None  # type: ignore[assignment]  # import fails
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Unable to find acceptable character detection")
+            import requests  # noqa: F401
+    finally:
+        del sys.modules["charset_normalizer"]
+
+
+_load_requests_without_charset_detection()
+
+import requests  # noqa: E402
+import urllib3  # noqa: E402
+
+if TYPE_CHECKING:
+    from oras.auth.base import AuthBackend
 
 logging.getLogger("oras").addHandler(logging.NullHandler())  # oras logs; only cli.py prints
 
@@ -139,24 +167,18 @@ class RegistryClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        insecure = scheme == "http"
-        self._basic = oras.auth.get_auth_backend(
-            "basic", self._session, insecure, tls_verify=verify
-        )
-        self._bearer = oras.auth.get_auth_backend(
-            "token", self._session, insecure, tls_verify=verify
-        )
-        self._has_login = False
+        self._login: tuple[str, str] | None = None
         if cfg.username_file or cfg.password_file:
             if not (cfg.username_file and cfg.password_file):
                 raise RegistryAuthError(
                     f"registry {host}: usernameFile and passwordFile go together"
                 )
-            user = _read_secret(cfg.username_file, what="usernameFile", host=host)
-            password = _read_secret(cfg.password_file, what="passwordFile", host=host)
-            self._basic.set_basic_auth(user, password)
-            self._bearer.set_basic_auth(user, password)
-            self._has_login = True
+            self._login = (
+                _read_secret(cfg.username_file, what="usernameFile", host=host),
+                _read_secret(cfg.password_file, what="passwordFile", host=host),
+            )
+        self._has_login = self._login is not None
+        self._oras: tuple[AuthBackend, AuthBackend] | None = None  # basic, bearer: at a 401
         self._static_token = (
             _read_secret(cfg.token_file, what="tokenFile", host=host) if cfg.token_file else None
         )
@@ -169,9 +191,26 @@ class RegistryClient:
 
     # ------------------------------------------------------------------ requests, auth, retries
 
+    def _backends(self) -> tuple[AuthBackend, AuthBackend]:
+        """oras's basic and bearer-token backends, made at the first 401 challenge: a client of
+        an anonymous registry (a site's cache, often) never loads oras (~15 ms of a CLI run)."""
+        if self._oras is None:
+            import oras.auth
+
+            insecure, verify = self.base_url.startswith("http:"), self._session.verify
+            basic, bearer = (
+                oras.auth.get_auth_backend(kind, self._session, insecure, tls_verify=verify)
+                for kind in ("basic", "token")
+            )
+            if self._login is not None:
+                basic.set_basic_auth(*self._login)
+                bearer.set_basic_auth(*self._login)
+            self._oras = (basic, bearer)
+        return self._oras
+
     def _auth_header(self, repo: str) -> dict[str, str]:
         if self._scheme_seen == "basic" and self._has_login:
-            return dict(self._basic.get_auth_header())
+            return dict(self._backends()[0].get_auth_header())
         token = self._tokens.get(repo) or self._static_token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -185,6 +224,7 @@ class RegistryClient:
                         f"{what}: registry {self.host} wants credentials "
                         f"(set registry.upstreamAuth.{self.host}.usernameFile/passwordFile)"
                     )
+                self._backends()
                 self._scheme_seen = "basic"
                 return
             if scheme != "bearer":
@@ -192,19 +232,20 @@ class RegistryClient:
                     f"{what}: registry {self.host} answered 401 with no usable challenge"
                 )
             self._scheme_seen = "bearer"
-            self._bearer.token = None
+            bearer = self._backends()[1]
+            bearer.token = None
             try:
-                _, changed = self._bearer.authenticate_request(r, {}, refresh=True)
+                _, changed = bearer.authenticate_request(r, {}, refresh=True)
             except NETWORK_ERRORS as e:
                 raise RegistryUnavailable(
                     f"{what}: token service of {self.host} unreachable: {scrub(str(e))}"
                 ) from None
-            if not changed or not self._bearer.token:
+            if not changed or not bearer.token:
                 raise RegistryAuthError(
                     f"{what}: the token service of {self.host} refused to issue a token"
                     + (" for our credentials" if self._has_login else " (no credentials set)")
                 )
-            self._tokens[repo] = str(self._bearer.token)
+            self._tokens[repo] = str(bearer.token)
 
     def _send(
         self, method: str, url: str, *, repo: str, what: str, headers: dict[str, str], **kw: Any
