@@ -419,6 +419,43 @@ class RegistryClient:
                 f"{what}: registry {self.host} stored manifest {manifest.digest} as {got}"
             )
 
+    def list_tags(
+        self, repo: str, *, what: str, page: int = 1000, limit: int = 100_000
+    ) -> list[str]:
+        """Every tag of ``repo`` (``GET /v2/<name>/tags/list?n=``, following ``Link: rel=next``
+        pages); a repository the registry does not know has none. At most ``limit`` tags."""
+        url: str | None = f"/v2/{repo}/tags/list?{urlencode({'n': page})}"
+        tags: list[str] = []
+        seen: set[str] = set()
+        while url is not None:
+            seen.add(url)
+            r = self.call("GET", url, repo=repo, what=what, stream=True)
+            if r.status_code == 404 and not tags:
+                r.close()
+                return []
+            if r.status_code != 200:
+                raise self.refused(r, what=f"{what}: list tags")
+            try:
+                body = r.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            except NETWORK_ERRORS as e:
+                raise RegistryUnavailable(f"{what}: tag list cut short: {scrub(str(e))}") from None
+            finally:
+                r.close()
+            try:
+                got = json.loads(body).get("tags") or []
+            except (ValueError, AttributeError):
+                got = None
+            if len(body) > MAX_MANIFEST_BYTES or not isinstance(got, list):
+                raise RegistryRefused(f"{what}: registry {self.host} sent a malformed tag list")
+            tags += [t for t in got if isinstance(t, str)]
+            if len(tags) > limit:
+                raise RegistryRefused(f"{what}: more than {limit} tags in {self.host}/{repo}")
+            nxt = r.links.get("next", {}).get("url")
+            url = urljoin(self.base_url + "/", nxt) if nxt else None
+            if url in seen:  # a registry paging in a circle
+                raise RegistryRefused(f"{what}: registry {self.host} repeats a tag list page")
+        return tags
+
     def blob_size(self, repo: str, digest: str, *, what: str) -> int | None:
         """HEAD a blob: its size, or None when the registry does not have it."""
         r = self.call("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, what=what)
