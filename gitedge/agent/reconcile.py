@@ -480,6 +480,7 @@ class Agent:
         p.conditions = merged
         p.status = build_status(self.config, self.state, p)
         self.state.put_doc("status", p.status)
+        self._push_report(p)
         self._metrics(p)
         self._publish_status(p)
 
@@ -496,6 +497,21 @@ class Agent:
                 1,
                 help="passes whose status could not be written to the cluster",
             )
+
+    def _push_report(self, p: Pass) -> None:
+        """This site's report to ``report.repository`` (``agent/reporting.py``), bounded to once
+        per interval unless it changed; a failure only sets the ``Reported`` condition."""
+        if self.config.report is None or self.stop.is_set():
+            return
+        from gitedge.agent.reporting import Reporter
+
+        reporter = Reporter(self.config, state=self.state, metrics=self.metrics, hosts=self.hosts)
+        reported = reporter.push(p)
+        if reported is not None:
+            p.conditions = cond.merge(p.conditions, [reported], now=p.now)
+            p.status["conditions"] = cond.to_json(p.conditions)
+            self.state.put_doc("conditions", p.status["conditions"])
+            self.state.put_doc("status", p.status)
 
     def _metrics(self, p: Pass) -> None:
         m = self.metrics
