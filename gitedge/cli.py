@@ -402,6 +402,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+    from gitedge.adapters.reports import ReportRepository, read_reports
+    from gitedge.core.base import parse_duration
+    from gitedge.core.report import fleet_json, fleet_rows, fleet_table
+    from gitedge.core.selectors import parse_selector
+    from gitedge.errors import SelectorError
+
+    try:
+        repo = ReportRepository.parse(args.registry)
+        stale_after = parse_duration(args.stale_after)
+        selector = parse_selector(args.selector) if args.selector else None
+    except (ValueError, SelectorError) as e:
+        raise UsageError(str(e)) from None
+    now = _now(args.now)
+    hosts = Hosts.from_config(_agent_config(args.config).registry) if args.config else Hosts()
+    fleet = read_reports(repo, hosts=hosts, retry=RetryPolicy(attempts=3))
+    rows = fleet_rows(fleet.reports, now=now, stale_after=stale_after, selector=selector)
+    bad = [{"tag": u.tag, "error": u.error} for u in fleet.unreadable]
+    if args.output == "json":
+        doc = {"registry": str(repo), "time": now.isoformat(), "sites": fleet_json(rows),
+               "unreadable": bad}  # fmt: skip
+        print(json.dumps(doc, indent=2))
+    else:
+        print(fleet_table(rows))
+        print("\n".join([f"{len(bad)} report(s) unreadable:"] + [f"  {b['error']}" for b in bad])
+              if bad else "", end="\n" if bad else "")  # fmt: skip
+    if not fleet.reports and not bad:
+        print(f"gitedge fleet status: no site reports in {repo} yet", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gitedge.agent.demo import run_demo
 
@@ -475,6 +507,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("fleet", help="the fleet view, from the status reports sites push")
+    fleet = p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
+    p = fleet.add_parser("status", help="one row per site: versions, commit, state, stale ones")
+    p.add_argument(
+        "--registry",
+        required=True,
+        metavar="REPO",
+        help="host[:port]/repository the agents push reports to (report.repository)",
+    )
+    p.add_argument(
+        "-l",
+        "--selector",
+        metavar="SEL",
+        help="only sites whose labels match, e.g. 'env=prod,region in (eu-west)'",
+    )
+    p.add_argument(
+        "--stale-after",
+        default="24h",
+        metavar="DUR",
+        help="a report older than this marks its site stale (default 24h)",
+    )
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
+    p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_fleet_status)  # fmt: skip
     p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
     p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")
     p.set_defaults(handler=cmd_demo)
