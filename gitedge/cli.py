@@ -434,6 +434,109 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+class _BundleProgress:
+    """``gitedge bundle`` progress on stderr: one redrawn line on a terminal (phase, image i/n,
+    bytes), else one quiet line per image and per phase done."""
+
+    def __init__(self, *, tty: bool) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.tty = tty
+        self.drawn = 0.0
+        self.width = 0
+
+    def __call__(self, p: Any) -> None:
+        count = f" {p.index}/{p.count}" if p.count else ""
+        size = f" {_size(p.done_bytes)}/{_size(p.total_bytes)}" if p.total_bytes else ""
+        line = f"{p.phase}{count} {p.item}{size}"
+        if not self.tty:
+            if p.finished or p.phase in ("fetch", "git"):
+                print(line, file=sys.stderr)
+            return
+        now = self._clock()
+        if not p.finished and now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        self.width = max(self.width, len(line))
+        end = "\n" if p.finished else ""
+        print("\r" + line.ljust(self.width), end=end, file=sys.stderr, flush=True)
+        self.width = 0 if p.finished else self.width
+
+    def finish(self) -> None:
+        if self.tty and self.width:
+            print(file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    x, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if x < 1024:
+            break
+        x, unit = x / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{x:.1f} {unit}"
+
+
+def cmd_bundle_create(args: argparse.Namespace) -> int:
+    from gitedge.adapters.registryhosts import Hosts
+    from gitedge.agent.bundles import create_bundle
+    from gitedge.core.config import load_site_file
+
+    sites = [
+        load_site_file(data, path=name)
+        for path in args.cluster
+        for name, data in _cluster_files(path).items()
+    ]
+    hosts = Hosts.from_config(_agent_config(args.config).registry) if args.config else Hosts()
+    progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
+    try:
+        r = create_bundle(
+            repo=args.repo, out=Path(args.out), now=_now(None), rev=args.rev, since=args.since,
+            branch=args.branch, sites=sites, all_targets=args.all, platforms=args.platform,
+            layouts=Path(args.layouts) if args.layouts else None, hosts=hosts, jobs=args.jobs,
+            progress=None if args.quiet else progress,
+        )  # fmt: skip
+    finally:
+        progress.finish()
+    since = f" (commits after {r.since})" if r.since else ""
+    print(f"{r.out}: {r.branch} at {r.tip}{since}; {len(r.images)} image(s), {r.blobs} blob(s), "
+          f"{_size(r.size)}")  # fmt: skip
+    return 0
+
+
+def cmd_bundle_import(args: argparse.Namespace) -> int:
+    from gitedge.agent.bundles import import_bundle, record_import
+    from gitedge.agent.reconcile import Agent
+    from gitedge.errors import InvalidInput
+
+    config = _agent_config(args.config)
+    agent = Agent(config, cluster=_cluster_api(config))
+    progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
+    now = _now(None)
+    try:
+        try:
+            r = import_bundle(agent, Path(args.file), now=now,
+                              progress=None if args.quiet else progress)  # fmt: skip
+        except InvalidInput:
+            raise
+        except GitEdgeError as e:  # name the file: the steps' errors name the commit or image
+            print(f"gitedge bundle import: {args.file}: {e}", file=sys.stderr)
+            return 1
+        finally:
+            progress.finish()
+        record_import(agent.state, r, now=now)
+    finally:
+        agent.close()
+    for key, digest, n in r.copied:
+        print(f"cached {key} -> {digest} ({_size(n)} copied)")
+    print(r.summary())
+    if r.missing:
+        n = len(r.missing)
+        print(f"gitedge bundle import: {n} image(s) this site needs are not in the bundle; the "
+              "agent mirrors them from upstream when it can", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gitedge.agent.demo import run_demo
 
@@ -532,6 +635,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(handler=cmd_fleet_status)  # fmt: skip
+    p = sub.add_parser("bundle", help="offline bundles: commits and images for a site, one file")
+    bundle = p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True)
+    p = bundle.add_parser("create", help="write a bundle: git bundle + OCI layout + index")
+    p.add_argument("--repo", required=True, metavar="URL_OR_DIR", help="the fleet repo")
+    p.add_argument("--rev", metavar="REV", help="the commit to bring (default: HEAD)")
+    p.add_argument("--since", metavar="REV", help="a commit the sites have: bring what follows")
+    p.add_argument("--out", required=True, metavar="FILE", help="the bundle to write (a tar)")
+    p.add_argument("--cluster", action="append", default=[], metavar="FILE",
+                   help="a Cluster identity or AgentConfig (or a directory of them); repeatable: "
+                   "the images their plans need, whole K3s path included")  # fmt: skip
+    p.add_argument("--all", action="store_true", help="every image any target references")
+    p.add_argument("--branch", help="the branch sites track (default: the AgentConfigs', or main)")
+    p.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
+                   help="only these platforms of indexes (repeatable; default all)")  # fmt: skip
+    p.add_argument("--layouts", metavar="DIR",
+                   help="prefer OCI layouts DIR/<registry>/<repository> to registries")  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
+    p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    p.set_defaults(handler=cmd_bundle_create)
+    p = bundle.add_parser("import", help="verify a bundle and fill the site's cache from it")
+    p.add_argument("file", metavar="FILE", help="the bundle")
+    p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    p.set_defaults(handler=cmd_bundle_import)
     p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
     p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")
     p.set_defaults(handler=cmd_demo)

@@ -5,16 +5,19 @@ In a temporary directory it builds:
 - a **signed fleet repo** from ``examples/fleet-repo`` (a throwaway ed25519 key made with
   ``ssh-keygen``; commits signed by ``git commit -S`` with ``gpg.format=ssh``), whose trust
   policy names that key, and an ``allowed_signers`` file pinned as the site's bootstrap trust;
-- an **upstream** played by OCI image layouts (small generated images, two platforms) in the
-  site's ``source.bundleDir/images``, as a field technician's USB stick would carry them;
+- an **upstream** played by OCI image layouts (small generated images, two platforms), which
+  the site cannot reach: its images come on a technician's USB stick, as **offline bundles**
+  (``gitedge bundle create --all --layouts``) dropped into the site's ``source.bundleDir``;
 - the **local cache**: OCI layouts under the state directory (no registry is running);
 
 then runs the real agent (``Agent.reconcile``, ``apply.mode: print``) for the site
-``store-berlin-0042`` of ``examples/agent.yaml`` through: a first sync outside its window; an
-offline period during which the operators commit (the source is unreachable: the agent keeps
-working from its last verified commit); reconnection inside the window (the new range verified,
-every image of the K3s path mirrored, the first step's SUC Plans printed); and an unsigned commit,
-refused with the last verified commit kept. ``say`` gets every line to print.
+``store-berlin-0042`` of ``examples/agent.yaml`` through: a first sync outside its window (the
+stick's first bundle imported: verified, its images cached); an offline period during which the
+operators commit (the source is unreachable: the agent keeps working from its last verified
+commit); a second stick brought inside the window while still offline (the new range verified
+from the bundle like a fetch, every image of the K3s path cached, the first step's SUC Plans
+printed); and, back online, an unsigned commit, refused with the last verified commit kept.
+``say`` gets every line to print.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import yaml
 
 from gitedge.adapters.worktree import read_tree
+from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import load_fleet
@@ -189,9 +193,9 @@ def _story(tmp: Path, say: Say) -> int:
         f"  verify: all\n  signers:\n    - name: release-bot\n      key: {json.dumps(public)}\n"
         "      roles: [release, admin]\n"
     )
-    # --- the "upstream": every image the examples name, as OCI layouts on the stick
-    stick = tmp / "stick"
-    layouts = _Layouts(stick / "images")
+    # --- the "upstream": every image the examples name, as OCI layouts the site cannot reach
+    upstream = tmp / "upstream"
+    layouts = _Layouts(upstream)
     fleet = load_fleet(read_tree(str(work)))
     upgrade = ImageRef.parse("rancher/k3s-upgrade")
     for v in fleet.k3s_releases():
@@ -212,8 +216,11 @@ def _story(tmp: Path, say: Say) -> int:
     repo = _FleetRepo(work, key, tmp / "home")
     first = repo.commit("fleet: stores on K3s v1.29.10")
     say(f"fleet repo: {work} (commit {first[:12]} signed by a throwaway ssh-keygen key)")
-    say(f"upstream:   OCI layouts of {len(list(stick.glob('images/*/*/*')))} repositories "
-        f"on a 'USB stick' at {stick}/images")  # fmt: skip
+    say(f"upstream:   OCI layouts of {len(list(upstream.glob('*/*/*')))} repositories at "
+        f"{upstream}; the site has no route to them")  # fmt: skip
+    stick = tmp / "stick"
+    stick.mkdir()
+    _stick(work, upstream, stick / "fleet-1.tar", rev=first, since=None, say=say)
 
     # --- the site: examples/agent.yaml, pointed at the temp dirs, apply.mode print
     cfg_doc = yaml.safe_load((EXAMPLES / "agent.yaml").read_text())
@@ -237,12 +244,14 @@ def _story(tmp: Path, say: Say) -> int:
         t0 += timedelta(minutes=5)
     ok = True
 
-    # 1. first sync, outside the window
-    say(f"[1] {t0:%Y-%m-%d %H:%M} UTC, first sync (outside the store-nights window)")
-    p = _pass(config, t0, say)
+    # 1. first sync, outside the window; the first stick is in bundleDir
+    say(f"[1] {t0:%Y-%m-%d %H:%M} UTC, first sync (outside the store-nights window); "
+        "the stick is in the site's bundleDir")  # fmt: skip
+    p = _pass(config, t0, say, bundle="fleet-1.tar")
     ok &= p.outcomes.get("verify") == "ok" and p.mirror_complete and not p.actions
-    say("    -> verified, every image of the path is in the cache; the window is closed: "
-        "nothing applied\n")  # fmt: skip
+    ok &= _imported(p, "fleet-1.tar")
+    say("    -> the bundle verified like a fetch and its images cached; every image of the path "
+        "is in the cache; the window is closed: nothing applied\n")  # fmt: skip
 
     # 2. offline: the operators move on; the site cannot reach the repo
     offline_at = t0 + timedelta(days=3)
@@ -257,21 +266,26 @@ def _story(tmp: Path, say: Say) -> int:
     ok &= p.outcomes.get("sync") == "retry" and p.tip == first
     say(f"    -> fetch failed (retried with backoff); still working from {first[:12]}\n")
 
-    # 3. back online, inside the window
-    hidden.rename(work)
+    # 3. still offline, inside the window: a technician brings the operators' new bundle
     state = window_state(window, offline_at + timedelta(days=1))
     when = (state.next_open or offline_at) + timedelta(minutes=30)
-    say(f"[3] {when:%Y-%m-%d %H:%M} UTC, back online, inside the store-nights window")
-    p = _pass(config, when, say)
+    say(f"[3] {when:%Y-%m-%d %H:%M} UTC, still offline, inside the store-nights window: a "
+        "technician brings a stick")  # fmt: skip
+    _stick(hidden, upstream, stick / "fleet-2.tar", rev=second, since=first, say=say)
+    p = _pass(config, when, say, bundle="fleet-2.tar")
     ok &= p.tip == second and p.mirror_complete and bool(p.actions)
-    say("    -> the new commit verified, every image of the path mirrored first, then the SUC "
-        "Plans of the first step printed above (apply.mode: print)\n")  # fmt: skip
+    ok &= _imported(p, "fleet-2.tar")
+    say("    -> the new commit verified from the bundle exactly as a fetch would be, every image "
+        "of the path cached first, then the SUC Plans of the first step printed above "
+        "(apply.mode: print)\n")  # fmt: skip
 
-    # 4. an unsigned commit: refused, the last verified commit kept
+    # 4. back online, an unsigned commit: refused, the last verified commit kept
+    hidden.rename(work)
     (work / "notes.txt").write_text("an unsigned change\n")
     bad = repo.commit("unsigned change", signed=False)
     later = when + timedelta(hours=1)
-    say(f"[4] {later:%Y-%m-%d %H:%M} UTC, someone pushed {bad[:12]} without a signature")
+    say(f"[4] {later:%Y-%m-%d %H:%M} UTC, back online; someone pushed {bad[:12]} without a "
+        "signature")  # fmt: skip
     p = _pass(config, later, say, show_plans=False)
     ok &= p.outcomes.get("verify") == "stalled" and p.tip == second
     say(f"    -> refused ({p.errors.get('verify', '?')[:90]}); still on {second[:12]}\n")
@@ -285,7 +299,23 @@ def _story(tmp: Path, say: Say) -> int:
     return 0 if ok else 1
 
 
-def _pass(config: AgentConfig, now: datetime, say: Say, *, show_plans: bool = True) -> Pass:
+def _stick(repo: Path, upstream: Path, out: Path, *, rev: str, since: str | None, say: Say) -> None:
+    """``gitedge bundle create --repo REPO --rev REV [--since S] --all --layouts UPSTREAM``."""
+    r = create_bundle(repo=str(repo), out=out, now=datetime.now(UTC), rev=rev, since=since,
+                      branch="main", all_targets=True, layouts=upstream)  # fmt: skip
+    what = f"the commits after {since[:12]}" if since else "the whole history"
+    say(f"stick:      {out.name}: {what} up to {r.tip[:12]} and {len(r.images)} images "
+        f"({r.blobs} blobs, {r.size >> 10} KiB): `gitedge bundle create --all`")  # fmt: skip
+
+
+def _imported(p: Pass, name: str) -> bool:
+    c = next((c for c in p.conditions if c.type == BUNDLE_IMPORTED), None)
+    return c is not None and c.status == "True" and c.message.startswith(name)
+
+
+def _pass(
+    config: AgentConfig, now: datetime, say: Say, *, show_plans: bool = True, bundle: str = ""
+) -> Pass:
     printed: list[str] = []
     agent = Agent(config, cluster=PrintCluster(config=config, out=printed.append))
     try:
@@ -294,6 +324,9 @@ def _pass(config: AgentConfig, now: datetime, say: Say, *, show_plans: bool = Tr
         agent.close()
     steps = ", ".join(f"{k} {v}" for k, v in p.outcomes.items())
     say(f"    steps: {steps}")
+    if bundle and _imported(p, bundle):
+        msg = next(c.message for c in p.conditions if c.type == BUNDLE_IMPORTED)
+        say(f"    bundle {msg}")
     if p.new_commits:
         say(f"    verified {p.new_commits} new commit(s), now at {p.tip}")
     if p.plan is not None and p.plan.k3s is not None:

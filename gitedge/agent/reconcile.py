@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pygit2
 
@@ -65,6 +65,9 @@ from gitedge.errors import (
     Waiting,
     scrub,
 )
+
+if TYPE_CHECKING:
+    from gitedge.adapters.bundlefile import OpenedBundle
 
 log = logging.getLogger("gitedge.agent")
 
@@ -140,6 +143,7 @@ class Agent:
         self.hosts = Hosts.from_config(config.registry)
         self.stop = threading.Event()  # set on SIGTERM: the pass ends after its current step
         self.last_tick = 0.0
+        self.importing: OpenedBundle | None = None  # the bundle agent/bundles.py is importing
 
     def close(self) -> None:
         self.state.close()
@@ -195,8 +199,18 @@ class Agent:
     # ------------------------------------------------------------------ steps
 
     def _sync(self, p: Pass) -> list[Condition]:
-        """Fetch the tracked branch; offline, import a git bundle from ``source.bundleDir``."""
+        """Import the bundles dropped into ``source.bundleDir`` (``agent/bundles.py``: each
+        verified, planned and mirrored through this agent's own steps), then fetch the tracked
+        branch; offline, a bundle imported by this pass stands in for the fetch."""
         src = self.config.source
+        bundle_tip = None
+        if src.bundle_dir:
+            from gitedge.agent.bundles import import_inbox
+
+            inbox = import_inbox(self, now=p.now)
+            p.conditions += inbox.conditions
+            p.mirrored_now += inbox.mirrored
+            bundle_tip = inbox.tip
         a = src.auth
         auth = GitAuth(
             ssh_key_file=Path(a.ssh_key_file) if a.ssh_key_file else None,
@@ -216,19 +230,11 @@ class Agent:
             )
             return [Condition(SOURCE_REACHABLE, "True", "Fetched", f"{src.branch} at {p.fetched}")]
         except SourceUnavailable:
-            bundle = self._newest_bundle()
-            if bundle is None:
+            if bundle_tip is None:
                 raise
-            p.fetched = self.git.import_bundle(bundle_file=bundle, branch=src.branch)
-            msg = f"source unreachable; imported {bundle.name}: {src.branch} at {p.fetched}"
+            p.fetched = bundle_tip
+            msg = f"source unreachable; a bundle brought {src.branch} to {bundle_tip}"
             return [Condition(SOURCE_REACHABLE, "False", "BundleImported", msg)]
-
-    def _newest_bundle(self) -> Path | None:
-        d = self.config.source.bundle_dir
-        if not d or not Path(d).is_dir():
-            return None
-        found = sorted(Path(d).glob("*.bundle"), key=lambda q: (q.stat().st_mtime, q.name))
-        return found[-1] if found else None
 
     def _verify(self, p: Pass) -> list[Condition]:
         """Verify (last verified, fetched]; only a fully verified tip moves the last verified
@@ -385,15 +391,12 @@ class Agent:
         return ImageRef(cache_host(cache.url), ref.repository, tag=ref.tag)
 
     def _source_location(self, ref: ImageRef) -> Location:
-        """The image brought on a stick (``<bundleDir>/images/<registry>/<repository>``, an OCI
-        layout holding the tag), else the upstream registry."""
-        d = self.config.source.bundle_dir
-        if d:
-            layout = Path(d) / "images" / ref.registry / ref.repository
-            if (layout / "index.json").is_file():
-                has = OciLayout(path=layout).manifest_digest(ref.tag or ref.digest or "", what="")
-                if has is not None:
-                    return LayoutRef(layout, ref.tag)
+        """While a bundle is imported, the image in its OCI layout (read by the digest its
+        index names); else the upstream registry."""
+        if self.importing is not None:
+            held = self.importing.location(ref)
+            if held is not None:
+                return held
         return ref
 
     def _in_cache(self, dst: Location, digest: str) -> bool:

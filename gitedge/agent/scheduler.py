@@ -27,12 +27,16 @@ from types import FrameType
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from gitedge.agent.reconcile import Agent, Pass
 from gitedge.core.agentrules import next_delay
 from gitedge.errors import scrub
 
 log = logging.getLogger("gitedge.agent")
+
+#: How often ``source.bundleDir`` is looked at between passes (a listing and a stat per file).
+BUNDLE_POLL_S = 30.0
 
 __all__ = ["AgentLoop", "setup_logging"]
 
@@ -129,6 +133,23 @@ class AgentLoop:
             if self.on_pass is not None and p is not None:
                 self.on_pass(p)
 
+    def _poll_bundles(self) -> None:
+        """A bundle dropped into ``source.bundleDir`` starts a pass now, not at the next sync
+        (which may be an hour of offline backoff away). The pass imports it."""
+        from gitedge.agent.inbox import pending_bundles
+
+        config = self.agent.config
+        if self.agent.stop.is_set() or not config.source.bundle_dir:
+            return
+        try:
+            new = pending_bundles(bundle_dir=config.source.bundle_dir, state_dir=config.state.dir)
+        except Exception as e:  # the state busy or unreadable: the next poll, or pass, sees it
+            log.warning("cannot look at %s: %s", config.source.bundle_dir, scrub(str(e)))
+            return
+        if new and not self.agent.stop.is_set():
+            log.info("bundle %s dropped into %s: starting a pass", new[0].name, new[0].parent)
+            self._schedule("sync", self.clock())
+
     def shutdown(self, *_: object) -> None:
         """Stop after the current step; safe from a signal handler."""
         self.agent.stop.set()
@@ -143,6 +164,10 @@ class AgentLoop:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)
         self._schedule("sync", self.clock())
+        if self.agent.config.source.bundle_dir:
+            self.scheduler.add_job(
+                self._poll_bundles, trigger=IntervalTrigger(seconds=BUNDLE_POLL_S), id="bundles"
+            )
         self.scheduler.start()  # blocks until shutdown
         with self._lock:  # wait for a pass still running to end its step
             pass
