@@ -18,9 +18,12 @@ poll that starts a pass for a dropped file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
+import pty
 import shutil
 import socket
 import subprocess
@@ -472,6 +475,40 @@ def test_truncated_and_parent_path_bundles_through_the_cli(world: World, tmp_pat
     usage = gitedge("bundle", "create", "--repo", str(tmp_path), "--out", str(tmp_path / "o.tar"))
     assert usage.returncode == 2 and "--cluster" in usage.stderr
     assert not (tmp_path / "o.tar").exists()
+
+
+def test_create_progress_on_a_terminal_and_no_half_file_on_failure(
+    world: World, tmp_path: Path
+) -> None:
+    fleet = world.repo("create")
+    files = world.files()
+    tip = fleet.commit(files, at=START)
+    out = tmp_path / "out" / "b.tar"
+    args = [sys.executable, "-m", "gitedge", "bundle", "create", "--repo",
+            f"{world.url}/create.git", "--rev", tip, "--cluster", str(world.site(tmp_path / "s")),
+            "--out", str(out)]  # fmt: skip
+    # on a terminal: one line redrawn with \r, the image count and bytes
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+        os.close(secondary)
+        shown = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(primary, 65536):
+                shown += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0, shown
+    assert b"\rimage 1/2 " in shown and b"\rimage 2/2 " in shown and b"KiB" in shown
+    assert out.is_file()
+    # an image missing upstream: the create fails naming it, and leaves nothing behind
+    files["targets.yaml"] = files["targets.yaml"].replace("edge/os:1.0", "edge/os:9.9")
+    tip = fleet.commit(files, at=START + 60)
+    out.unlink()
+    args[args.index("--rev") + 1] = tip
+    failed = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and f"{world.reg}/edge/os:9.9 not found" in failed.stderr
+    assert list(out.parent.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------- the demo's fleet
