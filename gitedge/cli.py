@@ -329,56 +329,78 @@ def _pass_text(p: Any) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_in_process(args: argparse.Namespace, config: Any) -> int:
+    """``--once`` (a pass, printed) and ``--pass-fd`` (one pass of ``gitedge run``, in its child
+    process, summary written on the fd): the only paths that load the pass's libraries."""
     from gitedge.agent.reconcile import Agent
-    from gitedge.agent.scheduler import AgentLoop, setup_logging
+
+    agent = Agent(config, cluster=_cluster_api(config))
+    try:
+        if args.pass_fd is not None:
+            from gitedge.agent.passes import run_child_pass
+
+            return run_child_pass(agent, result_fd=args.pass_fd, now=_now(args.now))
+        p = agent.reconcile(now=_now(args.now))
+        print(_pass_text(p), file=sys.stderr)
+        return 1 if p.stalled or p.transient else 0
+    finally:
+        agent.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gitedge.agent.logs import setup_logging
 
     config = _agent_config(args.config)
     setup_logging(json_logs=args.log_format == "json" if args.log_format else None)
-    if args.now and not args.once:
+    if args.now and not (args.once or args.pass_fd is not None):
         raise UsageError("--now goes with --once (a pass at a chosen instant)")
-    agent = Agent(config, cluster=_cluster_api(config))
+    if args.once or args.pass_fd is not None:
+        return _run_in_process(args, config)
+    # the long-lived agent: scheduler, status server, metrics; each pass in a child process
+    import time
+
+    from gitedge.adapters.state import State
+    from gitedge.agent.passes import ChildPasses
+    from gitedge.agent.scheduler import AgentLoop
+    from gitedge.agent.server import Metrics, StatusServer
+
+    host, _, port = args.listen.rpartition(":")
+    state = State(config.state.dir)
     try:
-        if args.once:
-            p = agent.reconcile(now=_now(args.now))
-            print(_pass_text(p), file=sys.stderr)
-            return 1 if p.stalled or p.transient else 0
-        from gitedge.agent.server import StatusServer
-
-        host, _, port = args.listen.rpartition(":")
-        verified: list[str] = [lv.commit] if (lv := agent.state.last_verified) else []
-
-        def on_pass(p: Any) -> None:  # the server thread reads this, never the state
-            if p.tip:
-                verified[:] = [p.tip]
-
-        loop = AgentLoop(agent, on_pass=on_pass)
-        limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
-
-        def alive() -> tuple[bool, str]:
-            import time
-
-            idle = time.monotonic() - loop.last_tick
-            return idle < limit, f"last pass {idle:.0f}s ago"
-
-        def ready() -> tuple[bool, str]:
-            return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
-
-        server = StatusServer(
-            metrics=agent.metrics,
-            ready=ready,
-            alive=alive,
-            host=host or "127.0.0.1",
-            port=int(port),
-        ).start()
-        print(f"gitedge run: status on http://{host or '127.0.0.1'}:{server.port}", file=sys.stderr)
-        try:
-            loop.run_forever()
-        finally:
-            server.stop()
-        return 0
+        verified: list[str] = [lv.commit] if (lv := state.last_verified) else []
     finally:
-        agent.close()
+        state.close()
+    passes = ChildPasses(
+        config=config,
+        config_path=args.config,
+        metrics=Metrics(),
+        log_format=args.log_format,
+        stop_grace_s=args.stop_grace,
+    )
+
+    def on_pass(p: Any) -> None:  # the server thread reads this, never the state
+        if p.tip:
+            verified[:] = [p.tip]
+
+    loop = AgentLoop(passes, on_pass=on_pass)
+    limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
+
+    def alive() -> tuple[bool, str]:
+        idle = time.monotonic() - loop.last_tick
+        return idle < limit, f"last pass {idle:.0f}s ago"
+
+    def ready() -> tuple[bool, str]:
+        return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
+
+    server = StatusServer(
+        metrics=passes.metrics, ready=ready, alive=alive, host=host or "127.0.0.1", port=int(port)
+    ).start()
+    print(f"gitedge run: status on http://{host or '127.0.0.1'}:{server.port}", file=sys.stderr)
+    try:
+        loop.run_forever()
+    finally:
+        server.stop()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -605,6 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="/healthz /readyz /metrics (0.0.0.0:8080 in a pod)")  # fmt: skip
     p.add_argument("--log-format", choices=["json", "text"], help="default: text on a terminal")
+    p.add_argument("--stop-grace", type=float, default=20.0, metavar="SECONDS",
+                   help="on SIGTERM, how long a running pass may take to end before it is "
+                   "killed (default 20; the state survives either way)")  # fmt: skip
+    p.add_argument("--pass-fd", type=int, help=argparse.SUPPRESS)  # the pass's child process
     p.set_defaults(handler=cmd_run)
     p = sub.add_parser("status", help="what the agent last verified, mirrored and applied")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")

@@ -1,9 +1,11 @@
 """The agent's status server (agent/server.py) over real HTTP on 127.0.0.1: /healthz and /readyz
 answer 200 or 503 with the reason, /metrics is Prometheus text with HELP/TYPE lines, escaped
-label values, counters that add up, and labelled gauges replaced as a whole."""
+label values, counters that add up, and labelled gauges replaced as a whole; the metrics of a
+pass's process taken in by the agent's (gauge families replaced, counters added)."""
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 
@@ -59,3 +61,18 @@ def test_label_values_are_escaped() -> None:
     m = Metrics()
     m.set("g", 1, help="h", labels={"v": 'a"b\\c\nd'})
     assert 'g{v="a\\"b\\\\c\\nd"} 1' in m.render()
+
+
+def test_a_pass_dump_is_absorbed_gauges_replaced_counters_added() -> None:
+    agent, one_pass = Metrics(), Metrics()
+    agent.inc("gitedge_mirror_bytes_total", 100, help="Bytes mirrored.")
+    agent.set("gitedge_window_open", 1, help="w", labels={"component": "os"})
+    agent.set("gitedge_last_sync_timestamp_seconds", 1790000001, help="Last sync.")
+    one_pass.inc("gitedge_mirror_bytes_total", 23, help="Bytes mirrored.")
+    one_pass.set("gitedge_window_open", 0, help="w", labels={"component": "k3s"})
+    agent.absorb(json.loads(json.dumps(one_pass.dump())))  # as it crosses the pipe
+    assert agent.get("gitedge_mirror_bytes_total") == 123
+    assert agent.get("gitedge_window_open", {"component": "k3s"}) == 0
+    assert agent.get("gitedge_window_open", {"component": "os"}) is None  # the pass knew better
+    assert agent.get("gitedge_last_sync_timestamp_seconds") == 1790000001  # not in this pass
+    assert "# TYPE gitedge_mirror_bytes_total counter" in agent.render()

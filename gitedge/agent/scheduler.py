@@ -6,30 +6,30 @@
 - ``window``: a one-off pass at the instant a closed window that holds work opens (or when a
   registry's ``Retry-After`` ends), so the agent does not wait for the next interval.
 
-Both jobs run on one worker thread: passes never overlap. SIGTERM (and SIGINT) set the agent's
-stop flag (the running pass ends after its current step; state is consistent after every step)
-and shut the scheduler down; ``run_forever`` then returns.
+Both jobs run on one worker thread: passes never overlap. A pass is whatever ``reconcile`` the
+loop is given: in ``gitedge run`` a child process per pass (``agent/passes.py``), so the loop's
+process stays small. SIGTERM (and SIGINT) set the stop flag (and ``interrupt()`` the running
+pass, which ends after its current step; state is consistent after every step) and shut the
+scheduler down; ``run_forever`` then returns once the pass has ended.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gitedge.agent.reconcile import Agent, Pass
 from gitedge.core.agentrules import next_delay
 from gitedge.errors import scrub
 
@@ -38,48 +38,30 @@ log = logging.getLogger("gitedge.agent")
 #: How often ``source.bundleDir`` is looked at between passes (a listing and a stat per file).
 BUNDLE_POLL_S = 30.0
 
-__all__ = ["AgentLoop", "setup_logging"]
+__all__ = ["AgentLoop", "Passes"]
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": scrub(record.getMessage(), limit=2000),
-        }
-        return json.dumps(doc)
+class Passes(Protocol):
+    """What the loop runs: :class:`~gitedge.agent.passes.ChildPasses` (or an in-process
+    :class:`~gitedge.agent.reconcile.Agent`). ``reconcile`` returns a pass with ``outcomes``,
+    ``transient``, ``retry_after`` and ``tip``, or raises (retried with backoff)."""
 
+    config: Any
+    stop: threading.Event
 
-class _TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        return f"{when} {record.levelname.lower():<7} {scrub(record.getMessage(), limit=2000)}"
-
-
-def setup_logging(*, json_logs: bool | None = None, level: int = logging.INFO) -> None:
-    """JSON lines in the cluster (stderr not a terminal), readable lines on a terminal."""
-    use_json = (not sys.stderr.isatty()) if json_logs is None else json_logs
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if use_json else _TextFormatter())
-    root = logging.getLogger("gitedge")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    def reconcile(self, *, now: datetime) -> Any: ...
 
 
 class AgentLoop:
-    """Runs :meth:`Agent.reconcile` on the schedule above until SIGTERM."""
+    """Runs ``passes.reconcile`` on the schedule above until SIGTERM."""
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Passes,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: Callable[[], float] = random.random,
-        on_pass: Callable[[Pass], None] | None = None,
+        on_pass: Callable[[Any], None] | None = None,
     ) -> None:
         self.agent = agent
         self.clock = clock
@@ -94,8 +76,10 @@ class AgentLoop:
             timezone=UTC,
         )
         self._lock = threading.Lock()
+        self.next_run: dict[str, datetime] = {}  # job -> when it runs next (as last scheduled)
 
     def _schedule(self, job: str, when: datetime) -> None:
+        self.next_run[job] = when
         self.scheduler.add_job(
             self._tick, trigger=DateTrigger(run_date=when), id=job, args=[job],
             replace_existing=True,
@@ -106,13 +90,15 @@ class AgentLoop:
             self.last_tick = time.monotonic()
             if self.agent.stop.is_set():
                 return
+            started = self.last_tick
             try:
                 p = self.agent.reconcile(now=self.clock())
             except Exception as e:  # a bug must not end the agent: log it, back off, go on
-                log.exception("pass failed: %s", scrub(str(e)))
+                log.error("pass failed: %s", scrub(str(e)))
                 p = None
             self.passes += 1
             self.last_tick = time.monotonic()
+            took = self.last_tick - started
             offline = p is None or p.outcomes.get("sync") == "retry" or p.transient
             self.failures = self.failures + 1 if offline else 0
             interval = self.agent.config.source.interval.total_seconds()
@@ -124,9 +110,11 @@ class AgentLoop:
             if p is not None and p.retry_after is not None and p.retry_after < delay:
                 self._schedule("window", now + timedelta(seconds=p.retry_after + 1))
             log.info(
-                "pass %d (%s) done; next sync in %.0fs%s",
+                "pass %d (%s) %s in %.2fs; next sync in %.0fs%s",
                 self.passes,
                 job,
+                "done" if p is not None else "failed",
+                took,
                 delay,
                 f" (backing off: {self.failures} failed)" if self.failures else "",
             )
@@ -153,6 +141,9 @@ class AgentLoop:
     def shutdown(self, *_: object) -> None:
         """Stop after the current step; safe from a signal handler."""
         self.agent.stop.set()
+        interrupt = getattr(self.agent, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 

@@ -76,6 +76,34 @@ class Metrics:
             fam = self._families.get(name)
             return None if fam is None else fam.values.get(key)
 
+    def dump(self) -> dict[str, Any]:
+        """Every family as plain JSON (a pass process hands its metrics to the agent's)."""
+        with self._lock:
+            return {
+                name: {
+                    "kind": fam.kind,
+                    "help": fam.help,
+                    "values": [[[list(kv) for kv in k], v] for k, v in fam.values.items()],
+                }
+                for name, fam in self._families.items()
+            }
+
+    def absorb(self, dump: Mapping[str, Any]) -> None:
+        """Take in a :meth:`dump` of one pass: a gauge family it holds replaces ours whole (a
+        pass sets every label it knows, so labels that vanished go), counters are added."""
+        with self._lock:
+            for name, doc in dump.items():
+                values = {
+                    tuple((str(k), str(v)) for k, v in labels): float(value)
+                    for labels, value in doc["values"]
+                }
+                fam = self._family(name, str(doc["kind"]), str(doc["help"]))
+                if fam.kind == "counter":
+                    for key, value in values.items():
+                        fam.values[key] = fam.values.get(key, 0.0) + value
+                else:
+                    fam.values = values
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:
