@@ -38,13 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitedge.adapters.bundlefile import (
-    INDEX_NAME,
-    BundleImage,
-    BundleIndex,
-    open_bundle,
-    read_index,
-)
+from gitedge.adapters.bundlefile import open_bundle, read_index
 from gitedge.adapters.gitsource import FETCHED_PREFIX
 from gitedge.adapters.mirroring import Mirror
 from gitedge.adapters.worktree import read_tree
@@ -52,6 +46,7 @@ from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle, import_bundle
 from gitedge.agent.inbox import pending_bundles
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.agent.scheduler import AgentLoop
+from gitedge.core.bundleindex import INDEX_NAME, BundleImage, BundleIndex
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.fleet import load_fleet
 from gitedge.core.windows import window_state

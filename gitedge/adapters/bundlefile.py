@@ -18,54 +18,41 @@ names must be complete (each manifest and blob present, sizes as described, pinn
 pinned). A bundle that fails any check is refused before anything is recorded anywhere.
 
 Writing goes to a temporary file beside the target and is renamed into place after an fsync:
-a failed or interrupted create leaves no half file.
-
-The git side of *creating* a bundle is here too (:func:`stage_git`, :func:`write_git_bundle`):
-it runs the ``git`` CLI with the operator's own configuration, so whatever reaches the fleet
-repo from their machine (ssh agent, credential helper) works.
+a failed or interrupted create leaves no half file. The index itself is
+``core/bundleindex.py``; the git side of creating a bundle is ``adapters/bundlegit.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
 from gitedge.adapters.mirroring import LayoutRef
-from gitedge.core.images import ImageRef
-from gitedge.core.ocimanifest import MAX_MANIFEST_BYTES, Manifest, is_digest, parse_manifest
-from gitedge.errors import (
-    DigestMismatch,
-    InvalidInput,
-    Problem,
-    SourceUnavailable,
-    UsageError,
-    scrub,
+from gitedge.core.bundleindex import (
+    GIT_NAME,
+    INDEX_NAME,
+    LAYOUT_DIR,
+    MAX_INDEX_BYTES,
+    BundleImage,
+    BundleIndex,
 )
+from gitedge.core.images import ImageRef
+from gitedge.core.ocimanifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from gitedge.errors import DigestMismatch, InvalidInput, Problem
 
-FORMAT = "gitedge.io/bundle"
-VERSION = 1
-INDEX_NAME = "gitedge-bundle.json"
-GIT_NAME = "fleet.bundle"
-LAYOUT_DIR = "images"
-MAX_INDEX_BYTES = 1 << 20
 _SMALL_LIMITS = {f"{LAYOUT_DIR}/oci-layout": 4096, f"{LAYOUT_DIR}/index.json": 16 << 20}
 _DIRS = frozenset({LAYOUT_DIR, f"{LAYOUT_DIR}/blobs", f"{LAYOUT_DIR}/blobs/sha256",
                    f"{LAYOUT_DIR}/blobs/sha512"})  # fmt: skip
 _BLOB = re.compile(rf"^{LAYOUT_DIR}/blobs/(sha256/[a-f0-9]{{64}}|sha512/[a-f0-9]{{128}})$")
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _CHUNK = 1 << 20
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -73,147 +60,12 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 __all__ = [
     "BundleImage",
     "BundleIndex",
-    "GitStage",
     "OpenedBundle",
     "file_digest",
     "open_bundle",
     "read_index",
-    "stage_git",
     "write_bundle",
-    "write_git_bundle",
 ]
-
-
-# ---------------------------------------------------------------------------- the index
-
-
-@dataclass(frozen=True)
-class BundleImage:
-    """One image in the bundle: its reference as the fleet names it, and what the layout holds."""
-
-    ref: str
-    digest: str
-    media_type: str
-    size: int  # bytes of its manifests and blobs (shared blobs counted for each image)
-
-
-@dataclass(frozen=True)
-class BundleIndex:
-    """``gitedge-bundle.json``."""
-
-    created_at: datetime
-    repo: str  # as the operator named it, credentials stripped
-    branch: str
-    tip: str
-    since: str | None
-    path: str  # the fleet's directory in the repo (an AgentConfig's source.path)
-    git_digest: str
-    git_size: int
-    images: tuple[BundleImage, ...]
-    platforms: tuple[str, ...] = ()  # () = every platform of each image
-    clusters: tuple[str, ...] = ()
-    all_images: bool = False
-
-    def image(self, ref: str) -> BundleImage | None:
-        for img in self.images:
-            if img.ref == ref:
-                return img
-        return None
-
-    def to_json(self) -> bytes:
-        doc = {
-            "format": FORMAT,
-            "version": VERSION,
-            "createdAt": self.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "source": {
-                "repo": self.repo,
-                "branch": self.branch,
-                "tip": self.tip,
-                "since": self.since,
-                "path": self.path,
-            },
-            "git": {"file": GIT_NAME, "size": self.git_size, "digest": self.git_digest},
-            "images": [
-                {"ref": i.ref, "digest": i.digest, "mediaType": i.media_type, "size": i.size}
-                for i in self.images
-            ],
-            "platforms": list(self.platforms),
-            "selection": {"clusters": list(self.clusters), "all": self.all_images},
-        }
-        return json.dumps(doc, indent=2).encode() + b"\n"
-
-    @classmethod
-    def from_json(cls, data: bytes, *, where: str) -> BundleIndex:
-        """Parse and check an index; :class:`InvalidInput` naming ``where`` on anything wrong."""
-
-        def bad(msg: str) -> InvalidInput:
-            return InvalidInput([Problem(where, 0, f"{INDEX_NAME}: {msg}")], "invalid bundle")
-
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise bad(f"not JSON ({e})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise bad(f"not a gitedge bundle index (format is not {FORMAT!r})")
-        version = doc.get("version")
-        if version != VERSION:
-            raise bad(
-                f"format version {version!r} is not supported (this gitedge reads version "
-                f"{VERSION}); import it with a gitedge that does"
-            )
-        try:
-            src, git, sel = doc["source"], doc["git"], doc.get("selection") or {}
-            tip, since = _sha(src["tip"]), src.get("since")
-            images = tuple(
-                BundleImage(
-                    ref=str(ImageRef.parse(i["ref"])),
-                    digest=_digest(i["digest"]),
-                    media_type=str(i["mediaType"]),
-                    size=int(i["size"]),
-                )
-                for i in doc["images"]
-            )
-            index = cls(
-                created_at=datetime.fromisoformat(str(doc["createdAt"]).replace("Z", "+00:00")),
-                repo=str(src["repo"]),
-                branch=_branch(src["branch"]),
-                tip=tip,
-                since=None if since is None else _sha(since),
-                path=str(src.get("path") or ""),
-                git_digest=_digest(git["digest"]),
-                git_size=int(git["size"]),
-                images=images,
-                platforms=tuple(str(p) for p in doc.get("platforms") or ()),
-                clusters=tuple(str(c) for c in sel.get("clusters") or ()),
-                all_images=bool(sel.get("all", False)),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise bad(f"malformed ({type(e).__name__}: {scrub(str(e), limit=200)})") from None
-        if git.get("file") != GIT_NAME:
-            raise bad(f"git.file must be {GIT_NAME!r}")
-        if len({i.ref for i in images}) != len(images):
-            raise bad("an image is listed twice")
-        return index
-
-
-def _sha(value: Any) -> str:
-    if not isinstance(value, str) or not _SHA.match(value):
-        raise ValueError(f"{value!r} is not a commit id")
-    return value
-
-
-def _digest(value: Any) -> str:
-    if not isinstance(value, str) or not is_digest(value):
-        raise ValueError(f"{value!r} is not a digest")
-    return value
-
-
-def _branch(value: Any) -> str:
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9._/-]{1,200}$", value):
-        raise ValueError(f"{value!r} is not a branch name")
-    if ".." in value or value.startswith(("/", "-")) or value.endswith((".lock", "/")):
-        raise ValueError(f"{value!r} is not a branch name")
-    return value
 
 
 # ---------------------------------------------------------------------------- writing
@@ -542,95 +394,3 @@ def _check_image(img: BundleImage, blobs: Path, ex: _Extraction) -> None:
                     image=img.ref, digest=b.digest,
                     detail=f"bundle {ex.file}: blob is {have} bytes, described as {b.size}",
                 )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------- git (create side)
-
-
-@dataclass(frozen=True)
-class GitStage:
-    """A scratch bare repository holding the commits to bundle."""
-
-    path: Path
-    branch: str
-    tip: str
-    since: str | None
-
-
-def _git(args: list[str], *, cwd: Path, what: str, timeout_s: float) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    cmd = ["git", "-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null", *args]
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, check=False,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise SourceUnavailable(f"{what}: git {args[0]} timed out after {timeout_s:g}s") from None
-    except OSError as e:
-        raise SourceUnavailable(f"{what}: cannot run git: {e.strerror}") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        text = "; ".join(ln.removeprefix("error: ").removeprefix("fatal: ") for ln in lines)
-        raise SourceUnavailable(f"{what}: {scrub(text or 'git failed')}")
-    return proc.stdout.decode("utf-8", "replace").strip()
-
-
-def stage_git(
-    *, repo: str, rev: str, since: str | None, branch: str, into: Path, timeout_s: float = 600.0
-) -> GitStage:
-    """Fetch ``rev`` (and ``since`` when it is not already an ancestor we hold) of ``repo`` (a
-    URL or a directory) into a new bare repository ``into``, as ``refs/heads/<branch>``."""
-    try:
-        _branch(branch)
-    except ValueError as e:
-        raise UsageError(f"--branch: {e}") from None
-    local = Path(repo)
-    source = str(local.absolute()) if local.exists() else repo
-    shown = scrub(repo, limit=200)
-    if local.exists():  # any revision expression works in a local repo (HEAD~1, a tag, an id)
-        rev = _resolve(local, rev, f"--rev {rev!r} in {shown}")
-        since = None if since is None else _resolve(local, since, f"--since {since!r} in {shown}")
-    into.mkdir(parents=True, exist_ok=True)
-    _git(["init", "-q", "--bare", str(into)], cwd=into, what="bundle create", timeout_s=60)
-    fetch = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
-    what = f"fetch of {rev!r} from {shown}"
-    _git([*fetch, source, f"+{rev}:refs/heads/{branch}"], cwd=into, what=what, timeout_s=timeout_s)
-    tip = _git(["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], cwd=into, what=what,
-               timeout_s=60)  # fmt: skip
-    base = None
-    if since is not None:
-        what = f"--since {since!r}"
-        try:
-            base = _git(["rev-parse", "--verify", "-q", f"{since}^{{commit}}"], cwd=into,
-                        what=what, timeout_s=60)  # fmt: skip
-        except SourceUnavailable:
-            _git([*fetch, source, f"+{since}:refs/gitedge/since"], cwd=into,
-                 what=f"fetch of {what} from {shown}", timeout_s=timeout_s)  # fmt: skip
-            base = _git(["rev-parse", "--verify", "refs/gitedge/since^{commit}"], cwd=into,
-                        what=what, timeout_s=60)  # fmt: skip
-        if base == tip:
-            raise UsageError(f"--since {since}: it is the tip itself; there is nothing to bundle")
-        try:
-            _git(["merge-base", "--is-ancestor", base, tip], cwd=into, what=what, timeout_s=60)
-        except SourceUnavailable:
-            raise UsageError(f"--since {since} ({base}) is not an ancestor of {rev}") from None
-    return GitStage(into, branch, tip, base)
-
-
-def _resolve(repo: Path, rev: str, what: str) -> str:
-    try:
-        return _git(["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], cwd=repo, what=what,
-                    timeout_s=60)  # fmt: skip
-    except SourceUnavailable:
-        raise UsageError(f"{what}: no such commit") from None
-
-
-def write_git_bundle(stage: GitStage, out: Path, *, timeout_s: float = 600.0) -> None:
-    """``git bundle create`` of the stage's branch, without what ``since`` already holds."""
-    args = ["bundle", "create", "-q", str(out), f"refs/heads/{stage.branch}"]
-    if stage.since:
-        args.append(f"^{stage.since}")
-    with contextlib.suppress(FileNotFoundError):
-        out.unlink()
-    _git(args, cwd=stage.path, what="git bundle create", timeout_s=timeout_s)

@@ -42,18 +42,8 @@ from pathlib import Path
 
 import pygit2
 
-from gitedge.adapters.bundlefile import (
-    GIT_NAME,
-    LAYOUT_DIR,
-    BundleImage,
-    BundleIndex,
-    file_digest,
-    open_bundle,
-    read_index,
-    stage_git,
-    write_bundle,
-    write_git_bundle,
-)
+from gitedge.adapters.bundlefile import file_digest, open_bundle, read_index, write_bundle
+from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.mirroring import Progress as MirrorProgress
@@ -62,6 +52,7 @@ from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
 from gitedge.agent import inbox
 from gitedge.agent.reconcile import Agent, Pass
+from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
 from gitedge.core.bundleplan import bundle_images
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig, SiteFile
