@@ -239,24 +239,24 @@ def test_clock_behind_newest_commit_closes_every_window(site: Site) -> None:
 
 
 def test_print_mode_prints_each_plan_once_until_the_fleet_changes_it(site: Site) -> None:
+    """Each pass is its own Agent (as each pass of ``gitedge run`` is its own process): what was
+    printed is remembered in the state."""
     first_sync(site)  # 12:00: outside the window, nothing printed
     upstream_image(site, "edge/os:2.0")
-    agent = site.agent()  # one process, several passes
-    try:
-        p = agent.reconcile(now=at(1))
-        assert [(a.verb, a.name) for a in p.actions] == [("create", "gitedge-os")]
-        assert len(site.printed) == 1 and "edge/os" in site.printed[0]
-        again = agent.reconcile(now=at(1, hour=3))
-        assert again.actions == [] and len(site.printed) == 1  # the same Plan: not printed again
-        site.fleet.commit(
-            fleet_files(
-                registry=site.registry, releases=OLD, k3s=OLD[0],
-                os_image=f"{site.registry}/edge/os:2.0",
-            ),
-            at=START + DAY,
-        )  # fmt: skip
-        changed = agent.reconcile(now=at(1, hour=4))
-        assert [(a.verb, a.name) for a in changed.actions] == [("update", "gitedge-os")]
-        assert len(site.printed) == 2 and "edge/os" in site.printed[1]
-    finally:
-        agent.close()
+    p = site.run(at(1))
+    assert [(a.verb, a.name) for a in p.actions] == [("create", "gitedge-os")]
+    assert len(site.printed) == 1 and "edge/os" in site.printed[0]
+    again = site.run(at(1, hour=3))
+    assert again.actions == [] and len(site.printed) == 1  # the same Plan: not printed again
+    site.fleet.commit(
+        fleet_files(
+            registry=site.registry,
+            releases=OLD,
+            k3s=OLD[0],
+            os_image=f"{site.registry}/edge/os:2.0",
+        ),
+        at=START + DAY,
+    )
+    changed = site.run(at(1, hour=4))
+    assert [(a.verb, a.name) for a in changed.actions] == [("update", "gitedge-os")]
+    assert len(site.printed) == 2 and "edge/os" in site.printed[1]

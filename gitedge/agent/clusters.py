@@ -3,9 +3,10 @@
 ``apply.mode: suc`` talks to the real API through :class:`gitedge.adapters.kube.Kube`; both
 satisfy :class:`gitedge.agent.applying.ClusterApi`, so the reconcile pass is the same code.
 
-A printed Plan is remembered (in memory, for the life of the process) as if the cluster held it
-with no status yet: the next pass sees the step as started and prints nothing again until the
-fleet repo changes what the Plan should be. Nothing is sent anywhere.
+A printed Plan is remembered as if the cluster held it with no status yet (in the agent's state
+once :meth:`PrintCluster.remember_in` is given it, so across passes and restarts): the next pass
+sees the step as started and prints nothing again until the fleet repo changes what the Plan
+should be. Nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 
 import yaml
 
+from gitedge.adapters.state import State
 from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, PlanState
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
 from gitedge.core.suc import CONTROL_PLANE
 
 __all__ = ["PrintCluster"]
+
+PRINTED_DOC = "printed-plans"
 
 
 class PrintCluster:
@@ -34,6 +38,14 @@ class PrintCluster:
         self.printed: list[Action] = []
         self._plans: dict[str, dict[str, Any]] = {}  # name -> the Plan as printed
         self._version = 0
+        self._state: State | None = None
+
+    def remember_in(self, state: State) -> None:
+        """Keep the printed Plans in the agent's state (the Agent calls this)."""
+        self._state = state
+        doc = state.get_doc(PRINTED_DOC) or {}
+        self._plans = dict(doc.get("plans") or {})
+        self._version = int(doc.get("version") or 0)
 
     def snapshot(self) -> ClusterSnapshot:
         plans = tuple(PlanState.from_object(m) for _, m in sorted(self._plans.items()))
@@ -57,13 +69,17 @@ class PrintCluster:
         head = f"# {action.verb} {action.namespace}/{action.name}: {action.reason}"
         body = yaml.safe_dump(dict(action.manifest), sort_keys=False) if action.manifest else ""
         self.out(f"---\n{head}\n{body}".rstrip("\n"))
+        stored: dict[str, Any] | None = None
         if action.verb == "delete" or action.manifest is None:
             self._plans.pop(action.name, None)
-            return None
-        self._version += 1
-        stored = dict(action.manifest)
-        stored["metadata"] = {**stored.get("metadata", {}), "resourceVersion": str(self._version)}
-        self._plans[action.name] = stored
+        else:
+            self._version += 1
+            stored = dict(action.manifest)
+            meta = {**stored.get("metadata", {}), "resourceVersion": str(self._version)}
+            stored["metadata"] = meta
+            self._plans[action.name] = stored
+        if self._state is not None:
+            self._state.put_doc(PRINTED_DOC, {"plans": self._plans, "version": self._version})
         return stored
 
     def warn(self, reason: str, message: str, *, now: datetime) -> None:

@@ -137,6 +137,8 @@ class Agent:
         self.fetch_timeout_s = fetch_timeout_s
         self.dir = Path(config.state.dir)
         self.state = State(self.dir)
+        if isinstance(cluster, PrintCluster):
+            cluster.remember_in(self.state)  # printed Plans stay printed across passes
         self.git = GitMirror(mirror_dir=self.dir / "fleet.git")
         self.bootstrap = load_bootstrap(config.trust.bootstrap)
         self.verified = VerifiedCommits(self.dir, bootstrap=self.bootstrap)
