@@ -19,6 +19,7 @@ import yaml
 
 from gitedge.adapters.state import State
 from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, PlanState
+from gitedge.core.clusterstate import HOSTNAME_LABEL
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
 from gitedge.core.suc import CONTROL_PLANE
@@ -53,14 +54,16 @@ class PrintCluster:
         if status.k3s_version is None:
             return ClusterSnapshot(nodes=(), plans=plans)
         arches = status.arches or ("",)
+        names = [f"{self.config.cluster.name}-{arch or 'node'}" for arch in arches]
         nodes = tuple(
             NodeFacts(
-                name=f"{self.config.cluster.name}-{arch or 'node'}",
-                labels={CONTROL_PLANE: "true", "kubernetes.io/os": "linux"},
+                name=name,
+                # hostname: SUC selects only nodes that have it, so a printed Plan is pending
+                labels={CONTROL_PLANE: "true", "kubernetes.io/os": "linux", HOSTNAME_LABEL: name},
                 architecture=arch,
                 kubelet_version=status.k3s_version,
             )
-            for arch in arches
+            for name, arch in zip(names, arches, strict=True)
         )
         return ClusterSnapshot(nodes=nodes, plans=plans)
 
