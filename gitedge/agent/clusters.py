@@ -3,14 +3,16 @@
 ``apply.mode: suc`` talks to the real API through :class:`gitedge.adapters.kube.Kube`; both
 satisfy :class:`gitedge.agent.applying.ClusterApi`, so the reconcile pass is the same code.
 
-A printed Plan is remembered as if the cluster held it with no status yet (in the agent's state
-once :meth:`PrintCluster.remember_in` is given it, so across passes and restarts): the next pass
-sees the step as started and prints nothing again until the fleet repo changes what the Plan
-should be. Nothing is sent anywhere.
+Print mode is a dry run against the cluster the config describes: every pass decides from that
+description alone (no Plan is ever there, none ever finishes), so what it decides is what the
+agent would apply now. A Plan is printed when it differs from what was last printed under its
+name (kept in the agent's state once :meth:`PrintCluster.remember_in` is given it, so across
+passes and restarts): a pending Plan is printed once, not once per pass. Nothing is sent anywhere.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import yaml
 
 from gitedge.adapters.state import State
-from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts, PlanState
+from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts
 from gitedge.core.clusterstate import HOSTNAME_LABEL
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
@@ -37,53 +39,45 @@ class PrintCluster:
         self.config = config
         self.out = out
         self.printed: list[Action] = []
-        self._plans: dict[str, dict[str, Any]] = {}  # name -> the Plan as printed
-        self._version = 0
+        self._printed: dict[str, dict[str, Any] | None] = {}  # name -> as last printed
         self._state: State | None = None
 
     def remember_in(self, state: State) -> None:
         """Keep the printed Plans in the agent's state (the Agent calls this)."""
         self._state = state
-        doc = state.get_doc(PRINTED_DOC) or {}
-        self._plans = dict(doc.get("plans") or {})
-        self._version = int(doc.get("version") or 0)
+        self._printed = dict(state.get_doc(PRINTED_DOC) or {})
 
     def snapshot(self) -> ClusterSnapshot:
-        plans = tuple(PlanState.from_object(m) for _, m in sorted(self._plans.items()))
         status = self.config.cluster.status
         if status.k3s_version is None:
-            return ClusterSnapshot(nodes=(), plans=plans)
+            return ClusterSnapshot(nodes=())
         arches = status.arches or ("",)
         names = [f"{self.config.cluster.name}-{arch or 'node'}" for arch in arches]
         nodes = tuple(
             NodeFacts(
                 name=name,
-                # hostname: SUC selects only nodes that have it, so a printed Plan is pending
+                # as on a real node (SUC selects only nodes with a hostname label)
                 labels={CONTROL_PLANE: "true", "kubernetes.io/os": "linux", HOSTNAME_LABEL: name},
                 architecture=arch,
                 kubelet_version=status.k3s_version,
             )
             for name, arch in zip(names, arches, strict=True)
         )
-        return ClusterSnapshot(nodes=nodes, plans=plans)
+        return ClusterSnapshot(nodes=nodes)
 
     def execute(self, action: Action, *, now: datetime | None = None) -> dict[str, Any] | None:
+        # as JSON (what the state keeps), so a Plan printed before a restart compares equal
+        manifest = json.loads(json.dumps(action.manifest)) if action.manifest is not None else None
+        if action.name in self._printed and self._printed[action.name] == manifest:
+            return manifest  # printed already, unchanged
         self.printed.append(action)
         head = f"# {action.verb} {action.namespace}/{action.name}: {action.reason}"
-        body = yaml.safe_dump(dict(action.manifest), sort_keys=False) if action.manifest else ""
+        body = yaml.safe_dump(manifest, sort_keys=False) if manifest else ""
         self.out(f"---\n{head}\n{body}".rstrip("\n"))
-        stored: dict[str, Any] | None = None
-        if action.verb == "delete" or action.manifest is None:
-            self._plans.pop(action.name, None)
-        else:
-            self._version += 1
-            stored = dict(action.manifest)
-            meta = {**stored.get("metadata", {}), "resourceVersion": str(self._version)}
-            stored["metadata"] = meta
-            self._plans[action.name] = stored
+        self._printed[action.name] = manifest
         if self._state is not None:
-            self._state.put_doc(PRINTED_DOC, {"plans": self._plans, "version": self._version})
-        return stored
+            self._state.put_doc(PRINTED_DOC, self._printed)
+        return manifest
 
     def warn(self, reason: str, message: str, *, now: datetime) -> None:
         self.out(f"# warning {reason}: {message}")
