@@ -15,8 +15,12 @@ SSH signatures follow openssh's PROTOCOL.sshsig: ``ssh-ed25519``, ``ecdsa-sha2-n
 and RSA with ``rsa-sha2-256``/``rsa-sha2-512`` (SHA-1 ``ssh-rsa`` signatures are refused, as are
 RSA keys under 2048 bits); hash ``sha256`` or ``sha512``. FIDO (``sk-*``) keys and SSH
 certificates are out of scope and reported as ``unsupported``. Ed25519 signatures are verified by
-libsodium (PyNaCl) when it is importable: ~1.7x faster than OpenSSL, and it releases the GIL, so
-checks can run in threads; without it, by ``cryptography`` like the other key types.
+libsodium (PyNaCl) when it is importable (~1.7x faster than OpenSSL); without it, by
+``cryptography`` like the other key types. The SSHSIG wire format lives in
+:mod:`gitedge.adapters.sshsig`. A keyring can be handed verdicts computed ahead of time
+(:meth:`Keyring.with_verdicts`, fed by :mod:`gitedge.adapters.sshworkers`): for an ed25519
+signature made by a trusted key, the verdict on the signature against the key it embeds is the
+keyring's own verdict (same key bytes), so it replaces the libsodium call and nothing else.
 
 Trust files: :func:`load_allowed_signers` reads OpenSSH allowed_signers (ssh-keygen(1), ALLOWED
 SIGNERS) and :func:`load_openpgp_keys` a file of armored OpenPGP public keys. ``valid-after`` and
@@ -28,12 +32,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -41,14 +44,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from gitedge.adapters import openpgp
+from gitedge.adapters.sshsig import (
+    BEGIN,
+    HAVE_SODIUM,
+    Malformed,
+    Reader,
+    dearmor,
+    parse_sshsig,
+    signed_data,
+    sodium_verify,
+    ssh_fingerprint,
+)
 from gitedge.errors import TrustError
-
-try:  # libsodium verifies ed25519 ~1.7x faster than OpenSSL via cryptography
-    from nacl.exceptions import CryptoError as _NaclError
-    from nacl.signing import VerifyKey as _NaclVerifyKey
-except ImportError:  # pragma: no cover - PyNaCl is a dependency; cryptography does it all too
-    _NaclVerifyKey = None  # type: ignore[assignment,misc]
-    _NaclError = InvalidSignature  # type: ignore[assignment,misc]
 
 Outcome = Literal["good", "unknown-key", "bad-signature", "wrong-namespace", "unsupported"]
 Kind = Literal["ssh", "openpgp"]
@@ -96,54 +103,6 @@ class SignatureCheck:
     keys: tuple[TrustedKey, ...] = ()
 
 
-class _Malformed(ValueError):
-    """Wire data that does not parse."""
-
-
-class _Reader:
-    """SSH wire-format reader (RFC 4251 ``uint32``, ``string``, ``mpint``)."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def string(self) -> bytes:
-        start = self.pos + 4
-        end = start + int.from_bytes(self.data[self.pos : start], "big")
-        if start > len(self.data) or end > len(self.data):
-            raise _Malformed("truncated")
-        self.pos = end
-        return self.data[start:end]
-
-    def text(self) -> str:
-        try:
-            return self.string().decode()
-        except UnicodeDecodeError:
-            raise _Malformed("a name is not UTF-8") from None
-
-    def mpint(self) -> int:
-        b = self.string()
-        if b and b[0] & 0x80:
-            raise _Malformed("negative integer")
-        return int.from_bytes(b, "big")
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise _Malformed("trailing data")
-
-
-def _s(b: bytes) -> bytes:
-    return len(b).to_bytes(4, "big") + b
-
-
-def ssh_fingerprint(blob: bytes) -> str:
-    """``SHA256:...`` fingerprint of a public-key blob, as ``ssh-keygen -l`` prints it."""
-    digest = hashlib.sha256(blob).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
 _CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
     "ecdsa-sha2-nistp256": ("nistp256", ec.SECP256R1(), hashes.SHA256()),
     "ecdsa-sha2-nistp384": ("nistp384", ec.SECP384R1(), hashes.SHA384()),
@@ -165,8 +124,7 @@ class _SshKey:
     blob: bytes
     fingerprint: str
     public: _PubKey | None  # None: a key type we recognise but cannot verify (sk-*)
-    # ed25519 with PyNaCl: libsodium's verify(signed data, signature), raising on a bad one
-    fast_ed25519: Callable[[bytes, bytes], object] | None = None
+    raw_ed25519: bytes | None = None  # an ed25519 key's 32 bytes, verified through libsodium
 
 
 def _unsupported_type(key_type: str) -> str | None:
@@ -190,16 +148,14 @@ def _parse_ssh_public(text: str) -> _SshKey:
         raise ValueError(f"unsupported SSH key type {key_type[:60]!r}")
     try:
         blob = base64.b64decode(b64, validate=True)
-        r = _Reader(blob)
+        r = Reader(blob)
         if r.text() != key_type:
             raise ValueError(f"the key data is not a {key_type} key")
         public: _PubKey | None = None
-        fast: Callable[[bytes, bytes], object] | None = None
+        raw: bytes | None = None
         if key_type == "ssh-ed25519":
             raw = r.string()
             public = ed25519.Ed25519PublicKey.from_public_bytes(raw)
-            if _NaclVerifyKey is not None:
-                fast = _NaclVerifyKey(raw).verify
         elif key_type in _CURVES:
             curve_name, curve, _ = _CURVES[key_type]
             if r.text() != curve_name:
@@ -216,11 +172,11 @@ def _parse_ssh_public(text: str) -> _SshKey:
             r.string()
             r.string()
         r.end()
-    except (binascii.Error, _Malformed) as exc:
+    except (binascii.Error, Malformed) as exc:
         raise ValueError(f"malformed {key_type} key data ({exc})") from None
     except ValueError as exc:  # cryptography: invalid point, bad length, ...
         raise ValueError(f"invalid {key_type} key: {exc}") from None
-    return _SshKey(key_type, blob, ssh_fingerprint(blob), public, fast)
+    return _SshKey(key_type, blob, ssh_fingerprint(blob), public, raw)
 
 
 def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Outcome, str]:
@@ -230,14 +186,15 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
         if isinstance(pub, ed25519.Ed25519PublicKey):
             if sig_alg != "ssh-ed25519" or len(sig) != 64:
                 return "bad-signature", f"{sig_alg} signature does not fit an ed25519 key"
-            if key.fast_ed25519 is not None:
-                key.fast_ed25519(data, sig)
+            if HAVE_SODIUM and key.raw_ed25519 is not None:
+                if not sodium_verify(key.raw_ed25519, data, sig):
+                    return "bad-signature", _MISMATCH
             else:  # without PyNaCl
                 pub.verify(sig, data)
         elif isinstance(pub, ec.EllipticCurvePublicKey):
             if sig_alg != key.key_type:
                 return "bad-signature", f"{sig_alg} signature does not fit a {key.key_type} key"
-            inner = _Reader(sig)
+            inner = Reader(sig)
             r, s = inner.mpint(), inner.mpint()
             inner.end()
             pub.verify(encode_dss_signature(r, s), data, ec.ECDSA(_CURVES[key.key_type][2]))
@@ -251,61 +208,12 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
             pub.verify(sig.rjust(width, b"\0"), data, padding.PKCS1v15(), algo)
         else:
             return "unsupported", _unsupported_type(key.key_type) or "unsupported key"
-    except (InvalidSignature, _NaclError, _Malformed, ValueError):
-        return "bad-signature", "the signature does not match the signed data"
+    except (InvalidSignature, Malformed, ValueError):
+        return "bad-signature", _MISMATCH
     return "good", ""
 
 
-_SSH_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
-_SSH_END = b"-----END SSH SIGNATURE-----"
-
-
-def _dearmor_ssh(signature: bytes) -> bytes:
-    s = signature.strip()
-    if not s.endswith(_SSH_END):
-        raise _Malformed("armor has no END line (truncated?)")
-    body = b"".join(s[len(_SSH_BEGIN) : -len(_SSH_END)].split())
-    try:
-        return binascii.a2b_base64(body, strict_mode=True)
-    except binascii.Error:
-        raise _Malformed("armor is not valid base64") from None
-
-
-def _parse_sshsig(b: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
-    """Split an SSHSIG blob (the hot path: plain slicing, unrolled, no reader object). Returns
-    (public key blob, namespace+reserved+hash_alg as encoded, namespace, hash_alg, sig_alg, sig)."""
-    n = len(b)
-    if n < 10:
-        raise _Malformed("truncated")
-    if b[:6] != b"SSHSIG":
-        raise _Malformed("wrong magic")
-    if b[6:10] != b"\0\0\0\1":
-        raise _Malformed(f"unsupported SSHSIG version {int.from_bytes(b[6:10], 'big')}")
-    u32 = int.from_bytes
-    # publickey, namespace, reserved, hash_algorithm, signature: each ends at e0..e4
-    e0 = 14 + u32(b[10:14], "big")
-    if e0 > n:
-        raise _Malformed("truncated")
-    e1 = e0 + 4 + u32(b[e0 : e0 + 4], "big")
-    if e1 > n:
-        raise _Malformed("truncated")
-    e2 = e1 + 4 + u32(b[e1 : e1 + 4], "big")
-    if e2 > n:
-        raise _Malformed("truncated")
-    e3 = e2 + 4 + u32(b[e2 : e2 + 4], "big")
-    if e3 > n:
-        raise _Malformed("truncated")
-    e4 = e3 + 4 + u32(b[e3 : e3 + 4], "big")
-    if e4 > n:
-        raise _Malformed("truncated")
-    if e4 != n:
-        raise _Malformed("trailing data")
-    inner = b[e3 + 4 : e4]
-    mid = 4 + u32(inner[:4], "big")
-    end = mid + 4 + u32(inner[mid : mid + 4], "big")
-    if len(inner) < 4 or mid + 4 > len(inner) or end != len(inner):
-        raise _Malformed("malformed inner signature")
-    return b[14:e0], b[e0:e3], b[e0 + 4 : e1], b[e2 + 4 : e3], inner[4:mid], inner[mid + 4 :]
+_MISMATCH = "the signature does not match the signed data"
 
 
 def _namespace_allowed(patterns: tuple[str, ...] | None, namespace: str) -> bool:
@@ -330,6 +238,14 @@ class _SshEntry:
     unrestricted: bool  # no entry limits the namespaces
 
 
+class Verdicts(Protocol):
+    """Verdicts computed ahead of time (``sshworkers.AheadChecks`` fits): for an armored SSHSIG
+    and its payload, what :func:`sshsig.embedded_ed25519` says, or None when it was not
+    computed (the keyring then verifies in-process)."""
+
+    def get(self, signature: bytes, payload: bytes) -> bool | None: ...
+
+
 class Keyring:
     """Trusted keys, parsed once and indexed for :meth:`check`."""
 
@@ -339,10 +255,17 @@ class Keyring:
         ssh: dict[bytes, _SshEntry],
         pgp: openpgp.PgpIndex,
         pgp_keys: dict[str, tuple[TrustedKey, ...]],
+        verdicts: Verdicts | None = None,
     ) -> None:
         self._ssh = ssh
         self._pgp = pgp
         self._pgp_keys = pgp_keys
+        self._verdicts = verdicts
+        self._good: dict[tuple[bytes, str, str], SignatureCheck] = {}
+
+    def with_verdicts(self, verdicts: Verdicts) -> Keyring:
+        """This keyring, taking ed25519 verdicts from ``verdicts`` where they have one."""
+        return Keyring(ssh=self._ssh, pgp=self._pgp, pgp_keys=self._pgp_keys, verdicts=verdicts)
 
     def __len__(self) -> int:
         """How many distinct keys the keyring holds."""
@@ -388,7 +311,7 @@ class Keyring:
         """Verify ``signature`` (an armored SSHSIG or OpenPGP detached signature) over
         ``payload``. Never raises for bad input; see :class:`SignatureCheck`."""
         head = signature.lstrip()[:40]
-        if head.startswith(_SSH_BEGIN):
+        if head.startswith(BEGIN):
             return self._check_ssh(signature, payload, namespace)
         if head.startswith(openpgp.ARMOR_SIGNATURE):
             return self._check_openpgp(signature, payload)
@@ -399,10 +322,10 @@ class Keyring:
 
     def _check_ssh(self, signature: bytes, payload: bytes, namespace: str) -> SignatureCheck:
         try:
-            blob, signed_middle, ns, hash_alg, sig_alg, sig = _parse_sshsig(_dearmor_ssh(signature))
+            blob, signed_middle, ns, hash_alg, sig_alg, sig = parse_sshsig(dearmor(signature))
             entry = self._ssh.get(blob)
-            key_type = entry.key.key_type if entry else _Reader(blob).text()
-        except _Malformed as exc:
+            key_type = entry.key.key_type if entry else Reader(blob).text()
+        except Malformed as exc:
             return _ssh_check("bad-signature", None, "", f"malformed SSH signature: {exc}")
         if entry is None:
             fpr = ssh_fingerprint(blob)
@@ -413,10 +336,15 @@ class Keyring:
         fpr, signer = entry.key.fingerprint, entry.trusted[0].name
         if hash_alg not in (b"sha256", b"sha512"):
             return _ssh_check("unsupported", signer, fpr, f"unsupported hash {hash_alg[:20]!r}")
-        digest = (hashlib.sha512 if hash_alg == b"sha512" else hashlib.sha256)(payload).digest()
-        signed = b"SSHSIG" + signed_middle + _s(digest)  # namespace, reserved, hash_alg as sent
         alg = sig_alg.decode(errors="replace")
-        outcome, why = _verify_ssh(entry.key, alg, sig, signed)
+        verdict = None
+        if self._verdicts is not None and entry.key.raw_ed25519 is not None:
+            verdict = self._verdicts.get(signature, payload)  # the embedded key is this key
+        if verdict is None:
+            signed = signed_data(signed_middle, hash_alg, payload)  # fields as the signer sent
+            outcome, why = _verify_ssh(entry.key, alg, sig, signed)
+        else:
+            outcome, why = ("good", "") if verdict else ("bad-signature", _MISMATCH)
         if outcome != "good":
             return _ssh_check(outcome, signer, fpr, why)
         if ns != namespace.encode():
@@ -429,7 +357,15 @@ class Keyring:
         if not allowed:
             why = f"key of {signer!r} may not sign namespace {namespace!r}"
             return _ssh_check("wrong-namespace", signer, fpr, why)
-        return _ssh_check("good", signer, fpr, f"good {alg} signature", allowed)
+        # a good verdict says the same for every signature of one key, algorithm and namespace:
+        # one (immutable) object serves them all
+        said = (blob, alg, namespace)
+        good = self._good.get(said)
+        if good is None:
+            good = self._good[said] = _ssh_check(
+                "good", signer, fpr, f"good {alg} signature", allowed
+            )
+        return good
 
     def _check_openpgp(self, signature: bytes, payload: bytes) -> SignatureCheck:
         v = self._pgp.verify(signature=signature, payload=payload, now=datetime.now(UTC))
