@@ -7,7 +7,7 @@ namespace, keys outside their validity window at the committer time, merges (``a
 commits, ``first-parent`` exempts them), trust rotation by an admin, a trust change by a
 non-admin, a removed or broken trust file, force-pushed history (RollbackRefused), the cache of
 verified commits, a fetch cut mid-way that leaves the last verified state as it was, and checks
-run ahead in worker threads (long ranges) reaching the same verdicts as one by one.
+run ahead in worker processes (long ranges) reaching the same verdicts as one by one.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from sigtools import (
     stop_gpg,
 )
 
+from gitedge.adapters import sshworkers
 from gitedge.adapters.gitsource import GitMirror, GitRepo
-from gitedge.adapters.signatures import Keyring
+from gitedge.adapters.sshworkers import AheadChecks
 from gitedge.agent import verifying
 from gitedge.agent.verifying import (
     VerifiedCommits,
@@ -314,12 +315,13 @@ def test_admin_rotates_trust_from_inside_the_repo(tmp_path: Path, keys: dict[str
     assert failure(verify(repo.path, bootstrap)) == (c5, "unknown-key")
 
 
-def test_checks_run_ahead_in_threads_reach_the_same_verdicts(
+def test_checks_run_ahead_in_worker_processes_reach_the_same_verdicts(
     tmp_path: Path, keys: dict[str, SshKey], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Long ranges have their SSH checks started in worker threads (forced here for a short
-    one): the same commits are accepted and the same first bad commit is named, across a trust
-    rotation and for all three key types."""
+    """Long ranges have their ed25519 checks done by worker processes (forced here for a short
+    one, two signatures a chunk): the same commits are accepted and the same first bad commit is
+    named, across a trust rotation and for all three key types (the workers answer for
+    ed25519; the others are checked in-process)."""
     alice, bob, carol = keys["alice"], keys["bob"], keys["carol"]
     repo = SignedRepo(tmp_path / "repo")
     v1 = policy_yaml(
@@ -342,18 +344,23 @@ def test_checks_run_ahead_in_threads_reach_the_same_verdicts(
 
     one_by_one = outcomes()
     assert one_by_one[0] == ids and one_by_one[1][:2] == (bad, "unknown-key")
-    threads: list[str] = []
-    check = Keyring.check
+    answers: list[bool | None] = []
+    get = AheadChecks.get
 
-    def spy(self: Keyring, **kw: object) -> object:
-        threads.append(threading.current_thread().name)
-        return check(self, **kw)  # type: ignore[arg-type]
+    def spy(self: AheadChecks, signature: bytes, payload: bytes) -> bool | None:
+        answers.append(get(self, signature, payload))
+        return answers[-1]
 
-    monkeypatch.setattr(Keyring, "check", spy)
+    monkeypatch.setattr(AheadChecks, "get", spy)
     monkeypatch.setattr(verifying, "PREFETCH_MIN_COMMITS", 1)
+    monkeypatch.setattr(verifying, "CHUNK", 2)
+    monkeypatch.setattr(sshworkers, "CHUNK", 2)
     monkeypatch.setattr(verifying, "_cpus", lambda: 2)
+    assert threading.active_count() == 1  # workers are forked only from a single thread
     assert outcomes() == one_by_one
-    assert any(name.startswith("gitedge-verify") for name in threads)
+    # alice's two (ed25519) commits were answered by the workers, in each of the two runs;
+    # bob's (ecdsa) and carol's (rsa) were checked in-process, without asking
+    assert answers == [True] * 4
 
 
 def test_trust_change_by_a_release_only_signer_is_refused(

@@ -6,12 +6,14 @@ itself is :func:`gitedge.core.trust.decide`. ``gitedge verify`` and the agent's 
 both call :func:`verify_range`.
 
 Speed. ``decide`` asks for one signature check at a time, in commit order. On a long range
-(a first sync, 10,000 commits) and a machine with more than one CPU, the SSH checks of the
-commits ahead are started in worker threads as soon as ``decide`` asks for the keyring of a
-policy (ed25519 verification in libsodium runs without the GIL), so that most verdicts are ready
-when asked for. The verdicts are the keyring's own (``Keyring.check`` is deterministic for SSH
-signatures); what ``decide`` accepts or refuses, and in which order, does not change. Checks
-still queued are cancelled when ``decide`` stops at a bad commit.
+(a first sync, 10,000 commits) and a machine with more than one CPU, the ed25519 checks of the
+SSH-signed commits are handed to worker processes (:mod:`gitedge.adapters.sshworkers`) while the
+repository is walked, so that they verify during the rest of the walk and ``decide``, and most
+verdicts are ready when asked for. A worker checks a signature against the key it embeds; the
+keyring takes that verdict only for a trusted key with that very blob, where it is its own
+verdict. What ``decide`` accepts or refuses, and in which order, does not change; workers still
+busy when ``decide`` stops at a bad commit are stopped. Workers are forked only by a process
+running no other thread (``gitedge verify`` is one); elsewhere every check is in-process.
 """
 
 from __future__ import annotations
@@ -19,34 +21,31 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
 from gitedge.adapters.signatures import (
     Keyring,
-    SignatureCheck,
     TrustedKey,
     load_allowed_signers,
     load_openpgp_keys,
 )
+from gitedge.adapters.sshsig import BEGIN as SSH_ARMOR
+from gitedge.adapters.sshworkers import CHUNK, AheadChecks
 from gitedge.core.trust import (
     Checker,
     Policy,
     PolicySigner,
     TrustDecision,
     decide,
-    parse_trust_policy,
-    policy_from_model,
+    policy_from_yaml,
     require_descendant,
 )
 from gitedge.errors import TrustError
 
 MAX_TRUST_FILE = 1 << 20
-PREFETCH_MIN_COMMITS = 256  # below this, starting threads costs more than it saves
-_CHUNK = 64  # checks per worker task
-_SSH_ARMOR = b"-----BEGIN SSH SIGNATURE-----"
+PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
     "VerifiedCommits",
@@ -75,10 +74,9 @@ def load_bootstrap(path: str | Path) -> Policy:
     source = f"bootstrap:{p}"
     if _looks_like_yaml_policy(text):
         try:
-            model = parse_trust_policy(data, path=str(p))
+            policy = policy_from_yaml(data, source=source, path=str(p))
         except ValueError as e:
             raise TrustError(str(e)) from None
-        policy = policy_from_model(model, source=source, data=data)
     elif "-----BEGIN PGP PUBLIC KEY BLOCK-----" in text:
         keys = load_openpgp_keys(text, source=str(p))
         policy = _policy_of_keys(keys, source=source, data=data)
@@ -192,32 +190,26 @@ def verify_range(
             offered=tip,
             descends=repo.is_descendant(commit=tip, ancestor=base),
         )
-    commits = repo.commit_facts(since=base, rev=tip, first_parent=False)
-    in_range = {c.id for c in commits}
-    outside = {p for c in commits for p in c.parents if p not in in_range}
-    if not commits and base is not None:
-        outside.add(base)
-    outside_trust = {p: repo.trust_blob_id(p) for p in outside}
-    blob_ids = {c.trust_blob_id for c in commits} | set(outside_trust.values())
-    blobs = {b: repo.blob_by_id(b) for b in blob_ids if b is not None}
-    accepted: list[str] = []
     seen = cache if cache is not None else VerifiedCommits(None, bootstrap=bootstrap)
-    workers = _cpus()
-    ahead = (
-        _checks_ahead(commits, seen, outside_trust, blobs, bootstrap)
-        if workers > 1 and len(commits) >= PREFETCH_MIN_COMMITS
-        else {}
-    )
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="gitedge-verify") if ahead else None
-
-    def checker(policy: Policy) -> Checker:
-        ring = make_checker(policy)
-        items = ahead.get(policy.digest)
-        if pool is None or not items or not isinstance(ring, Keyring):
-            return ring
-        return _Prefetched(ring, items, pool)
-
+    accepted: list[str] = []
+    feed = _Feed(seen)
     try:
+        commits = feed.walk(repo.iter_commit_facts(since=base, rev=tip, first_parent=False))
+        in_range = {c.id for c in commits}
+        outside = {p for c in commits for p in c.parents if p not in in_range}
+        if not commits and base is not None:
+            outside.add(base)
+        outside_trust = {p: repo.trust_blob_id(p) for p in outside}
+        blob_ids = {c.trust_blob_id for c in commits} | set(outside_trust.values())
+        blobs = {b: repo.blob_by_id(b) for b in blob_ids if b is not None}
+        ahead = feed.ahead
+
+        def checker(policy: Policy) -> Checker:
+            ring = make_checker(policy)
+            if ahead is not None and isinstance(ring, Keyring):
+                return ring.with_verdicts(ahead)
+            return ring
+
         decision = decide(
             commits=commits,
             tip=tip,
@@ -229,8 +221,7 @@ def verify_range(
             on_accept=accepted.append,
         )
     finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        feed.close()
         if cache is not None:
             cache.add(accepted)
     return decision
@@ -243,57 +234,47 @@ def _cpus() -> int:
         return min(os.cpu_count() or 1, 8)
 
 
-def _checks_ahead(
-    commits: Sequence[CommitFacts],
-    seen: VerifiedCommits,
-    outside_trust: dict[str, str | None],
-    blobs: dict[str, bytes],
-    bootstrap: Policy,
-) -> dict[str, list[tuple[bytes, bytes]]]:
-    """(signature, payload) of the SSH-signed commits ``decide`` will check, grouped by the
-    digest of the policy it will check them with (the one at the first parent). A guess that
-    misses (an exempt commit, a policy that does not parse) costs a check, never a verdict."""
-    trust: dict[str, str | None] = dict(outside_trust)
-    trust.update((c.id, c.trust_blob_id) for c in commits)
-    digests = {b: "sha256:" + hashlib.sha256(data).hexdigest() for b, data in blobs.items()}
-    ahead: dict[str, list[tuple[bytes, bytes]]] = {}
-    for c in commits:
-        sig, payload = c.signature, c.payload
-        if (
-            sig is None
-            or payload is None
-            or c.id in seen
-            or not sig.lstrip().startswith(_SSH_ARMOR)
-        ):
-            continue
-        blob = trust.get(c.parents[0]) if c.parents else None
-        digest = bootstrap.digest if blob is None else digests.get(blob, "")
-        ahead.setdefault(digest, []).append((sig, payload))
-    return ahead
+class _Feed:
+    """Collects the walk's commits and hands the SSH signatures not verified before to worker
+    processes as the walk goes, so that they verify while the walk, the imports it still needs
+    and ``decide`` run here. Workers start once a range proves long enough, on more than one
+    CPU. A signature that ``decide`` never asks about (an exempt commit) costs a check, never a
+    verdict."""
 
+    def __init__(self, seen: VerifiedCommits) -> None:
+        self._seen = seen
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._cpus = _cpus()
+        self.ahead: AheadChecks | None = None
 
-class _Prefetched:
-    """A keyring whose checks of ``items`` run ahead in ``pool``; other checks run inline."""
+    def walk(self, facts: Iterable[CommitFacts]) -> list[CommitFacts]:
+        commits: list[CommitFacts] = []
+        pending, seen = self._pending, self._seen
+        for c in facts:
+            commits.append(c)
+            sig = c.signature
+            if sig is None or c.payload is None or c.id in seen or not sig.startswith(SSH_ARMOR):
+                continue
+            pending.append((sig, c.payload))
+            if len(pending) >= CHUNK:
+                self._hand_over()
+        self._hand_over(last=True)
+        return commits
 
-    def __init__(
-        self, ring: Keyring, items: Sequence[tuple[bytes, bytes]], pool: ThreadPoolExecutor
-    ) -> None:
-        self._ring = ring
-        self._slots: dict[tuple[bytes, bytes], tuple[Future[list[SignatureCheck]], int]] = {}
-        for start in range(0, len(items), _CHUNK):
-            chunk = items[start : start + _CHUNK]
-            future = pool.submit(self._run, chunk)
-            for i, item in enumerate(chunk):
-                self._slots.setdefault(item, (future, i))
+    def _hand_over(self, *, last: bool = False) -> None:
+        if self.ahead is None and self._cpus > 1 and len(self._pending) >= PREFETCH_MIN_COMMITS:
+            self.ahead = AheadChecks.start(self._cpus)
+            if self.ahead is None:  # not here (threads running): all checks in-process
+                self._cpus = 1
+        if self.ahead is not None and (last or len(self._pending) >= CHUNK):
+            self.ahead.submit(self._pending)
+            self._pending.clear()
+        elif self._cpus == 1:
+            self._pending.clear()
 
-    def _run(self, chunk: Sequence[tuple[bytes, bytes]]) -> list[SignatureCheck]:
-        return [self._ring.check(signature=s, payload=p) for s, p in chunk]
-
-    def check(self, *, signature: bytes, payload: bytes, namespace: str = "git") -> SignatureCheck:
-        slot = self._slots.get((signature, payload)) if namespace == "git" else None
-        if slot is None or slot[0].cancelled():
-            return self._ring.check(signature=signature, payload=payload, namespace=namespace)
-        return slot[0].result()[slot[1]]
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
 
 
 def sync_and_verify(

@@ -1,0 +1,233 @@
+"""Ed25519 checks of SSH commit signatures, run ahead in forked worker processes.
+
+``gitedge verify`` of a long range (a first sync: 10,000 commits) spends most of its CPU in
+libsodium's ed25519 verification (~0.1 ms a signature here). Threads do not help: every check
+needs the GIL for its parsing, and the main thread holds it while it walks the repository and
+imports, so threads wait on the GIL more than they verify. So the checks run in worker processes
+made with ``fork`` (no new interpreter, no imports: a fork costs milliseconds), while the main
+process goes on walking, importing and deciding.
+
+What a worker computes is :func:`gitedge.adapters.sshsig.embedded_ed25519`: the verdict on a
+signature against the key written inside it, a function of the signature and payload bytes
+alone. The keyring uses it only for a key it trusts whose blob is that embedded key, where it is
+the keyring's own verdict; trust itself is decided in the main process, in commit order
+(``core/trust.py``). A check that was not sent, or whose worker died, is done in-process.
+
+Plumbing (a trick for speed, kept small): work goes into an anonymous in-memory file (memfd)
+that every worker shares, so that handing over a chunk never blocks the main process whatever the
+workers' pace; a pipe per worker carries 16-byte chunk notices, another carries one verdict byte
+per signature back (``1`` good, ``0`` bad, ``-`` not an ed25519 SSHSIG). Chunks go round-robin,
+and each worker answers its chunks in order, so the first commits' verdicts come first.
+
+Forking is only done from a single-threaded process (the CLI): a fork copies one thread, and a
+lock another thread holds would stay held in the child. Elsewhere :func:`AheadChecks.start`
+returns None and everything is checked in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import struct
+import threading
+from collections.abc import Sequence
+
+from gitedge.adapters.sshsig import HAVE_SODIUM, embedded_ed25519
+
+CHUNK = 256  # signatures per notice: ~30 ms of work; small enough that the first come early
+_NOTICE = struct.Struct("<QII")  # offset, length, count
+_LEN = struct.Struct("<I")
+_ANSWER = {True: b"1", False: b"0", None: b"-"}
+_VERDICT = {ord("1"): True, ord("0"): False}  # and "-": None, not computed
+
+__all__ = ["CHUNK", "AheadChecks"]
+
+
+class _Worker:
+    __slots__ = ("chunks", "notices", "pid", "results")
+
+    def __init__(self, pid: int, notices: int, results: int) -> None:
+        self.pid = pid
+        self.notices = notices  # write end: chunk notices to the worker
+        self.results = results  # read end: verdict bytes from the worker
+        self.chunks: list[int] = []  # chunk numbers sent, in order; answers come in this order
+
+
+class AheadChecks:
+    """Signatures handed to worker processes with :meth:`submit`; :meth:`get` waits for the
+    verdict on one. Use as a context manager, or call :meth:`close`: it stops the workers (still
+    running if the caller stopped early, at a bad commit) and reaps them."""
+
+    def __init__(self, buf: int, workers: list[_Worker]) -> None:
+        self._buf = buf
+        self._workers = workers
+        self._live = list(workers)  # those still taking chunks
+        self._offset = 0
+        self._where: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+        self._answers: list[bytes | None] = []  # by chunk number; None: not read yet
+        self._counts: list[int] = []  # by chunk number: how many signatures
+        self._owner: list[_Worker] = []  # by chunk number
+
+    @classmethod
+    def start(cls, workers: int) -> AheadChecks | None:
+        """Fork ``workers`` processes, or return None where that is not worthwhile or not safe
+        (one CPU, no libsodium, other threads running, no fork)."""
+        if workers < 1 or not HAVE_SODIUM or threading.active_count() != 1:
+            return None
+        if not hasattr(os, "fork") or not hasattr(os, "memfd_create"):  # pragma: no cover
+            return None  # not Linux
+        buf = os.memfd_create("gitedge-verify", os.MFD_CLOEXEC)
+        started: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                started.append(_fork_worker(buf, started))
+        except OSError:
+            for w in started:
+                _stop(w)
+            os.close(buf)
+            return None
+        return cls(buf, started)
+
+    def __enter__(self) -> AheadChecks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Queue (signature, payload) pairs, in the order they will be asked for."""
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            number = len(self._answers)
+            frame = b"".join(
+                _LEN.pack(len(sig)) + sig + _LEN.pack(len(payload)) + payload
+                for sig, payload in chunk
+            )
+            try:
+                _write_all(self._buf, frame)
+            except OSError:  # out of memory: the rest is checked in-process
+                return
+            notice = _NOTICE.pack(self._offset, len(frame), len(chunk))
+            worker = self._hand(number, notice)
+            if worker is None:  # no worker left: checked in-process
+                return
+            self._offset += len(frame)
+            self._answers.append(None)
+            self._counts.append(len(chunk))
+            self._owner.append(worker)
+            worker.chunks.append(number)
+            for i, item in enumerate(chunk):
+                self._where.setdefault(item, (number, i))
+
+    def _hand(self, number: int, notice: bytes) -> _Worker | None:
+        """Send a chunk notice to its worker in turn, or to another if that one is gone."""
+        while self._live:
+            worker = self._live[number % len(self._live)]
+            try:
+                _write_all(worker.notices, notice)
+                return worker
+            except OSError:  # EPIPE: it died; its chunks already sent stay undecided
+                self._live.remove(worker)
+        return None
+
+    def get(self, signature: bytes, payload: bytes) -> bool | None:
+        """The worker's verdict (waiting for it), or None when it was not computed."""
+        where = self._where.get((signature, payload))
+        if where is None or not self._workers:  # not handed over, or closed
+            return None
+        number, i = where
+        answers = self._answers[number]
+        if answers is None:
+            answers = self._read_until(number)
+        if i >= len(answers):  # the worker died before it answered
+            return None
+        return _VERDICT.get(answers[i])
+
+    def _read_until(self, number: int) -> bytes:
+        worker = self._owner[number]
+        while worker.chunks:
+            first = worker.chunks.pop(0)
+            self._answers[first] = _read_exact(worker.results, self._counts[first])
+            if first == number:
+                break
+        return self._answers[number] or b""
+
+    def close(self) -> None:
+        for w in self._workers:
+            _stop(w)
+        self._workers = self._live = []
+        if self._buf >= 0:
+            os.close(self._buf)
+            self._buf = -1
+
+
+def _fork_worker(buf: int, siblings: Sequence[_Worker]) -> _Worker:
+    notices_r, notices_w = os.pipe()
+    results_r, results_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns
+        code = 1
+        try:
+            os.close(notices_w)
+            os.close(results_r)
+            for s in siblings:
+                os.close(s.notices)
+                os.close(s.results)
+            _serve(buf, notices_r, results_w)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(notices_r)
+    os.close(results_w)
+    return _Worker(pid, notices_w, results_r)
+
+
+def _serve(buf: int, notices: int, results: int) -> None:
+    """The worker's loop: answer each chunk notice until the main process closes the pipe."""
+    while True:
+        notice = _read_exact(notices, _NOTICE.size)
+        if len(notice) < _NOTICE.size:
+            return
+        offset, length, count = _NOTICE.unpack(notice)
+        data = os.pread(buf, length, offset)
+        out = bytearray()
+        pos = 0
+        for _ in range(count):
+            n = _LEN.unpack_from(data, pos)[0]
+            sig = data[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+            m = _LEN.unpack_from(data, pos)[0]
+            payload = data[pos + 4 : pos + 4 + m]
+            pos += 4 + m
+            out += _ANSWER[embedded_ed25519(sig, payload)]
+        _write_all(results, bytes(out))
+
+
+def _stop(w: _Worker) -> None:
+    """Close the worker's pipes (it exits at its next notice), kill it if it is still
+    verifying, and reap it."""
+    for fd in (w.notices, w.results):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(w.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(w.pid, 0)
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    parts: list[bytes] = []
+    while n > 0:
+        part = os.read(fd, n)
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
