@@ -2,19 +2,23 @@
 
 Covers: verdicts from the workers equal the in-process check against the embedded key, and the
 reference (``ssh-keygen -Y verify``), for good, tampered and re-used signatures across many
-chunks and both workers; signatures the workers do not decide (ecdsa, rsa, sha256 vs sha512,
-malformed) come back undecided; a signature never handed over is undecided; a worker killed
-mid-way leaves its signatures undecided (checked in-process), never wrong; ``close`` reaps every
-worker; no fork from a process running other threads.
+chunks and both workers; signatures the workers do not decide (ecdsa, rsa, malformed) come back
+undecided; a signature never handed over is undecided; a worker dead before or during the
+hand-over leaves its signatures undecided (checked in-process), never wrong; ``close`` reaps every
+worker; no fork from a process running other threads; and ``gitedge verify`` over a range long
+enough for workers names the same first bad commit, reason and detail as a one-CPU run (a
+signature over other bytes, a good signature by an untrusted key), with no worker left behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 from pathlib import Path
 
+import pygit2
 import pytest
 from sigtools import (
     SshKey,
@@ -28,6 +32,8 @@ from sigtools import (
 from gitedge.adapters import sshworkers
 from gitedge.adapters.sshsig import embedded_ed25519
 from gitedge.adapters.sshworkers import AheadChecks
+from gitedge.agent import verifying
+from gitedge.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -140,3 +146,65 @@ def test_no_fork_while_other_threads_run(tmp_path: Path) -> None:
     finally:
         stop.set()
         t.join()
+
+
+def long_repo(path: Path, key: SshKey, stranger: SshKey, n: int) -> list[str]:
+    """``n`` ed25519-signed commits (signatures byte-compatible with ssh-keygen's); commit 300
+    carries a signature over other bytes, commit 500 a good signature by ``stranger``."""
+    repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
+    tree = repo.TreeBuilder().write()
+    parents: list[pygit2.Oid] = []
+    ids = []
+    for i in range(n):
+        who = pygit2.Signature("Bot", "bot@fleet.example", 1_767_225_600 + 60 * i, 0)
+        payload = repo.create_commit_string(who, who, f"change {i}\n", tree, parents)
+        signed = payload.replace("change", "chang3") if i == 300 else payload
+        sig = sshsig_sign_fast(stranger if i == 500 else key, signed.encode())
+        oid = repo.create_commit_with_signature(payload, sig.decode())
+        parents = [oid]
+        ids.append(str(oid))
+    repo.references.create("refs/heads/main", parents[0], force=True)
+    return ids
+
+
+def test_gitedge_verify_with_workers_answers_as_one_cpu_does(
+    tmp_path: Path,
+    keys: dict[str, SshKey],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stranger = make_ssh_key(tmp_path, "ed25519")
+    ids = long_repo(tmp_path / "fleet.git", keys["ed25519"], stranger, 600)
+    trust = tmp_path / "allowed_signers"
+    trust.write_text(allowed_signers_line("bot", keys["ed25519"]) + "\n")
+    forked: list[int] = []
+    start = AheadChecks.start.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[AheadChecks], workers: int) -> AheadChecks | None:
+        ahead = start(cls, workers)
+        if ahead is not None:
+            forked.extend(w.pid for w in ahead._workers)
+        return ahead
+
+    monkeypatch.setattr(AheadChecks, "start", classmethod(counted))
+
+    def run(*extra: str) -> dict[str, object]:
+        base = ["verify", "--repo", str(tmp_path / "fleet.git"), "--trust", str(trust)]
+        main([*base, *extra, "-o", "json"])
+        doc: dict[str, object] = json.loads(capsys.readouterr().out)
+        return doc
+
+    ranges = [("--rev", ids[299]), (), ("--since", ids[300])]
+    monkeypatch.setattr(verifying, "_cpus", lambda: 2)
+    with_workers = [run(*r) for r in ranges]
+    assert len(forked) == 2 * len(ranges)  # every range was long enough for workers
+    monkeypatch.setattr(verifying, "_cpus", lambda: 1)
+    assert [run(*r) for r in ranges] == with_workers
+    assert len(forked) == 2 * len(ranges)  # none with one CPU
+    good, bad, stranger_fails = with_workers
+    assert good["verified"] is True and len(good["commits"]) == 300  # type: ignore[arg-type]
+    assert (bad["commit"], bad["reason"]) == (ids[300], "bad-signature")
+    assert (stranger_fails["commit"], stranger_fails["reason"]) == (ids[500], "unknown-key")
+    for pid in forked:  # every worker was reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
