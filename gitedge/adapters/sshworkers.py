@@ -27,6 +27,7 @@ returns None and everything is checked in-process.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import struct
@@ -165,6 +166,8 @@ class AheadChecks:
 def _fork_worker(buf: int, siblings: Sequence[_Worker]) -> _Worker:
     notices_r, notices_w = os.pipe()
     results_r, results_w = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # answers wait unread until the walk
+        fcntl.fcntl(results_w, fcntl.F_SETPIPE_SZ, 1 << 20)  # ends: room for 4,096 chunks
     pid = os.fork()
     if pid == 0:  # the worker: never returns
         code = 1
