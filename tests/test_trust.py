@@ -290,6 +290,33 @@ def test_verify_first_parent_exempts_side_commits_but_checks_the_merge(
     assert failure(verify(repo.path, trust)) == (unsigned_merge, "unsigned")
 
 
+def test_the_verify_walk_orders_commits_as_commit_facts_does(
+    tmp_path: Path, keys: dict[str, SshKey]
+) -> None:
+    """verify walks unsorted (its workers start at once) and then orders the commits: on a
+    straight history and across merges, with and without a trusted base, the order (which
+    decides the first bad commit named) is commit_facts' own."""
+    alice = keys["alice"]
+    repo = SignedRepo(tmp_path / "repo")
+    straight = [repo.commit(signer=alice) for _ in range(4)]
+    _side_branch_with_unsigned_commit(repo, keys)
+    repo.git("checkout", "-q", "-b", "other", straight[1])
+    repo.commit(signer=alice, files={"other.txt": "o\n"})
+    repo.git("checkout", "-q", "main")
+    repo.commit(signer=None)
+    repo.merge("other", signer=alice)
+    git = GitRepo(path=repo.path)
+    for since, rev in [(None, straight[-1]), (straight[0], straight[-1]), (None, "HEAD"),
+                       (straight[1], "HEAD"), (straight[-1], "HEAD")]:  # fmt: skip
+        expected = git.commit_facts(since=since, rev=rev, first_parent=False)
+        walked = list(
+            git.iter_commit_facts(since=since, rev=rev, first_parent=False, unsorted=True)
+        )
+        tip = git.resolve(rev)
+        base = git.resolve(since) if since else None
+        assert verifying._parents_first(git, walked, tip=tip, since=base) == expected
+
+
 # ---------------------------------------------------------------------------- trust rotation
 
 

@@ -13,11 +13,13 @@ alone. The keyring uses it only for a key it trusts whose blob is that embedded 
 the keyring's own verdict; trust itself is decided in the main process, in commit order
 (``core/trust.py``). A check that was not sent, or whose worker died, is done in-process.
 
-Plumbing (a trick for speed, kept small): work goes into an anonymous in-memory file (memfd)
-that every worker shares, so that handing over a chunk never blocks the main process whatever the
-workers' pace; a pipe per worker carries 16-byte chunk notices, another carries one verdict byte
-per signature back (``1`` good, ``0`` bad, ``-`` not an ed25519 SSHSIG). Chunks go round-robin,
-and each worker answers its chunks in order, so the first commits' verdicts come first.
+Plumbing (a trick for speed, kept small): chunks of work (pickled) go into an anonymous
+in-memory file (memfd) that every worker shares, so that handing one over never blocks the main
+process whatever the workers' pace; a pipe per worker carries short chunk notices, another
+carries the answers back, one verdict byte per signature (``1`` good, ``0`` bad, ``-`` not an
+ed25519 SSHSIG) after the chunk's number. Chunks go round-robin. A worker answers the chunk
+handed over *last* first: the walk hands over the newest commits first (it starts at the tip)
+and the decision asks for the oldest first, so the answers it needs first are computed first.
 
 Forking is only done from a single-threaded process (the CLI): a fork copies one thread, and a
 lock another thread holds would stay held in the child. Elsewhere :func:`AheadChecks.start`
@@ -29,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pickle
+import select
 import signal
 import struct
 import threading
@@ -37,8 +41,8 @@ from collections.abc import Sequence
 from gitedge.adapters.sshsig import HAVE_SODIUM, embedded_ed25519
 
 CHUNK = 256  # signatures per notice: ~30 ms of work; small enough that the first come early
-_NOTICE = struct.Struct("<QII")  # offset, length, count
-_LEN = struct.Struct("<I")
+_NOTICE = struct.Struct("<IQI")  # chunk number, offset and length of its pickle in the memfd
+_ANSWERS = struct.Struct("<II")  # chunk number, how many verdict bytes follow
 _ANSWER = {True: b"1", False: b"0", None: b"-"}
 _VERDICT = {ord("1"): True, ord("0"): False}  # and "-": None, not computed
 
@@ -51,8 +55,8 @@ class _Worker:
     def __init__(self, pid: int, notices: int, results: int) -> None:
         self.pid = pid
         self.notices = notices  # write end: chunk notices to the worker
-        self.results = results  # read end: verdict bytes from the worker
-        self.chunks: list[int] = []  # chunk numbers sent, in order; answers come in this order
+        self.results = results  # read end: answers from the worker
+        self.chunks: list[int] = []  # chunk numbers handed to it
 
 
 class AheadChecks:
@@ -67,7 +71,6 @@ class AheadChecks:
         self._offset = 0
         self._where: dict[tuple[bytes, bytes], tuple[int, int]] = {}
         self._answers: list[bytes | None] = []  # by chunk number; None: not read yet
-        self._counts: list[int] = []  # by chunk number: how many signatures
         self._owner: list[_Worker] = []  # by chunk number
 
     @classmethod
@@ -97,25 +100,21 @@ class AheadChecks:
         self.close()
 
     def submit(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Queue (signature, payload) pairs, in the order they will be asked for."""
+        """Queue (signature, payload) pairs. What is handed over last is answered first."""
         for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
+            chunk = list(items[start : start + CHUNK])
             number = len(self._answers)
-            frame = b"".join(
-                _LEN.pack(len(sig)) + sig + _LEN.pack(len(payload)) + payload
-                for sig, payload in chunk
-            )
+            frame = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
             try:
                 _write_all(self._buf, frame)
             except OSError:  # out of memory: the rest is checked in-process
                 return
-            notice = _NOTICE.pack(self._offset, len(frame), len(chunk))
+            notice = _NOTICE.pack(number, self._offset, len(frame))
             worker = self._hand(number, notice)
             if worker is None:  # no worker left: checked in-process
                 return
             self._offset += len(frame)
             self._answers.append(None)
-            self._counts.append(len(chunk))
             self._owner.append(worker)
             worker.chunks.append(number)
             for i, item in enumerate(chunk):
@@ -146,12 +145,17 @@ class AheadChecks:
         return _VERDICT.get(answers[i])
 
     def _read_until(self, number: int) -> bytes:
+        """Read the worker's answers (in its order) until those to chunk ``number`` came."""
         worker = self._owner[number]
-        while worker.chunks:
-            first = worker.chunks.pop(0)
-            self._answers[first] = _read_exact(worker.results, self._counts[first])
-            if first == number:
+        while self._answers[number] is None:
+            head = _read_exact(worker.results, _ANSWERS.size)
+            if len(head) < _ANSWERS.size:  # it died: what it had not answered is undecided
+                for k in worker.chunks:
+                    if self._answers[k] is None:
+                        self._answers[k] = b""
                 break
+            k, count = _ANSWERS.unpack(head)
+            self._answers[k] = _read_exact(worker.results, count)
         return self._answers[number] or b""
 
     def close(self) -> None:
@@ -187,24 +191,37 @@ def _fork_worker(buf: int, siblings: Sequence[_Worker]) -> _Worker:
 
 
 def _serve(buf: int, notices: int, results: int) -> None:
-    """The worker's loop: answer each chunk notice until the main process closes the pipe."""
+    """The worker's loop: take every notice there is, answer the last one first; wait only when
+    none is left; stop when the main process has closed the pipe and all are answered."""
+    os.set_blocking(notices, False)
+    stack: list[tuple[int, int, int]] = []
+    unread, open_ = b"", True
+    while stack or open_:
+        if open_:
+            if not stack:
+                select.select([notices], [], [])
+            unread, open_ = _drain(notices, unread)
+            whole = len(unread) - len(unread) % _NOTICE.size
+            stack += _NOTICE.iter_unpack(unread[:whole])
+            unread = unread[whole:]
+        if stack:
+            number, offset, length = stack.pop()
+            # the parent wrote it, into a memfd only it and its workers hold
+            chunk = pickle.loads(os.pread(buf, length, offset))  # noqa: S301
+            out = b"".join([_ANSWER[embedded_ed25519(sig, payload)] for sig, payload in chunk])
+            _write_all(results, _ANSWERS.pack(number, len(out)) + out)
+
+
+def _drain(fd: int, unread: bytes) -> tuple[bytes, bool]:
+    """Everything a non-blocking pipe holds now, after ``unread``; and whether it is still open."""
     while True:
-        notice = _read_exact(notices, _NOTICE.size)
-        if len(notice) < _NOTICE.size:
-            return
-        offset, length, count = _NOTICE.unpack(notice)
-        data = os.pread(buf, length, offset)
-        out = bytearray()
-        pos = 0
-        for _ in range(count):
-            n = _LEN.unpack_from(data, pos)[0]
-            sig = data[pos + 4 : pos + 4 + n]
-            pos += 4 + n
-            m = _LEN.unpack_from(data, pos)[0]
-            payload = data[pos + 4 : pos + 4 + m]
-            pos += 4 + m
-            out += _ANSWER[embedded_ed25519(sig, payload)]
-        _write_all(results, bytes(out))
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return unread, True
+        if not data:
+            return unread, False
+        unread += data
 
 
 def _stop(w: _Worker) -> None:
