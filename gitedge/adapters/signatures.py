@@ -36,14 +36,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
-from gitedge.adapters import openpgp
 from gitedge.adapters.sshsig import (
     BEGIN,
     HAVE_SODIUM,
@@ -56,6 +50,13 @@ from gitedge.adapters.sshsig import (
     ssh_fingerprint,
 )
 from gitedge.errors import TrustError
+
+if TYPE_CHECKING:
+    from gitedge.adapters import openpgp
+
+# `cryptography` (ECDSA, RSA, and ed25519 without PyNaCl) and the OpenPGP module are imported
+# where first needed: a keyring of ed25519 keys, the common case, uses neither, and
+# `gitedge verify` starts its workers sooner without their import time.
 
 Outcome = Literal["good", "unknown-key", "bad-signature", "wrong-namespace", "unsupported"]
 Kind = Literal["ssh", "openpgp"]
@@ -103,19 +104,16 @@ class SignatureCheck:
     keys: tuple[TrustedKey, ...] = ()
 
 
-_CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
-    "ecdsa-sha2-nistp256": ("nistp256", ec.SECP256R1(), hashes.SHA256()),
-    "ecdsa-sha2-nistp384": ("nistp384", ec.SECP384R1(), hashes.SHA384()),
-    "ecdsa-sha2-nistp521": ("nistp521", ec.SECP521R1(), hashes.SHA512()),
+# key type -> (curve name in the key, cryptography's curve class, hash class)
+_CURVES: dict[str, tuple[str, str, str]] = {
+    "ecdsa-sha2-nistp256": ("nistp256", "SECP256R1", "SHA256"),
+    "ecdsa-sha2-nistp384": ("nistp384", "SECP384R1", "SHA384"),
+    "ecdsa-sha2-nistp521": ("nistp521", "SECP521R1", "SHA512"),
 }
-_RSA_SIG_HASH: dict[str, hashes.HashAlgorithm] = {
-    "rsa-sha2-256": hashes.SHA256(),
-    "rsa-sha2-512": hashes.SHA512(),
-}
+_RSA_SIG_HASH = {"rsa-sha2-256": "SHA256", "rsa-sha2-512": "SHA512"}
 _SK_TYPES = ("sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 _SSH_TYPES = ("ssh-ed25519", "ssh-rsa", *_CURVES, *_SK_TYPES)
 _MIN_RSA_BITS = 2048
-_PubKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +121,10 @@ class _SshKey:
     key_type: str
     blob: bytes
     fingerprint: str
-    public: _PubKey | None  # None: a key type we recognise but cannot verify (sk-*)
-    raw_ed25519: bytes | None = None  # an ed25519 key's 32 bytes, verified through libsodium
+    # cryptography's public key; None for ed25519 while libsodium verifies (made when needed)
+    # and for the key types we recognise but cannot verify (sk-*)
+    public: Any
+    raw_ed25519: bytes | None = None  # an ed25519 key's 32 bytes
 
 
 def _unsupported_type(key_type: str) -> str | None:
@@ -151,17 +151,24 @@ def _parse_ssh_public(text: str) -> _SshKey:
         r = Reader(blob)
         if r.text() != key_type:
             raise ValueError(f"the key data is not a {key_type} key")
-        public: _PubKey | None = None
+        public: Any = None
         raw: bytes | None = None
         if key_type == "ssh-ed25519":
             raw = r.string()
-            public = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            if len(raw) != 32:  # what cryptography checks (and says) of an ed25519 key
+                raise ValueError("An Ed25519 public key is 32 bytes long")
+            if not HAVE_SODIUM:
+                public = _ed25519_public(raw)
         elif key_type in _CURVES:
+            from cryptography.hazmat.primitives.asymmetric import ec
+
             curve_name, curve, _ = _CURVES[key_type]
             if r.text() != curve_name:
                 raise ValueError(f"curve does not match {key_type}")
-            public = ec.EllipticCurvePublicKey.from_encoded_point(curve, r.string())
+            public = ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(), r.string())
         elif key_type == "ssh-rsa":
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
             e, n = r.mpint(), r.mpint()
             public = rsa.RSAPublicNumbers(e, n).public_key()
             if public.key_size < _MIN_RSA_BITS:
@@ -179,41 +186,54 @@ def _parse_ssh_public(text: str) -> _SshKey:
     return _SshKey(key_type, blob, ssh_fingerprint(blob), public, raw)
 
 
+def _ed25519_public(raw: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+
+
 def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Outcome, str]:
     """Verify the inner signature; ("good", "") or an outcome with a reason."""
-    pub = key.public
+    kind = key.key_type
+    if kind == "ssh-ed25519":
+        if sig_alg != "ssh-ed25519" or len(sig) != 64:
+            return "bad-signature", f"{sig_alg} signature does not fit an ed25519 key"
+        if HAVE_SODIUM and key.raw_ed25519 is not None:
+            return ("good", "") if sodium_verify(key.raw_ed25519, data, sig) else _BAD
+    elif kind not in _CURVES and kind != "ssh-rsa":
+        return "unsupported", _unsupported_type(kind) or "unsupported key"
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     try:
-        if isinstance(pub, ed25519.Ed25519PublicKey):
-            if sig_alg != "ssh-ed25519" or len(sig) != 64:
-                return "bad-signature", f"{sig_alg} signature does not fit an ed25519 key"
-            if HAVE_SODIUM and key.raw_ed25519 is not None:
-                if not sodium_verify(key.raw_ed25519, data, sig):
-                    return "bad-signature", _MISMATCH
-            else:  # without PyNaCl
-                pub.verify(sig, data)
-        elif isinstance(pub, ec.EllipticCurvePublicKey):
-            if sig_alg != key.key_type:
-                return "bad-signature", f"{sig_alg} signature does not fit a {key.key_type} key"
+        if kind == "ssh-ed25519":  # without PyNaCl
+            (key.public or _ed25519_public(key.raw_ed25519 or b"")).verify(sig, data)
+        elif kind in _CURVES:
+            if sig_alg != kind:
+                return "bad-signature", f"{sig_alg} signature does not fit a {kind} key"
             inner = Reader(sig)
             r, s = inner.mpint(), inner.mpint()
             inner.end()
-            pub.verify(encode_dss_signature(r, s), data, ec.ECDSA(_CURVES[key.key_type][2]))
-        elif isinstance(pub, rsa.RSAPublicKey):
+            algo = getattr(hashes, _CURVES[kind][2])()
+            key.public.verify(encode_dss_signature(r, s), data, ec.ECDSA(algo))
+        else:  # ssh-rsa
             if sig_alg == "ssh-rsa":
                 return "unsupported", "ssh-rsa (SHA-1) signatures are not accepted"
-            algo = _RSA_SIG_HASH.get(sig_alg)
-            width = (pub.key_size + 7) // 8
-            if algo is None or len(sig) > width:
+            name = _RSA_SIG_HASH.get(sig_alg)
+            width = (key.public.key_size + 7) // 8
+            if name is None or len(sig) > width:
                 return "bad-signature", f"{sig_alg} signature does not fit an RSA key"
-            pub.verify(sig.rjust(width, b"\0"), data, padding.PKCS1v15(), algo)
-        else:
-            return "unsupported", _unsupported_type(key.key_type) or "unsupported key"
+            hash_algo = getattr(hashes, name)()
+            key.public.verify(sig.rjust(width, b"\0"), data, padding.PKCS1v15(), hash_algo)
     except (InvalidSignature, Malformed, ValueError):
-        return "bad-signature", _MISMATCH
+        return _BAD
     return "good", ""
 
 
 _MISMATCH = "the signature does not match the signed data"
+_BAD: tuple[Outcome, str] = ("bad-signature", _MISMATCH)
 
 
 def _namespace_allowed(patterns: tuple[str, ...] | None, namespace: str) -> bool:
@@ -253,7 +273,7 @@ class Keyring:
         self,
         *,
         ssh: dict[bytes, _SshEntry],
-        pgp: openpgp.PgpIndex,
+        pgp: openpgp.PgpIndex | None,
         pgp_keys: dict[str, tuple[TrustedKey, ...]],
         verdicts: Verdicts | None = None,
     ) -> None:
@@ -281,6 +301,8 @@ class Keyring:
         for tk in keys:
             try:
                 if "-----BEGIN PGP" in tk.key_text:
+                    from gitedge.adapters import openpgp
+
                     cert = openpgp.parse_cert(tk.key_text)
                     ident, sk = cert.fingerprint, None
                     known = pgp_keys.get(ident, ())
@@ -301,10 +323,14 @@ class Keyring:
             elif cert is not None:
                 certs[ident] = cert
                 pgp_keys[ident] = (*known, tk)
-        try:
-            index = openpgp.PgpIndex(certs.values())
-        except ValueError as exc:
-            raise TrustError(f"OpenPGP keys clash: {exc}") from None
+        index = None
+        if certs:
+            from gitedge.adapters import openpgp
+
+            try:
+                index = openpgp.PgpIndex(certs.values())
+            except ValueError as exc:
+                raise TrustError(f"OpenPGP keys clash: {exc}") from None
         return cls(ssh=ssh, pgp=index, pgp_keys=pgp_keys)
 
     def check(self, *, signature: bytes, payload: bytes, namespace: str = "git") -> SignatureCheck:
@@ -313,6 +339,8 @@ class Keyring:
         head = signature.lstrip()[:40]
         if head.startswith(BEGIN):
             return self._check_ssh(signature, payload, namespace)
+        from gitedge.adapters import openpgp
+
         if head.startswith(openpgp.ARMOR_SIGNATURE):
             return self._check_openpgp(signature, payload)
         kind: Kind = "openpgp" if head.startswith(b"-----BEGIN PGP") else "ssh"
@@ -368,6 +396,10 @@ class Keyring:
         return good
 
     def _check_openpgp(self, signature: bytes, payload: bytes) -> SignatureCheck:
+        from gitedge.adapters import openpgp
+
+        if self._pgp is None:  # no OpenPGP key: the signature still names its issuer
+            self._pgp = openpgp.PgpIndex(())
         v = self._pgp.verify(signature=signature, payload=payload, now=datetime.now(UTC))
         trusted = self._pgp_keys.get(v.cert.fingerprint, ()) if v.cert else ()
         signer = trusted[0].name if trusted else None
@@ -498,4 +530,6 @@ def load_allowed_signers(text: str, *, source: str) -> list[TrustedKey]:
 def load_openpgp_keys(text: str, *, source: str) -> list[TrustedKey]:
     """Read a file of one or more armored OpenPGP public keys; each is named by its primary user
     id. Raises :class:`TrustError` as ``source:line: reason``."""
+    from gitedge.adapters import openpgp
+
     return [TrustedKey(c.name, c.armored) for c in openpgp.read_certs(text, source=source)]
