@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitedge.adapters.gitcli import run_git
 from gitedge.core.bundleindex import check_branch
 from gitedge.errors import SourceUnavailable, UsageError, scrub
 
@@ -31,22 +31,9 @@ class GitStage:
 
 
 def _git(args: list[str], *, cwd: Path, what: str, timeout_s: float) -> str:
+    """With the operator's own git configuration (ssh agent, credential helpers)."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    cmd = ["git", "-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null", *args]
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=env, capture_output=True, timeout=timeout_s, check=False,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise SourceUnavailable(f"{what}: git {args[0]} timed out after {timeout_s:g}s") from None
-    except OSError as e:
-        raise SourceUnavailable(f"{what}: cannot run git: {e.strerror}") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        text = "; ".join(ln.removeprefix("error: ").removeprefix("fatal: ") for ln in lines)
-        raise SourceUnavailable(f"{what}: {scrub(text or 'git failed')}")
-    return proc.stdout.decode("utf-8", "replace").strip()
+    return run_git(args, env=env, cwd=cwd, what=what, timeout_s=timeout_s).strip()
 
 
 def stage_git(

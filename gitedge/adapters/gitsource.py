@@ -32,7 +32,6 @@ import ipaddress
 import os
 import posixpath
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -50,6 +49,7 @@ from pygit2.enums import CredentialType, ObjectType, RepositoryOpenFlag, SortMod
 from pygit2.ffi import C, ffi
 from pygit2.utils import StrArray
 
+from gitedge.adapters.gitcli import run_git
 from gitedge.core.fleetfiles import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
 from gitedge.core.snapshot import Symlink
 from gitedge.errors import InvalidFleetRepo, InvalidInput, Problem, SourceUnavailable, scrub
@@ -61,7 +61,6 @@ _MAX_SYMLINK_BYTES = 4096
 _LIBGIT2_ERRORS = (pygit2.GitError, KeyError, ValueError, OSError)
 _FETCH_LOCK = threading.Lock()  # libgit2 timeouts, home dir and CA store are process-wide
 _CA_LOADED: set[str] = set()
-_GIT = ("git", "-c", "gc.auto=0", "-c", "maintenance.auto=0", "-c", "core.hooksPath=/dev/null")
 
 
 @dataclass(frozen=True)
@@ -417,20 +416,7 @@ class GitMirror(GitRepo):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.path)}
         env |= {"GIT_DIR": str(self.path), "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
         env |= {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
-        try:
-            proc = subprocess.run(
-                [*_GIT, *args], env=env, capture_output=True, timeout=timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired:
-            msg = f"{what}: git {args[0]} timed out after {timeout_s:g}s"
-            raise SourceUnavailable(msg) from None
-        except OSError as e:
-            raise SourceUnavailable(f"{what}: cannot run git: {e.strerror}") from None
-        if proc.returncode != 0:
-            lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            text = "; ".join(ln.removeprefix("error: ").removeprefix("fatal: ") for ln in lines)
-            raise SourceUnavailable(f"{what}: {scrub(text or 'git failed')}")
-        return proc.stdout.decode("utf-8", "replace")
+        return run_git(args, env=env, what=what, timeout_s=timeout_s)
 
 
 def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[str, bytes | Symlink]:
