@@ -84,7 +84,7 @@ import urllib3  # noqa: E402
 if TYPE_CHECKING:
     from oras.auth.base import AuthBackend
 
-logging.getLogger("oras").addHandler(logging.NullHandler())  # oras logs; only cli.py prints
+logging.getLogger("oras").addHandler(logging.NullHandler())  # oras logs; only cli/ prints
 
 CHUNK = 1024 * 1024
 #: Errors that mean "the connection broke": the request (or the rest of a blob) is retried.

@@ -1,0 +1,200 @@
+"""The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
+
+The commands live by what they work on: ``repo`` (validate, plan, schema, verify), ``images``
+(mirror, bundle), ``site`` (run, status, demo, fleet status); ``main`` imports only the module of
+the command it runs, so a command pays for no other command's libraries.
+
+Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from gitedge import __version__
+from gitedge.errors import GitEdgeError, InvalidInput, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitedge",
+        description="GitOps agent for disconnected K3s edge sites: signed fleet repo, "
+        "mirrored images, OS and K3s upgrades in maintenance windows.",
+    )
+    parser.add_argument("--version", action="version", version=f"gitedge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a fleet repo (schema, references, conflicts)")
+    p.add_argument("dir", metavar="DIR", help="the fleet repo's working tree")
+    p.add_argument("--clusters", metavar="PATH", help="a cluster file or a directory of them")
+    p.set_defaults(handler="repo:cmd_validate")
+
+    p = sub.add_parser("plan", help="what a cluster should run, and when (pure, no cluster needed)")
+    p.add_argument(
+        "--repo", required=True, metavar="PATH", help="fleet repo (a git repo with --rev)"
+    )
+    p.add_argument("--rev", metavar="REV", help="read the repo at this git revision")
+    p.add_argument("--cluster", required=True, metavar="FILE", help="Cluster or AgentConfig file")
+    p.add_argument("--now", metavar="ISO8601", help="plan at this instant (default: now)")
+    p.add_argument("--current-k3s", metavar="V", help="override the cluster's running K3s version")
+    p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="repo:cmd_plan")
+
+    p = sub.add_parser("verify", help="verify the signatures of a range of fleet-repo commits")
+    p.add_argument("--repo", required=True, metavar="GITDIR", help="a git repository (bare or not)")
+    p.add_argument(
+        "--trust",
+        required=True,
+        metavar="FILE",
+        help="pinned trust: TrustPolicy YAML, allowed_signers, or armored OpenPGP keys",
+    )
+    p.add_argument("--since", metavar="REV", help="a commit already trusted (default: the root)")
+    p.add_argument("--rev", default="HEAD", metavar="REV", help="newest commit (default HEAD)")
+    p.add_argument("--cache", metavar="DIR", help="remember verified commit ids in DIR")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="repo:cmd_verify")
+
+    p = sub.add_parser("schema", help="write JSON Schemas of every kind")
+    p.add_argument("--write", required=True, metavar="DIR")
+    p.set_defaults(handler="repo:cmd_schema")
+    p = sub.add_parser("mirror", help="copy an image or index, digests kept (registry or oci:DIR)")
+    p.add_argument("src", metavar="SRC", help="host[:port]/repo[:tag][@digest] or oci:DIR[:tag]")
+    p.add_argument("dst", metavar="DST", help="host[:port]/repo[:tag] or oci:DIR[:tag]")
+    p.add_argument(
+        "--platform", action="append", default=[], metavar="OS/ARCH",
+        help="copy only this platform of an index (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA, cache")
+    p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the digest")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="images:cmd_mirror")
+    p = sub.add_parser("run", help="the agent: sync, verify, mirror, apply in windows")
+    p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
+    p.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
+    p.add_argument("--now", metavar="ISO8601", help="with --once: run the pass at this instant")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="/healthz /readyz /metrics (0.0.0.0:8080 in a pod)")  # fmt: skip
+    p.add_argument("--log-format", choices=["json", "text"], help="default: text on a terminal")
+    p.add_argument("--stop-grace", type=float, default=20.0, metavar="SECONDS",
+                   help="on SIGTERM, how long a running pass may take to end before it is "
+                   "killed (default 20; the state survives either way)")  # fmt: skip
+    p.add_argument("--pass-fd", type=int, help=argparse.SUPPRESS)  # the pass's child process
+    p.set_defaults(handler="site:cmd_run")
+    p = sub.add_parser("status", help="what the agent last verified, mirrored and applied")
+    p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="site:cmd_status")
+    p = sub.add_parser("fleet", help="the fleet view, from the status reports sites push")
+    fleet = p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
+    p = fleet.add_parser("status", help="one row per site: versions, commit, state, stale ones")
+    p.add_argument(
+        "--registry",
+        required=True,
+        metavar="REPO",
+        help="host[:port]/repository the agents push reports to (report.repository)",
+    )
+    p.add_argument(
+        "-l",
+        "--selector",
+        metavar="SEL",
+        help="only sites whose labels match, e.g. 'env=prod,region in (eu-west)'",
+    )
+    p.add_argument(
+        "--stale-after",
+        default="24h",
+        metavar="DUR",
+        help="a report older than this marks its site stale (default 24h)",
+    )
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
+    p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="site:cmd_fleet_status")  # fmt: skip
+    p = sub.add_parser("bundle", help="offline bundles: commits and images for a site, one file")
+    bundle = p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True)
+    p = bundle.add_parser("create", help="write a bundle: git bundle + OCI layout + index")
+    p.add_argument("--repo", required=True, metavar="URL_OR_DIR", help="the fleet repo")
+    p.add_argument("--rev", metavar="REV", help="the commit to bring (default: HEAD)")
+    p.add_argument("--since", metavar="REV", help="a commit the sites have: bring what follows")
+    p.add_argument("--out", required=True, metavar="FILE", help="the bundle to write (a tar)")
+    p.add_argument("--cluster", action="append", default=[], metavar="FILE",
+                   help="a Cluster identity or AgentConfig (or a directory of them); repeatable: "
+                   "the images their plans need, whole K3s path included")  # fmt: skip
+    p.add_argument("--all", action="store_true", help="every image any target references")
+    p.add_argument("--branch", help="the branch sites track (default: the AgentConfigs', or main)")
+    p.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
+                   help="only these platforms of indexes (repeatable; default all)")  # fmt: skip
+    p.add_argument("--layouts", metavar="DIR",
+                   help="prefer OCI layouts DIR/<registry>/<repository> to registries")  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
+    p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    p.set_defaults(handler="images:cmd_bundle_create")
+    p = bundle.add_parser("import", help="verify a bundle and fill the site's cache from it")
+    p.add_argument("file", metavar="FILE", help="the bundle")
+    p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    p.set_defaults(handler="images:cmd_bundle_import")
+    p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
+    p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")
+    p.set_defaults(handler="site:cmd_demo")
+    return parser
+
+
+@contextmanager
+def _collector_off(one_shot: bool) -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off while a one-shot command runs.
+
+    A command builds its objects once and exits; reference counting frees its garbage. With the
+    collector on, the first collection after a large repo is loaded walks every object of it to
+    free nothing (a tenth of ``plan``'s time on 10,000 targets). The long-running agent keeps it.
+    """
+    was_enabled = gc.isenabled()
+    if one_shot:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if one_shot and was_enabled:
+            gc.enable()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help/--version
+        return int(e.code or 0)
+    spec: str | None = getattr(args, "handler", None)
+    if spec is None:
+        parser.print_help(sys.stderr)
+        return 2
+    module, _, name = spec.partition(":")  # only the command's own module is imported
+    handler: Handler = getattr(importlib.import_module(f"gitedge.cli.{module}"), name)
+    try:
+        with _collector_off(args.command != "run"):
+            return handler(args)
+    except UsageError as e:
+        print(f"gitedge {args.command}: {e}", file=sys.stderr)
+        return 2
+    except InvalidInput as e:
+        for problem in e.problems:
+            print(problem)
+        print(f"gitedge {args.command}: {len(e.problems)} problem(s)", file=sys.stderr)
+        return 1
+    except GitEdgeError as e:
+        print(f"gitedge {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,57 @@
+"""What every command shares: reading its files and its ``--now``, and the agent config."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gitedge.errors import UsageError
+
+
+def parse_now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--now {text!r}: expected ISO 8601, e.g. 2026-11-23T01:30:00Z") from None
+    if value.tzinfo is None:
+        raise UsageError(f"--now {text!r}: give a time zone, e.g. 2026-11-23T01:30:00Z")
+    return value
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"{what} {path}: {e.strerror}") from None
+
+
+def cluster_files(path: str) -> dict[str, bytes]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+        return {str(q): q.read_bytes() for q in files}
+    return {path: read_file(path, "--clusters")}
+
+
+def agent_config(path: str) -> Any:
+    from gitedge.core.config import AgentConfig, load_site_file
+
+    site = load_site_file(read_file(path, "--config"), path=path)
+    if not isinstance(site, AgentConfig):
+        raise UsageError(f"--config {path}: expected an AgentConfig, not a Cluster identity")
+    return site
+
+
+def cluster_api(config: Any) -> Any:
+    """``apply.mode: print`` prints Plans on stdout; ``suc`` talks to the cluster's API (the
+    pod's service account in the cluster, else ``$KUBECONFIG`` / ``~/.kube/config``)."""
+    if config.apply.mode == "print":
+        from gitedge.agent.clusters import PrintCluster
+
+        return PrintCluster(config=config, out=print)
+    from gitedge.adapters.kube import Kube
+
+    return Kube.connect(namespace=config.apply.namespace)

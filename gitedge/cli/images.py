@@ -1,0 +1,210 @@
+"""Commands that move images and commits: ``mirror``, ``bundle create``, ``bundle import``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gitedge.cli.common import agent_config, cluster_api, cluster_files, parse_now, read_file
+from gitedge.errors import GitEdgeError, InvalidInput, UsageError
+
+
+class _MirrorProgress:
+    """Renders the mirror's progress reports on stderr: a redrawn bar (bytes, rate, ETA) on a
+    terminal, else one quiet line per blob."""
+
+    def __init__(self, *, tty: bool) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.tty = tty
+        self.began = self._clock()
+        self.drawn = 0.0
+        self.width = 0
+
+    def __call__(self, p: Any) -> None:
+        if not self.tty:
+            if p.event == "blob":
+                print(f"blob {p.digest[:19]} {p.detail} ({_mib(p.size)})", file=sys.stderr)
+            return
+        now = self._clock()
+        if p.event != "done" and now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        frac = min(p.done_bytes / p.total_bytes, 1.0) if p.total_bytes else 1.0
+        rate = p.done_bytes / max(now - self.began, 1e-3)
+        eta = (p.total_bytes - p.done_bytes) / rate if rate > 0 else 0.0
+        bar = "=" * int(frac * 24)
+        line = (
+            f"[{bar:<24}] {frac:4.0%} {_mib(p.done_bytes)}/{_mib(p.total_bytes)} "
+            f"{_mib(int(rate))}/s ETA {int(eta) // 60}:{int(eta) % 60:02d} "
+            f"({p.blobs_done}/{p.blobs_total} blobs)"
+        )
+        self.width = max(self.width, len(line))
+        print("\r" + line.ljust(self.width), end="", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty and self.width:
+            print(file=sys.stderr)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from gitedge.adapters.mirroring import Mirror, parse_location
+    from gitedge.adapters.registryhosts import Hosts
+    from gitedge.core.ocimanifest import Platform
+
+    try:
+        src, dst = parse_location(args.src), parse_location(args.dst)
+        platforms = [Platform.parse(p) for p in args.platform]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    hosts = Hosts()
+    if args.config:  # pydantic only when asked: a re-mirror is mostly interpreter start-up
+        from gitedge.core.config import AgentConfig, load_site_file
+
+        site = load_site_file(read_file(args.config, "--config"), path=args.config)
+        if not isinstance(site, AgentConfig):
+            raise UsageError(f"--config {args.config}: expected an AgentConfig")
+        hosts = Hosts.from_config(site.registry)
+    progress = _MirrorProgress(tty=sys.stderr.isatty() and not args.quiet)
+    try:
+        with Mirror(hosts=hosts, jobs=args.jobs, progress=progress) as mirror:
+            r = mirror.mirror(src, dst, platforms=platforms)
+    finally:
+        progress.finish()
+    s = r.stats
+    if args.output == "json":
+        doc = {
+            "source": r.source,
+            "destination": r.destination,
+            "digest": r.digest,
+            "sourceDigest": r.source_digest,
+            "mediaType": r.media_type,
+            "manifests": [{"digest": d, "platform": p} for d, p in r.manifests],
+            "upToDate": r.up_to_date,
+            "blobs": {"copied": s.blobs_copied, "present": s.blobs_present,
+                      "mounted": s.blobs_mounted},
+            "bytes": {"total": s.bytes_total, "copied": s.bytes_copied,
+                      "resent": s.bytes_resent},
+            "resumes": s.resumes,
+            "seconds": round(r.seconds, 3),
+        }  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 0
+    if not args.quiet:
+        what = "up to date" if r.up_to_date else (
+            f"{s.blobs_copied} blob(s) copied ({_mib(s.bytes_copied)}), {s.blobs_present} present, "
+            f"{s.blobs_mounted} mounted"
+        )  # fmt: skip
+        print(f"{r.source} -> {r.destination}: {what} in {r.seconds:.2f}s", file=sys.stderr)
+    print(r.digest)
+    return 0
+
+
+class _BundleProgress:
+    """``gitedge bundle`` progress on stderr: one redrawn line on a terminal (phase, image i/n,
+    bytes), else one quiet line per image and per phase done."""
+
+    def __init__(self, *, tty: bool) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.tty = tty
+        self.drawn = 0.0
+        self.width = 0
+
+    def __call__(self, p: Any) -> None:
+        count = f" {p.index}/{p.count}" if p.count else ""
+        size = f" {_size(p.done_bytes)}/{_size(p.total_bytes)}" if p.total_bytes else ""
+        line = f"{p.phase}{count} {p.item}{size}"
+        if not self.tty:
+            if p.finished or p.phase in ("fetch", "git"):
+                print(line, file=sys.stderr)
+            return
+        now = self._clock()
+        if not p.finished and now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        self.width = max(self.width, len(line))
+        end = "\n" if p.finished else ""
+        print("\r" + line.ljust(self.width), end=end, file=sys.stderr, flush=True)
+        self.width = 0 if p.finished else self.width
+
+    def finish(self) -> None:
+        if self.tty and self.width:
+            print(file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    x, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if x < 1024:
+            break
+        x, unit = x / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{x:.1f} {unit}"
+
+
+def cmd_bundle_create(args: argparse.Namespace) -> int:
+    from gitedge.adapters.registryhosts import Hosts
+    from gitedge.agent.bundles import create_bundle
+    from gitedge.core.config import load_site_file
+
+    sites = [
+        load_site_file(data, path=name)
+        for path in args.cluster
+        for name, data in cluster_files(path).items()
+    ]
+    hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
+    progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
+    try:
+        r = create_bundle(
+            repo=args.repo, out=Path(args.out), now=parse_now(None), rev=args.rev, since=args.since,
+            branch=args.branch, sites=sites, all_targets=args.all, platforms=args.platform,
+            layouts=Path(args.layouts) if args.layouts else None, hosts=hosts, jobs=args.jobs,
+            progress=None if args.quiet else progress,
+        )  # fmt: skip
+    finally:
+        progress.finish()
+    since = f" (commits after {r.since})" if r.since else ""
+    print(f"{r.out}: {r.branch} at {r.tip}{since}; {len(r.images)} image(s), {r.blobs} blob(s), "
+          f"{_size(r.size)}")  # fmt: skip
+    return 0
+
+
+def cmd_bundle_import(args: argparse.Namespace) -> int:
+    from gitedge.agent.bundles import import_bundle, record_import
+    from gitedge.agent.reconcile import Agent
+
+    config = agent_config(args.config)
+    agent = Agent(config, cluster=cluster_api(config))
+    progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
+    now = parse_now(None)
+    try:
+        try:
+            r = import_bundle(agent, Path(args.file), now=now,
+                              progress=None if args.quiet else progress)  # fmt: skip
+        except InvalidInput:
+            raise
+        except GitEdgeError as e:  # name the file: the steps' errors name the commit or image
+            print(f"gitedge bundle import: {args.file}: {e}", file=sys.stderr)
+            return 1
+        finally:
+            progress.finish()
+        record_import(agent.state, r, now=now)
+    finally:
+        agent.close()
+    for key, digest, n in r.copied:
+        print(f"cached {key} -> {digest} ({_size(n)} copied)")
+    print(r.summary())
+    if r.missing:
+        n = len(r.missing)
+        print(f"gitedge bundle import: {n} image(s) this site needs are not in the bundle; the "
+              "agent mirrors them from upstream when it can", file=sys.stderr)  # fmt: skip
+    return 0

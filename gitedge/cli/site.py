@@ -1,0 +1,156 @@
+"""Commands of a site and of the fleet: ``run``, ``status``, ``demo``, ``fleet status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gitedge.cli.common import agent_config, cluster_api, parse_now
+from gitedge.errors import UsageError
+
+
+def _pass_text(p: Any) -> str:
+    lines = ["steps: " + ", ".join(f"{k} {v}" for k, v in p.outcomes.items())]
+    lines += [f"  {step}: {text}" for step, text in p.errors.items()]
+    if p.new_commits:
+        lines.append(f"verified {p.new_commits} new commit(s), now at {p.tip}")
+    lines += [f"mirrored {k} -> {d} ({n} bytes)" for k, d, n in p.mirrored_now]
+    lines += [f"{a.verb} {a.name}: {a.reason}" for a in p.actions]
+    lines += [f"{c.type}={c.status} ({c.reason})" for c in p.conditions if c.type == "Ready"]
+    return "\n".join(lines)
+
+
+def _run_in_process(args: argparse.Namespace, config: Any) -> int:
+    """``--once`` (a pass, printed) and ``--pass-fd`` (one pass of ``gitedge run``, in its child
+    process, summary written on the fd): the only paths that load the pass's libraries."""
+    from gitedge.agent.reconcile import Agent
+
+    agent = Agent(config, cluster=cluster_api(config))
+    try:
+        if args.pass_fd is not None:
+            from gitedge.agent.passes import run_child_pass
+
+            return run_child_pass(agent, result_fd=args.pass_fd, now=parse_now(args.now))
+        p = agent.reconcile(now=parse_now(args.now))
+        print(_pass_text(p), file=sys.stderr)
+        return 1 if p.stalled or p.transient else 0
+    finally:
+        agent.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gitedge.agent.logs import setup_logging
+
+    config = agent_config(args.config)
+    setup_logging(json_logs=args.log_format == "json" if args.log_format else None)
+    if args.now and not (args.once or args.pass_fd is not None):
+        raise UsageError("--now goes with --once (a pass at a chosen instant)")
+    if args.once or args.pass_fd is not None:
+        return _run_in_process(args, config)
+    # the long-lived agent: scheduler, status server, metrics; each pass in a child process
+    import time
+
+    from gitedge.adapters.state import State
+    from gitedge.agent.passes import ChildPasses
+    from gitedge.agent.scheduler import AgentLoop
+    from gitedge.agent.server import Metrics, StatusServer
+
+    host, _, port = args.listen.rpartition(":")
+    state = State(config.state.dir)
+    try:
+        verified: list[str] = [lv.commit] if (lv := state.last_verified) else []
+    finally:
+        state.close()
+    passes = ChildPasses(
+        config=config,
+        config_path=args.config,
+        metrics=Metrics(),
+        log_format=args.log_format,
+        stop_grace_s=args.stop_grace,
+    )
+
+    def on_pass(p: Any) -> None:  # the server thread reads this, never the state
+        if p.tip:
+            verified[:] = [p.tip]
+
+    loop = AgentLoop(passes, on_pass=on_pass)
+    limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
+
+    def alive() -> tuple[bool, str]:
+        idle = time.monotonic() - loop.last_tick
+        return idle < limit, f"last pass {idle:.0f}s ago"
+
+    def ready() -> tuple[bool, str]:
+        return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
+
+    server = StatusServer(
+        metrics=passes.metrics, ready=ready, alive=alive, host=host or "127.0.0.1", port=int(port)
+    ).start()
+    print(f"gitedge run: status on http://{host or '127.0.0.1'}:{server.port}", file=sys.stderr)
+    try:
+        loop.run_forever()
+    finally:
+        server.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gitedge.adapters.state import State
+    from gitedge.agent.status import status_text
+
+    config = agent_config(args.config)
+    if not Path(config.state.dir, "state.sqlite3").is_file():
+        print(f"gitedge status: no agent state in {config.state.dir} yet", file=sys.stderr)
+        return 1
+    state = State(config.state.dir)
+    try:
+        doc = state.get_doc("status")
+    finally:
+        state.close()
+    if doc is None:
+        print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gitedge.agent.demo import run_demo
+
+    return run_demo(print, keep=Path(args.keep) if args.keep else None)
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+    from gitedge.adapters.reports import ReportRepository, read_reports
+    from gitedge.core.base import parse_duration
+    from gitedge.core.report import fleet_json, fleet_rows, fleet_table
+    from gitedge.core.selectors import parse_selector
+    from gitedge.errors import SelectorError
+
+    try:
+        repo = ReportRepository.parse(args.registry)
+        stale_after = parse_duration(args.stale_after)
+        selector = parse_selector(args.selector) if args.selector else None
+    except (ValueError, SelectorError) as e:
+        raise UsageError(str(e)) from None
+    now = parse_now(args.now)
+    hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
+    fleet = read_reports(repo, hosts=hosts, retry=RetryPolicy(attempts=3))
+    rows = fleet_rows(fleet.reports, now=now, stale_after=stale_after, selector=selector)
+    bad = [{"tag": u.tag, "error": u.error} for u in fleet.unreadable]
+    if args.output == "json":
+        doc = {"registry": str(repo), "time": now.isoformat(), "sites": fleet_json(rows),
+               "unreadable": bad}  # fmt: skip
+        print(json.dumps(doc, indent=2))
+    else:
+        print(fleet_table(rows))
+        print("\n".join([f"{len(bad)} report(s) unreadable:"] + [f"  {b['error']}" for b in bad])
+              if bad else "", end="\n" if bad else "")  # fmt: skip
+    if not fleet.reports and not bad:
+        print(f"gitedge fleet status: no site reports in {repo} yet", file=sys.stderr)
+    return 1 if bad else 0
