@@ -410,6 +410,7 @@ UNSAFE = {
     "duplicate": ([(_member("fleet.bundle"), b"a"), (_member("fleet.bundle"), b"b")],
                   "appears twice"),
     "unknown": ([(_member("images/notes.txt"), b"x")], "unexpected member 'images/notes.txt'"),
+    "newline": ([(_member(BLOB + "\n"), b"x")], f"unexpected member {BLOB + chr(10)!r}"),
 }  # fmt: skip
 
 
@@ -632,3 +633,27 @@ def test_bundle_dir_is_imported_by_the_next_pass_once(world: World, tmp_path: Pa
     finally:
         logging.getLogger("gitedge.agent").removeHandler(logs)
         agent.close()
+
+
+@pytest.mark.parametrize("since", ["a" * 64, "a" * 40 + "\n"], ids=["sha256-id", "newline"])
+def test_a_base_commit_this_repository_cannot_name_is_refused_the_pass_goes_on(
+    tmp_path: Path, since: str
+) -> None:
+    """An incremental bundle whose index names its base as an id libgit2 refuses here (a
+    SHA-256 id in a SHA-1 mirror, a trailing newline) is refused like any bad bundle; it must
+    not end the pass (every pass while it sits in bundleDir)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _tar(inbox / "x.tar", [(_member(INDEX_NAME), _index(source={
+        "repo": "r", "branch": "main", "tip": "b" * 40, "since": since, "path": ""}))])  # fmt: skip
+    key = make_ssh_key(tmp_path, "ed25519")
+    cfg = write_site(tmp_path / "site", git_url=str(tmp_path / "gone.git"), key=key,
+                     k3s="v1.30.4+k3s1", bundle_dir=inbox)  # fmt: skip
+    agent = agent_of(cfg)
+    try:
+        p = agent.reconcile(now=IN_WINDOW)
+    finally:
+        agent.close()
+    c = next(c for c in p.conditions if c.type == BUNDLE_IMPORTED)
+    assert (c.status, c.reason) == ("False", "InvalidInput") and str(inbox / "x.tar") in c.message
+    assert "base commit" in c.message

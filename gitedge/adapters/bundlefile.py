@@ -52,7 +52,8 @@ from gitedge.errors import DigestMismatch, InvalidInput, Problem
 _SMALL_LIMITS = {f"{LAYOUT_DIR}/oci-layout": 4096, f"{LAYOUT_DIR}/index.json": 16 << 20}
 _DIRS = frozenset({LAYOUT_DIR, f"{LAYOUT_DIR}/blobs", f"{LAYOUT_DIR}/blobs/sha256",
                    f"{LAYOUT_DIR}/blobs/sha512"})  # fmt: skip
-_BLOB = re.compile(rf"^{LAYOUT_DIR}/blobs/(sha256/[a-f0-9]{{64}}|sha512/[a-f0-9]{{128}})$")
+# \Z, not $: $ also matches before a final newline, and "<hex>\n" would be a second name
+_BLOB = re.compile(rf"^{LAYOUT_DIR}/blobs/(sha256/[a-f0-9]{{64}}|sha512/[a-f0-9]{{128}})\Z")
 _CHUNK = 1 << 20
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)

@@ -314,7 +314,11 @@ def import_bundle(
             f"(create it with --branch {src.branch})",
         )
     git = agent.git
-    if index.since is not None and not git.repo.odb.exists(index.since):
+    try:  # libgit2 raises for an id it cannot read (SHA-256 in a SHA-1 repository)
+        have_since = index.since is None or git.repo.odb.exists(index.since)
+    except (ValueError, pygit2.GitError):
+        raise _bad(file, f"its base commit {index.since!r} is not a commit id here") from None
+    if not have_since:
         raise SourceUnavailable(
             f"bundle {file}: it holds only the commits after {index.since} (--since), and this "
             "site does not have that commit yet: import the bundle that brings it first, or "
