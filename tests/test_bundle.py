@@ -436,8 +436,11 @@ def test_unsafe_members_refuse_the_whole_bundle(tmp_path: Path, kind: str) -> No
         ([(_member("fleet.bundle"), b""), (_member(INDEX_NAME), _index())],
          "does not start with gitedge-bundle.json"),
         ([(_member(INDEX_NAME), _index())], "fleet.bundle is missing"),
+        ([(_member(INDEX_NAME), _index(git={"file": "fleet.bundle", "size": float("inf"),
+                                            "digest": "sha256:" + "0" * 64}))], "malformed"),
     ],
-    ids=["oversized-index", "unknown-version", "not-an-index", "index-not-first", "no-git"],
+    ids=["oversized-index", "unknown-version", "not-an-index", "index-not-first", "no-git",
+         "infinite-size"],
 )  # fmt: skip
 def test_malformed_bundles_are_refused(
     tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], message: str

@@ -139,7 +139,7 @@ class BundleIndex:
                 clusters=tuple(str(c) for c in sel.get("clusters") or ()),
                 all_images=bool(sel.get("all", False)),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # int(1e999): Overflow
             raise bad(f"malformed ({type(e).__name__}: {scrub(str(e), limit=200)})") from None
         if git.get("file") != GIT_NAME:
             raise bad(f"git.file must be {GIT_NAME!r}")
