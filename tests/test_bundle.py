@@ -19,6 +19,7 @@ poll that starts a pass for a dropped file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -52,6 +53,7 @@ from gitedge.core.fleet import load_fleet
 from gitedge.core.windows import window_state
 from gitedge.errors import (
     DigestMismatch,
+    InvalidImage,
     InvalidInput,
     RollbackRefused,
     SourceUnavailable,
@@ -660,3 +662,22 @@ def test_a_base_commit_this_repository_cannot_name_is_refused_the_pass_goes_on(
     c = next(c for c in p.conditions if c.type == BUNDLE_IMPORTED)
     assert (c.status, c.reason) == ("False", "InvalidInput") and str(inbox / "x.tar") in c.message
     assert "base commit" in c.message
+
+
+def test_deeply_nested_json_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    """JSON nested deeper than the interpreter recurses (an index, a manifest blob that hashes
+    to its name) is a bad bundle, refused like any other; RecursionError would end the pass."""
+    bundle = _tar(tmp_path / "deep-index.tar", [(_member(INDEX_NAME), b"[" * 100_000)])
+    with pytest.raises(InvalidInput, match="not JSON"):
+        read_index(bundle)
+    manifest = b'{"schemaVersion": 2, "layers": ' + b"[" * 100_000
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    image = {"ref": "docker.io/rancher/k3s-upgrade:v1", "digest": digest, "size": len(manifest),
+             "mediaType": "application/vnd.oci.image.manifest.v1+json"}  # fmt: skip
+    git = {"file": "fleet.bundle", "size": 0, "digest": "sha256:" + hashlib.sha256().hexdigest()}
+    bundle = _tar(tmp_path / "deep-manifest.tar", [
+        (_member(INDEX_NAME), _index(images=[image], git=git)), (_member("fleet.bundle"), b""),
+        (_member("images/blobs/" + digest.replace(":", "/")), manifest)])  # fmt: skip
+    with pytest.raises(InvalidImage, match="not JSON"):
+        open_bundle(bundle, scratch=tmp_path / "scratch")
+    assert list((tmp_path / "scratch").iterdir()) == []

@@ -103,7 +103,7 @@ class BundleIndex:
 
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: [[[[...
             raise bad(f"not JSON ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise bad(f"not a gitedge bundle index (format is not {FORMAT!r})")

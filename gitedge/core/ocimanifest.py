@@ -154,7 +154,7 @@ def parse_manifest(data: bytes, *, digest: str, content_type: str | None, where:
         raise InvalidImage(f"{where}: manifest of {len(data)} bytes exceeds the 4 MiB cap")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # [[[[... too deep
         raise InvalidImage(f"{where}: manifest is not JSON ({e})") from None
     if not isinstance(doc, dict):
         raise InvalidImage(f"{where}: manifest is not a JSON object")
