@@ -10,6 +10,7 @@ exits 0. Real git daemon, docker-registries and a silent TCP server on 127.0.0.1
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -303,3 +304,21 @@ def test_loop_backs_off_while_passes_fail_and_recovers(tmp_path: Path, repo: Fle
         )
         assert passes.metrics.get("gitedge_condition", {"type": "SourceVerified"}) == 1.0
         assert passes.metrics.get("gitedge_pass_crashes_total") == 1  # added up, not reset
+
+
+def test_a_pass_whose_agent_is_gone_exits_quietly(tmp_path: Path) -> None:
+    """The agent died (SIGKILL) while its child ran a pass: writing the summary meets a closed
+    pipe. The child ends with status 1 and no traceback (the state already holds the pass)."""
+    key = make_ssh_key(tmp_path / "keys", "ed25519")
+    (tmp_path / "allowed_signers").write_text(allowed_signers_line("release", key) + "\n")
+    cfg = write_config(tmp_path, git_url=str(tmp_path / "gone"))
+    r, w = os.pipe()
+    os.close(r)  # the reading agent is gone
+    try:
+        cmd = [sys.executable, "-m", "gitedge", "run", "--config", str(cfg), "--pass-fd", str(w)]
+        done = subprocess.run(cmd, pass_fds=(w,), capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert done.returncode == 1
+    assert "sync failed, will retry" in done.stderr  # the pass ran
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr

@@ -20,6 +20,7 @@ summary: gauge families the child set replace the parent's, counters are added.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -117,13 +118,18 @@ def run_child_pass(agent: _AgentLike, *, result_fd: int, now: datetime) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
     os.set_inheritable(result_fd, False)  # not for the git processes a pass may start
-    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
+    out = os.fdopen(result_fd, "w", encoding="utf-8")
+    try:
         p = agent.reconcile(now=now)
         doc = {"pass": summarize(p).to_json(), "metrics": agent.metrics.dump()}
         try:
             out.write(json.dumps(doc))
+            out.flush()  # the write is buffered: a closed pipe shows in the flush
         except BrokenPipeError:  # the parent is gone: the state holds the pass anyway
             return 1
+    finally:  # a failed flush leaves the text in the buffer: closing fails again
+        with contextlib.suppress(BrokenPipeError):
+            out.close()
     return 0
 
 
