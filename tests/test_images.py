@@ -63,3 +63,14 @@ def test_cache_host(url, host):
 def test_cache_host_rejects_path():
     with pytest.raises(ValueError, match="invalid registry cache url"):
         cache_host("http://cache:5000/some/path")
+
+
+def test_a_digest_with_a_final_newline_is_not_a_digest() -> None:
+    """``$`` in a pattern also matches before a final newline; a digest read from a header or a
+    file must not carry one into a path or a reference."""
+    from gitedge.core.ocimanifest import is_digest
+
+    good = "sha256:" + "a" * 64
+    assert is_digest(good) and not is_digest(good + "\n")
+    with pytest.raises(ValueError):
+        ImageRef.parse(f"registry.example.com/edge/os@{good}\n")

@@ -329,6 +329,8 @@ def import_bundle(
         report(BundleProgress("read", str(file), 0, 0, done, total, done >= total))
 
     with open_bundle(file, scratch=agent.dir / "bundles", progress=on_read) as opened:
+        if opened.index != index:  # what was checked above is what is imported
+            raise _bad(file, "it changed while it was being imported")
         ref_name = FETCHED_PREFIX + src.branch
         refs = git.repo.references
         old = refs[ref_name].target if ref_name in refs else None

@@ -24,7 +24,7 @@ INDEX_NAME = "gitedge-bundle.json"
 GIT_NAME = "fleet.bundle"
 LAYOUT_DIR = "images"
 MAX_INDEX_BYTES = 1 << 20
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 
 __all__ = [
     "FORMAT",

@@ -19,7 +19,7 @@ _HOST = re.compile(
     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
 )
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")  # \Z: no final newline
 
 
 @dataclass(frozen=True)
