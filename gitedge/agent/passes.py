@@ -5,9 +5,11 @@ imports the pass's libraries (pygit2, cryptography, the OCI client, the Kubernet
 each tick it starts ``python -m gitedge run --config F --pass-fd N --now T``; the child builds
 the :class:`~gitedge.agent.reconcile.Agent`, runs one pass, writes a JSON summary (outcomes,
 errors, the verified tip, ``retry_after``, the metrics it set) on fd N and exits. So the agent's
-idle memory is the parent's alone, and a pass that leaks, hangs or crashes cannot take the agent
-down with it: a child that exits without a summary counts as a failed pass (``Transient``),
-retried with backoff.
+idle memory is the parent's alone, and a pass that leaks or crashes cannot take the agent down
+with it: a child that exits without a summary counts as a failed pass (``Transient``), retried
+with backoff. A pass that hangs holds back the next one (passes never overlap, and a long
+mirror is not a hang) until ``/healthz`` reports the agent not alive, after three intervals
+(at least three hours), and its supervisor (the kubelet's liveness probe) restarts it.
 
 SIGTERM on the parent is forwarded to a running child, which ends its pass after the current
 step (state is consistent after every step); a child still running ``stop_grace_s`` later (a
