@@ -6,9 +6,11 @@ going offline), and images pushed to a real registry.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pygit2
@@ -16,7 +18,7 @@ from pygit2.enums import FileMode
 
 from gitedge.adapters.mirroring import Mirror
 from tests.registryserver import LayoutImage, make_layout
-from tests.sigtools import SshKey, sshsig_sign_fast
+from tests.sigtools import SshKey, allowed_signers_line, make_ssh_key, sshsig_sign_fast
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
@@ -188,3 +190,35 @@ def push_image(tmp: Path, dst: str, *, sizes: tuple[int, ...] = (20_000,)) -> La
     with Mirror() as m:
         m.mirror(f"oci:{img.path}:x", dst)
     return img
+
+
+def served_fleet_repo(tmp: Path) -> FleetRepo:
+    """A fleet repo under ``tmp/served`` (for ``git daemon``) signed by a new ed25519 key that
+    ``tmp/allowed_signers`` trusts as ``release``."""
+    key = make_ssh_key(tmp / "keys", "ed25519")
+    (tmp / "allowed_signers").write_text(allowed_signers_line("release", key) + "\n")
+    return FleetRepo(tmp / "served" / "fleet.git", key)
+
+
+def sigkill_when(
+    proc: subprocess.Popen[bytes],
+    reached: threading.Event,
+    release: threading.Event,
+    *,
+    what: str,
+    before: Callable[[], None] | None = None,
+) -> None:
+    """SIGKILL ``proc`` once ``reached`` is set (``before`` runs first), then set ``release`` so
+    the server side that held the process there goes on; the process is reaped either way."""
+    try:
+        assert reached.wait(90), what
+        if before is not None:
+            before()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL

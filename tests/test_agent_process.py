@@ -31,7 +31,7 @@ from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.server import Metrics
 from gitedge.core.agentrules import next_delay
 from gitedge.core.config import AgentConfig, load_site_file
-from tests.agentkit import START, FleetRepo, fleet_files, push_image
+from tests.agentkit import START, FleetRepo, fleet_files, push_image, served_fleet_repo
 from tests.gitserver import git_daemon
 from tests.registryserver import docker_registry, http_front
 from tests.sigtools import allowed_signers_line, make_ssh_key
@@ -54,9 +54,7 @@ def write_config(tmp: Path, *, git_url: str, cache: str | None = None) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> FleetRepo:
-    key = make_ssh_key(tmp_path / "keys", "ed25519")
-    (tmp_path / "allowed_signers").write_text(allowed_signers_line("release", key) + "\n")
-    return FleetRepo(tmp_path / "served" / "fleet.git", key)
+    return served_fleet_repo(tmp_path)
 
 
 @contextmanager

@@ -21,10 +21,16 @@ from pathlib import Path
 import pytest
 
 from gitedge.core.agentrules import next_delay
-from tests.agentkit import START, FleetRepo, fleet_files, push_image
+from tests.agentkit import (
+    START,
+    FleetRepo,
+    fleet_files,
+    push_image,
+    served_fleet_repo,
+    sigkill_when,
+)
 from tests.gitserver import git_daemon
 from tests.registryserver import docker_registry, http_front
-from tests.sigtools import allowed_signers_line, make_ssh_key
 
 IN_WINDOW = "2026-01-02T02:00:00Z"
 
@@ -50,9 +56,7 @@ def config(tmp: Path, *, git: str, cache: str) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> FleetRepo:
-    key = make_ssh_key(tmp_path / "keys", "ed25519")
-    (tmp_path / "allowed_signers").write_text(allowed_signers_line("release", key) + "\n")
-    return FleetRepo(tmp_path / "served" / "fleet.git", key)
+    return served_fleet_repo(tmp_path)
 
 
 def test_killed_mid_mirror_then_restarted_converges(tmp_path: Path, repo: FleetRepo) -> None:
@@ -90,20 +94,15 @@ def test_killed_mid_mirror_then_restarted_converges(tmp_path: Path, repo: FleetR
                  "--now", IN_WINDOW],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            try:
-                assert reached.wait(60), "the agent never asked for a second blob"
+
+            def first_blob_cached() -> None:
                 deadline = time.monotonic() + 60
                 while not cache.has_blob_file(passed[0]) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert cache.has_blob_file(passed[0])
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-            finally:
-                release.set()
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(30)
-            assert proc.returncode == -signal.SIGKILL
+
+            sigkill_when(proc, reached, release, what="the agent never asked for a second blob",
+                         before=first_blob_cached)  # fmt: skip
             done = gitedge("run", "--config", str(cfg), "--once", "--now", IN_WINDOW)
             assert done.returncode == 0, done.stderr
         status = json.loads(gitedge("status", "--config", str(cfg), "-o", "json").stdout)

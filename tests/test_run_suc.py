@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,11 +22,10 @@ from typing import Any
 
 import pytest
 
-from tests.agentkit import START, FleetRepo, fleet_files, push_image
+from tests.agentkit import START, fleet_files, push_image, served_fleet_repo, sigkill_when
 from tests.gitserver import git_daemon
 from tests.kubeapi import ApiError, KubeEmulator, load_deploy_rbac
 from tests.registryserver import docker_registry
-from tests.sigtools import allowed_signers_line, make_ssh_key
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 TOKEN = "agent-sa-token-never-logged"
@@ -40,9 +38,7 @@ RELEASES = ["v1.27.16+k3s1", "v1.28.15+k3s1", "v1.29.10+k3s1"]
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A signed fleet repo on a git daemon, the K3s upgrade images upstream, a cache registry,
     a cluster of one server and one agent node on v1.27, and the agent's config (suc mode)."""
-    key = make_ssh_key(tmp_path / "keys", "ed25519")
-    (tmp_path / "allowed_signers").write_text(allowed_signers_line("release", key) + "\n")
-    repo = FleetRepo(tmp_path / "served" / "fleet.git", key)
+    repo = served_fleet_repo(tmp_path)
     with (
         docker_registry(tmp_path / "upstream") as upstream,
         docker_registry(tmp_path / "cache") as cache,
@@ -116,16 +112,7 @@ def test_killed_between_two_plan_writes_then_restarted_writes_only_the_missing_o
         [sys.executable, "-m", "gitedge", *args],
         env=site["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        assert reached.wait(90), "the agent never sent its second Plan"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        release.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_when(proc, reached, release, what="the agent never sent its second Plan")
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1]}
     assert plan_creates(api) == 1
 
