@@ -43,6 +43,7 @@ from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState
 from gitedge.core.conditions import Condition, from_json, merge, summarize, to_json
 from gitedge.core.suc import API_VERSION as PLAN_API_VERSION
 from gitedge.core.suc import MANAGED_BY, MANAGED_BY_LABEL
+from gitedge.core.timefmt import iso_z
 from gitedge.errors import KubeApiError, scrub
 
 __all__ = [
@@ -99,10 +100,6 @@ class AgentStatus:
     conditions: tuple[Condition, ...]
     fields: Mapping[str, Any]
     resource_version: str | None
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def event_reason(action: Action) -> str:
@@ -351,7 +348,7 @@ class Kube:
     ) -> bool:
         """Record a core/v1 Event about ``about``. Best effort: an Event that cannot be
         written is logged (scrubbed) and the pass goes on; returns whether it was written."""
-        stamp = _iso(now)
+        stamp = iso_z(now)
         body = k8s.CoreV1Event.from_dict(
             {
                 "metadata": {
@@ -450,7 +447,7 @@ class Kube:
             merged = merge(merged, [summarize(merged)], now=now)
             doc: dict[str, Any] = dict(current.fields) if current else {}
             doc.update(fields or {})
-            doc["updated"] = _iso(now)
+            doc["updated"] = iso_z(now)
             doc["conditions"] = to_json(merged)
             body = k8s.V1ConfigMap.from_dict(
                 {

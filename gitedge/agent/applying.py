@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from gitedge.core.applying import Action, Decision, decide
@@ -31,6 +31,7 @@ from gitedge.core.conditions import APPLYING, Condition
 from gitedge.core.fleet import Fleet
 from gitedge.core.planning import Plan, plan
 from gitedge.core.suc import Site
+from gitedge.core.timefmt import iso_z
 from gitedge.errors import GitEdgeError, KubeApiError, Stalled
 
 __all__ = ["ApplyResult", "ClusterApi", "apply_step", "report", "status_fields"]
@@ -162,7 +163,7 @@ def status_fields(result: ApplyResult) -> dict[str, Any]:
             "path": list(p.k3s.path),
             "state": k3s.state if k3s else None,
             "step": k3s.step if k3s else None,
-            "nextOpen": _iso(p.k3s.window.next_open) if p.k3s.window else None,
+            "nextOpen": iso_z(p.k3s.window.next_open) if p.k3s.window else None,
         }
     if p.os is not None:
         os = steps.get("os")
@@ -170,15 +171,9 @@ def status_fields(result: ApplyResult) -> dict[str, Any]:
             "target": p.os.target,
             "image": p.os.image,
             "state": os.state if os else None,
-            "nextOpen": _iso(p.os.window.next_open) if p.os.window else None,
+            "nextOpen": iso_z(p.os.window.next_open) if p.os.window else None,
         }
     return out
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def report(

@@ -7,36 +7,19 @@ config names secret files; their contents are never read here). Error texts went
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gitedge.adapters.state import State
 from gitedge.agent.applying import status_fields
 from gitedge.core import conditions as cond
 from gitedge.core.config import AgentConfig
-from gitedge.core.planning import WindowView
+from gitedge.core.planning import window_json
+from gitedge.core.timefmt import iso_z
 
 if TYPE_CHECKING:
     from gitedge.agent.reconcile import Pass
 
 __all__ = ["build_status", "status_text"]
-
-
-def _iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _window(w: WindowView | None) -> dict[str, Any] | None:
-    if w is None:
-        return None
-    return {
-        "name": w.name,
-        "open": w.open,
-        "nextOpen": _iso(w.next_open),
-        "closesAt": _iso(w.closes_at),
-    }
 
 
 def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
@@ -45,22 +28,22 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
     mirrored = state.mirrored()
     windows: dict[str, Any] = {}
     if plan is not None and plan.k3s is not None:
-        windows["k3s"] = _window(plan.k3s.window)
+        windows["k3s"] = window_json(plan.k3s.window)
     if plan is not None and plan.os is not None:
-        windows["os"] = _window(plan.os.window)
+        windows["os"] = window_json(plan.os.window)
     opens = [w["nextOpen"] for w in windows.values() if w and w["nextOpen"] and not w["open"]]
     running = None
     if p.snapshot is not None and p.snapshot.nodes:
         running = sorted({n.kubelet_version for n in p.snapshot.nodes})
     return {
         "cluster": config.cluster.name,
-        "time": _iso(p.now),
+        "time": iso_z(p.now),
         "lastVerified": None
         if last is None
         else {
             "commit": last.commit,
-            "committedAt": _iso(last.committed_at),
-            "verifiedAt": _iso(last.verified_at),
+            "committedAt": iso_z(last.committed_at),
+            "verifiedAt": iso_z(last.verified_at),
             "trust": last.policy_source,
         },
         "newCommitsVerified": p.new_commits,
@@ -74,7 +57,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
         },
         "running": {"k3s": running, "os": config.cluster.status.os_image},
         "applied": [
-            {"component": c, "step": s, "startedAt": _iso(a), "doneAt": _iso(d)}
+            {"component": c, "step": s, "startedAt": iso_z(a), "doneAt": iso_z(d)}
             for c, s, a, d in state.applied()
         ],
         "mirror": {

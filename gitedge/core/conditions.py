@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from gitedge.core.timefmt import iso_z
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -58,10 +60,6 @@ class Condition:
     last_transition_time: datetime | None = None
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def to_json(conditions: Iterable[Condition]) -> list[dict[str, Any]]:
     """The conditions as Kubernetes writes them (``lastTransitionTime`` RFC 3339, UTC)."""
     out = []
@@ -72,7 +70,7 @@ def to_json(conditions: Iterable[Condition]) -> list[dict[str, Any]]:
             "reason": c.reason,
             "message": c.message,
             "lastTransitionTime": (
-                _iso(c.last_transition_time) if c.last_transition_time is not None else None
+                iso_z(c.last_transition_time) if c.last_transition_time is not None else None
             ),
         }
         out.append(item)

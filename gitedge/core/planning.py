@@ -225,7 +225,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _window_json(w: WindowView | None) -> dict[str, Any] | None:
+def window_json(w: WindowView | None) -> dict[str, Any] | None:
+    """A window as ``gitedge plan -o json`` and ``gitedge status`` show it."""
     if w is None:
         return None
     return {
@@ -242,14 +243,14 @@ def plan_json(p: Plan) -> dict[str, Any]:
         "cluster": p.cluster,
         "os": None
         if p.os is None
-        else {"image": p.os.image, "target": p.os.target, "window": _window_json(p.os.window)},
+        else {"image": p.os.image, "target": p.os.target, "window": window_json(p.os.window)},
         "k3s": None
         if p.k3s is None
         else {
             "version": p.k3s.version,
             "target": p.k3s.target,
             "path": list(p.k3s.path),
-            "window": _window_json(p.k3s.window),
+            "window": window_json(p.k3s.window),
         },
         "manifests": list(p.manifests),
     }

@@ -20,6 +20,7 @@ from typing import Any
 
 from gitedge.core.conditions import READY, Condition, from_json, to_json
 from gitedge.core.selectors import LabelSelector
+from gitedge.core.timefmt import iso_z
 
 MEDIA_TYPE = "application/vnd.gitedge.site-status.v1+json"
 ARTIFACT_TYPE = "application/vnd.gitedge.site-status.v1"
@@ -68,17 +69,13 @@ def tag_for(cluster: str) -> str:
     return tag if tag and tag[0] not in ".-" else f"_{tag}"[:128]
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def to_document(report: SiteReport) -> bytes:
     """The report as the JSON bytes that are pushed (stable key order, UTC times)."""
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "cluster": report.cluster,
         "labels": dict(sorted(report.labels.items())),
-        "time": _iso(report.time),
+        "time": iso_z(report.time),
         "agentVersion": report.agent_version,
         "lastVerifiedCommit": report.last_verified,
         "k3s": {"desired": report.k3s.desired, "applied": report.k3s.applied},
