@@ -524,8 +524,9 @@ def tcp_proxy(
 
 
 @contextlib.contextmanager
-def silent_server() -> Iterator[int]:
-    """Accept TCP connections on 127.0.0.1:N and never send a byte; yields N."""
+def silent_server(accepted: threading.Event | None = None) -> Iterator[int]:
+    """Accept TCP connections on 127.0.0.1:N and never send a byte; yields N. ``accepted`` is
+    set at the first connection (the client is then surely waiting on it)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -542,6 +543,8 @@ def silent_server() -> Iterator[int]:
             except OSError:
                 return
             held.append(conn)
+            if accepted is not None:
+                accepted.set()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

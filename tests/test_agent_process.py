@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from gitedge.agent.server import Metrics
 from gitedge.core.agentrules import next_delay
 from gitedge.core.config import AgentConfig, load_site_file
 from tests.agentkit import START, FleetRepo, fleet_files, push_image, served_fleet_repo
-from tests.gitserver import git_daemon
+from tests.gitserver import git_daemon, silent_server
 from tests.registryserver import docker_registry, http_front
 from tests.sigtools import allowed_signers_line, make_ssh_key
 
@@ -55,37 +54,6 @@ def write_config(tmp: Path, *, git_url: str, cache: str | None = None) -> Path:
 @pytest.fixture
 def repo(tmp_path: Path) -> FleetRepo:
     return served_fleet_repo(tmp_path)
-
-
-@contextmanager
-def answerless_server() -> Iterator[tuple[int, threading.Event]]:
-    """Accepts TCP connections and never answers; the event is set at the first accept (the
-    pass is then surely inside its fetch)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    accepted, stop = threading.Event(), threading.Event()
-    held: list[socket.socket] = []
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-                accepted.set()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], accepted
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
-        for conn in held:
-            conn.close()
 
 
 class RunningAgent:
@@ -156,7 +124,8 @@ def one_child(agent: RunningAgent) -> int:
 def test_pass_killed_in_its_child_is_retried_and_the_agent_keeps_serving(
     tmp_path: Path, repo: FleetRepo
 ) -> None:
-    with answerless_server() as (port, accepted):
+    accepted = threading.Event()
+    with silent_server(accepted) as port:
         agent = RunningAgent(write_config(tmp_path, git_url=f"git://127.0.0.1:{port}"))
         try:
             assert accepted.wait(60), "the pass never connected to the git server"
@@ -182,7 +151,8 @@ def test_pass_killed_in_its_child_is_retried_and_the_agent_keeps_serving(
 def test_sigterm_during_a_fetch_ends_the_pass_and_stops_both(
     tmp_path: Path, repo: FleetRepo
 ) -> None:
-    with answerless_server() as (port, accepted):
+    accepted = threading.Event()
+    with silent_server(accepted) as port:
         cfg = write_config(tmp_path, git_url=f"git://127.0.0.1:{port}")
         agent = RunningAgent(cfg)
         try:
