@@ -19,7 +19,11 @@ Errors are grouped by what happens next, not by where they come from::
     │   ├── DigestMismatch         content does not hash to its digest, or is cut short
     │   ├── InvalidImage           a manifest is malformed, unsupported, or lacks an asked platform
     │   ├── RegistryAuthError      a registry refused our credentials, or wants some we do not have
-    │   └── RegistryRefused        a registry rejected a request for a reason retrying won't fix
+    │   ├── RegistryRefused        a registry rejected a request for a reason retrying won't fix
+    │   ├── StateError             the state dir cannot be used (corrupt, locked, newer gitedge)
+    │   ├── ReportError            a pushed status report cannot be read
+    │   ├── Malformed              wire data (SSHSIG, bundle index, registry answer) does not parse
+    │   └── YamlProblem            one YAML node is wrong (turned into a Problem with its line)
     ├── Waiting                    nothing is wrong; try again after ``retry_after`` seconds
     └── Transient                  I/O failed (network, 5xx, dropped connection); retry with backoff
         ├── SourceUnavailable      the git source could not be reached or read
@@ -166,6 +170,29 @@ class RegistryAuthError(Stalled):
 
 class RegistryRefused(Stalled):
     """A registry rejected a request (4xx) for a reason retrying will not change."""
+
+
+class StateError(Stalled):
+    """The state dir cannot be used: unreadable or corrupt, locked, or from a newer gitedge.
+    The message says what is kept and how to recover."""
+
+
+class ReportError(Stalled, ValueError):
+    """A report document that cannot be read (the message names what is wrong)."""
+
+
+class Malformed(Stalled, ValueError):
+    """Wire data that does not parse (SSHSIG, a bundle index, a registry's answer)."""
+
+
+class YamlProblem(Stalled):
+    """One YAML node is wrong; :func:`gitedge.core.yamldoc.parse_documents` turns it into a
+    :class:`Problem` with its line."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
 
 
 class Waiting(GitEdgeError):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.state import LastVerified, Mirrored, State, StateError
+from gitedge.adapters.state import LastVerified, Mirrored, State
+from gitedge.errors import StateError
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
 

@@ -29,13 +29,19 @@ from gitedge.core.report import (
     ARTIFACT_TYPE,
     MAX_REPORT_BYTES,
     MEDIA_TYPE,
-    ReportError,
     SiteReport,
     from_document,
     tag_for,
     to_document,
 )
-from gitedge.errors import DigestMismatch, GitEdgeError, InvalidImage, RegistryUnavailable, scrub
+from gitedge.errors import (
+    DigestMismatch,
+    GitEdgeError,
+    InvalidImage,
+    RegistryUnavailable,
+    ReportError,
+    scrub,
+)
 
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from gitedge.adapters.sshsig import (
     BEGIN,
     HAVE_SODIUM,
-    Malformed,
     Reader,
     dearmor,
     parse_sshsig,
@@ -49,7 +48,7 @@ from gitedge.adapters.sshsig import (
     sodium_verify,
     ssh_fingerprint,
 )
-from gitedge.errors import TrustError
+from gitedge.errors import Malformed, TrustError
 
 if TYPE_CHECKING:
     from gitedge.adapters import openpgp

@@ -18,6 +18,8 @@ import binascii
 import hashlib
 from typing import Any
 
+from gitedge.errors import Malformed
+
 _ffi: Any = None
 _sodium: Any = None
 try:  # libsodium verifies ed25519 ~1.7x faster than OpenSSL via cryptography
@@ -45,10 +47,6 @@ __all__ = [
     "ssh_fingerprint",
     "ssh_string",
 ]
-
-
-class Malformed(ValueError):
-    """Wire data that does not parse."""
 
 
 class Reader:

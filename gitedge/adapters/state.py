@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gitedge.errors import GitEdgeError
+from gitedge.errors import StateError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -43,10 +43,6 @@ CREATE TABLE IF NOT EXISTS applied (
     PRIMARY KEY (component, step)
 );
 """
-
-
-class StateError(GitEdgeError):
-    """The state file cannot be used (unreadable, from a newer gitedge)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 from gitedge.core.conditions import READY, Condition, from_json, to_json
 from gitedge.core.selectors import LabelSelector
 from gitedge.core.timefmt import iso_z
+from gitedge.errors import ReportError
 
 MEDIA_TYPE = "application/vnd.gitedge.site-status.v1+json"
 ARTIFACT_TYPE = "application/vnd.gitedge.site-status.v1"
@@ -28,10 +29,6 @@ SCHEMA = "gitedge.io/site-status/v1"
 DEFAULT_STALE_AFTER = timedelta(hours=24)
 MAX_REPORT_BYTES = 64 << 10
 _TAG = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-class ReportError(ValueError):
-    """A report document that cannot be read (the message names what is wrong)."""
 
 
 @dataclass(frozen=True)

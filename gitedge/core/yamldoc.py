@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gitedge.errors import Problem
+from gitedge.errors import Problem, YamlProblem
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -68,15 +68,6 @@ class _Loader(_BaseLoader):
 
     def ascend_resolver(self) -> None:
         pass
-
-
-class YamlProblem(Exception):
-    """Raised inside conversion; turned into a Problem by :func:`parse_documents`."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
 
 
 class Stream:
