@@ -2,7 +2,7 @@
 from a kubeconfig with a bearer token, against tests/kubeapi.py (an API emulator on 127.0.0.1
 that enforces deploy/'s RBAC for the agent's ServiceAccount) with SUC's behaviour stood in.
 
-Covers: the first pass creates the K3s server/agent Plans, labelled, with Events and the status
+Covers: the first pass creates the K3s server Plan (the agent Plan follows once it is complete), labelled, with Events and the status
 ConfigMap; an update racing another writer gets 409, re-reads, keeps the other writer's label and
 goes through (and a conflict that persists is reported); the next minor starts only when the nodes
 carry SUC's done label for the current hash and their kubelets report the step; a three-minor path
@@ -28,7 +28,7 @@ import gitedge.adapters.kube as kube_module
 from gitedge.adapters.kube import Kube
 from gitedge.agent.applying import ApplyResult, apply_step, report, status_fields
 from gitedge.core.conditions import Condition
-from gitedge.core.suc import AGENT_PLAN, OS_PLAN, SERVER_PLAN
+from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
 from gitedge.errors import KubeApiError
 from tests import fleetstory as fs
 from tests.kubeapi import DONE, KubeEmulator, load_deploy_rbac, suc_latest_hash
@@ -87,7 +87,7 @@ def test_first_pass_creates_the_owned_k3s_pair_with_events_and_status(api, kube)
     result, status = run_pass(kube)
     assert result.error is None
     plans = {p["metadata"]["name"]: p for p in api.items("plans", NS)}
-    assert set(plans) == {SERVER_PLAN, AGENT_PLAN}
+    assert set(plans) == {SERVER_PLAN}  # the agent Plan once the control plane is done
     for p in plans.values():
         assert p["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gitedge"
         assert p["spec"]["version"] == fs.PATH[0]
@@ -96,8 +96,7 @@ def test_first_pass_creates_the_owned_k3s_pair_with_events_and_status(api, kube)
         )
     events = api.items("events", NS)
     assert sorted((e["reason"], e["involvedObject"]["name"]) for e in events) == [
-        ("StepStarted", AGENT_PLAN),
-        ("StepStarted", SERVER_PLAN),
+        ("StepStarted", SERVER_PLAN)
     ]
     assert all(
         e["involvedObject"]["uid"] == plans[e["involvedObject"]["name"]]["metadata"]["uid"]
@@ -120,9 +119,17 @@ def finish_step(api: KubeEmulator) -> None:
     api.suc_settle(NS)
 
 
-def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube):
+def first_step_done(api: KubeEmulator, kube: Kube) -> None:
+    """The first K3s step, both Plans, run to the end: server Plan, SUC, agent Plan, SUC."""
     run_pass(kube)
     finish_step(api)
+    run_pass(kube)
+    finish_step(api)
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
+
+
+def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube):
+    first_step_done(api, kube)
 
     def other_writer(emulator: KubeEmulator) -> None:
         emulator.modify(
@@ -134,7 +141,7 @@ def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube):
     assert result.error is None
     puts = [(r.name, r.code) for r in api.writes("plans") if r.method == "PUT"]
     assert puts[0] == (SERVER_PLAN, 409)
-    assert puts[1:] == [(SERVER_PLAN, 200), (AGENT_PLAN, 200)]
+    assert puts[1:] == [(SERVER_PLAN, 200)]  # the agent Plan after the servers
     server = api.get("plans", SERVER_PLAN, NS)
     assert server["spec"]["version"] == fs.PATH[1]
     assert server["metadata"]["labels"]["team"] == "ops"  # the other writer's label kept
@@ -142,8 +149,7 @@ def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube):
 
 
 def test_a_conflict_that_persists_is_reported(api, kube):
-    run_pass(kube)
-    finish_step(api)
+    first_step_done(api, kube)
     for _ in range(3):
         api.before(
             "PUT",
@@ -162,10 +168,13 @@ def test_a_conflict_that_persists_is_reported(api, kube):
 
 
 def test_next_minor_only_when_every_node_carries_the_done_label(api, kube):
-    run_pass(kube)
-    api.suc_round(NS, window_open=False)  # SUC resolves the Plans' status, starts no job
-    hashes = {p["metadata"]["name"]: p["status"]["latestHash"] for p in api.items("plans", NS)}
-    assert hashes[SERVER_PLAN] == suc_latest_hash(api.get("plans", SERVER_PLAN, NS))
+    hashes: dict[str, str] = {}
+
+    def resolve() -> None:
+        api.suc_round(NS, window_open=False)  # SUC resolves the Plans' status, starts no job
+        hashes.update(
+            {p["metadata"]["name"]: p["status"]["latestHash"] for p in api.items("plans", NS)}
+        )
 
     def upgraded(node: str, plan: str) -> None:
         def change(o):
@@ -174,7 +183,16 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube):
 
         api.modify("nodes", node, "", change)
 
+    run_pass(kube)
+    resolve()
+    assert hashes[SERVER_PLAN] == suc_latest_hash(api.get("plans", SERVER_PLAN, NS))
+    writes = len(api.writes("plans"))
+    run_pass(kube)
+    assert len(api.writes("plans")) == writes  # server-0 not done: no agent Plan yet
     upgraded("server-0", SERVER_PLAN)
+    run_pass(kube)
+    assert set(plan_versions(api)) == {SERVER_PLAN, AGENT_PLAN}
+    resolve()
     upgraded("agent-0", AGENT_PLAN)
     writes = len(api.writes("plans"))
     _, status = run_pass(kube)
@@ -188,7 +206,7 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube):
     assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
     upgraded("agent-1", AGENT_PLAN)
     _, status = run_pass(kube)
-    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[1], AGENT_PLAN: fs.PATH[1]}
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[1], AGENT_PLAN: fs.PATH[0]}
     assert {e["reason"] for e in api.items("events", NS)} >= {"StepAdvanced"}
     # right after the advance SUC has not resolved the new spec: still not done, nothing moves
     writes = len(api.writes("plans"))
@@ -198,20 +216,26 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube):
 
 def test_three_minor_path_completed_one_step_at_a_time_then_the_os(api, kube):
     seen: list[dict[str, str]] = []
-    for _ in range(8):
+    for _ in range(16):
         result, status = run_pass(kube)
         assert result.error is None
         seen.append(plan_versions(api))
         finish_step(api)
         if status["conditions"]["Applying"].reason == "UpToDate":
             break
-    k3s_steps = [v[SERVER_PLAN] for v in seen]
-    assert k3s_steps[:3] == list(fs.PATH)  # one minor per pass, in order
-    assert all(v.get(AGENT_PLAN) == v[SERVER_PLAN] for v in seen)
-    assert OS_PLAN not in seen[2] and seen[3][OS_PLAN] == "1.4.2"  # the OS after K3s
+    # one Plan per pass: each minor's server Plan, then its agent Plan, in order; then the OS
+    # Plans the same way, control plane first
+    order = [x for v in fs.PATH for x in ((SERVER_PLAN, v), (AGENT_PLAN, v))]
+    order += [(OS_SERVER_PLAN, "1.4.2"), (OS_AGENT_PLAN, "1.4.2")]
+    moves = []
+    for before, after in zip([{}, *seen], seen, strict=False):
+        moves += [(n, v) for n, v in sorted(after.items()) if before.get(n) != v]
+    assert moves == order
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {fs.PATH[-1]}
-    os_hash = suc_latest_hash(api.get("plans", OS_PLAN, NS))
-    assert all(n["metadata"]["labels"][DONE + OS_PLAN] == os_hash for n in api.items("nodes"))
+    for name, cp in fs.NODES:
+        plan_name = OS_SERVER_PLAN if cp else OS_AGENT_PLAN
+        os_hash = suc_latest_hash(api.get("plans", plan_name, NS))
+        assert api.get("nodes", name)["metadata"]["labels"][DONE + plan_name] == os_hash
     conds = status["conditions"]
     assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "UpToDate")
     assert status["k3s"]["running"] == fs.PATH[-1] and status["k3s"]["path"] == []
@@ -236,16 +260,15 @@ def test_a_running_step_finishes_after_the_window_closes_and_the_next_waits(api,
     assert api.get("plans", SERVER_PLAN, NS)["status"]["applying"] == ["server-0"]
     _, status = run_pass(kube, now=fs.OUT_OF_WINDOW)
     assert status["conditions"]["Applying"].reason == "StepRunning"
-    api.suc_settle(NS, window_open=False)  # the running job ends; the agents' jobs wait
+    api.suc_settle(NS, window_open=False)  # the running job ends
     assert api.get("nodes", "server-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
     assert api.get("nodes", "agent-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.START
     writes = len(api.writes("plans"))
-    api.suc_settle(NS)  # (the window opens for SUC: agents finish)
     _, status = run_pass(kube, now=fs.OUT_OF_WINDOW)
-    assert len(api.writes("plans")) == writes  # the next minor waits for the next window
+    assert len(api.writes("plans")) == writes  # the agent Plan waits for the next window
     assert status["conditions"]["WindowClosed"].status == "True"
     run_pass(kube, now=fs.NEXT_OPEN)
-    assert plan_versions(api)[SERVER_PLAN] == fs.PATH[1]
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
 
 
 # ----------------------------------------------------------------------------- API errors
@@ -290,7 +313,7 @@ def test_server_errors_and_a_missing_crd_are_conditions(api, kube):
     assert applying.reason == "NotFound" and "Plan CRD" in applying.message
     assert_no_token(api)
     run_pass(kube)  # and once the API heals, the next pass goes on
-    assert set(plan_versions(api)) == {SERVER_PLAN, AGENT_PLAN}
+    assert set(plan_versions(api)) == {SERVER_PLAN}
 
 
 def test_unreachable_api(tmp_path):
@@ -423,8 +446,7 @@ def test_status_keeps_the_other_steps_conditions(api, kube):
 
 def test_the_story_uses_every_rbac_grant_in_deploy(api, kube):
     """Least privilege: every rule deploy/ grants is needed by what the agent does."""
-    run_pass(kube)  # list nodes and plans, create plans, events, status create + get
-    finish_step(api)
+    first_step_done(api, kube)  # list nodes and plans, create plans, events, status create + get
     run_pass(kube)  # update plans, status update
     finish_step(api)
     api.put(foreign_plan("gitedge-old-step", {"app.kubernetes.io/managed-by": "gitedge"}))

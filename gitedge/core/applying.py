@@ -16,6 +16,10 @@ else happens. The rules:
   step's version (both signals: stale status and lagging kubelets both hold the advance back).
   A running step may be corrected in place (same K3s minor, same OS image), so a broken step can
   be fixed by a signed commit without waiting for it to finish.
+- Control plane first, within a step: a worker Plan (``gitedge-k3s-agent``, ``gitedge-os-agent``)
+  is written only once its control-plane Plan (``LEADER_PLANS``) has the step's spec and is
+  complete, so control-plane nodes go one at a time (their Plans have concurrency 1) and never
+  together with workers, and worker Jobs do not wait in ``prepare`` against their deadline.
 - ``rollout.order`` (default ``[k3s, os]``): a component starts a step only when every component
   before it is complete and no other component has a step running.
 - Windows: no Plan is created or advanced while the component's window is closed (or the clock
@@ -51,9 +55,11 @@ from gitedge.core.planning import Plan, WindowView
 from gitedge.core.suc import (
     AGENT_PLAN,
     COMPONENT_LABEL,
+    LEADER_PLANS,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    OS_PLAN,
+    OS_AGENT_PLAN,
+    OS_SERVER_PLAN,
     SERVER_PLAN,
     STEP_ANNOTATION,
     Site,
@@ -62,7 +68,12 @@ from gitedge.core.versions import K3sVersion
 from gitedge.errors import VersionError
 
 Component = Literal["k3s", "os"]
-PLAN_COMPONENT: Mapping[str, Component] = {SERVER_PLAN: "k3s", AGENT_PLAN: "k3s", OS_PLAN: "os"}
+PLAN_COMPONENT: Mapping[str, Component] = {
+    SERVER_PLAN: "k3s",
+    AGENT_PLAN: "k3s",
+    OS_SERVER_PLAN: "os",
+    OS_AGENT_PLAN: "os",
+}
 DEFAULT_ORDER: tuple[Component, Component] = ("k3s", "os")
 
 __all__ = [
@@ -325,6 +336,7 @@ def _one(
     step = str(c.want[0]["metadata"]["annotations"].get(STEP_ANNOTATION))
     changes = [(m, c.have.get(m["metadata"]["name"])) for m in c.want]
     changes = [(m, h) for m, h in changes if _differs(h, m)]
+    changes = _control_plane_first(c, changes)
     if not changes:
         if c.in_flight:
             return ComponentStatus(
@@ -406,6 +418,25 @@ def _one(
                 )
             )
     return ComponentStatus(name, "started", "StepStarted", f"{name}: step {step} started", step)
+
+
+def _control_plane_first(
+    c: _Comp, changes: list[tuple[Mapping[str, Any], PlanState | None]]
+) -> list[tuple[Mapping[str, Any], PlanState | None]]:
+    """``changes`` without the worker Plans whose control-plane Plan is being written now or
+    is not complete yet (see the module docstring)."""
+    changed = {m["metadata"]["name"] for m, _ in changes}
+    wanted = {m["metadata"]["name"] for m in c.want}
+    progress = {p.plan: p for p in c.progress}
+    out = []
+    for m, have in changes:
+        leader = LEADER_PLANS.get(m["metadata"]["name"])
+        if leader is not None and leader in wanted:
+            done = leader in progress and progress[leader].complete
+            if leader in changed or not done:
+                continue
+        out.append((m, have))
+    return out
 
 
 def _delete(p: PlanState, component: str, reason: str, site: Site, actions: list[Action]) -> bool:
