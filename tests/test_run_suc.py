@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.agentkit import START, fleet_files, push_image, served_fleet_repo, si
 from tests.gitserver import git_daemon
 from tests.kubeapi import ApiError, KubeEmulator, load_deploy_rbac
 from tests.registryserver import docker_registry
+from tests.sucsim import SucSim
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 TOKEN = "agent-sa-token-never-logged"
@@ -149,6 +151,7 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     site: dict[str, Any],
 ) -> None:
     api: KubeEmulator = site["api"]
+    sim = SucSim(api, now=datetime.fromisoformat(IN_WINDOW), namespace=NS)
     first = run_once(site)
     assert first.returncode == 0, first.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1]}  # the agent Plan after the server
@@ -159,11 +162,14 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     applied = [(a["component"], a["step"], a["doneAt"]) for a in doc["applied"]]
     assert applied == [("k3s", RELEASES[1], None)]
 
-    api.suc_settle(NS)  # SUC upgrades the server to v1.28
+    sim.settle()  # SUC upgrades the server to v1.28
+    assert sim.now < datetime.fromisoformat("2026-01-02T02:15:00Z")
     worker = run_once(site, "2026-01-02T02:15:00Z")
     assert worker.returncode == 0, worker.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
-    api.suc_settle(NS)  # and the agent
+    sim.now = datetime.fromisoformat("2026-01-02T02:15:00Z")
+    sim.settle()  # and the agent
+    assert sim.now < datetime.fromisoformat("2026-01-02T02:30:00Z")
     second = run_once(site, "2026-01-02T02:30:00Z")
     assert second.returncode == 0, second.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[2], "gitedge-k3s-agent": RELEASES[1]}
@@ -173,9 +179,11 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     done = {a["step"]: a["doneAt"] for a in doc["applied"]}
     assert done[RELEASES[1]] is not None and done[RELEASES[2]] is None
 
-    api.suc_settle(NS)
+    sim.now = datetime.fromisoformat("2026-01-02T02:30:00Z")
+    sim.settle()
     assert run_once(site, "2026-01-02T02:45:00Z").returncode == 0
-    api.suc_settle(NS)
+    sim.now = datetime.fromisoformat("2026-01-02T02:45:00Z")
+    sim.settle()
     third = run_once(site, "2026-01-02T03:00:00Z")
     assert third.returncode == 0, third.stderr
     doc = status(api)
