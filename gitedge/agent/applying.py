@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from gitedge.agent.clusters import PrintCluster
 from gitedge.core.applying import Action, Decision, decide
 from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import APPLYING, Condition
@@ -109,7 +110,13 @@ def apply_step(
             )
             planned = plan(fleet, facts, now=now, site=site)
             decision = decide(
-                plan=planned, snapshot=snapshot, now=now, site=site, clock_trusted=clock_trusted
+                plan=planned,
+                snapshot=snapshot,
+                now=now,
+                site=site,
+                clock_trusted=clock_trusted,
+                # a printed step is applied by hand: every Plan printed, workers marked
+                sequence_workers=not isinstance(api, PrintCluster),
             )
         except Stalled as e:
             return _failed(type(e).__name__, str(e), error=e, snapshot=snapshot)

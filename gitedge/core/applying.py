@@ -236,13 +236,17 @@ def decide(
     site: Site,
     windows: Mapping[Component, bool] | None = None,
     clock_trusted: bool = True,
+    sequence_workers: bool = True,
 ) -> Decision:
     """The actions that move the cluster one step on, and the ``Applying`` and
     ``WindowClosed`` conditions that say where it stands (see the module docstring).
 
     ``plan`` must have been made from :func:`cluster_facts` of the same snapshot; ``windows``
     defaults to :func:`windows_open` of the plan. ``snapshot.plans`` holds gitedge-owned Plans
-    only (listed by the ``managed-by`` label); any other is ignored, never deleted."""
+    only (listed by the ``managed-by`` label); any other is ignored, never deleted.
+    ``sequence_workers`` False (print mode: no cluster to read the control plane's progress
+    from) decides every Plan of a step at once, a worker Plan's reason naming the Plan it must
+    follow."""
     is_open: dict[Component, bool] = dict(windows) if windows is not None else windows_open(plan)
     if not clock_trusted:
         is_open = {"k3s": False, "os": False}
@@ -290,6 +294,7 @@ def decide(
             site=site,
             clock_trusted=clock_trusted,
             actions=actions,
+            sequence_workers=sequence_workers,
         )
         statuses.append(status)
         if not status.complete and blocked is None:
@@ -312,6 +317,7 @@ def _one(
     site: Site,
     clock_trusted: bool,
     actions: list[Action],
+    sequence_workers: bool = True,
 ) -> ComponentStatus:
     name = c.name
     if not c.targeted:
@@ -336,7 +342,8 @@ def _one(
     step = str(c.want[0]["metadata"]["annotations"].get(STEP_ANNOTATION))
     changes = [(m, c.have.get(m["metadata"]["name"])) for m in c.want]
     changes = [(m, h) for m, h in changes if _differs(h, m)]
-    changes = _control_plane_first(c, changes)
+    if sequence_workers:
+        changes = _control_plane_first(c, changes)
     if not changes:
         if c.in_flight:
             return ComponentStatus(
@@ -390,10 +397,18 @@ def _one(
         return ComponentStatus(name, "waiting", "WaitingForWindow", f"{name} {step}: {text}", step)
     for m, have in changes:
         mname = m["metadata"]["name"]
+        after = ""
+        if not sequence_workers and mname in LEADER_PLANS:
+            after = f" (apply once {LEADER_PLANS[mname]} is complete)"
         if have is None:
             actions.append(
                 Action(
-                    "create", mname, site.namespace, name, f"start {name} step {step}", manifest=m
+                    "create",
+                    mname,
+                    site.namespace,
+                    name,
+                    f"start {name} step {step}{after}",
+                    manifest=m,
                 )
             )
         else:
