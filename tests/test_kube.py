@@ -505,3 +505,60 @@ def test_in_cluster_config_uses_the_pods_service_account(tmp_path, monkeypatch):
         with Kube.connect(request_timeout=10) as kube, pytest.raises(KubeApiError) as e:
             kube.snapshot()
         assert e.value.reason == "Unreachable" and TOKEN not in str(e.value)
+
+
+# ------------------------------------------------------------------------------ read-back
+
+
+def test_a_pruned_window_holds_the_component_until_suc_can_keep_it(api, kube):
+    """An API server whose Plan CRD predates SUC v0.15.0 prunes spec.window: the write's answer
+    shows it, the pass stops there, and every later pass holds the component (no Plan written,
+    not even once the control plane is done) with ``PlansAsWritten`` and ``Applying`` saying
+    why; once SUC keeps the field and the Plan is deleted, the agent writes it again."""
+    api.old_suc = True
+    _, status = run_pass(kube)
+    server = api.get("plans", SERVER_PLAN, NS)
+    assert "window" not in server["spec"]  # pruned, as a real API server would
+    conds = status["conditions"]
+    assert (conds["Applying"].status, conds["Applying"].reason) == ("False", "WindowPruned")
+    assert (conds["PlansAsWritten"].status, conds["PlansAsWritten"].reason) == (
+        "False",
+        "WindowPruned",
+    )
+    assert "v0.15.0" in conds["PlansAsWritten"].message and SERVER_PLAN in conds["Ready"].message
+    assert any(e["reason"] == "PlanNotAsWritten" for e in api.items("events", "gitedge-system"))
+    # SUC (old, ungated) upgrades the server anyway; the agent still writes nothing more
+    sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS)
+    sim.settle()
+    writes = len(api.writes("plans"))
+    _, status = run_pass(kube)
+    assert len(api.writes("plans")) == writes
+    assert status["conditions"]["Applying"].reason == "WindowPruned"
+    # SUC upgraded (the CRD has window now) and the operator deletes the held Plan
+    api.old_suc = False
+    with api.lock:  # (kubectl delete plan ...)
+        del api.store[("plans", NS, SERVER_PLAN)]
+    _, status = run_pass(kube)
+    assert api.get("plans", SERVER_PLAN, NS)["spec"]["window"]["startTime"] == "01:00"
+    assert status["conditions"]["PlansAsWritten"].status == "True"
+
+
+def test_a_deadline_clamped_by_suc_is_reported(api, kube):
+    """SUC clamps each Job's deadline to SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX
+    (job.go New); the agent reads the Jobs SUC created and reports the clamp."""
+    sim = SucSim(
+        api, now=fs.IN_WINDOW, namespace=NS,
+        env={"SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX": "600"}, job_minutes=5,
+    )  # fmt: skip
+    _, status = run_pass(kube)
+    assert status["conditions"]["PlansAsWritten"].status == "True"
+    sim.reconcile()  # SUC creates the server's Job
+    asked = api.get("plans", SERVER_PLAN, NS)["spec"]["jobActiveDeadlineSecs"]
+    assert asked > 600
+    (job,) = api.items("jobs", NS)
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    _, status = run_pass(kube)
+    clamped = status["conditions"]["PlansAsWritten"]
+    assert (clamped.status, clamped.reason) == ("False", "DeadlineClamped")
+    assert f"{SERVER_PLAN} 600 s, not the {asked} s" in clamped.message
+    assert status["conditions"]["Ready"].reason == "DeadlineClamped"

@@ -20,6 +20,10 @@ else happens. The rules:
   is written only once its control-plane Plan (``LEADER_PLANS``) has the step's spec and is
   complete, so control-plane nodes go one at a time (their Plans have concurrency 1) and never
   together with workers, and worker Jobs do not wait in ``prepare`` against their deadline.
+- Read-back (:mod:`gitedge.core.readback`): a component with a Plan whose ``spec.window`` the API
+  server pruned (SUC older than v0.15.0: nothing would gate its Jobs) is held, no Plan of it
+  created or changed, ``Applying`` False ``WindowPruned``; ``PlansAsWritten`` also reports a Job
+  deadline SUC clamped.
 - ``rollout.order`` (default ``[k3s, os]``): a component starts a step only when every component
   before it is complete and no other component has a step running.
 - Windows: no Plan is created or advanced while the component's window is closed (or the clock
@@ -52,6 +56,7 @@ from gitedge.core.clusterstate import (
 )
 from gitedge.core.conditions import APPLYING, UP_TO_DATE, WINDOW_CLOSED, Condition
 from gitedge.core.planning import Plan, WindowView
+from gitedge.core.readback import WINDOW_PRUNED, plans_as_written, pruned_text, stamp_window
 from gitedge.core.suc import (
     AGENT_PLAN,
     COMPONENT_LABEL,
@@ -302,7 +307,10 @@ def decide(
     return Decision(
         actions=tuple(actions),
         components=tuple(statuses),
-        conditions=_conditions(statuses, actions, clock_trusted=clock_trusted),
+        conditions=(
+            *_conditions(statuses, actions, clock_trusted=clock_trusted),
+            plans_as_written(list(owned.values()), snapshot.jobs),
+        ),
         retry_after=_retry_after(comps, statuses, now) if clock_trusted else None,
     )
 
@@ -335,6 +343,10 @@ def _one(
                 f"{name} is no longer targeted; removed once SUC's jobs finish ({jobs})",
             )
         return ComponentStatus(name, "untargeted", "NotTargeted", f"{name}: no target")
+    wants_window = {m["metadata"]["name"] for m in c.want if m["spec"].get("window") is not None}
+    pruned = [p.name for p in c.have.values() if p.window_pruned and p.name in wants_window]
+    if pruned:
+        return ComponentStatus(name, "waiting", WINDOW_PRUNED, f"{name}: {pruned_text(pruned)}")
     if not c.want:  # the K3s path is empty (the cluster runs the target) / the OS is current
         if c.in_flight:
             return ComponentStatus(name, "running", "StepRunning", f"{name}: {c.describe()}")
@@ -408,7 +420,7 @@ def _one(
                     site.namespace,
                     name,
                     f"start {name} step {step}{after}",
-                    manifest=m,
+                    manifest=stamp_window(m),
                 )
             )
         else:
@@ -420,7 +432,7 @@ def _one(
                 }
             }
             verb = "advance to" if _step_key(name, have.step) != _step_key(name, step) else "update"
-            manifest = merge_for_update(m, live)
+            manifest = stamp_window(merge_for_update(m, live))
             actions.append(
                 Action(
                     "update",
@@ -488,7 +500,10 @@ def _conditions(
     started = [s for s in statuses if s.state == "started"]
     running = [s for s in statuses if s.state == "running"]
     waiting = [s for s in statuses if s.state == "waiting"]
-    if started:
+    pruned = [s for s in statuses if s.reason == WINDOW_PRUNED]
+    if pruned:  # held, whatever else runs: the operator must act
+        applying = Condition(APPLYING, "False", WINDOW_PRUNED, message)
+    elif started:
         applying = Condition(APPLYING, "True", "StepStarted", message)
     elif running:
         applying = Condition(APPLYING, "True", "StepRunning", message)
