@@ -562,3 +562,61 @@ def test_a_deadline_clamped_by_suc_is_reported(api, kube):
     assert (clamped.status, clamped.reason) == ("False", "DeadlineClamped")
     assert f"{SERVER_PLAN} 600 s, not the {asked} s" in clamped.message
     assert status["conditions"]["Ready"].reason == "DeadlineClamped"
+
+
+def with_rollout(fleet: Any, **update: Any) -> Any:
+    """``fleet`` with its one target's rollout changed."""
+    (name, target), *_ = fleet.targets.items()
+    rollout = target.spec.rollout.model_copy(update=update)
+    fleet.targets[name] = target.model_copy(
+        update={"spec": target.spec.model_copy(update={"rollout": rollout})}
+    )
+    return fleet
+
+
+def test_drain_on_stock_k3s_passes_kubectls_emptydir_refusal(api, kube):
+    """Stock K3s runs metrics-server (an emptyDir) and svclb DaemonSet pods on the agents; with a
+    drain the fleet set (a timeout, nothing else), SUC's kubectl drain gets
+    --delete-emptydir-data and --ignore-daemonsets by SUC's defaults (job.go New) and the
+    agents are upgraded; rendering deleteEmptydirData: false made kubectl refuse them."""
+    from gitedge.core.fleet import Drain
+    from tests.jobsim import k3s_stock_pods
+
+    for name, _ in fs.NODES:
+        for pod in k3s_stock_pods(name):
+            api.put(pod)
+    fleet = with_rollout(fs.fleet(os=None), drain=Drain(timeout=timedelta(minutes=5)))
+    sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS, drain_minutes=1)
+    for _ in range(2):  # the server Plan, then the agent Plan
+        run_pass(kube, fleet=fleet, now=sim.now)
+        sim.settle()
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
+    assert api.get("plans", AGENT_PLAN, NS)["spec"]["drain"] == {"timeout": "300s"}
+    assert [e for e in sim.log if e.kind == "drain-refused"] == []
+    agent_hash = digest_status(api.get("plans", AGENT_PLAN, NS))
+    for name in ("agent-0", "agent-1"):
+        node = api.get("nodes", name)
+        assert node["metadata"]["labels"][DONE + AGENT_PLAN] == agent_hash
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
+        assert not node["spec"].get("unschedulable")  # uncordoned when the Job completed
+
+
+def test_a_fleet_that_sets_delete_emptydir_data_false_gets_kubectls_refusal(api, kube):
+    """What every drain did before (gitedge rendered false by default): the same site, the
+    field set false by the fleet, is refused by kubectl drain and the agent stays cordoned."""
+    from gitedge.core.fleet import Drain
+    from tests.jobsim import k3s_stock_pods
+
+    for pod in k3s_stock_pods("agent-0"):
+        api.put(pod)
+    drain = Drain(timeout=timedelta(minutes=5), delete_emptydir_data=False)
+    fleet = with_rollout(fs.fleet(os=None), drain=drain)
+    sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS, drain_minutes=1)
+    run_pass(kube, fleet=fleet, now=sim.now)
+    sim.settle()
+    run_pass(kube, fleet=fleet, now=sim.now)
+    assert api.get("plans", AGENT_PLAN, NS)["spec"]["drain"]["deleteEmptydirData"] is False
+    sim.advance(minutes=30)
+    refused = [e for e in sim.log if e.kind == "drain-refused"]
+    assert refused and refused[0].node == "agent-0" and "local storage" in refused[0].detail
+    assert DONE + AGENT_PLAN not in api.get("nodes", "agent-0")["metadata"]["labels"]
