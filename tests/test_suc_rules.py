@@ -278,3 +278,10 @@ def test_every_plan_sets_a_deadline_that_fits_drain_and_upgrade():
     )  # fmt: skip
     assert agent["spec"]["jobActiveDeadlineSecs"] == (3 + 5 + 15 + 20) * 60
     assert agent["spec"]["drain"]["timeout"] == "900s"
+    # a timeout of 0 is kubectl's "wait forever", which no deadline fits: 15m too
+    _, agent = k3s_plans(
+        version="v1.30.6+k3s1", upgrade_image="rancher/k3s-upgrade",
+        rollout=target_rollout("{drain: {timeout: 0s}}"), window=None, target="t", site=SITE,
+    )  # fmt: skip
+    assert agent["spec"]["drain"]["timeout"] == "900s"
+    assert agent["spec"]["jobActiveDeadlineSecs"] == (3 + 5 + 15 + 20) * 60

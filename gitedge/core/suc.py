@@ -143,10 +143,17 @@ def suc_window(spec: MaintenanceWindowSpec | None) -> dict[str, Any] | None:
     return {"days": days, "startTime": spec.start, "endTime": end, "timeZone": spec.time_zone}
 
 
+def _drain_timeout(drain: Drain) -> timedelta:
+    """The drain's timeout: the fleet's, or 15m when it sets none (or 0, which kubectl reads as
+    "wait forever")."""
+    if drain.timeout is None or drain.timeout <= timedelta(0):
+        return DEFAULT_DRAIN_TIMEOUT
+    return drain.timeout
+
+
 def _drain(drain: Drain) -> dict[str, Any]:
     """SUC's spec.drain with what the fleet set, and a timeout (see the module docstring)."""
-    timeout = drain.timeout if drain.timeout is not None else DEFAULT_DRAIN_TIMEOUT
-    out: dict[str, Any] = {"timeout": f"{int(timeout.total_seconds())}s"}
+    out: dict[str, Any] = {"timeout": f"{int(_drain_timeout(drain).total_seconds())}s"}
     for key, value in (
         ("force", drain.force),
         ("ignoreDaemonSets", drain.ignore_daemon_sets),
@@ -169,26 +176,21 @@ def job_deadline(*, rollout: Rollout, drain: bool, prepare: bool) -> int:
     if prepare:
         total += PREPARE_ALLOWANCE
     if drain and rollout.drain is not None:
-        total += (
-            rollout.drain.timeout if rollout.drain.timeout is not None else DEFAULT_DRAIN_TIMEOUT
-        )
+        total += _drain_timeout(rollout.drain)
     total += (
         rollout.upgrade_timeout if rollout.upgrade_timeout is not None else DEFAULT_UPGRADE_TIMEOUT
     )
     return int(total.total_seconds())
 
 
-def _rollout(
-    spec: dict[str, Any], rollout: Rollout, *, concurrency: int | None = None, drain: bool = True
-) -> None:
-    """Concurrency, cordon, drain (when ``drain``) and the Job deadline that fits them."""
+def _rollout(spec: dict[str, Any], rollout: Rollout, *, concurrency: int | None = None) -> None:
+    """Concurrency, cordon, drain and the Job deadline that fits them."""
     spec["concurrency"] = concurrency if concurrency is not None else rollout.concurrency
     spec["cordon"] = rollout.cordon
-    drains = drain and rollout.drain is not None
-    if drains and rollout.drain is not None:
+    if rollout.drain is not None:
         spec["drain"] = _drain(rollout.drain)
     spec["jobActiveDeadlineSecs"] = job_deadline(
-        rollout=rollout, drain=drains, prepare="prepare" in spec
+        rollout=rollout, drain=rollout.drain is not None, prepare="prepare" in spec
     )
 
 
