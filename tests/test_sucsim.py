@@ -5,6 +5,7 @@ emulator checks Plans against SUC's CRD (tests/plancrd.py)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -139,7 +140,7 @@ def test_k3s_agent_prepare_waits_for_the_server_plan_and_every_server_at_the_ver
     assert min(agent_upgrades) >= max(t for n, t in ends.items() if "server" in n)
     # one server at a time, each kubelet at the version
     servers = sorted(e.at for e in sim.log if e.kind == "upgrade-started" and "server" in e.node)
-    assert [b - a for a, b in zip(servers, servers[1:], strict=False)] == [timedelta(minutes=4)] * 2
+    assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=4)] * 2
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {
         "v1.28.15+k3s1"
     }
