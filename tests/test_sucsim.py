@@ -141,6 +141,8 @@ def test_k3s_agent_prepare_waits_for_the_server_plan_and_every_server_at_the_ver
     # one server at a time, each kubelet at the version
     servers = sorted(e.at for e in sim.log if e.kind == "upgrade-started" and "server" in e.node)
     assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=4)] * 2
+    assert sim.max_concurrent_upgrades(["server-0", "server-1", "server-2"]) == 1
+    assert sim.max_concurrent_upgrades(["agent-0", "agent-1", "agent-2"]) == 3
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {
         "v1.28.15+k3s1"
     }
