@@ -148,6 +148,13 @@ class SucSim:
             self.reconcile()
         return self.log[start:]
 
+    def advance_to(self, when: datetime) -> list[SimEvent]:
+        """Minute by minute up to ``when`` (the agent's next pass, say)."""
+        start = len(self.log)
+        while self.now + timedelta(minutes=1) <= when:
+            self.advance()
+        return self.log[start:]
+
     def run_until(
         self, done: Callable[[SucSim], bool], *, limit_minutes: int = 24 * 60
     ) -> list[SimEvent]:

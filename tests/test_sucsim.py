@@ -177,6 +177,33 @@ def test_job_deadline_env_default_clamp_and_failed_job_recreated_after_ttl_at_an
     assert job["spec"]["activeDeadlineSeconds"] == 600 and job["spec"]["backoffLimit"] == 2
 
 
+def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_limit(api):
+    api.put(plan("once", "v1.28.15+k3s1", selector={"matchLabels": {"kubernetes.io/hostname": "agent-0"}}))  # fmt: skip
+    api.put(plan("never", "v1.28.15+k3s1", selector={"matchLabels": {"kubernetes.io/hostname": "agent-1"}}))  # fmt: skip
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=1, fail=lambda p, n, attempt: p == "never" or attempt == 1)  # fmt: skip
+    sim.reconcile()
+    sim.advance(minutes=10)
+    once = [(e.kind, e.detail) for e in sim.log if e.plan == "once" and e.kind in ("pod-started", "pod-failed", "job-succeeded")]  # fmt: skip
+    assert once == [("pod-started", "attempt 1"), ("pod-failed", "upgrade container exited 1"), ("pod-started", "attempt 2"), ("job-succeeded", "")]  # fmt: skip
+    never = [e for e in sim.log if e.plan == "never"]
+    assert [e.detail for e in never if e.kind == "pod-started"] == [
+        "attempt 1",
+        "attempt 2",
+        "attempt 3",
+    ]
+    assert [e.detail for e in never if e.kind == "job-failed"] == ["BackoffLimitExceeded"]
+    sim.advance(minutes=15)  # the TTL: deleted and created again, attempts from 1
+    kinds = [e.kind for e in sim.log if e.plan == "never"]
+    i = kinds.index("job-deleted")
+    assert i > kinds.index("job-failed") and kinds[i : i + 3] == ["job-deleted", "job-created", "pod-started"]  # fmt: skip
+    # SUC's Validate: a Plan both deleteEmptydirData and deleteLocalData is not valid, no Job
+    api.put(plan("bad", "v1", selector=AGENTS, drain={"deleteEmptydirData": True, "deleteLocalData": True}))  # fmt: skip
+    sim.reconcile()
+    c = get_cond(api.get("plans", "bad", NS), "Validated")
+    assert c["status"] == "False" and "deleteLocalData" in c["message"]
+    assert not [e for e in sim.log if e.plan == "bad"]
+
+
 def test_running_job_deleted_when_the_version_changes_or_its_node_leaves_applying(api):
     api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1))
     sim = SucSim(api, now=MONDAY_2AM, job_minutes=30)
