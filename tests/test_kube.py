@@ -620,3 +620,31 @@ def test_a_fleet_that_sets_delete_emptydir_data_false_gets_kubectls_refusal(api,
     refused = [e for e in sim.log if e.kind == "drain-refused"]
     assert refused and refused[0].node == "agent-0" and "local storage" in refused[0].detail
     assert DONE + AGENT_PLAN not in api.get("nodes", "agent-0")["metadata"]["labels"]
+
+
+def test_three_servers_are_upgraded_one_at_a_time_k3s_and_os_alike(tmp_path):
+    """3 servers, 3 agents, ``concurrency: 3``: the K3s path and then the OS, passes every 10
+    simulated minutes alternating with SUC: never two control-plane nodes upgrading at once
+    (an OS upgrade reboots: two servers down cost etcd its quorum), agents three at a time."""
+    servers = ["server-0", "server-1", "server-2"]
+    agents = ["agent-0", "agent-1", "agent-2"]
+    with KubeEmulator(token=TOKEN, grants=GRANTS) as api:
+        for name in servers + agents:
+            api.add_node(name, kubelet=fs.START, control_plane=name in servers)
+        config = str(api.kubeconfig(tmp_path / "kubeconfig"))
+        with Kube.connect(kubeconfig=config, request_timeout=10) as kube:
+            fleet = with_rollout(fs.fleet(), concurrency=3)
+            sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS, job_minutes=3)
+            for _ in range(200):
+                _, status = run_pass(kube, fleet=fleet, now=sim.now)
+                if status["conditions"]["Applying"].reason == "UpToDate":
+                    break
+                sim.advance(minutes=10)
+            assert status["conditions"]["Ready"].status == "True", status["conditions"]
+    upgraded = {node for _, node, _, _ in sim.upgrades()}
+    assert upgraded == set(servers + agents)
+    assert {plan for plan, _, _, _ in sim.upgrades()} == {
+        SERVER_PLAN, AGENT_PLAN, OS_SERVER_PLAN, OS_AGENT_PLAN
+    }  # fmt: skip
+    assert sim.max_concurrent_upgrades(servers) == 1
+    assert sim.max_concurrent_upgrades(agents) == 3
