@@ -648,3 +648,35 @@ def test_three_servers_are_upgraded_one_at_a_time_k3s_and_os_alike(tmp_path):
     }  # fmt: skip
     assert sim.max_concurrent_upgrades(servers) == 1
     assert sim.max_concurrent_upgrades(agents) == 3
+
+
+def test_a_long_drain_fits_the_deadline_gitedge_sets(api, kube):
+    """A 12-minute drain (its timeout 15m) and a 5-minute upgrade: past SUC's shipped default
+    deadline (900 s, ConfigMap default-controller-env), so without jobActiveDeadlineSecs the
+    Job failed with DeadlineExceeded and SUC retried it, at any hour, after the Job TTL. The
+    Plan's own deadline (3 + 5 + 15 + 20 minutes on the agent Plan) fits it."""
+    from gitedge.core.fleet import Drain
+    from tests.sucsim import SHIPPED_ENV
+
+    fleet = with_rollout(fs.fleet(os=None), drain=Drain(timeout=timedelta(minutes=15)))
+    sim = SucSim(
+        api, now=fs.IN_WINDOW, namespace=NS, env=SHIPPED_ENV, job_minutes=5, drain_minutes=12
+    )
+    for _ in range(2):  # the server Plan, then the agent Plan
+        run_pass(kube, fleet=fleet, now=sim.now)
+        sim.settle()
+    assert [e for e in sim.log if e.kind in ("job-failed", "pod-killed")] == []
+    agent = api.get("plans", AGENT_PLAN, NS)
+    assert agent["spec"]["jobActiveDeadlineSecs"] == (3 + 5 + 15 + 20) * 60
+    runs = [(p, n) for p, n, _, end in sim.upgrades() if end is not None]
+    assert sorted(runs) == [
+        (AGENT_PLAN, "agent-0"),
+        (AGENT_PLAN, "agent-1"),
+        (SERVER_PLAN, "server-0"),
+    ]
+    jobs = [
+        j
+        for j in api.items("jobs", NS)
+        if j["metadata"]["labels"]["upgrade.cattle.io/plan"] == AGENT_PLAN
+    ]
+    assert jobs and all(j["spec"]["activeDeadlineSeconds"] == 43 * 60 for j in jobs)
