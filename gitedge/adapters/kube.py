@@ -221,19 +221,26 @@ class Kube:
 
     # ---------------------------------------------------------------------------------- reads
 
-    def nodes(self) -> tuple[NodeFacts, ...]:
-        """Every node, with its labels, architecture and kubelet version."""
-        out: list[NodeFacts] = []
+    def _items(self, what: str, fn: Callable[..., Any], *args: Any) -> list[Mapping[str, Any]]:
+        """Every item of a list call, page by page."""
+        out: list[Mapping[str, Any]] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": _PAGE}
             if token:
                 kwargs["_continue"] = token
-            page = self._json("list nodes", self._core.list_node, **kwargs)
-            out.extend(NodeFacts.from_object(item) for item in page.get("items") or ())
+            page = self._json(what, fn, *args, **kwargs)
+            out.extend(page.get("items") or ())
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return tuple(sorted(out, key=lambda n: n.name))
+                return out
+
+    def nodes(self) -> tuple[NodeFacts, ...]:
+        """Every node, with its labels, architecture and kubelet version."""
+        out = [
+            NodeFacts.from_object(item) for item in self._items("list nodes", self._core.list_node)
+        ]
+        return tuple(sorted(out, key=lambda n: n.name))
 
     def owned_plans(self) -> tuple[PlanState, ...]:
         """The Plans of the namespace that carry gitedge's ``managed-by`` label (checked again
@@ -272,23 +279,10 @@ class Kube:
         names = set(plans)
         if not names:
             return ()
-        out: list[JobFacts] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": _PAGE}
-            if token:
-                kwargs["_continue"] = token
-            page = self._json(
-                f"list Jobs in {self.namespace}",
-                self._batch.list_namespaced_job,
-                self.namespace,
-                **kwargs,
-            )
-            jobs = (JobFacts.from_object(item) for item in page.get("items") or ())
-            out.extend(j for j in jobs if j.plan in names)
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return tuple(sorted(out, key=lambda j: j.name))
+        what = f"list Jobs in {self.namespace}"
+        items = self._items(what, self._batch.list_namespaced_job, self.namespace)
+        jobs = (JobFacts.from_object(item) for item in items)
+        return tuple(sorted((j for j in jobs if j.plan in names), key=lambda j: j.name))
 
     def snapshot(self) -> ClusterSnapshot:
         plans = self.owned_plans()
