@@ -114,6 +114,7 @@ class SucSim:
         self.env = dict(env or {})
         self.controller = controller
         self.log: list[SimEvent] = []
+        self._failed_seen: set[str] = set()
         self.jobs = JobRunner(
             api,
             namespace=namespace,
@@ -167,7 +168,9 @@ class SucSim:
         raise AssertionError(f"not done within {limit_minutes} simulated minutes, at {self.now}")
 
     def settle(self, *, limit_minutes: int = 24 * 60) -> list[SimEvent]:
-        """Advance until no Job pod runs and a minute passes with nothing changing."""
+        """Advance until no Job pod runs and a minute passes with nothing changing. A Failed
+        Job waiting for its TTL counts as idle: :meth:`advance` or :meth:`run_until` show the
+        re-creation that follows."""
         start = len(self.log)
         self.reconcile()
         for _ in range(limit_minutes):
@@ -218,14 +221,11 @@ class SucSim:
         assert got is not None, f"no Plan {name}"
         return got
 
-    def _fingerprint(self) -> str:
+    def _fingerprint(self) -> tuple[int, tuple[Any, ...]]:
+        """Every change to the store bumps the emulator's revision (put, modify, _bump); the
+        pods' progress is the runner's."""
         with self.api.lock:
-            state = [
-                (k, o.get("metadata", {}).get("labels"), o.get("status"), o.get("spec"))
-                for k, o in sorted(self.api.store.items())
-                if k[0] in ("plans", "jobs", "nodes")
-            ]
-            return json.dumps([state, self.jobs.fingerprint()], sort_keys=True, default=str)
+            return self.api.revision, tuple(self.jobs.fingerprint())
 
     def _plans(self) -> list[dict[str, Any]]:
         return [
@@ -332,7 +332,10 @@ class SucSim:
     # ------------------------------------------------------------------ handle_batch.go
 
     def _job_handler(self) -> None:
-        """handle_batch.go handleJobs (jobs.OnChange), for every Job of this controller."""
+        """handle_batch.go handleJobs (jobs.OnChange), for every Job of this controller, every
+        minute: SUC runs it on each change of the Job, on its TTL re-enqueue and at the 2-hour
+        resync (main.go NewController(..., 2*time.Hour)); here deletions come at the earliest
+        minute SUC could make them."""
         now = self.now
         for (r, ns, name), job in sorted(self.api.store.items()):
             if r != "jobs" or ns != self.ns:
@@ -357,6 +360,13 @@ class SucSim:
                 continue
             failed = _job_cond(job, "Failed")
             if failed is not None:
+                # SUC writes JobFailed when the Job's change to Failed fires the handler; two
+                # failed Jobs re-handled every minute would flap the message, so once per Job
+                uid = job["metadata"]["uid"]
+                if uid in self._failed_seen:
+                    self._enqueue_or_delete(job, failed["lastTransitionTime"])
+                    continue
+                self._failed_seen.add(uid)
                 before = json.dumps(plan, sort_keys=True)
                 message = (
                     f"Job {ns}/{name} failed on Node {node_name}: {failed.get('reason')}: "

@@ -133,14 +133,14 @@ def test_k3s_agent_prepare_waits_for_the_server_plan_and_every_server_at_the_ver
     api.put(plan("server", "v1.28.15+k3s1", selector=SERVERS))
     prepare = {"image": K3S, "args": ["prepare", "server"]}
     api.put(plan("agent", "v1.28.15+k3s1", selector=AGENTS, concurrency=3, prepare=prepare))
-    sim = SucSim(api, now=MONDAY_2AM, job_minutes=4)
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=2)  # agents: 6 minutes in prepare + 2 < 600 s
     sim.settle()
     ends = {e.node: e.at for e in sim.log if e.kind == "upgrade-done"}
     agent_upgrades = [e.at for e in sim.log if e.kind == "upgrade-started" and "agent" in e.node]
     assert min(agent_upgrades) >= max(t for n, t in ends.items() if "server" in n)
     # one server at a time, each kubelet at the version
     servers = sorted(e.at for e in sim.log if e.kind == "upgrade-started" and "server" in e.node)
-    assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=4)] * 2
+    assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=2)] * 2
     assert sim.max_concurrent_upgrades(["server-0", "server-1", "server-2"]) == 1
     assert sim.max_concurrent_upgrades(["agent-0", "agent-1", "agent-2"]) == 3
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {
