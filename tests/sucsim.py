@@ -25,6 +25,7 @@ Use::
 from __future__ import annotations
 
 import bisect
+import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -236,7 +237,7 @@ class SucSim:
         return [o for (r, _, _), o in sorted(self.api.store.items()) if r == "nodes"]
 
     def _save(self, obj: dict[str, Any], before: str) -> None:
-        if json.dumps(obj, sort_keys=True) != before:
+        if _snap(obj) != before:
             obj["metadata"]["resourceVersion"] = self.api._bump()
 
     # ---------------------------------------------------------------- handle_upgrade.go
@@ -244,7 +245,7 @@ class SucSim:
     def _plan_status_handler(self) -> None:
         """handle_upgrade.go handlePlans, RegisterPlanStatusHandler."""
         for plan in self._plans():
-            before = json.dumps(plan, sort_keys=True)
+            before = _snap(plan)
             now = self.now
             _cond(plan, "Complete", now)  # complete.CreateUnknownIfNotExists
             _cond(plan, "Validated", now)
@@ -285,15 +286,15 @@ class SucSim:
         Jobs generated earlier and not generated now are left alone)."""
         nodes = self._nodes()
         for plan in self._plans():
-            before = json.dumps(plan, sort_keys=True)
+            before = _snap(plan)
             now, status = self.now, plan.setdefault("status", {})
             if not _is(plan, "Validated", "True") or not _is(plan, "LatestResolved", "True"):
                 _set_error(plan, "Complete", now, "NotReady", ERR_PLAN_NOT_READY)
                 self._save(plan, before)
                 continue
             selected = select_concurrent_nodes(plan, nodes)
+            plan_before = copy.deepcopy(plan) if selected else plan
             names = [node_hostname(n) for n in selected]
-            jobs = [new_job(plan, n, env=self.env, controller=self.controller) for n in selected]
             if names:
                 window = plan["spec"].get("window")
                 # "Don't start creating Jobs for the Plan if we're outside the window ... The
@@ -312,8 +313,10 @@ class SucSim:
                     self.log.append(SimEvent(now, "plan-complete", plan["metadata"]["name"], ""))
                 _set_error(plan, "Complete", now, "Complete", "")
             self._save(plan, before)
-            for job in jobs:
-                self._apply_job(job)
+            for node in selected:  # upgradejob.New for each, computed before status.applying
+                self._apply_job(
+                    new_job(plan_before, node, env=self.env, controller=self.controller)
+                )
 
     def _apply_job(self, job: dict[str, Any]) -> None:
         """wrangler apply of a generated Job: create it, or patch the mutable parallelism."""
@@ -367,7 +370,7 @@ class SucSim:
                     self._enqueue_or_delete(job, failed["lastTransitionTime"])
                     continue
                 self._failed_seen.add(uid)
-                before = json.dumps(plan, sort_keys=True)
+                before = _snap(plan)
                 message = (
                     f"Job {ns}/{name} failed on Node {node_name}: {failed.get('reason')}: "
                     f"{failed.get('message', '')}"
@@ -382,7 +385,7 @@ class SucSim:
                 if plan_label in labels:
                     done_at = _parse_ts(complete["lastTransitionTime"])
                     delay = _go_duration(plan["spec"].get("postCompleteDelay") or "0s")
-                    before = json.dumps(node, sort_keys=True)
+                    before = _snap(node)
                     if now - done_at >= delay:
                         expand = {
                             "$(LATEST_VERSION)": str(status.get("latestVersion")),
@@ -438,6 +441,13 @@ class SucSim:
             SimEvent(self.now, "job-deleted", str(labels.get(LABEL_PLAN)),
                      str(labels.get(LABEL_NODE)), why)
         )  # fmt: skip
+
+
+def _snap(obj: Mapping[str, Any]) -> str:
+    """What SUC's handlers change on a Plan (status) or a Node (labels, unschedulable)."""
+    spec = obj.get("spec") or {}
+    meta = obj.get("metadata") or {}
+    return json.dumps([obj.get("status"), meta.get("labels"), spec.get("unschedulable")])
 
 
 def _job_cond(job: Mapping[str, Any], ctype: str) -> dict[str, Any] | None:
