@@ -205,15 +205,18 @@ def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_lim
 
 
 def test_running_job_deleted_when_the_version_changes_or_its_node_leaves_applying(api):
-    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1))
-    sim = SucSim(api, now=MONDAY_2AM, job_minutes=30)
-    sim.advance(minutes=5)
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=55), job_minutes=9)
+    sim.reconcile()
+    sim.advance(minutes=6)  # 05:01, outside the window, the 04:55 job still runs
     (node,) = status(api, "p")["applying"]
     api.modify("plans", "p", NS, lambda o: o["spec"].update(version="v1.29.10+k3s1"))
     sim.reconcile()
     deleted = [e for e in sim.log if e.kind == "job-deleted"]
     assert [(e.node, e.detail) for e in deleted] == [(node, "its Plan's version changed")]
     assert any(e.kind == "pod-killed" and e.node == node for e in sim.log)
+    # status.applying still names the node: the new version's Job starts at once, at 05:01
+    assert [(e.at.strftime("%H:%M"), e.node) for e in sim.starts()] == [("04:55", node), ("05:01", node)]  # fmt: skip
     # the node drops out of applying (a nodeSelector edit): its running Job is deleted
     sim.advance(minutes=5)
     (node,) = status(api, "p")["applying"]
