@@ -269,6 +269,14 @@ def new_job(
         LABEL_VERSION: latest_version,
         label_plan_name(name): latest_hash,
     }
+    # the Plan's own labels and annotations, except cattle.io's (and kubectl.kubernetes.io's)
+    meta = plan["metadata"]
+    labels |= {k: v for k, v in (meta.get("labels") or {}).items() if "cattle.io/" not in k}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if "cattle.io/" not in k and "kubectl.kubernetes.io/" not in k
+    }
     plan_env = [
         {"name": "SYSTEM_UPGRADE_PLAN_NAME", "value": name},
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_HASH", "value": latest_hash},
@@ -309,7 +317,7 @@ def new_job(
         # created paused; parallelism 1 once the node is in status.applying (SUC issue #134)
         "parallelism": 1 if hostname in (status.get("applying") or ()) else 0,
         "template": {
-            "metadata": {"labels": dict(labels)},
+            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
             "spec": {
                 "initContainers": init,
                 "containers": [container("upgrade", spec["upgrade"])],
@@ -327,7 +335,7 @@ def new_job(
             "name": safe_concat_name("apply", name, "on", short, "with", latest_hash),
             "namespace": plan["metadata"]["namespace"],
             "labels": labels,
-            "annotations": {ANNOTATION_TTL: str(ttl)},
+            "annotations": {ANNOTATION_TTL: str(ttl), **annotations},
         },
         "spec": job_spec,
     }

@@ -23,6 +23,7 @@ from tests.sucsim import (
     get_cond,
     label_plan_name,
     munge_version,
+    new_job,
     select_concurrent_nodes,
 )
 
@@ -202,6 +203,37 @@ def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_lim
     c = get_cond(api.get("plans", "bad", NS), "Validated")
     assert c["status"] == "False" and "deleteLocalData" in c["message"]
     assert not [e for e in sim.log if e.plan == "bad"]
+
+
+def test_new_job_as_suc_job_suite_and_flags_tests_check_it(api):
+    """pkg/upgrade/job/job_suite_test.go and flags_test.go, ported."""
+    p = plan("test-1", "v1", selector=SERVERS)
+    p["metadata"]["uid"], p["status"] = "u", {"latestVersion": "v1", "latestHash": "h"}
+    node = {"metadata": {"name": "prod.test.local", "labels": {}}}
+    deadline = lambda plan_value, **env: new_job(  # noqa: E731
+        {**p, "spec": {**p["spec"], "jobActiveDeadlineSecs": plan_value}}, node, env=env
+    )["spec"].get("activeDeadlineSeconds")
+    assert deadline(12345) == 12345
+    assert deadline(None, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="300") == 300
+    assert deadline(0, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="300") is None
+    assert deadline(-1, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="3600") == 3600
+    assert deadline(600, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX="300") == 300
+    p["metadata"]["annotations"] = {
+        "cattle.io/some-annotation": "foo",
+        "plan.cattle.io/some-annotation": "bar",
+        "some.other/annotation": "baz",
+    }
+    p["metadata"]["labels"] = {"cattle.io/some-label": "biz", "plan.cattle.io/some-label": "buz", "some.other/label": "bla"}  # fmt: skip
+    job = new_job(p, node, env={})
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["annotations"].get("some.other/annotation") == "baz"
+        assert not {"cattle.io/some-annotation", "plan.cattle.io/some-annotation"} & set(meta["annotations"])  # fmt: skip
+        assert meta["labels"].get("some.other/label") == "bla"
+        assert not {"cattle.io/some-label", "plan.cattle.io/some-label"} & set(meta["labels"])
+    assert job["metadata"]["name"] == "apply-test-1-on-prod-with-h"  # shortNodeName
+    for val, present in ((-1, False), (0, False), (1, True)):  # flags_test.go TestNew
+        args = drain_args({"drain": {"skipWaitForDeleteTimeout": val}}, node)
+        assert ("--skip-wait-for-delete-timeout" in args) is present
 
 
 def test_running_job_deleted_when_the_version_changes_or_its_node_leaves_applying(api):
