@@ -360,12 +360,16 @@ def active_deadline_seconds(plan_value: int | None, *, env: Mapping[str, str]) -
 
 
 def with_latest_tag(image: str, tag: str) -> str:
-    """pkg/upgrade/container/container.go WithLatestTag: a name-only image gets ``:<tag>``
-    (reference.IsNameOnly: neither tag nor digest)."""
+    """pkg/upgrade/container/container.go WithLatestTag: a name-only image (reference.IsNameOnly:
+    neither tag nor digest) gets ``:<tag>``, written reference.FamiliarString (docker.io/ and a
+    lone library/ dropped); any other image stays as written."""
     last = image.rsplit("/", 1)[-1]
     if "@" in image or ":" in last:
         return image
-    return f"{image}:{tag}"
+    name = image.removeprefix("docker.io/")
+    if name.startswith("library/") and name.count("/") == 1:
+        name = name.removeprefix("library/")
+    return f"{name}:{tag}"
 
 
 def drain_args(spec: Mapping[str, Any], node: Mapping[str, Any]) -> list[str]:

@@ -15,11 +15,25 @@ make SUC act *more* often than the real one, never less.
 
 Use::
 
-    sim = SucSim(api, now=datetime(2026, 11, 23, 2, tzinfo=UTC), job_minutes=5)
+    sim = SucSim(api, now=datetime(2026, 11, 23, 2, tzinfo=UTC), job_minutes=5,
+                 env=SHIPPED_ENV,                       # or {} (code defaults: 600 s, backoff 2)
+                 fail=lambda plan, node, attempt: ...,  # the upgrade container exits 1
+                 drain_minutes=lambda node: 3)          # how long kubectl drain takes
     sim.reconcile()                  # SUC resolves status, creates Jobs (if the window allows)
     sim.advance(minutes=30)          # 30 simulated minutes, one reconcile per minute
+    sim.advance_to(when)             # minute by minute up to ``when``
+    sim.run_until(lambda s: ..., limit_minutes=...)
     sim.settle()                     # until no Job pod runs and nothing changes (bounded)
-    sim.starts()                     # every Job pod start (time, plan, node)
+    sim.log                          # every SimEvent(at, kind, plan, node, detail)
+    sim.starts()                     # Job pod starts; sim.disruptions(): cordons, upgrades
+    sim.upgrades(); sim.max_concurrent_upgrades(["server-0", ...])
+
+Elsewhere: SUC's rules as functions in tests/sucrules.py (re-exported here: munge_version,
+digest_status, resolved_hash, select_concurrent_nodes, new_job, active_deadline_seconds,
+drain_args, validate, get_cond); kured's window in tests/kuredwindow.py (suc_window_contains);
+the CRD check in tests/plancrd.py (plan_errors, assert_valid_plan); ``KubeEmulator(old_suc=True)``
+prunes ``spec.window`` as SUC < v0.15.0's API server does; workload pods for drains:
+tests/jobsim.py ``k3s_stock_pods(node)``, ``pod_object(...)``, put with ``api.put``.
 """
 
 from __future__ import annotations

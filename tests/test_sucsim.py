@@ -15,6 +15,7 @@ import pytest
 from tests.jobsim import k3s_stock_pods, pod_object
 from tests.kubeapi import KubeEmulator
 from tests.plancrd import plan_errors, prune_for_old_suc
+from tests.sucrules import with_latest_tag
 from tests.sucsim import (
     SucSim,
     active_deadline_seconds,
@@ -231,6 +232,12 @@ def test_new_job_as_suc_job_suite_and_flags_tests_check_it(api):
         assert meta["labels"].get("some.other/label") == "bla"
         assert not {"cattle.io/some-label", "plan.cattle.io/some-label"} & set(meta["labels"])
     assert job["metadata"]["name"] == "apply-test-1-on-prod-with-h"  # shortNodeName
+    # container_test.go WithLatestTag
+    assert with_latest_tag("test/image", "test") == "test/image:test"
+    assert with_latest_tag("test/image:test-with-image-tag", "test") == "test/image:test-with-image-tag"  # fmt: skip
+    assert with_latest_tag("img.example.com:5000/test/image", "test") == "img.example.com:5000/test/image:test"  # fmt: skip
+    assert with_latest_tag("img.example.com:5000/test/image:x", "test") == "img.example.com:5000/test/image:x"  # fmt: skip
+    assert with_latest_tag("docker.io/rancher/k3s-upgrade", "v1") == "rancher/k3s-upgrade:v1"
     for val, present in ((-1, False), (0, False), (1, True)):  # flags_test.go TestNew
         args = drain_args({"drain": {"skipWaitForDeleteTimeout": val}}, node)
         assert ("--skip-wait-for-delete-timeout" in args) is present
