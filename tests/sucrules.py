@@ -60,10 +60,15 @@ def _go_sprint(value: Any) -> str:
 
 def _wrangler_string(obj: Mapping[str, Any], path: list[str]) -> str:
     """wrangler pkg/data Object.String -> convert.ToString (pkg/data/convert/convert.go):
-    GetValueN through maps, Singular (a list's first item), "" for nil, fmt.Sprint, TrimSpace."""
+    GetValueN through maps, Singular (a list's first item), "" for nil, fmt.Sprint, TrimSpace.
+    data.Convert marshals the typed Plan, whose spec fields are nearly all ``omitempty``: a zero
+    value is absent, so "" (``upgrade.image`` and ``name`` fields have no omitempty but are never
+    empty in a valid Plan)."""
     value: Any = obj
     for key in path:
         value = value.get(key) if isinstance(value, Mapping) else None
+    if value in (0, False, "", [], {}):  # json.Marshal of the typed Plan: omitempty drops them
+        value = None
     if isinstance(value, list):
         value = value[0] if value else None
     return "" if value is None else _go_sprint(value).strip()
