@@ -60,10 +60,15 @@ def _go_sprint(value: Any) -> str:
 
 def _wrangler_string(obj: Mapping[str, Any], path: list[str]) -> str:
     """wrangler pkg/data Object.String -> convert.ToString (pkg/data/convert/convert.go):
-    GetValueN through maps, Singular (a list's first item), "" for nil, fmt.Sprint, TrimSpace."""
+    GetValueN through maps, Singular (a list's first item), "" for nil, fmt.Sprint, TrimSpace.
+    data.Convert marshals the typed Plan, whose spec fields are nearly all ``omitempty``: a zero
+    value is absent, so "" (``upgrade.image`` and ``name`` fields have no omitempty but are never
+    empty in a valid Plan)."""
     value: Any = obj
     for key in path:
         value = value.get(key) if isinstance(value, Mapping) else None
+    if value in (0, False, "", [], {}):  # json.Marshal of the typed Plan: omitempty drops them
+        value = None
     if isinstance(value, list):
         value = value[0] if value else None
     return "" if value is None else _go_sprint(value).strip()
@@ -269,6 +274,14 @@ def new_job(
         LABEL_VERSION: latest_version,
         label_plan_name(name): latest_hash,
     }
+    # the Plan's own labels and annotations, except cattle.io's (and kubectl.kubernetes.io's)
+    meta = plan["metadata"]
+    labels |= {k: v for k, v in (meta.get("labels") or {}).items() if "cattle.io/" not in k}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if "cattle.io/" not in k and "kubectl.kubernetes.io/" not in k
+    }
     plan_env = [
         {"name": "SYSTEM_UPGRADE_PLAN_NAME", "value": name},
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_HASH", "value": latest_hash},
@@ -309,7 +322,7 @@ def new_job(
         # created paused; parallelism 1 once the node is in status.applying (SUC issue #134)
         "parallelism": 1 if hostname in (status.get("applying") or ()) else 0,
         "template": {
-            "metadata": {"labels": dict(labels)},
+            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
             "spec": {
                 "initContainers": init,
                 "containers": [container("upgrade", spec["upgrade"])],
@@ -327,7 +340,7 @@ def new_job(
             "name": safe_concat_name("apply", name, "on", short, "with", latest_hash),
             "namespace": plan["metadata"]["namespace"],
             "labels": labels,
-            "annotations": {ANNOTATION_TTL: str(ttl)},
+            "annotations": {ANNOTATION_TTL: str(ttl), **annotations},
         },
         "spec": job_spec,
     }
@@ -352,12 +365,16 @@ def active_deadline_seconds(plan_value: int | None, *, env: Mapping[str, str]) -
 
 
 def with_latest_tag(image: str, tag: str) -> str:
-    """pkg/upgrade/container/container.go WithLatestTag: a name-only image gets ``:<tag>``
-    (reference.IsNameOnly: neither tag nor digest)."""
+    """pkg/upgrade/container/container.go WithLatestTag: a name-only image (reference.IsNameOnly:
+    neither tag nor digest) gets ``:<tag>``, written reference.FamiliarString (docker.io/ and a
+    lone library/ dropped); any other image stays as written."""
     last = image.rsplit("/", 1)[-1]
     if "@" in image or ":" in last:
         return image
-    return f"{image}:{tag}"
+    name = image.removeprefix("docker.io/")
+    if name.startswith("library/") and name.count("/") == 1:
+        name = name.removeprefix("library/")
+    return f"{name}:{tag}"
 
 
 def drain_args(spec: Mapping[str, Any], node: Mapping[str, Any]) -> list[str]:

@@ -15,16 +15,31 @@ make SUC act *more* often than the real one, never less.
 
 Use::
 
-    sim = SucSim(api, now=datetime(2026, 11, 23, 2, tzinfo=UTC), job_minutes=5)
+    sim = SucSim(api, now=datetime(2026, 11, 23, 2, tzinfo=UTC), job_minutes=5,
+                 env=SHIPPED_ENV,                       # or {} (code defaults: 600 s, backoff 2)
+                 fail=lambda plan, node, attempt: ...,  # the upgrade container exits 1
+                 drain_minutes=lambda node: 3)          # how long kubectl drain takes
     sim.reconcile()                  # SUC resolves status, creates Jobs (if the window allows)
     sim.advance(minutes=30)          # 30 simulated minutes, one reconcile per minute
+    sim.advance_to(when)             # minute by minute up to ``when``
+    sim.run_until(lambda s: ..., limit_minutes=...)
     sim.settle()                     # until no Job pod runs and nothing changes (bounded)
-    sim.starts()                     # every Job pod start (time, plan, node)
+    sim.log                          # every SimEvent(at, kind, plan, node, detail)
+    sim.starts()                     # Job pod starts; sim.disruptions(): cordons, upgrades
+    sim.upgrades(); sim.max_concurrent_upgrades(["server-0", ...])
+
+Elsewhere: SUC's rules as functions in tests/sucrules.py (re-exported here: munge_version,
+digest_status, resolved_hash, select_concurrent_nodes, new_job, active_deadline_seconds,
+drain_args, validate, get_cond); kured's window in tests/kuredwindow.py (suc_window_contains);
+the CRD check in tests/plancrd.py (plan_errors, assert_valid_plan); ``KubeEmulator(old_suc=True)``
+prunes ``spec.window`` as SUC < v0.15.0's API server does; workload pods for drains:
+tests/jobsim.py ``k3s_stock_pods(node)``, ``pod_object(...)``, put with ``api.put``.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -114,6 +129,7 @@ class SucSim:
         self.env = dict(env or {})
         self.controller = controller
         self.log: list[SimEvent] = []
+        self._failed_seen: set[str] = set()
         self.jobs = JobRunner(
             api,
             namespace=namespace,
@@ -167,7 +183,9 @@ class SucSim:
         raise AssertionError(f"not done within {limit_minutes} simulated minutes, at {self.now}")
 
     def settle(self, *, limit_minutes: int = 24 * 60) -> list[SimEvent]:
-        """Advance until no Job pod runs and a minute passes with nothing changing."""
+        """Advance until no Job pod runs and a minute passes with nothing changing. A Failed
+        Job waiting for its TTL counts as idle: :meth:`advance` or :meth:`run_until` show the
+        re-creation that follows."""
         start = len(self.log)
         self.reconcile()
         for _ in range(limit_minutes):
@@ -218,14 +236,11 @@ class SucSim:
         assert got is not None, f"no Plan {name}"
         return got
 
-    def _fingerprint(self) -> str:
+    def _fingerprint(self) -> tuple[int, tuple[Any, ...]]:
+        """Every change to the store bumps the emulator's revision (put, modify, _bump); the
+        pods' progress is the runner's."""
         with self.api.lock:
-            state = [
-                (k, o.get("metadata", {}).get("labels"), o.get("status"), o.get("spec"))
-                for k, o in sorted(self.api.store.items())
-                if k[0] in ("plans", "jobs", "nodes")
-            ]
-            return json.dumps([state, self.jobs.fingerprint()], sort_keys=True, default=str)
+            return self.api.revision, tuple(self.jobs.fingerprint())
 
     def _plans(self) -> list[dict[str, Any]]:
         return [
@@ -236,7 +251,7 @@ class SucSim:
         return [o for (r, _, _), o in sorted(self.api.store.items()) if r == "nodes"]
 
     def _save(self, obj: dict[str, Any], before: str) -> None:
-        if json.dumps(obj, sort_keys=True) != before:
+        if _snap(obj) != before:
             obj["metadata"]["resourceVersion"] = self.api._bump()
 
     # ---------------------------------------------------------------- handle_upgrade.go
@@ -244,7 +259,7 @@ class SucSim:
     def _plan_status_handler(self) -> None:
         """handle_upgrade.go handlePlans, RegisterPlanStatusHandler."""
         for plan in self._plans():
-            before = json.dumps(plan, sort_keys=True)
+            before = _snap(plan)
             now = self.now
             _cond(plan, "Complete", now)  # complete.CreateUnknownIfNotExists
             _cond(plan, "Validated", now)
@@ -285,15 +300,15 @@ class SucSim:
         Jobs generated earlier and not generated now are left alone)."""
         nodes = self._nodes()
         for plan in self._plans():
-            before = json.dumps(plan, sort_keys=True)
+            before = _snap(plan)
             now, status = self.now, plan.setdefault("status", {})
             if not _is(plan, "Validated", "True") or not _is(plan, "LatestResolved", "True"):
                 _set_error(plan, "Complete", now, "NotReady", ERR_PLAN_NOT_READY)
                 self._save(plan, before)
                 continue
             selected = select_concurrent_nodes(plan, nodes)
+            plan_before = copy.deepcopy(plan) if selected else plan
             names = [node_hostname(n) for n in selected]
-            jobs = [new_job(plan, n, env=self.env, controller=self.controller) for n in selected]
             if names:
                 window = plan["spec"].get("window")
                 # "Don't start creating Jobs for the Plan if we're outside the window ... The
@@ -312,8 +327,10 @@ class SucSim:
                     self.log.append(SimEvent(now, "plan-complete", plan["metadata"]["name"], ""))
                 _set_error(plan, "Complete", now, "Complete", "")
             self._save(plan, before)
-            for job in jobs:
-                self._apply_job(job)
+            for node in selected:  # upgradejob.New for each, computed before status.applying
+                self._apply_job(
+                    new_job(plan_before, node, env=self.env, controller=self.controller)
+                )
 
     def _apply_job(self, job: dict[str, Any]) -> None:
         """wrangler apply of a generated Job: create it, or patch the mutable parallelism."""
@@ -332,7 +349,10 @@ class SucSim:
     # ------------------------------------------------------------------ handle_batch.go
 
     def _job_handler(self) -> None:
-        """handle_batch.go handleJobs (jobs.OnChange), for every Job of this controller."""
+        """handle_batch.go handleJobs (jobs.OnChange), for every Job of this controller, every
+        minute: SUC runs it on each change of the Job, on its TTL re-enqueue and at the 2-hour
+        resync (main.go NewController(..., 2*time.Hour)); here deletions come at the earliest
+        minute SUC could make them."""
         now = self.now
         for (r, ns, name), job in sorted(self.api.store.items()):
             if r != "jobs" or ns != self.ns:
@@ -357,7 +377,14 @@ class SucSim:
                 continue
             failed = _job_cond(job, "Failed")
             if failed is not None:
-                before = json.dumps(plan, sort_keys=True)
+                # SUC writes JobFailed when the Job's change to Failed fires the handler; two
+                # failed Jobs re-handled every minute would flap the message, so once per Job
+                uid = job["metadata"]["uid"]
+                if uid in self._failed_seen:
+                    self._enqueue_or_delete(job, failed["lastTransitionTime"])
+                    continue
+                self._failed_seen.add(uid)
+                before = _snap(plan)
                 message = (
                     f"Job {ns}/{name} failed on Node {node_name}: {failed.get('reason')}: "
                     f"{failed.get('message', '')}"
@@ -372,7 +399,7 @@ class SucSim:
                 if plan_label in labels:
                     done_at = _parse_ts(complete["lastTransitionTime"])
                     delay = _go_duration(plan["spec"].get("postCompleteDelay") or "0s")
-                    before = json.dumps(node, sort_keys=True)
+                    before = _snap(node)
                     if now - done_at >= delay:
                         expand = {
                             "$(LATEST_VERSION)": str(status.get("latestVersion")),
@@ -428,6 +455,13 @@ class SucSim:
             SimEvent(self.now, "job-deleted", str(labels.get(LABEL_PLAN)),
                      str(labels.get(LABEL_NODE)), why)
         )  # fmt: skip
+
+
+def _snap(obj: Mapping[str, Any]) -> str:
+    """What SUC's handlers change on a Plan (status) or a Node (labels, unschedulable)."""
+    spec = obj.get("spec") or {}
+    meta = obj.get("metadata") or {}
+    return json.dumps([obj.get("status"), meta.get("labels"), spec.get("unschedulable")])
 
 
 def _job_cond(job: Mapping[str, Any], ctype: str) -> dict[str, Any] | None:

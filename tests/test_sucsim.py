@@ -15,6 +15,7 @@ import pytest
 from tests.jobsim import k3s_stock_pods, pod_object
 from tests.kubeapi import KubeEmulator
 from tests.plancrd import plan_errors, prune_for_old_suc
+from tests.sucrules import with_latest_tag
 from tests.sucsim import (
     SucSim,
     active_deadline_seconds,
@@ -23,6 +24,7 @@ from tests.sucsim import (
     get_cond,
     label_plan_name,
     munge_version,
+    new_job,
     select_concurrent_nodes,
 )
 
@@ -133,14 +135,14 @@ def test_k3s_agent_prepare_waits_for_the_server_plan_and_every_server_at_the_ver
     api.put(plan("server", "v1.28.15+k3s1", selector=SERVERS))
     prepare = {"image": K3S, "args": ["prepare", "server"]}
     api.put(plan("agent", "v1.28.15+k3s1", selector=AGENTS, concurrency=3, prepare=prepare))
-    sim = SucSim(api, now=MONDAY_2AM, job_minutes=4)
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=2)  # agents: 6 minutes in prepare + 2 < 600 s
     sim.settle()
     ends = {e.node: e.at for e in sim.log if e.kind == "upgrade-done"}
     agent_upgrades = [e.at for e in sim.log if e.kind == "upgrade-started" and "agent" in e.node]
     assert min(agent_upgrades) >= max(t for n, t in ends.items() if "server" in n)
     # one server at a time, each kubelet at the version
     servers = sorted(e.at for e in sim.log if e.kind == "upgrade-started" and "server" in e.node)
-    assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=4)] * 2
+    assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=2)] * 2
     assert sim.max_concurrent_upgrades(["server-0", "server-1", "server-2"]) == 1
     assert sim.max_concurrent_upgrades(["agent-0", "agent-1", "agent-2"]) == 3
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {
@@ -204,16 +206,56 @@ def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_lim
     assert not [e for e in sim.log if e.plan == "bad"]
 
 
+def test_new_job_as_suc_job_suite_and_flags_tests_check_it(api):
+    """pkg/upgrade/job/job_suite_test.go and flags_test.go, ported."""
+    p = plan("test-1", "v1", selector=SERVERS)
+    p["metadata"]["uid"], p["status"] = "u", {"latestVersion": "v1", "latestHash": "h"}
+    node = {"metadata": {"name": "prod.test.local", "labels": {}}}
+    deadline = lambda plan_value, **env: new_job(  # noqa: E731
+        {**p, "spec": {**p["spec"], "jobActiveDeadlineSecs": plan_value}}, node, env=env
+    )["spec"].get("activeDeadlineSeconds")
+    assert deadline(12345) == 12345
+    assert deadline(None, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="300") == 300
+    assert deadline(0, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="300") is None
+    assert deadline(-1, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="3600") == 3600
+    assert deadline(600, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX="300") == 300
+    p["metadata"]["annotations"] = {
+        "cattle.io/some-annotation": "foo",
+        "plan.cattle.io/some-annotation": "bar",
+        "some.other/annotation": "baz",
+    }
+    p["metadata"]["labels"] = {"cattle.io/some-label": "biz", "plan.cattle.io/some-label": "buz", "some.other/label": "bla"}  # fmt: skip
+    job = new_job(p, node, env={})
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["annotations"].get("some.other/annotation") == "baz"
+        assert not {"cattle.io/some-annotation", "plan.cattle.io/some-annotation"} & set(meta["annotations"])  # fmt: skip
+        assert meta["labels"].get("some.other/label") == "bla"
+        assert not {"cattle.io/some-label", "plan.cattle.io/some-label"} & set(meta["labels"])
+    assert job["metadata"]["name"] == "apply-test-1-on-prod-with-h"  # shortNodeName
+    # container_test.go WithLatestTag
+    assert with_latest_tag("test/image", "test") == "test/image:test"
+    assert with_latest_tag("test/image:test-with-image-tag", "test") == "test/image:test-with-image-tag"  # fmt: skip
+    assert with_latest_tag("img.example.com:5000/test/image", "test") == "img.example.com:5000/test/image:test"  # fmt: skip
+    assert with_latest_tag("img.example.com:5000/test/image:x", "test") == "img.example.com:5000/test/image:x"  # fmt: skip
+    assert with_latest_tag("docker.io/rancher/k3s-upgrade", "v1") == "rancher/k3s-upgrade:v1"
+    for val, present in ((-1, False), (0, False), (1, True)):  # flags_test.go TestNew
+        args = drain_args({"drain": {"skipWaitForDeleteTimeout": val}}, node)
+        assert ("--skip-wait-for-delete-timeout" in args) is present
+
+
 def test_running_job_deleted_when_the_version_changes_or_its_node_leaves_applying(api):
-    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1))
-    sim = SucSim(api, now=MONDAY_2AM, job_minutes=30)
-    sim.advance(minutes=5)
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=55), job_minutes=9)
+    sim.reconcile()
+    sim.advance(minutes=6)  # 05:01, outside the window, the 04:55 job still runs
     (node,) = status(api, "p")["applying"]
     api.modify("plans", "p", NS, lambda o: o["spec"].update(version="v1.29.10+k3s1"))
     sim.reconcile()
     deleted = [e for e in sim.log if e.kind == "job-deleted"]
     assert [(e.node, e.detail) for e in deleted] == [(node, "its Plan's version changed")]
     assert any(e.kind == "pod-killed" and e.node == node for e in sim.log)
+    # status.applying still names the node: the new version's Job starts at once, at 05:01
+    assert [(e.at.strftime("%H:%M"), e.node) for e in sim.starts()] == [("04:55", node), ("05:01", node)]  # fmt: skip
     # the node drops out of applying (a nodeSelector edit): its running Job is deleted
     sim.advance(minutes=5)
     (node,) = status(api, "p")["applying"]
