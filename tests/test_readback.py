@@ -69,3 +69,22 @@ def test_a_clamped_job_deadline_is_reported_for_the_current_version_only():
     assert (condition.status, condition.reason) == ("False", "DeadlineClamped")
     assert "1800 s, not the 2580 s" in condition.message
     assert "SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX" in condition.message
+
+
+def test_the_hash_gitedge_recomputes_is_the_simulations_for_any_digest_field():
+    """core's DigestStatus and the simulation's (tests/sucrules.py, written from SUC's and
+    wrangler's source) agree, also on fields whose zero value data.Convert drops."""
+    from gitedge.core.clusterstate import digest_status
+    from tests.sucrules import digest_status as suc_digest
+
+    m = manifest()
+    m["spec"].update(serviceAccountName="system-upgrade", concurrency=0, cordon=True,
+                     upgrade={"image": "cache/k3s-upgrade"}, tolerations=[{"key": "a"}])  # fmt: skip
+    for fields in ("spec.upgrade.image", "spec.concurrency", "spec.cordon", "spec.version",
+                   "spec.missing", "spec.tolerations", "spec.upgrade.image,spec.cordon"):  # fmt: skip
+        m["metadata"]["annotations"] = {"upgrade.cattle.io/digest": fields}
+        latest = "v1.30.6-k3s1"
+        theirs = suc_digest({**m, "status": {"latestVersion": latest}})
+        ours = digest_status(latest_version=latest, spec=m["spec"],
+                             annotations=m["metadata"]["annotations"])  # fmt: skip
+        assert ours == theirs, fields

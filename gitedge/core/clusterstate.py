@@ -21,6 +21,7 @@ it, SUC has not resolved the spec and the labels on the nodes are an earlier spe
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,11 +272,26 @@ def digest_status(
 
 
 def _go_string(value: object) -> str:
-    """wrangler's convert.ToString for the scalars a Plan holds."""
-    if value is None:
+    """wrangler's ``data.Object.String`` on ``data.Convert(plan)`` (pkg/data/convert
+    ``ToString``): the typed Plan is marshalled first, so an ``omitempty`` zero value is absent
+    (""), a list gives its first item, then ``fmt.Sprint`` and TrimSpace."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None or value in (0, False, "", [], {}):
         return ""
+    return _go_sprint(value).strip()
+
+
+def _go_sprint(value: object) -> str:
+    """``fmt.Sprint`` of a value decoded from JSON (numbers as their JSON text)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{_go_sprint(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_sprint(v) for v in value) + "]"
     return str(value)
 
 
