@@ -37,10 +37,15 @@ def test_a_write_answered_without_its_window_or_deadline_is_named():
     m = stamp_window(manifest())
     assert stored_problem(m, copy.deepcopy(m)) is None
     problem = stored_problem(m, pruned(m))
-    assert problem is not None and "v0.15.0" in problem and "gitedge-k3s-server" in problem
+    assert problem is not None and problem[0] == "WindowPruned"
+    assert "v0.15.0" in problem[1] and "gitedge-k3s-server" in problem[1]
+    older = pruned(m)
+    del older["spec"]["jobActiveDeadlineSecs"]  # SUC before v0.12.0 prunes both
+    assert stored_problem(m, older) == problem
     other = copy.deepcopy(m)
     other["spec"]["jobActiveDeadlineSecs"] = 600
-    assert "jobActiveDeadlineSecs 600, not 2580" in str(stored_problem(m, other))
+    reason, message = stored_problem(m, other) or ("", "")
+    assert reason == "DeadlinePruned" and "jobActiveDeadlineSecs 600, not 2580" in message
     assert stored_problem(stamp_window(manifest(window=False)), manifest(window=False)) is None
 
 

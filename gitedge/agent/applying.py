@@ -31,7 +31,7 @@ from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import APPLYING, PLANS_AS_WRITTEN, Condition
 from gitedge.core.fleet import Fleet
 from gitedge.core.planning import Plan, plan
-from gitedge.core.readback import WINDOW_PRUNED, plans_as_written, stored_problem
+from gitedge.core.readback import plans_as_written, stored_problem
 from gitedge.core.suc import Site
 from gitedge.core.timefmt import iso_z
 from gitedge.errors import GitEdgeError, KubeApiError, Stalled
@@ -133,7 +133,7 @@ def apply_step(
                     else None
                 )
                 if problem is not None:  # read back: stop here, the next pass holds it
-                    api.warn("PlanNotAsWritten", problem, now=now)
+                    api.warn("PlanNotAsWritten", problem[1], now=now)
                     return _not_as_written(
                         problem, performed, decision=decision, plan=planned, snapshot=snapshot
                     )
@@ -161,7 +161,7 @@ def apply_step(
 
 
 def _not_as_written(
-    problem: str,
+    problem: tuple[str, str],
     performed: list[Action],
     *,
     decision: Decision,
@@ -171,7 +171,7 @@ def _not_as_written(
     """The pass stopped on a Plan the API server stored other than written."""
     keep = [c for c in decision.conditions if c.type not in (APPLYING, PLANS_AS_WRITTEN)]
     conditions = (
-        Condition(APPLYING, "False", WINDOW_PRUNED, problem),
+        Condition(APPLYING, "False", *problem),
         *keep,
         plans_as_written(snapshot.plans, snapshot.jobs, stored=problem),
     )

@@ -14,8 +14,8 @@ Condition types (``status.json`` in the agent's ``gitedge-status`` ConfigMap):
 - ``RollbackRefused`` True when the branch no longer descends from the last verified commit
 - ``ClockUntrusted``  True when the clock reads earlier than the newest verified commit
 - ``PlansAsWritten``  False when the API server stored a Plan other than written (``WindowPruned``:
-                      SUC older than v0.15.0) or SUC gives its Jobs a shorter deadline than the
-                      Plan asks (``DeadlineClamped``)
+                      SUC older than v0.15.0; ``DeadlinePruned``: older than v0.12.0) or SUC
+                      gives its Jobs a shorter deadline than the Plan asks (``DeadlineClamped``)
 - ``Ready``           the summary: True only when the cluster runs what the fleet asks and
                       nothing above is wrong
 """

@@ -31,10 +31,12 @@ from gitedge.core.clusterstate import WINDOW_ANNOTATION, JobFacts, PlanState
 from gitedge.core.conditions import PLANS_AS_WRITTEN, Condition
 
 WINDOW_PRUNED = "WindowPruned"
+DEADLINE_PRUNED = "DeadlinePruned"  # jobActiveDeadlineSecs exists since SUC v0.12.0
 DEADLINE_CLAMPED = "DeadlineClamped"
 
 __all__ = [
     "DEADLINE_CLAMPED",
+    "DEADLINE_PRUNED",
     "WINDOW_PRUNED",
     "deadline_clamps",
     "plans_as_written",
@@ -68,24 +70,28 @@ def pruned_text(plans: Iterable[str]) -> str:
     )
 
 
-def stored_problem(written: Mapping[str, Any], stored: Mapping[str, Any] | None) -> str | None:
+def stored_problem(
+    written: Mapping[str, Any], stored: Mapping[str, Any] | None
+) -> tuple[str, str] | None:
     """What the API server stored differently from ``written`` (a create's or update's answer),
-    in the fields SUC's gating and deadline depend on; None when they match."""
+    in the fields SUC's gating and deadline depend on, as (reason, message); None when they
+    match."""
     if stored is None:
         return None
     want, got = written.get("spec") or {}, stored.get("spec") or {}
     name = (written.get("metadata") or {}).get("name", "?")
     if want.get("window") is not None and got.get("window") != want["window"]:
         if got.get("window") is None:
-            return pruned_text([name])
-        return (
+            return WINDOW_PRUNED, pruned_text([name])
+        return WINDOW_PRUNED, (
             f"Plan {name}: the API server stored spec.window {got['window']!r}, not the one written"
         )
     deadline = want.get("jobActiveDeadlineSecs")
     if deadline is not None and got.get("jobActiveDeadlineSecs") != deadline:
-        return (
+        return DEADLINE_PRUNED, (
             f"Plan {name}: the API server stored jobActiveDeadlineSecs "
-            f"{got.get('jobActiveDeadlineSecs')!r}, not {deadline} (an old Plan CRD)"
+            f"{got.get('jobActiveDeadlineSecs')!r}, not {deadline}: the Plan CRD is older than "
+            "system-upgrade-controller v0.12.0, whose Jobs get SUC's default deadline; upgrade SUC"
         )
     return None
 
@@ -119,13 +125,16 @@ def deadline_clamps(plans: Iterable[PlanState], jobs: Sequence[JobFacts]) -> lis
 
 
 def plans_as_written(
-    plans: Sequence[PlanState], jobs: Sequence[JobFacts], *, stored: str | None = None
+    plans: Sequence[PlanState],
+    jobs: Sequence[JobFacts],
+    *,
+    stored: tuple[str, str] | None = None,
 ) -> Condition:
-    """``PlansAsWritten``: False with ``WindowPruned`` (a held Plan, or ``stored``: a write just
-    answered with one) or ``DeadlineClamped``; else True."""
+    """``PlansAsWritten``: False with ``stored`` (a write just answered with a pruned field:
+    :func:`stored_problem`), ``WindowPruned`` (a held Plan) or ``DeadlineClamped``; else True."""
     pruned = [p.name for p in plans if p.window_pruned]
     if stored is not None:
-        return Condition(PLANS_AS_WRITTEN, "False", WINDOW_PRUNED, stored)
+        return Condition(PLANS_AS_WRITTEN, "False", *stored)
     if pruned:
         return Condition(PLANS_AS_WRITTEN, "False", WINDOW_PRUNED, pruned_text(pruned))
     clamps = deadline_clamps(plans, jobs)
