@@ -145,7 +145,8 @@ def check_plans_as_suc_sees_them(kube: Kube, conds: dict) -> None:
             # the agent Plan of a step is written only once every server is done with it
             done = DONE_LABEL_PREFIX + SERVER_PLAN
             servers = [n for n in nodes.values() if n.labels.get(CONTROL_PLANE) == "true"]
-            assert all(n.labels.get(done) for n in servers), "agent Plan before the servers"
+            want = resolved_hash(server)
+            assert all(n.labels.get(done) == want for n in servers), "agent Plan before servers"
 
 
 def test_closed_window_writes_nothing(kube):
