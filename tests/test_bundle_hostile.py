@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import sqlite3
 import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gitedge.agent.bundles import import_bundle
-from gitedge.errors import InvalidInput
+from gitedge.agent.reconcile import Agent
+from gitedge.core.bundleindex import INDEX_NAME
+from gitedge.errors import GitEdgeError, InvalidInput
 from tests.agentkit import START
 from tests.test_bundle import IN_WINDOW, World, agent_of, recorded
 from tests.test_bundle import world as world  # the module's shared upstream (fixture)
@@ -69,3 +78,193 @@ def test_a_blob_no_image_uses_that_does_not_match_its_name_is_refused(
         assert import_bundle(agent, good, now=IN_WINDOW).tip == tip
     finally:
         agent.close()
+
+
+# ---------------------------------------------------------------------------- the fuzz test
+
+
+@dataclass
+class _Member:
+    name: str
+    data: bytes
+    kind: bytes = tarfile.REGTYPE
+    size: int | None = None  # what the header says, when it lies about the data
+    link: str = ""
+
+
+def _members_of(bundle: Path) -> list[_Member]:
+    with tarfile.open(bundle) as t:
+        return [_Member(m.name, t.extractfile(m).read()) for m in t if m.isreg()]  # type: ignore[union-attr]
+
+
+def _tar_bytes(members: list[_Member]) -> bytes:
+    """The tar, written by hand so that a header may lie about its member's size."""
+    out = bytearray()
+    for m in members:
+        info = tarfile.TarInfo(m.name)
+        info.type, info.linkname, info.mtime = m.kind, m.link, START
+        info.size = (len(m.data) if m.size is None else m.size) if m.kind == tarfile.REGTYPE else 0
+        out += info.tobuf(format=tarfile.PAX_FORMAT)
+        if m.kind == tarfile.REGTYPE:
+            out += m.data + b"\0" * (-len(m.data) % 512)
+    return bytes(out + b"\0" * 1024)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_MEDIA = [
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json", "application/octet-stream",
+]  # fmt: skip
+
+
+@st.composite
+def _index_bytes(draw: st.DrawFn, real: bytes, blobs: list[str]) -> bytes:
+    """The real index, or it with one field replaced or removed, or any JSON, or any bytes."""
+    how = draw(st.sampled_from(["real", "real", "real", "retarget", "field", "json", "bytes"]))
+    if how == "real":
+        return real
+    if how == "retarget":  # an image named by another blob of the bundle (a layer, a config...)
+        doc0: Any = json.loads(real)
+        img = draw(st.sampled_from(doc0["images"]))
+        img["digest"] = draw(st.sampled_from(blobs))
+        img["mediaType"] = draw(st.sampled_from([img["mediaType"], *_MEDIA]))
+        return json.dumps(doc0).encode()
+    if how == "json":
+        return json.dumps(draw(_JSON)).encode()
+    if how == "bytes":
+        return draw(st.binary(max_size=300))
+    doc: Any = json.loads(real)
+    node = doc
+    while True:  # walk down to a random container, then change one of its entries
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, (dict, list)) and child and draw(st.booleans()):
+            node = child
+            continue
+        if isinstance(node, dict) and draw(st.booleans()):
+            del node[key]
+        else:
+            node[key] = draw(_JSON)
+        break
+    return json.dumps(doc).encode()
+
+
+def _names(real: list[_Member]) -> st.SearchStrategy[str]:
+    blob = "images/blobs/sha256/" + "0" * 64
+    weird = [
+        "../x", "/abs", "images", "images/blobs", "images/blobs/sha512/" + "a" * 128, blob,
+        blob + "\n", "images/./oci-layout", "a//b", "images/blobs/sha256/" + "A" * 64,
+        "images/notes.txt", "fleet.bundle/x",
+    ]  # fmt: skip
+    return st.sampled_from([m.name for m in real] + weird) | st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40
+    )
+
+
+@st.composite
+def _hostile(draw: st.DrawFn, real: list[_Member]) -> bytes:
+    """A mutated copy of the real bundle's bytes (see the module docstring)."""
+    members = [_Member(m.name, m.data) for m in real]
+    blobs = [m.name.removeprefix("images/blobs/").replace("/", ":") for m in real
+             if m.name.startswith("images/blobs/")]  # fmt: skip
+    members[0].data = draw(_index_bytes(real[0].data, blobs))
+    for _ in range(draw(st.integers(0, 4))):
+        if not members:
+            break
+        i = draw(st.integers(0, len(members) - 1))
+        op = draw(st.sampled_from(
+            ["drop", "dup", "swap", "rename", "retype", "cut", "extend", "flip", "lie"]
+        ))  # fmt: skip
+        m = members[i]
+        if op == "drop":
+            del members[i]
+        elif op == "dup":
+            members.insert(draw(st.integers(0, len(members))), _Member(m.name, m.data))
+        elif op == "swap":
+            j = draw(st.integers(0, len(members) - 1))
+            members[i], members[j] = members[j], members[i]
+        elif op == "rename":
+            m.name = draw(_names(real))
+        elif op == "retype":
+            m.kind = draw(st.sampled_from([tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+                                           tarfile.FIFOTYPE, tarfile.CHRTYPE]))  # fmt: skip
+            m.link = draw(st.sampled_from(["", "/etc/passwd", "../x", INDEX_NAME]))
+        elif op == "cut":
+            m.data = m.data[: draw(st.integers(0, len(m.data)))]
+        elif op == "extend":
+            m.data += draw(st.binary(min_size=1, max_size=600))
+        elif op == "flip" and m.data:
+            at = draw(st.integers(0, len(m.data) - 1))
+            m.data = m.data[:at] + bytes([m.data[at] ^ 0xFF]) + m.data[at + 1 :]
+        elif op == "lie":
+            m.size = draw(st.integers(0, len(m.data) + 2048))
+    data = _tar_bytes(members)
+    tail = draw(st.sampled_from(["whole", "cut", "flip"]))
+    if tail == "cut":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif tail == "flip":
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    return data
+
+
+def _state_rows(agent: Agent) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the site's state database (read by a second connection)."""
+    db = sqlite3.connect(agent.state.path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: sorted(db.execute(f"SELECT * FROM {t}"), key=repr) for t in tables}
+    finally:
+        db.close()
+
+
+@dataclass
+class _Fuzz:
+    agent: Agent
+    real: list[_Member]
+    work: Path
+    counts: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def fuzz(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Fuzz]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    fleet = world.repo("fuzz")
+    tip = fleet.commit(world.files(), at=START)
+    real = _members_of(world.bundle("fuzz", tmp / "real.tar", rev=tip))
+    assert real[0].name == INDEX_NAME and len(real) > 5
+    agent = agent_of(world.site(tmp / "site"))
+    f = _Fuzz(agent, real, tmp, {})
+    try:
+        yield f
+    finally:
+        agent.close()
+        print("bundle fuzz outcomes:", dict(sorted(f.counts.items())))  # shown with -s
+
+
+@settings(max_examples=500, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(data=st.data())
+def test_any_mutated_bundle_imports_or_is_refused_with_an_error_of_the_tree(
+    fuzz: _Fuzz, data: st.DataObject
+) -> None:
+    bundle = fuzz.work / "hostile.tar"
+    bundle.write_bytes(data.draw(_hostile(fuzz.real)))
+    before = _state_rows(fuzz.agent), recorded(fuzz.agent)
+    try:
+        import_bundle(fuzz.agent, bundle, now=IN_WINDOW)
+    except GitEdgeError as e:  # anything else fails the test
+        fuzz.counts[type(e).__name__] = fuzz.counts.get(type(e).__name__, 0) + 1
+        assert (_state_rows(fuzz.agent), recorded(fuzz.agent)) == before, str(e)
+    else:
+        fuzz.counts["imported"] = fuzz.counts.get("imported", 0) + 1
+    assert list((fuzz.agent.dir / "bundles").iterdir()) == []  # no extraction left behind

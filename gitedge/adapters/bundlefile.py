@@ -183,7 +183,11 @@ def _first_index(tar: tarfile.TarFile, file: Path) -> BundleIndex:
         raise _refuse(file, f"{INDEX_NAME} is {first.size} bytes, over the 1 MiB limit")
     f = tar.extractfile(first)
     assert f is not None
-    return BundleIndex.from_json(f.read(), where=f"bundle {file}")
+    try:
+        data = f.read()
+    except (tarfile.TarError, EOFError) as e:  # the file ends inside the index
+        raise _refuse(file, f"truncated or corrupt tar ({e})") from None
+    return BundleIndex.from_json(data, where=f"bundle {file}")
 
 
 def read_index(file: Path) -> BundleIndex:
