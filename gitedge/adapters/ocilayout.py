@@ -147,6 +147,10 @@ class OciLayout:
         except FileNotFoundError:
             return False
 
+    def remove_blob(self, digest: str) -> None:
+        """Remove a blob whose bytes do not match its name (the agent's cache repair)."""
+        self.blob_path(digest).unlink(missing_ok=True)
+
     def write_blob(
         self, desc: Descriptor, chunks: Iterator[bytes], *, verify: Callable[[], None]
     ) -> None:
@@ -160,7 +164,7 @@ class OciLayout:
         """Store the manifest as a blob; a top-level one also gets an ``index.json`` entry."""
         self._ensure()
         path = self.blob_path(manifest.digest)
-        if not (path.is_file() and path.stat().st_size == len(manifest.data)):
+        if not (path.is_file() and _holds(path, manifest.data)):  # else (re)written
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, (manifest.data,))
         if top:
@@ -190,6 +194,15 @@ class OciLayout:
             doc.setdefault("schemaVersion", 2)
             doc.setdefault("mediaType", INDEX_MEDIA_TYPE)
             _atomic_write(self.path / "index.json", (json.dumps(doc, indent=2).encode() + b"\n",))
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file holds exactly ``data`` (a manifest: small)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def _atomic_write(
