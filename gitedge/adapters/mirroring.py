@@ -54,6 +54,7 @@ from gitedge.core.ocimanifest import (
 )
 from gitedge.errors import (
     DigestMismatch,
+    ImageNotFound,
     InvalidImage,
     RegistryUnavailable,
     UsageError,
@@ -231,8 +232,11 @@ class Mirror:
 
         # Checked before any child is read from the source: the destination's own manifests
         # read back and every blob there with its size (not only the top manifest present).
-        if first_gap(dest, out.digest, what=str(dst)) is None:
-            if tag is None or dest.manifest_digest(tag, what=str(dst)) == out.digest:
+        # The tag is read first: when it names the image, that is the top manifest verified.
+        at_tag = self._at(dest, tag, what=str(dst))
+        tagged = at_tag is not None and at_tag.digest == out.digest
+        if first_gap(dest, out.digest, what=str(dst), top=at_tag if tagged else None) is None:
+            if tag is None or tagged:
                 self._report(stats, "done", detail="up to date")
                 return result(True)
             dest.put_manifest(out, tag=tag, top=True, what=str(dst))
@@ -261,6 +265,16 @@ class Mirror:
         return result(False)
 
     # ------------------------------------------------------------------ the cache checks
+
+    @staticmethod
+    def _at(dest: Repo, tag: str | None, *, what: str) -> Manifest | None:
+        """The manifest ``tag`` names at ``dest``, or None (no tag, or nothing there)."""
+        if tag is None:
+            return None
+        try:
+            return dest.manifest(tag, what=what)
+        except (ImageNotFound, DigestMismatch):  # a bad one is a gap: the copy rewrites it
+            return None
 
     def first_gap(self, dst: Location, digest: str) -> str | None:
         """None when the image ``digest`` is whole at ``dst``, else what is missing first."""
