@@ -45,8 +45,12 @@ def image_tree(
     manifests: list[Manifest] = []
     blobs: dict[str, Descriptor] = {}
     todo: list[tuple[str, int | None, int]] = [(digest, None, 0)]
+    seen: set[str] = set()
     while todo:
         d, size, depth = todo.pop()
+        if d in seen:  # a child listed twice is read once
+            continue
+        seen.add(d)
         if depth > _MAX_DEPTH:
             raise InvalidImage(f"image {what}: indexes nested more than {_MAX_DEPTH} deep")
         m = top if top is not None and d == top.digest else repo.manifest(d, what=what)
