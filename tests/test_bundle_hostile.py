@@ -8,6 +8,9 @@ any field replaced by any JSON value, arbitrary bytes), the tar's members (dropp
 swapped, renamed, retyped, data cut or extended or a byte flipped, a header size that lies) and
 the tar as a whole (cut at any byte, a byte flipped anywhere). Each import must succeed or raise
 a ``GitEdgeError``; a refused one leaves every row of the site's state database as it was.
+500 cases a run (a few seconds); run with -s to see how they ended (about 90% InvalidInput, the
+rest DigestMismatch, InvalidImage and imported). Its first runs found two crashes (a tar ending
+inside the index: tarfile.ReadError; ``"selection": true``: AttributeError).
 """
 
 from __future__ import annotations

@@ -97,6 +97,24 @@ def test_mirror_into_a_layout_whose_blobs_were_overwritten_copies_them_again(
     assert mirror_json(src, f"oci:{layout}:1.0")["upToDate"] is True  # whole again: a no-op
 
 
+def test_mirror_into_a_layout_whose_child_manifest_was_overwritten_rewrites_it(
+    world: World, tmp_path: Path
+) -> None:
+    """Other bytes of the same size under a platform manifest's name: the manifest is read
+    back and hashed on the fast path, and the copy rewrites it (its size alone matched)."""
+    src = f"{world.reg}/edge/os:1.0"
+    layout = tmp_path / "layout"
+    mirror_json(src, f"oci:{layout}:1.0")
+    child = layout / "blobs" / "sha256" / world.os_img.manifests["linux/amd64"].split(":")[1]
+    garble(child, same_size=True)
+    again = mirror_json(src, f"oci:{layout}:1.0")
+    assert again["upToDate"] is False and again["blobs"] == {
+        "copied": 0, "present": len(world.os_img.blobs), "mounted": 0
+    }  # fmt: skip
+    assert hashes_to_name(child)
+    assert mirror_json(src, f"oci:{layout}:1.0")["upToDate"] is True
+
+
 def test_mirror_into_a_registry_that_lost_a_blob_copies_it_again(
     world: World, cache: RegistryServer
 ) -> None:
