@@ -127,7 +127,7 @@ class BundleIndex:
                 for i in _list(doc, "images", of=dict, required=True)
             )
             index = cls(
-                created_at=datetime.fromisoformat(_str(doc, "createdAt").replace("Z", "+00:00")),
+                created_at=_instant(_str(doc, "createdAt")),
                 repo=_str(src, "repo"),
                 branch=check_branch(src.get("branch")),
                 tip=_sha(src.get("tip")),
@@ -181,6 +181,12 @@ def _list(doc: dict[str, Any], key: str, *, of: type, required: bool = False) ->
     if not isinstance(value, list) or not all(isinstance(v, of) for v in value):
         raise TypeError(f"{key} must be a list of {of.__name__}")
     return value
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 instant; one without an offset is taken as UTC (as the writer writes it)."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _sha(value: Any) -> str:
