@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -285,3 +286,38 @@ def test_a_bundle_import_into_a_registry_cache_holding_other_bytes_is_refused(
         assert os_ref not in {k for k in agent.state.mirrored()}
     finally:
         agent.close()
+
+
+# ---------------------------------------------------------------------------- a hostile layout
+
+
+@pytest.mark.parametrize("what", ["index-fifo", "index-dev-zero", "index-huge", "blob-fifo"])
+def test_a_layout_on_a_stick_that_is_not_files_is_refused_not_waited_on(
+    world: World, tmp_path: Path, what: str
+) -> None:
+    """A layout nobody checked: index.json a FIFO (opening it would block for ever), a symlink
+    to /dev/zero (reading it, endless), 17 MiB of it; a blob that is a FIFO. Each is refused
+    naming the file, within the subprocess timeout, and the destination gets no tag."""
+    layout = tmp_path / "stick"
+    mirror_json(f"{world.reg}/edge/os:1.0", f"oci:{layout}:1.0")
+    index = layout / "index.json"
+    if what == "index-fifo":
+        index.unlink()
+        os.mkfifo(index)
+    elif what == "index-dev-zero":
+        index.unlink()
+        index.symlink_to("/dev/zero")
+    elif what == "index-huge":
+        index.write_bytes(b" " * (17 << 20) + index.read_bytes())
+    else:
+        blob = layout / "blobs" / "sha256" / sorted(world.os_img.blobs)[0].split(":")[1]
+        blob.unlink()
+        os.mkfifo(blob)
+    out = tmp_path / "out"
+    proc = gitedge("mirror", f"oci:{layout}:1.0", f"oci:{out}:1.0")
+    assert proc.returncode == 1, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert "Traceback" not in said
+    assert ("not a regular file" if what != "index-huge" else "over the 16 MiB limit") in said
+    assert str(layout) in said
+    assert not (out / "index.json").exists()  # no tag: at most verified blobs were written
