@@ -13,7 +13,8 @@ Reading is hostile-input safe. Only regular files with exactly those names are a
 absolute path, ``..``, a symlink or hard link, a device, a duplicate, an unknown member, an
 oversized index or an unknown format version refuses the whole bundle, naming the file and the
 member. Members are streamed (never ``extractall``); each blob is hashed while it is written and
-must hash to its name; the git bundle must hash to the index's digest; every image the index
+must hash to its name (one an image uses is refused naming the image, any other naming the
+member); the git bundle must hash to the index's digest; every image the index
 names must be complete (each manifest and blob present, sizes as described, pinned digests as
 pinned). A bundle that fails any check is refused before anything is recorded anywhere.
 
@@ -182,7 +183,11 @@ def _first_index(tar: tarfile.TarFile, file: Path) -> BundleIndex:
         raise _refuse(file, f"{INDEX_NAME} is {first.size} bytes, over the 1 MiB limit")
     f = tar.extractfile(first)
     assert f is not None
-    return BundleIndex.from_json(f.read(), where=f"bundle {file}")
+    try:
+        data = f.read()
+    except (tarfile.TarError, EOFError) as e:  # the file ends inside the index
+        raise _refuse(file, f"truncated or corrupt tar ({e})") from None
+    return BundleIndex.from_json(data, where=f"bundle {file}")
 
 
 def read_index(file: Path) -> BundleIndex:
@@ -345,6 +350,13 @@ def _check(index: BundleIndex, ex: _Extraction) -> None:
                 detail=f"bundle {file} holds {img.digest} under this pinned reference",
             )  # fmt: skip
         _check_image(img, blobs, ex)
+    if ex.bad_blobs:  # a blob no image uses: refused all the same, every blob must match
+        want, got = min(ex.bad_blobs.items())
+        raise _refuse(
+            file,
+            f"member {LAYOUT_DIR}/blobs/{want.replace(':', '/')} hashes to {got}, not to "
+            "its name (every blob must match its name, whether an image uses it or not)",
+        )
 
 
 def _check_image(img: BundleImage, blobs: Path, ex: _Extraction) -> None:

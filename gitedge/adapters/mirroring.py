@@ -16,9 +16,12 @@ upload failed is started again. Memory stays bounded: blobs stream in 1 MiB chun
 
 Shortcuts. A blob the destination has (HEAD) is skipped; one that another repository of the
 same destination registry holds (seen in this ``Mirror``'s life, or the source repo when source
-and destination share a host) is mounted, not copied. When the destination already has the top
-manifest, the mirror is a no-op (a tag update at most): our write order means a manifest
-present at the destination is complete.
+and destination share a host) is mounted, not copied. When the destination already has the
+image whole (``cachecheck.first_gap``: every manifest read back and verified, every blob there
+with its size; a manifest file alone proves nothing in a layout whose blobs were overwritten),
+the mirror is a no-op (a tag update at most); otherwise it copies what is missing. The blobs a
+call hashed on their way in are in ``MirrorStats.verified``, so a full check after it
+(:meth:`Mirror.verify_cached`) reads back only the others.
 
 Platforms. With ``platforms``, an index is cut to the matching entries; those child manifests
 keep their digests, but the cut index is new bytes with a new digest (the source index cannot
@@ -36,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gitedge.adapters.cachecheck import first_gap, verify_blobs
 from gitedge.adapters.endpoints import Cancelled, LayoutRepo, RegistryRepo, Repo, VerifiedBlob
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import RegistryClient
@@ -50,6 +54,7 @@ from gitedge.core.ocimanifest import (
 )
 from gitedge.errors import (
     DigestMismatch,
+    ImageNotFound,
     InvalidImage,
     RegistryUnavailable,
     UsageError,
@@ -104,6 +109,7 @@ class MirrorStats:
     bytes_resent: int = 0
     resumes: int = 0
     manifests_written: int = 0
+    verified: set[str] = field(default_factory=set)  # blobs copied, so hashed by this call
 
 
 @dataclass(frozen=True)
@@ -224,10 +230,13 @@ class Mirror:
                 up_to_date, stats, time.monotonic() - began,
             )  # fmt: skip
 
-        # Checked before any child is read: a manifest present at the destination is complete
-        # (our write order; and registries refuse a manifest whose references are missing).
-        if dest.manifest_digest(out.digest, what=str(dst)) == out.digest:
-            if tag is None or dest.manifest_digest(tag, what=str(dst)) == out.digest:
+        # Checked before any child is read from the source: the destination's own manifests
+        # read back and every blob there with its size (not only the top manifest present).
+        # The tag is read first: when it names the image, that is the top manifest verified.
+        at_tag = self._at(dest, tag, what=str(dst))
+        tagged = at_tag is not None and at_tag.digest == out.digest
+        if first_gap(dest, out.digest, what=str(dst), top=at_tag if tagged else None) is None:
+            if tag is None or tagged:
                 self._report(stats, "done", detail="up to date")
                 return result(True)
             dest.put_manifest(out, tag=tag, top=True, what=str(dst))
@@ -254,6 +263,30 @@ class Mirror:
         stats.manifests_written += 1
         self._report(stats, "done", digest=out.digest)
         return result(False)
+
+    # ------------------------------------------------------------------ the cache checks
+
+    @staticmethod
+    def _at(dest: Repo, tag: str | None, *, what: str) -> Manifest | None:
+        """The manifest ``tag`` names at ``dest``, or None (no tag, or nothing there)."""
+        if tag is None:
+            return None
+        try:
+            return dest.manifest(tag, what=what)
+        except (ImageNotFound, DigestMismatch):  # a bad one is a gap: the copy rewrites it
+            return None
+
+    def first_gap(self, dst: Location, digest: str) -> str | None:
+        """None when the image ``digest`` is whole at ``dst``, else what is missing first."""
+        return first_gap(self._open(dst), digest, what=str(dst))
+
+    def verify_cached(
+        self, dst: Location, digest: str, *, known: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[set[str], list[Descriptor]]:
+        """Hash every blob of the image ``digest`` at ``dst`` but those in ``known``: the
+        digests that passed and the blobs that did not (``cachecheck.verify_blobs``)."""
+        return verify_blobs(self._open(dst), digest, what=str(dst), known=known,
+                            retry=self.retry, sleep=self._sleep)  # fmt: skip
 
     # ------------------------------------------------------------------ resolution
 
@@ -403,6 +436,7 @@ class Mirror:
                 stats.bytes_skipped += desc.size
             else:
                 stats.blobs_copied += 1
+                stats.verified.add(desc.digest)
             if job.host is not None and isinstance(job.dest, RegistryRepo):
                 self._seen.setdefault(job.host, {})[desc.digest] = job.dest.repo
         self._report(stats, "blob", digest=desc.digest, detail=how, size=desc.size)

@@ -17,10 +17,11 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gitedge.core.ocimanifest import (
     MAX_MANIFEST_BYTES,
@@ -35,6 +36,7 @@ from gitedge.errors import DigestMismatch, ImageNotFound, InvalidImage
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 _READ_CHUNK = 1024 * 1024
+MAX_INDEX_BYTES = 16 << 20  # index.json (the bundle reader's limit for it too)
 
 
 class OciLayout:
@@ -54,12 +56,18 @@ class OciLayout:
 
     def _index(self) -> dict[str, Any]:
         try:
-            doc = json.loads((self.path / "index.json").read_bytes())
+            with _open_file(self.path / "index.json", name=f"{self.name}/index.json") as f:
+                data = f.read(MAX_INDEX_BYTES + 1)
+            if len(data) > MAX_INDEX_BYTES:
+                raise InvalidImage(
+                    f"{self.name}/index.json: over the {MAX_INDEX_BYTES >> 20} MiB limit"
+                )
+            doc = json.loads(data)
         except FileNotFoundError:
             if (self.path / "oci-layout").exists():
                 return {"schemaVersion": 2, "manifests": []}
             raise ImageNotFound(f"{self.name}: not an OCI image layout (no index.json)") from None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise InvalidImage(f"{self.name}/index.json: unreadable: {e}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
             raise InvalidImage(f"{self.name}/index.json: no manifests list")
@@ -98,12 +106,14 @@ class OciLayout:
             digest, media = self.resolve(reference)
         path = self.blob_path(digest)
         try:
-            with path.open("rb") as f:
+            with _open_file(path, name=f"image {what}: manifest {digest}") as f:
                 data = f.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise ImageNotFound(
                 f"image {what}: manifest {digest} missing from {self.name}"
             ) from None
+        except OSError as e:
+            raise InvalidImage(f"image {what}: manifest {digest} unreadable: {e}") from None
         got = digest_of(data, algorithm=digest.split(":", 1)[0])
         if got != digest:
             raise DigestMismatch(image=what, digest=digest, detail=f"manifest bytes hash to {got}")
@@ -112,9 +122,11 @@ class OciLayout:
     def read_blob(self, digest: str, *, offset: int, what: str) -> tuple[int, Iterator[bytes]]:
         """Stream a blob file from ``offset``; a short file simply ends (the caller sees it)."""
         try:
-            f = self.blob_path(digest).open("rb")
+            f = _open_file(self.blob_path(digest), name=f"image {what}: blob {digest}")
         except FileNotFoundError:
             raise ImageNotFound(f"image {what}: blob {digest} missing from {self.name}") from None
+        except OSError as e:
+            raise InvalidImage(f"image {what}: blob {digest} unreadable: {e}") from None
 
         def chunks() -> Iterator[bytes]:
             with f:
@@ -147,6 +159,10 @@ class OciLayout:
         except FileNotFoundError:
             return False
 
+    def remove_blob(self, digest: str) -> None:
+        """Remove a blob whose bytes do not match its name (the agent's cache repair)."""
+        self.blob_path(digest).unlink(missing_ok=True)
+
     def write_blob(
         self, desc: Descriptor, chunks: Iterator[bytes], *, verify: Callable[[], None]
     ) -> None:
@@ -160,7 +176,7 @@ class OciLayout:
         """Store the manifest as a blob; a top-level one also gets an ``index.json`` entry."""
         self._ensure()
         path = self.blob_path(manifest.digest)
-        if not (path.is_file() and path.stat().st_size == len(manifest.data)):
+        if not (path.is_file() and _holds(path, manifest.data)):  # else (re)written
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, (manifest.data,))
         if top:
@@ -190,6 +206,30 @@ class OciLayout:
             doc.setdefault("schemaVersion", 2)
             doc.setdefault("mediaType", INDEX_MEDIA_TYPE)
             _atomic_write(self.path / "index.json", (json.dumps(doc, indent=2).encode() + b"\n",))
+
+
+def _open_file(path: Path, *, name: str) -> BinaryIO:
+    """Open a regular file for reading; anything else (a FIFO, which would block the open, a
+    device such as /dev/zero behind a symlink, a directory) is refused: a layout can come from
+    a stick nobody checked. FileNotFoundError passes through."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidImage(f"{name}: not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file holds exactly ``data`` (a manifest: small)."""
+    try:
+        with _open_file(path, name=str(path)) as f:
+            return f.read(len(data) + 1) == data
+    except (OSError, InvalidImage):
+        return False
 
 
 def _atomic_write(

@@ -20,6 +20,9 @@ is one verification path, the network fetch's:
 3. the agent's plan step, then its mirror step restricted to the images the bundle holds, with
    the bundle's layout as the source (``Agent._source_location``): the cache is filled and the
    mirrored state recorded exactly as an online pass does, so the next pass needs no network.
+   That step (``agent/caching.py``) records an image only after every blob of it in the cache
+   hashed to its digest: a cache already holding other bytes under a digest the bundle brings
+   is repaired from the bundle (a layout) or refused naming the blob (a registry).
 
 **Inbox**: each pass first imports every ``*.tar`` in ``source.bundleDir`` not seen before (by
 content digest, so a copy under another name is not imported twice). A refused bundle is

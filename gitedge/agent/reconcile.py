@@ -34,11 +34,10 @@ import pygit2
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
-from gitedge.adapters.ocilayout import OciLayout
-from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
+from gitedge.agent.caching import mirror_verified
 from gitedge.agent.clusters import PrintCluster
 from gitedge.agent.server import Metrics
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
@@ -366,11 +365,11 @@ class Agent:
         ref = need.ref
         dst = self._cache_location(ref)
         have = done.get(need.key)
-        if have is not None and self._in_cache(dst, have.digest):
-            return
+        if have is not None and mirror.first_gap(dst, have.digest) is None:
+            return  # verified when recorded, and still whole (agent/caching.py)
         src = self._source_location(ref)
         # a pinned digest must stay the digest SUC is given: never cut a pinned index
-        r = mirror.mirror(src, dst, platforms=() if ref.digest else plats)
+        r = mirror_verified(mirror, src, dst, what=need.key, platforms=() if ref.digest else plats)
         if ref.digest and r.source_digest != ref.digest:
             raise DigestMismatch(
                 image=str(ref), digest=ref.digest, detail=f"the source holds {r.source_digest}"
@@ -400,17 +399,6 @@ class Agent:
             if held is not None:
                 return held
         return ref
-
-    def _in_cache(self, dst: Location, digest: str) -> bool:
-        if isinstance(dst, LayoutRef):
-            return OciLayout(path=dst.path).manifest_digest(digest, what=str(dst)) == digest
-        client = RegistryClient(
-            host=dst.registry, config=self.hosts.get(dst.registry), retry=self.retry
-        )
-        try:
-            return client.manifest_digest(dst.repository, digest, what=str(dst)) == digest
-        finally:
-            client.close()
 
     def _apply(self, p: Pass) -> list[Condition]:
         """Through :func:`~gitedge.agent.applying.apply_step`: a fresh read of the cluster,

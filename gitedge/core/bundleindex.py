@@ -114,30 +114,31 @@ class BundleIndex:
                 f"{VERSION}); import it with a gitedge that does"
             )
         try:
-            src, git, sel = doc["source"], doc["git"], doc.get("selection") or {}
-            tip, since = _sha(src["tip"]), src.get("since")
+            src, git = _obj(doc, "source"), _obj(doc, "git")
+            sel = _obj(doc, "selection", optional=True)
+            since = src.get("since")
             images = tuple(
                 BundleImage(
-                    ref=str(ImageRef.parse(i["ref"])),
-                    digest=_digest(i["digest"]),
-                    media_type=str(i["mediaType"]),
-                    size=int(i["size"]),
+                    ref=str(ImageRef.parse(_str(i, "ref"))),
+                    digest=_digest(_str(i, "digest")),
+                    media_type=_str(i, "mediaType"),
+                    size=_size(i, "size"),
                 )
-                for i in doc["images"]
+                for i in _list(doc, "images", of=dict, required=True)
             )
             index = cls(
-                created_at=datetime.fromisoformat(str(doc["createdAt"]).replace("Z", "+00:00")),
-                repo=str(src["repo"]),
-                branch=check_branch(src["branch"]),
-                tip=tip,
+                created_at=_instant(_str(doc, "createdAt")),
+                repo=_str(src, "repo"),
+                branch=check_branch(src.get("branch")),
+                tip=_sha(src.get("tip")),
                 since=None if since is None else _sha(since),
-                path=str(src.get("path") or ""),
-                git_digest=_digest(git["digest"]),
-                git_size=int(git["size"]),
+                path="" if src.get("path") is None else _str(src, "path"),
+                git_digest=_digest(_str(git, "digest")),
+                git_size=_size(git, "size"),
                 images=images,
-                platforms=tuple(str(p) for p in doc.get("platforms") or ()),
-                clusters=tuple(str(c) for c in sel.get("clusters") or ()),
-                all_images=bool(sel.get("all", False)),
+                platforms=tuple(_list(doc, "platforms", of=str)),
+                clusters=tuple(_list(sel, "clusters", of=str)),
+                all_images=sel.get("all", False) is True,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as e:  # int(1e999): Overflow
             raise bad(f"malformed ({type(e).__name__}: {scrub(str(e), limit=200)})") from None
@@ -146,6 +147,46 @@ class BundleIndex:
         if len({i.ref for i in images}) != len(images):
             raise bad("an image is listed twice")
         return index
+
+
+def _obj(doc: dict[str, Any], key: str, *, optional: bool = False) -> dict[str, Any]:
+    """``doc[key]``, which must be an object (or absent/null when ``optional``)."""
+    value = doc.get(key)
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _str(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _size(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"{key} must be a whole number of bytes, not {value!r:.40}")
+    return value
+
+
+def _list(doc: dict[str, Any], key: str, *, of: type, required: bool = False) -> list[Any]:
+    """``doc[key]``: a list of ``of`` (absent or null: empty, unless ``required``)."""
+    value = doc.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, of) for v in value):
+        raise TypeError(f"{key} must be a list of {of.__name__}")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 instant; one without an offset is taken as UTC (as the writer writes it)."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _sha(value: Any) -> str:
