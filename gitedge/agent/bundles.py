@@ -31,6 +31,7 @@ in the state (``agent/inbox.py``, light enough for the scheduler to poll between
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -47,7 +48,7 @@ from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.mirroring import Progress as MirrorProgress
-from gitedge.adapters.ocilayout import OciLayout
+from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
 from gitedge.agent import inbox
@@ -150,6 +151,15 @@ def _layout_source(layouts: Path | None, ref: ImageRef) -> Location:
     return ref
 
 
+def _empty_layout(layout: Path) -> None:
+    """An OCI layout that holds no image (image-spec ``image-layout.md``: the marker and an
+    empty ``index.json``), so a bundle that brings only commits has the same members."""
+    layout.mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+    (layout / "index.json").write_bytes(json.dumps(index).encode() + b"\n")
+
+
 def create_bundle(
     *,
     repo: str,
@@ -224,6 +234,8 @@ def create_bundle(
                 images.append(BundleImage(str(ref), r.digest, r.media_type, size))
                 copied += r.stats.bytes_copied
                 report(replace(current, done_bytes=size, total_bytes=size, finished=True))
+        if not images:  # commits only (a trust rotation, a change no image follows)
+            _empty_layout(layout)
         report(BundleProgress("git", f"{stage.branch} at {stage.tip}"))
         git_file = scratch / GIT_NAME
         write_git_bundle(stage, git_file, timeout_s=timeout_s)
