@@ -542,11 +542,10 @@ class Agent:
                 help="agent conditions (1: True)",
                 labels={"type": c.type},
             )
-        open_ = p.status.get("windows", {})
-        for name, w in open_.items():
+        for name, w in (p.status.get("windows") or {}).items():
             m.set(
                 "gitedge_window_open",
-                1.0 if w.get("open") else 0.0,
+                1.0 if w is None or w.get("open") else 0.0,  # no window: apply once mirrored
                 help="whether a component's maintenance window is open",
                 labels={"component": name},
             )
