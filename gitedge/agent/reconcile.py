@@ -137,6 +137,11 @@ class Agent:
         self.fetch_timeout_s = fetch_timeout_s
         self.dir = Path(config.state.dir)
         self.state = State(self.dir)
+        try:
+            self.state.check()  # a corrupt state stops here (StateError), before any fetch
+        except BaseException:
+            self.state.close()
+            raise
         if isinstance(cluster, PrintCluster):
             cluster.remember_in(self.state)  # printed Plans stay printed across passes
         self.git = GitMirror(mirror_dir=self.dir / "fleet.git")

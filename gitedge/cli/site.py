@@ -114,7 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
               file=sys.stderr)  # fmt: skip
         return 1
-    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc))
+    where = f"{Path(config.state.dir, 'state.sqlite3')}: document 'status'"
+    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc, source=where))
     return 0
 
 
