@@ -68,6 +68,7 @@ from gitedge.errors import (
     Problem,
     SourceUnavailable,
     Stalled,
+    Transient,
     UsageError,
     scrub,
 )
@@ -197,8 +198,13 @@ def create_bundle(
     subdir = _common((c.source.path for c in configs), "source.path") or ""
     report = progress or (lambda _: None)
     out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.work-"))
+    if out.is_dir():
+        raise UsageError(f"--out {out}: a directory; name the bundle file, e.g. {out}/fleet.tar")
+    try:  # before anything is fetched: the bundle is written beside where it goes
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.work-"))
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there: {e.strerror}") from None
     try:
         report(BundleProgress("fetch", repo))
         stage = stage_git(repo=repo, rev=rev or "HEAD", since=since, branch=branch,
@@ -257,8 +263,11 @@ def create_bundle(
         def on_write(done: int, total: int) -> None:
             report(BundleProgress("write", str(out), 0, 0, done, total, done >= total))
 
-        size = write_bundle(out, index=index, git_file=git_file, layout=layout,
-                            progress=on_write)  # fmt: skip
+        try:
+            size = write_bundle(out, index=index, git_file=git_file, layout=layout,
+                                progress=on_write)  # fmt: skip
+        except OSError as e:  # a full disk, a directory that appeared at --out meanwhile
+            raise Transient(f"--out {out}: the bundle was not written: {e.strerror}") from None
         blobs = sum(1 for _ in (layout / "blobs").glob("*/*")) if layout.exists() else 0
         return CreateResult(out, size, stage.branch, stage.tip, stage.since, tuple(images),
                             blobs, copied)  # fmt: skip
