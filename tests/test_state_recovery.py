@@ -66,6 +66,7 @@ _GOOD_TIME = "2026-11-23T01:00:00+00:00"
 CORRUPT_LAST = [
     "{not json",
     json.dumps(["a" * 40]),
+    "null",  # never written by gitedge: not "none yet" (found by tests/test_state_fuzz.py)
     json.dumps({"commit": "a" * 40}),
     json.dumps(
         {

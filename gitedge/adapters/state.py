@@ -87,6 +87,9 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
 
 
+_ABSENT = object()  # no row at all, as opposed to a row holding JSON null
+
+
 class _Bad(ValueError):
     """A stored value that does not decode (turned into a StateError or a warning here)."""
 
@@ -137,8 +140,11 @@ class State:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
-                version = self._get("schema_version")
-                if version is None:
+                try:
+                    version = self._get("schema_version", _ABSENT)
+                except _Bad as e:
+                    version = str(e)
+                if version is _ABSENT:
                     self._put("schema_version", SCHEMA_VERSION)
                 elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
                     raise StateError(
@@ -203,11 +209,12 @@ class State:
         with self._errors("read"):
             return self._db.execute(sql, args).fetchall()
 
-    def _get(self, key: str) -> Any:
-        """The JSON value under ``key``; :class:`_Bad` when it does not decode."""
+    def _get(self, key: str, missing: Any = None) -> Any:
+        """The JSON value under ``key`` (``missing`` when there is no row); :class:`_Bad` when
+        it does not decode."""
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         if not rows:
-            return None
+            return missing
         raw = rows[0][0]
         if not isinstance(raw, str | bytes):
             raise _Bad(f"not JSON text: {raw!r:.60}")
@@ -231,10 +238,10 @@ class State:
         """The last verified commit; a record that does not decode is a :class:`StateError`
         (trust and rollback protection start from it: never reset silently)."""
         try:
-            v = self._get("last_verified")
-            if v is None:
+            v = self._get("last_verified", _ABSENT)
+            if v is _ABSENT:
                 return None
-            if not isinstance(v, dict):
+            if not isinstance(v, dict):  # even null: we never write one, so it is no "none yet"
                 raise _Bad(f"not an object: {v!r:.60}")
             return LastVerified(
                 commit=_commit_id(v.get("commit")),
