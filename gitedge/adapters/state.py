@@ -188,8 +188,9 @@ class State:
         except sqlite3.Error as e:
             raise StateError(
                 f"{self.path}: cannot {doing}: {e}; restore the file from a backup, or move it "
-                "aside (the agent then verifies the fleet repo again from its root under the "
-                "bootstrap trust, and mirrors its images again)"
+                "aside: the agent then verifies the fleet repo again from its root under the "
+                "bootstrap trust (rollback protection starts again from the tip it verifies: "
+                "check that tip) and mirrors its images again"
             ) from None
 
     @contextmanager

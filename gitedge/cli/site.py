@@ -102,7 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from gitedge.agent.status import status_text
 
     config = agent_config(args.config)
-    if not Path(config.state.dir, "state.sqlite3").is_file():
+    if not Path(config.state.dir, "state.sqlite3").exists():
         print(f"gitedge status: no agent state in {config.state.dir} yet", file=sys.stderr)
         return 1
     state = State(config.state.dir)
