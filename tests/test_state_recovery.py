@@ -263,3 +263,14 @@ def test_bundle_import_beside_a_write_in_progress_says_locked(tmp_path: Path) ->
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "locked by another process for more than 10s" in r.stderr
     assert str(bundle) in r.stderr
+
+
+@pytest.mark.parametrize("value", ["one", "null", "[1]", "0", "true", "{"])
+def test_a_corrupt_schema_version_says_how_to_set_it_back(tmp_path: Path, value: str) -> None:
+    State(tmp_path).close()
+    poke(tmp_path, "UPDATE meta SET value = ? WHERE key = 'schema_version'", value)
+    with pytest.raises(StateError, match="schema_version is corrupt") as e:
+        State(tmp_path)
+    assert "UPDATE meta SET value = '1' WHERE key = 'schema_version'" in str(e.value)
+    poke(tmp_path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    State(tmp_path).close()  # set back as told: it opens

@@ -42,6 +42,7 @@ log = logging.getLogger("gitedge.state")
 
 SCHEMA_VERSION = 1
 _FORGET_LAST = "DELETE FROM meta WHERE key = 'last_verified'"
+_SET_SCHEMA = "UPDATE meta SET value = '1' WHERE key = 'schema_version'"  # SCHEMA_VERSION
 _DELETE_ROW = {
     "mirrored": "DELETE FROM mirrored WHERE rowid = ?",
     "applied": "DELETE FROM applied WHERE rowid = ?",
@@ -148,9 +149,10 @@ class State:
                     self._put("schema_version", SCHEMA_VERSION)
                 elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
                     raise StateError(
-                        f"{self.path}: schema_version is corrupt ({version!r:.60}); restore the "
-                        "file from a backup, or move it aside and let the agent start afresh "
-                        "(it verifies the fleet repo again from its root under the bootstrap trust)"
+                        f"{self.path}: schema_version is corrupt ({version!r:.60}); if this "
+                        "gitedge wrote the file, set it back (sqlite3 "
+                        f"{self.path} {_SET_SCHEMA!r}; everything else is kept), else restore the "
+                        "file from a backup"
                     )
                 elif version > SCHEMA_VERSION:
                     raise StateError(
