@@ -8,6 +8,7 @@ to show itself: there a command is replaced in process by one that raises.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,18 @@ def test_an_os_error_no_command_caught_names_its_file(
     assert main(["schema", "--write", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == f"gitedge schema: {tmp_path / 'gone.yaml'}: No such file or directory\n"
+
+
+def test_run_listen_that_cannot_be_used(tmp_path: Path) -> None:
+    key = make_ssh_key(tmp_path / "keys", "ed25519", comment="release@fleet.example")
+    cfg = str(write_site(tmp_path / "site", git_url="git://127.0.0.1:9/absent.git", key=key,
+                         k3s="v1.27.16+k3s1"))  # fmt: skip
+    for listen in ("127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1"):
+        r = gitedge("run", "--config", cfg, "--listen", listen)
+        refused(r, 2, f"gitedge run: --listen {listen!r}: expected HOST:PORT")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        r = gitedge("run", "--config", cfg, "--listen", listen)
+    refused(r, 2, f"gitedge run: --listen {listen}: Address already in use")
