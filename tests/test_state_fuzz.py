@@ -140,6 +140,7 @@ def meta_value(state: Path, key: str) -> Any:
     return None if row is None else row[0]
 
 
+@pytest.mark.timeout(600)  # 120 passes take ~25 s alone; a loaded machine is slower
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(data=st.data())
