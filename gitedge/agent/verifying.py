@@ -141,7 +141,8 @@ class VerifiedCommits:
         if directory is not None:
             name = bootstrap.digest.removeprefix("sha256:")[:16] or "none"
             self._file = Path(directory) / f"verified-{name}.txt"
-            self._ids = self._load(self._file)
+            if self._file.exists():
+                self._ids = self._load(self._file)
 
     def _load(self, file: Path) -> set[str]:
         """The ids in ``file``. It is only a cache: one that cannot be read or holds anything
