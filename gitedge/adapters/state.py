@@ -10,11 +10,22 @@ What the agent must not lose across crashes, reboots and months offline:
 Each update is one SQLite transaction (WAL journal, ``synchronous=FULL``): a process killed at
 any instant leaves either the old or the new value, never half of one. Values are JSON text;
 nothing secret is ever stored here (the config names secret files; their contents stay there).
+
+A value that does not decode (a disk fault, a hand edit) is handled by what it is. The last
+verified commit is where trust and rollback protection start: a corrupt one is a
+:class:`StateError` saying how to recover, never a silent reset. Mirrored-image and applied-step
+rows are records of a cache and of history: a bad row is dropped with a warning (the image is
+mirrored and verified again; what the cluster runs decides what is applied). Documents (desired
+state, conditions, status, ...) are written again by every pass: a corrupt one reads as absent,
+with a warning. A database locked by another process past the timeout, or not a database at all,
+is a :class:`StateError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +34,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gitedge.core.images import ImageRef
+from gitedge.core.ocimanifest import is_digest
 from gitedge.errors import StateError
 
+log = logging.getLogger("gitedge.state")
+
 SCHEMA_VERSION = 1
+_FORGET_LAST = "DELETE FROM meta WHERE key = 'last_verified'"
+_SET_SCHEMA = "UPDATE meta SET value = '1' WHERE key = 'schema_version'"  # SCHEMA_VERSION
+_DELETE_ROW = {
+    "mirrored": "DELETE FROM mirrored WHERE rowid = ?",
+    "applied": "DELETE FROM applied WHERE rowid = ?",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mirrored (
@@ -67,49 +88,143 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat()
 
 
+_ABSENT = object()  # no row at all, as opposed to a row holding JSON null
+
+
+class _Bad(ValueError):
+    """A stored value that does not decode (turned into a StateError or a warning here)."""
+
+
+def _instant(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise _Bad(f"not a time: {value!r:.60}")
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Bad(f"not a time: {value!r:.60}") from None
+    if t.tzinfo is None:
+        raise _Bad(f"a time without a zone: {value!r:.60}")
+    return t
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad(f"{what} is not text: {value!r:.60}")
+    return value
+
+
+def _commit_id(value: object) -> str:
+    text = _text(value, "commit")
+    if len(text) not in (40, 64) or text.strip("0123456789abcdef"):
+        raise _Bad(f"not a commit id: {text!r:.80}")
+    return text
+
+
 class State:
     """The agent's durable state. Open once per process; every method is one transaction."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, timeout_s: float = 10.0) -> None:
         self.dir = Path(directory)
         self.path = self.dir / "state.sqlite3"
+        self.timeout_s = timeout_s
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             # one thread at a time (the agent's passes never overlap), but not always the thread
             # that opened it: the scheduler runs passes on its worker thread
             self._db = sqlite3.connect(
-                self.path, isolation_level=None, timeout=10, check_same_thread=False
+                self.path, isolation_level=None, timeout=timeout_s, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            version = self._get("schema_version")
-            if version is None:
-                self._put("schema_version", SCHEMA_VERSION)
-            elif version > SCHEMA_VERSION:
-                raise StateError(
-                    f"{self.path} was written by a newer gitedge (schema {version}); "
-                    "upgrade the agent or move the state aside"
-                )
         except (sqlite3.Error, OSError) as e:
             raise StateError(f"{self.path}: cannot open the state database: {e}") from None
+        try:
+            with self._errors("open"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                try:
+                    version = self._get("schema_version", _ABSENT)
+                except _Bad as e:
+                    version = str(e)
+                if version is _ABSENT:
+                    self._put("schema_version", SCHEMA_VERSION)
+                elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                    raise StateError(
+                        f"{self.path}: schema_version is corrupt ({version!r:.60}); if this "
+                        "gitedge wrote the file, set it back (sqlite3 "
+                        f"{self.path} {_SET_SCHEMA!r}; everything else is kept), else restore the "
+                        "file from a backup"
+                    )
+                elif version > SCHEMA_VERSION:
+                    raise StateError(
+                        f"{self.path} was written by a newer gitedge (schema {version}); "
+                        "upgrade the agent or move the state aside"
+                    )
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
 
+    def check(self) -> None:
+        """Read every record once, as a pass will: a corrupt last verified commit raises
+        :class:`StateError` now, bad mirrored/applied rows are dropped with a warning."""
+        self.last_verified  # noqa: B018 - read for its check
+        self.mirrored()
+        self.applied()
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """SQLite's errors as StateError naming the file: locked past the timeout (another
+        gitedge process writing), not a database, a disk fault."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StateError(
+                    f"{self.path}: locked by another process for more than "
+                    f"{self.timeout_s:g}s ({doing}); is an agent pass or a bundle import running? "
+                    "Try again when it ends (nothing was changed)"
+                ) from None
+            raise StateError(f"{self.path}: cannot {doing}: {e}") from None
+        except sqlite3.Error as e:
+            raise StateError(
+                f"{self.path}: cannot {doing}: {e}; restore the file from a backup, or move it "
+                "aside: the agent then verifies the fleet repo again from its root under the "
+                "bootstrap trust (rollback protection starts again from the tip it verifies: "
+                "check that tip) and mirrors its images again"
+            ) from None
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        with self._errors("write"):
+            self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        with self._errors("write"):
+            self._db.execute("COMMIT")
 
-    def _get(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._errors("read"):
+            return self._db.execute(sql, args).fetchall()
+
+    def _get(self, key: str, missing: Any = None) -> Any:
+        """The JSON value under ``key`` (``missing`` when there is no row); :class:`_Bad` when
+        it does not decode."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        if not rows:
+            return missing
+        raw = rows[0][0]
+        if not isinstance(raw, str | bytes):
+            raise _Bad(f"not JSON text: {raw!r:.60}")
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            raise _Bad(f"not JSON: {str(e)[:80]}") from None
 
     def _put(self, key: str, value: Any) -> None:
         with self._tx() as db:
@@ -123,16 +238,31 @@ class State:
 
     @property
     def last_verified(self) -> LastVerified | None:
-        v = self._get("last_verified")
-        if v is None:
-            return None
-        return LastVerified(
-            commit=v["commit"],
-            committed_at=datetime.fromisoformat(v["committedAt"]),
-            verified_at=datetime.fromisoformat(v["verifiedAt"]),
-            policy_source=v["policySource"],
-            policy_digest=v["policyDigest"],
-        )
+        """The last verified commit; a record that does not decode is a :class:`StateError`
+        (trust and rollback protection start from it: never reset silently)."""
+        try:
+            v = self._get("last_verified", _ABSENT)
+            if v is _ABSENT:
+                return None
+            if not isinstance(v, dict):  # even null: we never write one, so it is no "none yet"
+                raise _Bad(f"not an object: {v!r:.60}")
+            return LastVerified(
+                commit=_commit_id(v.get("commit")),
+                committed_at=_instant(v.get("committedAt")),
+                verified_at=_instant(v.get("verifiedAt")),
+                policy_source=_text(v.get("policySource"), "policySource"),
+                policy_digest=_text(v.get("policyDigest"), "policyDigest"),
+            )
+        except _Bad as e:
+            raise StateError(
+                f"{self.path}: the last verified commit is corrupt ({e}). Trust and rollback "
+                "protection start from it, so gitedge stops rather than guess. To recover, "
+                "restore the file from a backup, or delete the record (sqlite3 "
+                f"{self.path} {_FORGET_LAST!r}): the next pass "
+                "then verifies the fleet repo from its root under the bootstrap trust, and "
+                "rollback protection starts again from the tip it verifies (check that tip). "
+                "Mirrored images, applied steps and verified-commit ids are kept"
+            ) from None
 
     def record_verified(self, lv: LastVerified) -> None:
         self._put(
@@ -149,8 +279,14 @@ class State:
     # -- desired state and conditions ---------------------------------------------------------
 
     def get_doc(self, name: str) -> Any:
-        """A JSON document kept under ``name`` (``desired``, ``conditions``, ...)."""
-        return self._get(f"doc:{name}")
+        """A JSON document kept under ``name`` (``desired``, ``conditions``, ...). Every pass
+        writes them again: one that does not decode reads as absent, with a warning."""
+        try:
+            return self._get(f"doc:{name}")
+        except _Bad as e:
+            log.warning("%s: document %r is corrupt (%s): ignored, the next pass writes it again",
+                        self.path, name, e)  # fmt: skip
+            return None
 
     def put_doc(self, name: str, value: Any) -> None:
         self._put(f"doc:{name}", value)
@@ -167,8 +303,32 @@ class State:
             )
 
     def mirrored(self) -> dict[str, Mirrored]:
-        rows = self._db.execute("SELECT source, digest, cache_ref, bytes, at FROM mirrored")
-        return {r[0]: Mirrored(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows}
+        """Images mirrored and verified into the cache. A row that does not decode is dropped
+        with a warning: the next pass mirrors (and verifies) that image again."""
+        out: dict[str, Mirrored] = {}
+        bad: list[tuple[int, str]] = []
+        rows = self._read("SELECT rowid, source, digest, cache_ref, bytes, at FROM mirrored")
+        for rowid, source, digest, cache_ref, size, at in rows:
+            try:
+                src = _text(source, "source")
+                ImageRef.parse(src)
+                if not isinstance(digest, str) or not is_digest(digest):
+                    raise _Bad(f"not a digest: {digest!r:.80}")
+                if not isinstance(size, int) or size < 0:
+                    raise _Bad(f"not a size: {size!r:.40}")
+                out[src] = Mirrored(src, digest, _text(cache_ref, "cache_ref"), size, _instant(at))
+            except (_Bad, ValueError) as e:
+                bad.append((rowid, f"{source!r:.100}: {e}"))
+        self._drop("mirrored", bad, "the next pass mirrors and verifies that image again")
+        return out
+
+    def _drop(self, table: str, bad: list[tuple[int, str]], then: str) -> None:
+        for _, why in bad:
+            log.warning("%s: a %s row is corrupt (%s): dropped; %s", self.path, table, why, then)
+        if bad:
+            # locked: dropped the next time instead
+            with contextlib.suppress(StateError), self._tx() as db:
+                db.executemany(_DELETE_ROW[table], [(rowid,) for rowid, _ in bad])
 
     # -- applied steps ------------------------------------------------------------------------
 
@@ -190,10 +350,17 @@ class State:
             )
 
     def applied(self) -> list[tuple[str, str, datetime, datetime | None]]:
-        rows = self._db.execute(
-            "SELECT component, step, started_at, done_at FROM applied ORDER BY started_at"
-        )
-        return [
-            (c, s, datetime.fromisoformat(a), datetime.fromisoformat(d) if d else None)
-            for c, s, a, d in rows
-        ]
+        """Steps applied, oldest first. A row that does not decode is dropped with a warning:
+        it is history only (what the cluster runs decides what is applied)."""
+        out: list[tuple[str, str, datetime, datetime | None]] = []
+        bad: list[tuple[int, str]] = []
+        rows = self._read("SELECT rowid, component, step, started_at, done_at FROM applied")
+        for rowid, c, s, a, d in rows:
+            try:
+                if c not in ("os", "k3s"):
+                    raise _Bad(f"not a component: {c!r:.40}")
+                out.append((c, _text(s, "step"), _instant(a), None if d is None else _instant(d)))
+            except _Bad as e:
+                bad.append((rowid, f"{s!r:.100}: {e}"))
+        self._drop("applied", bad, "only the record of that step is lost")
+        return sorted(out, key=lambda r: r[2])

@@ -34,6 +34,7 @@ in the state (``agent/inbox.py``, light enough for the scheduler to poll between
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -50,7 +51,7 @@ from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.mirroring import Progress as MirrorProgress
-from gitedge.adapters.ocilayout import OciLayout
+from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
 from gitedge.agent import inbox
@@ -70,6 +71,7 @@ from gitedge.errors import (
     Problem,
     SourceUnavailable,
     Stalled,
+    Transient,
     UsageError,
     scrub,
 )
@@ -153,6 +155,15 @@ def _layout_source(layouts: Path | None, ref: ImageRef) -> Location:
     return ref
 
 
+def _empty_layout(layout: Path) -> None:
+    """An OCI layout that holds no image (image-spec ``image-layout.md``: the marker and an
+    empty ``index.json``), so a bundle that brings only commits has the same members."""
+    layout.mkdir(parents=True, exist_ok=True)
+    (layout / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+    (layout / "index.json").write_bytes(json.dumps(index).encode() + b"\n")
+
+
 def create_bundle(
     *,
     repo: str,
@@ -190,8 +201,13 @@ def create_bundle(
     subdir = _common((c.source.path for c in configs), "source.path") or ""
     report = progress or (lambda _: None)
     out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.work-"))
+    if out.is_dir():
+        raise UsageError(f"--out {out}: a directory; name the bundle file, e.g. {out}/fleet.tar")
+    try:  # before anything is fetched: the bundle is written beside where it goes
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.work-"))
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there: {e.strerror}") from None
     try:
         report(BundleProgress("fetch", repo))
         stage = stage_git(repo=repo, rev=rev or "HEAD", since=since, branch=branch,
@@ -227,6 +243,8 @@ def create_bundle(
                 images.append(BundleImage(str(ref), r.digest, r.media_type, size))
                 copied += r.stats.bytes_copied
                 report(replace(current, done_bytes=size, total_bytes=size, finished=True))
+        if not images:  # commits only (a trust rotation, a change no image follows)
+            _empty_layout(layout)
         report(BundleProgress("git", f"{stage.branch} at {stage.tip}"))
         git_file = scratch / GIT_NAME
         write_git_bundle(stage, git_file, timeout_s=timeout_s)
@@ -248,8 +266,11 @@ def create_bundle(
         def on_write(done: int, total: int) -> None:
             report(BundleProgress("write", str(out), 0, 0, done, total, done >= total))
 
-        size = write_bundle(out, index=index, git_file=git_file, layout=layout,
-                            progress=on_write)  # fmt: skip
+        try:
+            size = write_bundle(out, index=index, git_file=git_file, layout=layout,
+                                progress=on_write)  # fmt: skip
+        except OSError as e:  # a full disk, a directory that appeared at --out meanwhile
+            raise Transient(f"--out {out}: the bundle was not written: {e.strerror}") from None
         blobs = sum(1 for _ in (layout / "blobs").glob("*/*")) if layout.exists() else 0
         return CreateResult(out, size, stage.branch, stage.tip, stage.since, tuple(images),
                             blobs, copied)  # fmt: skip

@@ -45,7 +45,8 @@ class PrintCluster:
     def remember_in(self, state: State) -> None:
         """Keep the printed Plans in the agent's state (the Agent calls this)."""
         self._state = state
-        self._printed = dict(state.get_doc(PRINTED_DOC) or {})
+        doc = state.get_doc(PRINTED_DOC)  # only remembers what was printed: else print again
+        self._printed = dict(doc) if isinstance(doc, dict) else {}
 
     def snapshot(self) -> ClusterSnapshot:
         status = self.config.cluster.status

@@ -169,6 +169,15 @@ def run_demo(say: Say, *, keep: Path | None = None) -> int:
     """Run the story; 0 when every stage did what it should (the checks are the story's)."""
     if not (EXAMPLES / "fleet-repo").is_dir():
         raise UsageError(f"the demo reads {EXAMPLES}/fleet-repo: run it from a source checkout")
+    if keep is not None:
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+            used = any(keep.iterdir())
+        except OSError as e:
+            why = "not a directory" if isinstance(e, FileExistsError) else e.strerror
+            raise UsageError(f"--keep {keep}: {why}; give a new or empty directory") from None
+        if used:
+            raise UsageError(f"--keep {keep}: not empty; give a new or empty directory")
     with tempfile.TemporaryDirectory(prefix="gitedge-demo-") as tmp_name:
         tmp = keep or Path(tmp_name)
         return _story(tmp, say)

@@ -136,6 +136,11 @@ class Agent:
         self.fetch_timeout_s = fetch_timeout_s
         self.dir = Path(config.state.dir)
         self.state = State(self.dir)
+        try:
+            self.state.check()  # a corrupt state stops here (StateError), before any fetch
+        except BaseException:
+            self.state.close()
+            raise
         if isinstance(cluster, PrintCluster):
             cluster.remember_in(self.state)  # printed Plans stay printed across passes
         self.git = GitMirror(mirror_dir=self.dir / "fleet.git")
@@ -530,11 +535,10 @@ class Agent:
                 help="agent conditions (1: True)",
                 labels={"type": c.type},
             )
-        open_ = p.status.get("windows", {})
-        for name, w in open_.items():
+        for name, w in (p.status.get("windows") or {}).items():
             m.set(
                 "gitedge_window_open",
-                1.0 if w.get("open") else 0.0,
+                1.0 if w is None or w.get("open") else 0.0,  # no window: apply once mirrored
                 help="whether a component's maintenance window is open",
                 labels={"component": name},
             )

@@ -15,6 +15,7 @@ from gitedge.core import conditions as cond
 from gitedge.core.config import AgentConfig
 from gitedge.core.planning import window_json
 from gitedge.core.timefmt import iso_z
+from gitedge.errors import StateError
 
 if TYPE_CHECKING:
     from gitedge.agent.reconcile import Pass
@@ -81,8 +82,22 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
     }
 
 
-def status_text(doc: dict[str, Any]) -> str:
-    """``gitedge status`` for people."""
+def status_text(doc: object, *, source: str = "the status document") -> str:
+    """``gitedge status`` for people. The document is a copy of the last pass's status: one
+    that is not shaped like it (a disk fault, a hand edit) is a StateError saying so."""
+    try:
+        if not isinstance(doc, dict):
+            raise TypeError(f"not an object but {type(doc).__name__}")
+        return _text(doc)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        raise StateError(
+            f"{source} is corrupt ({type(e).__name__}: {str(e)[:100]}); it is only a copy of "
+            "the last pass's status, which the next agent pass writes again (gitedge run "
+            "--once); nothing else is affected"
+        ) from None
+
+
+def _text(doc: dict[str, Any]) -> str:
     lines = [f"cluster {doc.get('cluster')}  (as of {doc.get('time')})"]
     lv = doc.get("lastVerified")
     lines.append(

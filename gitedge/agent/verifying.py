@@ -19,6 +19,7 @@ running no other thread (``gitedge verify`` is one); elsewhere every check is in
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -131,6 +132,9 @@ class VerifiedCommits:
     line) so that a commit verified once is not verified again, across restarts. A different
     bootstrap (a reinstall with other keys) starts a new file."""
 
+    MAX_BYTES = 64 << 20  # a million commit ids; a larger file is not one we wrote
+    _log = logging.getLogger("gitedge.agent")
+
     def __init__(self, directory: str | Path | None, *, bootstrap: Policy) -> None:
         self._ids: set[str] = set()
         self._file: Path | None = None
@@ -138,7 +142,38 @@ class VerifiedCommits:
             name = bootstrap.digest.removeprefix("sha256:")[:16] or "none"
             self._file = Path(directory) / f"verified-{name}.txt"
             if self._file.exists():
-                self._ids = set(self._file.read_text(encoding="ascii").split())
+                self._ids = self._load(self._file)
+
+    def _load(self, file: Path) -> set[str]:
+        """The ids in ``file``. It is only a cache: one that cannot be read or holds anything
+        but commit ids is ignored with a warning (those commits are verified again), and
+        replaced by the next write; a directory in its place keeps the ids in memory only."""
+        try:
+            with file.open("rb") as f:
+                data = f.read(self.MAX_BYTES + 1)
+        except FileNotFoundError:
+            return set()
+        except OSError as e:
+            self._drop(file, e.strerror or str(e))
+            if file.is_dir():
+                self._file = None
+            return set()
+        try:
+            if len(data) > self.MAX_BYTES:
+                raise ValueError(f"larger than {self.MAX_BYTES >> 20} MiB")
+            ids = set(data.decode("ascii").split())
+        except ValueError as e:  # UnicodeDecodeError is one
+            self._drop(file, str(e)[:100])
+            return set()
+        bad = next((i for i in ids if len(i) not in (40, 64) or i.strip("0123456789abcdef")), None)
+        if bad is not None:
+            self._drop(file, f"not a commit id: {bad[:80]!r}")
+            return set()
+        return ids
+
+    def _drop(self, file: Path, why: str) -> None:
+        self._log.warning("verified-commit cache %s is unusable (%s): ignored, its commits are "
+                          "verified again", file, why)  # fmt: skip
 
     def __contains__(self, commit: object) -> bool:
         return commit in self._ids
@@ -152,7 +187,11 @@ class VerifiedCommits:
             return
         self._ids |= new
         if self._file is not None:
-            _write_atomic(self._file, "".join(f"{c}\n" for c in sorted(self._ids)))
+            try:
+                _write_atomic(self._file, "".join(f"{c}\n" for c in sorted(self._ids)))
+            except OSError as e:  # only a cache: the ids stay in memory
+                self._log.warning("verified-commit cache %s not written (%s): kept in memory",
+                                  self._file, e.strerror or e)  # fmt: skip
 
 
 def _write_atomic(path: Path, text: str) -> None:

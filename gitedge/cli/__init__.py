@@ -5,6 +5,10 @@ The commands live by what they work on: ``repo`` (validate, plan, schema, verify
 the command it runs, so a command pays for no other command's libraries.
 
 Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.
+
+No traceback reaches a user: errors of the tree (``gitedge/errors.py``) are printed as they are;
+an OSError that escaped its command is printed with its file; anything else is a bug, printed on
+one line with a request to report it (``GITEDGE_DEBUG=1`` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from gitedge import __version__
-from gitedge.errors import GitEdgeError, InvalidInput, UsageError
+from gitedge.errors import GitEdgeError, InvalidInput, UsageError, scrub
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -181,20 +186,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module, _, name = spec.partition(":")  # only the command's own module is imported
     handler: Handler = getattr(importlib.import_module(f"gitedge.cli.{module}"), name)
+    sub = getattr(args, "bundle_command", None) or getattr(args, "fleet_command", None)
+    command = f"{args.command} {sub}" if sub else args.command
     try:
         with _collector_off(args.command != "run"):
             return handler(args)
     except UsageError as e:
-        print(f"gitedge {args.command}: {e}", file=sys.stderr)
+        print(f"gitedge {command}: {e}", file=sys.stderr)
         return 2
     except InvalidInput as e:
         for problem in e.problems:
             print(problem)
-        print(f"gitedge {args.command}: {len(e.problems)} problem(s)", file=sys.stderr)
+        print(f"gitedge {command}: {len(e.problems)} problem(s)", file=sys.stderr)
         return 1
     except GitEdgeError as e:
-        print(f"gitedge {args.command}: {e}", file=sys.stderr)
+        print(f"gitedge {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the last line of defence: causes are fixed where they arise
+        if os.environ.get("GITEDGE_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"gitedge {command}: {_unexpected(e)}", file=sys.stderr)
+        return 1
+
+
+def _unexpected(e: Exception) -> str:
+    """One line for an exception no command turned into an error of the tree."""
+    if isinstance(e, BrokenPipeError):
+        return "output closed early"
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename}: " if e.filename else ""
+        return scrub(f"{where}{e.strerror}")
+    text = scrub(" ".join(str(e).split()), limit=200)
+    return (
+        f"internal error ({type(e).__name__}{': ' + text if text else ''}); this is a bug in "
+        "gitedge: please report it with the command that caused it (GITEDGE_DEBUG=1 shows "
+        "the traceback)"
+    )

@@ -183,17 +183,24 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
     from gitedge.agent.reconcile import Agent
 
     config = agent_config(args.config)
+    file = Path(args.file)
+    if not file.is_file():
+        what = "a directory" if file.is_dir() else "no such file" if not file.exists() else ""
+        raise UsageError(f"{file}: {what or 'not a regular file'}; give the bundle (a .tar file)")
     agent = Agent(config, cluster=cluster_api(config))
     progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
     now = parse_now(None)
     try:
         try:
-            r = import_bundle(agent, Path(args.file), now=now,
+            r = import_bundle(agent, file, now=now,
                               progress=None if args.quiet else progress)  # fmt: skip
         except InvalidInput:
             raise
         except GitEdgeError as e:  # name the file: the steps' errors name the commit or image
             print(f"gitedge bundle import: {args.file}: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # the file went away or cannot be read; nothing was recorded
+            print(f"gitedge bundle import: {args.file}: {e.strerror}", file=sys.stderr)
             return 1
         finally:
             progress.finish()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge.cli.common import cluster_files, parse_now, read_file
-from gitedge.errors import VerificationFailed
+from gitedge.errors import UsageError, VerificationFailed
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -104,10 +104,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from gitedge.core.schemas import all_schemas
 
     out = Path(args.write)
-    out.mkdir(parents=True, exist_ok=True)
     schemas = all_schemas()
-    for name, text in schemas.items():
-        (out / name).write_text(text, encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in schemas.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except FileExistsError:
+        raise UsageError(f"--write {out}: not a directory; give a directory") from None
+    except OSError as e:
+        where = e.filename or out
+        raise UsageError(f"--write {out}: cannot write {where}: {e.strerror}") from None
     print(f"wrote {len(schemas)} schemas to {out}")
     return 0
 

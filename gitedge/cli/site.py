@@ -50,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--now goes with --once (a pass at a chosen instant)")
     if args.once or args.pass_fd is not None:
         return _run_in_process(args, config)
+    host, port = _listen(args.listen)
     # the long-lived agent: scheduler, status server, metrics; each pass in a child process
     import time
 
@@ -58,7 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gitedge.agent.scheduler import AgentLoop
     from gitedge.agent.server import Metrics, StatusServer
 
-    host, _, port = args.listen.rpartition(":")
     state = State(config.state.dir)
     try:
         verified: list[str] = [lv.commit] if (lv := state.last_verified) else []
@@ -86,10 +86,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     def ready() -> tuple[bool, str]:
         return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
 
-    server = StatusServer(
-        metrics=passes.metrics, ready=ready, alive=alive, host=host or "127.0.0.1", port=int(port)
-    ).start()
-    print(f"gitedge run: status on http://{host or '127.0.0.1'}:{server.port}", file=sys.stderr)
+    try:
+        server = StatusServer(
+            metrics=passes.metrics, ready=ready, alive=alive, host=host, port=port
+        ).start()
+    except OSError as e:  # the port in use, an address not on this machine
+        raise UsageError(f"--listen {args.listen}: {e.strerror or e}") from None
+    print(f"gitedge run: status on http://{host}:{server.port}", file=sys.stderr)
     try:
         loop.run_forever()
     finally:
@@ -97,12 +100,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; no host: 127.0.0.1)."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT with a port 0-65535")
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from gitedge.adapters.state import State
     from gitedge.agent.status import status_text
 
     config = agent_config(args.config)
-    if not Path(config.state.dir, "state.sqlite3").is_file():
+    if not Path(config.state.dir, "state.sqlite3").exists():
         print(f"gitedge status: no agent state in {config.state.dir} yet", file=sys.stderr)
         return 1
     state = State(config.state.dir)
@@ -114,7 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
               file=sys.stderr)  # fmt: skip
         return 1
-    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc))
+    where = f"{Path(config.state.dir, 'state.sqlite3')}: document 'status'"
+    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc, source=where))
     return 0
 
 
