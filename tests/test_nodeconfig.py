@@ -241,6 +241,32 @@ def test_command_without_a_cache_or_a_fleet_says_what_to_give(tmp_path: Path) ->
     assert r.returncode == 2 and "--repo" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_command_reads_the_agents_last_verified_commit_by_default(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from gitedge.adapters.state import LastVerified, State
+    from tests.gitserver import git, git_env
+
+    cfg, repo = write_site(tmp_path, cache_url=f"http://{CACHE}")
+    env = git_env(tmp_path / "home")
+    git("init", "-q", cwd=repo, env=env)
+    git("add", "-A", cwd=repo, env=env)
+    git("commit", "-qm", "verified", cwd=repo, env=env)
+    verified = git("rev-parse", "HEAD", cwd=repo, env=env).strip()
+    # a later commit the agent has fetched but not verified: its registry must not count
+    (repo / "target.yaml").write_text(fleet_files("quay.io/edge/os:2.0")["target.yaml"])
+    git("commit", "-qam", "not verified yet", cwd=repo, env=env)
+    state_dir = tmp_path / "state"
+    git("clone", "-q", "--bare", str(repo), str(state_dir / "fleet.git"), cwd=tmp_path, env=env)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    state = State(state_dir)
+    state.record_verified(LastVerified(verified, now, now, "bootstrap", "sha256:" + "0" * 64))
+    state.close()
+    r = gitedge("node-config", "--config", str(cfg), "-o", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["upstreams"] == ["docker.io", "upstream.example"]
+
+
 # ---------------------------------------------------------------------------- a real client
 
 

@@ -107,7 +107,8 @@ def cmd_node_config(args: argparse.Namespace) -> int:
         return 0
     print(f"# node config of cluster {cluster}: cache {endpoint.url}, mirroring "
           f"{', '.join(upstreams)}")  # fmt: skip
-    print(f"# {endpoint.host} must resolve in each node's host DNS (not the cluster's).")
+    if endpoint.dns_name:
+        print(f"# {endpoint.dns_name} must resolve in each node's host DNS, not the cluster's.")
     for f in files:
         print(f"\n==> {f.path} (mode {f.mode}; {f.reader}: {f.what}) <==")
         sys.stdout.write(f.content)

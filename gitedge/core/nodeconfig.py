@@ -70,6 +70,12 @@ class CacheEndpoint:
     def url(self) -> str:
         return f"{'http' if self.plain_http else 'https'}://{self.host}"
 
+    @property
+    def dns_name(self) -> str | None:
+        """The name each node's host resolver must know; None for an IP address."""
+        name = self.host.rsplit(":", 1)[0] if not self.host.endswith("]") else self.host
+        return None if _is_ip(name) else name
+
 
 @dataclass(frozen=True)
 class NodeFile:
@@ -140,13 +146,13 @@ def _q(text: str) -> str:
 
 
 def _header(cache: CacheEndpoint, path: str, cluster: str) -> list[str]:
-    name = cache.host.rsplit(":", 1)[0] if not cache.host.endswith("]") else cache.host
+    name = cache.dns_name
     lines = [
         f"# {path}",
         f"# Written by `gitedge node-config` for cluster {cluster}: the images of the registries",
         f"# below are pulled from the site cache {cache.url}.",
     ]
-    if not _is_ip(name):
+    if name is not None:
         lines += [
             f"# {name} must resolve in this HOST's DNS (/etc/hosts or the site's DNS server):",
             "# the node's container runtime resolves it, not the cluster's CoreDNS.",
