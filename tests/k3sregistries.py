@@ -10,6 +10,8 @@ Each rule follows the real source, cited by file and function:
 - k3s-io/k3s ``pkg/agent/containerd/config.go`` ``getHostConfigs``, ``normalizeEndpointAddress``,
   ``defaultHostConfig``, ``configForHost``, ``endpointURLEqual``, ``endpointHasConfig`` (read at
   k3s 06ea261ce3f10517abfdc3532f5a1c56db06adc2), which build one ``HostConfig`` per registry;
+  checked against the cases of k3s's own ``Test_UnitGetHostConfigs`` (config_test.go) in
+  tests/test_nodeconfig.py;
 - k3s-io/k3s ``pkg/agent/templates/templates.go`` ``HostsTomlTemplate`` (read at 053afed): one
   ``[host."<endpoint>"]`` table per endpoint with ``capabilities = ["pull", "resolve"]``, ``ca``,
   ``client``, ``skip_verify``, ``override_path`` and a ``rewrite`` table. The ``server`` line

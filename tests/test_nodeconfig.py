@@ -126,6 +126,103 @@ def test_the_stand_in_tells_a_wrong_registries_yaml_from_a_right_one() -> None:
         k3s.load_registries(f"mirrors:\n  docker.io:\n    endpoint: http://{CACHE}\n")
 
 
+# Cases of k3s's own Test_UnitGetHostConfigs (pkg/agent/containerd/config_test.go at 06ea261,
+# those without the embedded registry): registries.yaml -> {host: (default URL, [(endpoint URL,
+# override_path, has auth)])}. The stand-in must give what K3s's getHostConfigs gives.
+AUTH = "configs:\n  {}:\n    auth: {{username: user, password: pass}}\n"
+REG = "registry.example.com"
+K3S_CASES = [
+    ("no registries", "", False, {}),
+    ("default endpoint", "mirrors:\n  docker.io:\n", False, {}),
+    ("default endpoint listed", "mirrors:\n  docker.io:\n    endpoint: [docker.io]\n", False, {}),
+    (
+        "default endpoint and creds",
+        "mirrors:\n  docker.io:\n" + AUTH.format("docker.io"),
+        False,
+        {"docker.io": ("https://registry-1.docker.io/v2", [])},
+    ),
+    ("only creds", AUTH.format(REG), False, {REG: (f"https://{REG}/v2", [])}),
+    *(
+        (
+            f"mirror endpoint {endpoint}",
+            f"mirrors:\n  docker.io:\n    endpoint: ['{endpoint}']\n",
+            False,
+            {"docker.io": ("https://registry-1.docker.io/v2", [(url, override, False)])},
+        )
+        for endpoint, url, override in (
+            (f"https://{REG}/prefix/v2", f"https://{REG}/prefix/v2", True),
+            (f"{REG}/prefix/v2", f"https://{REG}/prefix/v2", True),
+            (f"{REG}/v2", f"https://{REG}/v2", False),
+            (f"https://{REG}", f"https://{REG}/v2", False),
+            (REG, f"https://{REG}/v2", False),
+            (f"{REG}:443", f"https://{REG}:443/v2", False),
+            ("1.2.3.4", "https://1.2.3.4/v2", False),
+            ("localhost:5000", "http://localhost:5000/v2", False),
+            ("https://localhost:5000", "https://localhost:5000/v2", False),
+            ("127.0.0.1:5000", "http://127.0.0.1:5000/v2", False),
+        )
+    ),
+    (
+        "duplicates in different formats",
+        f"mirrors:\n  docker.io:\n    endpoint: [{REG}, 'https://{REG}', 'https://{REG}/v2']\n",
+        False,
+        {"docker.io": ("https://registry-1.docker.io/v2", [(f"https://{REG}/v2", False, False)])},
+    ),
+    (
+        "duplicates in different positions",
+        "mirrors:\n  docker.io:\n    endpoint: ['https://registry.example.com',"
+        " 'https://registry.example.org', 'https://registry.example.com']\n",
+        False,
+        {
+            "docker.io": (
+                "https://registry-1.docker.io/v2",
+                [
+                    (f"https://{REG}/v2", False, False),
+                    ("https://registry.example.org/v2", False, False),
+                ],
+            )
+        },
+    ),
+    *(
+        (
+            f"mirror endpoint and mirror creds, no default endpoint: {no_default}",
+            f"mirrors:\n  docker.io:\n    endpoint: ['https://{REG}/v2']\n" + AUTH.format(REG),
+            no_default,
+            {
+                "docker.io": (
+                    None if no_default else "https://registry-1.docker.io/v2",
+                    [(f"https://{REG}/v2", False, True)],
+                ),
+                REG: (f"https://{REG}/v2", []),
+            },
+        )
+        for no_default in (False, True)
+    ),
+    (
+        "wildcard mirror endpoint",
+        f"mirrors:\n  '*':\n    endpoint: ['https://{REG}/v2']\n",
+        False,
+        {"_default": ("", [(f"https://{REG}/v2", False, False)])},
+    ),
+    ("localhost registry on an odd port", "mirrors:\n  'localhost:5000':\n", False, {}),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "no_default", "want"), K3S_CASES)
+def test_the_stand_in_gives_what_k3s_own_tests_expect(
+    name: str, text: str, no_default: bool, want: dict[str, object]
+) -> None:
+    got = k3s.host_configs(k3s.load_registries(text), no_default_endpoint=no_default)
+    summary = {
+        host: (
+            hc.default.url if hc.default else None,
+            [(e.url, e.override_path, e.config.auth is not None) for e in hc.endpoints],
+        )
+        for host, hc in got.items()
+    }
+    assert summary == want, name
+
+
 # ---------------------------------------------------------------------------- other files
 
 
