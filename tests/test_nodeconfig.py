@@ -255,6 +255,11 @@ def test_stale_when_an_upstream_registry_appears_that_the_node_lacks() -> None:
     assert nc.stale_registries(current, cache=endpoint, upstreams=now) == []
     moved = nc.cache_endpoint(CacheConfig(url="http://cache2:5000"), ca_pem=None)
     assert nc.stale_registries(current, cache=moved, upstreams=now) == ["cache2:5000", *now]
+    tls = nc.cache_endpoint(CacheConfig(url=f"https://{CACHE}", ca_file="ca.pem"), ca_pem="PEM")
+    with_ca = yaml.safe_load(nc.registries_yaml(tls, now, cluster="c"))
+    assert nc.stale_registries(with_ca, cache=tls, upstreams=now) == []
+    del with_ca["configs"]  # the CA is not named: containerd cannot verify the cache
+    assert nc.stale_registries(with_ca, cache=tls, upstreams=now) == [f"configs.{CACHE}.tls"]
 
 
 # ---------------------------------------------------------------------------- the command

@@ -140,7 +140,7 @@ def _check(path: str, endpoint: Any, upstreams: tuple[str, ...]) -> int:
     missing = stale_registries(installed, cache=endpoint, upstreams=upstreams)
     if missing:
         print(
-            f"{path}: stale: no mirror to {endpoint.url} for {', '.join(missing)}; "
+            f"{path}: stale: lacks {', '.join(missing)} (the cache is {endpoint.url}); "
             "install the output of `gitedge node-config` and restart K3s (docs/site-setup.md)"
         )
         return 1

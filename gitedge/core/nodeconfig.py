@@ -284,8 +284,9 @@ def node_files(cache: CacheEndpoint, upstreams: Sequence[str], *, cluster: str) 
 def stale_registries(
     installed: Any, *, cache: CacheEndpoint, upstreams: Sequence[str]
 ) -> list[str]:
-    """The registries an installed registries.yaml (parsed) does not send to the cache: each is
-    a pull that will go upstream. Empty when the node config is current."""
+    """What an installed registries.yaml (parsed) lacks: each registry it does not send to the
+    cache (a pull that will go upstream), and ``configs.<cache>.tls`` when the cache needs its
+    CA (or no verification) and the file does not say so. Empty when the node config is current."""
     mirrors = installed.get("mirrors") if isinstance(installed, Mapping) else None
     if not isinstance(mirrors, Mapping):
         mirrors = {}
@@ -297,6 +298,15 @@ def stale_registries(
             isinstance(e, str) and _same_endpoint(e, cache) for e in endpoints
         ):
             missing.append(name)
+    if cache.ca_pem is not None or cache.skip_verify:
+        configs = installed.get("configs") if isinstance(installed, Mapping) else None
+        entry = configs.get(cache.host) if isinstance(configs, Mapping) else None
+        tls = entry.get("tls") if isinstance(entry, Mapping) else None
+        tls = tls if isinstance(tls, Mapping) else {}
+        if (cache.ca_pem is not None and not tls.get("ca_file")) or (
+            cache.skip_verify and tls.get("insecure_skip_verify") is not True
+        ):
+            missing.append(f"configs.{cache.host}.tls")
     return missing
 
 
