@@ -76,6 +76,7 @@ def cmd_node_config(args: argparse.Namespace) -> int:
         ca_pem = read_file(cache.ca_file, f"--config {args.config}: registry.cache.caFile").decode(
             "utf-8", "replace"
         )
+        ca_pem = ca_pem if ca_pem.endswith("\n") else ca_pem + "\n"
     endpoint = nc.cache_endpoint(cache, ca_pem=ca_pem)
     try:
         upstreams = nc.upstream_registries(
