@@ -2,7 +2,8 @@
 
 The commands live by what they work on: ``repo`` (validate, plan, schema, verify), ``images``
 (mirror, bundle), ``site`` (run, status, demo, fleet status); ``main`` imports only the module of
-the command it runs, so a command pays for no other command's libraries.
+the command it runs, so a command pays for no other command's libraries. ``nodes``
+(node-config) renders what each node needs to pull from the site's cache.
 
 Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.
 
@@ -150,6 +151,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     p.set_defaults(handler="images:cmd_bundle_import")
+    p = sub.add_parser("node-config", help="what each node needs to pull from the site's cache")
+    p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
+    p.add_argument(
+        "--repo",
+        metavar="PATH",
+        help="fleet repo checkout (default: the agent's state dir, last verified)",
+    )
+    p.add_argument("--rev", metavar="REV", help="with --repo: read this git revision")
+    p.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="one more upstream registry to mirror (repeatable)",
+    )
+    p.add_argument("--out", metavar="DIR", help="write the files under DIR at their node paths")
+    p.add_argument(
+        "--check",
+        metavar="REGISTRIES_YAML",
+        help="exit 1 if this installed registries.yaml lacks a registry",
+    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="nodes:cmd_node_config")  # fmt: skip
     p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
     p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")
     p.set_defaults(handler="site:cmd_demo")

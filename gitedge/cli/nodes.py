@@ -1,0 +1,149 @@
+"""``node-config``: the files each node of a site needs to pull from the site's registry cache.
+
+The rendering is :mod:`gitedge.core.nodeconfig`; this reads the AgentConfig, the cache's CA file
+and the fleet repo (``--repo`` a working tree, or a git repo with ``--rev``; else the agent's own
+mirror at its last verified commit), and prints or writes the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gitedge.cli.common import agent_config, read_file
+from gitedge.errors import UsageError
+
+__all__ = ["cmd_node_config"]
+
+
+def _fleet(args: argparse.Namespace, config: Any) -> Any:
+    from gitedge.core.fleet import load_files
+    from gitedge.core.fleetfiles import FleetFiles
+
+    subdir = config.source.path
+    if args.repo and args.rev:
+        from gitedge.adapters.gitsource import read_commit_tree
+
+        snapshot = read_commit_tree(repo=args.repo, rev=args.rev, subdir=subdir)
+        origin = f"{args.repo}@{args.rev}"
+    elif args.repo:
+        from gitedge.adapters.worktree import read_tree
+
+        snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
+    else:
+        from gitedge.adapters.gitsource import GitRepo
+        from gitedge.adapters.state import State
+
+        state_dir = Path(config.state.dir)
+        if not (state_dir / "fleet.git" / "HEAD").exists():
+            raise UsageError(
+                f"{state_dir}: the agent has fetched no fleet repo here; give --repo PATH "
+                "(a checkout of the fleet repo)"
+            )
+        state = State(state_dir)
+        try:
+            last = state.last_verified
+        finally:
+            state.close()
+        if last is None:
+            raise UsageError(
+                f"{state_dir}: no verified commit yet; give --repo PATH (a checkout of the fleet "
+                "repo)"
+            )
+        mirror = GitRepo(path=state_dir / "fleet.git")
+        snapshot = mirror.tree_snapshot(last.commit, subdir=subdir)
+        origin = f"{state_dir / 'fleet.git'}@{last.commit[:12]}"
+    return load_files(FleetFiles(snapshot, subdir=subdir, origin=origin))
+
+
+def cmd_node_config(args: argparse.Namespace) -> int:
+    from gitedge.core import nodeconfig as nc
+
+    if args.rev and not args.repo:
+        raise UsageError("--rev needs --repo")
+    config = agent_config(args.config)
+    cache = config.registry.cache
+    if cache is None:
+        raise UsageError(
+            f"--config {args.config}: registry.cache is not set; nodes pull from the cache "
+            "only when there is one"
+        )
+    ca_pem = None
+    if cache.ca_file:
+        ca_pem = read_file(cache.ca_file, f"--config {args.config}: registry.cache.caFile").decode(
+            "utf-8", "replace"
+        )
+        ca_pem = ca_pem if ca_pem.endswith("\n") else ca_pem + "\n"
+    endpoint = nc.cache_endpoint(cache, ca_pem=ca_pem)
+    try:
+        upstreams = nc.upstream_registries(
+            _fleet(args, config), cache=endpoint.host, extra=args.registry
+        )
+    except ValueError as e:
+        raise UsageError(f"--registry: {e}") from None
+    cluster = config.cluster.name
+    if args.check:
+        return _check(args.check, endpoint, upstreams)
+    files = nc.node_files(endpoint, upstreams, cluster=cluster)
+    if args.out:
+        _write(Path(args.out), files)
+        for f in files:
+            print(f"{Path(args.out)}{f.path}  ({f.reader}: {f.what})")
+        return 0
+    if args.output == "json":
+        doc = {
+            "cluster": cluster,
+            "cache": {"host": endpoint.host, "url": endpoint.url},
+            "upstreams": list(upstreams),
+            "files": [
+                {"path": f.path, "mode": f.mode, "for": f.reader, "what": f.what,
+                 "content": f.content}
+                for f in files
+            ],
+        }  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"# node config of cluster {cluster}: cache {endpoint.url}, mirroring "
+          f"{', '.join(upstreams)}")  # fmt: skip
+    if endpoint.dns_name:
+        print(f"# {endpoint.dns_name} must resolve in each node's host DNS, not the cluster's.")
+    for f in files:
+        print(f"\n==> {f.path} (mode {f.mode}; {f.reader}: {f.what}) <==")
+        sys.stdout.write(f.content)
+    return 0
+
+
+def _write(root: Path, files: list[Any]) -> None:
+    """Each file under ``root`` at its node path (``root/etc/rancher/k3s/registries.yaml``...),
+    so that ``cp -r root/etc /`` installs them."""
+    for f in files:
+        dest = root / f.path.lstrip("/")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(f.content)
+            dest.chmod(int(f.mode, 8))
+        except OSError as e:
+            raise UsageError(f"--out {root}: cannot write {dest}: {e.strerror}") from None
+
+
+def _check(path: str, endpoint: Any, upstreams: tuple[str, ...]) -> int:
+    import yaml
+
+    from gitedge.core.nodeconfig import stale_registries
+
+    try:
+        installed = yaml.safe_load(read_file(path, "--check"))
+    except yaml.YAMLError as e:
+        raise UsageError(f"--check {path}: not YAML: {e}") from None
+    missing = stale_registries(installed, cache=endpoint, upstreams=upstreams)
+    if missing:
+        print(
+            f"{path}: stale: lacks {', '.join(missing)} (the cache is {endpoint.url}); "
+            "install the output of `gitedge node-config` and restart K3s (docs/site-setup.md)"
+        )
+        return 1
+    print(f"{path}: current ({len(upstreams) + 1} registries go to {endpoint.url})")
+    return 0
