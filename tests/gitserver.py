@@ -520,6 +520,16 @@ def tcp_proxy(
             t.join(timeout=5)
 
 
+def wait_single_threaded(limit_s: float = 60.0) -> None:
+    """Wait until this process runs no thread but the main one. The servers of earlier tests
+    leave daemon threads that end by themselves once their sockets time out (tcp_proxy's
+    per-connection threads, the API emulator's request threads); a test that forks worker
+    processes needs them gone, as gitedge forks only from a single-threaded process."""
+    deadline = time.monotonic() + limit_s
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------------------- silent server
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pygit2
 import pytest
+from gitserver import wait_single_threaded
 from sigtools import (
     SshKey,
     allowed_signers_line,
@@ -73,6 +74,7 @@ def items(keys: dict[str, SshKey]) -> list[tuple[bytes, bytes]]:
 
 
 def started(workers: int) -> AheadChecks:
+    wait_single_threaded()
     assert threading.active_count() == 1, "the test process runs other threads"
     ahead = AheadChecks.start(workers)
     assert ahead is not None

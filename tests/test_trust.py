@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from gitserver import git_daemon, tcp_proxy
+from gitserver import git_daemon, tcp_proxy, wait_single_threaded
 from sigtools import (
     GpgKey,
     SignedRepo,
@@ -383,6 +383,7 @@ def test_checks_run_ahead_in_worker_processes_reach_the_same_verdicts(
     monkeypatch.setattr(verifying, "CHUNK", 2)
     monkeypatch.setattr(sshworkers, "CHUNK", 2)
     monkeypatch.setattr(verifying, "_cpus", lambda: 2)
+    wait_single_threaded()
     assert threading.active_count() == 1  # workers are forked only from a single thread
     assert outcomes() == one_by_one
     # alice's two (ed25519) commits were answered by the workers, in each of the two runs;
