@@ -1,13 +1,17 @@
 """An OCI distribution client: raw manifests, streamed blobs, resumable reads, verified uploads.
 
-Auth is oras-py's (``oras.auth``: its basic backend and its bearer-token backend, which asks the
-realm of a ``WWW-Authenticate: Bearer`` challenge for a token with the challenge's scope). We
-do not use ``oras.provider.Registry`` for requests: its ``do_request`` retries every exception
-(a 404 included) with sleeps of 2 + 3^n seconds, sets no timeouts, and its manifest and upload
-calls parse or buffer what we must keep byte for byte or stream (FACTS.md). So requests go
-through our own loop: bounded timeouts, retries with jittered backoff on connection errors, 5xx
+Requests go through our own loop (oras-py's ``Registry.do_request`` retries every exception, a
+404 included, with sleeps of 2 + 3^n seconds, sets no timeouts, and buffers what we must keep
+byte for byte or stream: FACTS.md): retries with jittered backoff on connection errors, 5xx
 and 429 (``Retry-After`` honoured; a wait longer than the policy allows becomes
 :class:`~gitedge.errors.Waiting`), and errors sorted into the tree of ``errors.py``.
+
+Bounds (``httpbounds.py``): every request is streamed and every body read with a cap, a stall
+timeout and a minimum rate; redirects are followed here, at most :data:`MAX_REDIRECTS`, their
+bodies unread and their ``Location`` checked; the ``Authorization`` header goes only to the
+registry's own origin (scheme, host, port), never to a redirect target, an upload ``Location``
+or a ``Link`` page elsewhere. Auth (``registryauth.py``): Basic, or a bearer token asked of the
+challenge's realm by our own bounded request, credentials sent only where that module allows.
 
 Per host (``registry.upstreamAuth.<host>`` and ``registry.cache`` of the agent config):
 credentials are read from files when the client is made (``usernameFile``/``passwordFile``, or
@@ -17,23 +21,21 @@ against that CA; plain HTTP is used for loopback hosts (as Docker does) and for 
 exceptions: remote text goes through :func:`~gitedge.errors.scrub`.
 
 Bearer tokens are kept per repository: a token is scoped to the repositories its challenge
-named, and oras's backend keeps a single token, which would flap between a source and a
-destination repository on one host.
+named, and one token per host would flap between a source and a destination repository.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin
+from typing import Any
+from urllib.parse import urlencode
 
 from gitedge.adapters.registryhosts import HostConfig, RetryPolicy, is_loopback
 from gitedge.core.ocimanifest import (
@@ -81,12 +83,29 @@ _load_requests_without_charset_detection()
 import requests  # noqa: E402
 import urllib3  # noqa: E402
 
-if TYPE_CHECKING:
-    from oras.auth.base import AuthBackend
-
-logging.getLogger("oras").addHandler(logging.NullHandler())  # oras logs; only cli/ prints
+from gitedge.adapters.httpbounds import (  # noqa: E402
+    HeaderWatch,
+    Limits,
+    Pace,
+    TooLarge,
+    TooSlow,
+    checked_url,
+    content_length,
+    discard,
+    iter_body,
+    origin,
+    read_capped,
+    watched_adapter,
+)
+from gitedge.adapters.registryauth import (  # noqa: E402
+    Credentials,
+    check_static_token,
+    parse_challenge,
+)
 
 CHUNK = 1024 * 1024
+MAX_REDIRECTS = 5
+MAX_ERROR_BYTES = 4096  # of an error body: enough for distribution's JSON errors
 #: Errors that mean "the connection broke": the request (or the rest of a blob) is retried.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     requests.ConnectionError,
@@ -94,11 +113,15 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     requests.exceptions.ChunkedEncodingError,
     urllib3.exceptions.HTTPError,
     OSError,
+    TooSlow,
 )
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class _Session(requests.Session):
-    """A session whose every request (oras's token requests too) has a timeout."""
+    """A session whose every request has a timeout, is streamed (a body is read only with a
+    cap, httpbounds.py) and follows no redirect by itself (requests reads a redirect's whole
+    body before following it)."""
 
     timeout: tuple[float, float] = (10.0, 60.0)
 
@@ -106,32 +129,39 @@ class _Session(requests.Session):
         self, method: str, url: str, *a: Any, **kw: Any
     ) -> requests.Response:
         kw.setdefault("timeout", self.timeout)
+        kw["stream"] = True
+        kw["allow_redirects"] = False
         return super().request(method, url, *a, **kw)
 
 
 def _read_secret(path: Path, *, what: str, host: str) -> str:
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as e:
-        raise RegistryAuthError(
-            f"registry {host}: cannot read {what} {path}: {e.strerror}"
-        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise RegistryAuthError(f"registry {host}: cannot read {what} {path}: {reason}") from None
 
 
-def _remote_text(r: requests.Response) -> str:
+def _peek(r: requests.Response, limits: Limits) -> bytes:
+    """At most MAX_ERROR_BYTES of a body, for a message: best effort, bounded in time."""
+    out = b""
+    try:
+        pace = Pace(limits)
+        while len(out) < MAX_ERROR_BYTES and (data := r.raw.read1(MAX_ERROR_BYTES)):
+            pace.add(len(data))
+            out += data
+    except Exception:  # noqa: S110 - a message only
+        pass
+    return out[:MAX_ERROR_BYTES]
+
+
+def _remote_text(r: requests.Response, limits: Limits) -> str:
     """The registry's error codes and messages (distribution's JSON), cut short and scrubbed."""
-    body = r.__dict__.get("_content")  # already read (not a streamed response)
-    if not isinstance(body, bytes):
-        try:
-            body = r.raw.read(4096, decode_content=True) if r.raw is not None else b""
-        except Exception:  # best effort, for a message only
-            body = b""
-    body = body[:4096]
-    text = ""
+    body = _peek(r, limits)
     try:
         errors = json.loads(body).get("errors", [])
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
-    except (ValueError, AttributeError):
+    except Exception:
         text = body.decode("utf-8", "replace")
     return scrub(f"{r.status_code} {r.reason or ''} {text}".strip(), limit=200)
 
@@ -151,6 +181,7 @@ class RegistryClient:
         self.host = host
         cfg = config or HostConfig()
         self.retry = retry or RetryPolicy()
+        self.limits = self.retry.limits()
         self._sleep = sleep
         if cfg.scheme:
             scheme = cfg.scheme
@@ -158,29 +189,36 @@ class RegistryClient:
             scheme = "https"
         else:
             scheme = "http" if (cfg.insecure or is_loopback(host)) else "https"
-        self.base_url = f"{scheme}://{host}"
+        self.base_url = checked_url(f"{scheme}://{host}", "/", what=f"registry {host}")[:-1]
+        self._origin = origin(self.base_url)
         verify: bool | str = str(cfg.ca_file) if cfg.ca_file else True
         self._session = _Session()
         self._session.timeout = (self.retry.connect_timeout_s, self.retry.read_timeout_s)
         self._session.verify = verify
         self._session.trust_env = False  # no ~/.netrc credentials or proxies behind our back
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self._session.headers["Accept-Encoding"] = "identity"  # bodies are read as sent
+        adapter = watched_adapter(pool_size=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._login: tuple[str, str] | None = None
+        login: tuple[str, str] | None = None
         if cfg.username_file or cfg.password_file:
             if not (cfg.username_file and cfg.password_file):
                 raise RegistryAuthError(
                     f"registry {host}: usernameFile and passwordFile go together"
                 )
-            self._login = (
+            login = (
                 _read_secret(cfg.username_file, what="usernameFile", host=host),
                 _read_secret(cfg.password_file, what="passwordFile", host=host),
             )
-        self._has_login = self._login is not None
-        self._oras: tuple[AuthBackend, AuthBackend] | None = None  # basic, bearer: at a 401
+        self._creds = Credentials(
+            host=host, base_url=self.base_url, login=login, insecure_hosts=cfg.insecure_hosts,
+            limits=self.limits,
+        )  # fmt: skip
+        self._has_login = login is not None
         self._static_token = (
-            _read_secret(cfg.token_file, what="tokenFile", host=host) if cfg.token_file else None
+            check_static_token(_read_secret(cfg.token_file, what="tokenFile", host=host), host=host)
+            if cfg.token_file
+            else None
         )
         self._scheme_seen: str | None = None  # "basic" or "bearer", from the first challenge
         self._tokens: dict[str, str] = {}  # repository -> bearer token
@@ -191,76 +229,106 @@ class RegistryClient:
 
     # ------------------------------------------------------------------ requests, auth, retries
 
-    def _backends(self) -> tuple[AuthBackend, AuthBackend]:
-        """oras's basic and bearer-token backends, made at the first 401 challenge: a client of
-        an anonymous registry (a site's cache, often) never loads oras (~15 ms of a CLI run)."""
-        if self._oras is None:
-            import oras.auth
-
-            insecure, verify = self.base_url.startswith("http:"), self._session.verify
-            basic, bearer = (
-                oras.auth.get_auth_backend(kind, self._session, insecure, tls_verify=verify)
-                for kind in ("basic", "token")
-            )
-            if self._login is not None:
-                basic.set_basic_auth(*self._login)
-                bearer.set_basic_auth(*self._login)
-            self._oras = (basic, bearer)
-        return self._oras
-
     def _auth_header(self, repo: str) -> dict[str, str]:
         if self._scheme_seen == "basic" and self._has_login:
-            return dict(self._backends()[0].get_auth_header())
+            return self._creds.basic_header()
         token = self._tokens.get(repo) or self._static_token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _authenticate(self, r: requests.Response, *, repo: str, what: str) -> None:
-        challenge = r.headers.get("WWW-Authenticate", "")
-        scheme = challenge.split(" ", 1)[0].lower()
+    def _exchange(
+        self, method: str, url: str, *, what: str, headers: dict[str, str],
+        auth: dict[str, str], auth_origin: tuple[str, str, int] | None, **kw: Any,
+    ) -> requests.Response:  # fmt: skip
+        """One request and the redirects of a GET or HEAD, followed here (bodies unread,
+        ``Location`` checked); ``auth`` is sent only to ``auth_origin``."""
+        for _ in range(MAX_REDIRECTS + 1):
+            sent = {**headers, **(auth if origin(url) == auth_origin else {})}
+            with HeaderWatch(self.limits.stall_s) as watch:
+                try:
+                    r = self._session.request(method, url, headers=sent, **kw)
+                except NETWORK_ERRORS:
+                    if watch.fired:
+                        raise TooSlow(
+                            f"no complete answer within {self.limits.stall_s:.0f}s"
+                        ) from None
+                    raise
+                except requests.RequestException as e:  # InvalidURL, InvalidHeader, ...
+                    raise RegistryRefused(
+                        f"{what}: request to {self.host} refused: {scrub(str(e), limit=200)}"
+                    ) from None
+            if r.status_code not in _REDIRECTS or method not in ("GET", "HEAD"):
+                return r
+            location = r.headers.get("Location")
+            r.close()
+            if location is None:
+                raise RegistryRefused(f"{what}: {self.host} answered {r.status_code} with no URL")
+            url = checked_url(url, location, what=f"{what}: redirect from {self.host}")
+        raise RegistryRefused(f"{what}: more than {MAX_REDIRECTS} redirects from {self.host}")
+
+    def _token_fetch(
+        self, url: str, params: dict[str, str], headers: dict[str, str],
+        auth_origin: tuple[str, str, int] | None,
+    ) -> requests.Response:  # fmt: skip
+        auth = {"Authorization": headers.pop("Authorization")} if "Authorization" in headers else {}
+        return self._exchange(
+            "GET", url, what="token", headers=headers, auth=auth, auth_origin=auth_origin,
+            params=params,
+        )  # fmt: skip
+
+    def _authenticate(self, challenge_text: str, *, repo: str, what: str) -> None:
+        try:
+            challenge = parse_challenge(challenge_text)
+        except ValueError:
+            challenge = None
         with self._lock:
-            if scheme == "basic":
+            if challenge is not None and challenge.scheme == "basic":
                 if not self._has_login:
                     raise RegistryAuthError(
                         f"{what}: registry {self.host} wants credentials "
                         f"(set registry.upstreamAuth.{self.host}.usernameFile/passwordFile)"
                     )
-                self._backends()
                 self._scheme_seen = "basic"
                 return
-            if scheme != "bearer":
+            if challenge is None or challenge.scheme != "bearer":
                 raise RegistryAuthError(
                     f"{what}: registry {self.host} answered 401 with no usable challenge"
                 )
             self._scheme_seen = "bearer"
-            bearer = self._backends()[1]
-            bearer.token = None
             try:
-                _, changed = bearer.authenticate_request(r, {}, refresh=True)
+                token = self._creds.token(challenge, what=what, fetch=self._token_fetch)
             except NETWORK_ERRORS as e:
                 raise RegistryUnavailable(
                     f"{what}: token service of {self.host} unreachable: {scrub(str(e))}"
                 ) from None
-            if not changed or not bearer.token:
-                raise RegistryAuthError(
-                    f"{what}: the token service of {self.host} refused to issue a token"
-                    + (" for our credentials" if self._has_login else " (no credentials set)")
-                )
-            self._tokens[repo] = str(bearer.token)
+            self._tokens[repo] = token
 
     def _send(
         self, method: str, url: str, *, repo: str, what: str, headers: dict[str, str], **kw: Any
     ) -> requests.Response:
         replayable = not isinstance(kw.get("data"), _SizedBody)
-        r = self._session.request(method, url, headers={**headers, **self._auth_header(repo)}, **kw)
+        r = self._exchange(
+            method, url, what=what, headers=headers, auth=self._auth_header(repo),
+            auth_origin=self._origin, **kw,
+        )  # fmt: skip
         if r.status_code != 401:
             return r
-        r.close()
-        self._authenticate(r, repo=repo, what=what)
+        challenge = r.headers.get("WWW-Authenticate", "")
+        elsewhere = origin(r.url) != self._origin
+        discard(r, limits=self.limits)
+        if elsewhere:  # a redirect target: our credentials are not for it
+            raise RegistryAuthError(
+                f"{what}: registry {self.host} redirected to {origin(r.url)[1]}, which wants "
+                "credentials; ours go only to the registry itself"
+            )
+        self._authenticate(challenge, repo=repo, what=what)
         if not replayable:  # a token expired mid-copy: the caller retries the whole blob
             raise RegistryUnavailable(f"{what}: registry {self.host} asked for auth mid-upload")
-        r = self._session.request(method, url, headers={**headers, **self._auth_header(repo)}, **kw)
+        r = self._exchange(
+            method, url, what=what, headers=headers, auth=self._auth_header(repo),
+            auth_origin=self._origin, **kw,
+        )  # fmt: skip
         if r.status_code == 401:
-            r.close()
+            discard(r, limits=self.limits)
             raise RegistryAuthError(
                 f"{what}: registry {self.host} refused our credentials"
                 if self._has_login or self._static_token
@@ -268,6 +336,10 @@ class RegistryClient:
                 f"(set registry.upstreamAuth.{self.host})"
             )
         return r
+
+    def url(self, location: str, *, what: str) -> str:
+        """A URL the registry gave (upload ``Location``, ``Link`` page), checked and absolute."""
+        return checked_url(self.base_url + "/", location, what=f"{what}: URL from {self.host}")
 
     def call(
         self,
@@ -302,12 +374,12 @@ class RegistryClient:
                 last = scrub(str(e), limit=200)
                 continue
             if r.status_code == 403:
-                detail = _remote_text(r)
+                detail = _remote_text(r, self.limits)
                 r.close()
                 raise RegistryAuthError(f"{what}: registry {self.host} denied access: {detail}")
             if r.status_code == 429 or r.status_code >= 500:
                 retry_after = _retry_after(r.headers.get("Retry-After"))
-                last = _remote_text(r)
+                last = _remote_text(r, self.limits)
                 r.close()
                 if retry_after is not None and retry_after > self.retry.max_retry_after_s:
                     raise Waiting(
@@ -325,9 +397,25 @@ class RegistryClient:
             f"{what}: registry {self.host} still failing after {attempts} attempt(s): {last}"
         )
 
+    def read(self, r: requests.Response, *, cap: int, what: str, thing: str) -> bytes:
+        """A whole body (``thing`` names it: manifest, tag list...), capped; closes ``r``.
+
+        Too large is RegistryRefused; too slow RegistryUnavailable (not retried: small answers
+        that trickle are a broken or hostile server); a cut connection raises NETWORK_ERRORS."""
+        try:
+            return read_capped(r, cap=cap, limits=self.limits)
+        except TooLarge as e:
+            raise RegistryRefused(
+                f"{what}: {thing} from {self.host} is {e} (too large; the cap is {cap})"
+            ) from None
+        except TooSlow as e:
+            raise RegistryUnavailable(f"{what}: {thing} from {self.host} too slow: {e}") from None
+        finally:
+            r.close()
+
     def refused(self, r: requests.Response, *, what: str) -> RegistryRefused:
         """The error for an unexpected answer, with the registry's own words (scrubbed)."""
-        detail = _remote_text(r)
+        detail = _remote_text(r, self.limits)
         r.close()
         if (
             r.status_code == 400
@@ -356,18 +444,16 @@ class RegistryClient:
                 headers={"Accept": ACCEPT}, stream=True,
             )  # fmt: skip
             if r.status_code == 404:
-                detail = _remote_text(r)
+                detail = _remote_text(r, self.limits)
                 r.close()
                 raise ImageNotFound(f"image {what} not found in {self.host} ({detail})")
             if r.status_code != 200:
                 raise self.refused(r, what=what)
             try:
-                data = r.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                data = self.read(r, cap=MAX_MANIFEST_BYTES, what=what, thing="manifest")
             except NETWORK_ERRORS as e:
                 last = scrub(str(e), limit=200)
                 continue
-            finally:
-                r.close()
             return self._verified_manifest(r, data, reference, what=what)
         raise RegistryUnavailable(
             f"{what}: manifest read from {self.host} cut {self.retry.attempts} time(s): {last}"
@@ -397,11 +483,11 @@ class RegistryClient:
             "HEAD", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
             headers={"Accept": ACCEPT},
         )  # fmt: skip
-        r.close()
+        if r.status_code not in (200, 404):
+            raise self.refused(r, what=what)
+        discard(r, limits=self.limits)
         if r.status_code == 404:
             return None
-        if r.status_code != 200:
-            raise self.refused(r, what=what)
         return r.headers.get("Docker-Content-Digest") or (reference if ":" in reference else None)
 
     def put_manifest(self, repo: str, reference: str, manifest: Manifest, *, what: str) -> None:
@@ -413,10 +499,11 @@ class RegistryClient:
         if r.status_code not in (200, 201):
             raise self.refused(r, what=f"{what}: PUT manifest {manifest.digest}")
         got = r.headers.get("Docker-Content-Digest")
-        r.close()
+        discard(r, limits=self.limits)
         if got and got != manifest.digest:
             raise RegistryRefused(
-                f"{what}: registry {self.host} stored manifest {manifest.digest} as {got}"
+                f"{what}: registry {self.host} stored manifest {manifest.digest} as "
+                f"{scrub(got, limit=100)}"
             )
 
     def list_tags(
@@ -429,29 +516,33 @@ class RegistryClient:
         seen: set[str] = set()
         while url is not None:
             seen.add(url)
-            r = self.call("GET", url, repo=repo, what=what, stream=True)
+            r = self.call("GET", url, repo=repo, what=what)
             if r.status_code == 404 and not tags:
-                r.close()
+                discard(r, limits=self.limits)
                 return []
             if r.status_code != 200:
                 raise self.refused(r, what=f"{what}: list tags")
             try:
-                body = r.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                body = self.read(r, cap=MAX_MANIFEST_BYTES, what=what, thing="tag list")
             except NETWORK_ERRORS as e:
                 raise RegistryUnavailable(f"{what}: tag list cut short: {scrub(str(e))}") from None
-            finally:
-                r.close()
             try:
-                got = json.loads(body).get("tags") or []
-            except (ValueError, AttributeError):
+                doc = json.loads(body)
+                got = (doc.get("tags") or []) if isinstance(doc, dict) else None
+            except (ValueError, RecursionError):
                 got = None
-            if len(body) > MAX_MANIFEST_BYTES or not isinstance(got, list):
+            if not isinstance(got, list):
                 raise RegistryRefused(f"{what}: registry {self.host} sent a malformed tag list")
             tags += [t for t in got if isinstance(t, str)]
             if len(tags) > limit:
                 raise RegistryRefused(f"{what}: more than {limit} tags in {self.host}/{repo}")
-            nxt = r.links.get("next", {}).get("url")
-            url = urljoin(self.base_url + "/", nxt) if nxt else None
+            try:
+                nxt = r.links.get("next", {}).get("url")
+            except Exception:
+                raise RegistryRefused(
+                    f"{what}: registry {self.host} sent a malformed Link header"
+                ) from None
+            url = self.url(nxt, what=f"{what}: next tag page") if nxt else None
             if url in seen:  # a registry paging in a circle
                 raise RegistryRefused(f"{what}: registry {self.host} repeats a tag list page")
         return tags
@@ -459,12 +550,13 @@ class RegistryClient:
     def blob_size(self, repo: str, digest: str, *, what: str) -> int | None:
         """HEAD a blob: its size, or None when the registry does not have it."""
         r = self.call("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, what=what)
-        r.close()
+        if r.status_code not in (200, 404):
+            raise self.refused(r, what=what)
+        discard(r, limits=self.limits)
         if r.status_code == 404:
             return None
-        if r.status_code != 200:
-            raise self.refused(r, what=what)
-        return int(r.headers.get("Content-Length") or -1)
+        size = content_length(r)
+        return -1 if size is None else size
 
     def read_blob(
         self, repo: str, digest: str, *, offset: int, what: str
@@ -481,10 +573,10 @@ class RegistryClient:
         )
         start = 0
         if r.status_code == 404:
-            r.close()
+            discard(r, limits=self.limits)
             raise ImageNotFound(f"image {what}: blob {digest} not found in {self.host}")
         if r.status_code == 416:
-            r.close()
+            discard(r, limits=self.limits)
             raise DigestMismatch(
                 image=what, digest=digest, detail=f"blob ends before byte {offset} (truncated)"
             )
@@ -492,18 +584,14 @@ class RegistryClient:
             crange = r.headers.get("Content-Range", "")
             if not crange.startswith(f"bytes {offset}-"):
                 r.close()
-                raise RegistryRefused(f"{what}: {self.host} answered Range with {crange!r}")
+                raise RegistryRefused(
+                    f"{what}: {self.host} answered Range with {scrub(crange, limit=80)!r}"
+                )
             start = offset
         elif r.status_code != 200:
             raise self.refused(r, what=f"{what}: blob {digest}")
 
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from r.raw.stream(CHUNK, decode_content=False)
-            finally:
-                r.close()
-
-        return start, chunks()
+        return start, iter_body(r, limits=self.limits)
 
     def start_upload(
         self, repo: str, *, what: str, mount: tuple[str, str] | None = None
@@ -512,12 +600,13 @@ class RegistryClient:
         cross-repository mount first, returning None when the registry mounted the blob."""
         query = "?" + urlencode({"mount": mount[0], "from": mount[1]}) if mount else ""
         r = self.call("POST", f"/v2/{repo}/blobs/uploads/{query}", repo=repo, what=what)
-        r.close()
         if r.status_code == 201 and mount:
+            discard(r, limits=self.limits)
             return None
         if r.status_code != 202 or not r.headers.get("Location"):
             raise self.refused(r, what=f"{what}: start upload")
-        return urljoin(self.base_url + "/", r.headers["Location"])
+        discard(r, limits=self.limits)
+        return self.url(r.headers["Location"], what=f"{what}: upload")
 
     def patch_upload(self, location: str, body: _SizedBody, *, repo: str, what: str) -> str:
         """Send the blob's bytes in one streamed PATCH (not retried: the body is a stream)."""
@@ -525,10 +614,10 @@ class RegistryClient:
             "PATCH", location, repo=repo, what=what, retry=False, data=body,
             headers={"Content-Type": "application/octet-stream"},
         )  # fmt: skip
-        r.close()
         if r.status_code != 202:
             raise self.refused(r, what=f"{what}: upload")
-        return urljoin(self.base_url + "/", r.headers.get("Location") or location)
+        discard(r, limits=self.limits)
+        return self.url(r.headers.get("Location") or location, what=f"{what}: upload")
 
     def finish_upload(self, location: str, digest: str, *, repo: str, what: str) -> None:
         """Commit the upload under ``digest`` (the registry checks it again)."""
@@ -537,14 +626,15 @@ class RegistryClient:
             "PUT", f"{location}{sep}{urlencode({'digest': digest})}", repo=repo, what=what,
             headers={"Content-Length": "0"},
         )  # fmt: skip
-        r.close()
         if r.status_code not in (201, 204):
             raise self.refused(r, what=f"{what}: commit blob {digest}")
+        discard(r, limits=self.limits)
 
     def cancel_upload(self, location: str, *, repo: str) -> None:
         """Drop an upload session, best effort (registries purge stale ones anyway)."""
         with contextlib.suppress(Exception):  # cleanup must not mask the real error
-            self._send("DELETE", location, repo=repo, what="cancel", headers={}).close()
+            r = self._send("DELETE", location, repo=repo, what="cancel", headers={})
+            discard(r, limits=self.limits)
 
 
 class _SizedBody:
