@@ -50,7 +50,9 @@ class RegistryRepo:
         return self.client.manifest_digest(self.repo, reference, what=what)
 
     def has_blob(self, desc: Descriptor, *, what: str) -> bool:
-        return self.client.blob_size(self.repo, desc.digest, what=what) is not None
+        # Present only with its size: an answer without (or with a garbage) Content-Length
+        # proves nothing, and the copy is then made again.
+        return self.client.blob_size(self.repo, desc.digest, what=what) == desc.size
 
     def put_manifest(self, manifest: Manifest, *, tag: str | None, top: bool, what: str) -> None:
         ref = tag if (top and tag) else manifest.digest

@@ -87,7 +87,7 @@ def content_length(r: requests.Response) -> int | None:
     return int(value) if value.isdigit() and len(value) < 20 else None
 
 
-def _decoder(r: requests.Response) -> Any:
+def _decoder(r: requests.Response, what: str) -> Any:
     encoding = r.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return None
@@ -95,14 +95,15 @@ def _decoder(r: requests.Response) -> Any:
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
         return zlib.decompressobj()
-    raise RegistryRefused(f"unsupported Content-Encoding {scrub(encoding, limit=40)!r}")
+    raise RegistryRefused(f"{what}: unsupported Content-Encoding {scrub(encoding, limit=40)!r}")
 
 
-def read_capped(r: requests.Response, *, cap: int, limits: Limits) -> bytes:
+def read_capped(r: requests.Response, *, cap: int, limits: Limits, what: str) -> bytes:
     """The whole body, at most ``cap`` bytes after decoding; TooLarge beyond, TooSlow when it
-    trickles; network errors as raised. Closes nothing (the caller closes ``r``)."""
+    trickles, RegistryRefused (naming ``what``) when its encoding is unknown or broken; network
+    errors as raised. Closes nothing (the caller closes ``r``)."""
     announced = content_length(r)
-    decoder = _decoder(r)
+    decoder = _decoder(r, what)
     if announced is not None and decoder is None and announced > cap:
         raise TooLarge(cap=cap, got=announced)
     pace = Pace(limits)
@@ -116,7 +117,7 @@ def read_capped(r: requests.Response, *, cap: int, limits: Limits) -> bytes:
             try:
                 data = decoder.decompress(data, cap + 1 - len(out))
             except zlib.error:
-                raise RegistryRefused("a compressed body that does not inflate") from None
+                raise RegistryRefused(f"{what}: a compressed body that does not inflate") from None
         out += data
         if len(out) > cap:
             raise TooLarge(cap=cap, got=None)
@@ -130,7 +131,7 @@ def discard(r: requests.Response, *, limits: Limits, upto: int = 64 * 1024) -> N
         if content_length(r) == 0 or r.request.method == "HEAD":
             r.raw.read1(1, decode_content=False)  # at its end: urllib3 pools the connection
         elif (content_length(r) or upto + 1) <= upto:
-            read_capped(r, cap=upto, limits=limits)
+            read_capped(r, cap=upto, limits=limits, what="")
     except Exception:  # noqa: S110 - only a connection to reuse or not
         pass
     r.close()

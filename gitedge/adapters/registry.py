@@ -120,8 +120,7 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 class _Session(requests.Session):
     """A session whose every request has a timeout, is streamed (a body is read only with a
-    cap, httpbounds.py) and follows no redirect by itself (requests reads a redirect's whole
-    body before following it)."""
+    cap, httpbounds.py) and follows no redirect by itself (RegistryClient._exchange does)."""
 
     timeout: tuple[float, float] = (10.0, 60.0)
 
@@ -132,6 +131,11 @@ class _Session(requests.Session):
         kw["stream"] = True
         kw["allow_redirects"] = False
         return super().request(method, url, *a, **kw)
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        """None: requests then never starts its redirect loop, which reads the redirect's whole
+        body (``resp.content``) even with ``allow_redirects=False`` (to set ``Response.next``)."""
+        return None
 
 
 def _read_secret(path: Path, *, what: str, host: str) -> str:
@@ -403,7 +407,7 @@ class RegistryClient:
         Too large is RegistryRefused; too slow RegistryUnavailable (not retried: small answers
         that trickle are a broken or hostile server); a cut connection raises NETWORK_ERRORS."""
         try:
-            return read_capped(r, cap=cap, limits=self.limits)
+            return read_capped(r, cap=cap, limits=self.limits, what=f"{what}: {thing}")
         except TooLarge as e:
             raise RegistryRefused(
                 f"{what}: {thing} from {self.host} is {e} (too large; the cap is {cap})"

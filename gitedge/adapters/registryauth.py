@@ -103,6 +103,8 @@ class Credentials:
         """A bearer token for ``challenge`` from its realm; errors of the tree otherwise."""
         realm_text = challenge.params.get("realm", "")
         try:
+            if not realm_text.strip():
+                raise RegistryRefused("no realm")
             realm = checked_url(self.base_url + "/", realm_text, what=what)
         except RegistryRefused:
             raise RegistryAuthError(
@@ -132,7 +134,9 @@ class Credentials:
             if r.status_code != 200:
                 raise self._refused(what)
             try:
-                body = read_capped(r, cap=MAX_TOKEN_BYTES, limits=self.limits)
+                body = read_capped(
+                    r, cap=MAX_TOKEN_BYTES, limits=self.limits, what=f"{what}: token answer"
+                )
             except TooLarge:
                 raise RegistryAuthError(
                     f"{what}: token service {realm_host} of {self.host} answered more than "
