@@ -124,13 +124,14 @@ class Credentials:
                 )
             headers.update(self.basic_header())
             auth_origin = origin(realm)
+        service = f"token service {realm_host}" + (
+            "" if realm_host == self.host else f" of {self.host}"
+        )
         params = {k: challenge.params[k] for k in ("service", "scope") if challenge.params.get(k)}
         r = fetch(realm, params, headers, auth_origin)
         try:
             if r.status_code == 429 or r.status_code >= 500:
-                raise RegistryUnavailable(
-                    f"{what}: token service {realm_host} of {self.host} answered {r.status_code}"
-                )
+                raise RegistryUnavailable(f"{what}: {service} answered {r.status_code}")
             if r.status_code != 200:
                 raise self._refused(what)
             try:
@@ -139,13 +140,10 @@ class Credentials:
                 )
             except TooLarge:
                 raise RegistryAuthError(
-                    f"{what}: token service {realm_host} of {self.host} answered more than "
-                    f"{MAX_TOKEN_BYTES} bytes (too large)"
+                    f"{what}: {service} answered more than {MAX_TOKEN_BYTES} bytes (too large)"
                 ) from None
             except TooSlow as e:
-                raise RegistryUnavailable(
-                    f"{what}: token service {realm_host} of {self.host} too slow: {e}"
-                ) from None
+                raise RegistryUnavailable(f"{what}: {service} too slow: {e}") from None
         finally:
             r.close()
         try:
@@ -156,9 +154,7 @@ class Credentials:
         if not isinstance(token, str) or not token:
             raise self._refused(what)
         if not _TOKEN.fullmatch(token):
-            raise RegistryAuthError(
-                f"{what}: token service {realm_host} of {self.host} issued a malformed token"
-            )
+            raise RegistryAuthError(f"{what}: {service} issued a malformed token")
         return token
 
     def _refused(self, what: str) -> RegistryAuthError:
