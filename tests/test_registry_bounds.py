@@ -342,7 +342,8 @@ def _token_realm_answering(body: bytes) -> Callable[[Request], Answer]:
     def answer(req: Request) -> Answer:
         if req.path.startswith("/token"):
             return Answer(200, (("Content-Length", str(len(body))),), body)
-        return Answer(401, (("WWW-Authenticate", 'Bearer realm="/token",service="s"'),
+        realm = f"http://{req.headers['Host']}/token"
+        return Answer(401, (("WWW-Authenticate", f'Bearer realm="{realm}",service="s"'),
                             ("Content-Length", "0")))  # fmt: skip
 
     return answer
