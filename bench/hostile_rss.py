@@ -35,7 +35,8 @@ def run(case: str, tmp: Path) -> None:
 
     def answer(req: Request) -> Answer:
         if case == "realm":
-            return endless if req.path.startswith("/token") else realm_case("/token")
+            realm = f"http://{req.headers['Host']}/token"  # absolute, as registries send it
+            return endless if req.path.startswith("/token") else realm_case(realm)
         return Answer(200, (("Content-Type", "application/vnd.oci.image.manifest.v1+json"),),
                       b"{ ", endless=True)  # fmt: skip
 
