@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from gitedge.adapters.httpstack import requests
 from gitedge.adapters.registryhosts import Limits
 from gitedge.errors import RegistryRefused, scrub
 

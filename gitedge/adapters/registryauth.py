@@ -24,9 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
-
 from gitedge.adapters.httpbounds import Limits, TooLarge, TooSlow, checked_url, origin, read_capped
+from gitedge.adapters.httpstack import requests
 from gitedge.errors import RegistryAuthError, RegistryRefused, RegistryUnavailable, scrub
 
 MAX_TOKEN_BYTES = 256 * 1024  # Docker Hub's tokens are ~2 KiB; a JWT with many scopes, ~10 KiB
