@@ -37,9 +37,9 @@ pytestmark = pytest.mark.timeout(60)
 USER, PASSWORD = "site-agent", "pw-Hx3r-not-in-any-message"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 TOKEN = "issued.token.for-the-registry"
-#: Small bounds, so a trickle is told from a transfer within a second or two.
+#: Small bounds, so a trickle is told from a transfer in seconds (loose enough for a loaded machine).
 QUICK = RetryPolicy(
-    attempts=2, base_delay_s=0.01, max_delay_s=0.02, read_timeout_s=1.0, rate_window_s=1.0,
+    attempts=2, base_delay_s=0.01, max_delay_s=0.02, read_timeout_s=3.0, rate_window_s=2.0,
     min_rate_bps=2000, max_retry_after_s=0.0,
 )  # fmt: skip
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -291,7 +291,7 @@ def test_trickled_manifest_and_headers_end_with_too_slow(tmp_path: Path) -> None
         ):
             m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'out'}:1.0")
         assert f"{reg.host}/edge/os:1.0" in str(e.value)
-        assert ("within 1s" if headers else "too slow") in str(e.value)
+        assert ("within 3s" if headers else "too slow") in str(e.value)
 
 
 def test_trickled_blob_resumes_from_its_last_byte_then_gives_up_if_it_keeps_trickling(

@@ -217,6 +217,9 @@ class RegistryTransport:
                     raise RegistryRefused(
                         f"{what}: request to {self.host} refused: {scrub(str(e), limit=200)}"
                     ) from None
+                if watch.fired:  # cut mid-headers, what arrived may even parse: not an answer
+                    r.close()
+                    raise TooSlow(f"no complete answer within {self.limits.stall_s:.0f}s")
             if r.status_code not in _REDIRECTS or method not in ("GET", "HEAD"):
                 return r
             location = r.headers.get("Location")
