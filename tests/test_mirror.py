@@ -493,7 +493,7 @@ def test_cli_gets_a_bearer_token_in_a_process_of_its_own(
     src: RegistryServer, image: LayoutImage, secrets_dir: Path, tmp_path: Path
 ) -> None:
     """The command's process loads requests itself (without charset detection, registry.py):
-    oras's token request and its JSON answer work there as they do in the test process."""
+    our token request and its JSON answer work there as they do in the test process."""
     with (
         token_service(tmp_path / "tokens", user=USER, password=PASSWORD) as svc,
         docker_registry(tmp_path / "reg", token=svc) as reg,

@@ -20,7 +20,7 @@ from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import NETWORK_ERRORS, RegistryClient, sized_body
 from gitedge.adapters.registryhosts import RetryPolicy
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
-from gitedge.errors import DigestMismatch, RegistryUnavailable
+from gitedge.errors import DigestMismatch, RegistryUnavailable, scrub
 
 
 class Cancelled(Exception):  # a signal between threads, not an error
@@ -50,7 +50,9 @@ class RegistryRepo:
         return self.client.manifest_digest(self.repo, reference, what=what)
 
     def has_blob(self, desc: Descriptor, *, what: str) -> bool:
-        return self.client.blob_size(self.repo, desc.digest, what=what) is not None
+        # Present only with its size: an answer without (or with a garbage) Content-Length
+        # proves nothing, and the copy is then made again.
+        return self.client.blob_size(self.repo, desc.digest, what=what) == desc.size
 
     def put_manifest(self, manifest: Manifest, *, tag: str | None, top: bool, what: str) -> None:
         ref = tag if (top and tag) else manifest.digest
@@ -143,8 +145,13 @@ class VerifiedBlob:
     def _chunks(self) -> Iterator[bytes]:
         size, digest = self.desc.size, self.desc.digest
         hasher = hasher_for(digest)
-        stalls, last_cut_at = 0, -1
+        # A connection that broke after bringing at least one window's worth at the minimum rate
+        # made progress; one that brought less (a trickle cut for being too slow) is a stall.
+        limits = self.retry.limits()
+        useful = max(1, int(limits.min_rate * limits.window_s))
+        stalls = 0
         while True:
+            began = self.offset
             start, chunks = self.source.read_blob(digest, offset=self.offset, what=self.what)
             skip = self.offset - start  # the source ignored our Range: drop what we have
             try:
@@ -168,12 +175,11 @@ class VerifiedBlob:
                     yield chunk
                 break
             except NETWORK_ERRORS as e:
-                stalls = 0 if self.offset > last_cut_at else stalls + 1
-                last_cut_at = self.offset
+                stalls = 0 if self.offset - began >= useful else stalls + 1
                 if stalls >= self.retry.attempts:
                     raise RegistryUnavailable(
                         f"image {self.what}: blob {digest} keeps breaking at byte {self.offset} "
-                        f"of {size}: {str(e)[:120]}"
+                        f"of {size}: {scrub(str(e), limit=120)}"
                     ) from None
                 self._on_bytes(-1, 0)  # a resume
                 self._sleep(self.retry.delay(stalls) if stalls else 0.0)

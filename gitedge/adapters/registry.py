@@ -1,41 +1,28 @@
 """An OCI distribution client: raw manifests, streamed blobs, resumable reads, verified uploads.
 
-Auth is oras-py's (``oras.auth``: its basic backend and its bearer-token backend, which asks the
-realm of a ``WWW-Authenticate: Bearer`` challenge for a token with the challenge's scope). We
-do not use ``oras.provider.Registry`` for requests: its ``do_request`` retries every exception
-(a 404 included) with sleeps of 2 + 3^n seconds, sets no timeouts, and its manifest and upload
-calls parse or buffer what we must keep byte for byte or stream (FACTS.md). So requests go
-through our own loop: bounded timeouts, retries with jittered backoff on connection errors, 5xx
-and 429 (``Retry-After`` honoured; a wait longer than the policy allows becomes
-:class:`~gitedge.errors.Waiting`), and errors sorted into the tree of ``errors.py``.
-
-Per host (``registry.upstreamAuth.<host>`` and ``registry.cache`` of the agent config):
-credentials are read from files when the client is made (``usernameFile``/``passwordFile``, or
-``tokenFile`` for a static bearer token); ``caFile`` makes the client speak HTTPS verified
-against that CA; plain HTTP is used for loopback hosts (as Docker does) and for hosts marked
-``insecure``, unless a CA file or an ``https://`` cache URL says otherwise. Secrets never reach
-exceptions: remote text goes through :func:`~gitedge.errors.scrub`.
-
-Bearer tokens are kept per repository: a token is scoped to the repositories its challenge
-named, and oras's backend keeps a single token, which would flap between a source and a
-destination repository on one host.
+The distribution API calls of one registry host, over :class:`~gitedge.adapters.registryhttp.
+RegistryTransport` (requests with bounds, redirects, auth and retries: see that module). Every
+body is read with a cap (manifests and tag lists :data:`MAX_MANIFEST_BYTES`), blobs stream with
+the minimum rate of ``httpbounds.py`` and resume from their last byte (``endpoints.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import sys
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
-from gitedge.adapters.registryhosts import HostConfig, RetryPolicy, is_loopback
+from gitedge.adapters.httpbounds import content_length, discard, iter_body
+from gitedge.adapters.registryhttp import (
+    CHUNK,
+    NETWORK_ERRORS,
+    RegistryTransport,
+    _remote_text,
+    _SizedBody,
+    sized_body,
+)
 from gitedge.core.ocimanifest import (
     ACCEPT,
     MAX_MANIFEST_BYTES,
@@ -47,300 +34,19 @@ from gitedge.core.ocimanifest import (
 from gitedge.errors import (
     DigestMismatch,
     ImageNotFound,
-    RegistryAuthError,
     RegistryRefused,
     RegistryUnavailable,
-    Waiting,
     scrub,
 )
 
-
-def _load_requests_without_charset_detection() -> None:
-    """Load requests, when nothing has yet, without a character-detection module.
-
-    requests picks one at import (chardet, else charset_normalizer) for the ``Response.text``
-    of bodies that declare no charset. This client never decodes a body that way (manifests
-    and blobs stay bytes, error bodies are JSON read from ``r.raw``), and charset_normalizer 3
-    walks every codec on import: ~50 ms CPU, a sixth of a ``gitedge mirror`` no-op run.
-    requests runs without one (``apparent_encoding`` None, ``text`` decoded as UTF-8), after a
-    warning we silence. Others may still import charset_normalizer later.
-    """
-    if "requests" in sys.modules or "charset_normalizer" in sys.modules:
-        return
-    sys.modules["charset_normalizer"] = None  # type: ignore[assignment]  # import fails
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Unable to find acceptable character detection")
-            import requests  # noqa: F401
-    finally:
-        del sys.modules["charset_normalizer"]
-
-
-_load_requests_without_charset_detection()
-
-import requests  # noqa: E402
-import urllib3  # noqa: E402
-
 if TYPE_CHECKING:
-    from oras.auth.base import AuthBackend
+    import requests  # loaded by registryhttp, which must come first (charset detection)
 
-logging.getLogger("oras").addHandler(logging.NullHandler())  # oras logs; only cli/ prints
-
-CHUNK = 1024 * 1024
-#: Errors that mean "the connection broke": the request (or the rest of a blob) is retried.
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.HTTPError,
-    OSError,
-)
+__all__ = ["CHUNK", "NETWORK_ERRORS", "RegistryClient", "sized_body"]
 
 
-class _Session(requests.Session):
-    """A session whose every request (oras's token requests too) has a timeout."""
-
-    timeout: tuple[float, float] = (10.0, 60.0)
-
-    def request(  # type: ignore[override]
-        self, method: str, url: str, *a: Any, **kw: Any
-    ) -> requests.Response:
-        kw.setdefault("timeout", self.timeout)
-        return super().request(method, url, *a, **kw)
-
-
-def _read_secret(path: Path, *, what: str, host: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as e:
-        raise RegistryAuthError(
-            f"registry {host}: cannot read {what} {path}: {e.strerror}"
-        ) from None
-
-
-def _remote_text(r: requests.Response) -> str:
-    """The registry's error codes and messages (distribution's JSON), cut short and scrubbed."""
-    body = r.__dict__.get("_content")  # already read (not a streamed response)
-    if not isinstance(body, bytes):
-        try:
-            body = r.raw.read(4096, decode_content=True) if r.raw is not None else b""
-        except Exception:  # best effort, for a message only
-            body = b""
-    body = body[:4096]
-    text = ""
-    try:
-        errors = json.loads(body).get("errors", [])
-        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
-    except (ValueError, AttributeError):
-        text = body.decode("utf-8", "replace")
-    return scrub(f"{r.status_code} {r.reason or ''} {text}".strip(), limit=200)
-
-
-class RegistryClient:
-    """One registry host: requests with auth, retries and timeouts; the distribution API calls."""
-
-    def __init__(
-        self,
-        *,
-        host: str,
-        config: HostConfig | None = None,
-        retry: RetryPolicy | None = None,
-        pool_size: int = 16,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.host = host
-        cfg = config or HostConfig()
-        self.retry = retry or RetryPolicy()
-        self._sleep = sleep
-        if cfg.scheme:
-            scheme = cfg.scheme
-        elif cfg.ca_file is not None:
-            scheme = "https"
-        else:
-            scheme = "http" if (cfg.insecure or is_loopback(host)) else "https"
-        self.base_url = f"{scheme}://{host}"
-        verify: bool | str = str(cfg.ca_file) if cfg.ca_file else True
-        self._session = _Session()
-        self._session.timeout = (self.retry.connect_timeout_s, self.retry.read_timeout_s)
-        self._session.verify = verify
-        self._session.trust_env = False  # no ~/.netrc credentials or proxies behind our back
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._login: tuple[str, str] | None = None
-        if cfg.username_file or cfg.password_file:
-            if not (cfg.username_file and cfg.password_file):
-                raise RegistryAuthError(
-                    f"registry {host}: usernameFile and passwordFile go together"
-                )
-            self._login = (
-                _read_secret(cfg.username_file, what="usernameFile", host=host),
-                _read_secret(cfg.password_file, what="passwordFile", host=host),
-            )
-        self._has_login = self._login is not None
-        self._oras: tuple[AuthBackend, AuthBackend] | None = None  # basic, bearer: at a 401
-        self._static_token = (
-            _read_secret(cfg.token_file, what="tokenFile", host=host) if cfg.token_file else None
-        )
-        self._scheme_seen: str | None = None  # "basic" or "bearer", from the first challenge
-        self._tokens: dict[str, str] = {}  # repository -> bearer token
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._session.close()
-
-    # ------------------------------------------------------------------ requests, auth, retries
-
-    def _backends(self) -> tuple[AuthBackend, AuthBackend]:
-        """oras's basic and bearer-token backends, made at the first 401 challenge: a client of
-        an anonymous registry (a site's cache, often) never loads oras (~15 ms of a CLI run)."""
-        if self._oras is None:
-            import oras.auth
-
-            insecure, verify = self.base_url.startswith("http:"), self._session.verify
-            basic, bearer = (
-                oras.auth.get_auth_backend(kind, self._session, insecure, tls_verify=verify)
-                for kind in ("basic", "token")
-            )
-            if self._login is not None:
-                basic.set_basic_auth(*self._login)
-                bearer.set_basic_auth(*self._login)
-            self._oras = (basic, bearer)
-        return self._oras
-
-    def _auth_header(self, repo: str) -> dict[str, str]:
-        if self._scheme_seen == "basic" and self._has_login:
-            return dict(self._backends()[0].get_auth_header())
-        token = self._tokens.get(repo) or self._static_token
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def _authenticate(self, r: requests.Response, *, repo: str, what: str) -> None:
-        challenge = r.headers.get("WWW-Authenticate", "")
-        scheme = challenge.split(" ", 1)[0].lower()
-        with self._lock:
-            if scheme == "basic":
-                if not self._has_login:
-                    raise RegistryAuthError(
-                        f"{what}: registry {self.host} wants credentials "
-                        f"(set registry.upstreamAuth.{self.host}.usernameFile/passwordFile)"
-                    )
-                self._backends()
-                self._scheme_seen = "basic"
-                return
-            if scheme != "bearer":
-                raise RegistryAuthError(
-                    f"{what}: registry {self.host} answered 401 with no usable challenge"
-                )
-            self._scheme_seen = "bearer"
-            bearer = self._backends()[1]
-            bearer.token = None
-            try:
-                _, changed = bearer.authenticate_request(r, {}, refresh=True)
-            except NETWORK_ERRORS as e:
-                raise RegistryUnavailable(
-                    f"{what}: token service of {self.host} unreachable: {scrub(str(e))}"
-                ) from None
-            if not changed or not bearer.token:
-                raise RegistryAuthError(
-                    f"{what}: the token service of {self.host} refused to issue a token"
-                    + (" for our credentials" if self._has_login else " (no credentials set)")
-                )
-            self._tokens[repo] = str(bearer.token)
-
-    def _send(
-        self, method: str, url: str, *, repo: str, what: str, headers: dict[str, str], **kw: Any
-    ) -> requests.Response:
-        replayable = not isinstance(kw.get("data"), _SizedBody)
-        r = self._session.request(method, url, headers={**headers, **self._auth_header(repo)}, **kw)
-        if r.status_code != 401:
-            return r
-        r.close()
-        self._authenticate(r, repo=repo, what=what)
-        if not replayable:  # a token expired mid-copy: the caller retries the whole blob
-            raise RegistryUnavailable(f"{what}: registry {self.host} asked for auth mid-upload")
-        r = self._session.request(method, url, headers={**headers, **self._auth_header(repo)}, **kw)
-        if r.status_code == 401:
-            r.close()
-            raise RegistryAuthError(
-                f"{what}: registry {self.host} refused our credentials"
-                if self._has_login or self._static_token
-                else f"{what}: registry {self.host} wants credentials "
-                f"(set registry.upstreamAuth.{self.host})"
-            )
-        return r
-
-    def call(
-        self,
-        method: str,
-        url: str,
-        *,
-        repo: str,
-        what: str,
-        headers: dict[str, str] | None = None,
-        retry: bool = True,
-        **kw: Any,
-    ) -> requests.Response:
-        """One request, retried on drops, 5xx and 429 with backoff; 401 answered with auth.
-
-        ``what`` names the image (and blob) for every error raised. Returns any other response,
-        including 4xx, for the caller to interpret; a 403 becomes RegistryAuthError.
-        """
-        url = url if "://" in url else self.base_url + url
-        attempts = self.retry.attempts if retry else 1
-        last, retry_after = "", None
-        for attempt in range(attempts):
-            if attempt:
-                self._sleep(max(self.retry.delay(attempt - 1), retry_after or 0.0))
-            retry_after = None
-            try:
-                r = self._send(method, url, repo=repo, what=what, headers=headers or {}, **kw)
-            except requests.exceptions.SSLError as e:
-                raise RegistryUnavailable(
-                    f"{what}: TLS with {self.host} failed (is caFile right?): {scrub(str(e))}"
-                ) from None
-            except NETWORK_ERRORS as e:
-                last = scrub(str(e), limit=200)
-                continue
-            if r.status_code == 403:
-                detail = _remote_text(r)
-                r.close()
-                raise RegistryAuthError(f"{what}: registry {self.host} denied access: {detail}")
-            if r.status_code == 429 or r.status_code >= 500:
-                retry_after = _retry_after(r.headers.get("Retry-After"))
-                last = _remote_text(r)
-                r.close()
-                if retry_after is not None and retry_after > self.retry.max_retry_after_s:
-                    raise Waiting(
-                        f"{what}: registry {self.host} asks to wait {retry_after:.0f}s ({last})",
-                        retry_after=retry_after,
-                    )
-                continue
-            return r
-        if last.startswith("429"):
-            raise Waiting(
-                f"{what}: registry {self.host} is rate limiting ({last})",
-                retry_after=retry_after or self.retry.max_delay_s,
-            )
-        raise RegistryUnavailable(
-            f"{what}: registry {self.host} still failing after {attempts} attempt(s): {last}"
-        )
-
-    def refused(self, r: requests.Response, *, what: str) -> RegistryRefused:
-        """The error for an unexpected answer, with the registry's own words (scrubbed)."""
-        detail = _remote_text(r)
-        r.close()
-        if (
-            r.status_code == 400
-            and self.base_url.startswith("http:")
-            and "Docker-Distribution-Api-Version" not in r.headers
-        ):  # what an HTTPS server answers to plain HTTP (Go: "HTTP request to an HTTPS server")
-            return RegistryRefused(
-                f"{what}: registry {self.host} refused plain HTTP ({detail}); if it speaks "
-                "HTTPS, give its caFile (plain HTTP is only for loopback and insecure hosts)"
-            )
-        return RegistryRefused(f"{what}: registry {self.host} answered {detail}")
-
-    # ------------------------------------------------------------------ distribution API
+class RegistryClient(RegistryTransport):
+    """One registry host: the distribution API calls."""
 
     def get_manifest(self, repo: str, reference: str, *, what: str) -> Manifest:
         """The manifest's exact bytes, verified: by digest they must hash to it; by tag they
@@ -356,18 +62,16 @@ class RegistryClient:
                 headers={"Accept": ACCEPT}, stream=True,
             )  # fmt: skip
             if r.status_code == 404:
-                detail = _remote_text(r)
+                detail = _remote_text(r, self.limits)
                 r.close()
                 raise ImageNotFound(f"image {what} not found in {self.host} ({detail})")
             if r.status_code != 200:
                 raise self.refused(r, what=what)
             try:
-                data = r.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                data = self.read(r, cap=MAX_MANIFEST_BYTES, what=what, thing="manifest")
             except NETWORK_ERRORS as e:
                 last = scrub(str(e), limit=200)
                 continue
-            finally:
-                r.close()
             return self._verified_manifest(r, data, reference, what=what)
         raise RegistryUnavailable(
             f"{what}: manifest read from {self.host} cut {self.retry.attempts} time(s): {last}"
@@ -397,11 +101,11 @@ class RegistryClient:
             "HEAD", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
             headers={"Accept": ACCEPT},
         )  # fmt: skip
-        r.close()
+        if r.status_code not in (200, 404):
+            raise self.refused(r, what=what)
+        discard(r, limits=self.limits)
         if r.status_code == 404:
             return None
-        if r.status_code != 200:
-            raise self.refused(r, what=what)
         return r.headers.get("Docker-Content-Digest") or (reference if ":" in reference else None)
 
     def put_manifest(self, repo: str, reference: str, manifest: Manifest, *, what: str) -> None:
@@ -413,10 +117,11 @@ class RegistryClient:
         if r.status_code not in (200, 201):
             raise self.refused(r, what=f"{what}: PUT manifest {manifest.digest}")
         got = r.headers.get("Docker-Content-Digest")
-        r.close()
+        discard(r, limits=self.limits)
         if got and got != manifest.digest:
             raise RegistryRefused(
-                f"{what}: registry {self.host} stored manifest {manifest.digest} as {got}"
+                f"{what}: registry {self.host} stored manifest {manifest.digest} as "
+                f"{scrub(got, limit=100)}"
             )
 
     def list_tags(
@@ -429,29 +134,33 @@ class RegistryClient:
         seen: set[str] = set()
         while url is not None:
             seen.add(url)
-            r = self.call("GET", url, repo=repo, what=what, stream=True)
+            r = self.call("GET", url, repo=repo, what=what)
             if r.status_code == 404 and not tags:
-                r.close()
+                discard(r, limits=self.limits)
                 return []
             if r.status_code != 200:
                 raise self.refused(r, what=f"{what}: list tags")
             try:
-                body = r.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                body = self.read(r, cap=MAX_MANIFEST_BYTES, what=what, thing="tag list")
             except NETWORK_ERRORS as e:
                 raise RegistryUnavailable(f"{what}: tag list cut short: {scrub(str(e))}") from None
-            finally:
-                r.close()
             try:
-                got = json.loads(body).get("tags") or []
-            except (ValueError, AttributeError):
+                doc = json.loads(body)
+                got = (doc.get("tags") or []) if isinstance(doc, dict) else None
+            except (ValueError, RecursionError):
                 got = None
-            if len(body) > MAX_MANIFEST_BYTES or not isinstance(got, list):
+            if not isinstance(got, list):
                 raise RegistryRefused(f"{what}: registry {self.host} sent a malformed tag list")
             tags += [t for t in got if isinstance(t, str)]
             if len(tags) > limit:
                 raise RegistryRefused(f"{what}: more than {limit} tags in {self.host}/{repo}")
-            nxt = r.links.get("next", {}).get("url")
-            url = urljoin(self.base_url + "/", nxt) if nxt else None
+            try:
+                nxt = r.links.get("next", {}).get("url")
+            except Exception:
+                raise RegistryRefused(
+                    f"{what}: registry {self.host} sent a malformed Link header"
+                ) from None
+            url = self.url(nxt, what=f"{what}: next tag page") if nxt else None
             if url in seen:  # a registry paging in a circle
                 raise RegistryRefused(f"{what}: registry {self.host} repeats a tag list page")
         return tags
@@ -459,12 +168,13 @@ class RegistryClient:
     def blob_size(self, repo: str, digest: str, *, what: str) -> int | None:
         """HEAD a blob: its size, or None when the registry does not have it."""
         r = self.call("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, what=what)
-        r.close()
+        if r.status_code not in (200, 404):
+            raise self.refused(r, what=what)
+        discard(r, limits=self.limits)
         if r.status_code == 404:
             return None
-        if r.status_code != 200:
-            raise self.refused(r, what=what)
-        return int(r.headers.get("Content-Length") or -1)
+        size = content_length(r)
+        return -1 if size is None else size
 
     def read_blob(
         self, repo: str, digest: str, *, offset: int, what: str
@@ -481,10 +191,10 @@ class RegistryClient:
         )
         start = 0
         if r.status_code == 404:
-            r.close()
+            discard(r, limits=self.limits)
             raise ImageNotFound(f"image {what}: blob {digest} not found in {self.host}")
         if r.status_code == 416:
-            r.close()
+            discard(r, limits=self.limits)
             raise DigestMismatch(
                 image=what, digest=digest, detail=f"blob ends before byte {offset} (truncated)"
             )
@@ -492,18 +202,14 @@ class RegistryClient:
             crange = r.headers.get("Content-Range", "")
             if not crange.startswith(f"bytes {offset}-"):
                 r.close()
-                raise RegistryRefused(f"{what}: {self.host} answered Range with {crange!r}")
+                raise RegistryRefused(
+                    f"{what}: {self.host} answered Range with {scrub(crange, limit=80)!r}"
+                )
             start = offset
         elif r.status_code != 200:
             raise self.refused(r, what=f"{what}: blob {digest}")
 
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from r.raw.stream(CHUNK, decode_content=False)
-            finally:
-                r.close()
-
-        return start, chunks()
+        return start, iter_body(r, limits=self.limits)
 
     def start_upload(
         self, repo: str, *, what: str, mount: tuple[str, str] | None = None
@@ -512,12 +218,13 @@ class RegistryClient:
         cross-repository mount first, returning None when the registry mounted the blob."""
         query = "?" + urlencode({"mount": mount[0], "from": mount[1]}) if mount else ""
         r = self.call("POST", f"/v2/{repo}/blobs/uploads/{query}", repo=repo, what=what)
-        r.close()
         if r.status_code == 201 and mount:
+            discard(r, limits=self.limits)
             return None
         if r.status_code != 202 or not r.headers.get("Location"):
             raise self.refused(r, what=f"{what}: start upload")
-        return urljoin(self.base_url + "/", r.headers["Location"])
+        discard(r, limits=self.limits)
+        return self.url(r.headers["Location"], what=f"{what}: upload")
 
     def patch_upload(self, location: str, body: _SizedBody, *, repo: str, what: str) -> str:
         """Send the blob's bytes in one streamed PATCH (not retried: the body is a stream)."""
@@ -525,10 +232,10 @@ class RegistryClient:
             "PATCH", location, repo=repo, what=what, retry=False, data=body,
             headers={"Content-Type": "application/octet-stream"},
         )  # fmt: skip
-        r.close()
         if r.status_code != 202:
             raise self.refused(r, what=f"{what}: upload")
-        return urljoin(self.base_url + "/", r.headers.get("Location") or location)
+        discard(r, limits=self.limits)
+        return self.url(r.headers.get("Location") or location, what=f"{what}: upload")
 
     def finish_upload(self, location: str, digest: str, *, repo: str, what: str) -> None:
         """Commit the upload under ``digest`` (the registry checks it again)."""
@@ -537,38 +244,12 @@ class RegistryClient:
             "PUT", f"{location}{sep}{urlencode({'digest': digest})}", repo=repo, what=what,
             headers={"Content-Length": "0"},
         )  # fmt: skip
-        r.close()
         if r.status_code not in (201, 204):
             raise self.refused(r, what=f"{what}: commit blob {digest}")
+        discard(r, limits=self.limits)
 
     def cancel_upload(self, location: str, *, repo: str) -> None:
         """Drop an upload session, best effort (registries purge stale ones anyway)."""
         with contextlib.suppress(Exception):  # cleanup must not mask the real error
-            self._send("DELETE", location, repo=repo, what="cancel", headers={}).close()
-
-
-class _SizedBody:
-    """An iterable request body with a length, so requests sends Content-Length, not chunked."""
-
-    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
-        self._chunks = chunks
-        self._size = size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-
-def sized_body(chunks: Iterator[bytes], size: int) -> _SizedBody:
-    return _SizedBody(chunks, size)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from registries; fall back to our own backoff
+            r = self._send("DELETE", location, repo=repo, what="cancel", headers={})
+            discard(r, limits=self.limits)

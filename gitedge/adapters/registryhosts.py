@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ class HostConfig:
     ca_file: Path | None = None
     insecure: bool = False
     scheme: str | None = None  # "http"/"https" from an explicit cache URL
+    #: hosts marked ``insecure`` anywhere in the config: a token realm there may get our
+    #: credentials over plain HTTP (registryauth.py); filled in by :meth:`Hosts.get`
+    insecure_hosts: frozenset[str] = frozenset()
 
 
 def is_loopback(host: str) -> bool:
@@ -47,9 +50,12 @@ class Hosts:
 
     def get(self, host: str) -> HostConfig:
         if host in self.by_host:
-            return self.by_host[host]
-        bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return self.by_host.get(bare, HostConfig())
+            found = self.by_host[host]
+        else:
+            bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            found = self.by_host.get(bare, HostConfig())
+        insecure = frozenset(h.lower() for h, c in self.by_host.items() if c.insecure)
+        return replace(found, insecure_hosts=found.insecure_hosts | insecure)
 
     @classmethod
     def from_config(cls, registry: Any) -> Hosts:
@@ -83,8 +89,23 @@ class Hosts:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The bounds of one transfer (httpbounds.py): the stall timeout, and the minimum rate in
+    bytes per second averaged over each window of ``window_s`` seconds."""
+
+    stall_s: float = 60.0
+    min_rate: float = 1024.0
+    window_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded patience: how often and how long to retry, and the timeouts of one request."""
+    """Bounded patience: how often and how long to retry, and the bounds of one transfer.
+
+    ``read_timeout_s`` is the stall timeout: no byte for that long (or response headers not
+    complete that long after the request) fails the read. ``min_rate_bps`` over each
+    ``rate_window_s`` is the slowest a body may come (httpbounds.py); there is no wall-clock
+    limit on a transfer, and a blob cut for being too slow resumes from its last byte."""
 
     attempts: int = 5
     base_delay_s: float = 0.5
@@ -92,6 +113,13 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0  # a 429 asking for longer becomes Waiting(retry_after)
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
+    min_rate_bps: float = 1024.0
+    rate_window_s: float = 30.0
+
+    def limits(self) -> Limits:
+        return Limits(
+            stall_s=self.read_timeout_s, min_rate=self.min_rate_bps, window_s=self.rate_window_s
+        )
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff, so a fleet reconnecting at once spreads out."""
