@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,12 +49,27 @@ from pygit2.enums import CredentialType, ObjectType, RepositoryOpenFlag, SortMod
 from pygit2.ffi import C, ffi
 from pygit2.utils import StrArray
 
+from gitedge.adapters import gitobjects
 from gitedge.adapters.gitcli import run_git
+from gitedge.adapters.gitobjects import REASON_TOO_LARGE as TOO_LARGE
+from gitedge.adapters.localfiles import read_bounded
 from gitedge.core.fleetfiles import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
 from gitedge.core.snapshot import Symlink
-from gitedge.errors import InvalidFleetRepo, InvalidInput, Problem, SourceUnavailable, scrub
+from gitedge.errors import (
+    GitEdgeError,
+    InvalidFleetRepo,
+    InvalidInput,
+    Problem,
+    SourceUnavailable,
+    VerificationFailed,
+    scrub,
+)
 
 FETCHED_PREFIX = "refs/gitedge/fetched/"
+MAX_PACK_BYTES = 256 << 20  # the default of source.limits.maxPackBytes
+FETCH_MEMORY_BYTES = 64 << 20  # the default of source.limits.fetchMemoryBytes
+MAX_SECRET_BYTES = 64 << 10
+MAX_CA_BYTES = 1 << 20
 INCOMING_PREFIX = "refs/gitedge/incoming/"
 _SYMLINK_MODE = 0o120000
 _MAX_SYMLINK_BYTES = 4096
@@ -117,15 +132,58 @@ class GitRepo:
         return self._repo
 
     def resolve(self, rev: str) -> str:
-        """The commit id ``rev`` names: a ref, a branch (also a fetched one), a short or full id."""
+        """The commit id ``rev`` names: a ref, a branch (also a fetched one), a short or full id.
+
+        A ref or a full id is followed to its commit with every object sized first (a tag or
+        commit over its cap raises VerificationFailed ``too-large``); a short id or an
+        expression (``main~2``) is left to libgit2's revparse, which reads what it names."""
         for candidate in (rev, FETCHED_PREFIX + rev):
             try:
-                return str(self.repo.revparse_single(candidate).peel(pygit2.Commit).id)
+                oid = self._named(candidate)
+                return str(self._peel(oid)) if oid is not None else _revparse(self.repo, candidate)
             except pygit2.AmbiguousError:
                 raise SourceUnavailable(f"{self.path}: revision {rev!r} is ambiguous") from None
             except _LIBGIT2_ERRORS:
                 continue
         raise SourceUnavailable(f"{self.path}: revision {rev!r} not found (or not a commit)")
+
+    def _named(self, rev: str) -> pygit2.Oid | None:
+        """The object a ref or a full id names, without reading it (None: neither)."""
+        if len(rev) == 40 and all(ch in "0123456789abcdef" for ch in rev):
+            oid = pygit2.Oid(hex=rev)
+            return oid if self.repo.odb.exists(oid) else None
+        try:
+            target = self.repo.lookup_reference_dwim(rev).resolve().target
+        except _LIBGIT2_ERRORS:
+            return None
+        return target if isinstance(target, pygit2.Oid) else None
+
+    def _peel(self, oid: pygit2.Oid) -> pygit2.Oid:
+        """``oid`` followed through annotated tags to a commit, each object sized first."""
+        for _ in range(16):
+            why = gitobjects.too_large(self.repo, oid)
+            if why is not None:
+                raise VerificationFailed(commit=str(oid), reason=TOO_LARGE, detail=why)
+            obj = self.repo.get(oid)
+            if isinstance(obj, pygit2.Commit):
+                return oid
+            if not isinstance(obj, pygit2.Tag):
+                raise KeyError(oid)
+            oid = obj.target
+        raise KeyError(oid)
+
+    def check_sizes(self, *, rev: str, since: str | None, known: Container[str] = ()) -> None:
+        """Refuse, before anything walks them, the commits in (``since``, ``rev``] (``known``:
+        ids already checked) over the commit cap or whose root tree is over the tree cap: raises
+        VerificationFailed ``too-large`` naming the commit (see :mod:`gitobjects`)."""
+        tip = pygit2.Oid(hex=self.resolve(rev))
+        stop = (known, {self.resolve(since)} if since is not None else set())
+        try:
+            found = gitobjects.scan_history(self.repo, tip, stop=stop)
+        except SourceUnavailable as e:
+            raise SourceUnavailable(f"{self.path}: cannot walk history of {rev!r}: {e}") from None
+        if found is not None:
+            raise VerificationFailed(commit=found.commit, reason=TOO_LARGE, detail=found.detail)
 
     def _commit(self, rev: str) -> pygit2.Commit:
         commit = self.repo.get(self.resolve(rev))
@@ -143,18 +201,18 @@ class GitRepo:
     def read_blob(self, commit: str, path: str) -> bytes | None:
         """The content of regular file ``path`` at ``commit``; None when it is absent, a
         directory, a symlink or a submodule. Files over 1 MiB raise InvalidFleetRepo."""
-        tree = self._commit(commit).tree
-        try:
-            entry = tree[path.strip("/")]
-        except _LIBGIT2_ERRORS:
-            return None
-        if entry.type != ObjectType.BLOB or entry.filemode == _SYMLINK_MODE:
+        commit_id = self.resolve(commit)
+        refuse = _refuse_for(commit_id, path)
+        tree = gitobjects.lookup_tree(self.repo, self._commit(commit_id).tree_id, refuse=refuse)
+        entry = gitobjects.tree_entry(self.repo, tree, path, refuse=refuse)
+        if entry is None or entry.type != ObjectType.BLOB or entry.filemode == _SYMLINK_MODE:
             return None
         return self._blob(entry.id, path, limit=MAX_FILE_BYTES)
 
     def trust_blob_id(self, commit: str) -> str | None:
         """The blob id of ``.gitedge/trust.yaml`` at ``commit`` (None when it has none)."""
-        return _trust_blob(self.repo, self._commit(commit).tree_id)
+        commit_id = self.resolve(commit)
+        return _trust_blob(self.repo, self._commit(commit_id).tree_id, commit=commit_id)
 
     def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
         """A blob's content by its id (``path`` names it in errors); at most 1 MiB."""
@@ -180,6 +238,7 @@ class GitRepo:
         the file; other files over 1 MiB are left out, unread (the loader only reads YAML). More
         than 64 MiB in all raises too."""
         commit = self._commit(commit_id)
+        repo = self.repo
         base = posixpath.normpath(subdir).strip("/") if subdir not in ("", ".", "/") else ""
         if base.startswith(".."):
             raise InvalidFleetRepo([Problem(subdir, 0, "source.path leaves the repo")])
@@ -188,11 +247,15 @@ class GitRepo:
         total = 0
         try:
             for root in [base] if not base or in_gitedge else [base, ".gitedge"]:
-                try:
-                    tree = commit.tree[root] if root else commit.tree
-                except KeyError:
+                refuse = _refuse_for(None, root or ".")
+                tree: pygit2.Object | None = gitobjects.lookup_tree(
+                    repo, commit.tree_id, refuse=refuse
+                )
+                if root and isinstance(tree, pygit2.Tree):
+                    tree = gitobjects.tree_entry(repo, tree, root, refuse=refuse)
+                if tree is None or tree.type != ObjectType.TREE:
                     continue  # an absent subdir or .gitedge/ is the loader's business
-                for path, entry in self._walk(tree, root):
+                for path, entry in self._walk(tree.id, root):
                     if entry.filemode == _SYMLINK_MODE:
                         target = self._blob(entry.id, path, limit=_MAX_SYMLINK_BYTES)
                         out[path] = Symlink(target.decode("utf-8", "replace"))
@@ -211,16 +274,17 @@ class GitRepo:
             ) from None
         return out
 
-    def _walk(self, tree: pygit2.Object, prefix: str) -> Iterator[tuple[str, pygit2.Object]]:
-        """(path, entry) of every blob under ``tree``; submodules (commits) are skipped."""
-        if isinstance(tree, pygit2.Tree):
-            for entry in tree:
-                name = (entry.raw_name or b"").decode("utf-8", "replace")
-                path = f"{prefix}/{name}" if prefix else name
-                if entry.type == ObjectType.TREE:
-                    yield from self._walk(self.repo[entry.id], path)
-                elif entry.type == ObjectType.BLOB:
-                    yield path, entry
+    def _walk(self, tree_id: pygit2.Oid, prefix: str) -> Iterator[tuple[str, pygit2.Object]]:
+        """(path, entry) of every blob under tree ``tree_id``, each directory sized before it is
+        read (InvalidFleetRepo naming it when over the cap); submodules (commits) are skipped."""
+        tree = gitobjects.lookup_tree(self.repo, tree_id, refuse=_refuse_for(None, prefix or "."))
+        for entry in tree:
+            name = (entry.raw_name or b"").decode("utf-8", "replace")
+            path = f"{prefix}/{name}" if prefix else name
+            if entry.type == ObjectType.TREE:
+                yield from self._walk(entry.id, path)
+            elif entry.type == ObjectType.BLOB:
+                yield path, entry
 
     def commit_facts(self, *, since: str | None, rev: str, first_parent: bool) -> list[CommitFacts]:
         """Facts of every commit reachable from ``rev`` and not from ``since`` (all ancestors when
@@ -263,19 +327,17 @@ class GitRepo:
         trust_by_tree: dict[pygit2.Oid, str | None] = {}
         trust_by_dir: dict[pygit2.Oid, str | None] = {}
 
-        def trust_of(tree_id: pygit2.Oid) -> str | None:
+        def trust_of(tree_id: pygit2.Oid, commit: str) -> str | None:
             """``_trust_blob``, remembered by the tree of ``.gitedge/`` too: most commits change
             the root tree but not that directory, so one root-tree entry look-up answers."""
-            tree = repo.get(tree_id)
-            if not isinstance(tree, pygit2.Tree):
-                return _trust_blob(repo, tree_id)
+            tree = gitobjects.lookup_tree(repo, tree_id, refuse=_refuse_for(commit, "."))
             if trust_dir not in tree:
                 return None
             entry = tree[trust_dir]
             if entry.type != ObjectType.TREE:
                 return None
             if entry.id not in trust_by_dir:
-                trust_by_dir[entry.id] = _trust_blob(repo, tree_id)
+                trust_by_dir[entry.id] = _trust_blob(repo, tree_id, commit=commit)
             return trust_by_dir[entry.id]
 
         when = datetime.fromtimestamp  # hot loop: 10,000 commits in ~0.3 s
@@ -290,7 +352,7 @@ class GitRepo:
                 if tree_id in trust_by_tree:
                     trust = trust_by_tree[tree_id]
                 else:
-                    trust = trust_by_tree[tree_id] = trust_of(tree_id)
+                    trust = trust_by_tree[tree_id] = trust_of(tree_id, str(c.id))
                 signature, payload = c.gpg_signature
                 yield CommitFacts(
                     str(c.id),
@@ -327,9 +389,19 @@ class GitMirror(GitRepo):
         return super().repo
 
     def fetch(
-        self, *, url: str, branch: str, auth: SourceAuth | None = None, timeout_s: float = 60.0
+        self,
+        *,
+        url: str,
+        branch: str,
+        auth: SourceAuth | None = None,
+        timeout_s: float = 60.0,
+        max_pack_bytes: int = MAX_PACK_BYTES,
+        memory_bytes: int = FETCH_MEMORY_BYTES,
     ) -> str:
-        """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id."""
+        """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id.
+        A pack growing past ``max_pack_bytes`` (``source.limits.maxPackBytes``) is aborted; the
+        fetch may allocate ``memory_bytes`` (``source.limits.fetchMemoryBytes``) more than the
+        process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused."""
         shown = redact_url(url)
         scheme = _check_url(url)
         _check_branch(branch)
@@ -337,17 +409,29 @@ class GitMirror(GitRepo):
         repo = self.repo
         what = f"fetch of branch {branch!r} from {shown}"
         started = time.monotonic()
-        callbacks = _Callbacks(auth=auth, shown=shown, scheme=scheme, deadline=started + timeout_s)
+        callbacks = _Callbacks(
+            auth=auth,
+            shown=shown,
+            scheme=scheme,
+            deadline=started + timeout_s,
+            max_pack_bytes=max_pack_bytes,
+        )
         with _FETCH_LOCK, _libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
             with self._landing(branch, what) as incoming:
                 try:
                     remote = repo.remotes.create_anonymous(url)
-                    _fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
+                    with gitobjects.memory_cap(memory_bytes):
+                        _fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
                 except SourceUnavailable:
                     raise
-                except _LIBGIT2_ERRORS as e:
+                except (*_LIBGIT2_ERRORS, MemoryError) as e:
                     late = time.monotonic() - started >= timeout_s
                     hint = f" (no answer within {timeout_s:g}s)" if late else ""
+                    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+                        hint = (
+                            f" (an object in the pack needs more than {_size(memory_bytes)} "
+                            "of memory to index: source.limits.fetchMemoryBytes)"
+                        )
                     raise SourceUnavailable(f"{what} failed: {scrub(str(e))}{hint}") from None
                 if incoming not in repo.references:
                     raise SourceUnavailable(f"{what} failed: no such branch at {shown}")
@@ -397,17 +481,21 @@ class GitMirror(GitRepo):
                 fetch_head.write_bytes(saved_fetch_head)
 
     def _check_complete(self, new: pygit2.Oid, old: object, what: str) -> None:
-        """Every commit between ``old`` and ``new`` and its root tree must be in the mirror."""
-        repo, odb = self.repo, self.repo.odb
+        """Every commit between ``old`` and ``new`` and its root tree must be in the mirror.
+        Walked by :func:`gitobjects.scan_history`, which reads no object over its cap: an
+        oversized commit is left unread here (its parents unknown) and refused by the verify
+        step, ``too-large``, naming it."""
         try:
-            if not isinstance(repo.get(new), pygit2.Commit):
-                raise SourceUnavailable(f"{what}: the branch does not point at a commit")
-            walker = repo.walk(new, SortMode.NONE)
-            if isinstance(old, pygit2.Oid) and odb.exists(old):
-                walker.hide(old)
-            for commit in walker:
-                if not odb.exists(commit.tree_id):
-                    raise SourceUnavailable(f"{what}: tree of commit {commit.id} is missing")
+            kind = self.repo.odb.read_header(new)[0]
+        except _LIBGIT2_ERRORS:
+            kind = None
+        if kind != ObjectType.COMMIT:
+            raise SourceUnavailable(f"{what}: the branch does not point at a commit")
+        try:
+            stop = ({str(old)},) if isinstance(old, pygit2.Oid) else ()
+            gitobjects.scan_history(self.repo, new, stop=stop)
+        except SourceUnavailable as e:
+            raise SourceUnavailable(f"{what}: history is incomplete: {e}") from None
         except _LIBGIT2_ERRORS as e:
             raise SourceUnavailable(f"{what}: history is incomplete: {scrub(str(e))}") from None
 
@@ -436,14 +524,27 @@ def _is_fleet_file(path: str) -> bool:
     return path.endswith((".yaml", ".yml")) or "/.gitedge/" in f"/{path}"
 
 
-def _trust_blob(repo: pygit2.Repository, tree_id: pygit2.Oid) -> str | None:
-    tree = repo.get(tree_id)
-    assert isinstance(tree, pygit2.Tree)
-    try:
-        entry = tree[TRUST_PATH]
-    except KeyError:
-        return None
-    return str(entry.id) if entry.type == ObjectType.BLOB else None
+def _trust_blob(repo: pygit2.Repository, tree_id: pygit2.Oid, *, commit: str) -> str | None:
+    refuse = _refuse_for(commit, ".")
+    tree = gitobjects.lookup_tree(repo, tree_id, refuse=refuse)
+    entry = gitobjects.tree_entry(repo, tree, TRUST_PATH, refuse=refuse)
+    return str(entry.id) if entry is not None and entry.type == ObjectType.BLOB else None
+
+
+def _refuse_for(commit: str | None, path: str) -> Callable[[str], GitEdgeError]:
+    """How an oversized tree is refused: a commit being verified fails ``too-large``; a tree
+    read for the fleet's files is a problem of the fleet repo at ``path``."""
+
+    def refuse(why: str) -> GitEdgeError:
+        if commit is not None:
+            return VerificationFailed(commit=commit, reason=TOO_LARGE, detail=f"{path}: {why}")
+        return InvalidFleetRepo([Problem(path, 0, why)])
+
+    return refuse
+
+
+def _revparse(repo: pygit2.Repository, rev: str) -> str:
+    return str(repo.revparse_single(rev).peel(pygit2.Commit).id)
 
 
 def _delete_ref(repo: pygit2.Repository, name: str) -> None:
@@ -479,7 +580,7 @@ def _is_loopback(host: str) -> bool:
 
 def _read_secret(path: Path, what: str) -> str:
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return read_bounded(path, limit=MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
         raise InvalidInput([Problem(str(path), 0, f"cannot read {what}: {reason}")]) from None
@@ -489,9 +590,12 @@ class _Callbacks(pygit2.RemoteCallbacks):
     """Credentials from files (each offered once), certificates and host keys exactly as
     libgit2 verified them, and a deadline on the whole transfer."""
 
-    def __init__(self, *, auth: SourceAuth, shown: str, scheme: str, deadline: float) -> None:
+    def __init__(
+        self, *, auth: SourceAuth, shown: str, scheme: str, deadline: float, max_pack_bytes: int
+    ) -> None:
         super().__init__()
         self.auth, self.shown, self.scheme, self.deadline = auth, shown, scheme, deadline
+        self.max_pack_bytes = max_pack_bytes
         self.offered: set[CredentialType] = set()
 
     def credentials(
@@ -525,6 +629,11 @@ class _Callbacks(pygit2.RemoteCallbacks):
     def transfer_progress(self, stats: Any) -> None:
         if time.monotonic() > self.deadline:
             raise SourceUnavailable(f"{self.shown}: transfer did not finish in time")
+        if stats is not None and stats.received_bytes > self.max_pack_bytes:
+            raise SourceUnavailable(
+                f"{self.shown}: the pack is larger than {_size(self.max_pack_bytes)} "
+                "(source.limits.maxPackBytes); fetch aborted"
+            )
 
     def sideband_progress(self, string: str) -> None:
         self.transfer_progress(None)
@@ -558,7 +667,8 @@ def _libgit2_settings(*, scheme: str, auth: SourceAuth, timeout_s: float) -> Ite
             home = tempfile.mkdtemp(prefix="gitedge-ssh-")
             (Path(home) / ".ssh").mkdir()
             try:
-                shutil.copyfile(auth.known_hosts_file, Path(home) / ".ssh" / "known_hosts")
+                known = read_bounded(auth.known_hosts_file, limit=MAX_CA_BYTES)
+                (Path(home) / ".ssh" / "known_hosts").write_bytes(known)
             except OSError as e:
                 problem = Problem(str(auth.known_hosts_file), 0, f"cannot read: {e.strerror}")
                 raise InvalidInput([problem]) from None
@@ -575,7 +685,7 @@ def _libgit2_settings(*, scheme: str, auth: SourceAuth, timeout_s: float) -> Ite
 def _load_ca(ca_file: Path) -> None:
     """Add ``ca_file`` to libgit2's trusted CAs (OpenSSL adds; the system CAs stay trusted)."""
     try:
-        key = hashlib.sha256(ca_file.read_bytes()).hexdigest()
+        key = hashlib.sha256(read_bounded(ca_file, limit=MAX_CA_BYTES)).hexdigest()
     except OSError as e:
         raise InvalidInput([Problem(str(ca_file), 0, f"cannot read: {e.strerror}")]) from None
     if key not in _CA_LOADED:

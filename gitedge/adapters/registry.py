@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
 
+from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.registryhosts import HostConfig, RetryPolicy, is_loopback
 from gitedge.core.ocimanifest import (
     ACCEPT,
@@ -111,7 +112,9 @@ class _Session(requests.Session):
 
 def _read_secret(path: Path, *, what: str, host: str) -> str:
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return read_bounded(path, limit=64 << 10).decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise RegistryAuthError(f"registry {host}: {what} {path} is not UTF-8") from None
     except OSError as e:
         raise RegistryAuthError(
             f"registry {host}: cannot read {what} {path}: {e.strerror}"

@@ -223,7 +223,12 @@ class Agent:
         )
         try:
             p.fetched = self.git.fetch(
-                url=src.url, branch=src.branch, auth=auth, timeout_s=self.fetch_timeout_s
+                url=src.url,
+                branch=src.branch,
+                auth=auth,
+                timeout_s=self.fetch_timeout_s,
+                max_pack_bytes=src.limits.max_pack_bytes,
+                memory_bytes=src.limits.fetch_memory_bytes,
             )
             self.metrics.set(
                 "gitedge_last_sync_timestamp_seconds",

@@ -1,0 +1,173 @@
+"""Caps on the git objects gitedge reads, checked from the object's header before the object.
+
+A commit, tag or tree is read whole by libgit2 (and a commit again by pygit2 when its message
+or signature is taken), so a 100 MB commit with no valid signature would cost several hundred
+MB of memory before it could be refused as ``unsigned``. Every commit and tree is therefore
+sized first with ``odb.read_header`` (a loose object's first bytes, a packed object's entry
+header or delta header: no inflation of the object) and refused over its cap:
+
+- a commit or annotated tag over :data:`MAX_COMMIT_BYTES` (1 MiB; a signed commit is ~1 KB);
+- a tree over :data:`MAX_TREE_BYTES` (4 MiB: ~80,000 entries in one directory);
+- blobs are read only through :meth:`GitRepo._blob` with the loader's 1 MiB cap (larger fleet
+  files are refused by name, other large files are left out unread).
+
+:func:`scan_history` walks the commits of a range itself (header, then object) so that nothing
+later (libgit2's revwalk, ``descendant_of``, pygit2) ever reads an oversized commit: it runs
+before the fetched ref is trusted to be complete and before verification walks the range.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import ObjectType
+
+from gitedge.errors import GitEdgeError, SourceUnavailable
+
+MAX_COMMIT_BYTES = 1 << 20
+MAX_TREE_BYTES = 4 << 20
+REASON_TOO_LARGE = "too-large"
+
+_CAPS = {
+    ObjectType.COMMIT: MAX_COMMIT_BYTES,
+    ObjectType.TAG: MAX_COMMIT_BYTES,
+    ObjectType.TREE: MAX_TREE_BYTES,
+}
+_NAMES = {ObjectType.COMMIT: "commit", ObjectType.TAG: "tag", ObjectType.TREE: "tree"}
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """An object over its cap: ``commit`` is the commit that brings it (the object itself, or
+    the commit whose root tree it is)."""
+
+    commit: str
+    detail: str
+
+
+def too_large(repo: pygit2.Repository, oid: pygit2.Oid) -> str | None:
+    """Why the commit, tag or tree ``oid`` may not be read (None: it may). Raises
+    :class:`SourceUnavailable` when it is absent."""
+    try:
+        kind, size = repo.odb.read_header(oid)
+    except (KeyError, pygit2.GitError, ValueError):
+        raise SourceUnavailable(f"object {oid} is missing (an incomplete history)") from None
+    cap = _CAPS.get(ObjectType(kind))
+    if cap is not None and size > cap:
+        name = _NAMES[ObjectType(kind)]
+        what = f"the {name}" if name != "tree" else f"the tree {oid}"
+        return f"{what} is {size} bytes; the limit is {cap >> 20} MiB"
+    return None
+
+
+def scan_history(
+    repo: pygit2.Repository, tip: pygit2.Oid, *, stop: tuple[Container[str], ...] = ()
+) -> Oversize | None:
+    """Every commit reachable from ``tip`` down to those in ``stop`` (ids already checked: the
+    last verified commit, the verified-commit cache, the previously fetched tip), each with its
+    root tree sized before it is read. The first object over its cap is returned and the walk
+    goes on elsewhere (never below it: its parents cannot be known without reading it).
+    Raises :class:`SourceUnavailable` when a commit or root tree of the range is absent.
+
+    Cost: one header, one small read per commit (a few ms per 1,000); a side branch forked
+    before ``stop`` is walked to its root, once per call."""
+    found: Oversize | None = None
+    todo = [tip]
+    seen: set[pygit2.Oid] = set()
+    while todo:
+        oid = todo.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        hex_id = str(oid)
+        if any(hex_id in ids for ids in stop):
+            continue
+        why = too_large(repo, oid)
+        if why is not None:
+            found = found or Oversize(hex_id, why)
+            continue
+        commit = repo.get(oid)
+        if not isinstance(commit, pygit2.Commit):
+            raise SourceUnavailable(f"{oid} is not a commit (an incomplete history)")
+        why = too_large(repo, commit.tree_id)
+        if why is not None:
+            found = found or Oversize(hex_id, f"its root tree: {why}")
+        todo.extend(commit.parent_ids)
+    return found
+
+
+def lookup_tree(
+    repo: pygit2.Repository, oid: pygit2.Oid, *, refuse: Callable[[str], GitEdgeError]
+) -> pygit2.Tree:
+    """The tree ``oid``, sized before it is read; ``refuse(why)`` is raised when over its cap."""
+    why = too_large(repo, oid)
+    if why is not None:
+        raise refuse(why)
+    tree = repo.get(oid)
+    if not isinstance(tree, pygit2.Tree):
+        raise SourceUnavailable(f"object {oid} is not a tree")
+    return tree
+
+
+def tree_entry(
+    repo: pygit2.Repository,
+    tree: pygit2.Tree,
+    path: str,
+    *,
+    refuse: Callable[[str], GitEdgeError],
+) -> pygit2.Object | None:
+    """The entry at ``path`` below ``tree`` (None when absent or under a non-directory), each
+    directory on the way sized before it is read (``tree[path]`` would read them unchecked)."""
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        if part not in tree:
+            return None
+        entry = tree[part]
+        if i == len(parts) - 1:
+            return entry
+        if entry.type != ObjectType.TREE:
+            return None
+        tree = lookup_tree(repo, entry.id, refuse=refuse)
+    return None
+
+
+@contextmanager
+def memory_cap(extra_bytes: int) -> Iterator[None]:
+    """While in the block, this process may map at most ``extra_bytes`` more of private
+    writable memory than it has now (RLIMIT_DATA over ``VmData``; read-only pack maps do not
+    count): an allocation past it fails (libgit2 reports "Out of memory", Python raises
+    MemoryError) instead of the pod being OOM-killed.
+
+    For libgit2's fetch: its indexer streams a whole object to hash it, but builds each
+    deltified object in memory (base and result), and a 600 KB pack can hold a delta that
+    resolves to 100 MB; no libgit2 option bounds that. The soft limit is put back after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    now = _vm_data()
+    if now is None:  # pragma: no cover - not Linux
+        yield
+        return
+    cap = now + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def _vm_data() -> int | None:
+    """This process's private writable memory (what RLIMIT_DATA counts), in bytes."""
+    try:
+        with Path("/proc/self/status").open("rb") as f:
+            for line in f:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
