@@ -234,13 +234,14 @@ def test_a_delta_that_resolves_to_100_mb_fails_the_fetch_within_its_memory(
     assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
 
 
-def test_a_5000_commit_catch_up_passes_the_default_caps(tmp_path: Path) -> None:
-    """A fleet-like history: each commit rewrites a target's image digest (incompressible) and
-    carries a signature-sized random block in its message, as a signed commit would."""
-    env = git_env(tmp_path / "home")
-    served = tmp_path / "served" / "fleet.git"
-    git("init", "-q", "--bare", str(served), cwd=tmp_path, env=env)
-    rng = random.Random(5000)
+def fleet_history(tmp: Path, *, n: int) -> tuple[Path, dict[str, str]]:
+    """A bare repo ``served/fleet.git``: ``main`` at one commit, ``later`` ``n`` commits past it.
+    Fleet-like: each commit rewrites a target's image digest (incompressible) and carries a
+    signature-sized random block in its message, as a signed commit would."""
+    env = git_env(tmp / "home")
+    served = tmp / "served" / "fleet.git"
+    git("init", "-q", "--bare", str(served), cwd=tmp, env=env)
+    rng = random.Random(n)
     files = fleet_files(
         registry="registry.example:5000",
         releases=["v1.27.16+k3s1"],
@@ -248,7 +249,7 @@ def test_a_5000_commit_catch_up_passes_the_default_caps(tmp_path: Path) -> None:
         os_image=None,
     )
     stream = []
-    for i in range(1, 5_002):
+    for i in range(1, n + 2):
         digest = rng.randbytes(32).hex()
         sig = rng.randbytes(300).hex()  # ~ an SSHSIG block's worth of entropy
         message = f"change {i}\n\n{sig}\n"
@@ -263,6 +264,11 @@ def test_a_5000_commit_catch_up_passes_the_default_caps(tmp_path: Path) -> None:
             f"data {len(message)}\n{message}" + ("from :1\n" if i == 2 else "") + changes + "\n"
         )
     git("fast-import", "--quiet", cwd=served, env=env, input="".join(stream).encode())
+    return served, env
+
+
+def test_a_5000_commit_catch_up_passes_the_default_caps(tmp_path: Path) -> None:
+    served, env = fleet_history(tmp_path, n=5_000)
     bootstrap = trust_file(tmp_path)
     mirror = GitMirror(mirror_dir=tmp_path / "mirror.git")
     pack_dir = mirror.path / "objects" / "pack"
@@ -279,3 +285,44 @@ def test_a_5000_commit_catch_up_passes_the_default_caps(tmp_path: Path) -> None:
     with pytest.raises(VerificationFailed) as e:
         verify_range(mirror, bootstrap=load_bootstrap(bootstrap), rev=tip, since=first)
     assert e.value.reason == "unsigned"  # judged, not stopped by a cap
+
+    # the same catch-up as a git bundle passes the git CLI's memory cap
+    bundle = tmp_path / "catch-up.bundle"
+    git("bundle", "create", "-q", str(bundle), "main", "^main~5000", cwd=served, env=env)
+    other = GitMirror(mirror_dir=tmp_path / "other.git")
+    with git_daemon(tmp_path / "served") as url:
+        git("update-ref", "refs/heads/main", first, cwd=served, env=env)
+        assert other.fetch(url=f"{url}/fleet.git", branch="main") == first
+    assert other.import_bundle(bundle_file=bundle, branch="main") == tip
+
+
+_IMPORT = """
+import sys
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.errors import SourceUnavailable
+try:
+    GitMirror(mirror_dir=sys.argv[1]).import_bundle(bundle_file=sys.argv[2], branch="main")
+except SourceUnavailable as e:
+    print("refused:", e)
+    sys.exit(3)
+print("imported")
+"""
+
+
+def test_a_bundle_with_a_100_mb_commit_is_refused_within_its_memory(tmp_path: Path) -> None:
+    path, env = make_repo(tmp_path)
+    msg = tmp_path / "msg"
+    msg.write_bytes(big_message(100 << 20))
+    tree = git("rev-parse", "HEAD^{tree}", cwd=path, env=env).strip()
+    big = git("commit-tree", tree, "-p", "HEAD", "-F", str(msg), cwd=path, env=env).strip()
+    git("update-ref", "refs/heads/main", big, cwd=path, env=env)
+    msg.unlink()
+    bundle = tmp_path / "hostile.bundle"
+    git("bundle", "create", "-q", str(bundle), "main", cwd=path, env=env)
+    code, out, peak = run_measured(
+        [sys.executable, "-c", _IMPORT, str(tmp_path / "mirror.git"), str(bundle)], cwd=tmp_path
+    )
+    print(f"import of a bundle with a 100 MB commit: peak RSS {peak >> 20} MiB")
+    assert code == 3, out
+    assert "out of memory" in out.lower()
+    assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"

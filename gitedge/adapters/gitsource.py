@@ -438,10 +438,16 @@ class GitMirror(GitRepo):
             return str(repo.references[FETCHED_PREFIX + branch].target)
 
     def import_bundle(
-        self, *, bundle_file: str | Path, branch: str, timeout_s: float = 120.0
+        self,
+        *,
+        bundle_file: str | Path,
+        branch: str,
+        timeout_s: float = 120.0,
+        memory_bytes: int = FETCH_MEMORY_BYTES,
     ) -> str:
         """Import ``branch`` from a git bundle (``git bundle create``) into the same fetched ref,
-        with the git CLI (libgit2 cannot read bundles); returns the commit id."""
+        with the git CLI (libgit2 cannot read bundles); returns the commit id. Each git runs
+        with ``memory_bytes`` of data at most (a huge object fails the import, not the pod)."""
         _check_branch(branch)
         bundle = Path(bundle_file).absolute()
         what = f"bundle {bundle}"
@@ -449,12 +455,17 @@ class GitMirror(GitRepo):
             raise SourceUnavailable(f"{what}: no such file")
         self.repo  # noqa: B018 - creates the mirror on first use
         with _FETCH_LOCK, self._landing(branch, what) as incoming:
-            self._git(["bundle", "verify", str(bundle)], what, timeout_s)
-            heads = self._git(["bundle", "list-heads", str(bundle)], what, timeout_s)
+            mem = memory_bytes
+            self._git(["bundle", "verify", str(bundle)], what, timeout_s, mem)
+            heads = self._git(["bundle", "list-heads", str(bundle)], what, timeout_s, mem)
             if not any(line.endswith(f" refs/heads/{branch}") for line in heads.splitlines()):
                 raise SourceUnavailable(f"{what}: has no branch {branch!r}")
-            args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
-            self._git([*args, str(bundle), f"+refs/heads/{branch}:{incoming}"], what, timeout_s)
+            # one index-pack thread (each thread's stack counts against the data limit), a small
+            # delta base cache: the memory cap then bounds the objects, not the machine's cores
+            args = ["-c", "pack.threads=1", "-c", "core.deltaBaseCacheLimit=16m"]
+            args += ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
+            refspec = f"+refs/heads/{branch}:{incoming}"
+            self._git([*args, str(bundle), refspec], what, timeout_s, mem)
         return str(self.repo.references[FETCHED_PREFIX + branch].target)
 
     @contextmanager
@@ -499,12 +510,14 @@ class GitMirror(GitRepo):
         except _LIBGIT2_ERRORS as e:
             raise SourceUnavailable(f"{what}: history is incomplete: {scrub(str(e))}") from None
 
-    def _git(self, args: list[str], what: str, timeout_s: float) -> str:
+    def _git(
+        self, args: list[str], what: str, timeout_s: float, memory_bytes: int | None = None
+    ) -> str:
         """Run the git CLI on the mirror, isolated from user and system config, time-bounded."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.path)}
         env |= {"GIT_DIR": str(self.path), "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
         env |= {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
-        return run_git(args, env=env, what=what, timeout_s=timeout_s)
+        return run_git(args, env=env, what=what, timeout_s=timeout_s, memory_bytes=memory_bytes)
 
 
 def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[str, bytes | Symlink]:
