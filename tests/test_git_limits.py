@@ -11,6 +11,8 @@ pygit2, served by a real ``git daemon``; real ``gitedge`` processes whose peak R
 - a fetch whose pack grows past ``maxPackBytes`` is aborted and leaves the refs as they were;
 - a pack of 640 KB holding a delta that resolves to 100 MB (libgit2's indexer builds deltified
   objects whole): the fetch fails cleanly within its memory allowance (it took ~230 MB before);
+- a directory over the tree cap in a snapshot is a problem naming it;
+- a bundle carrying a 100 MB commit fails its import within the same memory allowance;
 - a 5,000-commit catch-up of a fleet-like repo passes the default caps (refused ``unsigned``
   afterwards, as it is unsigned: the caps do not stand in the way).
 """
@@ -30,7 +32,7 @@ import yaml
 from gitedge.adapters.gitobjects import MAX_COMMIT_BYTES, MAX_TREE_BYTES
 from gitedge.adapters.gitsource import FETCHED_PREFIX, MAX_PACK_BYTES, GitMirror, GitRepo
 from gitedge.agent.verifying import load_bootstrap, verify_range
-from gitedge.errors import SourceUnavailable, VerificationFailed
+from gitedge.errors import InvalidFleetRepo, SourceUnavailable, VerificationFailed
 from tests.agentkit import START, fleet_files, served_fleet_repo
 from tests.gitserver import git, git_daemon, git_env
 from tests.sigtools import allowed_signers_line, make_ssh_key
@@ -162,12 +164,17 @@ def test_verify_refuses_a_commit_over_its_cap_naming_it(tmp_path: Path) -> None:
     assert "the limit is 1 MiB" in doc["detail"]
 
 
-def test_verify_refuses_a_commit_whose_root_tree_is_over_its_cap(tmp_path: Path) -> None:
-    path, env = make_repo(tmp_path)
-    n = MAX_TREE_BYTES // 35 + 5_000  # "100644 fNNNNNN\0" + 20-byte id: 35 bytes an entry
+def wide_tree(path: Path, env: dict[str, str]) -> str:
+    """A tree over the 4 MiB cap: ~125,000 entries ("100644 fNNNNNN\\0" + id: 35 bytes each)."""
+    n = MAX_TREE_BYTES // 35 + 5_000
     blob = git("hash-object", "-w", "--stdin", cwd=path, env=env, input=b"x\n").strip()
     listing = "".join(f"100644 blob {blob}\tf{i:06d}\n" for i in range(n))
-    tree = git("mktree", cwd=path, env=env, input=listing.encode()).strip()
+    return git("mktree", cwd=path, env=env, input=listing.encode()).strip()
+
+
+def test_verify_refuses_a_commit_whose_root_tree_is_over_its_cap(tmp_path: Path) -> None:
+    path, env = make_repo(tmp_path)
+    tree = wide_tree(path, env)
     wide = git("commit-tree", tree, "-p", "HEAD", "-m", "wide", cwd=path, env=env).strip()
     git("update-ref", "refs/heads/main", wide, cwd=path, env=env)
     bootstrap = trust_file(tmp_path)
@@ -176,7 +183,20 @@ def test_verify_refuses_a_commit_whose_root_tree_is_over_its_cap(tmp_path: Path)
             GitRepo(path=path), bootstrap=load_bootstrap(bootstrap), rev="main", since="main~1"
         )
     assert (e.value.commit, e.value.reason) == (wide, "too-large")
-    assert "the limit is 4 MiB" in e.value.detail
+    assert f"the tree {tree} is" in e.value.detail and "the limit is 4 MiB" in e.value.detail
+
+
+def test_a_snapshot_refuses_a_directory_over_the_tree_cap_naming_it(tmp_path: Path) -> None:
+    path, env = make_repo(tmp_path)
+    wide = wide_tree(path, env)
+    root = git("mktree", cwd=path, env=env, input=f"040000 tree {wide}\tfleet\n".encode())
+    commit = git("commit-tree", root.strip(), "-m", "wide dir", cwd=path, env=env).strip()
+    with pytest.raises(InvalidFleetRepo) as e:
+        GitRepo(path=path).tree_snapshot(commit)
+    (problem,) = e.value.problems
+    assert problem.path == "fleet" and f"the tree {wide} is" in problem.message
+    with pytest.raises(InvalidFleetRepo):
+        GitRepo(path=path).tree_snapshot(commit, subdir="fleet")
 
 
 def random_blob_repo(tmp: Path, *, size: int) -> Path:
