@@ -11,6 +11,7 @@ pygit2, served by a real ``git daemon``; real ``gitedge`` processes whose peak R
 - a fetch whose pack grows past ``maxPackBytes`` is aborted and leaves the refs as they were;
 - a pack of 640 KB holding a delta that resolves to 100 MB (libgit2's indexer builds deltified
   objects whole): the fetch fails cleanly within its memory allowance (it took ~230 MB before);
+- 100 commits of ~1 MB each (under the commit cap) are refused by the range's total;
 - a directory over the tree cap in a snapshot is a problem naming it;
 - a bundle carrying a 100 MB commit fails its import within the same memory allowance;
 - a 5,000-commit catch-up of a fleet-like repo passes the default caps (refused ``unsigned``
@@ -162,6 +163,36 @@ def test_verify_refuses_a_commit_over_its_cap_naming_it(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert (doc["commit"], doc["reason"]) == (big, "too-large")
     assert "the limit is 1 MiB" in doc["detail"]
+
+
+def test_a_range_of_many_commits_each_under_the_cap_is_refused_by_its_total(
+    tmp_path: Path,
+) -> None:
+    """100 commits with a ~1 MB bogus signature each (a 1 MB pack): verification keeps every
+    signature until it decides, so the range is capped in all (32 MiB), naming the tip."""
+    repo = pygit2.init_repository(str(tmp_path / "many.git"), bare=True, initial_head="main")
+    who = pygit2.Signature("Intruder", "x@example.invalid", START, 0)
+    tree = repo.TreeBuilder().write()
+    line = big_message(2_000).splitlines()[-1].decode()[:70]
+    armor = "-----BEGIN SSH SIGNATURE-----\n" + "\n".join([line] * 14_000)
+    signature = armor + "\n-----END SSH SIGNATURE-----\n"
+    assert len(signature) < MAX_COMMIT_BYTES
+    parents: list[pygit2.Oid] = []
+    for i in range(100):
+        payload = repo.create_commit_string(who, who, f"change {i}\n", tree, parents)
+        parents = [repo.create_commit_with_signature(payload, signature)]
+    repo.references.create("refs/heads/main", parents[0])
+    code, out, peak = run_measured(
+        gitedge("verify", "--repo", str(tmp_path / "many.git"), "--trust",
+                str(trust_file(tmp_path)), "-o", "json"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    print(f"gitedge verify of 100 commits of 1 MB each: peak RSS {peak >> 20} MiB")
+    assert code == 1, out
+    doc = json.loads(out)
+    assert (doc["commit"], doc["reason"]) == (str(parents[0]), "too-large")
+    assert "more than 32 MiB in all" in doc["detail"]
+    assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
 
 
 def wide_tree(path: Path, env: dict[str, str]) -> str:

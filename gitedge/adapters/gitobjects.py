@@ -8,6 +8,8 @@ header or delta header: no inflation of the object) and refused over its cap:
 
 - a commit or annotated tag over :data:`MAX_COMMIT_BYTES` (1 MiB; a signed commit is ~1 KB);
 - a tree over :data:`MAX_TREE_BYTES` (4 MiB: ~80,000 entries in one directory);
+- the commits of one range (what one verification takes in) over :data:`MAX_RANGE_BYTES`
+  in all (32 MiB, ~30,000 signed commits; ``source.limits.maxRangeBytes``);
 - blobs are read only through :meth:`GitRepo._blob` with the loader's 1 MiB cap (larger fleet
   files are refused by name, other large files are left out unread).
 
@@ -31,6 +33,7 @@ from gitedge.errors import GitEdgeError, SourceUnavailable
 
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
+MAX_RANGE_BYTES = 32 << 20  # the default of source.limits.maxRangeBytes
 REASON_TOO_LARGE = "too-large"
 
 _CAPS = {
@@ -53,6 +56,10 @@ class Oversize:
 def too_large(repo: pygit2.Repository, oid: pygit2.Oid) -> str | None:
     """Why the commit, tag or tree ``oid`` may not be read (None: it may). Raises
     :class:`SourceUnavailable` when it is absent."""
+    return _sized(repo, oid)[0]
+
+
+def _sized(repo: pygit2.Repository, oid: pygit2.Oid) -> tuple[str | None, int]:
     try:
         kind, size = repo.odb.read_header(oid)
     except (KeyError, pygit2.GitError, ValueError):
@@ -61,12 +68,16 @@ def too_large(repo: pygit2.Repository, oid: pygit2.Oid) -> str | None:
     if cap is not None and size > cap:
         name = _NAMES[ObjectType(kind)]
         what = f"the {name}" if name != "tree" else f"the tree {oid}"
-        return f"{what} is {size} bytes; the limit is {cap >> 20} MiB"
-    return None
+        return f"{what} is {size} bytes; the limit is {cap >> 20} MiB", size
+    return None, size
 
 
 def scan_history(
-    repo: pygit2.Repository, tip: pygit2.Oid, *, stop: tuple[Container[str], ...] = ()
+    repo: pygit2.Repository,
+    tip: pygit2.Oid,
+    *,
+    stop: tuple[Container[str], ...] = (),
+    max_range_bytes: int = MAX_RANGE_BYTES,
 ) -> Oversize | None:
     """Every commit reachable from ``tip`` down to those in ``stop`` (ids already checked: the
     last verified commit, the verified-commit cache, the previously fetched tip), each with its
@@ -74,9 +85,14 @@ def scan_history(
     goes on elsewhere (never below it: its parents cannot be known without reading it).
     Raises :class:`SourceUnavailable` when a commit or root tree of the range is absent.
 
-    Cost: one header, one small read per commit (a few ms per 1,000); a side branch forked
+    The commits of the range may hold ``max_range_bytes`` in all: verification keeps each
+    one's signature and signed payload until it decides, so 300 commits of 1 MB each (a 3 MB
+    pack) would cost 650 MB. Past it, the walk stops and the tip is named.
+
+    Cost: one header, one small read per commit (6-12 ms per 1,000); a side branch forked
     before ``stop`` is walked to its root, once per call."""
     found: Oversize | None = None
+    total = 0
     todo = [tip]
     seen: set[pygit2.Oid] = set()
     while todo:
@@ -87,10 +103,17 @@ def scan_history(
         hex_id = str(oid)
         if any(hex_id in ids for ids in stop):
             continue
-        why = too_large(repo, oid)
+        why, size = _sized(repo, oid)
         if why is not None:
             found = found or Oversize(hex_id, why)
             continue
+        total += size
+        if total > max_range_bytes:
+            why = (
+                f"the {len(seen)}+ commits up to it hold more than {max_range_bytes >> 20} MiB "
+                "in all (source.limits.maxRangeBytes); verify the range in steps"
+            )
+            return Oversize(str(tip), why)
         commit = repo.get(oid)
         if not isinstance(commit, pygit2.Commit):
             raise SourceUnavailable(f"{oid} is not a commit (an incomplete history)")

@@ -156,14 +156,23 @@ class GitRepo:
             oid = obj.target
         raise KeyError(oid)
 
-    def check_sizes(self, *, rev: str, since: str | None, known: Container[str] = ()) -> None:
+    def check_sizes(
+        self,
+        *,
+        rev: str,
+        since: str | None,
+        known: Container[str] = (),
+        max_range_bytes: int = gitobjects.MAX_RANGE_BYTES,
+    ) -> None:
         """Refuse, before anything walks them, the commits in (``since``, ``rev``] (``known``:
         ids already checked) over the commit cap or whose root tree is over the tree cap: raises
         VerificationFailed ``too-large`` naming the commit (see :mod:`gitobjects`)."""
         tip = pygit2.Oid(hex=self.resolve(rev))
         stop = (known, {self.resolve(since)} if since is not None else set())
         try:
-            found = gitobjects.scan_history(self.repo, tip, stop=stop)
+            found = gitobjects.scan_history(
+                self.repo, tip, stop=stop, max_range_bytes=max_range_bytes
+            )
         except SourceUnavailable as e:
             raise SourceUnavailable(f"{self.path}: cannot walk history of {rev!r}: {e}") from None
         if found is not None:

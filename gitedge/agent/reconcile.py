@@ -262,7 +262,12 @@ class Agent:
                 raise SourceUnavailable("nothing fetched yet: no verified commit to work from")
             return [Condition(cond.SOURCE_VERIFIED, "True", "LastVerified", f"at {p.tip}")]
         decision = verify_range(
-            self.git, bootstrap=self.bootstrap, rev=rev, since=p.tip, cache=self.verified
+            self.git,
+            bootstrap=self.bootstrap,
+            rev=rev,
+            since=p.tip,
+            cache=self.verified,
+            max_range_bytes=self.config.source.limits.max_range_bytes,
         )
         p.new_commits = len(decision.accepted)
         if decision.tip != p.tip:

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
 from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.signatures import (
@@ -176,6 +177,7 @@ def verify_range(
     since: str | None = None,
     cache: VerifiedCommits | None = None,
     make_checker: Callable[[Policy], Keyring] = checker_for,
+    max_range_bytes: int = MAX_RANGE_BYTES,
 ) -> TrustDecision:
     """Verify every commit in (``since``, ``rev``]: all ancestors of ``rev`` when ``since`` is
     None. ``since`` is a commit already trusted (the agent's last verified commit): ``rev`` must
@@ -184,7 +186,8 @@ def verify_range(
     tip = repo.resolve(rev)
     base = repo.resolve(since) if since is not None else None
     seen = cache if cache is not None else VerifiedCommits(None, bootstrap=bootstrap)
-    repo.check_sizes(rev=tip, since=base, known=seen)  # before anything reads the range
+    # before anything reads the range: caps per commit and tree, and on the range in all
+    repo.check_sizes(rev=tip, since=base, known=seen, max_range_bytes=max_range_bytes)
     if base is not None:
         require_descendant(
             last_verified=base,

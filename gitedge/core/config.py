@@ -59,6 +59,12 @@ class SourceLimits(Model):
         description="a fetch whose pack grows past this many bytes is aborted (default 256 MiB; "
         "a 5,000-commit catch-up of a fleet repo is a few MB)",
     )
+    max_range_bytes: int = Field(
+        32 << 20,
+        ge=1 << 20,
+        description="the new commits one verification takes in may hold this many bytes in all "
+        "(default 32 MiB, ~30,000 signed commits): each one's signature is kept until decided",
+    )
     fetch_memory_bytes: int = Field(
         64 << 20,
         ge=8 << 20,
