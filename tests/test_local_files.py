@@ -128,3 +128,26 @@ def test_git_secrets_and_ca_files_are_read_bounded(tmp_path: Path, fifo: Path, k
             proc = run("-c", _FETCH, kind, path, url, cwd=tmp_path)
             assert proc.returncode == 3, proc.stdout + proc.stderr
             assert f"{path}: " in proc.stdout and f"not a regular file ({what})" in proc.stdout
+
+
+def test_git_known_hosts_and_ssh_key_files_are_read_bounded(tmp_path: Path, fifo: Path) -> None:
+    """The known_hosts file is read before connecting; the key when sshd asks for it (libssh2
+    would read a FIFO or /dev/zero itself, without end)."""
+    from tests.gitserver import sshd_server
+
+    env = git_env(tmp_path / "home")
+    bare = tmp_path / "srv" / "fleet.git"
+    git("init", "-q", "--bare", str(bare), cwd=tmp_path, env=env)
+    with sshd_server(tmp_path / "sshd") as ssh:
+        url = ssh.url(bare)
+        for path, what in (("/dev/zero", "a character device"), (str(fifo), "a FIFO")):
+            for kind, good in (
+                ("known_hosts_file", ("ssh_key_file", ssh.key_file)),
+                ("ssh_key_file", ("known_hosts_file", ssh.known_hosts_file)),
+            ):
+                script = _FETCH.replace(
+                    '"username_file": Path("user")', f"{good[0]!r}: Path({str(good[1])!r})"
+                )
+                proc = run("-c", script, kind, path, url, cwd=tmp_path)
+                assert proc.returncode == 3, (kind, proc.stdout + proc.stderr)
+                assert f"not a regular file ({what})" in proc.stdout

@@ -118,6 +118,8 @@ class Callbacks(pygit2.RemoteCallbacks):
                 raise SourceUnavailable(f"{self.shown}: authentication failed")
         if allowed_types & CredentialType.SSH_KEY and auth.ssh_key_file is not None:
             self.offered.add(CredentialType.SSH_KEY)
+            # libssh2 reads the key file itself, unbounded (a FIFO would hang the fetch)
+            _read_secret(auth.ssh_key_file, "source ssh key")
             return pygit2.Keypair(user or "git", None, str(auth.ssh_key_file), "")
         if allowed_types & CredentialType.USERPASS_PLAINTEXT and auth.password_file is not None:
             self.offered.add(CredentialType.USERPASS_PLAINTEXT)
