@@ -151,3 +151,28 @@ def test_git_known_hosts_and_ssh_key_files_are_read_bounded(tmp_path: Path, fifo
                 proc = run("-c", script, kind, path, url, cwd=tmp_path)
                 assert proc.returncode == 3, (kind, proc.stdout + proc.stderr)
                 assert f"not a regular file ({what})" in proc.stdout
+
+
+_REGISTRY = """
+import sys
+from pathlib import Path
+from gitedge.adapters.registry import RegistryClient
+from gitedge.adapters.registryhosts import HostConfig
+from gitedge.errors import RegistryAuthError
+kind, path = sys.argv[1:]
+Path("secret").write_text("fleet")
+files = {"username_file": Path("secret"), "password_file": Path("secret"), kind: Path(path)}
+try:
+    RegistryClient(host="127.0.0.1:1", config=HostConfig(**files))
+except RegistryAuthError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("kind", ["password_file", "token_file"])
+def test_registry_secret_files_are_read_bounded(tmp_path: Path, fifo: Path, kind: str) -> None:
+    for path, what in (("/dev/zero", "a character device"), (str(fifo), "a FIFO")):
+        proc = run("-c", _REGISTRY, kind, path, cwd=tmp_path)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert f"{path}: not a regular file ({what})" in proc.stdout
