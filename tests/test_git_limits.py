@@ -11,7 +11,8 @@ pygit2, served by a real ``git daemon``; real ``gitedge`` processes whose peak R
 - a fetch whose pack grows past ``maxPackBytes`` is aborted and leaves the refs as they were;
 - a pack of 640 KB holding a delta that resolves to 100 MB (libgit2's indexer builds deltified
   objects whole): the fetch fails cleanly within its memory allowance (it took ~230 MB before);
-- 100 commits of ~1 MB each (under the commit cap) are refused by the range's total;
+- 100 commits of ~1 MB each (under the commit cap), or 100 distinct ~1 MB trust files, are
+  refused by the range's total (32 MiB);
 - a directory over the tree cap in a snapshot is a problem naming it;
 - a bundle carrying a 100 MB commit fails its import within the same memory allowance;
 - a 5,000-commit catch-up of a fleet-like repo passes the default caps (refused ``unsigned``
@@ -191,7 +192,35 @@ def test_a_range_of_many_commits_each_under_the_cap_is_refused_by_its_total(
     assert code == 1, out
     doc = json.loads(out)
     assert (doc["commit"], doc["reason"]) == (str(parents[0]), "too-large")
-    assert "more than 32 MiB in all" in doc["detail"]
+    assert "hold more than 32 MiB in all" in doc["detail"]
+    assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
+
+
+def test_a_range_of_many_distinct_trust_files_is_refused_by_its_total(tmp_path: Path) -> None:
+    """Unsigned commits each bringing a different ~1 MB trust file (a 5 MB repo): verification
+    reads every trust file of the range before deciding, so they count in the range's total."""
+    repo = pygit2.init_repository(str(tmp_path / "trust.git"), bare=True, initial_head="main")
+    who = pygit2.Signature("Intruder", "x@example.invalid", START, 0)
+    filler = big_message(1 << 20)
+    parents: list[pygit2.Oid] = []
+    for i in range(100):
+        blob = repo.create_blob(f"# {i}\n".encode() + filler)
+        gitedge_dir = repo.TreeBuilder()
+        gitedge_dir.insert("trust.yaml", blob, pygit2.enums.FileMode.BLOB)
+        root = repo.TreeBuilder()
+        root.insert(".gitedge", gitedge_dir.write(), pygit2.enums.FileMode.TREE)
+        parents = [repo.create_commit(None, who, who, f"c{i}\n", root.write(), parents)]
+    repo.references.create("refs/heads/main", parents[0])
+    code, out, peak = run_measured(
+        gitedge("verify", "--repo", str(tmp_path / "trust.git"), "--trust",
+                str(trust_file(tmp_path)), "-o", "json"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    print(f"gitedge verify of 100 distinct 1 MB trust files: peak RSS {peak >> 20} MiB")
+    assert code == 1, out
+    doc = json.loads(out)
+    assert (doc["commit"], doc["reason"]) == (str(parents[0]), "too-large")
+    assert "trust files hold more than 32 MiB in all" in doc["detail"]
     assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
 
 

@@ -8,8 +8,9 @@ header or delta header: no inflation of the object) and refused over its cap:
 
 - a commit or annotated tag over :data:`MAX_COMMIT_BYTES` (1 MiB; a signed commit is ~1 KB);
 - a tree over :data:`MAX_TREE_BYTES` (4 MiB: ~80,000 entries in one directory);
-- the commits of one range (what one verification takes in) over :data:`MAX_RANGE_BYTES`
-  in all (32 MiB, ~30,000 signed commits; ``source.limits.maxRangeBytes``);
+- the commits of one range (what one verification takes in) and their distinct trust files
+  over :data:`MAX_RANGE_BYTES` in all (32 MiB, ~30,000 signed commits;
+  ``source.limits.maxRangeBytes``);
 - blobs are read only through :meth:`GitRepo._blob` with the loader's 1 MiB cap (larger fleet
   files are refused by name, other large files are left out unread).
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import ObjectType
 
+from gitedge.core.fleetfiles import TRUST_PATH
 from gitedge.errors import GitEdgeError, SourceUnavailable
 
 MAX_COMMIT_BYTES = 1 << 20
@@ -85,14 +87,16 @@ def scan_history(
     goes on elsewhere (never below it: its parents cannot be known without reading it).
     Raises :class:`SourceUnavailable` when a commit or root tree of the range is absent.
 
-    The commits of the range may hold ``max_range_bytes`` in all: verification keeps each
-    one's signature and signed payload until it decides, so 300 commits of 1 MB each (a 3 MB
-    pack) would cost 650 MB. Past it, the walk stops and the tip is named.
+    The commits of the range and their distinct trust files may hold ``max_range_bytes`` in
+    all: verification keeps each commit's signature and signed payload, and reads every trust
+    file of the range, before it decides, so 300 commits of 1 MB each (a 3 MB pack) cost 650
+    MB, 200 distinct 1 MB trust files 240 MB. Past it, the walk stops and the tip is named.
 
     Cost: one header, one small read per commit (6-12 ms per 1,000); a side branch forked
     before ``stop`` is walked to its root, once per call."""
     found: Oversize | None = None
     total = 0
+    trust = _TrustBlobs(repo)
     todo = [tip]
     seen: set[pygit2.Oid] = set()
     while todo:
@@ -109,19 +113,64 @@ def scan_history(
             continue
         total += size
         if total > max_range_bytes:
-            why = (
-                f"the {len(seen)}+ commits up to it hold more than {max_range_bytes >> 20} MiB "
-                "in all (source.limits.maxRangeBytes); verify the range in steps"
-            )
-            return Oversize(str(tip), why)
+            return Oversize(str(tip), _range_why(len(seen), max_range_bytes))
         commit = repo.get(oid)
         if not isinstance(commit, pygit2.Commit):
             raise SourceUnavailable(f"{oid} is not a commit (an incomplete history)")
         why = too_large(repo, commit.tree_id)
+        if why is None:
+            why, size = trust.new_size(commit.tree_id)
+            total += size
         if why is not None:
             found = found or Oversize(hex_id, f"its root tree: {why}")
+        elif total > max_range_bytes:
+            return Oversize(str(tip), _range_why(len(seen), max_range_bytes))
         todo.extend(commit.parent_ids)
     return found
+
+
+def _range_why(commits: int, cap: int) -> str:
+    return (
+        f"the {commits}+ commits up to it and their trust files hold more than {cap >> 20} MiB "
+        "in all (source.limits.maxRangeBytes); verify the range in steps"
+    )
+
+
+class _TrustBlobs:
+    """The size of each commit's ``.gitedge/trust.yaml`` the first time that blob is met (0
+    after, or when there is none); every tree on the way sized before it is read and each
+    looked up once (most commits share their ``.gitedge/`` tree)."""
+
+    def __init__(self, repo: pygit2.Repository) -> None:
+        self.repo = repo
+        self.by_root: dict[pygit2.Oid, pygit2.Oid | None] = {}
+        self.by_dir: dict[pygit2.Oid, pygit2.Oid | None] = {}
+        self.counted: set[pygit2.Oid] = set()
+
+    def new_size(self, root_id: pygit2.Oid) -> tuple[str | None, int]:
+        """(why a tree on the way may not be read, None; the bytes newly counted)."""
+        dir_name, _, file_name = TRUST_PATH.partition("/")
+        if root_id not in self.by_root:
+            root = self.repo.get(root_id)
+            entry = root[dir_name] if isinstance(root, pygit2.Tree) and dir_name in root else None
+            is_dir = entry is not None and entry.type == ObjectType.TREE
+            self.by_root[root_id] = entry.id if entry is not None and is_dir else None
+        dir_id = self.by_root[root_id]
+        if dir_id is None:
+            return None, 0
+        if dir_id not in self.by_dir:
+            why = too_large(self.repo, dir_id)
+            if why is not None:
+                return f"{dir_name}/: {why}", 0
+            tree = self.repo.get(dir_id)
+            entry = tree[file_name] if isinstance(tree, pygit2.Tree) and file_name in tree else None
+            is_blob = entry is not None and entry.type == ObjectType.BLOB
+            self.by_dir[dir_id] = entry.id if entry is not None and is_blob else None
+        blob = self.by_dir[dir_id]
+        if blob is None or blob in self.counted:
+            return None, 0
+        self.counted.add(blob)
+        return None, _sized(self.repo, blob)[1]
 
 
 def lookup_tree(
