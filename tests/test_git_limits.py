@@ -166,6 +166,30 @@ def test_verify_refuses_a_commit_over_its_cap_naming_it(tmp_path: Path) -> None:
     assert "the limit is 1 MiB" in doc["detail"]
 
 
+def test_verify_names_a_100_mb_commit_by_short_id_or_tag_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """``--rev`` as a short id or an annotated tag: resolved from the id index and the tag's
+    header, never by reading the commit (libgit2's revparse would read all 100 MB)."""
+    path, env = make_repo(tmp_path)
+    msg = tmp_path / "msg"
+    msg.write_bytes(big_message(100 << 20))
+    tree = git("rev-parse", "HEAD^{tree}", cwd=path, env=env).strip()
+    big = git("commit-tree", tree, "-p", "HEAD", "-F", str(msg), cwd=path, env=env).strip()
+    msg.unlink()
+    git("tag", "-a", "-m", "release", "v1", big, cwd=path, env=env)
+    trust = str(trust_file(tmp_path))
+    for rev in (big[:10], "v1"):
+        code, out, peak = run_measured(
+            gitedge("verify", "--repo", str(path), "--trust", trust, "--rev", rev, "-o", "json"),
+            cwd=tmp_path,
+        )
+        print(f"gitedge verify --rev {rev} (a 100 MB commit): peak RSS {peak >> 20} MiB")
+        assert code == 1, out
+        assert (json.loads(out)["commit"], json.loads(out)["reason"]) == (big, "too-large")
+        assert peak < 96 << 20, f"peak RSS {peak >> 20} MiB"  # the commit is 100 MiB
+
+
 def test_a_range_of_many_commits_each_under_the_cap_is_refused_by_its_total(
     tmp_path: Path,
 ) -> None:

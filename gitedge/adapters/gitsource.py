@@ -118,9 +118,9 @@ class GitRepo:
     def resolve(self, rev: str) -> str:
         """The commit id ``rev`` names: a ref, a branch (also a fetched one), a short or full id.
 
-        A ref or a full id is followed to its commit with every object sized first (a tag or
-        commit over its cap raises VerificationFailed ``too-large``); a short id or an
-        expression (``main~2``) is left to libgit2's revparse, which reads what it names."""
+        A ref or an id (short or full) is followed to its commit with every object sized first
+        (a tag or commit over its cap raises VerificationFailed ``too-large``); an expression
+        (``main~2``) is left to libgit2's revparse, which reads what it walks through."""
         for candidate in (rev, FETCHED_PREFIX + rev):
             try:
                 oid = self._named(candidate)
@@ -133,9 +133,13 @@ class GitRepo:
 
     def _named(self, rev: str) -> pygit2.Oid | None:
         """The object a ref or a full id names, without reading it (None: neither)."""
-        if len(rev) == 40 and all(ch in "0123456789abcdef" for ch in rev):
-            oid = pygit2.Oid(hex=rev)
-            return oid if self.repo.odb.exists(oid) else None
+        if 4 <= len(rev) <= 40 and all(ch in "0123456789abcdef" for ch in rev):
+            try:  # a short id is expanded from the index of ids, not by reading the object
+                oid = self.repo.expand_id(rev)
+            except (KeyError, ValueError, pygit2.GitError):
+                oid = None
+            if oid is not None and self.repo.odb.exists(oid):
+                return oid
         try:
             target = self.repo.lookup_reference_dwim(rev).resolve().target
         except _LIBGIT2_ERRORS:
