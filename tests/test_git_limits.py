@@ -190,6 +190,28 @@ def test_verify_names_a_100_mb_commit_by_short_id_or_tag_without_reading_it(
         assert peak < 96 << 20, f"peak RSS {peak >> 20} MiB"  # the commit is 100 MiB
 
 
+def test_a_parent_or_tree_line_naming_a_100_mb_blob_is_refused_unread(tmp_path: Path) -> None:
+    """A hand-made commit whose parent (or tree) is a 100 MB blob: each object's type is taken
+    from its header before it is read, so the blob is never inflated."""
+    path, env = make_repo(tmp_path)
+    blob = git("hash-object", "-w", "--stdin", cwd=path, env=env, input=big_message(100 << 20))
+    tree = git("rev-parse", "HEAD^{tree}", cwd=path, env=env).strip()
+    who = f"Intruder <x@example.invalid> {START} +0000"
+    trust = str(trust_file(tmp_path))
+    for header in (f"tree {tree}\nparent {blob.strip()}", f"tree {blob.strip()}"):
+        raw = f"{header}\nauthor {who}\ncommitter {who}\n\nhostile\n".encode()
+        args = ("hash-object", "-t", "commit", "--literally", "-w", "--stdin")
+        bad = git(*args, cwd=path, env=env, input=raw).strip()
+        code, out, peak = run_measured(
+            gitedge("verify", "--repo", str(path), "--trust", trust, "--rev", bad), cwd=tmp_path
+        )
+        line = "parent" if "parent" in header else "tree"
+        print(f"gitedge verify, a {line} line naming a 100 MB blob: peak RSS {peak >> 20} MiB")
+        assert code == 1, out
+        assert f"object {blob.strip()} is a blob, not a" in out and "Traceback" not in out
+        assert peak < 96 << 20, f"peak RSS {peak >> 20} MiB"  # the blob is 100 MiB
+
+
 def test_a_range_of_many_commits_each_under_the_cap_is_refused_by_its_total(
     tmp_path: Path,
 ) -> None:

@@ -43,6 +43,8 @@ _CAPS = {
     ObjectType.TAG: MAX_COMMIT_BYTES,
     ObjectType.TREE: MAX_TREE_BYTES,
 }
+_COMMIT = (ObjectType.COMMIT,)
+_TREE = (ObjectType.TREE,)
 _NAMES = {ObjectType.COMMIT: "commit", ObjectType.TAG: "tag", ObjectType.TREE: "tree"}
 
 
@@ -55,17 +57,25 @@ class Oversize:
     detail: str
 
 
-def too_large(repo: pygit2.Repository, oid: pygit2.Oid) -> str | None:
+def too_large(
+    repo: pygit2.Repository, oid: pygit2.Oid, *, kinds: tuple[ObjectType, ...]
+) -> str | None:
     """Why the commit, tag or tree ``oid`` may not be read (None: it may). Raises
-    :class:`SourceUnavailable` when it is absent."""
-    return _sized(repo, oid)[0]
+    :class:`SourceUnavailable` when it is absent or not of one of ``kinds`` (a commit's parent
+    or tree line may name a 1 GB blob: reading it to find out would be the harm)."""
+    return _sized(repo, oid, kinds=kinds)[0]
 
 
-def _sized(repo: pygit2.Repository, oid: pygit2.Oid) -> tuple[str | None, int]:
+def _sized(
+    repo: pygit2.Repository, oid: pygit2.Oid, *, kinds: tuple[ObjectType, ...]
+) -> tuple[str | None, int]:
     try:
         kind, size = repo.odb.read_header(oid)
     except (KeyError, pygit2.GitError, ValueError):
         raise SourceUnavailable(f"object {oid} is missing (an incomplete history)") from None
+    if kinds and ObjectType(kind) not in kinds:
+        want = " or ".join(k.name.lower() for k in kinds)
+        raise SourceUnavailable(f"object {oid} is a {ObjectType(kind).name.lower()}, not a {want}")
     cap = _CAPS.get(ObjectType(kind))
     if cap is not None and size > cap:
         name = _NAMES[ObjectType(kind)]
@@ -107,7 +117,7 @@ def scan_history(
         hex_id = str(oid)
         if any(hex_id in ids for ids in stop):
             continue
-        why, size = _sized(repo, oid)
+        why, size = _sized(repo, oid, kinds=_COMMIT)
         if why is not None:
             found = found or Oversize(hex_id, why)
             continue
@@ -117,7 +127,7 @@ def scan_history(
         commit = repo.get(oid)
         if not isinstance(commit, pygit2.Commit):
             raise SourceUnavailable(f"{oid} is not a commit (an incomplete history)")
-        why = too_large(repo, commit.tree_id)
+        why = too_large(repo, commit.tree_id, kinds=_TREE)
         if why is None:
             why, size = trust.new_size(commit.tree_id)
             total += size
@@ -159,7 +169,7 @@ class _TrustBlobs:
         if dir_id is None:
             return None, 0
         if dir_id not in self.by_dir:
-            why = too_large(self.repo, dir_id)
+            why = too_large(self.repo, dir_id, kinds=_TREE)
             if why is not None:
                 return f"{dir_name}/: {why}", 0
             tree = self.repo.get(dir_id)
@@ -170,14 +180,14 @@ class _TrustBlobs:
         if blob is None or blob in self.counted:
             return None, 0
         self.counted.add(blob)
-        return None, _sized(self.repo, blob)[1]
+        return None, _sized(self.repo, blob, kinds=(ObjectType.BLOB,))[1]
 
 
 def lookup_tree(
     repo: pygit2.Repository, oid: pygit2.Oid, *, refuse: Callable[[str], GitEdgeError]
 ) -> pygit2.Tree:
     """The tree ``oid``, sized before it is read; ``refuse(why)`` is raised when over its cap."""
-    why = too_large(repo, oid)
+    why = too_large(repo, oid, kinds=_TREE)
     if why is not None:
         raise refuse(why)
     tree = repo.get(oid)

@@ -149,7 +149,11 @@ class GitRepo:
     def _peel(self, oid: pygit2.Oid) -> pygit2.Oid:
         """``oid`` followed through annotated tags to a commit, each object sized first."""
         for _ in range(16):
-            why = gitobjects.too_large(self.repo, oid)
+            kinds = (ObjectType.COMMIT, ObjectType.TAG)
+            try:
+                why = gitobjects.too_large(self.repo, oid, kinds=kinds)
+            except SourceUnavailable:
+                raise KeyError(oid) from None  # not a commit: resolve says so
             if why is not None:
                 raise VerificationFailed(commit=str(oid), reason=TOO_LARGE, detail=why)
             obj = self.repo.get(oid)
@@ -220,7 +224,10 @@ class GitRepo:
         return self._blob(oid, path, limit=MAX_FILE_BYTES)
 
     def _blob(self, oid: pygit2.Oid, path: str, *, limit: int) -> bytes:
-        size = self.repo.odb.read_header(oid)[1]
+        kind, size = self.repo.odb.read_header(oid)
+        if kind != ObjectType.BLOB:  # a file entry naming a tree or commit: a hostile tree
+            what = ObjectType(kind).name.lower()
+            raise InvalidFleetRepo([Problem(path, 0, f"names a {what}, not a file")])
         if size > limit:
             raise InvalidFleetRepo([Problem(path, 0, f"file is larger than {_size(limit)}")])
         blob = self.repo.get(oid)
