@@ -173,8 +173,10 @@ class GitRepo:
         max_range_bytes: int = gitobjects.MAX_RANGE_BYTES,
     ) -> None:
         """Refuse, before anything walks them, the commits in (``since``, ``rev``] (``known``:
-        ids already checked) over the commit cap or whose root tree is over the tree cap: raises
-        VerificationFailed ``too-large`` naming the commit (see :mod:`gitobjects`)."""
+        ids already checked) over the commit cap or whose root tree is over the tree cap, and a
+        range whose commits and trust files exceed ``max_range_bytes``: raises
+        VerificationFailed ``too-large`` naming the commit (the tip for the range; see
+        :mod:`gitobjects`). Callers walking a range (verify_range) call this first."""
         tip = pygit2.Oid(hex=self.resolve(rev))
         stop = (known, {self.resolve(since)} if since is not None else set())
         try:
@@ -203,7 +205,7 @@ class GitRepo:
         """The content of regular file ``path`` at ``commit``; None when it is absent, a
         directory, a symlink or a submodule. Files over 1 MiB raise InvalidFleetRepo."""
         commit_id = self.resolve(commit)
-        refuse = _refuse_for(commit_id, path)
+        refuse = _refuse_for(None, path)
         tree = gitobjects.lookup_tree(self.repo, self._commit(commit_id).tree_id, refuse=refuse)
         entry = gitobjects.tree_entry(self.repo, tree, path, refuse=refuse)
         if entry is None or entry.type != ObjectType.BLOB or entry.filemode == _SYMLINK_MODE:
