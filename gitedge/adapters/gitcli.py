@@ -22,11 +22,19 @@ def run_git(
     what: str,
     timeout_s: float,
     cwd: Path | None = None,
+    memory_bytes: int | None = None,
 ) -> str:
-    """``git args`` with ``env``; its stdout, or SourceUnavailable saying why not."""
+    """``git args`` with ``env``; its stdout, or SourceUnavailable saying why not.
+
+    ``memory_bytes``: git runs under that RLIMIT_DATA (set by ``sh``'s ``ulimit -d`` before the
+    exec, no preexec_fn in a threaded process), so a hostile bundle's huge object fails git's
+    allocation ("out of memory") instead of growing the pod past its limit."""
+    cmd = [*GIT, *args]
+    if memory_bytes is not None:
+        cmd = ["sh", "-c", 'ulimit -d "$0" && exec "$@"', str(memory_bytes >> 10), *cmd]
     try:
         proc = subprocess.run(
-            [*GIT, *args], cwd=cwd, env=dict(env), capture_output=True, timeout=timeout_s,
+            cmd, cwd=cwd, env=dict(env), capture_output=True, timeout=timeout_s,
             check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

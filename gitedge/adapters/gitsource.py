@@ -13,65 +13,69 @@ Time. libgit2's connect/read timeouts (``server_connect_timeout``, ``server_time
 every network wait, so a server that accepts but never answers fails after ``timeout_s``; a
 progress callback aborts a transfer still trickling in at the deadline.
 
-Host keys (ssh). libgit2 1.9 (libssh2) checks the host key against ``.ssh/known_hosts`` in its
-home directory and passes the verdict to the certificate callback; pygit2 alone would accept
-any key, so our callback accepts exactly what libgit2 verified. ``SourceAuth.known_hosts_file``
-becomes that home's known_hosts for the fetch (else ``$HOME/.ssh/known_hosts`` is used).
-Verified: the presented key is listed for the host (``[host]:port`` when not 22; plain or
-hashed names). Not honoured: ``@cert-authority`` and ``@revoked`` lines. TLS: OpenSSL checks
-chain and host name; ``SourceAuth.ca_file`` is added to the process's trusted CAs.
-
-Secrets are read from their files when a server asks; they never reach exceptions (remote text
-goes through :func:`~gitedge.errors.scrub`, URLs lose their userinfo).
+Transports, credentials, host keys and TLS: :mod:`gitedge.adapters.gittransport`. Caps on
+what is read (objects, packs, memory): :mod:`gitedge.adapters.gitobjects`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import os
 import posixpath
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pygit2
-from pygit2.callbacks import git_fetch_options
-from pygit2.enums import CredentialType, ObjectType, RepositoryOpenFlag, SortMode
-from pygit2.ffi import C, ffi
-from pygit2.utils import StrArray
+from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
 
+from gitedge.adapters import gitobjects
 from gitedge.adapters.gitcli import run_git
+from gitedge.adapters.gitobjects import REASON_TOO_LARGE as TOO_LARGE
+from gitedge.adapters.gittransport import (
+    Callbacks,
+    SourceAuth,
+    check_branch,
+    check_url,
+    fetch_no_tags,
+    libgit2_settings,
+    redact_url,
+)
 from gitedge.core.fleetfiles import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
 from gitedge.core.snapshot import Symlink
-from gitedge.errors import InvalidFleetRepo, InvalidInput, Problem, SourceUnavailable, scrub
+from gitedge.errors import (
+    GitEdgeError,
+    InvalidFleetRepo,
+    Problem,
+    SourceUnavailable,
+    VerificationFailed,
+    scrub,
+)
+
+__all__ = [
+    "FETCHED_PREFIX",
+    "FETCH_MEMORY_BYTES",
+    "INCOMING_PREFIX",
+    "MAX_PACK_BYTES",
+    "CommitFacts",
+    "GitMirror",
+    "GitRepo",
+    "SourceAuth",
+    "read_commit_tree",
+    "redact_url",
+]
 
 FETCHED_PREFIX = "refs/gitedge/fetched/"
+MAX_PACK_BYTES = 256 << 20  # the default of source.limits.maxPackBytes
+FETCH_MEMORY_BYTES = 64 << 20  # the default of source.limits.fetchMemoryBytes
 INCOMING_PREFIX = "refs/gitedge/incoming/"
 _SYMLINK_MODE = 0o120000
 _MAX_SYMLINK_BYTES = 4096
 _LIBGIT2_ERRORS = (pygit2.GitError, KeyError, ValueError, OSError)
 _FETCH_LOCK = threading.Lock()  # libgit2 timeouts, home dir and CA store are process-wide
-_CA_LOADED: set[str] = set()
-
-
-@dataclass(frozen=True)
-class SourceAuth:
-    """Where the secrets of a git source live; each is read only when a server asks for it."""
-
-    ssh_key_file: Path | None = None
-    known_hosts_file: Path | None = None
-    username_file: Path | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,6 @@ class CommitFacts:
     signature: bytes | None
     payload: bytes | None
     trust_blob_id: str | None
-
-
-def redact_url(url: str) -> str:
-    """``url`` without userinfo secrets (``https://user:pw@host`` -> ``https://***@host``)."""
-    return scrub(url, limit=200)
 
 
 class GitRepo:
@@ -117,15 +116,77 @@ class GitRepo:
         return self._repo
 
     def resolve(self, rev: str) -> str:
-        """The commit id ``rev`` names: a ref, a branch (also a fetched one), a short or full id."""
+        """The commit id ``rev`` names: a ref, a branch (also a fetched one), a short or full id.
+
+        A ref or an id (short or full) is followed to its commit with every object sized first
+        (a tag or commit over its cap raises VerificationFailed ``too-large``); an expression
+        (``main~2``) is left to libgit2's revparse, which reads what it walks through."""
         for candidate in (rev, FETCHED_PREFIX + rev):
             try:
-                return str(self.repo.revparse_single(candidate).peel(pygit2.Commit).id)
+                oid = self._named(candidate)
+                return str(self._peel(oid)) if oid is not None else _revparse(self.repo, candidate)
             except pygit2.AmbiguousError:
                 raise SourceUnavailable(f"{self.path}: revision {rev!r} is ambiguous") from None
             except _LIBGIT2_ERRORS:
                 continue
         raise SourceUnavailable(f"{self.path}: revision {rev!r} not found (or not a commit)")
+
+    def _named(self, rev: str) -> pygit2.Oid | None:
+        """The object a ref or a full id names, without reading it (None: neither)."""
+        if 4 <= len(rev) <= 40 and all(ch in "0123456789abcdef" for ch in rev):
+            try:  # a short id is expanded from the index of ids, not by reading the object
+                oid = self.repo.expand_id(rev)
+            except (KeyError, ValueError, pygit2.GitError):
+                oid = None
+            if oid is not None and self.repo.odb.exists(oid):
+                return oid
+        try:
+            target = self.repo.lookup_reference_dwim(rev).resolve().target
+        except _LIBGIT2_ERRORS:
+            return None
+        return target if isinstance(target, pygit2.Oid) else None
+
+    def _peel(self, oid: pygit2.Oid) -> pygit2.Oid:
+        """``oid`` followed through annotated tags to a commit, each object sized first."""
+        for _ in range(16):
+            kinds = (ObjectType.COMMIT, ObjectType.TAG)
+            try:
+                why = gitobjects.too_large(self.repo, oid, kinds=kinds)
+            except SourceUnavailable:
+                raise KeyError(oid) from None  # not a commit: resolve says so
+            if why is not None:
+                raise VerificationFailed(commit=str(oid), reason=TOO_LARGE, detail=why)
+            obj = self.repo.get(oid)
+            if isinstance(obj, pygit2.Commit):
+                return oid
+            if not isinstance(obj, pygit2.Tag):
+                raise KeyError(oid)
+            oid = obj.target
+        raise KeyError(oid)
+
+    def check_sizes(
+        self,
+        *,
+        rev: str,
+        since: str | None,
+        known: Container[str] = (),
+        max_range_bytes: int = gitobjects.MAX_RANGE_BYTES,
+    ) -> None:
+        """Refuse, before anything walks them, the commits in (``since``, ``rev``] (``known``:
+        ids already checked) over the commit cap or whose root tree is over the tree cap, and a
+        range whose commits and trust files exceed ``max_range_bytes``: raises
+        VerificationFailed ``too-large`` naming the commit (the tip for the range; see
+        :mod:`gitobjects`). Callers walking a range (verify_range) call this first."""
+        tip = pygit2.Oid(hex=self.resolve(rev))
+        stop = (known, {self.resolve(since)} if since is not None else set())
+        try:
+            found = gitobjects.scan_history(
+                self.repo, tip, stop=stop, max_range_bytes=max_range_bytes
+            )
+        except SourceUnavailable as e:
+            raise SourceUnavailable(f"{self.path}: cannot walk history of {rev!r}: {e}") from None
+        if found is not None:
+            raise VerificationFailed(commit=found.commit, reason=TOO_LARGE, detail=found.detail)
 
     def _commit(self, rev: str) -> pygit2.Commit:
         commit = self.repo.get(self.resolve(rev))
@@ -143,18 +204,18 @@ class GitRepo:
     def read_blob(self, commit: str, path: str) -> bytes | None:
         """The content of regular file ``path`` at ``commit``; None when it is absent, a
         directory, a symlink or a submodule. Files over 1 MiB raise InvalidFleetRepo."""
-        tree = self._commit(commit).tree
-        try:
-            entry = tree[path.strip("/")]
-        except _LIBGIT2_ERRORS:
-            return None
-        if entry.type != ObjectType.BLOB or entry.filemode == _SYMLINK_MODE:
+        commit_id = self.resolve(commit)
+        refuse = _refuse_for(None, path)
+        tree = gitobjects.lookup_tree(self.repo, self._commit(commit_id).tree_id, refuse=refuse)
+        entry = gitobjects.tree_entry(self.repo, tree, path, refuse=refuse)
+        if entry is None or entry.type != ObjectType.BLOB or entry.filemode == _SYMLINK_MODE:
             return None
         return self._blob(entry.id, path, limit=MAX_FILE_BYTES)
 
     def trust_blob_id(self, commit: str) -> str | None:
         """The blob id of ``.gitedge/trust.yaml`` at ``commit`` (None when it has none)."""
-        return _trust_blob(self.repo, self._commit(commit).tree_id)
+        commit_id = self.resolve(commit)
+        return _trust_blob(self.repo, self._commit(commit_id).tree_id, commit=commit_id)
 
     def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
         """A blob's content by its id (``path`` names it in errors); at most 1 MiB."""
@@ -165,7 +226,10 @@ class GitRepo:
         return self._blob(oid, path, limit=MAX_FILE_BYTES)
 
     def _blob(self, oid: pygit2.Oid, path: str, *, limit: int) -> bytes:
-        size = self.repo.odb.read_header(oid)[1]
+        kind, size = self.repo.odb.read_header(oid)
+        if kind != ObjectType.BLOB:  # a file entry naming a tree or commit: a hostile tree
+            what = ObjectType(kind).name.lower()
+            raise InvalidFleetRepo([Problem(path, 0, f"names a {what}, not a file")])
         if size > limit:
             raise InvalidFleetRepo([Problem(path, 0, f"file is larger than {_size(limit)}")])
         blob = self.repo.get(oid)
@@ -180,6 +244,7 @@ class GitRepo:
         the file; other files over 1 MiB are left out, unread (the loader only reads YAML). More
         than 64 MiB in all raises too."""
         commit = self._commit(commit_id)
+        repo = self.repo
         base = posixpath.normpath(subdir).strip("/") if subdir not in ("", ".", "/") else ""
         if base.startswith(".."):
             raise InvalidFleetRepo([Problem(subdir, 0, "source.path leaves the repo")])
@@ -188,11 +253,15 @@ class GitRepo:
         total = 0
         try:
             for root in [base] if not base or in_gitedge else [base, ".gitedge"]:
-                try:
-                    tree = commit.tree[root] if root else commit.tree
-                except KeyError:
+                refuse = _refuse_for(None, root or ".")
+                tree: pygit2.Object | None = gitobjects.lookup_tree(
+                    repo, commit.tree_id, refuse=refuse
+                )
+                if root and isinstance(tree, pygit2.Tree):
+                    tree = gitobjects.tree_entry(repo, tree, root, refuse=refuse)
+                if tree is None or tree.type != ObjectType.TREE:
                     continue  # an absent subdir or .gitedge/ is the loader's business
-                for path, entry in self._walk(tree, root):
+                for path, entry in self._walk(tree.id, root):
                     if entry.filemode == _SYMLINK_MODE:
                         target = self._blob(entry.id, path, limit=_MAX_SYMLINK_BYTES)
                         out[path] = Symlink(target.decode("utf-8", "replace"))
@@ -211,16 +280,17 @@ class GitRepo:
             ) from None
         return out
 
-    def _walk(self, tree: pygit2.Object, prefix: str) -> Iterator[tuple[str, pygit2.Object]]:
-        """(path, entry) of every blob under ``tree``; submodules (commits) are skipped."""
-        if isinstance(tree, pygit2.Tree):
-            for entry in tree:
-                name = (entry.raw_name or b"").decode("utf-8", "replace")
-                path = f"{prefix}/{name}" if prefix else name
-                if entry.type == ObjectType.TREE:
-                    yield from self._walk(self.repo[entry.id], path)
-                elif entry.type == ObjectType.BLOB:
-                    yield path, entry
+    def _walk(self, tree_id: pygit2.Oid, prefix: str) -> Iterator[tuple[str, pygit2.Object]]:
+        """(path, entry) of every blob under tree ``tree_id``, each directory sized before it is
+        read (InvalidFleetRepo naming it when over the cap); submodules (commits) are skipped."""
+        tree = gitobjects.lookup_tree(self.repo, tree_id, refuse=_refuse_for(None, prefix or "."))
+        for entry in tree:
+            name = (entry.raw_name or b"").decode("utf-8", "replace")
+            path = f"{prefix}/{name}" if prefix else name
+            if entry.type == ObjectType.TREE:
+                yield from self._walk(entry.id, path)
+            elif entry.type == ObjectType.BLOB:
+                yield path, entry
 
     def commit_facts(self, *, since: str | None, rev: str, first_parent: bool) -> list[CommitFacts]:
         """Facts of every commit reachable from ``rev`` and not from ``since`` (all ancestors when
@@ -263,19 +333,17 @@ class GitRepo:
         trust_by_tree: dict[pygit2.Oid, str | None] = {}
         trust_by_dir: dict[pygit2.Oid, str | None] = {}
 
-        def trust_of(tree_id: pygit2.Oid) -> str | None:
+        def trust_of(tree_id: pygit2.Oid, commit: str) -> str | None:
             """``_trust_blob``, remembered by the tree of ``.gitedge/`` too: most commits change
             the root tree but not that directory, so one root-tree entry look-up answers."""
-            tree = repo.get(tree_id)
-            if not isinstance(tree, pygit2.Tree):
-                return _trust_blob(repo, tree_id)
+            tree = gitobjects.lookup_tree(repo, tree_id, refuse=_refuse_for(commit, "."))
             if trust_dir not in tree:
                 return None
             entry = tree[trust_dir]
             if entry.type != ObjectType.TREE:
                 return None
             if entry.id not in trust_by_dir:
-                trust_by_dir[entry.id] = _trust_blob(repo, tree_id)
+                trust_by_dir[entry.id] = _trust_blob(repo, tree_id, commit=commit)
             return trust_by_dir[entry.id]
 
         when = datetime.fromtimestamp  # hot loop: 10,000 commits in ~0.3 s
@@ -290,7 +358,7 @@ class GitRepo:
                 if tree_id in trust_by_tree:
                     trust = trust_by_tree[tree_id]
                 else:
-                    trust = trust_by_tree[tree_id] = trust_of(tree_id)
+                    trust = trust_by_tree[tree_id] = trust_of(tree_id, str(c.id))
                 signature, payload = c.gpg_signature
                 yield CommitFacts(
                     str(c.id),
@@ -327,50 +395,83 @@ class GitMirror(GitRepo):
         return super().repo
 
     def fetch(
-        self, *, url: str, branch: str, auth: SourceAuth | None = None, timeout_s: float = 60.0
+        self,
+        *,
+        url: str,
+        branch: str,
+        auth: SourceAuth | None = None,
+        timeout_s: float = 60.0,
+        max_pack_bytes: int = MAX_PACK_BYTES,
+        memory_bytes: int = FETCH_MEMORY_BYTES,
     ) -> str:
-        """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id."""
+        """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id.
+        A pack growing past ``max_pack_bytes`` (``source.limits.maxPackBytes``) is aborted; the
+        fetch may allocate ``memory_bytes`` (``source.limits.fetchMemoryBytes``) more than the
+        process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused."""
         shown = redact_url(url)
-        scheme = _check_url(url)
-        _check_branch(branch)
+        scheme = check_url(url)
+        check_branch(branch)
         auth = auth or SourceAuth()
         repo = self.repo
         what = f"fetch of branch {branch!r} from {shown}"
         started = time.monotonic()
-        callbacks = _Callbacks(auth=auth, shown=shown, scheme=scheme, deadline=started + timeout_s)
-        with _FETCH_LOCK, _libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
+        callbacks = Callbacks(
+            auth=auth,
+            shown=shown,
+            scheme=scheme,
+            deadline=started + timeout_s,
+            max_pack_bytes=max_pack_bytes,
+        )
+        with _FETCH_LOCK, libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
             with self._landing(branch, what) as incoming:
                 try:
                     remote = repo.remotes.create_anonymous(url)
-                    _fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
+                    with gitobjects.memory_cap(memory_bytes):
+                        fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
                 except SourceUnavailable:
                     raise
-                except _LIBGIT2_ERRORS as e:
+                except (*_LIBGIT2_ERRORS, MemoryError) as e:
                     late = time.monotonic() - started >= timeout_s
                     hint = f" (no answer within {timeout_s:g}s)" if late else ""
+                    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+                        hint = (
+                            f" (an object in the pack needs more than {_size(memory_bytes)} "
+                            "of memory to index: source.limits.fetchMemoryBytes)"
+                        )
                     raise SourceUnavailable(f"{what} failed: {scrub(str(e))}{hint}") from None
                 if incoming not in repo.references:
                     raise SourceUnavailable(f"{what} failed: no such branch at {shown}")
             return str(repo.references[FETCHED_PREFIX + branch].target)
 
     def import_bundle(
-        self, *, bundle_file: str | Path, branch: str, timeout_s: float = 120.0
+        self,
+        *,
+        bundle_file: str | Path,
+        branch: str,
+        timeout_s: float = 120.0,
+        memory_bytes: int = FETCH_MEMORY_BYTES,
     ) -> str:
         """Import ``branch`` from a git bundle (``git bundle create``) into the same fetched ref,
-        with the git CLI (libgit2 cannot read bundles); returns the commit id."""
-        _check_branch(branch)
+        with the git CLI (libgit2 cannot read bundles); returns the commit id. Each git runs
+        with ``memory_bytes`` of data at most (a huge object fails the import, not the pod)."""
+        check_branch(branch)
         bundle = Path(bundle_file).absolute()
         what = f"bundle {bundle}"
         if not bundle.is_file():
             raise SourceUnavailable(f"{what}: no such file")
         self.repo  # noqa: B018 - creates the mirror on first use
         with _FETCH_LOCK, self._landing(branch, what) as incoming:
-            self._git(["bundle", "verify", str(bundle)], what, timeout_s)
-            heads = self._git(["bundle", "list-heads", str(bundle)], what, timeout_s)
+            mem = memory_bytes
+            self._git(["bundle", "verify", str(bundle)], what, timeout_s, mem)
+            heads = self._git(["bundle", "list-heads", str(bundle)], what, timeout_s, mem)
             if not any(line.endswith(f" refs/heads/{branch}") for line in heads.splitlines()):
                 raise SourceUnavailable(f"{what}: has no branch {branch!r}")
-            args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
-            self._git([*args, str(bundle), f"+refs/heads/{branch}:{incoming}"], what, timeout_s)
+            # one index-pack thread (each thread's stack counts against the data limit), a small
+            # delta base cache: the memory cap then bounds the objects, not the machine's cores
+            args = ["-c", "pack.threads=1", "-c", "core.deltaBaseCacheLimit=16m"]
+            args += ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
+            refspec = f"+refs/heads/{branch}:{incoming}"
+            self._git([*args, str(bundle), refspec], what, timeout_s, mem)
         return str(self.repo.references[FETCHED_PREFIX + branch].target)
 
     @contextmanager
@@ -397,26 +498,32 @@ class GitMirror(GitRepo):
                 fetch_head.write_bytes(saved_fetch_head)
 
     def _check_complete(self, new: pygit2.Oid, old: object, what: str) -> None:
-        """Every commit between ``old`` and ``new`` and its root tree must be in the mirror."""
-        repo, odb = self.repo, self.repo.odb
+        """Every commit between ``old`` and ``new`` and its root tree must be in the mirror.
+        Walked by :func:`gitobjects.scan_history`, which reads no object over its cap: an
+        oversized commit is left unread here (its parents unknown) and refused by the verify
+        step, ``too-large``, naming it."""
         try:
-            if not isinstance(repo.get(new), pygit2.Commit):
-                raise SourceUnavailable(f"{what}: the branch does not point at a commit")
-            walker = repo.walk(new, SortMode.NONE)
-            if isinstance(old, pygit2.Oid) and odb.exists(old):
-                walker.hide(old)
-            for commit in walker:
-                if not odb.exists(commit.tree_id):
-                    raise SourceUnavailable(f"{what}: tree of commit {commit.id} is missing")
+            kind = self.repo.odb.read_header(new)[0]
+        except _LIBGIT2_ERRORS:
+            kind = None
+        if kind != ObjectType.COMMIT:
+            raise SourceUnavailable(f"{what}: the branch does not point at a commit")
+        try:
+            stop = ({str(old)},) if isinstance(old, pygit2.Oid) else ()
+            gitobjects.scan_history(self.repo, new, stop=stop)
+        except SourceUnavailable as e:
+            raise SourceUnavailable(f"{what}: history is incomplete: {e}") from None
         except _LIBGIT2_ERRORS as e:
             raise SourceUnavailable(f"{what}: history is incomplete: {scrub(str(e))}") from None
 
-    def _git(self, args: list[str], what: str, timeout_s: float) -> str:
+    def _git(
+        self, args: list[str], what: str, timeout_s: float, memory_bytes: int | None = None
+    ) -> str:
         """Run the git CLI on the mirror, isolated from user and system config, time-bounded."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.path)}
         env |= {"GIT_DIR": str(self.path), "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
         env |= {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
-        return run_git(args, env=env, what=what, timeout_s=timeout_s)
+        return run_git(args, env=env, what=what, timeout_s=timeout_s, memory_bytes=memory_bytes)
 
 
 def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[str, bytes | Symlink]:
@@ -436,148 +543,29 @@ def _is_fleet_file(path: str) -> bool:
     return path.endswith((".yaml", ".yml")) or "/.gitedge/" in f"/{path}"
 
 
-def _trust_blob(repo: pygit2.Repository, tree_id: pygit2.Oid) -> str | None:
-    tree = repo.get(tree_id)
-    assert isinstance(tree, pygit2.Tree)
-    try:
-        entry = tree[TRUST_PATH]
-    except KeyError:
-        return None
-    return str(entry.id) if entry.type == ObjectType.BLOB else None
+def _trust_blob(repo: pygit2.Repository, tree_id: pygit2.Oid, *, commit: str) -> str | None:
+    refuse = _refuse_for(commit, ".")
+    tree = gitobjects.lookup_tree(repo, tree_id, refuse=refuse)
+    entry = gitobjects.tree_entry(repo, tree, TRUST_PATH, refuse=refuse)
+    return str(entry.id) if entry is not None and entry.type == ObjectType.BLOB else None
+
+
+def _refuse_for(commit: str | None, path: str) -> Callable[[str], GitEdgeError]:
+    """How an oversized tree is refused: a commit being verified fails ``too-large``; a tree
+    read for the fleet's files is a problem of the fleet repo at ``path``."""
+
+    def refuse(why: str) -> GitEdgeError:
+        if commit is not None:
+            return VerificationFailed(commit=commit, reason=TOO_LARGE, detail=f"{path}: {why}")
+        return InvalidFleetRepo([Problem(path, 0, why)])
+
+    return refuse
+
+
+def _revparse(repo: pygit2.Repository, rev: str) -> str:
+    return str(repo.revparse_single(rev).peel(pygit2.Commit).id)
 
 
 def _delete_ref(repo: pygit2.Repository, name: str) -> None:
     if name in repo.references:
         repo.references.delete(name)
-
-
-def _check_branch(branch: str) -> None:
-    if not branch or not pygit2.reference_is_valid_name(f"refs/heads/{branch}"):
-        raise InvalidInput([Problem("source.branch", 0, f"{branch!r} is not a valid branch name")])
-
-
-def _check_url(url: str) -> str:
-    """The transport of ``url``; plain http only to loopback, unknown schemes refused."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if "://" not in url:  # a local path, or scp-like user@host:path
-        scheme = "file" if url.startswith("/") else "ssh" if ":" in url.split("/")[0] else ""
-    if scheme == "http" and not _is_loopback(parts.hostname or ""):
-        msg = "plain http is allowed only to a loopback address; use https"
-        raise InvalidInput([Problem("source.url", 0, msg)])
-    if scheme not in ("https", "http", "ssh", "git", "file"):
-        raise InvalidInput([Problem("source.url", 0, f"unsupported URL {redact_url(url)!r}")])
-    return scheme
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _read_secret(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
-        raise InvalidInput([Problem(str(path), 0, f"cannot read {what}: {reason}")]) from None
-
-
-class _Callbacks(pygit2.RemoteCallbacks):
-    """Credentials from files (each offered once), certificates and host keys exactly as
-    libgit2 verified them, and a deadline on the whole transfer."""
-
-    def __init__(self, *, auth: SourceAuth, shown: str, scheme: str, deadline: float) -> None:
-        super().__init__()
-        self.auth, self.shown, self.scheme, self.deadline = auth, shown, scheme, deadline
-        self.offered: set[CredentialType] = set()
-
-    def credentials(
-        self, url: str, username_from_url: str | None, allowed_types: CredentialType
-    ) -> Any:
-        auth = self.auth
-        user = username_from_url or (
-            _read_secret(auth.username_file, "source username") if auth.username_file else None
-        )
-        if allowed_types & CredentialType.USERNAME:
-            return pygit2.Username(user or "git")
-        for kind in (CredentialType.SSH_KEY, CredentialType.USERPASS_PLAINTEXT):
-            if allowed_types & kind and kind in self.offered:
-                raise SourceUnavailable(f"{self.shown}: authentication failed")
-        if allowed_types & CredentialType.SSH_KEY and auth.ssh_key_file is not None:
-            self.offered.add(CredentialType.SSH_KEY)
-            return pygit2.Keypair(user or "git", None, str(auth.ssh_key_file), "")
-        if allowed_types & CredentialType.USERPASS_PLAINTEXT and auth.password_file is not None:
-            self.offered.add(CredentialType.USERPASS_PLAINTEXT)
-            password = _read_secret(auth.password_file, "source password")
-            return pygit2.UserPass(user or "git", password)
-        raise SourceUnavailable(f"{self.shown}: the server asks for credentials; none are set")
-
-    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
-        if not valid:
-            what = "ssh host key" if self.scheme == "ssh" else "TLS certificate"
-            name = host.decode("utf-8", "replace")
-            raise SourceUnavailable(f"{self.shown}: {what} of {name} is not trusted")
-        return True
-
-    def transfer_progress(self, stats: Any) -> None:
-        if time.monotonic() > self.deadline:
-            raise SourceUnavailable(f"{self.shown}: transfer did not finish in time")
-
-    def sideband_progress(self, string: str) -> None:
-        self.transfer_progress(None)
-
-
-def _fetch_no_tags(remote: pygit2.Remote, refspec: str, callbacks: _Callbacks) -> None:
-    """``Remote.fetch`` without tag following and without writing FETCH_HEAD entries (pygit2
-    does not expose these two libgit2 fetch options)."""
-    with git_fetch_options(callbacks) as payload:
-        opts = payload.fetch_options
-        opts.download_tags = C.GIT_REMOTE_DOWNLOAD_TAGS_NONE
-        opts.update_fetchhead = 0
-        with StrArray([refspec]) as arr:
-            err = C.git_remote_fetch(remote._remote, arr.ptr, opts, ffi.NULL)
-            payload.check_error(err)
-
-
-@contextmanager
-def _libgit2_settings(*, scheme: str, auth: SourceAuth, timeout_s: float) -> Iterator[None]:
-    """Process-wide libgit2 settings for one fetch: timeouts, trusted CA, known_hosts home."""
-    settings = pygit2.settings
-    ms = max(1, int(timeout_s * 1000))
-    saved = (settings.server_connect_timeout, settings.server_timeout, settings.homedir)
-    settings.server_connect_timeout = ms
-    settings.server_timeout = ms
-    if auth.ca_file is not None and scheme == "https":
-        _load_ca(auth.ca_file)
-    home: str | None = None
-    try:
-        if scheme == "ssh" and auth.known_hosts_file is not None:
-            home = tempfile.mkdtemp(prefix="gitedge-ssh-")
-            (Path(home) / ".ssh").mkdir()
-            try:
-                shutil.copyfile(auth.known_hosts_file, Path(home) / ".ssh" / "known_hosts")
-            except OSError as e:
-                problem = Problem(str(auth.known_hosts_file), 0, f"cannot read: {e.strerror}")
-                raise InvalidInput([problem]) from None
-            settings.homedir = home
-        yield
-    finally:
-        settings.server_connect_timeout, settings.server_timeout = saved[0], saved[1]
-        if home is not None:
-            if saved[2] is not None:
-                settings.homedir = saved[2]
-            shutil.rmtree(home, ignore_errors=True)
-
-
-def _load_ca(ca_file: Path) -> None:
-    """Add ``ca_file`` to libgit2's trusted CAs (OpenSSL adds; the system CAs stay trusted)."""
-    try:
-        key = hashlib.sha256(ca_file.read_bytes()).hexdigest()
-    except OSError as e:
-        raise InvalidInput([Problem(str(ca_file), 0, f"cannot read: {e.strerror}")]) from None
-    if key not in _CA_LOADED:
-        pygit2.settings.set_ssl_cert_locations(str(ca_file), None)
-        _CA_LOADED.add(key)

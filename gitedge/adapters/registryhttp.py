@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.httpbounds import (
     HeaderWatch,
     Limits,
@@ -97,7 +98,7 @@ class _Session(requests.Session):
 
 def _read_secret(path: Path, *, what: str, host: str) -> str:
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return read_bounded(path, limit=64 << 10).decode("utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or "not UTF-8 text"
         raise RegistryAuthError(f"registry {host}: cannot read {what} {path}: {reason}") from None

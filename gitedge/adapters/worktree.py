@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gitedge.adapters.localfiles import kind_of, read_bounded
 from gitedge.core.fleetfiles import MAX_FILE_BYTES
 from gitedge.core.snapshot import Symlink
 from gitedge.errors import InvalidFleetRepo, Problem
@@ -17,12 +18,15 @@ def read_tree(root: str | Path) -> dict[str, bytes | Symlink]:
 
     Files larger than the loader's cap are read only up to one byte past it, so the loader can
     report them without this reading gigabytes. Symlinks are never followed here: the pure
-    loader decides which ones stay inside the repo.
+    loader decides which ones stay inside the repo. A YAML name that is not a regular file (a
+    FIFO, a device, a socket) is a problem naming it, found from ``lstat`` and never opened
+    (opening a FIFO waits for a writer).
     """
     base = Path(root)
     if not base.is_dir():
         raise InvalidFleetRepo([Problem(str(root), 0, "not a directory")])
     out: dict[str, bytes | Symlink] = {}
+    problems: list[Problem] = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         here = Path(dirpath)
         rel_dir = here.relative_to(base).as_posix()
@@ -31,14 +35,19 @@ def read_tree(root: str | Path) -> dict[str, bytes | Symlink]:
         for name in [*dirnames, *filenames]:
             full = here / name
             rel = prefix + name
-            if full.is_symlink():
-                out[rel] = Symlink(str(full.readlink()))
-            elif name in filenames and name.endswith((".yaml", ".yml")):
-                try:
-                    with full.open("rb") as f:
-                        out[rel] = f.read(MAX_FILE_BYTES + 1)
-                except OSError as e:
-                    raise InvalidFleetRepo(
-                        [Problem(str(full), 0, f"cannot read: {e.strerror}")]
-                    ) from None
+            try:
+                if full.is_symlink():
+                    out[rel] = Symlink(str(full.readlink()))
+                elif name in filenames and name.endswith((".yaml", ".yml")):
+                    kind = kind_of(full.lstat().st_mode)
+                    if kind is not None:
+                        problems.append(Problem(str(full), 0, f"not a regular file ({kind})"))
+                        continue
+                    out[rel] = read_bounded(
+                        full, limit=MAX_FILE_BYTES, follow_symlinks=False, cut=True
+                    )
+            except OSError as e:
+                problems.append(Problem(str(full), 0, f"cannot read: {e.strerror}"))
+    if problems:
+        raise InvalidFleetRepo(problems)
     return out

@@ -360,7 +360,11 @@ def import_bundle(
         old = refs[ref_name].target if ref_name in refs else None
         p = Pass(now=now)
         try:
-            p.fetched = git.import_bundle(bundle_file=opened.git_file, branch=src.branch)
+            p.fetched = git.import_bundle(
+                bundle_file=opened.git_file,
+                branch=src.branch,
+                memory_bytes=src.limits.fetch_memory_bytes,
+            )
             if p.fetched != index.tip:
                 raise _bad(file, f"its git bundle has {src.branch} at {p.fetched}, its index "
                                  f"says {index.tip}")  # fmt: skip

@@ -227,7 +227,12 @@ class Agent:
         )
         try:
             p.fetched = self.git.fetch(
-                url=src.url, branch=src.branch, auth=auth, timeout_s=self.fetch_timeout_s
+                url=src.url,
+                branch=src.branch,
+                auth=auth,
+                timeout_s=self.fetch_timeout_s,
+                max_pack_bytes=src.limits.max_pack_bytes,
+                memory_bytes=src.limits.fetch_memory_bytes,
             )
             self.metrics.set(
                 "gitedge_last_sync_timestamp_seconds",
@@ -261,7 +266,12 @@ class Agent:
                 raise SourceUnavailable("nothing fetched yet: no verified commit to work from")
             return [Condition(cond.SOURCE_VERIFIED, "True", "LastVerified", f"at {p.tip}")]
         decision = verify_range(
-            self.git, bootstrap=self.bootstrap, rev=rev, since=p.tip, cache=self.verified
+            self.git,
+            bootstrap=self.bootstrap,
+            rev=rev,
+            since=p.tip,
+            cache=self.verified,
+            max_range_bytes=self.config.source.limits.max_range_bytes,
         )
         p.new_commits = len(decision.accepted)
         if decision.tip != p.tip:

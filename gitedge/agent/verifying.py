@@ -25,7 +25,9 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
+from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.signatures import (
     Keyring,
     TrustedKey,
@@ -63,9 +65,7 @@ def load_bootstrap(path: str | Path) -> Policy:
     trust). Raises :class:`TrustError` naming the file."""
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_TRUST_FILE:
-            raise TrustError(f"{p}: trust file is larger than 1 MiB")
-        data = p.read_bytes()
+        data = read_bounded(p, limit=MAX_TRUST_FILE)
     except OSError as e:
         raise TrustError(f"{p}: cannot read trust file: {e.strerror}") from None
     try:
@@ -216,6 +216,7 @@ def verify_range(
     since: str | None = None,
     cache: VerifiedCommits | None = None,
     make_checker: Callable[[Policy], Keyring] = checker_for,
+    max_range_bytes: int = MAX_RANGE_BYTES,
 ) -> TrustDecision:
     """Verify every commit in (``since``, ``rev``]: all ancestors of ``rev`` when ``since`` is
     None. ``since`` is a commit already trusted (the agent's last verified commit): ``rev`` must
@@ -223,13 +224,15 @@ def verify_range(
     the first bad commit; commits accepted before it are still added to ``cache``."""
     tip = repo.resolve(rev)
     base = repo.resolve(since) if since is not None else None
+    seen = cache if cache is not None else VerifiedCommits(None, bootstrap=bootstrap)
+    # before anything reads the range: caps per commit and tree, and on the range in all
+    repo.check_sizes(rev=tip, since=base, known=seen, max_range_bytes=max_range_bytes)
     if base is not None:
         require_descendant(
             last_verified=base,
             offered=tip,
             descends=repo.is_descendant(commit=tip, ancestor=base),
         )
-    seen = cache if cache is not None else VerifiedCommits(None, bootstrap=bootstrap)
     accepted: list[str] = []
     feed = _Feed(seen)
     try:

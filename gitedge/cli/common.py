@@ -21,9 +21,15 @@ def parse_now(text: str | None) -> datetime:
     return value
 
 
+MAX_INPUT_BYTES = 1 << 20  # a cluster file or an agent config, like any fleet file
+
+
 def read_file(path: str, what: str) -> bytes:
+    """A regular file of at most 1 MiB (a FIFO, a device, a bigger file: a UsageError)."""
+    from gitedge.adapters.localfiles import read_bounded
+
     try:
-        return Path(path).read_bytes()
+        return read_bounded(path, limit=MAX_INPUT_BYTES)
     except OSError as e:
         raise UsageError(f"{what} {path}: {e.strerror}") from None
 
@@ -32,7 +38,7 @@ def cluster_files(path: str) -> dict[str, bytes]:
     p = Path(path)
     if p.is_dir():
         files = sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
-        return {str(q): q.read_bytes() for q in files}
+        return {str(q): read_file(str(q), "--clusters") for q in files}
     return {path: read_file(path, "--clusters")}
 
 

@@ -52,6 +52,27 @@ class SourceAuth(Model):
     ca_file: str | None = None
 
 
+class SourceLimits(Model):
+    max_pack_bytes: int = Field(
+        256 << 20,
+        ge=1 << 20,
+        description="a fetch whose pack grows past this many bytes is aborted (default 256 MiB; "
+        "a 5,000-commit catch-up of a fleet repo is a few MB)",
+    )
+    max_range_bytes: int = Field(
+        32 << 20,
+        ge=1 << 20,
+        description="the new commits one verification takes in may hold this many bytes in all "
+        "(default 32 MiB, ~30,000 signed commits): each one's signature is kept until decided",
+    )
+    fetch_memory_bytes: int = Field(
+        64 << 20,
+        ge=8 << 20,
+        description="memory a fetch may take beyond what the pass holds (default 64 MiB): "
+        "indexing a deltified object builds it whole; one needing more fails the fetch",
+    )
+
+
 class SourceConfig(Model):
     url: str = Field(min_length=1)
     branch: str = "main"
@@ -59,6 +80,7 @@ class SourceConfig(Model):
     interval: Duration = timedelta(minutes=5)
     auth: SourceAuth = Field(default_factory=SourceAuth)
     bundle_dir: str | None = None
+    limits: SourceLimits = Field(default_factory=SourceLimits)
 
 
 class TrustConfig(Model):
