@@ -3,22 +3,36 @@
 The decision is pure. It is fed the facts of a commit range (parents before children, as
 ``GitRepo.commit_facts`` yields them), the contents of the trust files those commits carry, the
 bootstrap policy pinned at install, and a *checker* per policy that verifies one signature (the
-adapter ``signatures.Keyring`` in production). The rules:
+adapter ``signatures.Keyring`` in production). The rules (trust only moves forward; TUF's
+rotation and rollback rules are the model; docs/architecture.md "Trust rules" says more):
 
-- The policy in force at a commit is its ``.gitedge/trust.yaml`` if it has one, else the bootstrap.
-  Once a repo has a trust file, removing it is refused: absence must not bring old keys back.
-- Every new commit is checked against the policy in force at its first parent (the bootstrap for a
-  root commit). A commit whose trust file differs from its first parent's is a *trust change* and
-  must be signed by an ``admin`` of that previous policy; any other commit by a ``release`` signer.
-- A signer's ``validAfter``/``validBefore`` (inclusive) are compared with the committer time.
-- ``verify: first-parent`` (in the policy at a merge's first parent) exempts the commits that merge
-  brings in from the side; the merge itself is checked, trust change included. ``all`` checks them.
-- Commits already verified (``cached``) are not checked again.
+- The policy in force at a commit is its ``.gitedge/trust.yaml`` if it has one, else the bootstrap
+  (for a merge too: its own file, whichever parent it agrees with). Once a repo has a trust file,
+  removing it is refused: absence must not bring old keys back.
+- Every new commit is checked against the policy in force on EVERY parent (the bootstrap for a
+  root); parent order never matters. With respect to a parent whose policy differs from the
+  commit's own trust file, the commit is a *trust change* and needs an ``admin`` of that parent's
+  policy; with respect to a parent whose policy it keeps, a ``release`` signer. So a merge brings
+  an older policy back only if an admin of every newer policy signs it, and a removed key is
+  valid again only once an admin re-adds it.
+- A signer's ``validAfter``/``validBefore`` (inclusive) are compared with the committer time,
+  which may not be earlier than any parent's by more than :data:`DATE_TOLERANCE`.
+- ``verify: first-parent``: a mainline merge exempts the commits it brings in from the side when
+  the policy on every one of its parents says so; the merge itself is checked against every
+  parent's policy, and an exempt commit that changes the trust file is checked all the same, so
+  every trust file in an accepted history was approved and the policy in force on a side parent
+  is simply its own. When the policy in force at ``since`` (the last verified commit) says
+  ``first-parent``, the new tip's first-parent chain must pass through ``since``
+  (:class:`RollbackRefused`). ``all`` checks every commit.
+- Commits already verified (``cached``) are not checked again: each check depends only on the
+  commit, its parents and the bootstrap, never on the range it came in.
 
 Reason words (``VerificationFailed.reason``): ``unsigned``, ``unknown-key``, ``bad-signature``,
 ``key-not-valid-at-time``, ``not-admin-for-trust-change``, ``wrong-namespace``, plus
-``not-release-signer`` (a known key without the release role) and ``invalid-trust-policy`` (a
-trust file that does not parse, or was removed).
+``not-release-signer`` (a known key without the release role), ``invalid-trust-policy`` (a
+trust file that does not parse, or was removed), ``date-before-parent`` (committer date earlier
+than a parent's beyond the tolerance) and ``merge-not-allowed-by-parent-policy`` (a merge that
+one parent's policy allows and another's refuses, the reasons in its detail).
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ import hashlib
 import re
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -38,9 +52,13 @@ if TYPE_CHECKING:
     from gitedge.core.fleet import TrustPolicy
 
 Role = Literal["release", "admin"]
+
+DATE_TOLERANCE = timedelta(minutes=5)  # a commit may be dated this much before a parent
+_TOLERANCE_TEXT = "5 minutes"
 VerifyMode = Literal["all", "first-parent"]
 
 __all__ = [
+    "DATE_TOLERANCE",
     "Policy",
     "PolicySigner",
     "TrustDecision",
@@ -304,14 +322,17 @@ def decide(
     outside_trust: Mapping[str, str | None],
     blobs: Mapping[str, bytes],
     checker_for: Callable[[Policy], Checker],
+    outside_times: Mapping[str, datetime],
+    since: str | None = None,
     cached: Container[str] = frozenset(),
     on_accept: Callable[[str], object] | None = None,
 ) -> TrustDecision:
-    """Decide over ``commits`` (every commit in the range, parents before children; ``tip`` the
-    newest). ``outside_trust`` gives the trust blob id of parents outside the range (None: no trust
-    file there); ``blobs`` the content of every trust blob named. Raises
-    :class:`VerificationFailed` for the first bad commit (in that order); ``on_accept`` hears of
-    each commit accepted before that, so a cache can keep them."""
+    """Decide over ``commits`` (every commit in (``since``, ``tip``], parents before children).
+    ``outside_trust`` and ``outside_times`` give the trust blob id (None: no trust file) and the
+    committer time of every parent outside the range, ``since`` included; ``blobs`` the content
+    of every trust blob named. Raises :class:`RollbackRefused` (first-parent chain rule) before
+    anything is checked, then :class:`VerificationFailed` for the first bad commit (in that
+    order); ``on_accept`` hears of each commit accepted before that, so a cache can keep them."""
     policies = _Policies(bootstrap=bootstrap, blobs=blobs, checker_for=checker_for)
     by_id = {c.id: c for c in commits}
 
@@ -320,20 +341,29 @@ def decide(
             return by_id[commit_id].trust_blob_id
         return outside_trust[commit_id]
 
+    def time_of(commit_id: str) -> datetime:
+        if commit_id in by_id:
+            return by_id[commit_id].committer_time
+        return outside_times[commit_id]
+
+    if since is not None and tip in by_id:
+        _require_first_parent_chain(since, tip, by_id, policies.at(trust_of(since)))
     exempt = _exempt_side_commits(commits, tip, by_id, lambda c: policies.at(trust_of(c)))
     decision = TrustDecision(tip=tip, policy=bootstrap)
     for c in commits:
-        if c.id in exempt:
-            decision.exempt += 1
+        parents = c.parents
+        if len(parents) == 1:  # the common case, kept fast: 10,000 commits in the benchmark
+            parent_blobs: tuple[str | None, ...] = (trust_of(parents[0]),)
+        else:
+            parent_blobs = tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
+        if c.id in exempt and parent_blobs == (c.trust_blob_id,):
+            decision.exempt += 1  # brought in from the side, and no trust change
             continue
         if c.id in cached:
             decision.skipped_cached += 1
             continue
-        parent_blob = trust_of(c.parents[0]) if c.parents else None
-        before = policies.at(parent_blob)
-        if isinstance(before, ValueError):  # pragma: no cover - the parent was refused already
-            raise VerificationFailed(commit=c.id, reason="invalid-trust-policy", detail=str(before))
-        decision.accepted.append(_check_commit(c, before, parent_blob, policies))
+        times = [(p, time_of(p)) for p in parents]
+        decision.accepted.append(_check_commit(c, parent_blobs, times, policies))
         if on_accept is not None:
             on_accept(c.id)
     final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
@@ -343,10 +373,36 @@ def decide(
     return decision
 
 
+def _require_first_parent_chain(
+    since: str, tip: str, by_id: Mapping[str, Commit], at_since: Policy | ValueError
+) -> None:
+    """``verify: first-parent`` in the policy in force at the last verified commit: the new
+    tip's first-parent chain must pass through it (else the signer's parent order would choose
+    the mainline, and so which commits are exempt)."""
+    if not isinstance(at_since, Policy) or at_since.verify != "first-parent":
+        return
+    cur: str | None = tip
+    while cur is not None and cur in by_id:
+        parents = by_id[cur].parents
+        cur = parents[0] if parents else None
+    if cur != since:
+        raise RollbackRefused(
+            last_verified=since,
+            offered=tip,
+            detail=f"{at_since.source} says verify: first-parent, and the first-parent chain "
+            "of the new tip does not pass through the last verified commit",
+        )
+
+
 def _check_commit(
-    c: Commit, before: Policy, parent_blob: str | None, policies: _Policies
+    c: Commit,
+    parent_blobs: tuple[str | None, ...],
+    parent_times: Sequence[tuple[str, datetime]],
+    policies: _Policies,
 ) -> Accepted:
-    trust_change = c.trust_blob_id != parent_blob
+    """Check ``c`` against the policy in force on each of its parents (``parent_blobs``: their
+    distinct trust blob ids, in parent order; ``(None,)`` for a root: the bootstrap)."""
+    trust_change = any(b != c.trust_blob_id for b in parent_blobs)
     if trust_change:
         if c.trust_blob_id is None:
             raise VerificationFailed(
@@ -361,7 +417,48 @@ def _check_commit(
         raise VerificationFailed(
             commit=c.id, reason="unsigned", detail="the commit has no signature"
         )
-    result = policies.checker(before).check(signature=c.signature, payload=c.payload)
+    for parent, when in parent_times:
+        if c.committer_time < when - DATE_TOLERANCE:
+            raise VerificationFailed(
+                commit=c.id,
+                reason="date-before-parent",
+                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
+                f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
+            )
+    outcomes: list[Accepted | VerificationFailed] = []
+    for blob in parent_blobs:
+        before = policies.at(blob)
+        if isinstance(before, ValueError):  # pragma: no cover - that parent was refused already
+            outcomes.append(
+                VerificationFailed(commit=c.id, reason="invalid-trust-policy", detail=str(before))
+            )
+            continue
+        need: Role = "admin" if blob != c.trust_blob_id else "release"
+        try:
+            outcomes.append(_judge(c, before, policies.checker(before), need))
+        except VerificationFailed as e:
+            outcomes.append(e)
+    failed = [o for o in outcomes if isinstance(o, VerificationFailed)]
+    if not failed:
+        first = outcomes[0]
+        assert isinstance(first, Accepted)
+        return Accepted(c.id, first.signer, first.key_id, trust_change)
+    reasons = {e.reason for e in failed}
+    if len(outcomes) == 1 or (len(failed) == len(outcomes) and len(reasons) == 1):
+        raise failed[0]
+    raise VerificationFailed(
+        commit=c.id,
+        reason="merge-not-allowed-by-parent-policy",
+        detail="the policy in force on every parent must allow the signer; "
+        + "; ".join(f"{e.reason}: {e.detail}" for e in failed),
+    )
+
+
+def _judge(c: Commit, before: Policy, checker: Checker, need: Role) -> Accepted:
+    """One parent's policy: a good signature by a key valid at the committer time, with role
+    ``need`` (``admin`` when ``c``'s trust file differs from that policy's)."""
+    assert c.signature is not None and c.payload is not None
+    result = checker.check(signature=c.signature, payload=c.payload)
     if result.outcome != "good":
         reason = {"unsupported": "unknown-key"}.get(result.outcome, result.outcome)
         raise VerificationFailed(commit=c.id, reason=reason, detail=_policy_note(result, before))
@@ -374,20 +471,20 @@ def _check_commit(
             commit=c.id,
             reason="key-not-valid-at-time",
             detail=f"key {result.key_id} of {result.signer!r} is not valid at the committer time "
-            f"{when.isoformat()} ({_windows(result.keys)})",
+            f"{when.isoformat()} ({_windows(result.keys)}; policy in force: {before.source})",
         )
     signer = before.signer(result.signer)
     roles = signer.roles if signer else frozenset()
-    need: Role = "admin" if trust_change else "release"
     if need not in roles:
-        reason = "not-admin-for-trust-change" if trust_change else "not-release-signer"
+        change = need == "admin"
+        reason = "not-admin-for-trust-change" if change else "not-release-signer"
         raise VerificationFailed(
             commit=c.id,
             reason=reason,
             detail=f"{result.signer!r} has roles [{', '.join(sorted(roles))}] in {before.source}; "
-            f"{'changing ' + TRUST_PATH if trust_change else 'this commit'} needs {need}",
+            f"{'changing ' + TRUST_PATH if change else 'this commit'} needs {need}",
         )
-    return Accepted(c.id, result.signer, result.key_id, trust_change)
+    return Accepted(c.id, result.signer, result.key_id, need == "admin")
 
 
 def _policy_note(result: Check, policy: Policy) -> str:
@@ -415,8 +512,10 @@ def _exempt_side_commits(
     by_id: Mapping[str, Commit],
     policy_at: Callable[[str], Policy | ValueError],
 ) -> set[str]:
-    """Commits brought in from the side by a merge whose first parent's policy says
-    ``first-parent``. The mainline is the first-parent chain from ``tip`` within the range."""
+    """Commits brought in from the side by a mainline merge when the policy in force on every
+    one of its parents says ``first-parent`` (so parent order cannot pick the laxer mode). The
+    mainline is the first-parent chain from ``tip`` within the range. ``decide`` still checks
+    an exempt commit that changes the trust file."""
     if tip not in by_id:
         return set()
     mainline: list[str] = []
@@ -441,7 +540,7 @@ def _exempt_side_commits(
             brought.add(cid)
             stack.extend(p for p in by_id[cid].parents if p in by_id)
         claimed |= brought
-        policy = policy_at(merge.parents[0])
-        if isinstance(policy, Policy) and policy.verify == "first-parent":
+        modes = [policy_at(p) for p in merge.parents]
+        if all(isinstance(m, Policy) and m.verify == "first-parent" for m in modes):
             exempt |= brought
     return exempt
