@@ -46,6 +46,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from gitedge.core.fleetfiles import TRUST_PATH
+from gitedge.core.trustgraph import exempt_side_commits, require_first_parent_chain
 from gitedge.errors import RollbackRefused, VerificationFailed
 
 if TYPE_CHECKING:
@@ -347,8 +348,11 @@ def decide(
         return outside_times[commit_id]
 
     if since is not None and tip in by_id:
-        _require_first_parent_chain(since, tip, by_id, policies.at(trust_of(since)))
-    exempt = _exempt_side_commits(commits, tip, by_id, lambda c: policies.at(trust_of(c)))
+        at_since = policies.at(trust_of(since))
+        require_first_parent_chain(since=since, tip=tip, by_id=by_id, at_since=at_since)
+    exempt = exempt_side_commits(
+        commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
+    )
     decision = TrustDecision(tip=tip, policy=bootstrap)
     for c in commits:
         parents = c.parents
@@ -371,27 +375,6 @@ def decide(
         raise VerificationFailed(commit=tip, reason="invalid-trust-policy", detail=str(final))
     decision.policy = final
     return decision
-
-
-def _require_first_parent_chain(
-    since: str, tip: str, by_id: Mapping[str, Commit], at_since: Policy | ValueError
-) -> None:
-    """``verify: first-parent`` in the policy in force at the last verified commit: the new
-    tip's first-parent chain must pass through it (else the signer's parent order would choose
-    the mainline, and so which commits are exempt)."""
-    if not isinstance(at_since, Policy) or at_since.verify != "first-parent":
-        return
-    cur: str | None = tip
-    while cur is not None and cur in by_id:
-        parents = by_id[cur].parents
-        cur = parents[0] if parents else None
-    if cur != since:
-        raise RollbackRefused(
-            last_verified=since,
-            offered=tip,
-            detail=f"{at_since.source} says verify: first-parent, and the first-parent chain "
-            "of the new tip does not pass through the last verified commit",
-        )
 
 
 def _check_commit(
@@ -504,43 +487,3 @@ def _windows(keys: Sequence[KeyWindow]) -> str:
         for k in keys
     ]
     return "; ".join(parts) or "no key entry"
-
-
-def _exempt_side_commits(
-    commits: Sequence[Commit],
-    tip: str,
-    by_id: Mapping[str, Commit],
-    policy_at: Callable[[str], Policy | ValueError],
-) -> set[str]:
-    """Commits brought in from the side by a mainline merge when the policy in force on every
-    one of its parents says ``first-parent`` (so parent order cannot pick the laxer mode). The
-    mainline is the first-parent chain from ``tip`` within the range. ``decide`` still checks
-    an exempt commit that changes the trust file."""
-    if tip not in by_id:
-        return set()
-    mainline: list[str] = []
-    cur: str | None = tip
-    while cur is not None and cur in by_id:
-        mainline.append(cur)
-        parents = by_id[cur].parents
-        cur = parents[0] if parents else None
-    on_mainline = set(mainline)
-    claimed: set[str] = set()
-    exempt: set[str] = set()
-    for merge_id in reversed(mainline):  # oldest first: a side commit belongs to the first merge
-        merge = by_id[merge_id]
-        if len(merge.parents) < 2:
-            continue
-        brought: set[str] = set()
-        stack = [p for p in merge.parents[1:] if p in by_id]
-        while stack:
-            cid = stack.pop()
-            if cid in on_mainline or cid in claimed or cid in brought:
-                continue
-            brought.add(cid)
-            stack.extend(p for p in by_id[cid].parents if p in by_id)
-        claimed |= brought
-        modes = [policy_at(p) for p in merge.parents]
-        if all(isinstance(m, Policy) and m.verify == "first-parent" for m in modes):
-            exempt |= brought
-    return exempt
