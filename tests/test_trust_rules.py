@@ -613,3 +613,32 @@ def test_an_exempt_side_commit_that_changes_trust_is_checked() -> None:
 def _reason(v: Verdict) -> str:
     assert isinstance(v.error, VerificationFailed), v
     return v.error.reason
+
+
+def test_scope_of_a_revocation_a_branch_forked_before_it_enters_only_by_a_merge_valid_on_both(
+) -> None:  # fmt: skip
+    """k1 signed work on a branch forked before the rotation that removed it: valid there; it
+    enters the tracked history only through a merge whose signer every parent's policy allows
+    (release in the new policy, admin in the old, since the merge keeps the new file)."""
+    for mode in ("all", "first-parent"):
+        h, boot = _boot(mode)
+        v1 = Pol((("k0", ("admin", "release"), None), ("k1", ("release",), None),
+                  ("k2", ("release",), None)), mode)  # fmt: skip
+        v2 = Pol((("k0", ("admin", "release"), None), ("k2", ("release",), None)), mode)
+        h.pols |= {v1.blob: v1, v2.blob: v2}
+        c1 = h.add((), 0, "k0", v1.blob, "root")
+        side = h.add((c1,), 60, "k1", v1.blob, "commit")  # k1's work, forked before
+        rotation = h.add((c1,), 120, "k0", v2.blob, "rotate")
+        assert run(h, boot, since=None, rev=side, cache=set()).ok  # valid where it was made
+        on_top = h.add((rotation,), 180, "k1", v2.blob, "commit")
+        assert _reason(run(h, boot, since=rotation, rev=on_top, cache=set())) == "unknown-key"
+        for signer, ok in (("k1", False), ("k2", False), ("k0", True)):
+            for ps in ((rotation, side), (side, rotation)):
+                merge = h.add(ps, 240, signer, v2.blob, "merge")
+                v = run(h, boot, since=rotation, rev=merge, cache=set())
+                if mode == "first-parent" and ps[0] == side:
+                    assert isinstance(v.error, RollbackRefused)  # the mainline is the rotation's
+                    continue
+                assert v.ok == ok, (mode, signer, ps, v.error)
+                if ok:
+                    assert side in v.checked or mode == "first-parent"
