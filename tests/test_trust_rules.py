@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 from gitedge.core.trust import DATE_TOLERANCE, Policy, PolicySigner, decide, policy_from_yaml
 from gitedge.errors import RollbackRefused, VerificationFailed
 
-EXAMPLES = 500
+EXAMPLES = 800
 KEYS = ("k0", "k1", "k2", "k3", "k4")
 EPOCH = datetime(2027, 1, 1, tzinfo=UTC)
 SHAPES: Counter[str] = Counter()
@@ -342,7 +342,9 @@ def run_split(h: History, boot: Policy, points: Sequence[str], tip: str, *, keep
     return True
 
 
-def reach(h: History, start: str, within: frozenset[str], stop: object) -> set[str]:
+def reach(
+    h: History, start: str, within: frozenset[str], stop: Callable[[str, Node], bool]
+) -> set[str]:
     """Commits of ``within`` reached from ``start`` along parent->child edges, except the
     edges ``stop(u, v)`` says are the rule's way out."""
     seen = {start}

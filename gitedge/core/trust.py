@@ -350,9 +350,11 @@ def decide(
     if since is not None and tip in by_id:
         at_since = policies.at(trust_of(since))
         require_first_parent_chain(since=since, tip=tip, by_id=by_id, at_since=at_since)
-    exempt = exempt_side_commits(
-        commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
-    )
+    exempt: set[str] = set()
+    if any(len(c.parents) > 1 for c in commits):  # only a merge exempts anything
+        exempt = exempt_side_commits(
+            commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
+        )
     decision = TrustDecision(tip=tip, policy=bootstrap)
     for c in commits:
         parents = c.parents
@@ -366,8 +368,7 @@ def decide(
         if c.id in cached:
             decision.skipped_cached += 1
             continue
-        times = [(p, time_of(p)) for p in parents]
-        decision.accepted.append(_check_commit(c, parent_blobs, times, policies))
+        decision.accepted.append(_check_commit(c, parent_blobs, parents, time_of, policies))
         if on_accept is not None:
             on_accept(c.id)
     final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
@@ -380,12 +381,16 @@ def decide(
 def _check_commit(
     c: Commit,
     parent_blobs: tuple[str | None, ...],
-    parent_times: Sequence[tuple[str, datetime]],
+    parents: Sequence[str],
+    time_of: Callable[[str], datetime],
     policies: _Policies,
 ) -> Accepted:
     """Check ``c`` against the policy in force on each of its parents (``parent_blobs``: their
     distinct trust blob ids, in parent order; ``(None,)`` for a root: the bootstrap)."""
-    trust_change = any(b != c.trust_blob_id for b in parent_blobs)
+    if len(parent_blobs) == 1:
+        trust_change = parent_blobs[0] != c.trust_blob_id
+    else:
+        trust_change = any(b != c.trust_blob_id for b in parent_blobs)
     if trust_change:
         if c.trust_blob_id is None:
             raise VerificationFailed(
@@ -400,7 +405,8 @@ def _check_commit(
         raise VerificationFailed(
             commit=c.id, reason="unsigned", detail="the commit has no signature"
         )
-    for parent, when in parent_times:
+    for parent in parents:
+        when = time_of(parent)
         if c.committer_time < when - DATE_TOLERANCE:
             raise VerificationFailed(
                 commit=c.id,
@@ -408,6 +414,12 @@ def _check_commit(
                 detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
                 f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
             )
+    if len(parent_blobs) == 1:  # one parent policy (a straight history): no merging of verdicts
+        before = policies.at(parent_blobs[0])
+        if isinstance(before, ValueError):  # pragma: no cover - that parent was refused already
+            raise VerificationFailed(commit=c.id, reason="invalid-trust-policy", detail=str(before))
+        need: Role = "admin" if trust_change else "release"
+        return _judge(c, before, policies.checker(before), need)
     outcomes: list[Accepted | VerificationFailed] = []
     for blob in parent_blobs:
         before = policies.at(blob)
@@ -416,9 +428,9 @@ def _check_commit(
                 VerificationFailed(commit=c.id, reason="invalid-trust-policy", detail=str(before))
             )
             continue
-        need: Role = "admin" if blob != c.trust_blob_id else "release"
+        role: Role = "admin" if blob != c.trust_blob_id else "release"
         try:
-            outcomes.append(_judge(c, before, policies.checker(before), need))
+            outcomes.append(_judge(c, before, policies.checker(before), role))
         except VerificationFailed as e:
             outcomes.append(e)
     failed = [o for o in outcomes if isinstance(o, VerificationFailed)]
@@ -427,7 +439,7 @@ def _check_commit(
         assert isinstance(first, Accepted)
         return Accepted(c.id, first.signer, first.key_id, trust_change)
     reasons = {e.reason for e in failed}
-    if len(outcomes) == 1 or (len(failed) == len(outcomes) and len(reasons) == 1):
+    if len(failed) == len(outcomes) and len(reasons) == 1:
         raise failed[0]
     raise VerificationFailed(
         commit=c.id,
