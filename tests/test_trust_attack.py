@@ -212,3 +212,58 @@ def _pass(cfg: Path) -> Pass:
         return agent.reconcile(now=NOW)
     finally:
         agent.close()
+
+
+def _verify_json(repo: Path, trust: Path, *args: str) -> tuple[int, dict[str, object], str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "gitedge", "verify", "--repo", str(repo), "--trust", str(trust),
+         *args, "--output", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else {}), r.stderr
+
+
+def test_a_retired_key_cannot_date_its_commit_back_into_its_window(
+    story: Story, tmp_path: Path
+) -> None:
+    """kate's key is valid until 2027-06-30; after a commit dated July, kate signs one dated
+    June 1 (``GIT_COMMITTER_DATE``): refused, date-before-parent. Dated June 1 on a parent of
+    May, it is accepted: what the rule still allows (between the parent and validBefore)."""
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    pinned = tmp_path / "as"
+    pinned.write_text(
+        allowed_signers_line("alice", alice) + "\n"
+        + allowed_signers_line("kate", story.kate, 'valid-before="20270630"') + "\n"
+    )  # fmt: skip
+    repo = SignedRepo(tmp_path / "repo")
+    may = repo.commit(signer=alice, date="2027-05-01T00:00:00Z")
+    july = repo.commit(signer=alice, date="2027-07-01T00:00:00Z")
+    back = repo.commit(signer=story.kate, date="2027-06-01T00:00:00Z")
+    code, doc, err = _verify_json(repo.path, pinned, "--since", july)
+    assert code == 1 and (doc["commit"], doc["reason"]) == (back, "date-before-parent"), err
+    repo.git("checkout", "-q", "-b", "old", may)
+    allowed = repo.commit(signer=story.kate, date="2027-06-01T00:00:00Z")
+    code, doc, err = _verify_json(repo.path, pinned, "--since", may, "--rev", allowed)
+    assert code == 0 and doc["verified"] is True, (doc, err)
+
+
+def test_first_parent_mode_refuses_a_tip_whose_first_parents_skip_the_last_verified(
+    story: Story, tmp_path: Path
+) -> None:
+    """verify: first-parent, alice a release signer: the same two parents, with the last
+    verified commit second, is RollbackRefused; with it first, accepted."""
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    v = policy(("alice", alice, "[release, admin]")).replace("verify: all", "verify: first-parent")
+    pinned = tmp_path / "p.yaml"
+    pinned.write_text(v)
+    repo = SignedRepo(tmp_path / "repo")
+    base = repo.commit(signer=alice, files={".gitedge/trust.yaml": v})
+    verified = repo.commit(signer=alice)
+    repo.git("checkout", "-q", "-b", "side", base)
+    side = repo.commit(signer=None, files={"side.txt": "unsigned, vouched for by a merge\n"})
+    swapped = commit_tree(repo, alice, verified, side, verified)
+    straight = commit_tree(repo, alice, verified, verified, side)
+    code, _, err = _verify_json(repo.path, pinned, "--since", verified, "--rev", swapped)
+    assert code == 1 and "RollbackRefused" in err and "first-parent" in err
+    code, doc, err = _verify_json(repo.path, pinned, "--since", verified, "--rev", straight)
+    assert code == 0 and doc["exempt"] == 1, (doc, err)
