@@ -6,7 +6,9 @@ all refuse it, keeping the last verified commit; the pinned bootstrap key, rotat
 do it either (it would remove the trust file). Keys by ssh-keygen, signatures by ``git -S``.
 
 Also: the verified-commit cache written by the old rules (which accepted such a merge) is not
-read by these rules.
+read by these rules; a retired key dating a commit back into its validity window
+(``GIT_COMMITTER_DATE`` before its parent's) is ``date-before-parent``; under ``verify:
+first-parent`` a tip whose first parents skip the last verified commit is ``RollbackRefused``.
 """
 
 from __future__ import annotations
