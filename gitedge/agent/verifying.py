@@ -185,7 +185,8 @@ def verify_range(
 ) -> TrustDecision:
     """Verify every commit in (``since``, ``rev``]: all ancestors of ``rev`` when ``since`` is
     None. ``since`` is a commit already trusted (the agent's last verified commit): ``rev`` must
-    descend from it (:class:`RollbackRefused` otherwise). Raises :class:`VerificationFailed` for
+    descend from it (:class:`RollbackRefused` otherwise; under ``verify: first-parent`` in the
+    policy at ``since``, along first parents). Raises :class:`VerificationFailed` for
     the first bad commit; commits accepted before it are still added to ``cache``."""
     tip = repo.resolve(rev)
     base = repo.resolve(since) if since is not None else None
