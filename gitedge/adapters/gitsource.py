@@ -217,6 +217,10 @@ class GitRepo:
         commit_id = self.resolve(commit)
         return _trust_blob(self.repo, self._commit(commit_id).tree_id, commit=commit_id)
 
+    def committer_time(self, commit: str) -> datetime:
+        """The committer time of ``commit`` (UTC)."""
+        return datetime.fromtimestamp(self._commit(commit).commit_time, UTC)
+
     def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
         """A blob's content by its id (``path`` names it in errors); at most 1 MiB."""
         try:

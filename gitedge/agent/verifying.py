@@ -48,6 +48,10 @@ from gitedge.core.trust import (
 from gitedge.errors import TrustError
 
 MAX_TRUST_FILE = 1 << 20
+# The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
+# parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
+# files were written by the first-parent-only rules, which accepted a retired key's merge.
+RULES = "r2"
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
@@ -130,7 +134,8 @@ def checker_for(policy: Policy) -> Keyring:
 class VerifiedCommits:
     """Ids of commits already verified under one bootstrap policy, kept in a file (one id per
     line) so that a commit verified once is not verified again, across restarts. A different
-    bootstrap (a reinstall with other keys) starts a new file."""
+    bootstrap (a reinstall with other keys) starts a new file, and so do other trust rules
+    (:data:`RULES`): a commit accepted by older rules is checked again by these."""
 
     MAX_BYTES = 64 << 20  # a million commit ids; a larger file is not one we wrote
     _log = logging.getLogger("gitedge.agent")
@@ -140,7 +145,7 @@ class VerifiedCommits:
         self._file: Path | None = None
         if directory is not None:
             name = bootstrap.digest.removeprefix("sha256:")[:16] or "none"
-            self._file = Path(directory) / f"verified-{name}.txt"
+            self._file = Path(directory) / f"verified-{RULES}-{name}.txt"
             if self._file.exists():
                 self._ids = self._load(self._file)
 
@@ -220,7 +225,8 @@ def verify_range(
 ) -> TrustDecision:
     """Verify every commit in (``since``, ``rev``]: all ancestors of ``rev`` when ``since`` is
     None. ``since`` is a commit already trusted (the agent's last verified commit): ``rev`` must
-    descend from it (:class:`RollbackRefused` otherwise). Raises :class:`VerificationFailed` for
+    descend from it (:class:`RollbackRefused` otherwise; under ``verify: first-parent`` in the
+    policy at ``since``, along first parents). Raises :class:`VerificationFailed` for
     the first bad commit; commits accepted before it are still added to ``cache``."""
     tip = repo.resolve(rev)
     base = repo.resolve(since) if since is not None else None
@@ -240,9 +246,10 @@ def verify_range(
         commits = _parents_first(repo, feed.walk(walked), tip=tip, since=base)
         in_range = {c.id for c in commits}
         outside = {p for c in commits for p in c.parents if p not in in_range}
-        if not commits and base is not None:
+        if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
+        outside_times = {p: repo.committer_time(p) for p in outside}
         blob_ids = {c.trust_blob_id for c in commits} | set(outside_trust.values())
         blobs = {b: repo.blob_by_id(b) for b in blob_ids if b is not None}
         ahead = feed.ahead
@@ -258,6 +265,8 @@ def verify_range(
             tip=tip,
             bootstrap=bootstrap,
             outside_trust=outside_trust,
+            outside_times=outside_times,
+            since=base,
             blobs=blobs,
             checker_for=checker,
             cached=seen,
