@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.httpbounds import (
     HeaderWatch,
     Limits,
@@ -47,6 +46,7 @@ from gitedge.adapters.httpbounds import (
     watched_adapter,
 )
 from gitedge.adapters.httpstack import requests, urllib3
+from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.registryauth import (
     Credentials,
     check_static_token,
