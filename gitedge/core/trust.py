@@ -16,7 +16,7 @@ rotation and rollback rules are the model; docs/architecture.md "Trust rules" sa
   an older policy back only if an admin of every newer policy signs it, and a removed key is
   valid again only once an admin re-adds it.
 - A signer's ``validAfter``/``validBefore`` (inclusive) are compared with the committer time,
-  which may not be earlier than any parent's by more than :data:`DATE_TOLERANCE`.
+  which may not be earlier than any parent's by more than :data:`DATE_TOLERANCE` (exempt too).
 - ``verify: first-parent``: a mainline merge exempts the commits it brings in from the side when
   the policy on every one of its parents says so; the merge itself is checked against every
   parent's policy, and an exempt commit that changes the trust file is checked all the same, so
@@ -363,6 +363,7 @@ def decide(
         else:
             parent_blobs = tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
         if c.id in exempt and parent_blobs == (c.trust_blob_id,):
+            _check_dates(c, parents, time_of)  # unsigned, yet its date bounds its children's
             decision.exempt += 1  # brought in from the side, and no trust change
             continue
         if c.id in cached:
@@ -405,15 +406,7 @@ def _check_commit(
         raise VerificationFailed(
             commit=c.id, reason="unsigned", detail="the commit has no signature"
         )
-    for parent in parents:
-        when = time_of(parent)
-        if c.committer_time < when - DATE_TOLERANCE:
-            raise VerificationFailed(
-                commit=c.id,
-                reason="date-before-parent",
-                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
-                f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
-            )
+    _check_dates(c, parents, time_of)
     if len(parent_blobs) == 1:  # one parent policy (a straight history): no merging of verdicts
         before = policies.at(parent_blobs[0])
         if isinstance(before, ValueError):  # pragma: no cover - that parent was refused already
@@ -447,6 +440,19 @@ def _check_commit(
         detail="the policy in force on every parent must allow the signer; "
         + "; ".join(f"{e.reason}: {e.detail}" for e in failed),
     )
+
+
+def _check_dates(c: Commit, parents: Sequence[str], time_of: Callable[[str], datetime]) -> None:
+    """Exempt commits too: else a checked child of one dated back could use a closed window."""
+    for parent in parents:
+        when = time_of(parent)
+        if c.committer_time < when - DATE_TOLERANCE:
+            raise VerificationFailed(
+                commit=c.id,
+                reason="date-before-parent",
+                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
+                f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
+            )
 
 
 def _judge(c: Commit, before: Policy, checker: Checker, need: Role) -> Accepted:

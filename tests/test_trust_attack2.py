@@ -1,0 +1,113 @@
+"""Attacks on the trust rules (second round, after issue 13), each with the real tools where the
+attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verify``) and with
+``core/trust.decide`` driven directly where it is a rule.
+
+1. Back-dating through an exempt commit (``verify: first-parent``): a key whose ``validBefore``
+   has passed cannot date a commit back past its parent (``date-before-parent``), but an unsigned
+   side commit was exempt from every check, its date included; a child of it dated back as far
+   and signed by the expired key, changing the trust file (so checked), was accepted. Exempt
+   commits now keep the date rule too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitedge.errors import VerificationFailed
+from tests.sigtools import SignedRepo, SshKey, make_ssh_key
+from tests.test_trust_rules import Pol, _boot, _reason, run
+
+pytestmark = pytest.mark.timeout(180)
+
+HEAD = "apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\nspec:\n"
+
+
+def policy(*signers: tuple[str, SshKey, str, str | None], mode: str = "all") -> str:
+    lines = [HEAD + "  signers:"]
+    for name, key, roles, before in signers:
+        lines.append(
+            f"    - name: {name}\n      key: {json.dumps(key.public)}\n      roles: {roles}"
+        )
+        if before:
+            lines.append(f"      validBefore: {before}")
+    return "\n".join(lines) + f"\n  verify: {mode}\n"
+
+
+def verify_json(repo: Path, trust: Path, *args: str) -> tuple[int, dict[str, object], str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "gitedge", "verify", "--repo", str(repo), "--trust", str(trust),
+         *args, "--output", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return r.returncode, (json.loads(r.stdout) if r.stdout.strip() else {}), r.stderr
+
+
+# ---------------------------------------------------------------------------- 1. back-dating
+
+
+def test_an_exempt_side_commit_cannot_carry_a_back_dated_trust_change_model() -> None:
+    h, boot = _boot("first-parent")
+    v1 = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), 3600)),
+             "first-parent")  # fmt: skip
+    rogue = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), None)),
+                "first-parent")  # fmt: skip
+    h.pols |= {v1.blob: v1, rogue.blob: rogue}
+    c1 = h.add((), 0, "k0", v1.blob, "root")
+    c2 = h.add((c1,), 7200, "k0", v1.blob, "commit")  # verified, after k1's window closed
+    unsigned = h.add((c2,), 3000, None, v1.blob, "commit")  # exempt, dated back
+    change = h.add((unsigned,), 3100, "k1", rogue.blob, "rotate")  # k1 still "valid" then
+    main = h.add((c2,), 7300, "k0", v1.blob, "commit")
+    merge = h.add((main, change), 7400, "k0", v1.blob, "merge")
+    for since in (None, c2, main):
+        v = run(h, boot, since=since, rev=merge, cache=set())
+        assert _reason(v) == "date-before-parent", v
+        assert isinstance(v.error, VerificationFailed) and v.error.commit == unsigned
+    # the same side commit dated forward is still exempt (the merge vouches for it)
+    fine = h.add((c2,), 7250, None, v1.blob, "commit")
+    ok = h.add((main, fine), 7400, "k0", v1.blob, "merge")
+    v = run(h, boot, since=c2, rev=ok, cache=set())
+    assert v.ok and fine not in v.checked
+
+
+def test_an_exempt_side_commit_cannot_carry_a_back_dated_trust_change_real_git(
+    tmp_path: Path,
+) -> None:
+    """alice (admin) and kate (admin, valid until June 30 2027); first-parent. After a commit
+    dated July, kate makes an unsigned side commit dated June 1 and on it a signed trust change
+    (dropping her validBefore) dated June 2; alice merges the side branch. Refused, naming the
+    back-dated side commit."""
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    kate = make_ssh_key(tmp_path / "keys", "ed25519", comment="kate@fleet")
+    v1 = policy(
+        ("alice", alice, "[release, admin]", None),
+        ("kate", kate, "[release, admin]", "2027-06-30T00:00:00Z"),
+        mode="first-parent",
+    )
+    forever = policy(
+        ("alice", alice, "[release, admin]", None),
+        ("kate", kate, "[release, admin]", None),
+        mode="first-parent",
+    )
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    repo.commit(signer=alice, files={".gitedge/trust.yaml": v1}, date="2027-05-01T00:00:00Z")
+    july = repo.commit(signer=alice, date="2027-07-01T00:00:00Z")
+    repo.git("checkout", "-q", "-b", "side")
+    back = repo.commit(signer=None, files={"side.txt": "x\n"}, date="2027-06-01T00:00:00Z")
+    change = repo.commit(
+        signer=kate, files={".gitedge/trust.yaml": forever}, date="2027-06-02T00:00:00Z"
+    )
+    repo.git("checkout", "-q", "main")
+    repo.commit(signer=alice, date="2027-07-02T00:00:00Z")
+    merge = repo.merge("side", signer=alice, date="2027-07-03T00:00:00Z")
+    assert repo.git("show", "-s", "--format=%P", merge).split()[1] == change
+    for args in (["--since", july], []):
+        code, doc, err = verify_json(repo.path, pinned, "--rev", merge, *args)
+        assert code == 1, (doc, err)
+        assert (doc["commit"], doc["reason"]) == (back, "date-before-parent"), doc
