@@ -7,6 +7,12 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    side commit was exempt from every check, its date included; a child of it dated back as far
    and signed by the expired key, changing the trust file (so checked), was accepted. Exempt
    commits now keep the date rule too.
+2. A hostile server or a pusher (no key) sends thousands of commits, each with another 1 MiB
+   trust file that is a small delta of the last (a push of a few hundred KiB): the verify step
+   read every trust blob of the range before deciding, gigabytes, to refuse the first commit.
+   Blobs are now read when ``decide`` asks for one.
+3. A server leaves a trust blob out of the pack: ``gitedge verify`` ended in a traceback
+   (pygit2's NotFoundError); now SourceUnavailable naming the blob.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from gitedge.adapters.gitsource import GitRepo
+from gitedge.agent.verifying import load_bootstrap, verify_range
 from gitedge.errors import VerificationFailed
 from tests.sigtools import SignedRepo, SshKey, make_ssh_key
 from tests.test_trust_rules import Pol, _boot, _reason, run
@@ -111,3 +119,53 @@ def test_an_exempt_side_commit_cannot_carry_a_back_dated_trust_change_real_git(
         code, doc, err = verify_json(repo.path, pinned, "--rev", merge, *args)
         assert code == 1, (doc, err)
         assert (doc["commit"], doc["reason"]) == (back, "date-before-parent"), doc
+
+
+# ---------------------------------------------------------------------------- 2. blob flood
+
+
+class CountingRepo(GitRepo):
+    def __init__(self, *, path: Path) -> None:
+        super().__init__(path=path)
+        self.read: list[str] = []
+
+    def blob_by_id(self, blob_id: str, *, path: str = ".gitedge/trust.yaml") -> bytes:
+        self.read.append(blob_id)
+        return super().blob_by_id(blob_id, path=path)
+
+
+def test_a_flood_of_distinct_trust_files_is_not_read_before_the_first_refusal(
+    tmp_path: Path,
+) -> None:
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    v1 = policy(("alice", alice, "[release, admin]", None))
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    base = repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})
+    for i in range(40):  # a pusher with no key: each commit another (padded) trust file
+        repo.commit(signer=None, files={".gitedge/trust.yaml": f"# {'x' * 4096} {i}\n"})
+    git = CountingRepo(path=repo.path)
+    with pytest.raises(VerificationFailed) as e:
+        verify_range(git, bootstrap=load_bootstrap(pinned), rev="main", since=base)
+    assert e.value.reason == "invalid-trust-policy"  # the first one, which does not parse
+    assert len(git.read) <= 2, len(git.read)  # its own, and at most the base's
+
+
+# ---------------------------------------------------------------------------- 3. missing blob
+
+
+def test_a_trust_blob_missing_from_the_repo_is_source_unavailable_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    v1 = policy(("alice", alice, "[release, admin]", None))
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})
+    blob = repo.git("rev-parse", "HEAD:.gitedge/trust.yaml")
+    (repo.path / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    code, doc, err = verify_json(repo.path, pinned)
+    assert code == 1 and doc == {}, (doc, err)
+    assert "Traceback" not in err and f"cannot read .gitedge/trust.yaml (blob {blob})" in err

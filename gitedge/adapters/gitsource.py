@@ -161,12 +161,18 @@ class GitRepo:
         return datetime.fromtimestamp(self._commit(commit).commit_time, UTC)
 
     def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
-        """A blob's content by its id (``path`` names it in errors); at most 1 MiB."""
+        """A blob's content by its id (``path`` names it in errors); at most 1 MiB. A blob the
+        repo lacks (a server that left it out of the pack) is SourceUnavailable."""
         try:
             oid = pygit2.Oid(hex=blob_id)
         except _LIBGIT2_ERRORS:
             raise SourceUnavailable(f"{self.path}: {blob_id!r} is not an object id") from None
-        return self._blob(oid, path, limit=MAX_FILE_BYTES)
+        try:
+            return self._blob(oid, path, limit=MAX_FILE_BYTES)
+        except _LIBGIT2_ERRORS as e:
+            raise SourceUnavailable(
+                f"{self.path}: cannot read {path} (blob {blob_id}): {scrub(str(e))}"
+            ) from None
 
     def _blob(self, oid: pygit2.Oid, path: str, *, limit: int) -> bytes:
         size = self.repo.odb.read_header(oid)[1]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
@@ -208,8 +208,7 @@ def verify_range(
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
         outside_times = {p: repo.committer_time(p) for p in outside}
-        blob_ids = {c.trust_blob_id for c in commits} | set(outside_trust.values())
-        blobs = {b: repo.blob_by_id(b) for b in blob_ids if b is not None}
+        blobs = _Blobs(repo)
         ahead = feed.ahead
 
         def checker(policy: Policy) -> Checker:
@@ -235,6 +234,24 @@ def verify_range(
         if cache is not None:
             cache.add(accepted)
     return decision
+
+
+class _Blobs(Mapping[str, bytes]):
+    """Trust blobs read when ``decide`` asks for one, not every blob of the range up front: a
+    push of a few hundred KiB (thousands of distinct 1 MiB trust files, each a small delta of
+    the last) made the verify step read gigabytes before it refused the first commit."""
+
+    def __init__(self, repo: GitRepo) -> None:
+        self._repo = repo
+
+    def __getitem__(self, blob_id: str) -> bytes:
+        return self._repo.blob_by_id(blob_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # not enumerable: decide only looks blobs up
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _cpus() -> int:
