@@ -41,21 +41,25 @@ import hashlib
 import re
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from gitedge.core.fleetfiles import TRUST_PATH
-from gitedge.core.trustgraph import exempt_side_commits, require_first_parent_chain
-from gitedge.errors import RollbackRefused, VerificationFailed
+from gitedge.core.trustgraph import (
+    DATE_TOLERANCE,
+    check_dates,
+    exempt_side_commits,
+    require_descendant,
+    require_first_parent_chain,
+)
+from gitedge.errors import VerificationFailed
 
 if TYPE_CHECKING:
     from gitedge.core.fleet import TrustPolicy
 
 Role = Literal["release", "admin"]
 
-DATE_TOLERANCE = timedelta(minutes=5)  # a commit may be dated this much before a parent
-_TOLERANCE_TEXT = "5 minutes"
 VerifyMode = Literal["all", "first-parent"]
 
 __all__ = [
@@ -269,16 +273,6 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def require_descendant(*, last_verified: str | None, offered: str, descends: bool) -> None:
-    """The rollback rule: the tracked tip must descend from (or be) the last verified commit."""
-    if last_verified is not None and offered != last_verified and not descends:
-        raise RollbackRefused(
-            last_verified=last_verified,
-            offered=offered,
-            detail="history rewritten or an older commit replayed; the last verified commit stays",
-        )
-
-
 class _Policies:
     """Policies by trust blob id, parsed once; their checkers built once."""
 
@@ -333,7 +327,8 @@ def decide(
     committer time of every parent outside the range, ``since`` included; ``blobs`` the content
     of every trust blob named. Raises :class:`RollbackRefused` (first-parent chain rule) before
     anything is checked, then :class:`VerificationFailed` for the first bad commit (in that
-    order); ``on_accept`` hears of each commit accepted before that, so a cache can keep them."""
+    order; with a merge in the range, trust changes are checked first); ``on_accept`` hears of
+    each commit accepted before that, so a cache can keep them."""
     policies = _Policies(bootstrap=bootstrap, blobs=blobs, checker_for=checker_for)
     by_id = {c.id: c for c in commits}
 
@@ -350,28 +345,47 @@ def decide(
     if since is not None and tip in by_id:
         at_since = policies.at(trust_of(since))
         require_first_parent_chain(since=since, tip=tip, by_id=by_id, at_since=at_since)
+    decision = TrustDecision(tip=tip, policy=bootstrap)
+
+    def blobs_of(parents: tuple[str, ...]) -> tuple[str | None, ...]:
+        if len(parents) == 1:  # the common case, kept fast: 10,000 commits in the benchmark
+            return (trust_of(parents[0]),)
+        return tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
+
+    def check(c: Commit, parent_blobs: tuple[str | None, ...]) -> Accepted | None:
+        if c.id in cached:
+            decision.skipped_cached += 1
+            return None
+        accepted = _check_commit(c, parent_blobs, c.parents, time_of, policies)
+        if on_accept is not None:
+            on_accept(c.id)
+        return accepted
+
     exempt: set[str] = set()
+    early: dict[str, Accepted | None] = {}
     if any(len(c.parents) > 1 for c in commits):  # only a merge exempts anything
+        # trust changes first: the exemption walk then parses only approved trust files (a
+        # pusher's merges could each bring another 1 MiB file to parse before any check)
+        for c in commits:
+            parent_blobs = blobs_of(c.parents)
+            if parent_blobs != (c.trust_blob_id,):
+                early[c.id] = check(c, parent_blobs)
         exempt = exempt_side_commits(
             commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
         )
-    decision = TrustDecision(tip=tip, policy=bootstrap)
     for c in commits:
-        parents = c.parents
-        if len(parents) == 1:  # the common case, kept fast: 10,000 commits in the benchmark
-            parent_blobs: tuple[str | None, ...] = (trust_of(parents[0]),)
-        else:
-            parent_blobs = tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
-        if c.id in exempt and parent_blobs == (c.trust_blob_id,):
-            _check_dates(c, parents, time_of)  # unsigned, yet its date bounds its children's
-            decision.exempt += 1  # brought in from the side, and no trust change
+        if c.id in early:
+            done = early[c.id]
+            if done is not None:
+                decision.accepted.append(done)
             continue
-        if c.id in cached:
-            decision.skipped_cached += 1
+        if c.id in exempt:  # brought in from the side, and no trust change (those are early)
+            check_dates(c=c, parents=c.parents, time_of=time_of)  # its date bounds its children
+            decision.exempt += 1
             continue
-        decision.accepted.append(_check_commit(c, parent_blobs, parents, time_of, policies))
-        if on_accept is not None:
-            on_accept(c.id)
+        accepted = check(c, blobs_of(c.parents))
+        if accepted is not None:
+            decision.accepted.append(accepted)
     final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
     if isinstance(final, ValueError):  # pragma: no cover - a cached tip was accepted before
         raise VerificationFailed(commit=tip, reason="invalid-trust-policy", detail=str(final))
@@ -406,7 +420,7 @@ def _check_commit(
         raise VerificationFailed(
             commit=c.id, reason="unsigned", detail="the commit has no signature"
         )
-    _check_dates(c, parents, time_of)
+    check_dates(c=c, parents=parents, time_of=time_of)
     if len(parent_blobs) == 1:  # one parent policy (a straight history): no merging of verdicts
         before = policies.at(parent_blobs[0])
         if isinstance(before, ValueError):  # pragma: no cover - that parent was refused already
@@ -440,19 +454,6 @@ def _check_commit(
         detail="the policy in force on every parent must allow the signer; "
         + "; ".join(f"{e.reason}: {e.detail}" for e in failed),
     )
-
-
-def _check_dates(c: Commit, parents: Sequence[str], time_of: Callable[[str], datetime]) -> None:
-    """Exempt commits too: else a checked child of one dated back could use a closed window."""
-    for parent in parents:
-        when = time_of(parent)
-        if c.committer_time < when - DATE_TOLERANCE:
-            raise VerificationFailed(
-                commit=c.id,
-                reason="date-before-parent",
-                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
-                f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
-            )
 
 
 def _judge(c: Commit, before: Policy, checker: Checker, need: Role) -> Accepted:
