@@ -16,7 +16,12 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    checked: a pusher's 40 merges, each bringing another trust file, cost 40 parses (seconds of
    CPU each for a 1 MiB file). Trust changes are now checked first, so that walk reads only
    approved policies.
-3. A server leaves a trust blob out of the pack: ``gitedge verify`` ended in a traceback
+3. An admin's typo in a key of the trust file (or one key given to two names): the trust change
+   was accepted, as only the YAML was read; every later commit, the admin's fix included, then
+   failed with TrustError against the policy in force, so every site stayed stuck until it was
+   reinstalled. The keys of a trust file are now parsed at the commit that brings it, which is
+   refused (``invalid-trust-policy``). The cache file's rules version moves to r3.
+4. A server leaves a trust blob out of the pack: ``gitedge verify`` ended in a traceback
    (pygit2's NotFoundError); now SourceUnavailable naming the blob.
 """
 
@@ -192,7 +197,7 @@ def test_the_exemption_walk_reads_no_trust_file_before_the_trust_changes_are_che
 BOOT_SIGNERS_FP = (("k0", ("admin", "release"), None), ("k1", ("release",), None))
 
 
-# ---------------------------------------------------------------------------- 3. missing blob
+# ---------------------------------------------------------------------------- 4. missing blob
 
 
 def test_a_trust_blob_missing_from_the_repo_is_source_unavailable_not_a_traceback(
@@ -209,3 +214,31 @@ def test_a_trust_blob_missing_from_the_repo_is_source_unavailable_not_a_tracebac
     code, doc, err = verify_json(repo.path, pinned)
     assert code == 1 and doc == {}, (doc, err)
     assert "Traceback" not in err and f"cannot read .gitedge/trust.yaml (blob {blob})" in err
+
+
+# ---------------------------------------------------------------------------- 3. unusable keys
+
+
+@pytest.mark.parametrize("what", ["typo", "one key, two names"])
+def test_a_trust_file_whose_keys_do_not_parse_is_refused_where_it_comes_in(
+    tmp_path: Path, what: str
+) -> None:
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    v1 = policy(("alice", alice, "[release, admin]", None))
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    base = repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})
+    if what == "typo":
+        extra = '    - name: bob\n      key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbroken"\n'
+    else:
+        extra = f"    - name: alice2\n      key: {json.dumps(alice.public)}\n"
+    bad = v1.replace("  verify: all", extra + "      roles: [release]\n  verify: all")
+    broken = repo.commit(signer=alice, files={".gitedge/trust.yaml": bad})
+    repo.commit(signer=alice)
+    fix = repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})
+    for rev in (broken, fix):
+        code, doc, err = verify_json(repo.path, pinned, "--since", base, "--rev", rev)
+        assert code == 1, (doc, err)
+        assert (doc["commit"], doc["reason"]) == (broken, "invalid-trust-policy"), doc
+        assert ("bob" if what == "typo" else "alice2") in str(doc["detail"])

@@ -48,7 +48,7 @@ MAX_TRUST_FILE = 1 << 20
 # The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
 # parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
 # files were written by the first-parent-only rules, which accepted a retired key's merge.
-RULES = "r2"
+RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [

@@ -30,9 +30,9 @@ rotation and rollback rules are the model; docs/architecture.md "Trust rules" sa
 Reason words (``VerificationFailed.reason``): ``unsigned``, ``unknown-key``, ``bad-signature``,
 ``key-not-valid-at-time``, ``not-admin-for-trust-change``, ``wrong-namespace``, plus
 ``not-release-signer`` (a known key without the release role), ``invalid-trust-policy`` (a
-trust file that does not parse, or was removed), ``date-before-parent`` (committer date earlier
-than a parent's beyond the tolerance) and ``merge-not-allowed-by-parent-policy`` (a merge that
-one parent's policy allows and another's refuses, the reasons in its detail).
+trust file or key that does not parse, or a removed file), ``date-before-parent`` (committer
+date earlier than a parent's beyond the tolerance) and ``merge-not-allowed-by-parent-policy`` (a
+merge that one parent's policy allows and another's refuses, the reasons in its detail).
 """
 
 from __future__ import annotations
@@ -48,12 +48,13 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from gitedge.core.fleetfiles import TRUST_PATH
 from gitedge.core.trustgraph import (
     DATE_TOLERANCE,
+    Commit,
     check_dates,
     exempt_side_commits,
     require_descendant,
     require_first_parent_chain,
 )
-from gitedge.errors import VerificationFailed
+from gitedge.errors import TrustError, VerificationFailed
 
 if TYPE_CHECKING:
     from gitedge.core.fleet import TrustPolicy
@@ -128,23 +129,6 @@ class Check(Protocol):
 
 class Checker(Protocol):
     def check(self, *, signature: bytes, payload: bytes, namespace: str = "git") -> Check: ...
-
-
-class Commit(Protocol):
-    """The facts of one commit (``gitsource.CommitFacts`` fits)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def parents(self) -> tuple[str, ...]: ...
-    @property
-    def committer_time(self) -> datetime: ...
-    @property
-    def signature(self) -> bytes | None: ...
-    @property
-    def payload(self) -> bytes | None: ...
-    @property
-    def trust_blob_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -308,6 +292,18 @@ class _Policies:
             self._checkers[policy.digest] = self._checker_for(policy)
         return self._checkers[policy.digest]
 
+    def require_keys(self, commit: str, blob_id: str | None) -> None:
+        """The keys of a trust file a commit brings must parse at that commit: accepted, a key
+        with a typo made every later commit (the admin's fix too) fail, for good."""
+        after = self.at(blob_id)
+        assert isinstance(after, Policy)  # it parsed: _check_commit accepted the change
+        try:
+            self.checker(after)
+        except TrustError as e:
+            raise VerificationFailed(
+                commit=commit, reason="invalid-trust-policy", detail=str(e)
+            ) from None
+
 
 def decide(
     *,
@@ -357,6 +353,8 @@ def decide(
             decision.skipped_cached += 1
             return None
         accepted = _check_commit(c, parent_blobs, c.parents, time_of, policies)
+        if accepted.trust_change:
+            policies.require_keys(c.id, c.trust_blob_id)
         if on_accept is not None:
             on_accept(c.id)
         return accepted

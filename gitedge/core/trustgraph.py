@@ -10,22 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gitedge.errors import RollbackRefused, VerificationFailed
-
-if TYPE_CHECKING:
-    from gitedge.core.trust import Commit
 
 HasMode = object  # a trust.Policy, or the ValueError of a trust file that does not parse
 
 __all__ = [
     "DATE_TOLERANCE",
+    "Commit",
     "check_dates",
     "exempt_side_commits",
     "require_descendant",
     "require_first_parent_chain",
 ]
+
+
+class Commit(Protocol):
+    """The facts of one commit (``gitsource.CommitFacts`` fits)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def parents(self) -> tuple[str, ...]: ...
+    @property
+    def committer_time(self) -> datetime: ...
+    @property
+    def signature(self) -> bytes | None: ...
+    @property
+    def payload(self) -> bytes | None: ...
+    @property
+    def trust_blob_id(self) -> str | None: ...
+
 
 DATE_TOLERANCE = timedelta(minutes=5)  # a commit may be dated this much before a parent
 _TOLERANCE_TEXT = "5 minutes"
