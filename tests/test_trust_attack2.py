@@ -23,6 +23,10 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    refused (``invalid-trust-policy``). The cache file's rules version moves to r3.
 4. A server leaves a trust blob out of the pack: ``gitedge verify`` ended in a traceback
    (pygit2's NotFoundError); now SourceUnavailable naming the blob.
+5. A pusher (no key) writes a commit dated after year 9999 (``git hash-object --literally``):
+   the walk failed (``datetime`` cannot hold it) and the agent reported its source unavailable,
+   naming no commit, for as long as the commit was there. Such a time is now read as the latest
+   one Python holds, so the commit is judged: here ``unsigned``, named.
 """
 
 from __future__ import annotations
@@ -242,3 +246,28 @@ def test_a_trust_file_whose_keys_do_not_parse_is_refused_where_it_comes_in(
         assert code == 1, (doc, err)
         assert (doc["commit"], doc["reason"]) == (broken, "invalid-trust-policy"), doc
         assert ("bob" if what == "typo" else "alice2") in str(doc["detail"])
+
+
+# ---------------------------------------------------------------------------- 5. year 10000
+
+
+@pytest.mark.parametrize("seconds", ["253402300800", "99999999999999999", "-99999999999999"])
+def test_a_commit_dated_beyond_what_python_holds_is_judged_and_named(
+    tmp_path: Path, seconds: str
+) -> None:
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    v1 = policy(("alice", alice, "[release, admin]", None))
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    base = repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})
+    raw = (
+        f"tree {repo.git('rev-parse', 'HEAD^{tree}')}\nparent {base}\n"
+        f"author x <x@x> 1 +0000\ncommitter x <x@x> {seconds} +0000\n\nhand-made\n"
+    )
+    odd = subprocess.run(
+        ["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w", "--literally",
+         "--stdin"], input=raw, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    code, doc, err = verify_json(repo.path, pinned, "--since", base, "--rev", odd)
+    assert code == 1 and (doc["commit"], doc["reason"]) == (odd, "unsigned"), (doc, err)

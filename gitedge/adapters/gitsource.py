@@ -158,7 +158,7 @@ class GitRepo:
 
     def committer_time(self, commit: str) -> datetime:
         """The committer time of ``commit`` (UTC)."""
-        return datetime.fromtimestamp(self._commit(commit).commit_time, UTC)
+        return _instant(self._commit(commit).commit_time)
 
     def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
         """A blob's content by its id (``path`` names it in errors); at most 1 MiB. A blob the
@@ -302,10 +302,14 @@ class GitRepo:
                 else:
                     trust = trust_by_tree[tree_id] = trust_of(tree_id)
                 signature, payload = c.gpg_signature
+                try:
+                    at = when(c.commit_time, UTC)
+                except (ValueError, OverflowError, OSError):
+                    at = _instant(c.commit_time)
                 yield CommitFacts(
                     str(c.id),
                     tuple(map(str, c.parent_ids)),
-                    when(c.commit_time, UTC),
+                    at,
                     c.author.raw_name.decode("utf-8", "replace"),
                     c.committer.raw_name.decode("utf-8", "replace"),
                     signature,
@@ -436,6 +440,16 @@ def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[st
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _instant(seconds: int) -> datetime:
+    """A committer time as a UTC datetime; one Python cannot hold (before year 1, after 9999:
+    a hand-made commit) is the earliest or latest it can, so the commit is judged (and a later
+    one refused as dated before it) instead of the walk failing with no commit named."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime(9999, 12, 31, tzinfo=UTC) if seconds > 0 else datetime(1, 1, 2, tzinfo=UTC)
 
 
 def _size(n: int) -> str:
