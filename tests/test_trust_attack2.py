@@ -27,6 +27,12 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    the walk failed (``datetime`` cannot hold it) and the agent reported its source unavailable,
    naming no commit, for as long as the commit was there. Such a time is now read as the latest
    one Python holds, so the commit is judged: here ``unsigned``, named.
+6. Dates that go back within the tolerance (4 minutes a commit, 30 commits: two hours) on the
+   last verified commit's own history: libgit2's walk of (since, tip], like ``git rev-list tip
+   ^since``, stops marking ancestors of ``since`` when only older ones are left to walk, and
+   handed back ancestors of ``since`` as new (here down to the root). They were judged again
+   (an exempt one of them could be refused now), or skipped as cached: the verdict depended on
+   the split. The range is now cut exactly (``verifying._exact_range``).
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.gitsource import GitRepo
+from gitedge.agent import verifying
 from gitedge.agent.verifying import load_bootstrap, verify_range
 from gitedge.core.trust import decide
 from gitedge.errors import VerificationFailed
-from tests.sigtools import SignedRepo, SshKey, make_ssh_key
+from tests.sigtools import SignedRepo, SshKey, make_ssh_key, sign_args
 from tests.test_trust_rules import FakeChecker, Pol, _boot, _reason, run
 
 pytestmark = pytest.mark.timeout(180)
@@ -271,3 +278,43 @@ def test_a_commit_dated_beyond_what_python_holds_is_judged_and_named(
     ).stdout.strip()  # fmt: skip
     code, doc, err = verify_json(repo.path, pinned, "--since", base, "--rev", odd)
     assert code == 1 and (doc["commit"], doc["reason"]) == (odd, "unsigned"), (doc, err)
+
+
+# ---------------------------------------------------------------------------- 6. walk leak
+
+
+def test_ancestors_of_the_last_verified_commit_are_not_in_the_range_despite_clock_skew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    pinned = tmp_path / "allowed_signers"
+    pinned.write_text(f"alice {alice.public}\n")
+    repo = SignedRepo(tmp_path / "repo")
+    t = 1_780_000_000
+
+    def at(when: int, *parents: str) -> str:
+        ps = [arg for p in parents for arg in ("-p", p)]
+        env = {"GIT_COMMITTER_DATE": f"@{when} +0000", "GIT_AUTHOR_DATE": f"@{when} +0000"}
+        return repo.git(*sign_args(alice), "commit-tree", tree, *ps, "-S", "-m", str(when),
+                        env=env)  # fmt: skip
+
+    repo.commit(signer=alice, date=f"@{t - 60} +0000")
+    tree = repo.git("rev-parse", "HEAD^{tree}")
+    root = repo.git("rev-parse", "HEAD")
+    a = at(t, root)
+    b = at(t + 3600, a)
+    h = b
+    for i in range(1, 31):  # each 4 minutes before its parent: within the tolerance
+        h = at(t + 3600 - 240 * i, h)
+    since = at(t + 3600 - 240 * 30 + 1, h)
+    side = at(t + 3700, b)
+    tip = at(t + 3800, since, side)
+    code, doc, err = verify_json(repo.path, pinned, "--since", since, "--rev", tip)
+    assert code == 0, (doc, err)
+    got = {c["id"] for c in doc["commits"]}  # type: ignore[union-attr]
+    assert got == {side, tip}, (len(got), {root, a, b} & got)
+    # past ASK_EACH commits to ask about, one walk of since's history answers for the rest
+    monkeypatch.setattr(verifying, "ASK_EACH", 0)
+    d = verify_range(GitRepo(path=repo.path), bootstrap=load_bootstrap(pinned), rev=tip,
+                     since=since)  # fmt: skip
+    assert {x.commit for x in d.accepted} == {side, tip}

@@ -265,6 +265,15 @@ class GitRepo:
                 f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
             ) from None
 
+    def ancestor_ids(self, rev: str) -> set[str]:
+        """Ids of ``rev`` and all its ancestors: one complete walk, ids only."""
+        try:
+            return {str(c.id) for c in self.repo.walk(self.resolve(rev), SortMode.NONE)}
+        except _LIBGIT2_ERRORS as e:
+            raise SourceUnavailable(
+                f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
+            ) from None
+
     def _walk_facts(
         self, tip: str, hidden: str | None, *, first_parent: bool, rev: str, sort: SortMode
     ) -> Iterator[CommitFacts]:

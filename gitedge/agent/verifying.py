@@ -49,6 +49,7 @@ MAX_TRUST_FILE = 1 << 20
 # parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
 # files were written by the first-parent-only rules, which accepted a retired key's merge.
 RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
+ASK_EACH = 8  # _exact_range: commits asked about one by one before one walk answers for all
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
@@ -202,6 +203,8 @@ def verify_range(
     try:
         walked = repo.iter_commit_facts(since=base, rev=tip, first_parent=False, unsorted=True)
         commits = _parents_first(repo, feed.walk(walked), tip=tip, since=base)
+        if base is not None:
+            commits = _exact_range(repo, commits, since=base)
         in_range = {c.id for c in commits}
         outside = {p for c in commits for p in c.parents if p not in in_range}
         if base is not None:
@@ -234,6 +237,32 @@ def verify_range(
         if cache is not None:
             cache.add(accepted)
     return decision
+
+
+def _exact_range(repo: GitRepo, commits: list[CommitFacts], *, since: str) -> list[CommitFacts]:
+    """``commits`` (a walk of (since, tip], parents first) without the ancestors of ``since``
+    in it. libgit2's walk, like ``git rev-list tip ^since``, stops marking ancestors of the
+    hidden commit once only older commits are left to walk, so dates that go back (each within
+    the tolerance) made it hand back ancestors of ``since`` as new. A commit with a parent in
+    the range is in it; only the others are asked about: one on a straight history, each by a
+    merge-base query up to :data:`ASK_EACH`, then all at once by one walk of ``since``'s
+    history (a pusher's thousands of new roots would each cost a walk of it)."""
+    inside: set[str] = set()
+    older: set[str] | None = None
+    asked = 0
+    for c in commits:
+        if any(p in inside for p in c.parents):
+            inside.add(c.id)
+            continue
+        if older is None and asked >= ASK_EACH:
+            older = repo.ancestor_ids(since)
+        asked += 1
+        if older is not None:
+            if c.id not in older:
+                inside.add(c.id)
+        elif not repo.is_descendant(commit=since, ancestor=c.id):
+            inside.add(c.id)
+    return commits if len(inside) == len(commits) else [c for c in commits if c.id in inside]
 
 
 class _Blobs(Mapping[str, bytes]):
