@@ -6,7 +6,9 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    has passed cannot date a commit back past its parent (``date-before-parent``), but an unsigned
    side commit was exempt from every check, its date included; a child of it dated back as far
    and signed by the expired key, changing the trust file (so checked), was accepted. Exempt
-   commits now keep the date rule too.
+   commits now keep the date rule too, and without adding up: an exempt commit counts as dated
+   at the latest date before it, so twenty unsigned commits each 4 minutes back (each within
+   the tolerance) do not take a checked child 80 minutes back.
 2. A hostile server or a pusher (no key) sends thousands of commits, each with another 1 MiB
    trust file that is a small delta of the last (a push of a few hundred KiB): the verify step
    read every trust blob of the range before deciding, gigabytes, to refuse the first commit.
@@ -102,6 +104,32 @@ def test_an_exempt_side_commit_cannot_carry_a_back_dated_trust_change_model() ->
     ok = h.add((main, fine), 7400, "k0", v1.blob, "merge")
     v = run(h, boot, since=c2, rev=ok, cache=set())
     assert v.ok and fine not in v.checked
+
+
+def test_a_chain_of_exempt_commits_cannot_add_up_the_tolerance() -> None:
+    h, boot = _boot("first-parent")
+    v1 = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), 3600)),
+             "first-parent")  # fmt: skip
+    rogue = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), None)),
+                "first-parent")  # fmt: skip
+    h.pols |= {v1.blob: v1, rogue.blob: rogue}
+    c1 = h.add((), 0, "k0", v1.blob, "root")
+    c2 = h.add((c1,), 7200, "k0", v1.blob, "commit")  # after k1's window closed
+    main = h.add((c2,), 7300, "k0", v1.blob, "commit")
+    e, t = c2, 7200
+    for _ in range(20):  # unsigned, each 4 minutes before its parent
+        t -= 240
+        e = h.add((e,), t, None, v1.blob, "commit")
+    change = h.add((e,), t, "k1", rogue.blob, "rotate")  # inside k1's window
+    merge = h.add((main, change), 7400, "k0", v1.blob, "merge")
+    v = run(h, boot, since=c2, rev=merge, cache=set())
+    assert _reason(v) == "date-before-parent"
+    # a contributor's clock a few minutes behind, then forward again, is still fine
+    s1 = h.add((c2,), 7200 - 180, None, v1.blob, "commit")
+    s2 = h.add((s1,), 7200 - 120, None, v1.blob, "commit")
+    s3 = h.add((s2,), 7200 - 60, "k0", v1.blob, "commit")
+    ok = h.add((main, s3), 7400, "k0", v1.blob, "merge")
+    assert run(h, boot, since=c2, rev=ok, cache=set()).ok
 
 
 def test_an_exempt_side_commit_cannot_carry_a_back_dated_trust_change_real_git(

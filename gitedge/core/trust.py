@@ -333,9 +333,11 @@ def decide(
             return by_id[commit_id].trust_blob_id
         return outside_trust[commit_id]
 
+    latest: dict[str, datetime] = {}  # an exempt commit: the latest date in its range history
+
     def time_of(commit_id: str) -> datetime:
         if commit_id in by_id:
-            return by_id[commit_id].committer_time
+            return latest.get(commit_id) or by_id[commit_id].committer_time
         return outside_times[commit_id]
 
     if since is not None and tip in by_id:
@@ -378,7 +380,11 @@ def decide(
                 decision.accepted.append(done)
             continue
         if c.id in exempt:  # brought in from the side, and no trust change (those are early)
-            check_dates(c=c, parents=c.parents, time_of=time_of)  # its date bounds its children
+            # unsigned, so its date vouches for nothing: the date rule holds it and its
+            # children to the latest date before it (else a chain of them, each a few minutes
+            # back, took a checked child into a closed window)
+            check_dates(c=c, parents=c.parents, time_of=time_of)
+            latest[c.id] = max([c.committer_time, *map(time_of, c.parents)])
             decision.exempt += 1
             continue
         accepted = check(c, blobs_of(c.parents))

@@ -57,7 +57,8 @@ def check_dates(*, c: Commit, parents: Sequence[str], time_of: Callable[[str], d
                 commit=c.id,
                 reason="date-before-parent",
                 detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
-                f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
+                f"its parent {parent} ({when.isoformat()}; of an exempt parent, the latest "
+                f"before it) by more than {_TOLERANCE_TEXT}",
             )
 
 
