@@ -35,6 +35,10 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    handed back ancestors of ``since`` as new (here down to the root). They were judged again
    (an exempt one of them could be refused now), or skipped as cached: the verdict depended on
    the split. The range is now cut exactly (``verifying._exact_range``).
+7. A hostile server's hand-made tree whose ``.gitedge/trust.yaml`` entry has a file's mode but
+   names a tree object: ``gitedge verify`` (and the plan's tree read) ended in an
+   AssertionError traceback; a trust file over 1 MiB was InvalidFleetRepo naming no commit.
+   Both are now ``invalid-trust-policy`` of the commit that brings them.
 """
 
 from __future__ import annotations
@@ -346,3 +350,46 @@ def test_ancestors_of_the_last_verified_commit_are_not_in_the_range_despite_cloc
     d = verify_range(GitRepo(path=repo.path), bootstrap=load_bootstrap(pinned), rev=tip,
                      since=since)  # fmt: skip
     assert {x.commit for x in d.accepted} == {side, tip}
+
+
+# ---------------------------------------------------------------------------- 7. odd blobs
+
+
+def _write(repo: Path, kind: str, data: bytes) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "hash-object", "-t", kind, "-w", "--literally", "--stdin"],
+        input=data, capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+
+
+@pytest.mark.parametrize("what", ["a tree under a file's mode", "over 1 MiB"])
+def test_a_trust_file_that_cannot_be_read_is_invalid_trust_policy_of_its_commit(
+    tmp_path: Path, what: str
+) -> None:
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    v1 = policy(("alice", alice, "[release, admin]", None))
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    base = repo.commit(signer=alice, files={".gitedge/trust.yaml": v1})
+    if what == "over 1 MiB":
+        bad = _write(repo.path, "blob", v1.encode() + b"#" * (1 << 20) + b"\n")
+    else:
+        bad = _write(
+            repo.path, "tree", b"100644 f\x00" + bytes.fromhex(_write(repo.path, "blob", b"x"))
+        )
+    gitedge = _write(repo.path, "tree", b"100644 trust.yaml\x00" + bytes.fromhex(bad))
+    root = _write(repo.path, "tree", b"40000 .gitedge\x00" + bytes.fromhex(gitedge))
+    odd = _write(repo.path, "commit", (
+        f"tree {root}\nparent {base}\nauthor x <x@x> 1890000000 +0000\n"
+        f"committer x <x@x> 1890000000 +0000\n\nhand-made\n"
+    ).encode())  # fmt: skip
+    code, doc, err = verify_json(repo.path, pinned, "--since", base, "--rev", odd)
+    assert code == 1 and "Traceback" not in err, (doc, err)
+    assert (doc["commit"], doc["reason"]) == (odd, "invalid-trust-policy"), doc
+    if what != "over 1 MiB":
+        from gitedge.adapters.gitsource import read_commit_tree
+        from gitedge.errors import InvalidFleetRepo
+
+        with pytest.raises(InvalidFleetRepo, match="is not a file"):
+            read_commit_tree(repo=repo.path, rev=odd)

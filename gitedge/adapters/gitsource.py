@@ -175,7 +175,9 @@ class GitRepo:
             ) from None
 
     def _blob(self, oid: pygit2.Oid, path: str, *, limit: int) -> bytes:
-        size = self.repo.odb.read_header(oid)[1]
+        kind, size = self.repo.odb.read_header(oid)
+        if kind != ObjectType.BLOB:  # a hand-made tree: a file's mode on a tree or commit id
+            raise InvalidFleetRepo([Problem(path, 0, f"is not a file (object {oid} is no blob)")])
         if size > limit:
             raise InvalidFleetRepo([Problem(path, 0, f"file is larger than {_size(limit)}")])
         blob = self.repo.get(oid)

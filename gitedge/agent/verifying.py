@@ -42,7 +42,7 @@ from gitedge.core.trust import (
     policy_from_yaml,
     require_descendant,
 )
-from gitedge.errors import TrustError
+from gitedge.errors import InvalidFleetRepo, TrustError
 
 MAX_TRUST_FILE = 1 << 20
 # The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
@@ -274,7 +274,10 @@ class _Blobs(Mapping[str, bytes]):
         self._repo = repo
 
     def __getitem__(self, blob_id: str) -> bytes:
-        return self._repo.blob_by_id(blob_id)
+        try:
+            return self._repo.blob_by_id(blob_id)
+        except InvalidFleetRepo as e:  # too large, or no blob: the commit's trust file is bad
+            raise ValueError(str(e)) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(())  # not enumerable: decide only looks blobs up

@@ -277,8 +277,8 @@ class _Policies:
         if blob_id is None:
             return self.bootstrap
         if blob_id not in self._policies:
-            data = self._blobs.get(blob_id)
-            try:
+            try:  # the blobs may refuse one with a ValueError (too large, not a blob)
+                data = self._blobs.get(blob_id)
                 if data is None:
                     raise ValueError(f"{TRUST_PATH}: blob {blob_id} is missing from the repo")
                 src = f"{TRUST_PATH}@{blob_id[:12]}"
