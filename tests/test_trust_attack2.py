@@ -128,6 +128,19 @@ def test_a_chain_of_exempt_commits_cannot_add_up_the_tolerance() -> None:
     merge = h.add((main, change), 7400, "k0", v1.blob, "merge")
     v = run(h, boot, since=c2, rev=merge, cache=set())
     assert _reason(v) == "date-before-parent"
+    # a trust change is checked before the exemption walk (so with its exempt parent's own
+    # date); it is held to that parent's latest date all the same: 8 minutes back, refused
+    late = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), 6800)),
+               "first-parent")  # fmt: skip
+    h.pols[late.blob] = late
+    d1 = h.add((), 0, "k0", late.blob, "root")
+    d2 = h.add((d1,), 7200, "k0", late.blob, "commit")  # after k1's window (6800)
+    e1 = h.add((d2,), 6960, None, late.blob, "commit")  # 4 minutes back: tolerated
+    jump = h.add((e1,), 6720, "k1", rogue.blob, "rotate")  # 4 more: inside k1's window
+    d3 = h.add((d2,), 7300, "k0", late.blob, "commit")
+    m2 = h.add((d3, jump), 7400, "k0", late.blob, "merge")
+    v = run(h, boot, since=d2, rev=m2, cache=set())
+    assert _reason(v) == "date-before-parent" and v.error.commit == jump  # type: ignore[union-attr]
     # a contributor's clock a few minutes behind, then forward again, is still fine
     s1 = h.add((c2,), 7200 - 180, None, v1.blob, "commit")
     s2 = h.add((s1,), 7200 - 120, None, v1.blob, "commit")

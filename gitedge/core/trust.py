@@ -357,9 +357,13 @@ def decide(
         accepted = _check_commit(c, parent_blobs, c.parents, time_of, policies)
         if accepted.trust_change:
             policies.require_keys(c.id, c.trust_blob_id)
-        if on_accept is not None:
-            on_accept(c.id)
         return accepted
+
+    def keep(accepted: Accepted | None) -> None:
+        if accepted is not None:
+            decision.accepted.append(accepted)
+            if on_accept is not None:
+                on_accept(accepted.commit)
 
     exempt: set[str] = set()
     early: dict[str, Accepted | None] = {}
@@ -374,10 +378,9 @@ def decide(
             commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
         )
     for c in commits:
-        if c.id in early:
-            done = early[c.id]
-            if done is not None:
-                decision.accepted.append(done)
+        if c.id in early:  # its date again, now that exempt parents' latest dates are known
+            check_dates(c=c, parents=c.parents, time_of=time_of)
+            keep(early[c.id])
             continue
         if c.id in exempt:  # brought in from the side, and no trust change (those are early)
             # unsigned, so its date vouches for nothing: the date rule holds it and its
@@ -387,9 +390,7 @@ def decide(
             latest[c.id] = max([c.committer_time, *map(time_of, c.parents)])
             decision.exempt += 1
             continue
-        accepted = check(c, blobs_of(c.parents))
-        if accepted is not None:
-            decision.accepted.append(accepted)
+        keep(check(c, blobs_of(c.parents)))
     final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
     if isinstance(final, ValueError):  # pragma: no cover - a cached tip was accepted before
         raise VerificationFailed(commit=tip, reason="invalid-trust-policy", detail=str(final))
