@@ -8,7 +8,10 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    and signed by the expired key, changing the trust file (so checked), was accepted. Exempt
    commits now keep the date rule too, and without adding up: an exempt commit counts as dated
    at the latest date before it, so twenty unsigned commits each 4 minutes back (each within
-   the tolerance) do not take a checked child 80 minutes back.
+   the tolerance) do not take a checked child 80 minutes back. Not closed: that latest date
+   is known within one range; an exempt commit brought in by the last verified merge is an
+   outside parent next time, with its own date, so a child of it may go 5 minutes further
+   back than the whole range allows (one more release signer's merge for each 5 minutes).
 2. A hostile server or a pusher (no key) sends thousands of commits, each with another 1 MiB
    trust file that is a small delta of the last (a push of a few hundred KiB): the verify step
    read every trust blob of the range before deciding, gigabytes, to refuse the first commit.
