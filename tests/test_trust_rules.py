@@ -585,7 +585,7 @@ def test_a_side_commit_is_exempt_only_when_every_parents_policy_says_first_paren
     c1 = h.add((c0,), 60, "k0", None, "commit")
     side = h.add((c0,), 60, "k0", both.blob, "rotate")  # the side branch says verify: all
     unsigned = h.add((side,), 120, None, both.blob, "commit")
-    merge = h.add((c1, unsigned), 180, "k0", None, "merge")
+    merge = h.add((c1, unsigned), 180, "k0", both.blob, "merge")  # k0: admin of both
     v = run(h, boot, since=None, rev=merge, cache=set())
     assert isinstance(v.error, VerificationFailed) and v.error.commit == unsigned
     # with first-parent on both sides, the merge's signer vouches for it

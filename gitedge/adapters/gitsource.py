@@ -219,15 +219,21 @@ class GitRepo:
 
     def committer_time(self, commit: str) -> datetime:
         """The committer time of ``commit`` (UTC)."""
-        return datetime.fromtimestamp(self._commit(commit).commit_time, UTC)
+        return _instant(self._commit(commit).commit_time)
 
     def blob_by_id(self, blob_id: str, *, path: str = TRUST_PATH) -> bytes:
-        """A blob's content by its id (``path`` names it in errors); at most 1 MiB."""
+        """A blob's content by its id (``path`` names it in errors); at most 1 MiB. A blob the
+        repo lacks (a server that left it out of the pack) is SourceUnavailable."""
         try:
             oid = pygit2.Oid(hex=blob_id)
         except _LIBGIT2_ERRORS:
             raise SourceUnavailable(f"{self.path}: {blob_id!r} is not an object id") from None
-        return self._blob(oid, path, limit=MAX_FILE_BYTES)
+        try:
+            return self._blob(oid, path, limit=MAX_FILE_BYTES)
+        except _LIBGIT2_ERRORS as e:
+            raise SourceUnavailable(
+                f"{self.path}: cannot read {path} (blob {blob_id}): {scrub(str(e))}"
+            ) from None
 
     def _blob(self, oid: pygit2.Oid, path: str, *, limit: int) -> bytes:
         kind, size = self.repo.odb.read_header(oid)
@@ -329,6 +335,15 @@ class GitRepo:
                 f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
             ) from None
 
+    def ancestor_ids(self, rev: str) -> set[str]:
+        """Ids of ``rev`` and all its ancestors: one complete walk, ids only."""
+        try:
+            return {str(c.id) for c in self.repo.walk(self.resolve(rev), SortMode.NONE)}
+        except _LIBGIT2_ERRORS as e:
+            raise SourceUnavailable(
+                f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
+            ) from None
+
     def _walk_facts(
         self, tip: str, hidden: str | None, *, first_parent: bool, rev: str, sort: SortMode
     ) -> Iterator[CommitFacts]:
@@ -364,10 +379,14 @@ class GitRepo:
                 else:
                     trust = trust_by_tree[tree_id] = trust_of(tree_id, str(c.id))
                 signature, payload = c.gpg_signature
+                try:
+                    at = when(c.commit_time, UTC)
+                except (ValueError, OverflowError, OSError):
+                    at = _instant(c.commit_time)
                 yield CommitFacts(
                     str(c.id),
                     tuple(map(str, c.parent_ids)),
-                    when(c.commit_time, UTC),
+                    at,
                     c.author.raw_name.decode("utf-8", "replace"),
                     c.committer.raw_name.decode("utf-8", "replace"),
                     signature,
@@ -537,6 +556,16 @@ def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[st
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _instant(seconds: int) -> datetime:
+    """A committer time as a UTC datetime; one Python cannot hold (before year 1, after 9999:
+    a hand-made commit) is the earliest or latest it can, so the commit is judged (and a later
+    one refused as dated before it) instead of the walk failing with no commit named."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime(9999, 12, 31, tzinfo=UTC) if seconds > 0 else datetime(1, 1, 2, tzinfo=UTC)
 
 
 def _size(n: int) -> str:

@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pygit2
-
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
@@ -275,9 +273,7 @@ class Agent:
         )
         p.new_commits = len(decision.accepted)
         if decision.tip != p.tip:
-            commit = self.git.repo.get(decision.tip)
-            assert isinstance(commit, pygit2.Commit)
-            committed = datetime.fromtimestamp(commit.commit_time, UTC)
+            committed = self.git.committer_time(decision.tip)
             self.state.record_verified(
                 LastVerified(
                     commit=decision.tip,

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
@@ -45,13 +45,14 @@ from gitedge.core.trust import (
     policy_from_yaml,
     require_descendant,
 )
-from gitedge.errors import TrustError
+from gitedge.errors import InvalidFleetRepo, TrustError
 
 MAX_TRUST_FILE = 1 << 20
 # The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
 # parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
 # files were written by the first-parent-only rules, which accepted a retired key's merge.
-RULES = "r2"
+RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
+ASK_EACH = 8  # _exact_range: commits asked about one by one before one walk answers for all
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
@@ -244,14 +245,15 @@ def verify_range(
     try:
         walked = repo.iter_commit_facts(since=base, rev=tip, first_parent=False, unsorted=True)
         commits = _parents_first(repo, feed.walk(walked), tip=tip, since=base)
+        if base is not None:
+            commits = _exact_range(repo, commits, since=base)
         in_range = {c.id for c in commits}
         outside = {p for c in commits for p in c.parents if p not in in_range}
         if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
         outside_times = {p: repo.committer_time(p) for p in outside}
-        blob_ids = {c.trust_blob_id for c in commits} | set(outside_trust.values())
-        blobs = {b: repo.blob_by_id(b) for b in blob_ids if b is not None}
+        blobs = _Blobs(repo)
         ahead = feed.ahead
 
         def checker(policy: Policy) -> Checker:
@@ -277,6 +279,53 @@ def verify_range(
         if cache is not None:
             cache.add(accepted)
     return decision
+
+
+def _exact_range(repo: GitRepo, commits: list[CommitFacts], *, since: str) -> list[CommitFacts]:
+    """``commits`` (a walk of (since, tip], parents first) without the ancestors of ``since``
+    in it. libgit2's walk, like ``git rev-list tip ^since``, stops marking ancestors of the
+    hidden commit once only older commits are left to walk, so dates that go back (each within
+    the tolerance) made it hand back ancestors of ``since`` as new. A commit with a parent in
+    the range is in it; only the others are asked about: one on a straight history, each by a
+    merge-base query up to :data:`ASK_EACH`, then all at once by one walk of ``since``'s
+    history (a pusher's thousands of new roots would each cost a walk of it)."""
+    inside: set[str] = set()
+    older: set[str] | None = None
+    asked = 0
+    for c in commits:
+        if any(p in inside for p in c.parents):
+            inside.add(c.id)
+            continue
+        if older is None and asked >= ASK_EACH:
+            older = repo.ancestor_ids(since)
+        asked += 1
+        if older is not None:
+            if c.id not in older:
+                inside.add(c.id)
+        elif not repo.is_descendant(commit=since, ancestor=c.id):
+            inside.add(c.id)
+    return commits if len(inside) == len(commits) else [c for c in commits if c.id in inside]
+
+
+class _Blobs(Mapping[str, bytes]):
+    """Trust blobs read when ``decide`` asks for one, not every blob of the range up front: a
+    push of a few hundred KiB (thousands of distinct 1 MiB trust files, each a small delta of
+    the last) made the verify step read gigabytes before it refused the first commit."""
+
+    def __init__(self, repo: GitRepo) -> None:
+        self._repo = repo
+
+    def __getitem__(self, blob_id: str) -> bytes:
+        try:
+            return self._repo.blob_by_id(blob_id)
+        except InvalidFleetRepo as e:  # too large, or no blob: the commit's trust file is bad
+            raise ValueError(str(e)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # not enumerable: decide only looks blobs up
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _cpus() -> int:

@@ -16,7 +16,7 @@ rotation and rollback rules are the model; docs/architecture.md "Trust rules" sa
   an older policy back only if an admin of every newer policy signs it, and a removed key is
   valid again only once an admin re-adds it.
 - A signer's ``validAfter``/``validBefore`` (inclusive) are compared with the committer time,
-  which may not be earlier than any parent's by more than :data:`DATE_TOLERANCE`.
+  which may not be earlier than any parent's by more than :data:`DATE_TOLERANCE` (exempt too).
 - ``verify: first-parent``: a mainline merge exempts the commits it brings in from the side when
   the policy on every one of its parents says so; the merge itself is checked against every
   parent's policy, and an exempt commit that changes the trust file is checked all the same, so
@@ -30,9 +30,9 @@ rotation and rollback rules are the model; docs/architecture.md "Trust rules" sa
 Reason words (``VerificationFailed.reason``): ``unsigned``, ``unknown-key``, ``bad-signature``,
 ``key-not-valid-at-time``, ``not-admin-for-trust-change``, ``wrong-namespace``, plus
 ``not-release-signer`` (a known key without the release role), ``invalid-trust-policy`` (a
-trust file that does not parse, or was removed), ``date-before-parent`` (committer date earlier
-than a parent's beyond the tolerance) and ``merge-not-allowed-by-parent-policy`` (a merge that
-one parent's policy allows and another's refuses, the reasons in its detail).
+trust file or key that does not parse, or a removed file), ``date-before-parent`` (committer
+date earlier than a parent's beyond the tolerance) and ``merge-not-allowed-by-parent-policy`` (a
+merge that one parent's policy allows and another's refuses, the reasons in its detail).
 """
 
 from __future__ import annotations
@@ -41,21 +41,26 @@ import hashlib
 import re
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from gitedge.core.fleetfiles import TRUST_PATH
-from gitedge.core.trustgraph import exempt_side_commits, require_first_parent_chain
-from gitedge.errors import RollbackRefused, VerificationFailed
+from gitedge.core.trustgraph import (
+    DATE_TOLERANCE,
+    Commit,
+    check_dates,
+    exempt_side_commits,
+    require_descendant,
+    require_first_parent_chain,
+)
+from gitedge.errors import TrustError, VerificationFailed
 
 if TYPE_CHECKING:
     from gitedge.core.fleet import TrustPolicy
 
 Role = Literal["release", "admin"]
 
-DATE_TOLERANCE = timedelta(minutes=5)  # a commit may be dated this much before a parent
-_TOLERANCE_TEXT = "5 minutes"
 VerifyMode = Literal["all", "first-parent"]
 
 __all__ = [
@@ -124,23 +129,6 @@ class Check(Protocol):
 
 class Checker(Protocol):
     def check(self, *, signature: bytes, payload: bytes, namespace: str = "git") -> Check: ...
-
-
-class Commit(Protocol):
-    """The facts of one commit (``gitsource.CommitFacts`` fits)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def parents(self) -> tuple[str, ...]: ...
-    @property
-    def committer_time(self) -> datetime: ...
-    @property
-    def signature(self) -> bytes | None: ...
-    @property
-    def payload(self) -> bytes | None: ...
-    @property
-    def trust_blob_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -269,16 +257,6 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def require_descendant(*, last_verified: str | None, offered: str, descends: bool) -> None:
-    """The rollback rule: the tracked tip must descend from (or be) the last verified commit."""
-    if last_verified is not None and offered != last_verified and not descends:
-        raise RollbackRefused(
-            last_verified=last_verified,
-            offered=offered,
-            detail="history rewritten or an older commit replayed; the last verified commit stays",
-        )
-
-
 class _Policies:
     """Policies by trust blob id, parsed once; their checkers built once."""
 
@@ -299,8 +277,8 @@ class _Policies:
         if blob_id is None:
             return self.bootstrap
         if blob_id not in self._policies:
-            data = self._blobs.get(blob_id)
-            try:
+            try:  # the blobs may refuse one with a ValueError (too large, not a blob)
+                data = self._blobs.get(blob_id)
                 if data is None:
                     raise ValueError(f"{TRUST_PATH}: blob {blob_id} is missing from the repo")
                 src = f"{TRUST_PATH}@{blob_id[:12]}"
@@ -313,6 +291,18 @@ class _Policies:
         if policy.digest not in self._checkers:
             self._checkers[policy.digest] = self._checker_for(policy)
         return self._checkers[policy.digest]
+
+    def require_keys(self, commit: str, blob_id: str | None) -> None:
+        """The keys of a trust file a commit brings must parse at that commit: accepted, a key
+        with a typo made every later commit (the admin's fix too) fail, for good."""
+        after = self.at(blob_id)
+        assert isinstance(after, Policy)  # it parsed: _check_commit accepted the change
+        try:
+            self.checker(after)
+        except TrustError as e:
+            raise VerificationFailed(
+                commit=commit, reason="invalid-trust-policy", detail=str(e)
+            ) from None
 
 
 def decide(
@@ -333,7 +323,8 @@ def decide(
     committer time of every parent outside the range, ``since`` included; ``blobs`` the content
     of every trust blob named. Raises :class:`RollbackRefused` (first-parent chain rule) before
     anything is checked, then :class:`VerificationFailed` for the first bad commit (in that
-    order); ``on_accept`` hears of each commit accepted before that, so a cache can keep them."""
+    order; with a merge in the range, trust changes are checked first); ``on_accept`` hears of
+    each commit accepted before that, so a cache can keep them."""
     policies = _Policies(bootstrap=bootstrap, blobs=blobs, checker_for=checker_for)
     by_id = {c.id: c for c in commits}
 
@@ -342,35 +333,64 @@ def decide(
             return by_id[commit_id].trust_blob_id
         return outside_trust[commit_id]
 
+    latest: dict[str, datetime] = {}  # an exempt commit: the latest date in its range history
+
     def time_of(commit_id: str) -> datetime:
         if commit_id in by_id:
-            return by_id[commit_id].committer_time
+            return latest.get(commit_id) or by_id[commit_id].committer_time
         return outside_times[commit_id]
 
     if since is not None and tip in by_id:
         at_since = policies.at(trust_of(since))
         require_first_parent_chain(since=since, tip=tip, by_id=by_id, at_since=at_since)
+    decision = TrustDecision(tip=tip, policy=bootstrap)
+
+    def blobs_of(parents: tuple[str, ...]) -> tuple[str | None, ...]:
+        if len(parents) == 1:  # the common case, kept fast: 10,000 commits in the benchmark
+            return (trust_of(parents[0]),)
+        return tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
+
+    def check(c: Commit, parent_blobs: tuple[str | None, ...]) -> Accepted | None:
+        if c.id in cached:
+            decision.skipped_cached += 1
+            return None
+        accepted = _check_commit(c, parent_blobs, c.parents, time_of, policies)
+        if accepted.trust_change:
+            policies.require_keys(c.id, c.trust_blob_id)
+        return accepted
+
+    def keep(accepted: Accepted | None) -> None:
+        if accepted is not None:
+            decision.accepted.append(accepted)
+            if on_accept is not None:
+                on_accept(accepted.commit)
+
     exempt: set[str] = set()
+    early: dict[str, Accepted | None] = {}
     if any(len(c.parents) > 1 for c in commits):  # only a merge exempts anything
+        # trust changes first: the exemption walk then parses only approved trust files (a
+        # pusher's merges could each bring another 1 MiB file to parse before any check)
+        for c in commits:
+            parent_blobs = blobs_of(c.parents)
+            if parent_blobs != (c.trust_blob_id,):
+                early[c.id] = check(c, parent_blobs)
         exempt = exempt_side_commits(
             commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
         )
-    decision = TrustDecision(tip=tip, policy=bootstrap)
     for c in commits:
-        parents = c.parents
-        if len(parents) == 1:  # the common case, kept fast: 10,000 commits in the benchmark
-            parent_blobs: tuple[str | None, ...] = (trust_of(parents[0]),)
-        else:
-            parent_blobs = tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
-        if c.id in exempt and parent_blobs == (c.trust_blob_id,):
-            decision.exempt += 1  # brought in from the side, and no trust change
+        if c.id in early:  # its date again, now that exempt parents' latest dates are known
+            check_dates(c=c, parents=c.parents, time_of=time_of)
+            keep(early[c.id])
             continue
-        if c.id in cached:
-            decision.skipped_cached += 1
+        if c.id in exempt:  # brought in from the side, and no trust change (those are early)
+            # unsigned, so its date vouches for nothing: the date rule holds it and its
+            # children to the latest date before it (else a chain of them, each a few minutes
+            # back, took a checked child into a closed window)
+            check_dates(c=c, parents=c.parents, time_of=time_of)
+            latest[c.id] = max([c.committer_time, *map(time_of, c.parents)])
+            decision.exempt += 1
             continue
-        decision.accepted.append(_check_commit(c, parent_blobs, parents, time_of, policies))
-        if on_accept is not None:
-            on_accept(c.id)
+        keep(check(c, blobs_of(c.parents)))
     final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
     if isinstance(final, ValueError):  # pragma: no cover - a cached tip was accepted before
         raise VerificationFailed(commit=tip, reason="invalid-trust-policy", detail=str(final))
@@ -405,15 +425,7 @@ def _check_commit(
         raise VerificationFailed(
             commit=c.id, reason="unsigned", detail="the commit has no signature"
         )
-    for parent in parents:
-        when = time_of(parent)
-        if c.committer_time < when - DATE_TOLERANCE:
-            raise VerificationFailed(
-                commit=c.id,
-                reason="date-before-parent",
-                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
-                f"its parent {parent} ({when.isoformat()}) by more than {_TOLERANCE_TEXT}",
-            )
+    check_dates(c=c, parents=parents, time_of=time_of)
     if len(parent_blobs) == 1:  # one parent policy (a straight history): no merging of verdicts
         before = policies.at(parent_blobs[0])
         if isinstance(before, ValueError):  # pragma: no cover - that parent was refused already

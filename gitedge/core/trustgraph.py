@@ -1,5 +1,6 @@
 """The history-shaped parts of the trust rules (core/trust.py uses them): which commits a
-``verify: first-parent`` merge exempts, and the first-parent chain a new tip must have. Pure.
+``verify: first-parent`` merge exempts, the first-parent chain a new tip must have, the
+rollback rule, and the date rule (a commit not dated before its parents). Pure.
 
 A policy here is anything with a ``verify`` attribute (``trust.Policy``); anything else (a trust
 file that did not parse) counts as ``all``: nothing is exempt by a policy nobody can read.
@@ -8,16 +9,67 @@ file that did not parse) counts as ``all``: nothing is exempt by a policy nobody
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import Protocol
 
-from gitedge.errors import RollbackRefused
-
-if TYPE_CHECKING:
-    from gitedge.core.trust import Commit
+from gitedge.errors import RollbackRefused, VerificationFailed
 
 HasMode = object  # a trust.Policy, or the ValueError of a trust file that does not parse
 
-__all__ = ["exempt_side_commits", "require_first_parent_chain"]
+__all__ = [
+    "DATE_TOLERANCE",
+    "Commit",
+    "check_dates",
+    "exempt_side_commits",
+    "require_descendant",
+    "require_first_parent_chain",
+]
+
+
+class Commit(Protocol):
+    """The facts of one commit (``gitsource.CommitFacts`` fits)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def parents(self) -> tuple[str, ...]: ...
+    @property
+    def committer_time(self) -> datetime: ...
+    @property
+    def signature(self) -> bytes | None: ...
+    @property
+    def payload(self) -> bytes | None: ...
+    @property
+    def trust_blob_id(self) -> str | None: ...
+
+
+DATE_TOLERANCE = timedelta(minutes=5)  # a commit may be dated this much before a parent
+_TOLERANCE_TEXT = "5 minutes"
+
+
+def check_dates(*, c: Commit, parents: Sequence[str], time_of: Callable[[str], datetime]) -> None:
+    """The date rule: ``c`` may not be dated before a parent by more than the tolerance. For
+    exempt commits too: else a checked child of one dated back could use a closed window."""
+    for parent in parents:
+        when = time_of(parent)
+        if c.committer_time < when - DATE_TOLERANCE:
+            raise VerificationFailed(
+                commit=c.id,
+                reason="date-before-parent",
+                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
+                f"its parent {parent} ({when.isoformat()}; of an exempt parent, the latest "
+                f"before it) by more than {_TOLERANCE_TEXT}",
+            )
+
+
+def require_descendant(*, last_verified: str | None, offered: str, descends: bool) -> None:
+    """The rollback rule: the tracked tip must descend from (or be) the last verified commit."""
+    if last_verified is not None and offered != last_verified and not descends:
+        raise RollbackRefused(
+            last_verified=last_verified,
+            offered=offered,
+            detail="history rewritten or an older commit replayed; the last verified commit stays",
+        )
 
 
 def require_first_parent_chain(
