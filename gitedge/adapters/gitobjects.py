@@ -180,7 +180,13 @@ class _TrustBlobs:
         if blob is None or blob in self.counted:
             return None, 0
         self.counted.add(blob)
-        return None, _sized(self.repo, blob, kinds=(ObjectType.BLOB,))[1]
+        try:
+            kind, size = self.repo.odb.read_header(blob)
+        except (KeyError, pygit2.GitError, ValueError):
+            raise SourceUnavailable(f"object {blob} is missing (an incomplete history)") from None
+        # a file's mode on a tree or commit id (a hand-made tree): nothing to count here; the
+        # verdict (invalid-trust-policy, naming the commit) is the trust decision's
+        return None, size if kind == ObjectType.BLOB else 0
 
 
 def lookup_tree(
