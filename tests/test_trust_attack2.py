@@ -408,5 +408,5 @@ def test_a_trust_file_that_cannot_be_read_is_invalid_trust_policy_of_its_commit(
         from gitedge.adapters.gitsource import read_commit_tree
         from gitedge.errors import InvalidFleetRepo
 
-        with pytest.raises(InvalidFleetRepo, match="is not a file"):
+        with pytest.raises(InvalidFleetRepo, match="not a file"):
             read_commit_tree(repo=repo.path, rev=odd)
