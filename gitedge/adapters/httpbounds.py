@@ -17,6 +17,12 @@ with an endless body, trickle bytes, or send headers no parser expects. What hol
   a satellite link may take hours, a manifest at one byte per 5 s fails after one window.
   Too slow raises :class:`TooSlow`, one of the network errors: a blob resumes from its last
   byte (``endpoints.VerifiedBlob``), so progress is kept.
+- **The wire, not only the body.** Chunk-size lines, chunk extensions and trailers never
+  reach a body reader, so a body's :class:`Pace` cannot see them: the response's socket reader
+  (:class:`_MeteredResponse`) paces every byte received the same way (a chunk-size line
+  trickled a byte a minute fails after one window, not after 64 KiB of minutes) and a chunked
+  body's trailer is cut at :data:`MAX_TRAILER_LINES` lines (an endless trailer never ended a
+  manifest read).
 - **Malformed URLs** (a redirect's ``Location``, an upload ``Location``, a ``Link`` page) are
   refused by :func:`checked_url` with a clear error instead of a traceback.
 """
@@ -24,6 +30,8 @@ with an endless body, trickle bytes, or send headers no parser expects. What hol
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import socket
 import threading
 import time
@@ -40,6 +48,7 @@ from gitedge.adapters.registryhosts import Limits
 from gitedge.errors import RegistryRefused, scrub
 
 READ = 64 * 1024  # one read1(): at most what one recv brings
+MAX_TRAILER_LINES = 64  # after a chunked body; http.client reads any number, each up to 64 KiB
 
 
 class TooSlow(Exception):
@@ -179,8 +188,9 @@ _local = threading.local()
 class HeaderWatch:
     """Set by the caller around one request: how long its response headers may take."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, limits: Limits | None = None) -> None:
         self.seconds = seconds
+        self.limits = limits  # the pace every byte of the response's wire must keep
         self.fired = False
 
     def __enter__(self) -> HeaderWatch:
@@ -217,12 +227,56 @@ class _Watched:
             timer.cancel()
 
 
+class _MeteredSocket(io.RawIOBase):
+    """The socket side of one response: every byte received counts in a :class:`Pace`, chunk
+    framing and trailers included, so TooSlow is raised however the bytes are framed."""
+
+    def __init__(self, raw: Any, limits: Limits) -> None:
+        super().__init__()
+        self._raw = raw
+        self._pace = Pace(limits)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int | None:
+        n: int | None = self._raw.readinto(b)
+        if n:
+            self._pace.add(n)
+        return n
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        super().close()
+
+
+class _MeteredResponse(http.client.HTTPResponse):
+    """http.client's response, its socket reader paced (when the request set a HeaderWatch
+    with limits) and its trailer cut at MAX_TRAILER_LINES lines."""
+
+    def __init__(self, sock: Any, *a: Any, **kw: Any) -> None:
+        super().__init__(sock, *a, **kw)
+        watch: HeaderWatch | None = getattr(_local, "watch", None)
+        if watch is not None and watch.limits is not None:
+            self.fp = io.BufferedReader(_MeteredSocket(self.fp.detach(), watch.limits))
+
+    def _read_and_discard_trailer(self) -> None:
+        for _ in range(MAX_TRAILER_LINES):
+            line = self.fp.readline(65537)
+            if len(line) > 65536:
+                raise http.client.LineTooLong("trailer line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise http.client.HTTPException(f"more than {MAX_TRAILER_LINES} trailer lines")
+
+
 class _Conn(_Watched, HTTPConnection):
-    pass
+    response_class = _MeteredResponse
 
 
 class _TlsConn(_Watched, HTTPSConnection):
-    pass
+    response_class = _MeteredResponse
 
 
 class _Pool(HTTPConnectionPool):

@@ -30,6 +30,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,10 @@ class RegistryTransport:
         self._session.timeout = (self.retry.connect_timeout_s, self.retry.read_timeout_s)
         self._session.verify = verify
         self._session.trust_env = False  # no ~/.netrc credentials or proxies behind our back
+        # No cookies: the registry API needs none, and a jar grows with every Set-Cookie a
+        # hostile server sends (~6 MB of headers per answer, all sent back with each request)
+        # and hands one origin's cookies to another port of the same host (a token realm).
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers["Accept-Encoding"] = "identity"  # bodies are read as sent
         adapter = watched_adapter(pool_size=pool_size)
         self._session.mount("http://", adapter)
@@ -205,7 +210,7 @@ class RegistryTransport:
         ``Location`` checked); ``auth`` is sent only to ``auth_origin``."""
         for _ in range(MAX_REDIRECTS + 1):
             sent = {**headers, **(auth if origin(url) == auth_origin else {})}
-            with HeaderWatch(self.limits.stall_s) as watch:
+            with HeaderWatch(self.limits.stall_s, limits=self.limits) as watch:
                 try:
                     r = self._session.request(method, url, headers=sent, **kw)
                 except NETWORK_ERRORS:
