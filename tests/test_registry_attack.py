@@ -19,9 +19,21 @@ import pytest
 
 from gitedge.adapters.mirroring import MAX_CHILD_MANIFEST_BYTES, Mirror
 from gitedge.adapters.registry import RegistryClient
-from gitedge.errors import InvalidImage, RegistryRefused, RegistryUnavailable
+from gitedge.adapters.registryhosts import Hosts
+from gitedge.errors import GitEdgeError, InvalidImage, RegistryRefused, RegistryUnavailable
 from tests.hostileserver import Answer, Request, hostile_server
-from tests.test_registry_bounds import OCI_MANIFEST, QUICK, make_image, registry, sha
+from tests.test_registry_bounds import (
+    BASIC,
+    OCI_MANIFEST,
+    QUICK,
+    TOKEN,
+    login,
+    make_image,
+    no_secret,
+    registry,
+    sha,
+    token_answer,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -220,3 +232,54 @@ def test_no_cookie_is_kept_or_sent() -> None:
         finally:
             client.close()
         assert [r.headers.get("Cookie") for r in reg.requests] == [None] * 4
+
+
+@pytest.mark.parametrize("via", ["realm", "redirect", "upload"])
+def test_a_backslash_in_a_url_does_not_carry_credentials_to_another_host(
+    tmp_path: Path, via: str
+) -> None:
+    """Attack: ``http://127.0.0.2:PORT\\@127.0.0.1:REG/...``. Python's urlsplit reads the host
+    as 127.0.0.1 (the registry: credentials allowed), urllib3 connects to 127.0.0.2 (the
+    backslash ends its authority). Named as a token realm, a redirect or an upload URL, it sent
+    our Basic login to the other host over plain http. Now such a URL is malformed."""
+    img = make_image()
+    with hostile_server(token_answer, address="127.0.0.2") as other:
+        serve = registry(img)
+        reg_host: list[str] = []
+
+        def sneaky(path: str) -> str:
+            return f"http://{other.host}\\@{reg_host[0]}{path}"
+
+        def answer(req: Request) -> Answer:
+            auth = req.headers.get("Authorization")
+            if via == "realm" and auth != f"Bearer {TOKEN}":
+                realm = sneaky("/token").replace("\\", "\\\\")  # a quoted-string escape
+                return Answer(401, (("WWW-Authenticate", f'Bearer realm="{realm}"'),
+                                    ("Content-Length", "0")))  # fmt: skip
+            if via != "realm" and auth != BASIC:
+                return Answer(401, (("WWW-Authenticate", 'Basic realm="r"'),
+                                    ("Content-Length", "0")))  # fmt: skip
+            if via == "redirect" and req.method == "GET" and "/blobs/" in req.path:
+                return Answer(307, (("Location", sneaky(req.path)), ("Content-Length", "0")))
+            if via == "upload" and req.method == "HEAD" and "/site/" in req.path:
+                return Answer(404, (("Content-Length", "0"),))
+            if via == "upload" and req.method == "POST":
+                return Answer(202, (("Location", sneaky("/upload/1")), ("Content-Length", "0")))
+            return serve(req)
+
+        with hostile_server(answer) as reg:
+            reg_host.append(reg.host)
+            hosts = Hosts({reg.host: login(tmp_path)})
+            with Mirror(hosts=hosts, retry=QUICK) as m, pytest.raises(GitEdgeError) as e:
+                if via == "upload":
+                    layout = f"oci:{tmp_path / 'o'}:1.0"
+                    with hostile_server(registry(img)) as plain, Mirror(retry=QUICK) as m2:
+                        m2.mirror(f"{plain.host}/edge/os:1.0", layout)
+                    m.mirror(layout, f"{reg.host}/site/os:1.0")
+                else:
+                    m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'o'}:1.0")
+    assert [
+        r.headers.get("Authorization") for r in other.requests if "Authorization" in r.headers
+    ] == []
+    assert "malformed" in str(e.value)
+    no_secret(str(e.value))

@@ -42,6 +42,8 @@ from urllib.parse import urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from gitedge.adapters.httpstack import requests
 from gitedge.adapters.registryhosts import Limits
@@ -166,12 +168,24 @@ def checked_url(base: str, location: str, *, what: str) -> str:
         parts = urlsplit(url)
         _ = parts.port  # ValueError on a port that is not a number in range
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        ok = ok and not any(c in url for c in "\r\n\0 ")
-    except ValueError:
+        ok = ok and not any(c in url for c in "\r\n\0 \t\\")
+        # The host we check must be the host urllib3 connects to: Python's urlsplit and
+        # urllib3's parse_url read some URLs differently (``http://a\\@b/``: b for one, a for
+        # the other), and credentials would follow the check to the other host.
+        ok = ok and _connects_to(url) == (parts.hostname, parts.port)
+    except (ValueError, LocationParseError):
         ok = False
     if not ok:
         raise RegistryRefused(f"{what}: malformed URL {scrub(location, limit=120)!r}")
     return url
+
+
+def _connects_to(url: str) -> tuple[str | None, int | None]:
+    """(host, port) as urllib3 reads ``url``, the host as urlsplit gives it (lower case, no
+    IPv6 brackets)."""
+    u = parse_url(url)
+    host = (u.host or "").lower()
+    return (host[1:-1] if host.startswith("[") else host) or None, u.port
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -233,15 +247,18 @@ class _MeteredSocket(io.RawIOBase):
 
     def __init__(self, raw: Any, limits: Limits) -> None:
         super().__init__()
-        self._raw = raw
-        self._pace = Pace(limits)
+        self._raw, self._limits = raw, limits
+        self._pace: Pace | None = None  # the headers have their own bound (HeaderWatch)
+
+    def start(self) -> None:
+        self._pace = Pace(self._limits)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int | None:
         n: int | None = self._raw.readinto(b)
-        if n:
+        if n and self._pace is not None:
             self._pace.add(n)
         return n
 
@@ -258,8 +275,15 @@ class _MeteredResponse(http.client.HTTPResponse):
     def __init__(self, sock: Any, *a: Any, **kw: Any) -> None:
         super().__init__(sock, *a, **kw)
         watch: HeaderWatch | None = getattr(_local, "watch", None)
+        self._metered: _MeteredSocket | None = None
         if watch is not None and watch.limits is not None:
-            self.fp = io.BufferedReader(_MeteredSocket(self.fp.detach(), watch.limits))
+            self._metered = _MeteredSocket(self.fp.detach(), watch.limits)
+            self.fp = io.BufferedReader(self._metered)
+
+    def begin(self) -> None:
+        super().begin()
+        if self._metered is not None:  # the body's bytes, from the end of the headers on
+            self._metered.start()
 
     def _read_and_discard_trailer(self) -> None:
         for _ in range(MAX_TRAILER_LINES):
