@@ -283,3 +283,26 @@ def test_a_backslash_in_a_url_does_not_carry_credentials_to_another_host(
     ] == []
     assert "malformed" in str(e.value)
     no_secret(str(e.value))
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 500])
+def test_a_registry_echoing_our_password_does_not_put_it_in_an_error(
+    tmp_path: Path, status: int
+) -> None:
+    """Attack: an error body that repeats the password and the Basic header in plain words
+    (no ``password=`` or ``Basic`` before them for a pattern to catch). The registry's words
+    went into the error, so into logs and the status report. Now known secrets are scrubbed."""
+    img_password = "pw-Hx3r-not-in-any-message"  # test_registry_bounds.PASSWORD
+    body = json.dumps({"errors": [{"code": "DENIED", "message":
+                      f"got {img_password} as {BASIC.split()[1]}, no"}]}).encode()  # fmt: skip
+
+    def answer(req: Request) -> Answer:
+        if req.headers.get("Authorization") != BASIC:
+            return Answer(401, (("WWW-Authenticate", 'Basic realm="r"'), ("Content-Length", "0")))
+        return Answer(status, (("Content-Length", str(len(body))),), body)
+
+    with hostile_server(answer) as reg, pytest.raises(GitEdgeError) as e:
+        with Mirror(hosts=Hosts({reg.host: login(tmp_path)}), retry=QUICK) as m:
+            m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'o'}:1.0")
+    assert "DENIED: got *** as ***, no" in str(e.value)
+    no_secret(str(e.value))

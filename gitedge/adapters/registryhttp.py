@@ -59,6 +59,7 @@ from gitedge.errors import (
     RegistryRefused,
     RegistryUnavailable,
     Waiting,
+    register_secret,
     scrub,
 )
 
@@ -182,11 +183,16 @@ class RegistryTransport:
             limits=self.limits,
         )  # fmt: skip
         self._has_login = login is not None
+        if login is not None:  # scrub() removes them from any remote text that echoes them
+            register_secret(login[1])
+            register_secret(self._creds.basic_header()["Authorization"].split(" ", 1)[1])
         self._static_token = (
             check_static_token(_read_secret(cfg.token_file, what="tokenFile", host=host), host=host)
             if cfg.token_file
             else None
         )
+        if self._static_token is not None:
+            register_secret(self._static_token)
         self._scheme_seen: str | None = None  # "basic" or "bearer", from the first challenge
         self._tokens: dict[str, str] = {}  # repository -> bearer token
         self._lock = threading.Lock()
@@ -270,6 +276,7 @@ class RegistryTransport:
                 raise RegistryUnavailable(
                     f"{what}: token service of {self.host} unreachable: {scrub(str(e))}"
                 ) from None
+            register_secret(token)
             self._tokens[repo] = token
 
     def _send(
