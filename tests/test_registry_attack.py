@@ -301,8 +301,11 @@ def test_a_registry_echoing_our_password_does_not_put_it_in_an_error(
             return Answer(401, (("WWW-Authenticate", 'Basic realm="r"'), ("Content-Length", "0")))
         return Answer(status, (("Content-Length", str(len(body))),), body)
 
-    with hostile_server(answer) as reg, pytest.raises(GitEdgeError) as e:
-        with Mirror(hosts=Hosts({reg.host: login(tmp_path)}), retry=QUICK) as m:
-            m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'o'}:1.0")
+    with (
+        hostile_server(answer) as reg,
+        pytest.raises(GitEdgeError) as e,
+        Mirror(hosts=Hosts({reg.host: login(tmp_path)}), retry=QUICK) as m,
+    ):
+        m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'o'}:1.0")
     assert "DENIED: got *** as ***, no" in str(e.value)
     no_secret(str(e.value))
