@@ -309,3 +309,30 @@ def test_a_registry_echoing_our_password_does_not_put_it_in_an_error(
         m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'o'}:1.0")
     assert "DENIED: got *** as ***, no" in str(e.value)
     no_secret(str(e.value))
+
+
+def test_response_headers_are_capped_in_bytes() -> None:
+    """Attack: 95 headers of 64 KiB each (http.client's own limits: 100 lines, 64 KiB a line).
+    The 6 MB of headers became ~65 MiB in the parsers of http.client, urllib3 and requests, per
+    response, per connection (a mirror runs up to 16): 104 MiB peak for one. Now a response's
+    headers are refused past MAX_HEADER_BYTES."""
+    from gitedge.adapters.httpbounds import MAX_HEADER_BYTES
+
+    body = b'{"tags": ["a"]}'
+    pads = tuple((f"X-Pad{i}", "v" * 65000) for i in range(95))
+    assert sum(len(v) for _, v in pads) > MAX_HEADER_BYTES
+    with hostile_server(lambda r: Answer(200, (("Content-Length", "15"), *pads), body)) as reg:
+        client = RegistryClient(host=reg.host, retry=QUICK)
+        try:
+            with pytest.raises(RegistryUnavailable) as e:
+                client.list_tags("r", what=f"{reg.host}/r")
+            small = tuple(pads[:3])  # 195 KB of headers still pass
+        finally:
+            client.close()
+    assert "headers larger than" in str(e.value)
+    with hostile_server(lambda r: Answer(200, (("Content-Length", "15"), *small), body)) as reg:
+        client = RegistryClient(host=reg.host, retry=QUICK)
+        try:
+            assert client.list_tags("r", what=f"{reg.host}/r") == ["a"]
+        finally:
+            client.close()

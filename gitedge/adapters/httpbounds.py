@@ -22,7 +22,7 @@ with an endless body, trickle bytes, or send headers no parser expects. What hol
   (:class:`_MeteredResponse`) paces every byte received the same way (a chunk-size line
   trickled a byte a minute fails after one window, not after 64 KiB of minutes) and a chunked
   body's trailer is cut at :data:`MAX_TRAILER_LINES` lines (an endless trailer never ended a
-  manifest read).
+  manifest read), its headers at :data:`MAX_HEADER_BYTES`.
 - **Malformed URLs** (a redirect's ``Location``, an upload ``Location``, a ``Link`` page) are
   refused by :func:`checked_url` with a clear error instead of a traceback.
 """
@@ -51,6 +51,9 @@ from gitedge.errors import RegistryRefused, scrub
 
 READ = 64 * 1024  # one read1(): at most what one recv brings
 MAX_TRAILER_LINES = 64  # after a chunked body; http.client reads any number, each up to 64 KiB
+#: Of one response's status line and headers (1xx answers before it included). http.client
+#: allows 100 lines of 64 KiB: 6.4 MB that its parsers, urllib3 and requests copy to ~65 MiB.
+MAX_HEADER_BYTES = 256 * 1024
 
 
 class TooSlow(Exception):
@@ -249,6 +252,7 @@ class _MeteredSocket(io.RawIOBase):
         super().__init__()
         self._raw, self._limits = raw, limits
         self._pace: Pace | None = None  # the headers have their own bound (HeaderWatch)
+        self._head = 0  # bytes received before the headers ended (a little body too, maybe)
 
     def start(self) -> None:
         self._pace = Pace(self._limits)
@@ -260,6 +264,12 @@ class _MeteredSocket(io.RawIOBase):
         n: int | None = self._raw.readinto(b)
         if n and self._pace is not None:
             self._pace.add(n)
+        elif n:
+            self._head += n
+            if self._head > MAX_HEADER_BYTES + READ:  # what a read may bring past the headers
+                raise http.client.HTTPException(
+                    f"response headers larger than {MAX_HEADER_BYTES} bytes"
+                )
         return n
 
     def close(self) -> None:
