@@ -237,8 +237,29 @@ _SECRETISH = re.compile(
 )
 
 
+#: Credentials this process holds (registry passwords, Basic headers, tokens), so that scrub()
+#: removes them where no pattern would see them: a registry echoing our password in plain words.
+_KNOWN_SECRETS: dict[str, None] = {}
+_MAX_KNOWN_SECRETS = 256  # the newest kept: issued tokens come and go
+
+
+def register_secret(value: str) -> None:
+    """Have :func:`scrub` replace ``value`` (and its URL-encoded form) wherever it appears."""
+    from urllib.parse import quote
+
+    for v in {value, quote(value, safe="")}:
+        if len(v) >= 4:
+            _KNOWN_SECRETS.pop(v, None)
+            _KNOWN_SECRETS[v] = None
+    while len(_KNOWN_SECRETS) > _MAX_KNOWN_SECRETS:
+        _KNOWN_SECRETS.pop(next(iter(_KNOWN_SECRETS)))
+
+
 def scrub(text: str, *, limit: int = 300) -> str:
-    """Cut remote error text short and strip anything that looks like a credential."""
+    """Cut remote error text short and strip anything that looks like a credential, or is one
+    (:func:`register_secret`)."""
+    for secret in sorted(_KNOWN_SECRETS.copy(), key=len, reverse=True):
+        text = text.replace(secret, "***")
 
     def repl(m: re.Match[str]) -> str:
         for group in ("scheme", "kv", "auth"):

@@ -17,6 +17,12 @@ with an endless body, trickle bytes, or send headers no parser expects. What hol
   a satellite link may take hours, a manifest at one byte per 5 s fails after one window.
   Too slow raises :class:`TooSlow`, one of the network errors: a blob resumes from its last
   byte (``endpoints.VerifiedBlob``), so progress is kept.
+- **The wire, not only the body.** Chunk-size lines, chunk extensions and trailers never
+  reach a body reader, so a body's :class:`Pace` cannot see them: the response's socket reader
+  (:class:`_MeteredResponse`) paces every byte received the same way (a chunk-size line
+  trickled a byte a minute fails after one window, not after 64 KiB of minutes) and a chunked
+  body's trailer is cut at :data:`MAX_TRAILER_LINES` lines (an endless trailer never ended a
+  manifest read), its headers at :data:`MAX_HEADER_BYTES`.
 - **Malformed URLs** (a redirect's ``Location``, an upload ``Location``, a ``Link`` page) are
   refused by :func:`checked_url` with a clear error instead of a traceback.
 """
@@ -24,6 +30,8 @@ with an endless body, trickle bytes, or send headers no parser expects. What hol
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import socket
 import threading
 import time
@@ -34,12 +42,18 @@ from urllib.parse import urljoin, urlsplit
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from gitedge.adapters.httpstack import requests
 from gitedge.adapters.registryhosts import Limits
 from gitedge.errors import RegistryRefused, scrub
 
 READ = 64 * 1024  # one read1(): at most what one recv brings
+MAX_TRAILER_LINES = 64  # after a chunked body; http.client reads any number, each up to 64 KiB
+#: Of one response's status line and headers (1xx answers before it included). http.client
+#: allows 100 lines of 64 KiB: 6.4 MB that its parsers, urllib3 and requests copy to ~65 MiB.
+MAX_HEADER_BYTES = 256 * 1024
 
 
 class TooSlow(Exception):
@@ -157,12 +171,24 @@ def checked_url(base: str, location: str, *, what: str) -> str:
         parts = urlsplit(url)
         _ = parts.port  # ValueError on a port that is not a number in range
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        ok = ok and not any(c in url for c in "\r\n\0 ")
-    except ValueError:
+        ok = ok and not any(c in url for c in "\r\n\0 \t\\")
+        # The host we check must be the host urllib3 connects to: Python's urlsplit and
+        # urllib3's parse_url read some URLs differently (``http://a\\@b/``: b for one, a for
+        # the other), and credentials would follow the check to the other host.
+        ok = ok and _connects_to(url) == (parts.hostname, parts.port)
+    except (ValueError, LocationParseError):
         ok = False
     if not ok:
         raise RegistryRefused(f"{what}: malformed URL {scrub(location, limit=120)!r}")
     return url
+
+
+def _connects_to(url: str) -> tuple[str | None, int | None]:
+    """(host, port) as urllib3 reads ``url``, the host as urlsplit gives it (lower case, no
+    IPv6 brackets)."""
+    u = parse_url(url)
+    host = (u.host or "").lower()
+    return (host[1:-1] if host.startswith("[") else host) or None, u.port
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -179,8 +205,9 @@ _local = threading.local()
 class HeaderWatch:
     """Set by the caller around one request: how long its response headers may take."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, limits: Limits | None = None) -> None:
         self.seconds = seconds
+        self.limits = limits  # the pace every byte of the response's wire must keep
         self.fired = False
 
     def __enter__(self) -> HeaderWatch:
@@ -217,12 +244,73 @@ class _Watched:
             timer.cancel()
 
 
+class _MeteredSocket(io.RawIOBase):
+    """The socket side of one response: every byte received counts in a :class:`Pace`, chunk
+    framing and trailers included, so TooSlow is raised however the bytes are framed."""
+
+    def __init__(self, raw: Any, limits: Limits) -> None:
+        super().__init__()
+        self._raw, self._limits = raw, limits
+        self._pace: Pace | None = None  # the headers have their own bound (HeaderWatch)
+        self._head = 0  # bytes received before the headers ended (a little body too, maybe)
+
+    def start(self) -> None:
+        self._pace = Pace(self._limits)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int | None:
+        n: int | None = self._raw.readinto(b)
+        if n and self._pace is not None:
+            self._pace.add(n)
+        elif n:
+            self._head += n
+            if self._head > MAX_HEADER_BYTES + READ:  # what a read may bring past the headers
+                raise http.client.HTTPException(
+                    f"response headers larger than {MAX_HEADER_BYTES} bytes"
+                )
+        return n
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        super().close()
+
+
+class _MeteredResponse(http.client.HTTPResponse):
+    """http.client's response, its socket reader paced (when the request set a HeaderWatch
+    with limits) and its trailer cut at MAX_TRAILER_LINES lines."""
+
+    def __init__(self, sock: Any, *a: Any, **kw: Any) -> None:
+        super().__init__(sock, *a, **kw)
+        watch: HeaderWatch | None = getattr(_local, "watch", None)
+        self._metered: _MeteredSocket | None = None
+        if watch is not None and watch.limits is not None:
+            self._metered = _MeteredSocket(self.fp.detach(), watch.limits)
+            self.fp = io.BufferedReader(self._metered)
+
+    def begin(self) -> None:
+        super().begin()
+        if self._metered is not None:  # the body's bytes, from the end of the headers on
+            self._metered.start()
+
+    def _read_and_discard_trailer(self) -> None:
+        for _ in range(MAX_TRAILER_LINES):
+            line = self.fp.readline(65537)
+            if len(line) > 65536:
+                raise http.client.LineTooLong("trailer line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise http.client.HTTPException(f"more than {MAX_TRAILER_LINES} trailer lines")
+
+
 class _Conn(_Watched, HTTPConnection):
-    pass
+    response_class = _MeteredResponse
 
 
 class _TlsConn(_Watched, HTTPSConnection):
-    pass
+    response_class = _MeteredResponse
 
 
 class _Pool(HTTPConnectionPool):

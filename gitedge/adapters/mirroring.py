@@ -60,6 +60,11 @@ from gitedge.errors import (
     UsageError,
 )
 
+#: What one image's index may name in all (nested indexes included), each child manifest read
+#: once and held until written: real indexes name tens of manifests of a few KiB each.
+MAX_CHILD_MANIFESTS = 1024
+MAX_CHILD_MANIFEST_BYTES = 8 * 1024 * 1024
+
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -243,7 +248,7 @@ class Mirror:
             stats.manifests_written += 1
             self._report(stats, "done", detail="tag moved")
             return result(False)
-        images = self._images(source, out, what)
+        images = self._images(source, out, what, {})
         manifests = tuple((m.digest, str(p) if p else None) for m, p in images)
         blobs: dict[str, Descriptor] = {}
         for m, _ in images:
@@ -254,8 +259,10 @@ class Mirror:
         stats.bytes_total = sum(b.size for b in blobs.values())
         self._report(stats, "plan")
         self._copy_blobs(source, dest, src, dst, list(blobs.values()), stats, what)
+        written = {out.digest}
         for m, _ in images:
-            if m.digest != out.digest:
+            if m.digest not in written:  # once, however often the index names it
+                written.add(m.digest)
                 dest.put_manifest(m, tag=None, top=False, what=str(dst))
                 stats.manifests_written += 1
                 self._report(stats, "manifest", digest=m.digest)
@@ -296,26 +303,45 @@ class Mirror:
         return source.manifest(src.digest or src.tag, what=what)
 
     def _images(
-        self, source: Repo, top: Manifest, what: str, depth: int = 0
-    ) -> list[tuple[Manifest, Platform | None]]:
-        """Every manifest under ``top`` (children first, ``top`` last), each verified."""
+        self, source: Repo, top: Manifest, what: str, fetched: dict[str, Manifest],
+        depth: int = 0,
+    ) -> list[tuple[Manifest, Platform | None]]:  # fmt: skip
+        """Every manifest under ``top`` (children first, ``top`` last), each verified.
+
+        ``fetched`` holds the children read so far: a digest listed twice is read once, and
+        all of them together stay within MAX_CHILD_MANIFESTS and MAX_CHILD_MANIFEST_BYTES (they
+        are all held until written: an index naming one 4 MiB child 40 times held 160 MiB)."""
         if not top.is_index:
             return [(top, None)]
         if depth > 2:
             raise InvalidImage(f"image {what}: indexes nested more than 3 deep")
         out: list[tuple[Manifest, Platform | None]] = []
         for child in top.children:
-            m = source.manifest(child.digest, what=f"{what}@{child.digest}")
-            if len(m.data) != child.size:
-                raise DigestMismatch(
-                    image=what, digest=child.digest,
-                    detail=f"manifest is {len(m.data)} bytes, its index says {child.size}",
-                )  # fmt: skip
+            m = fetched.get(child.digest) or self._child(source, child, what, fetched)
             if m.is_index:
-                out.extend(self._images(source, m, what, depth + 1))
+                out.extend(self._images(source, m, what, fetched, depth + 1))
             else:
                 out.append((m, child.platform))
         return [*out, (top, None)]
+
+    @staticmethod
+    def _child(
+        source: Repo, child: Descriptor, what: str, fetched: dict[str, Manifest]
+    ) -> Manifest:
+        held = sum(len(m.data) for m in fetched.values())
+        if len(fetched) >= MAX_CHILD_MANIFESTS or held + child.size > MAX_CHILD_MANIFEST_BYTES:
+            raise InvalidImage(
+                f"image {what}: its index names more than {MAX_CHILD_MANIFESTS} manifests or "
+                f"{MAX_CHILD_MANIFEST_BYTES} bytes of them (too large)"
+            )
+        m = source.manifest(child.digest, what=f"{what}@{child.digest}")
+        if len(m.data) != child.size:
+            raise DigestMismatch(
+                image=what, digest=child.digest,
+                detail=f"manifest is {len(m.data)} bytes, its index says {child.size}",
+            )  # fmt: skip
+        fetched[child.digest] = m
+        return m
 
     def _check_platform(
         self, source: Repo, image: Manifest, platforms: Sequence[Platform], what: str

@@ -128,12 +128,18 @@ class RegistryClient(RegistryTransport):
         self, repo: str, *, what: str, page: int = 1000, limit: int = 100_000
     ) -> list[str]:
         """Every tag of ``repo`` (``GET /v2/<name>/tags/list?n=``, following ``Link: rel=next``
-        pages); a repository the registry does not know has none. At most ``limit`` tags."""
+        pages); a repository the registry does not know has none. At most ``limit`` tags, and
+        at most ``limit // 10`` pages (``n`` is a hint a registry may lower): a registry paging
+        on forever with empty pages, each at a new URL, is refused."""
         url: str | None = f"/v2/{repo}/tags/list?{urlencode({'n': page})}"
         tags: list[str] = []
         seen: set[str] = set()
         while url is not None:
             seen.add(url)
+            if len(seen) > max(1, limit // 10):
+                raise RegistryRefused(
+                    f"{what}: registry {self.host} pages on past {len(seen) - 1} tag list pages"
+                )
             r = self.call("GET", url, repo=repo, what=what)
             if r.status_code == 404 and not tags:
                 discard(r, limits=self.limits)

@@ -30,6 +30,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from gitedge.errors import (
     RegistryRefused,
     RegistryUnavailable,
     Waiting,
+    register_secret,
     scrub,
 )
 
@@ -158,6 +160,10 @@ class RegistryTransport:
         self._session.timeout = (self.retry.connect_timeout_s, self.retry.read_timeout_s)
         self._session.verify = verify
         self._session.trust_env = False  # no ~/.netrc credentials or proxies behind our back
+        # No cookies: the registry API needs none, and a jar grows with every Set-Cookie a
+        # hostile server sends (~6 MB of headers per answer, all sent back with each request)
+        # and hands one origin's cookies to another port of the same host (a token realm).
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._session.headers["Accept-Encoding"] = "identity"  # bodies are read as sent
         adapter = watched_adapter(pool_size=pool_size)
         self._session.mount("http://", adapter)
@@ -177,11 +183,16 @@ class RegistryTransport:
             limits=self.limits,
         )  # fmt: skip
         self._has_login = login is not None
+        if login is not None:  # scrub() removes them from any remote text that echoes them
+            register_secret(login[1])
+            register_secret(self._creds.basic_header()["Authorization"].split(" ", 1)[1])
         self._static_token = (
             check_static_token(_read_secret(cfg.token_file, what="tokenFile", host=host), host=host)
             if cfg.token_file
             else None
         )
+        if self._static_token is not None:
+            register_secret(self._static_token)
         self._scheme_seen: str | None = None  # "basic" or "bearer", from the first challenge
         self._tokens: dict[str, str] = {}  # repository -> bearer token
         self._lock = threading.Lock()
@@ -205,7 +216,7 @@ class RegistryTransport:
         ``Location`` checked); ``auth`` is sent only to ``auth_origin``."""
         for _ in range(MAX_REDIRECTS + 1):
             sent = {**headers, **(auth if origin(url) == auth_origin else {})}
-            with HeaderWatch(self.limits.stall_s) as watch:
+            with HeaderWatch(self.limits.stall_s, limits=self.limits) as watch:
                 try:
                     r = self._session.request(method, url, headers=sent, **kw)
                 except NETWORK_ERRORS:
@@ -265,6 +276,7 @@ class RegistryTransport:
                 raise RegistryUnavailable(
                     f"{what}: token service of {self.host} unreachable: {scrub(str(e))}"
                 ) from None
+            register_secret(token)
             self._tokens[repo] = token
 
     def _send(
