@@ -7,12 +7,16 @@ with a read-only root filesystem, no privilege escalation, no capabilities, one 
 status ConfigMap; the config it mounts loads as an AgentConfig whose files (trust, secrets, state)
 lie under the mounts and whose ``apply.namespace`` is where the Plans Role is; the bootstrap trust
 file is a valid TrustPolicy; the RBAC has no wildcard, nothing on Secrets, no escalation verbs.
-(That the RBAC is enough and every grant is used: tests/test_kube.py.)
+(That the RBAC is enough and every grant is used: tests/test_kube.py.) The image's
+ENTRYPOINT/CMD and each deploy/ container's command/args compose, by Kubernetes' rules, into a
+``gitedge`` invocation that parses and runs.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,9 @@ import yaml
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.trust import parse_trust_policy
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+CONTAINERFILE = ROOT / "Containerfile"
 
 
 def documents() -> list[dict[str, Any]]:
@@ -149,3 +155,100 @@ def test_kubectl_apply_dry_run_client_over_the_api_emulator(tmp_path: Path) -> N
         assert "(dry run)" in line, line
     expected = {f"{d['kind'].lower()}/{d['metadata']['name']}" for d in documents()}
     assert shown == expected, done.stdout
+
+
+def image_entrypoint_and_cmd(text: str) -> tuple[list[str], list[str]]:
+    """ENTRYPOINT and CMD of the Containerfile's final stage (exec form, JSON). Docker's rule: an
+    ENTRYPOINT set in a stage resets the CMD inherited from the base image, so a final stage
+    with ENTRYPOINT and no CMD has an empty CMD."""
+    lines, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        lines.append(buf + line)
+        buf = ""
+    final = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")][-1]
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    for line in lines[final:]:
+        word, _, rest = line.partition(" ")
+        if word.upper() == "ENTRYPOINT":
+            entrypoint, cmd = json.loads(rest), cmd  # exec form only: a shell form would wrap it
+        elif word.upper() == "CMD":
+            cmd = json.loads(rest)
+    assert entrypoint is not None, "the final stage sets no ENTRYPOINT"
+    return entrypoint, cmd or []
+
+
+def compose(entrypoint: list[str], cmd: list[str], container: dict[str, Any]) -> list[str]:
+    """The argv a Kubernetes container runs (core/v1 Container docs): ``command`` replaces the
+    image's ENTRYPOINT and drops its CMD; ``args`` alone replace the CMD; neither: both kept."""
+    if "command" in container:
+        return list(container["command"]) + list(container.get("args") or [])
+    if "args" in container:
+        return entrypoint + list(container["args"])
+    return entrypoint + cmd
+
+
+def gitedge_containers() -> list[tuple[str, dict[str, Any]]]:
+    """Every container (and init container) of every pod template in deploy/ that runs the
+    gitedge image."""
+    found = []
+    for d in documents():
+        spec = d.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or {}
+        if d["kind"] == "CronJob":
+            pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            if c["image"].split(":")[0].endswith("gitedge/agent"):
+                found.append((f"{d['kind']}/{d['metadata']['name']}/{c['name']}", c))
+    return found
+
+
+def test_image_and_manifests_compose_into_a_valid_gitedge_invocation():
+    from gitedge.cli import build_parser
+
+    entrypoint, cmd = image_entrypoint_and_cmd(CONTAINERFILE.read_text())
+    containers = gitedge_containers()
+    assert containers, "no deploy/ container runs the gitedge image"
+    image_alone = ("image defaults", {"name": "image"})  # a `docker run` with no arguments
+    for where, container in [*containers, image_alone]:
+        argv = compose(entrypoint, cmd, container)
+        assert argv[0] == "gitedge", (where, argv)
+        try:
+            args = build_parser().parse_args(argv[1:])
+        except SystemExit as e:  # argparse's usage error
+            raise AssertionError(f"{where}: {argv} does not parse (exit {e.code})") from None
+        assert args.command == "run", (where, argv)
+        # and the real program with those arguments gets past its argument parsing: it stops
+        # at the config file this test machine lacks, never at an unrecognized argument
+        done = subprocess.run(
+            [sys.executable, "-m", "gitedge", *argv[1:]],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "unrecognized arguments" not in done.stderr, (where, done.stderr)
+        assert f"--config {args.config}: No such file" in done.stderr, (where, done.stderr)
+    dep = one("Deployment")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    # the image's own default reads its config where the Deployment mounts it
+    default = build_parser().parse_args(cmd)
+    assert any(default.config.startswith(m + "/") for m in mounts), default.config
+
+
+def test_the_broken_composition_is_refused():
+    """The composition rules of this file see what Kubernetes ran before the fix: an ENTRYPOINT
+    holding the arguments, with the Deployment's args appended, does not parse."""
+    from gitedge.cli import build_parser
+
+    text = 'FROM x\nENTRYPOINT ["gitedge", "run", "--config", "/c.yaml"]\n'
+    entrypoint, cmd = image_entrypoint_and_cmd(text)
+    assert cmd == []
+    argv = compose(entrypoint, cmd, {"args": ["run", "--config", "/c.yaml"]})
+    assert argv == ["gitedge", "run", "--config", "/c.yaml", "run", "--config", "/c.yaml"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv[1:])
