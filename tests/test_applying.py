@@ -113,8 +113,8 @@ def test_os_first_when_rollout_order_says_so():
 
 
 def test_a_running_step_is_not_replaced_and_reports_progress():
-    planned, _ = decide_at(cluster(fs.START))
-    plans = [stored(m) for m in k3s_manifests(planned)]
+    planned, first = decide_at(cluster(fs.START))
+    plans = [stored(a.manifest) for a in first.actions]  # as written: server-0 admitted
     server_done = {SERVER_PLAN: suc_latest_hash(k3s_manifests(planned)[0])}
     nodes = [
         node("server-0", fs.PATH[0], cp=True, done=server_done),
@@ -122,7 +122,15 @@ def test_a_running_step_is_not_replaced_and_reports_progress():
         node("agent-1", fs.START),
     ]
     _, d = decide_at(nodes, plans)
-    assert d.actions == ()
+    # the same step: only the agent Plan's admission moves on (its prepare Plan is done)
+    assert [(a.verb, a.name) for a in d.actions] == [("update", AGENT_PLAN)]
+    spec = d.actions[0].manifest["spec"]
+    assert spec["version"] == fs.PATH[0]
+    assert spec["nodeSelector"]["matchExpressions"][-1] == {
+        "key": "kubernetes.io/hostname",
+        "operator": "In",
+        "values": ["agent-0", "agent-1"],
+    }
     applying = cond(d, "Applying")
     assert (applying.status, applying.reason) == ("True", "StepRunning")
     assert "gitedge-k3s-agent 0/2 nodes done" in applying.message
@@ -328,8 +336,8 @@ def test_update_keeps_labels_and_annotations_others_added():
 
 
 def test_fields_the_api_adds_are_not_differences():
-    planned, _ = decide_at(cluster(fs.START))
-    manifests = k3s_manifests(planned)
+    _, first = decide_at(cluster(fs.START))
+    manifests = [a.manifest for a in first.actions]  # as written, with their admission
     plans = []
     for m in manifests:
         m = {**m, "spec": {**m["spec"], "jobActiveDeadlineSecs": 3600}}  # defaulted by someone

@@ -148,7 +148,11 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     applied = [(a["component"], a["step"], a["doneAt"]) for a in doc["applied"]]
     assert applied == [("k3s", RELEASES[1], None)]
 
-    api.suc_settle(NS)  # SUC upgrades both nodes to v1.28
+    api.suc_settle(NS)  # SUC upgrades the admitted server to v1.28
+    admit = run_once(site, "2026-01-02T02:15:00Z")  # the agent Plan admits agent-1
+    assert admit.returncode == 0, admit.stderr
+    assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
+    api.suc_settle(NS)
     second = run_once(site, "2026-01-02T02:30:00Z")
     assert second.returncode == 0, second.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[2], "gitedge-k3s-agent": RELEASES[2]}
@@ -158,6 +162,8 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     done = {a["step"]: a["doneAt"] for a in doc["applied"]}
     assert done[RELEASES[1]] is not None and done[RELEASES[2]] is None
 
+    api.suc_settle(NS)
+    assert run_once(site, "2026-01-02T02:45:00Z").returncode == 0  # admits agent-1
     api.suc_settle(NS)
     third = run_once(site, "2026-01-02T03:00:00Z")
     assert third.returncode == 0, third.stderr

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from gitedge.core import admission as adm
 from gitedge.core.clusterstate import (
     SUPERSEDED_ANNOTATION,
     ClusterSnapshot,
@@ -50,8 +51,10 @@ from gitedge.core.clusterstate import (
 )
 from gitedge.core.conditions import APPLYING, UP_TO_DATE, WINDOW_CLOSED, Condition
 from gitedge.core.planning import Plan, WindowView
+from gitedge.core.selectors import LabelSelector
 from gitedge.core.suc import (
     AGENT_PLAN,
+    API_VERSION,
     COMPONENT_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -60,6 +63,8 @@ from gitedge.core.suc import (
     STEP_ANNOTATION,
     Site,
 )
+from gitedge.core.sucwindow import admission_window
+from gitedge.core.timefmt import iso_z
 from gitedge.core.versions import K3sVersion
 from gitedge.errors import VersionError
 
@@ -156,8 +161,17 @@ def _differs(have: PlanState | None, want: Mapping[str, Any]) -> bool:
     return not (
         _contains(have.labels, meta.get("labels", {}))
         and _contains(have.annotations, meta.get("annotations", {}))
-        and _contains(have.spec, want.get("spec", {}))
+        and _contains(_fleet_part(have.spec), _fleet_part(want.get("spec", {})))
     )
+
+
+def _fleet_part(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A Plan spec without what admission sets per batch (its node entry and SUC window)."""
+    out = dict(spec)
+    out.pop("window", None)
+    if "nodeSelector" in out:
+        out["nodeSelector"] = adm.base_selector(spec)
+    return out
 
 
 def merge_for_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +217,7 @@ class _Comp:
     want: list[Mapping[str, Any]]
     have: dict[str, PlanState]
     progress: list[Progress]
+    retry: list[float] = field(default_factory=list)  # seconds until a pass must look again
 
     @property
     def in_flight(self) -> bool:
@@ -322,15 +337,29 @@ def _one(
         return ComponentStatus(name, "untargeted", "NotTargeted", f"{name}: no target")
     if not c.want:  # the K3s path is empty (the cluster runs the target) / the OS is current
         if c.in_flight:
-            return ComponentStatus(name, "running", "StepRunning", f"{name}: {c.describe()}")
+            return _admit_next(
+                c,
+                nodes=nodes,
+                now=now,
+                site=site,
+                actions=actions,
+                step=None,
+                clock_trusted=clock_trusted,
+            )
         return ComponentStatus(name, "up-to-date", UP_TO_DATE, f"{name}: up to date")
     step = str(c.want[0]["metadata"]["annotations"].get(STEP_ANNOTATION))
     changes = [(m, c.have.get(m["metadata"]["name"])) for m in c.want]
     changes = [(m, h) for m, h in changes if _differs(h, m)]
     if not changes:
         if c.in_flight:
-            return ComponentStatus(
-                name, "running", "StepRunning", f"{name} {step}: {c.describe()}", step
+            return _admit_next(
+                c,
+                nodes=nodes,
+                now=now,
+                site=site,
+                actions=actions,
+                step=step,
+                clock_trusted=clock_trusted,
             )
         if name == "os":
             return ComponentStatus(
@@ -375,11 +404,16 @@ def _one(
         return ComponentStatus(
             name, "waiting", "NoNodes", f"{name} {step}: the cluster has no nodes", step
         )
-    if not c.open:
+    first = _admission(c, changes[0][0], now)
+    if not c.open or (c.window is not None and c.window.spec is not None and first is None):
         text = _window_text(c.window if clock_trusted else None, now)
+        if c.open:
+            text = f"window {c.window.name!r} closes before a Job started now would end"  # type: ignore[union-attr]
         return ComponentStatus(name, "waiting", "WaitingForWindow", f"{name} {step}: {text}", step)
+    names = {m["metadata"]["name"] for m, _ in changes}
     for m, have in changes:
         mname = m["metadata"]["name"]
+        m = _admitted_manifest(c, m, have, nodes=nodes, now=now, fresh=names, fallback=first)
         if have is None:
             actions.append(
                 Action(
@@ -471,9 +505,168 @@ def _conditions(
 def _retry_after(
     comps: Mapping[Component, _Comp], statuses: Sequence[ComponentStatus], now: datetime
 ) -> float | None:
-    waits = []
+    waits = [r for c in comps.values() for r in c.retry]
     for s in statuses:
         view = comps[s.component].window
         if s.reason == "WaitingForWindow" and view is not None and view.next_open is not None:
             waits.append(max(0.0, (view.next_open - now).total_seconds()))
     return min(waits) if waits else None
+
+
+# ------------------------------------------------------------------------------ admission
+
+
+def _admission(c: _Comp, manifest: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    """The SUC window for a batch of ``manifest`` admitted now; None when none may start now
+    (or, for a component without a window, an empty mapping: no SUC window, always admitted)."""
+    spec = c.window.spec if c.window is not None else None
+    if spec is None:
+        return {} if c.open else None
+    found = admission_window(spec, now=now, budget=adm.budget(manifest["spec"]))
+    return found.window if found is not None and c.open else None
+
+
+def _selected(spec: Mapping[str, Any], nodes: Sequence[NodeFacts]) -> list[str]:
+    sel = LabelSelector.model_validate(adm.base_selector(spec))
+    return sorted(
+        n.labels.get(adm.HOSTNAME, n.name)
+        for n in nodes
+        if adm.HOSTNAME in n.labels and sel.matches(n.labels)
+    )
+
+
+def _batch(spec: Mapping[str, Any], pending: Sequence[str]) -> list[str]:
+    size = spec.get("concurrency")
+    return list(pending[: size if isinstance(size, int) and size > 0 else 1])
+
+
+def _admitted_manifest(
+    c: _Comp,
+    m: Mapping[str, Any],
+    have: PlanState | None,
+    *,
+    nodes: Sequence[NodeFacts],
+    now: datetime,
+    fresh: set[str],
+    fallback: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``m`` as written: the same step corrected in place keeps its admission; a new step
+    admits its first batch, or none while its ``prepare`` Plan is not done."""
+    if have is not None and _step_key(c.name, have.step) == _step_key(c.name, _step_of(m)):
+        return adm.with_admission(
+            m,
+            nodes=adm.admitted(have.spec),
+            window=have.spec.get("window"),
+            at=adm.admitted_at(have.annotations),
+            withdrawn=adm.withdrawn(have.annotations, now=now),
+        )
+    window = _admission(c, m, now)
+    waits = adm.prerequisite(m["spec"])
+    other = next((p for p in c.progress if p.plan == waits), None)
+    ready = waits is None or (waits not in fresh and other is not None and other.complete)
+    batch = _batch(m["spec"], _selected(m["spec"], nodes)) if ready and window is not None else []
+    gate = window if window is not None else fallback
+    return adm.with_admission(
+        m, nodes=batch, window=gate or None, at=now if batch else None, withdrawn={}
+    )
+
+
+def _step_of(m: Mapping[str, Any]) -> str | None:
+    value = m["metadata"].get("annotations", {}).get(STEP_ANNOTATION)
+    return str(value) if value is not None else None
+
+
+def _admit_next(
+    c: _Comp,
+    *,
+    nodes: Sequence[NodeFacts],
+    now: datetime,
+    site: Site,
+    actions: list[Action],
+    step: str | None,
+    clock_trusted: bool,
+) -> ComponentStatus:
+    """A step whose Plans are written and not done: withdraw failed or late nodes, and admit the
+    next batch when none is in flight and a Job started now ends inside the window."""
+    done = {p.plan: p.complete for p in c.progress}
+    pending = {p.plan: p.pending for p in c.progress}
+    notes: list[str] = []
+    waiting_for_window = False
+    for name in sorted(c.have, key=lambda n: (adm.prerequisite(c.have[n].spec) is not None, n)):
+        have = c.have[name]
+        spec, notes_in = have.spec, have.annotations
+        hosts = {n.name: n.labels.get(adm.HOSTNAME, n.name) for n in nodes}
+        todo = [hosts.get(n, n) for n in pending.get(name, ())]
+        live = adm.admitted(spec)
+        at = adm.admitted_at(notes_in)
+        kept = adm.withdrawn(notes_in, now=now)
+        flying = [n for n in live if n in todo]
+        failed = adm.failed_nodes(_since(have.conditions, at))
+        over = at is None or now >= at + adm.budget(spec)
+        drop = sorted(n for n in flying if over or n in failed)
+        kept.update(dict.fromkeys(drop, now))
+        flying = [n for n in flying if n not in drop]
+        if flying and at is not None:
+            c.retry.append(max(1.0, min(300.0, (at + adm.budget(spec) - now).total_seconds())))
+        nodes_now, window, when = list(flying), spec.get("window"), at
+        waits = adm.prerequisite(spec)
+        if not flying and todo and clock_trusted and (waits is None or done.get(waits, False)):
+            gate = _admission(c, {"spec": spec}, now)
+            batch = _batch(spec, [n for n in todo if n not in kept])
+            if gate is not None and batch:
+                nodes_now, window, when = batch, gate or None, now
+                notes.append(f"{name} admits {', '.join(batch)}")
+                c.retry.append(60.0)
+            elif gate is None:
+                waiting_for_window = True
+        if drop:
+            notes.append(f"{name} withdraws {', '.join(drop)} (Job failed or past its deadline)")
+        if nodes_now == list(flying) and not drop and when == at:
+            continue
+        desired = {
+            "apiVersion": API_VERSION,
+            "kind": "Plan",
+            "metadata": {
+                "name": name,
+                "namespace": site.namespace,
+                "labels": dict(have.labels),
+                "annotations": dict(notes_in),
+            },
+            "spec": dict(spec),
+        }
+        if nodes_now == list(flying) and when == at:  # only withdrawing: keep the rest
+            nodes_now = [n for n in live if n not in drop]
+        manifest = merge_for_update(
+            adm.with_admission(desired, nodes=nodes_now, window=window, at=when, withdrawn=kept),
+            {"metadata": {"resourceVersion": have.resource_version}},
+        )
+        actions.append(
+            Action(
+                "update",
+                name,
+                site.namespace,
+                c.name,
+                "; ".join(notes) or f"admission of {name}",
+                manifest=manifest,
+                resource_version=have.resource_version,
+            )
+        )
+    where = f"{c.name} {step}" if step else c.name
+    text = f"{where}: {c.describe()}" + (f"; {'; '.join(notes)}" if notes else "")
+    if waiting_for_window and not any(c.have[n].applying for n in c.have):
+        view = c.window
+        wtext = (
+            _window_text(view, now)
+            if view is not None and not view.open
+            else (f"window {view.name!r} closes before a Job started now would end" if view else "")
+        )
+        return ComponentStatus(c.name, "waiting", "WaitingForWindow", f"{text}; {wtext}", step)
+    return ComponentStatus(c.name, "running", "StepRunning", text, step)
+
+
+def _since(conditions: Sequence[Mapping[str, Any]], at: datetime | None) -> list[Mapping[str, Any]]:
+    """The conditions SUC updated after ``at`` (an older JobFailed is about an earlier batch)."""
+    if at is None:
+        return list(conditions)
+    stamp = iso_z(at)
+    return [c for c in conditions if str(c.get("lastUpdateTime") or stamp) >= stamp]

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gitedge.core.admission import base_selector
 from gitedge.core.config import ClusterStatus, derived_labels
 from gitedge.core.planning import ClusterFacts
 from gitedge.core.selectors import LabelSelector
@@ -196,7 +197,8 @@ class Progress:
 def plan_progress(plan: PlanState, nodes: Sequence[NodeFacts]) -> Progress:
     """Which nodes ``plan`` selects and which of them do not carry its done label yet."""
     try:
-        selector = LabelSelector.model_validate(plan.spec.get("nodeSelector") or {})
+        # what the fleet selects, not only the nodes admitted now (gitedge.core.admission)
+        selector = LabelSelector.model_validate(base_selector(plan.spec))
     except ValidationError:
         return Progress(
             plan=plan.name, selected=0, pending=("<invalid nodeSelector>",), resolved=False
