@@ -19,21 +19,17 @@ exactly what the kube adapter's tests are about. This one is small and synchrono
   request is handled (to race a write), and a log of every request;
 - discovery documents (``/api``, ``/apis``, ...) so ``kubectl`` can talk to it.
 
-The SUC stand-in (:meth:`KubeEmulator.suc_round`) follows SUC's source: ``status.latestVersion``
-is ``spec.version``; ``status.latestHash`` is the SHA-224 of latestVersion, serviceAccountName and
-the fields named by the ``upgrade.cattle.io/digest`` annotation (pkg/upgrade/plan DigestStatus);
-a Plan selects nodes matching ``nodeSelector`` that have ``kubernetes.io/hostname``; jobs run on
-at most ``concurrency`` nodes, listed in ``status.applying``; a finished job labels its node
-``plan.upgrade.cattle.io/<plan>=<latestHash>``; a Plan whose ``prepare`` is
-``["prepare", <other plan>]`` (k3s-upgrade) starts no job until that Plan is complete; a Plan with
-a ``window`` starts no job while the window is closed (the test says when it is), jobs already
-running finish. A finished ``k3s-upgrade`` job sets the node's kubelet version to the Plan's.
+Plans written over HTTP (create, update) are checked against SUC's Plan CRD schema
+(tests/plancrd.py; undeclared fields are errors, since a real API server would silently prune
+them): an invalid Plan is refused with 422 ``Invalid``. ``old_suc=True`` stands for a cluster
+whose SUC is older than v0.15.0: its CRD has no ``spec.window``, and the API server prunes it.
+``jobs`` (batch/v1) and ``pods`` are stored for the SUC simulation (tests/sucsim.py), which works
+on this store: SUC itself is no longer simulated here.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 import socket
@@ -50,11 +46,11 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from tests.gitserver import TlsFiles
+from tests.plancrd import plan_errors, prune_for_old_suc
 
 DONE = "plan.upgrade.cattle.io/"
 HOSTNAME = "kubernetes.io/hostname"
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
-DIGEST_ANNOTATION = "upgrade.cattle.io/digest"
 
 
 @dataclass(frozen=True)
@@ -80,6 +76,8 @@ KINDS = {
         "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True
     ),
     "plans": Kind("upgrade.cattle.io", "v1", "plans", "Plan", True),
+    "jobs": Kind("batch", "v1", "jobs", "Job", True),
+    "pods": Kind("", "v1", "pods", "Pod", True),
     "deployments": Kind("apps", "v1", "deployments", "Deployment", True),
     "roles": Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     "clusterroles": Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
@@ -88,21 +86,6 @@ KINDS = {
         "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False
     ),
 }
-
-
-def suc_latest_hash(plan: Mapping[str, Any]) -> str:
-    """status.latestHash as SUC computes it (no spec.secrets in gitedge's Plans)."""
-    spec = plan.get("spec") or {}
-    h = hashlib.sha224()
-    h.update(str(spec.get("version") or "").encode())
-    h.update(str(spec.get("serviceAccountName") or "").encode())
-    fields = ((plan.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION, "")
-    for entry in filter(None, fields.split(",")):
-        value: Any = plan
-        for key in entry.split("."):
-            value = value.get(key) if isinstance(value, Mapping) else None
-        h.update(("" if value is None else str(value)).encode())
-    return h.hexdigest()
 
 
 def node_object(
@@ -293,8 +276,10 @@ class KubeEmulator:
         token: str | None = "test-token",
         grants: Iterable[Grant] | None = None,
         tls: TlsFiles | None = None,
+        old_suc: bool = False,
     ) -> None:
         self.token = token
+        self.old_suc = old_suc
         self.tls = tls
         self.grants = tuple(grants) if grants is not None else None
         self.grants_used: set[Grant] = set()
@@ -429,80 +414,6 @@ class KubeEmulator:
                 for r in self.requests
                 if r.method != "GET" and (resource is None or r.resource == resource)
             ]
-
-    # ------------------------------------------------------------------------ SUC stand-in
-
-    def suc_round(
-        self, namespace: str = "system-upgrade", *, window_open: bool = True
-    ) -> list[str]:
-        """One pass of the SUC controller over the namespace's Plans: resolve each Plan's status,
-        finish the jobs that were running (label the node done), then start jobs on up to
-        ``concurrency`` nodes not done yet. Returns what it did, for test messages."""
-        did: list[str] = []
-        with self.lock:
-            plans = {
-                n: o for (r, ns, n), o in self.store.items() if r == "plans" and ns == namespace
-            }
-            nodes = [o for (r, _, _), o in sorted(self.store.items()) if r == "nodes"]
-            for name, plan in sorted(plans.items()):
-                status = plan.setdefault("status", {})
-                latest = suc_latest_hash(plan)
-                if status.get("latestHash") != latest:
-                    status["latestVersion"] = plan["spec"].get("version")
-                    status["latestHash"] = latest
-                    status["applying"] = []
-                    plan["metadata"]["resourceVersion"] = self._bump()
-                    did.append(f"resolved {name}")
-            for name, plan in sorted(plans.items()):
-                status = plan["status"]
-                for node_name in status.get("applying") or ():
-                    node = next(n for n in nodes if n["metadata"]["name"] == node_name)
-                    node["metadata"]["labels"][DONE + name] = status["latestHash"]
-                    image = str(plan["spec"].get("upgrade", {}).get("image", ""))
-                    if "k3s-upgrade" in image:
-                        node["status"]["nodeInfo"]["kubeletVersion"] = plan["spec"]["version"]
-                    node["metadata"]["resourceVersion"] = self._bump()
-                    did.append(f"{name} done on {node_name}")
-                if status.get("applying"):
-                    status["applying"] = []
-                    plan["metadata"]["resourceVersion"] = self._bump()
-            for name, plan in sorted(plans.items()):
-                if plan["spec"].get("window") and not window_open:
-                    continue
-                prepare = (plan["spec"].get("prepare") or {}).get("args") or []
-                if len(prepare) == 2 and prepare[0] == "prepare":
-                    other = plans.get(prepare[1])
-                    if other is None or self._pending(other, nodes):
-                        continue
-                pending = self._pending(plan, nodes)
-                batch = pending[: int(plan["spec"].get("concurrency") or 1)]
-                if batch:
-                    plan["status"]["applying"] = batch
-                    plan["metadata"]["resourceVersion"] = self._bump()
-                    did.append(f"{name} started on {', '.join(batch)}")
-        return did
-
-    def _pending(self, plan: Mapping[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
-        name, latest = plan["metadata"]["name"], plan.get("status", {}).get("latestHash")
-        return [
-            n["metadata"]["name"]
-            for n in nodes
-            if HOSTNAME in n["metadata"]["labels"]
-            and selector_matches(plan["spec"].get("nodeSelector"), n["metadata"]["labels"])
-            and n["metadata"]["labels"].get(DONE + name) != latest
-        ]
-
-    def suc_settle(
-        self, namespace: str = "system-upgrade", *, window_open: bool = True, rounds: int = 50
-    ) -> list[str]:
-        """SUC rounds until nothing changes (bounded)."""
-        did: list[str] = []
-        for _ in range(rounds):
-            step = self.suc_round(namespace, window_open=window_open)
-            if not step:
-                return did
-            did += step
-        raise AssertionError(f"SUC did not settle in {rounds} rounds: {did[-5:]}")
 
     # -------------------------------------------------------------------------- HTTP side
 
@@ -687,6 +598,7 @@ class KubeEmulator:
             obj.setdefault("kind", kind.kind)
             if kind.plural == "plans":
                 obj.pop("status", None)
+                obj = self._admit_plan(obj)
             self.store[key] = obj
             return 201, copy.deepcopy(obj)
         if req.verb == "update":
@@ -723,6 +635,7 @@ class KubeEmulator:
             meta["resourceVersion"] = self._bump()
             if kind.plural == "plans":  # status subresource: a PUT cannot change status
                 obj.pop("status", None)
+                obj = self._admit_plan(obj)
                 if "status" in old:
                     obj["status"] = copy.deepcopy(old["status"])
             self.store[key] = obj
@@ -749,6 +662,21 @@ class KubeEmulator:
             self._bump()
             return 200, self._status(200, "", "") | {"details": {"name": name, "kind": kind.plural}}
         raise ApiError(405, "MethodNotAllowed", f"{req.verb} is not supported here")
+
+    def _admit_plan(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the API server does with a Plan before storing it: with an old SUC's CRD
+        (< v0.15.0) ``spec.window`` is pruned; then the CRD schema check (422 when invalid)."""
+        if self.old_suc:
+            obj = prune_for_old_suc(obj)
+        errors = plan_errors(obj)
+        if errors:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'Plan.upgrade.cattle.io "{obj["metadata"]["name"]}" is invalid: '
+                + "; ".join(errors),
+            )
+        return obj
 
     def _discovery(self, path: str) -> Any:
         path = path.rstrip("/")

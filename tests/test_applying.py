@@ -33,7 +33,7 @@ from gitedge.core.planning import plan
 from gitedge.core.suc import AGENT_PLAN, OS_PLAN, SERVER_PLAN
 from gitedge.errors import VersionError
 from tests import fleetstory as fs
-from tests.kubeapi import suc_latest_hash
+from tests.sucsim import munge_version, resolved_hash
 
 
 def node(name: str, kubelet: str, *, cp: bool = False, done: dict[str, str] | None = None):
@@ -56,8 +56,8 @@ def stored(manifest: dict[str, Any], *, resolved: bool = True, applying=(), rv="
     obj = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": rv}}
     if resolved:
         obj["status"] = {
-            "latestVersion": manifest["spec"]["version"],
-            "latestHash": suc_latest_hash(manifest),
+            "latestVersion": munge_version(manifest["spec"]["version"]),  # handle_upgrade.go
+            "latestHash": resolved_hash(manifest),
             "applying": list(applying),
         }
     return PlanState.from_object(obj)
@@ -85,7 +85,7 @@ def k3s_manifests(planned):
 
 
 def done_labels(manifests) -> dict[str, str]:
-    return {m["metadata"]["name"]: suc_latest_hash(m) for m in manifests}
+    return {m["metadata"]["name"]: resolved_hash(m) for m in manifests}
 
 
 # ------------------------------------------------------------------------------ first steps
@@ -115,7 +115,7 @@ def test_os_first_when_rollout_order_says_so():
 def test_a_running_step_is_not_replaced_and_reports_progress():
     planned, first = decide_at(cluster(fs.START))
     plans = [stored(a.manifest) for a in first.actions]  # as written: server-0 admitted
-    server_done = {SERVER_PLAN: suc_latest_hash(k3s_manifests(planned)[0])}
+    server_done = {SERVER_PLAN: resolved_hash(k3s_manifests(planned)[0])}
     nodes = [
         node("server-0", fs.PATH[0], cp=True, done=server_done),
         node("agent-0", fs.START),
@@ -150,10 +150,14 @@ def test_stale_status_does_not_read_as_done():
     assert not p.resolved and not p.complete
     # same version, but the hash is the one the agent replaced (a new image under one tag)
     meta = {**server["metadata"], "annotations": {SUPERSEDED_ANNOTATION: "old"}}
-    obj = {**server, "metadata": meta, "status": {"latestVersion": fs.PATH[0], "latestHash": "old"}}
+    obj = {
+        **server,
+        "metadata": meta,
+        "status": {"latestVersion": munge_version(fs.PATH[0]), "latestHash": "old"},
+    }
     assert not plan_progress(PlanState.from_object(obj), old_done).complete
     # resolved, every selected node labelled with the current hash: done
-    h = suc_latest_hash(server)
+    h = resolved_hash(server)
     fresh = [node(n, fs.START, cp=cp, done={SERVER_PLAN: h}) for n, cp in fs.NODES]
     assert plan_progress(stored(server), fresh).complete
 
@@ -189,7 +193,7 @@ def test_next_minor_waits_for_kubelets_then_advances_with_superseded_hash():
         assert a.reason == f"advance to k3s step {fs.PATH[1]}"
         assert a.resource_version == "7" and a.manifest["metadata"]["resourceVersion"] == "7"
         assert a.manifest["spec"]["version"] == fs.PATH[1]
-        assert a.manifest["metadata"]["annotations"][SUPERSEDED_ANNOTATION] == suc_latest_hash(m)
+        assert a.manifest["metadata"]["annotations"][SUPERSEDED_ANNOTATION] == resolved_hash(m)
 
 
 def test_three_minor_path_one_step_per_pass():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from gitedge.core.conditions import Condition
 from gitedge.core.suc import AGENT_PLAN, OS_PLAN, SERVER_PLAN
 from gitedge.errors import KubeApiError
 from tests import fleetstory as fs
-from tests.kubeapi import DONE, KubeEmulator, load_deploy_rbac, suc_latest_hash
+from tests.kubeapi import DONE, KubeEmulator, load_deploy_rbac
+from tests.sucsim import SucSim, digest_status
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 GRANTS = load_deploy_rbac(DEPLOY)
@@ -45,6 +47,12 @@ def api() -> Iterator[KubeEmulator]:
         for name, cp in fs.NODES:
             emulator.add_node(name, kubelet=fs.START, control_plane=cp)
         yield emulator
+
+
+@pytest.fixture
+def sim(api: KubeEmulator) -> SucSim:
+    """SUC over the emulator (tests/sucsim.py), its clock at the window's 02:00."""
+    return SucSim(api, now=fs.IN_WINDOW, namespace=NS)
 
 
 @pytest.fixture
@@ -116,13 +124,13 @@ def test_first_pass_creates_the_owned_k3s_pair_with_events_and_status(api, kube)
 # ---------------------------------------------------------------------- conflicts, advance
 
 
-def finish_step(api: KubeEmulator) -> None:
-    api.suc_settle(NS)
+def finish_step(sim: SucSim) -> None:
+    sim.settle()
 
 
-def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube):
+def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube, sim):
     run_pass(kube)
-    finish_step(api)
+    finish_step(sim)
 
     def other_writer(emulator: KubeEmulator) -> None:
         emulator.modify(
@@ -141,9 +149,9 @@ def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube):
     assert status["conditions"]["Applying"].reason == "StepStarted"
 
 
-def test_a_conflict_that_persists_is_reported(api, kube):
+def test_a_conflict_that_persists_is_reported(api, kube, sim):
     run_pass(kube)
-    finish_step(api)
+    finish_step(sim)
     for _ in range(3):
         api.before(
             "PUT",
@@ -161,11 +169,13 @@ def test_a_conflict_that_persists_is_reported(api, kube):
     assert plan_versions(api)[SERVER_PLAN] == fs.PATH[0]
 
 
-def test_next_minor_only_when_every_node_carries_the_done_label(api, kube):
+def test_next_minor_only_when_every_node_carries_the_done_label(api, kube, sim):
     run_pass(kube)
-    api.suc_round(NS, window_open=False)  # SUC resolves the Plans' status, starts no job
+    sim.now = fs.OUT_OF_WINDOW
+    sim.reconcile()  # SUC resolves the Plans' status, starts no job (its window is closed)
+    assert sim.starts() == []
     hashes = {p["metadata"]["name"]: p["status"]["latestHash"] for p in api.items("plans", NS)}
-    assert hashes[SERVER_PLAN] == suc_latest_hash(api.get("plans", SERVER_PLAN, NS))
+    assert hashes[SERVER_PLAN] == digest_status(api.get("plans", SERVER_PLAN, NS))
 
     def upgraded(node: str, plan: str) -> None:
         def change(o):
@@ -196,13 +206,13 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube):
     assert len(api.writes("plans")) == writes
 
 
-def test_three_minor_path_completed_one_step_at_a_time_then_the_os(api, kube):
+def test_three_minor_path_completed_one_step_at_a_time_then_the_os(api, kube, sim):
     seen: list[dict[str, str]] = []
     for _ in range(8):
         result, status = run_pass(kube)
         assert result.error is None
         seen.append(plan_versions(api))
-        finish_step(api)
+        finish_step(sim)
         if status["conditions"]["Applying"].reason == "UpToDate":
             break
     k3s_steps = [v[SERVER_PLAN] for v in seen]
@@ -210,7 +220,7 @@ def test_three_minor_path_completed_one_step_at_a_time_then_the_os(api, kube):
     assert all(v.get(AGENT_PLAN) == v[SERVER_PLAN] for v in seen)
     assert OS_PLAN not in seen[2] and seen[3][OS_PLAN] == "1.4.2"  # the OS after K3s
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {fs.PATH[-1]}
-    os_hash = suc_latest_hash(api.get("plans", OS_PLAN, NS))
+    os_hash = digest_status(api.get("plans", OS_PLAN, NS))
     assert all(n["metadata"]["labels"][DONE + OS_PLAN] == os_hash for n in api.items("nodes"))
     conds = status["conditions"]
     assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "UpToDate")
@@ -231,20 +241,26 @@ def test_no_plan_written_outside_the_window(api, kube):
 
 
 def test_a_running_step_finishes_after_the_window_closes_and_the_next_waits(api, kube):
-    run_pass(kube)
-    api.suc_round(NS)  # jobs start on the server
+    """SUC keeps a Plan going past the window's end while status.applying is non-empty
+    (handle_upgrade.go); gitedge writes nothing new until the next window."""
+    late = fs.NEXT_OPEN + timedelta(hours=3, minutes=55)  # 04:55, the window ends at 05:00
+    sim = SucSim(api, now=late, namespace=NS, job_minutes=8)  # past 05:00, within 600 s
+    run_pass(kube, now=late)
+    sim.reconcile()  # the server's job starts inside the window
     assert api.get("plans", SERVER_PLAN, NS)["status"]["applying"] == ["server-0"]
-    _, status = run_pass(kube, now=fs.OUT_OF_WINDOW)
-    assert status["conditions"]["Applying"].reason == "StepRunning"
-    api.suc_settle(NS, window_open=False)  # the running job ends; the agents' jobs wait
+    sim.advance(minutes=15)  # 05:10: the window has closed, the server's job has ended
     assert api.get("nodes", "server-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
-    assert api.get("nodes", "agent-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.START
+    _, status = run_pass(kube, now=sim.now)
+    assert status["conditions"]["Applying"].reason == "StepRunning"
     writes = len(api.writes("plans"))
-    api.suc_settle(NS)  # (the window opens for SUC: agents finish)
-    _, status = run_pass(kube, now=fs.OUT_OF_WINDOW)
+    sim.settle()  # the agents' jobs run on after 05:00: SUC's applying exception
+    assert [n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")] == [
+        fs.PATH[0]
+    ] * 3
+    _, status = run_pass(kube, now=sim.now)
     assert len(api.writes("plans")) == writes  # the next minor waits for the next window
     assert status["conditions"]["WindowClosed"].status == "True"
-    run_pass(kube, now=fs.NEXT_OPEN)
+    run_pass(kube, now=fs.NEXT_OPEN + timedelta(days=1))
     assert plan_versions(api)[SERVER_PLAN] == fs.PATH[1]
 
 
@@ -421,12 +437,12 @@ def test_status_keeps_the_other_steps_conditions(api, kube):
     assert kube.read_status().conditions[0].type == "Ready"
 
 
-def test_the_story_uses_every_rbac_grant_in_deploy(api, kube):
+def test_the_story_uses_every_rbac_grant_in_deploy(api, kube, sim):
     """Least privilege: every rule deploy/ grants is needed by what the agent does."""
     run_pass(kube)  # list nodes and plans, create plans, events, status create + get
-    finish_step(api)
+    finish_step(sim)
     run_pass(kube)  # update plans, status update
-    finish_step(api)
+    finish_step(sim)
     api.put(foreign_plan("gitedge-old-step", {"app.kubernetes.io/managed-by": "gitedge"}))
     api.fail("POST", "plans", 403)
     result, _ = run_pass(kube, fleet=fs.fleet(order="[os, k3s]"))  # delete, a failure: event

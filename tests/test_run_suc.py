@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.agentkit import START, fleet_files, push_image, served_fleet_repo, si
 from tests.gitserver import git_daemon
 from tests.kubeapi import ApiError, KubeEmulator, load_deploy_rbac
 from tests.registryserver import docker_registry
+from tests.sucsim import SucSim
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 TOKEN = "agent-sa-token-never-logged"
@@ -138,6 +140,7 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     site: dict[str, Any],
 ) -> None:
     api: KubeEmulator = site["api"]
+    sim = SucSim(api, now=datetime.fromisoformat(IN_WINDOW), namespace=NS)
     first = run_once(site)
     assert first.returncode == 0, first.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
@@ -148,11 +151,13 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     applied = [(a["component"], a["step"], a["doneAt"]) for a in doc["applied"]]
     assert applied == [("k3s", RELEASES[1], None)]
 
-    api.suc_settle(NS)  # SUC upgrades the admitted server to v1.28
+    sim.settle()  # SUC upgrades the admitted server to v1.28
     admit = run_once(site, "2026-01-02T02:15:00Z")  # the agent Plan admits agent-1
     assert admit.returncode == 0, admit.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
-    api.suc_settle(NS)
+    sim.now = max(sim.now, datetime.fromisoformat("2026-01-02T02:15:00Z"))
+    sim.settle()
+    assert sim.now < datetime.fromisoformat("2026-01-02T02:30:00Z")
     second = run_once(site, "2026-01-02T02:30:00Z")
     assert second.returncode == 0, second.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[2], "gitedge-k3s-agent": RELEASES[2]}
@@ -162,9 +167,11 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     done = {a["step"]: a["doneAt"] for a in doc["applied"]}
     assert done[RELEASES[1]] is not None and done[RELEASES[2]] is None
 
-    api.suc_settle(NS)
+    sim.now = datetime.fromisoformat("2026-01-02T02:30:00Z")
+    sim.settle()
     assert run_once(site, "2026-01-02T02:45:00Z").returncode == 0  # admits agent-1
-    api.suc_settle(NS)
+    sim.now = max(sim.now, datetime.fromisoformat("2026-01-02T02:45:00Z"))
+    sim.settle()
     third = run_once(site, "2026-01-02T03:00:00Z")
     assert third.returncode == 0, third.stderr
     doc = status(api)

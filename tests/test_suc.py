@@ -29,6 +29,7 @@ from gitedge.core.suc import (
     os_plan,
 )
 from gitedge.core.windows import MaintenanceWindowSpec
+from tests.plancrd import assert_valid_plan
 
 DIGEST = "sha256:" + "ab" * 32
 SUC_DAYS = [
@@ -186,6 +187,7 @@ SITE = Site(namespace="upgrades", cache="cache.site.lan:5000")
 def valid(plan: dict[str, Any]) -> dict[str, Any]:
     errors = [f"{list(e.path)}: {e.message}" for e in VALIDATOR.iter_errors(plan)]
     assert not errors, errors
+    assert_valid_plan(plan)  # and SUC's own CRD schema (tests/data), unknown fields refused
     return plan
 
 
@@ -346,7 +348,7 @@ def test_os_image_not_yet_mirrored_is_name_only_and_digest_in_target_is_kept() -
 def test_a_new_os_digest_under_the_same_tag_is_a_new_suc_rollout() -> None:
     """SUC's latestHash covers version + serviceAccountName + the fields its
     upgrade.cattle.io/digest annotation names: the OS Plan names its image there."""
-    from tests.kubeapi import suc_latest_hash
+    from tests.sucsim import resolved_hash
 
     def rendered(digest: str) -> dict[str, Any]:
         return os_plan(
@@ -360,7 +362,7 @@ def test_a_new_os_digest_under_the_same_tag_is_a_new_suc_rollout() -> None:
     a, b = rendered(DIGEST), rendered("sha256:" + "cd" * 32)
     assert a["metadata"]["annotations"]["upgrade.cattle.io/digest"] == "spec.upgrade.image"
     assert a["spec"]["version"] == b["spec"]["version"] == "1.5.0"
-    assert suc_latest_hash(a) != suc_latest_hash(b)
+    assert resolved_hash(a) != resolved_hash(b)
 
 
 def test_plan_json_carries_the_next_step_only() -> None:
