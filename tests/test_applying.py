@@ -3,7 +3,8 @@ pure, from hand-built snapshots.
 
 Covers: the first step creates the K3s server/agent pair of the first minor only; a running step
 is never replaced; a step is done only when every selected node carries the Plan's done label
-*and* SUC's status is the current spec's (stale latestVersion, superseded hash); the next minor
+*and* SUC's status is the current spec's, as SUC writes it (munged latestVersion, DigestStatus's
+hash; stale version, stale hash, ``disabled`` nodes); the next minor
 starts only when the nodes' kubelets report the step; a three-minor path walked one step per
 pass; ``rollout.order`` both ways; no create/advance/correction outside the window or with an
 untrusted clock, a running step left alone and ``retry_after`` to the next opening; deletes only
@@ -13,6 +14,7 @@ the resourceVersion; the cluster's facts from its nodes; condition merging and `
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +22,6 @@ import pytest
 
 from gitedge.core.applying import decide, merge_for_update
 from gitedge.core.clusterstate import (
-    SUPERSEDED_ANNOTATION,
     ClusterSnapshot,
     NodeFacts,
     PlanState,
@@ -33,7 +34,24 @@ from gitedge.core.planning import plan
 from gitedge.core.suc import AGENT_PLAN, OS_PLAN, SERVER_PLAN
 from gitedge.errors import VersionError
 from tests import fleetstory as fs
-from tests.sucsim import munge_version, resolved_hash
+
+
+def suc_latest_hash(manifest: dict[str, Any], *, munge: bool = True) -> str:
+    """status.latestHash as SUC writes it (system-upgrade-controller pkg/upgrade/plan/plan.go
+    DigestStatus): SHA-224 of status.latestVersion (MungeVersion(spec.version),
+    handle_upgrade.go), spec.serviceAccountName, then each field the upgrade.cattle.io/digest
+    annotation names (addToHashFromAnnotation); no secrets in gitedge's Plans."""
+    h = hashlib.sha224()
+    version = manifest["spec"]["version"]
+    h.update((version.replace("+", "-") if munge else version).encode())
+    h.update(manifest["spec"].get("serviceAccountName", "").encode())
+    fields = manifest["metadata"].get("annotations", {}).get("upgrade.cattle.io/digest", "")
+    for entry in filter(None, fields.split(",")):
+        value: Any = manifest
+        for key in entry.split("."):
+            value = value.get(key, "") if isinstance(value, dict) else ""
+        h.update(str(value).encode())
+    return h.hexdigest()
 
 
 def node(name: str, kubelet: str, *, cp: bool = False, done: dict[str, str] | None = None):
@@ -51,13 +69,17 @@ def cluster(kubelet: str, done: dict[str, str] | None = None, **per_node: str):
     )
 
 
-def stored(manifest: dict[str, Any], *, resolved: bool = True, applying=(), rv="7") -> PlanState:
-    """A Plan as the API would return it after SUC resolved it (or not yet)."""
+def stored(
+    manifest: dict[str, Any], *, resolved: bool = True, applying=(), rv="7", munge: bool = True
+) -> PlanState:
+    """A Plan as the API would return it after SUC resolved it (or not yet); ``munge`` False:
+    a status with the unmunged version (as a stand-in may write)."""
     obj = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": rv}}
     if resolved:
+        version = manifest["spec"]["version"]
         obj["status"] = {
-            "latestVersion": munge_version(manifest["spec"]["version"]),  # handle_upgrade.go
-            "latestHash": resolved_hash(manifest),
+            "latestVersion": version.replace("+", "-") if munge else version,
+            "latestHash": suc_latest_hash(manifest, munge=munge),
             "applying": list(applying),
         }
     return PlanState.from_object(obj)
@@ -85,7 +107,7 @@ def k3s_manifests(planned):
 
 
 def done_labels(manifests) -> dict[str, str]:
-    return {m["metadata"]["name"]: resolved_hash(m) for m in manifests}
+    return {m["metadata"]["name"]: suc_latest_hash(m) for m in manifests}
 
 
 # ------------------------------------------------------------------------------ first steps
@@ -115,7 +137,7 @@ def test_os_first_when_rollout_order_says_so():
 def test_a_running_step_is_not_replaced_and_reports_progress():
     planned, first = decide_at(cluster(fs.START))
     plans = [stored(a.manifest) for a in first.actions]  # as written: server-0 admitted
-    server_done = {SERVER_PLAN: resolved_hash(k3s_manifests(planned)[0])}
+    server_done = {SERVER_PLAN: suc_latest_hash(k3s_manifests(planned)[0])}
     nodes = [
         node("server-0", fs.PATH[0], cp=True, done=server_done),
         node("agent-0", fs.START),
@@ -148,18 +170,35 @@ def test_stale_status_does_not_read_as_done():
     old_done = [node(n, fs.START, cp=cp, done={SERVER_PLAN: "old"}) for n, cp in fs.NODES]
     p = plan_progress(PlanState.from_object(obj), old_done)
     assert not p.resolved and not p.complete
-    # same version, but the hash is the one the agent replaced (a new image under one tag)
-    meta = {**server["metadata"], "annotations": {SUPERSEDED_ANNOTATION: "old"}}
-    obj = {
-        **server,
-        "metadata": meta,
-        "status": {"latestVersion": munge_version(fs.PATH[0]), "latestHash": "old"},
-    }
+    # the current version, but the hash is an earlier spec's (a new image under one tag)
+    munged = fs.PATH[0].replace("+", "-")
+    obj = {**server, "status": {"latestVersion": munged, "latestHash": "old"}}
     assert not plan_progress(PlanState.from_object(obj), old_done).complete
     # resolved, every selected node labelled with the current hash: done
-    h = resolved_hash(server)
+    h = suc_latest_hash(server)
     fresh = [node(n, fs.START, cp=cp, done={SERVER_PLAN: h}) for n, cp in fs.NODES]
     assert plan_progress(stored(server), fresh).complete
+
+
+def test_done_as_suc_writes_it_munged_or_not_and_disabled_nodes():
+    """SUC's status for a K3s Plan names v1.28.15-k3s1 for spec.version v1.28.15+k3s1
+    (handle_upgrade.go MungeVersion) and hashes that; the step is done when SUC's nodes carry
+    that hash. An unmunged status with its own hash reads as done too; a node labelled
+    ``disabled`` is never selected by SUC (SelectConcurrentNodes), so it is not waited for."""
+    planned, _ = decide_at(cluster(fs.START))
+    server = k3s_manifests(planned)[0]
+    assert "+" in server["spec"]["version"]
+    for munge in (True, False):
+        h = suc_latest_hash(server, munge=munge)
+        done = [node(n, fs.START, cp=cp, done={SERVER_PLAN: h}) for n, cp in fs.NODES]
+        p = plan_progress(stored(server, munge=munge), done)
+        assert p.resolved and p.complete, (munge, p)
+        # the other form's hash on the nodes is an earlier spec's, not this one
+        other = suc_latest_hash(server, munge=not munge)
+        old = [node(n, fs.START, cp=cp, done={SERVER_PLAN: other}) for n, cp in fs.NODES]
+        assert not plan_progress(stored(server, munge=munge), old).complete
+    disabled = [node(n, fs.START, cp=cp, done={SERVER_PLAN: "disabled"}) for n, cp in fs.NODES]
+    assert plan_progress(stored(server), disabled).complete
 
 
 def test_nodes_without_hostname_are_not_selected_and_a_plan_selecting_none_is_done():
@@ -172,7 +211,7 @@ def test_nodes_without_hostname_are_not_selected_and_a_plan_selecting_none_is_do
     assert (p.selected, p.complete) == (0, True)
 
 
-def test_next_minor_waits_for_kubelets_then_advances_with_superseded_hash():
+def test_next_minor_waits_for_kubelets_then_advances():
     planned, _ = decide_at(cluster(fs.START))
     manifests = k3s_manifests(planned)
     plans = [stored(m) for m in manifests]
@@ -193,7 +232,7 @@ def test_next_minor_waits_for_kubelets_then_advances_with_superseded_hash():
         assert a.reason == f"advance to k3s step {fs.PATH[1]}"
         assert a.resource_version == "7" and a.manifest["metadata"]["resourceVersion"] == "7"
         assert a.manifest["spec"]["version"] == fs.PATH[1]
-        assert a.manifest["metadata"]["annotations"][SUPERSEDED_ANNOTATION] == resolved_hash(m)
+        assert m["metadata"]["name"] == a.name
 
 
 def test_three_minor_path_one_step_per_pass():

@@ -7,8 +7,10 @@ on every pass), and :func:`decide` says which Plans to create, update or delete,
 else happens. The rules:
 
 - A node is done with a Plan when it carries ``plan.upgrade.cattle.io/<plan>=<status.latestHash>``
-  and the Plan's status has resolved its current ``spec.version``; a step is done when every node
-  its Plans select is done (server *and* agent Plans for K3s; a Plan selecting no node is done).
+  (or ``disabled``) and the Plan's status is the one SUC writes for its current spec
+  (:func:`~gitedge.core.clusterstate.plan_progress`: munged latestVersion, latestHash as SUC's
+  DigestStatus computes it); a step is done when every node its Plans select is done (server
+  *and* agent Plans; a Plan selecting no node is done).
 - One step at a time: a step still running is never replaced by the next one. The K3s path
   advances to the next minor only when the step's Plans are done *and* every node reports the
   step's version (both signals: stale status and lagging kubelets both hold the advance back).
@@ -23,9 +25,6 @@ else happens. The rules:
   not render are deleted, in or out of the window (deleting starts nothing on a node), but not
   while SUC runs a job for them (``status.applying``): a job cut off mid-upgrade is worse than
   one more node upgraded.
-- An update that changes a Plan's ``version`` or upgrade image records the hash SUC last
-  resolved in ``gitedge.io/superseded-hash``, so that status is not read as the new spec's
-  (see :mod:`gitedge.core.clusterstate`).
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from typing import Any, Literal
 
 from gitedge.core import admission as adm
 from gitedge.core.clusterstate import (
-    SUPERSEDED_ANNOTATION,
     ClusterSnapshot,
     NodeFacts,
     PlanState,
@@ -430,8 +428,6 @@ def _one(
             }
             verb = "advance to" if _step_key(name, have.step) != _step_key(name, step) else "update"
             manifest = merge_for_update(m, live)
-            if have.latest_hash and _rollout_key(have.spec) != _rollout_key(m["spec"]):
-                manifest["metadata"]["annotations"][SUPERSEDED_ANNOTATION] = have.latest_hash
             actions.append(
                 Action(
                     "update",
@@ -444,11 +440,6 @@ def _one(
                 )
             )
     return ComponentStatus(name, "started", "StepStarted", f"{name}: step {step} started", step)
-
-
-def _rollout_key(spec: Mapping[str, Any]) -> tuple[object, object]:
-    """What makes SUC roll a Plan out again: its version and its upgrade image."""
-    return spec.get("version"), get_path(spec, "upgrade", "image")
 
 
 def _delete(p: PlanState, component: str, reason: str, site: Site, actions: list[Action]) -> bool:

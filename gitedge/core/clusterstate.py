@@ -1,18 +1,26 @@
 """The cluster as the agent reads it: nodes, gitedge-owned SUC Plans and how far each Plan is.
 
 Pure: parsing of API objects (JSON as the API returns it) into small frozen facts, the cluster's
-actual K3s version (the lowest kubelet version wins), and a Plan's progress. A Plan selects the
-nodes its ``nodeSelector`` matches that have a ``kubernetes.io/hostname`` label (SUC adds that
-requirement); a node is done with it when it carries
-``plan.upgrade.cattle.io/<plan>=<status.latestHash>`` (FACTS.md), and only once the status is
-the current spec's: ``status.latestVersion`` equals ``spec.version`` and ``status.latestHash`` is
-not the hash the agent saw when it last changed the version or image (kept in the
-``gitedge.io/superseded-hash`` annotation). Until SUC has resolved the new spec, the hash on the
-nodes is the previous step's, and a stale status must not read as "done".
+actual K3s version (the lowest kubelet version wins), and a Plan's progress.
+
+A Plan's progress is read exactly as SUC decides it (rancher/system-upgrade-controller,
+pkg/upgrade/plan/plan.go ``SelectConcurrentNodes``): SUC selects the nodes its ``nodeSelector``
+matches that have a ``kubernetes.io/hostname`` label (``NodeSelector``) and whose
+``plan.upgrade.cattle.io/<plan>`` label is NotIn [``disabled``, ``status.latestHash``]; the Plan
+is complete when that selects no node (pkg/upgrade/handle_upgrade.go, ``Complete``). So a node
+is done when its label is the latest hash or ``disabled`` -- and only once the status is the
+*current* spec's: SUC sets ``status.latestVersion = MungeVersion(spec.version)`` (``+`` made
+``-``, handle_upgrade.go; an unmunged value, as a stand-in or a future SUC may write, is
+accepted too) and ``status.latestHash`` by ``DigestStatus`` (plan.go): the hex SHA-224 of
+latestVersion, ``spec.serviceAccountName`` and the value of each field the
+``upgrade.cattle.io/digest`` annotation names (gitedge's Plans mount no secrets, whose hashes
+SUC would add). The agent computes that hash from the spec it reads; until the status carries
+it, SUC has not resolved the spec and the labels on the nodes are an earlier spec's.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,25 +31,27 @@ from gitedge.core.admission import base_selector
 from gitedge.core.config import ClusterStatus, derived_labels
 from gitedge.core.planning import ClusterFacts
 from gitedge.core.selectors import LabelSelector
-from gitedge.core.suc import CONTROL_PLANE, STEP_ANNOTATION
+from gitedge.core.suc import CONTROL_PLANE, STEP_ANNOTATION, SUC_DIGEST_ANNOTATION
 from gitedge.core.versions import K3sVersion
 from gitedge.errors import VersionError
 
 DONE_LABEL_PREFIX = "plan.upgrade.cattle.io/"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-SUPERSEDED_ANNOTATION = "gitedge.io/superseded-hash"
+DISABLED = "disabled"  # a node labelled plan.upgrade.cattle.io/<plan>=disabled: SUC skips it
 
 __all__ = [
     "DONE_LABEL_PREFIX",
-    "SUPERSEDED_ANNOTATION",
     "ClusterSnapshot",
     "NodeFacts",
     "PlanState",
     "Progress",
     "actual_k3s_version",
     "cluster_facts",
+    "digest_status",
     "get_path",
+    "munge_version",
     "plan_progress",
+    "resolved_hash",
     "str_map",
 ]
 
@@ -194,8 +204,62 @@ class Progress:
         return text
 
 
+def munge_version(version: str) -> str:
+    """SUC's ``MungeVersion`` (pkg/upgrade/plan/plan.go): ``+`` made ``-``."""
+    return version.replace("+", "-")
+
+
+def digest_status(
+    *,
+    latest_version: str,
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    metadata: Mapping[str, Any] | None = None,
+) -> str:
+    """``status.latestHash`` as SUC's ``DigestStatus`` (pkg/upgrade/plan/plan.go) computes it
+    for a Plan without secrets: SHA-224 of ``latest_version``, ``spec.serviceAccountName``, then
+    for each comma-separated entry of the ``upgrade.cattle.io/digest`` annotation the string at
+    that dotted path of the Plan (``addToHashFromAnnotation``; wrangler's ``data.Object.String``
+    gives "" for a missing field)."""
+    h = hashlib.sha224()
+    h.update(latest_version.encode())
+    h.update(str(spec.get("serviceAccountName") or "").encode())
+    fields = annotations.get(SUC_DIGEST_ANNOTATION, "")
+    if fields:
+        obj = {"metadata": {**(metadata or {}), "annotations": dict(annotations)}, "spec": spec}
+        for entry in fields.split(","):
+            value = get_path(obj, *entry.split("."))
+            h.update(_go_string(value).encode())
+    return h.hexdigest()
+
+
+def _go_string(value: object) -> str:
+    """wrangler's convert.ToString for the scalars a Plan holds."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def resolved_hash(plan: PlanState) -> str | None:
+    """The latestHash SUC writes once it has resolved ``plan``'s current spec, for the
+    latestVersion its status shows (munged or not; None: the status names another version, or
+    the spec has no version)."""
+    version = plan.spec.get("version")
+    if not isinstance(version, str) or not version or plan.latest_version is None:
+        return None
+    if plan.latest_version not in (munge_version(version), version):
+        return None
+    return digest_status(
+        latest_version=plan.latest_version, spec=plan.spec, annotations=plan.annotations
+    )
+
+
 def plan_progress(plan: PlanState, nodes: Sequence[NodeFacts]) -> Progress:
-    """Which nodes ``plan`` selects and which of them do not carry its done label yet."""
+    """Which nodes ``plan`` selects and which of them SUC would still run a Job on (see the
+    module docstring: a node is done when its ``plan.upgrade.cattle.io/<plan>`` label is the
+    hash of the current spec, or ``disabled``)."""
     try:
         # what the fleet selects, not only the nodes admitted now (gitedge.core.admission)
         selector = LabelSelector.model_validate(base_selector(plan.spec))
@@ -204,14 +268,14 @@ def plan_progress(plan: PlanState, nodes: Sequence[NodeFacts]) -> Progress:
             plan=plan.name, selected=0, pending=("<invalid nodeSelector>",), resolved=False
         )
     selected = [n for n in nodes if HOSTNAME_LABEL in n.labels and selector.matches(n.labels)]
-    version = plan.spec.get("version")
-    resolved = (
-        bool(plan.latest_hash)
-        and (version is None or plan.latest_version == version)
-        and plan.latest_hash != plan.annotations.get(SUPERSEDED_ANNOTATION)
-    )
+    want = resolved_hash(plan)
+    resolved = want is not None and plan.latest_hash == want
     key = DONE_LABEL_PREFIX + plan.name
     pending = tuple(
-        sorted(n.name for n in selected if not resolved or n.labels.get(key) != plan.latest_hash)
+        sorted(
+            n.name
+            for n in selected
+            if n.labels.get(key) != DISABLED and (not resolved or n.labels.get(key) != want)
+        )
     )
     return Progress(plan=plan.name, selected=len(selected), pending=pending, resolved=resolved)
