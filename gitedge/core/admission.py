@@ -26,12 +26,15 @@ adds ``kubernetes.io/hostname Exists``, so that selects no node). The rules:
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from gitedge.core.sucwindow import DEFAULT_JOB_DEADLINE, JOB_TTL, SUC_LATENCY
+from gitedge.core.selectors import LabelSelector
+from gitedge.core.sucwindow import DEFAULT_JOB_DEADLINE, JOB_TTL, SUC_LATENCY, admission_window
 from gitedge.core.timefmt import iso_z
+from gitedge.core.windows import MaintenanceWindowSpec
 
 HOSTNAME = "kubernetes.io/hostname"
 ADMITTED_AT = "gitedge.io/admitted-at"
@@ -40,12 +43,17 @@ WITHDRAWN = "gitedge.io/withdrawn"
 __all__ = [
     "ADMITTED_AT",
     "WITHDRAWN",
+    "Move",
     "admitted",
     "admitted_at",
     "base_selector",
+    "batch",
     "budget",
     "failed_nodes",
+    "gate",
+    "next_batch",
     "prerequisite",
+    "selected",
     "with_admission",
     "withdrawn",
 ]
@@ -155,3 +163,100 @@ def failed_nodes(conditions: Sequence[Mapping[str, Any]]) -> set[str]:
             if found:
                 out.add(rest.split(":", 1)[0].strip())
     return out
+
+
+def gate(
+    window: MaintenanceWindowSpec | None,
+    spec: Mapping[str, Any],
+    *,
+    now: datetime,
+    open: bool,
+) -> dict[str, Any] | None:
+    """The SUC window for a batch of the Plan ``spec`` admitted now; None when none may start
+    now; an empty mapping when the component has no window (no SUC window, always open)."""
+    if window is None:
+        return {} if open else None
+    found = admission_window(window, now=now, budget=budget(spec)) if open else None
+    return found.window if found is not None else None
+
+
+def selected(spec: Mapping[str, Any], nodes: Sequence[Mapping[str, str]]) -> list[str]:
+    """Hostnames of the nodes (their labels) the Plan's fleet selector selects, sorted."""
+    sel = LabelSelector.model_validate(base_selector(spec))
+    return sorted(n[HOSTNAME] for n in nodes if HOSTNAME in n and sel.matches(n))
+
+
+def batch(spec: Mapping[str, Any], todo: Sequence[str]) -> list[str]:
+    """The next batch: the first ``concurrency`` nodes (SUC starts them all at once)."""
+    size = spec.get("concurrency")
+    return list(todo[: size if isinstance(size, int) and size > 0 else 1])
+
+
+@dataclass(frozen=True)
+class Move:
+    """What one pass does to one Plan's admission: ``manifest_fields`` the arguments of
+    :func:`with_admission` when the Plan must be written (None: leave it), the notes for the
+    reason, seconds until a pass should look again, and whether work waits for the window."""
+
+    manifest_fields: dict[str, Any] | None
+    notes: tuple[str, ...] = ()
+    retry: list[float] = field(default_factory=list)
+    held: bool = False
+
+
+def _since(conditions: Sequence[Mapping[str, Any]], at: datetime | None) -> list[Mapping[str, Any]]:
+    """The conditions SUC updated after ``at`` (an older JobFailed is about an earlier batch)."""
+    if at is None:
+        return list(conditions)
+    stamp = iso_z(at)
+    return [c for c in conditions if str(c.get("lastUpdateTime") or stamp) >= stamp]
+
+
+def next_batch(
+    *,
+    plan: str,
+    spec: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    conditions: Sequence[Mapping[str, Any]],
+    todo: Sequence[str],
+    ready: bool,
+    gate: Callable[[Mapping[str, Any]], dict[str, Any] | None],
+    now: datetime,
+) -> Move:
+    """The admission rules of the module docstring for one written Plan whose nodes ``todo``
+    (hostnames) are not done; ``ready``: the clock is trusted and the ``prepare`` Plan is done;
+    ``gate(spec)``: :func:`gate` for this Plan now."""
+    live = admitted(spec)
+    at = admitted_at(annotations)
+    kept = withdrawn(annotations, now=now)
+    flying = [n for n in live if n in todo]
+    failed = failed_nodes(_since(conditions, at))
+    over = at is None or now >= at + budget(spec)
+    drop = sorted(n for n in flying if over or n in failed)
+    kept.update(dict.fromkeys(drop, now))
+    flying = [n for n in flying if n not in drop]
+    notes: list[str] = []
+    retry: list[float] = []
+    if drop:
+        notes.append(f"{plan} withdraws {', '.join(drop)} (Job failed or past its deadline)")
+    if flying and at is not None:  # look again before a failed Job's TTL runs out
+        left = (at + budget(spec) - now).total_seconds()
+        retry.append(max(1.0, min(300.0, left)))
+        fields = {"nodes": [n for n in live if n not in drop], "window": spec.get("window")}
+        if not drop:
+            return Move(None, tuple(notes), retry)
+        return Move({**fields, "at": at, "withdrawn": kept}, tuple(notes), retry)
+    held = False
+    if todo and ready:
+        window = gate(spec)
+        nodes = batch(spec, [n for n in todo if n not in kept])
+        if window is not None and nodes:
+            notes.append(f"{plan} admits {', '.join(nodes)}")
+            retry.append(60.0)
+            fields = {"nodes": nodes, "window": window or None, "at": now, "withdrawn": kept}
+            return Move(fields, tuple(notes), retry)
+        held = window is None
+    if drop:
+        fields = {"nodes": [n for n in live if n not in drop], "window": spec.get("window")}
+        return Move({**fields, "at": at, "withdrawn": kept}, tuple(notes), retry, held)
+    return Move(None, tuple(notes), retry, held)

@@ -49,7 +49,6 @@ from gitedge.core.clusterstate import (
 )
 from gitedge.core.conditions import APPLYING, UP_TO_DATE, WINDOW_CLOSED, Condition
 from gitedge.core.planning import Plan, WindowView
-from gitedge.core.selectors import LabelSelector
 from gitedge.core.suc import (
     AGENT_PLAN,
     API_VERSION,
@@ -61,8 +60,6 @@ from gitedge.core.suc import (
     STEP_ANNOTATION,
     Site,
 )
-from gitedge.core.sucwindow import admission_window
-from gitedge.core.timefmt import iso_z
 from gitedge.core.versions import K3sVersion
 from gitedge.errors import VersionError
 
@@ -402,7 +399,7 @@ def _one(
         return ComponentStatus(
             name, "waiting", "NoNodes", f"{name} {step}: the cluster has no nodes", step
         )
-    first = _admission(c, changes[0][0], now)
+    first = _gate(c, changes[0][0], now)
     if not c.open or (c.window is not None and c.window.spec is not None and first is None):
         text = _window_text(c.window if clock_trusted else None, now)
         if c.open:
@@ -507,28 +504,9 @@ def _retry_after(
 # ------------------------------------------------------------------------------ admission
 
 
-def _admission(c: _Comp, manifest: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
-    """The SUC window for a batch of ``manifest`` admitted now; None when none may start now
-    (or, for a component without a window, an empty mapping: no SUC window, always admitted)."""
-    spec = c.window.spec if c.window is not None else None
-    if spec is None:
-        return {} if c.open else None
-    found = admission_window(spec, now=now, budget=adm.budget(manifest["spec"]))
-    return found.window if found is not None and c.open else None
-
-
-def _selected(spec: Mapping[str, Any], nodes: Sequence[NodeFacts]) -> list[str]:
-    sel = LabelSelector.model_validate(adm.base_selector(spec))
-    return sorted(
-        n.labels.get(adm.HOSTNAME, n.name)
-        for n in nodes
-        if adm.HOSTNAME in n.labels and sel.matches(n.labels)
-    )
-
-
-def _batch(spec: Mapping[str, Any], pending: Sequence[str]) -> list[str]:
-    size = spec.get("concurrency")
-    return list(pending[: size if isinstance(size, int) and size > 0 else 1])
+def _gate(c: _Comp, manifest: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    view = c.window
+    return adm.gate(view.spec if view is not None else None, manifest["spec"], now=now, open=c.open)
 
 
 def _admitted_manifest(
@@ -551,11 +529,12 @@ def _admitted_manifest(
             at=adm.admitted_at(have.annotations),
             withdrawn=adm.withdrawn(have.annotations, now=now),
         )
-    window = _admission(c, m, now)
+    window = _gate(c, m, now)
     waits = adm.prerequisite(m["spec"])
     other = next((p for p in c.progress if p.plan == waits), None)
     ready = waits is None or (waits not in fresh and other is not None and other.complete)
-    batch = _batch(m["spec"], _selected(m["spec"], nodes)) if ready and window is not None else []
+    todo = adm.selected(m["spec"], [n.labels for n in nodes])
+    batch = adm.batch(m["spec"], todo) if ready and window is not None else []
     gate = window if window is not None else fallback
     return adm.with_admission(
         m, nodes=batch, window=gate or None, at=now if batch else None, withdrawn={}
@@ -577,42 +556,30 @@ def _admit_next(
     step: str | None,
     clock_trusted: bool,
 ) -> ComponentStatus:
-    """A step whose Plans are written and not done: withdraw failed or late nodes, and admit the
-    next batch when none is in flight and a Job started now ends inside the window."""
+    """A step whose Plans are written and not done: each Plan's next admission
+    (:func:`gitedge.core.admission.next_batch`), written when it changes."""
     done = {p.plan: p.complete for p in c.progress}
     pending = {p.plan: p.pending for p in c.progress}
+    hosts = {n.name: n.labels.get(adm.HOSTNAME, n.name) for n in nodes}
     notes: list[str] = []
-    waiting_for_window = False
+    held = False
     for name in sorted(c.have, key=lambda n: (adm.prerequisite(c.have[n].spec) is not None, n)):
         have = c.have[name]
-        spec, notes_in = have.spec, have.annotations
-        hosts = {n.name: n.labels.get(adm.HOSTNAME, n.name) for n in nodes}
-        todo = [hosts.get(n, n) for n in pending.get(name, ())]
-        live = adm.admitted(spec)
-        at = adm.admitted_at(notes_in)
-        kept = adm.withdrawn(notes_in, now=now)
-        flying = [n for n in live if n in todo]
-        failed = adm.failed_nodes(_since(have.conditions, at))
-        over = at is None or now >= at + adm.budget(spec)
-        drop = sorted(n for n in flying if over or n in failed)
-        kept.update(dict.fromkeys(drop, now))
-        flying = [n for n in flying if n not in drop]
-        if flying and at is not None:
-            c.retry.append(max(1.0, min(300.0, (at + adm.budget(spec) - now).total_seconds())))
-        nodes_now, window, when = list(flying), spec.get("window"), at
-        waits = adm.prerequisite(spec)
-        if not flying and todo and clock_trusted and (waits is None or done.get(waits, False)):
-            gate = _admission(c, {"spec": spec}, now)
-            batch = _batch(spec, [n for n in todo if n not in kept])
-            if gate is not None and batch:
-                nodes_now, window, when = batch, gate or None, now
-                notes.append(f"{name} admits {', '.join(batch)}")
-                c.retry.append(60.0)
-            elif gate is None:
-                waiting_for_window = True
-        if drop:
-            notes.append(f"{name} withdraws {', '.join(drop)} (Job failed or past its deadline)")
-        if nodes_now == list(flying) and not drop and when == at:
+        waits = adm.prerequisite(have.spec)
+        move = adm.next_batch(
+            plan=name,
+            spec=have.spec,
+            annotations=have.annotations,
+            conditions=have.conditions,
+            todo=[hosts.get(n, n) for n in pending.get(name, ())],
+            ready=clock_trusted and (waits is None or done.get(waits, False)),
+            gate=lambda spec: _gate(c, {"spec": spec}, now),
+            now=now,
+        )
+        notes += move.notes
+        c.retry += move.retry
+        held = held or move.held
+        if move.manifest_fields is None:
             continue
         desired = {
             "apiVersion": API_VERSION,
@@ -621,14 +588,12 @@ def _admit_next(
                 "name": name,
                 "namespace": site.namespace,
                 "labels": dict(have.labels),
-                "annotations": dict(notes_in),
+                "annotations": dict(have.annotations),
             },
-            "spec": dict(spec),
+            "spec": dict(have.spec),
         }
-        if nodes_now == list(flying) and when == at:  # only withdrawing: keep the rest
-            nodes_now = [n for n in live if n not in drop]
         manifest = merge_for_update(
-            adm.with_admission(desired, nodes=nodes_now, window=window, at=when, withdrawn=kept),
+            adm.with_admission(desired, **move.manifest_fields),
             {"metadata": {"resourceVersion": have.resource_version}},
         )
         actions.append(
@@ -637,27 +602,18 @@ def _admit_next(
                 name,
                 site.namespace,
                 c.name,
-                "; ".join(notes) or f"admission of {name}",
+                "; ".join(move.notes),
                 manifest=manifest,
                 resource_version=have.resource_version,
             )
         )
     where = f"{c.name} {step}" if step else c.name
     text = f"{where}: {c.describe()}" + (f"; {'; '.join(notes)}" if notes else "")
-    if waiting_for_window and not any(c.have[n].applying for n in c.have):
+    if held and not any(p.applying for p in c.have.values()):
         view = c.window
-        wtext = (
-            _window_text(view, now)
-            if view is not None and not view.open
-            else (f"window {view.name!r} closes before a Job started now would end" if view else "")
-        )
-        return ComponentStatus(c.name, "waiting", "WaitingForWindow", f"{text}; {wtext}", step)
+        if view is not None and not view.open:
+            text += f"; {_window_text(view, now)}"
+        elif view is not None:
+            text += f"; window {view.name!r} closes before a Job started now would end"
+        return ComponentStatus(c.name, "waiting", "WaitingForWindow", text, step)
     return ComponentStatus(c.name, "running", "StepRunning", text, step)
-
-
-def _since(conditions: Sequence[Mapping[str, Any]], at: datetime | None) -> list[Mapping[str, Any]]:
-    """The conditions SUC updated after ``at`` (an older JobFailed is about an earlier batch)."""
-    if at is None:
-        return list(conditions)
-    stamp = iso_z(at)
-    return [c for c in conditions if str(c.get("lastUpdateTime") or stamp) >= stamp]
