@@ -223,3 +223,11 @@ def test_outside_the_window_nothing_is_admitted_even_with_nodes_left():
     window = next(c for c in d.conditions if c.type == "WindowClosed")
     assert window.status == "True"
     assert d.retry_after == (fs.NEXT_OPEN - fs.OUT_OF_WINDOW).total_seconds()
+
+
+def test_a_batch_holds_at_most_one_control_plane_node_whatever_the_concurrency():
+    servers = {"server-1", "server-2", "server-3"}
+    todo = ["agent-1", "server-1", "server-2", "server-3"]
+    assert adm.batch({"concurrency": 3}, todo, control_plane=servers) == ["agent-1", "server-1"]
+    assert adm.batch({"concurrency": 3}, todo[1:], control_plane=servers) == ["server-1"]
+    assert adm.batch({"concurrency": 2}, todo) == ["agent-1", "server-1"]

@@ -9,7 +9,8 @@ therefore select, besides the fleet's selector, only the nodes the agent *admitt
 ``matchExpressions`` entry ``kubernetes.io/hostname In [batch]`` (``DoesNotExist`` when none; SUC
 adds ``kubernetes.io/hostname Exists``, so that selects no node). The rules:
 
-- a batch (at most ``concurrency`` pending nodes; SUC starts them together) is admitted only when
+- a batch (at most ``concurrency`` pending nodes, at most one of them a control-plane node; SUC
+  starts them together) is admitted only when
   :func:`~gitedge.core.sucwindow.admission_window` says a Job started now ends before the window
   closes, with that window written into the Plan (see :mod:`gitedge.core.sucwindow`);
 - the next batch is admitted only once no admitted node is still in flight;
@@ -26,7 +27,7 @@ adds ``kubernetes.io/hostname Exists``, so that selects no node). The rules:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -186,10 +187,24 @@ def selected(spec: Mapping[str, Any], nodes: Sequence[Mapping[str, str]]) -> lis
     return sorted(n[HOSTNAME] for n in nodes if HOSTNAME in n and sel.matches(n))
 
 
-def batch(spec: Mapping[str, Any], todo: Sequence[str]) -> list[str]:
-    """The next batch: the first ``concurrency`` nodes (SUC starts them all at once)."""
+def batch(
+    spec: Mapping[str, Any], todo: Sequence[str], *, control_plane: Collection[str] = ()
+) -> list[str]:
+    """The next batch: the first ``concurrency`` nodes (SUC starts them all at once), with at
+    most one control-plane node (etcd keeps its quorum while one server upgrades or reboots)."""
     size = spec.get("concurrency")
-    return list(todo[: size if isinstance(size, int) and size > 0 else 1])
+    limit = size if isinstance(size, int) and size > 0 else 1
+    out: list[str] = []
+    servers = 0
+    for node in todo:
+        if len(out) == limit:
+            break
+        if node in control_plane:
+            if servers:
+                continue
+            servers += 1
+        out.append(node)
+    return out
 
 
 @dataclass(frozen=True)
@@ -222,6 +237,7 @@ def next_batch(
     ready: bool,
     gate: Callable[[Mapping[str, Any]], dict[str, Any] | None],
     now: datetime,
+    control_plane: Collection[str] = (),
 ) -> Move:
     """The admission rules of the module docstring for one written Plan whose nodes ``todo``
     (hostnames) are not done; ``ready``: the clock is trusted and the ``prepare`` Plan is done;
@@ -249,7 +265,7 @@ def next_batch(
     held = False
     if todo and ready:
         window = gate(spec)
-        nodes = batch(spec, [n for n in todo if n not in kept])
+        nodes = batch(spec, [n for n in todo if n not in kept], control_plane=control_plane)
         if window is not None and nodes:
             notes.append(f"{plan} admits {', '.join(nodes)}")
             retry.append(60.0)

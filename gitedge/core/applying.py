@@ -534,7 +534,10 @@ def _admitted_manifest(
     other = next((p for p in c.progress if p.plan == waits), None)
     ready = waits is None or (waits not in fresh and other is not None and other.complete)
     todo = adm.selected(m["spec"], [n.labels for n in nodes])
-    batch = adm.batch(m["spec"], todo) if ready and window is not None else []
+    servers = {n.labels.get(adm.HOSTNAME, n.name) for n in nodes if n.control_plane}
+    batch = (
+        adm.batch(m["spec"], todo, control_plane=servers) if ready and window is not None else []
+    )
     gate = window if window is not None else fallback
     return adm.with_admission(
         m, nodes=batch, window=gate or None, at=now if batch else None, withdrawn={}
@@ -575,6 +578,7 @@ def _admit_next(
             ready=clock_trusted and (waits is None or done.get(waits, False)),
             gate=lambda spec: _gate(c, {"spec": spec}, now),
             now=now,
+            control_plane={hosts[n.name] for n in nodes if n.control_plane},
         )
         notes += move.notes
         c.retry += move.retry
