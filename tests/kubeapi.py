@@ -362,6 +362,11 @@ class KubeEmulator:
             meta.setdefault("uid", str(uuid.uuid4()))
             meta["resourceVersion"] = self._bump()
             meta.setdefault("generation", 1)
+            if kind.plural == "plans":  # set-up Plans meet the CRD too
+                status = obj.pop("status", None)
+                obj = self._admit_plan(obj)
+                if status is not None:
+                    obj["status"] = status
             key = (kind.plural, meta.get("namespace") or "", meta["name"])
             self.store[key] = obj
             return copy.deepcopy(obj)
@@ -386,6 +391,9 @@ class KubeEmulator:
         with self.lock:
             obj = self.store[(resource, namespace, name)]
             fn(obj)
+            if resource == "plans":
+                errors = plan_errors(obj)
+                assert not errors, f"Plan {name} modified out of SUC's CRD schema: {errors}"
             obj["metadata"]["resourceVersion"] = self._bump()
 
     def add_node(self, name: str, **kw: Any) -> None:

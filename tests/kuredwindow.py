@@ -14,7 +14,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 KURED_COMMIT = "51220cc778a4c8cc5bdd35617697a2844887f8c7"
@@ -200,3 +200,27 @@ def suc_window_contains(window: dict[str, object] | None, t: datetime) -> bool:
     except TimeWindowError:
         return False
     return tw.contains(t)
+
+
+def suc_open_spans(
+    window: dict[str, object] | None, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The spans in [start, end) where SUC's window gate is open, sampled minute by minute at
+    whole minutes (SUC re-checks a closed window every minute): [(first open minute, first
+    closed minute after it), ...]. kured's end is inclusive to its last nanosecond, so a window
+    ending 05:00 is open in the minute sampled at 05:00:00."""
+    spans: list[tuple[datetime, datetime]] = []
+    t = start.replace(second=0, microsecond=0)
+    if t < start:
+        t += timedelta(minutes=1)
+    opened: datetime | None = None
+    while t < end:
+        if suc_window_contains(window, t):
+            opened = opened or t
+        elif opened is not None:
+            spans.append((opened, t))
+            opened = None
+        t += timedelta(minutes=1)
+    if opened is not None:
+        spans.append((opened, t))
+    return spans

@@ -244,16 +244,18 @@ def test_a_running_step_finishes_after_the_window_closes_and_the_next_waits(api,
     """SUC keeps a Plan going past the window's end while status.applying is non-empty
     (handle_upgrade.go); gitedge writes nothing new until the next window."""
     late = fs.NEXT_OPEN + timedelta(hours=3, minutes=55)  # 04:55, the window ends at 05:00
-    sim = SucSim(api, now=late, namespace=NS, job_minutes=8)  # past 05:00, within 600 s
+    sim = SucSim(api, now=late, namespace=NS, job_minutes=4)  # agents: 04:59-05:03
     run_pass(kube, now=late)
     sim.reconcile()  # the server's job starts inside the window
     assert api.get("plans", SERVER_PLAN, NS)["status"]["applying"] == ["server-0"]
-    sim.advance(minutes=15)  # 05:10: the window has closed, the server's job has ended
+    sim.advance(minutes=6)  # 05:01: the window has closed, the agents' jobs run on
+    running = sorted(node for _, node, _, end in sim.upgrades() if end is None)
+    assert running == ["agent-0", "agent-1"]  # started 04:59, they end at 05:03
     assert api.get("nodes", "server-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
     _, status = run_pass(kube, now=sim.now)
     assert status["conditions"]["Applying"].reason == "StepRunning"
     writes = len(api.writes("plans"))
-    sim.settle()  # the agents' jobs run on after 05:00: SUC's applying exception
+    sim.settle()  # the agents' jobs end after 05:00: SUC's applying exception
     assert [n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")] == [
         fs.PATH[0]
     ] * 3

@@ -16,6 +16,7 @@ from tests.kuredwindow import (
     go_date,
     parse_time,
     parse_weekdays,
+    suc_open_spans,
     suc_window_contains,
     to_ns,
     weekdays_string,
@@ -179,3 +180,16 @@ def test_suc_window_contains_an_invalid_window_contains_nothing():
     assert suc_window_contains(ok, monday)
     assert not suc_window_contains({**ok, "timeZone": "Mars/Base"}, monday)
     assert not suc_window_contains({**ok, "endTime": "24:00"}, monday)
+
+
+def test_suc_open_spans_of_a_wrap_past_midnight_on_one_weekday():
+    """gitedge's {days: [fri], 22:00-02:00} as SUC reads it: Friday 00:00-02:00 and 22:00-24:00
+    (the end minute 02:00 included), nothing on Saturday."""
+    window = {"days": ["fri"], "startTime": "22:00", "endTime": "02:00", "timeZone": "UTC"}
+    thursday = datetime(2026, 11, 26, tzinfo=UTC)
+    spans = suc_open_spans(window, thursday, thursday + timedelta(days=3))
+    friday = thursday + timedelta(days=1)
+    assert spans == [
+        (friday, friday + timedelta(hours=2, minutes=1)),
+        (friday + timedelta(hours=22), friday + timedelta(days=1)),
+    ]

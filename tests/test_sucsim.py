@@ -1,0 +1,336 @@
+"""The SUC simulation (tests/sucsim.py, tests/jobsim.py) does what SUC's source says, rule by
+rule, on Plans written straight into the emulator's store (no gitedge code involved), and the
+emulator checks Plans against SUC's CRD (tests/plancrd.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.jobsim import k3s_stock_pods, pod_object
+from tests.kubeapi import KubeEmulator
+from tests.plancrd import plan_errors, prune_for_old_suc
+from tests.sucrules import with_latest_tag
+from tests.sucsim import (
+    SucSim,
+    active_deadline_seconds,
+    digest_status,
+    drain_args,
+    get_cond,
+    label_plan_name,
+    munge_version,
+    new_job,
+    select_concurrent_nodes,
+)
+
+NS = "system-upgrade"
+MONDAY_2AM = datetime(2026, 11, 23, 2, tzinfo=UTC)
+K3S = "docker.io/rancher/k3s-upgrade"
+NIGHTS = {"days": ["mon"], "startTime": "01:00", "endTime": "05:00", "timeZone": "UTC"}
+
+
+def plan(name: str, version: str, *, selector: dict[str, Any] | None = None, **spec: Any):
+    return {
+        "apiVersion": "upgrade.cattle.io/v1",
+        "kind": "Plan",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "version": version,
+            "concurrency": 1,
+            "serviceAccountName": "system-upgrade",
+            "nodeSelector": selector if selector is not None else {},
+            "upgrade": {"image": K3S},
+            **spec,
+        },
+    }
+
+
+SERVERS = {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}  # fmt: skip
+AGENTS = {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}  # fmt: skip
+
+
+@pytest.fixture
+def api() -> Iterator[KubeEmulator]:
+    with KubeEmulator(token=None) as emulator:
+        for i in range(3):
+            emulator.add_node(f"server-{i}", kubelet="v1.27.16+k3s1", control_plane=True)
+            emulator.add_node(f"agent-{i}", kubelet="v1.27.16+k3s1")
+        yield emulator
+
+
+def status(api: KubeEmulator, name: str) -> dict[str, Any]:
+    return api.get("plans", name, NS)["status"]
+
+
+def test_munge_version_and_digest_status_as_plan_go_computes_them(api):
+    api.put(plan("p", "v1.28.15+k3s1", selector=SERVERS))
+    SucSim(api, now=MONDAY_2AM).reconcile()
+    st = status(api, "p")
+    assert st["latestVersion"] == munge_version("v1.28.15+k3s1") == "v1.28.15-k3s1"
+    expected = hashlib.sha224(b"v1.28.15-k3s1" + b"system-upgrade").hexdigest()
+    assert st["latestHash"] == expected == digest_status(api.get("plans", "p", NS))
+    # the digest annotation adds the named fields (wrangler convert.ToString of each path)
+    p = plan("q", "1.0", selector=SERVERS)
+    p["metadata"]["annotations"] = {
+        "upgrade.cattle.io/digest": "spec.upgrade.image,spec.concurrency"
+    }
+    p["status"] = {"latestVersion": "1.0"}
+    assert (
+        digest_status(p) == hashlib.sha224(b"1.0system-upgrade" + K3S.encode() + b"1").hexdigest()
+    )
+
+
+def test_select_concurrent_nodes_applying_first_then_not_done_not_disabled(api):
+    p = plan("p", "v1", selector=AGENTS, concurrency=2)
+    p["metadata"]["uid"] = "plan-uid"
+    p["status"] = {"latestHash": "h1", "applying": ["agent-2"]}
+    nodes = api.items("nodes")
+    names = lambda sel: [n["metadata"]["name"] for n in sel]  # noqa: E731
+    picked = names(select_concurrent_nodes(p, nodes))
+    assert "agent-2" in picked and len(picked) == 2 and all(n.startswith("agent") for n in picked)
+    for n in nodes:  # agent-0 done with this hash, agent-1 disabled: only agent-2 is left
+        if n["metadata"]["name"] == "agent-0":
+            n["metadata"]["labels"][label_plan_name("p")] = "h1"
+        if n["metadata"]["name"] == "agent-1":
+            n["metadata"]["labels"][label_plan_name("p")] = "disabled"
+    assert names(select_concurrent_nodes(p, nodes)) == ["agent-2"]
+    # a nil nodeSelector is labels.Nothing(); a node without a hostname label is never selected
+    assert select_concurrent_nodes({**p, "spec": {**p["spec"], "nodeSelector": None}}, nodes) == []
+    del nodes[5]["metadata"]["labels"]["kubernetes.io/hostname"]
+    assert nodes[5]["metadata"]["name"] not in names(select_concurrent_nodes(p, nodes))
+
+
+def test_window_gate_with_its_applying_exception_and_complete(api):
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=58), job_minutes=5)
+    sim.reconcile()  # 04:58: inside, one node starts
+    assert len(status(api, "p")["applying"]) == 1
+    sim.settle()  # the next two nodes start after 05:00: status.applying was never empty
+    assert [e.at.strftime("%H:%M") for e in sim.starts()] == ["04:58", "05:03", "05:08"]
+    assert get_cond(api.get("plans", "p", NS), "Complete")["status"] == "True"
+    assert all(
+        n["metadata"]["labels"].get(label_plan_name("p")) == status(api, "p")["latestHash"]
+        for n in api.items("nodes")
+        if "agent" in n["metadata"]["name"]
+    )
+    # a new version outside the window: no Job, Complete False "Waiting"
+    api.modify("plans", "p", NS, lambda o: o["spec"].update(version="v1.29.10+k3s1"))
+    sim.advance(minutes=60)
+    assert len(sim.starts()) == 3
+    c = get_cond(api.get("plans", "p", NS), "Complete")
+    assert (c["status"], c["reason"]) == ("False", "Waiting")
+    sim.now = MONDAY_2AM + timedelta(days=7) - timedelta(minutes=62)  # next Monday 00:58
+    sim.advance(minutes=1)  # 00:59: closed
+    assert len(sim.starts()) == 3
+    sim.advance(minutes=1)  # 01:00:00 is inside
+    assert len(sim.starts()) == 4
+
+
+def test_k3s_agent_prepare_waits_for_the_server_plan_and_every_server_at_the_version(api):
+    api.put(plan("server", "v1.28.15+k3s1", selector=SERVERS))
+    prepare = {"image": K3S, "args": ["prepare", "server"]}
+    api.put(plan("agent", "v1.28.15+k3s1", selector=AGENTS, concurrency=3, prepare=prepare))
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=2)  # agents: 6 minutes in prepare + 2 < 600 s
+    sim.settle()
+    ends = {e.node: e.at for e in sim.log if e.kind == "upgrade-done"}
+    agent_upgrades = [e.at for e in sim.log if e.kind == "upgrade-started" and "agent" in e.node]
+    assert min(agent_upgrades) >= max(t for n, t in ends.items() if "server" in n)
+    # one server at a time, each kubelet at the version
+    servers = sorted(e.at for e in sim.log if e.kind == "upgrade-started" and "server" in e.node)
+    assert [b - a for a, b in itertools.pairwise(servers)] == [timedelta(minutes=2)] * 2
+    assert sim.max_concurrent_upgrades(["server-0", "server-1", "server-2"]) == 1
+    assert sim.max_concurrent_upgrades(["agent-0", "agent-1", "agent-2"]) == 3
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {
+        "v1.28.15+k3s1"
+    }
+
+
+def test_job_deadline_env_default_clamp_and_failed_job_recreated_after_ttl_at_any_hour(api):
+    assert active_deadline_seconds(None, env={}) == 600
+    assert (
+        active_deadline_seconds(None, env={"SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS": "900"})
+        == 900
+    )
+    assert active_deadline_seconds(0, env={}) is None
+    assert (
+        active_deadline_seconds(
+            3600, env={"SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX": "1800"}
+        )
+        == 1800
+    )
+    assert (
+        active_deadline_seconds(0, env={"SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX": "1800"})
+        == 1800
+    )
+    api.put(plan("p", "v1.28.15+k3s1", selector=SERVERS, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=50), job_minutes=15)
+    sim.reconcile()
+    sim.advance(minutes=60)  # 600 s deadline < 15 minutes: fails at 05:00, deleted 05:15, again
+    kinds = [(e.at.strftime("%H:%M"), e.kind) for e in sim.log if e.kind in ("pod-started", "job-failed", "job-deleted")]  # fmt: skip
+    assert kinds[:4] == [("04:50", "pod-started"), ("05:00", "job-failed"), ("05:15", "job-deleted"), ("05:15", "pod-started")]  # fmt: skip
+    c = get_cond(api.get("plans", "p", NS), "Complete")
+    assert c["reason"] == "JobFailed" and "DeadlineExceeded" in c["message"]
+    job = api.items("jobs", NS)[0]
+    assert job["spec"]["activeDeadlineSeconds"] == 600 and job["spec"]["backoffLimit"] == 2
+
+
+def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_limit(api):
+    api.put(plan("once", "v1.28.15+k3s1", selector={"matchLabels": {"kubernetes.io/hostname": "agent-0"}}))  # fmt: skip
+    api.put(plan("never", "v1.28.15+k3s1", selector={"matchLabels": {"kubernetes.io/hostname": "agent-1"}}))  # fmt: skip
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=1, fail=lambda p, n, attempt: p == "never" or attempt == 1)  # fmt: skip
+    sim.reconcile()
+    sim.advance(minutes=10)
+    once = [(e.kind, e.detail) for e in sim.log if e.plan == "once" and e.kind in ("pod-started", "pod-failed", "job-succeeded")]  # fmt: skip
+    assert once == [("pod-started", "attempt 1"), ("pod-failed", "upgrade container exited 1"), ("pod-started", "attempt 2"), ("job-succeeded", "")]  # fmt: skip
+    never = [e for e in sim.log if e.plan == "never"]
+    assert [e.detail for e in never if e.kind == "pod-started"] == [
+        "attempt 1",
+        "attempt 2",
+        "attempt 3",
+    ]
+    assert [e.detail for e in never if e.kind == "job-failed"] == ["BackoffLimitExceeded"]
+    sim.advance(minutes=15)  # the TTL: deleted and created again, attempts from 1
+    kinds = [e.kind for e in sim.log if e.plan == "never"]
+    i = kinds.index("job-deleted")
+    assert i > kinds.index("job-failed") and kinds[i : i + 3] == ["job-deleted", "job-created", "pod-started"]  # fmt: skip
+    # SUC's Validate: a Plan both deleteEmptydirData and deleteLocalData is not valid, no Job
+    api.put(plan("bad", "v1", selector=AGENTS, drain={"deleteEmptydirData": True, "deleteLocalData": True}))  # fmt: skip
+    sim.reconcile()
+    c = get_cond(api.get("plans", "bad", NS), "Validated")
+    assert c["status"] == "False" and "deleteLocalData" in c["message"]
+    assert not [e for e in sim.log if e.plan == "bad"]
+
+
+def test_new_job_as_suc_job_suite_and_flags_tests_check_it(api):
+    """pkg/upgrade/job/job_suite_test.go and flags_test.go, ported."""
+    p = plan("test-1", "v1", selector=SERVERS)
+    p["metadata"]["uid"], p["status"] = "u", {"latestVersion": "v1", "latestHash": "h"}
+    node = {"metadata": {"name": "prod.test.local", "labels": {}}}
+    deadline = lambda plan_value, **env: new_job(  # noqa: E731
+        {**p, "spec": {**p["spec"], "jobActiveDeadlineSecs": plan_value}}, node, env=env
+    )["spec"].get("activeDeadlineSeconds")
+    assert deadline(12345) == 12345
+    assert deadline(None, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="300") == 300
+    assert deadline(0, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="300") is None
+    assert deadline(-1, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS="3600") == 3600
+    assert deadline(600, SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX="300") == 300
+    p["metadata"]["annotations"] = {
+        "cattle.io/some-annotation": "foo",
+        "plan.cattle.io/some-annotation": "bar",
+        "some.other/annotation": "baz",
+    }
+    p["metadata"]["labels"] = {"cattle.io/some-label": "biz", "plan.cattle.io/some-label": "buz", "some.other/label": "bla"}  # fmt: skip
+    job = new_job(p, node, env={})
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["annotations"].get("some.other/annotation") == "baz"
+        assert not {"cattle.io/some-annotation", "plan.cattle.io/some-annotation"} & set(meta["annotations"])  # fmt: skip
+        assert meta["labels"].get("some.other/label") == "bla"
+        assert not {"cattle.io/some-label", "plan.cattle.io/some-label"} & set(meta["labels"])
+    assert job["metadata"]["name"] == "apply-test-1-on-prod-with-h"  # shortNodeName
+    # container_test.go WithLatestTag
+    assert with_latest_tag("test/image", "test") == "test/image:test"
+    assert with_latest_tag("test/image:test-with-image-tag", "test") == "test/image:test-with-image-tag"  # fmt: skip
+    assert with_latest_tag("img.example.com:5000/test/image", "test") == "img.example.com:5000/test/image:test"  # fmt: skip
+    assert with_latest_tag("img.example.com:5000/test/image:x", "test") == "img.example.com:5000/test/image:x"  # fmt: skip
+    assert with_latest_tag("docker.io/rancher/k3s-upgrade", "v1") == "rancher/k3s-upgrade:v1"
+    for val, present in ((-1, False), (0, False), (1, True)):  # flags_test.go TestNew
+        args = drain_args({"drain": {"skipWaitForDeleteTimeout": val}}, node)
+        assert ("--skip-wait-for-delete-timeout" in args) is present
+
+
+def test_running_job_deleted_when_the_version_changes_or_its_node_leaves_applying(api):
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=55), job_minutes=9)
+    sim.reconcile()
+    sim.advance(minutes=6)  # 05:01, outside the window, the 04:55 job still runs
+    (node,) = status(api, "p")["applying"]
+    api.modify("plans", "p", NS, lambda o: o["spec"].update(version="v1.29.10+k3s1"))
+    sim.reconcile()
+    deleted = [e for e in sim.log if e.kind == "job-deleted"]
+    assert [(e.node, e.detail) for e in deleted] == [(node, "its Plan's version changed")]
+    assert any(e.kind == "pod-killed" and e.node == node for e in sim.log)
+    # status.applying still names the node: the new version's Job starts at once, at 05:01
+    assert [(e.at.strftime("%H:%M"), e.node) for e in sim.starts()] == [("04:55", node), ("05:01", node)]  # fmt: skip
+    # the node drops out of applying (a nodeSelector edit): its running Job is deleted
+    sim.advance(minutes=5)
+    (node,) = status(api, "p")["applying"]
+    api.modify(
+        "plans", "p", NS,
+        lambda o: o["spec"].update(nodeSelector={"matchLabels": {"kubernetes.io/hostname": "none"}}),
+    )  # fmt: skip
+    sim.reconcile()
+    gone = [e for e in sim.log if e.kind == "job-deleted"][1:]
+    assert [(e.node, e.detail) for e in gone] == [
+        (node, "its node is not in the Plan's status.applying")
+    ]
+
+
+def test_drain_flags_as_job_go_builds_them_and_kubectl_drain_refusals(api):
+    node = api.get("nodes", "agent-0")
+    spec = {"drain": {"force": True, "timeout": "900s"}}
+    assert drain_args(spec, node) == [
+        "drain", "agent-0", "--pod-selector", "!upgrade.cattle.io/controller",
+        "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout", "900s",
+    ]  # fmt: skip
+    assert "--delete-emptydir-data" not in drain_args(
+        {"drain": {"deleteEmptydirData": False}}, node
+    )
+    assert "--ignore-daemonsets" not in drain_args({"drain": {"ignoreDaemonSets": False}}, node)
+    assert drain_args({"drain": {"timeout": 900}}, node)[-2:] == ["--timeout", "900ns"]
+    for pod in k3s_stock_pods("agent-0"):
+        api.put(pod)
+    drain = {"force": True, "ignoreDaemonSets": True, "deleteEmptydirData": False}
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, drain=drain))
+    sim = SucSim(api, now=MONDAY_2AM)
+    sim.settle()
+    refused = [e for e in sim.log if e.kind == "drain-refused" and e.node == "agent-0"]
+    assert refused and "Pods with local storage" in refused[0].detail
+    assert api.get("nodes", "agent-0")["spec"]["unschedulable"] is True  # left cordoned
+    # an unmanaged pod without --force; a DaemonSet pod without --ignore-daemonsets
+    api.put(pod_object("bare", node="agent-1", owner=None))
+    drain = {"ignoreDaemonSets": False}
+    api.put(plan("d", "v1", selector={"matchLabels": {"kubernetes.io/hostname": "agent-1"}}, drain=drain))  # fmt: skip
+    api.put(pod_object("svclb", node="agent-1", owner="DaemonSet"))
+    sim.advance(minutes=2)
+    msgs = [e.detail for e in sim.log if e.kind == "drain-refused" and e.plan == "d"]
+    assert "use --force" in msgs[0] and "use --ignore-daemonsets" in msgs[0]
+
+
+def test_plan_crd_validation_and_an_old_suc_pruning_window(api):
+    p = plan("p", "v1", selector=SERVERS, window=NIGHTS)
+    assert plan_errors(p) == []
+    assert plan_errors({**p, "spec": {**p["spec"], "windows": NIGHTS}})  # unknown field
+    assert (
+        plan_errors({**p, "spec": {**p["spec"], "drain": {"timeout": 90}}}) == []
+    )  # int-or-string
+    assert plan_errors({**p, "spec": {**p["spec"], "window": {**NIGHTS, "days": ["monday", "xx"]}}})
+    assert "window" not in prune_for_old_suc(p)["spec"]
+    import json
+    import urllib.error
+    import urllib.request
+
+    bad = {**p, "spec": {**p["spec"], "surprise": 1}}
+    req = urllib.request.Request(
+        f"{api.url}/apis/upgrade.cattle.io/v1/namespaces/{NS}/plans",
+        data=json.dumps(bad).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 422 and "surprise" in e.value.read().decode()
+    with KubeEmulator(token=None, old_suc=True) as old:
+        req = urllib.request.Request(
+            f"{old.url}/apis/upgrade.cattle.io/v1/namespaces/{NS}/plans",
+            data=json.dumps(p).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 201
+        assert "window" not in old.get("plans", "p", NS)["spec"]
