@@ -244,11 +244,16 @@ def test_print_mode_prints_each_plan_once_until_the_fleet_changes_it(site: Site)
     first_sync(site)  # 12:00: outside the window, nothing printed
     upstream_image(site, "edge/os:2.0")
     p = site.run(at(1))
-    assert [(a.verb, a.name) for a in p.actions] == [("create", "gitedge-os")]
-    assert len(site.printed) == 1 and "edge/os" in site.printed[0]
+    assert [(a.verb, a.name) for a in p.actions] == [
+        ("create", "gitedge-os-server"),
+        ("create", "gitedge-os-agent"),
+    ]
+    assert "once gitedge-os-server is complete" in p.actions[1].reason
+    assert len(site.printed) == 2 and "edge/os" in site.printed[0]
     again = site.run(at(1, hour=3))
-    assert [a.name for a in again.actions] == ["gitedge-os"]  # still what it would apply
-    assert len(site.printed) == 1  # the same Plan: not printed again
+    # still what it would apply
+    assert [a.name for a in again.actions] == ["gitedge-os-server", "gitedge-os-agent"]
+    assert len(site.printed) == 2  # the same Plans: not printed again
     site.fleet.commit(
         fleet_files(
             registry=site.registry,
@@ -259,6 +264,6 @@ def test_print_mode_prints_each_plan_once_until_the_fleet_changes_it(site: Site)
         at=START + DAY,
     )
     changed = site.run(at(1, hour=4))
-    assert [a.name for a in changed.actions] == ["gitedge-os"]
-    assert len(site.printed) == 2 and "edge/os" in site.printed[1]
-    assert site.printed[1] != site.printed[0]
+    assert [a.name for a in changed.actions] == ["gitedge-os-server", "gitedge-os-agent"]
+    assert len(site.printed) == 4 and "edge/os" in site.printed[2]
+    assert site.printed[2] != site.printed[0]

@@ -2,7 +2,7 @@
 from a kubeconfig with a bearer token, against tests/kubeapi.py (an API emulator on 127.0.0.1
 that enforces deploy/'s RBAC for the agent's ServiceAccount) with SUC's behaviour stood in.
 
-Covers: the first pass creates the K3s server/agent Plans, labelled, with Events and the status
+Covers: the first pass creates the K3s server Plan (the agent Plan follows once it is complete), labelled, with Events and the status
 ConfigMap; an update racing another writer gets 409, re-reads, keeps the other writer's label and
 goes through (and a conflict that persists is reported); the next minor starts only when the nodes
 carry SUC's done label for the current hash and their kubelets report the step; a three-minor path
@@ -29,7 +29,7 @@ import gitedge.adapters.kube as kube_module
 from gitedge.adapters.kube import Kube
 from gitedge.agent.applying import ApplyResult, apply_step, report, status_fields
 from gitedge.core.conditions import Condition
-from gitedge.core.suc import AGENT_PLAN, OS_PLAN, SERVER_PLAN
+from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
 from gitedge.errors import KubeApiError
 from tests import fleetstory as fs
 from tests.kubeapi import DONE, KubeEmulator, load_deploy_rbac
@@ -95,7 +95,7 @@ def test_first_pass_creates_the_owned_k3s_pair_with_events_and_status(api, kube)
     result, status = run_pass(kube)
     assert result.error is None
     plans = {p["metadata"]["name"]: p for p in api.items("plans", NS)}
-    assert set(plans) == {SERVER_PLAN, AGENT_PLAN}
+    assert set(plans) == {SERVER_PLAN}  # the agent Plan once the control plane is done
     for p in plans.values():
         assert p["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gitedge"
         assert p["spec"]["version"] == fs.PATH[0]
@@ -104,8 +104,7 @@ def test_first_pass_creates_the_owned_k3s_pair_with_events_and_status(api, kube)
         )
     events = api.items("events", NS)
     assert sorted((e["reason"], e["involvedObject"]["name"]) for e in events) == [
-        ("StepStarted", AGENT_PLAN),
-        ("StepStarted", SERVER_PLAN),
+        ("StepStarted", SERVER_PLAN)
     ]
     assert all(
         e["involvedObject"]["uid"] == plans[e["involvedObject"]["name"]]["metadata"]["uid"]
@@ -128,9 +127,17 @@ def finish_step(sim: SucSim) -> None:
     sim.settle()
 
 
-def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube, sim):
+def first_step_done(api: KubeEmulator, kube: Kube, sim: SucSim) -> None:
+    """The first K3s step, both Plans, run to the end: server Plan, SUC, agent Plan, SUC."""
     run_pass(kube)
     finish_step(sim)
+    run_pass(kube)
+    finish_step(sim)
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
+
+
+def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube, sim):
+    first_step_done(api, kube, sim)
 
     def other_writer(emulator: KubeEmulator) -> None:
         emulator.modify(
@@ -142,7 +149,7 @@ def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube, si
     assert result.error is None
     puts = [(r.name, r.code) for r in api.writes("plans") if r.method == "PUT"]
     assert puts[0] == (SERVER_PLAN, 409)
-    assert puts[1:] == [(SERVER_PLAN, 200), (AGENT_PLAN, 200)]
+    assert puts[1:] == [(SERVER_PLAN, 200)]  # the agent Plan after the servers
     server = api.get("plans", SERVER_PLAN, NS)
     assert server["spec"]["version"] == fs.PATH[1]
     assert server["metadata"]["labels"]["team"] == "ops"  # the other writer's label kept
@@ -150,8 +157,7 @@ def test_update_racing_another_writer_rereads_and_keeps_its_change(api, kube, si
 
 
 def test_a_conflict_that_persists_is_reported(api, kube, sim):
-    run_pass(kube)
-    finish_step(sim)
+    first_step_done(api, kube, sim)
     for _ in range(3):
         api.before(
             "PUT",
@@ -170,12 +176,15 @@ def test_a_conflict_that_persists_is_reported(api, kube, sim):
 
 
 def test_next_minor_only_when_every_node_carries_the_done_label(api, kube, sim):
-    run_pass(kube)
-    sim.now = fs.OUT_OF_WINDOW
-    sim.reconcile()  # SUC resolves the Plans' status, starts no job (its window is closed)
-    assert sim.starts() == []
-    hashes = {p["metadata"]["name"]: p["status"]["latestHash"] for p in api.items("plans", NS)}
-    assert hashes[SERVER_PLAN] == digest_status(api.get("plans", SERVER_PLAN, NS))
+    hashes: dict[str, str] = {}
+
+    def resolve() -> None:
+        sim.now = fs.OUT_OF_WINDOW
+        sim.reconcile()  # SUC resolves the Plans' status, starts no job (its window is closed)
+        assert sim.starts() == []
+        hashes.update(
+            {p["metadata"]["name"]: p["status"]["latestHash"] for p in api.items("plans", NS)}
+        )
 
     def upgraded(node: str, plan: str) -> None:
         def change(o):
@@ -184,7 +193,16 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube, sim):
 
         api.modify("nodes", node, "", change)
 
+    run_pass(kube)
+    resolve()
+    assert hashes[SERVER_PLAN] == digest_status(api.get("plans", SERVER_PLAN, NS))
+    writes = len(api.writes("plans"))
+    run_pass(kube)
+    assert len(api.writes("plans")) == writes  # server-0 not done: no agent Plan yet
     upgraded("server-0", SERVER_PLAN)
+    run_pass(kube)
+    assert set(plan_versions(api)) == {SERVER_PLAN, AGENT_PLAN}
+    resolve()
     upgraded("agent-0", AGENT_PLAN)
     writes = len(api.writes("plans"))
     _, status = run_pass(kube)
@@ -198,7 +216,7 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube, sim):
     assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
     upgraded("agent-1", AGENT_PLAN)
     _, status = run_pass(kube)
-    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[1], AGENT_PLAN: fs.PATH[1]}
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[1], AGENT_PLAN: fs.PATH[0]}
     assert {e["reason"] for e in api.items("events", NS)} >= {"StepAdvanced"}
     # right after the advance SUC has not resolved the new spec: still not done, nothing moves
     writes = len(api.writes("plans"))
@@ -208,20 +226,26 @@ def test_next_minor_only_when_every_node_carries_the_done_label(api, kube, sim):
 
 def test_three_minor_path_completed_one_step_at_a_time_then_the_os(api, kube, sim):
     seen: list[dict[str, str]] = []
-    for _ in range(8):
+    for _ in range(16):
         result, status = run_pass(kube)
         assert result.error is None
         seen.append(plan_versions(api))
         finish_step(sim)
         if status["conditions"]["Applying"].reason == "UpToDate":
             break
-    k3s_steps = [v[SERVER_PLAN] for v in seen]
-    assert k3s_steps[:3] == list(fs.PATH)  # one minor per pass, in order
-    assert all(v.get(AGENT_PLAN) == v[SERVER_PLAN] for v in seen)
-    assert OS_PLAN not in seen[2] and seen[3][OS_PLAN] == "1.4.2"  # the OS after K3s
+    # one Plan per pass: each minor's server Plan, then its agent Plan, in order; then the OS
+    # Plans the same way, control plane first
+    order = [x for v in fs.PATH for x in ((SERVER_PLAN, v), (AGENT_PLAN, v))]
+    order += [(OS_SERVER_PLAN, "1.4.2"), (OS_AGENT_PLAN, "1.4.2")]
+    moves = []
+    for before, after in zip([{}, *seen], seen, strict=False):
+        moves += [(n, v) for n, v in sorted(after.items()) if before.get(n) != v]
+    assert moves == order
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")} == {fs.PATH[-1]}
-    os_hash = digest_status(api.get("plans", OS_PLAN, NS))
-    assert all(n["metadata"]["labels"][DONE + OS_PLAN] == os_hash for n in api.items("nodes"))
+    for name, cp in fs.NODES:
+        plan_name = OS_SERVER_PLAN if cp else OS_AGENT_PLAN
+        os_hash = digest_status(api.get("plans", plan_name, NS))
+        assert api.get("nodes", name)["metadata"]["labels"][DONE + plan_name] == os_hash
     conds = status["conditions"]
     assert (conds["Ready"].status, conds["Ready"].reason) == ("True", "UpToDate")
     assert status["k3s"]["running"] == fs.PATH[-1] and status["k3s"]["path"] == []
@@ -242,28 +266,23 @@ def test_no_plan_written_outside_the_window(api, kube):
 
 def test_a_running_step_finishes_after_the_window_closes_and_the_next_waits(api, kube):
     """SUC keeps a Plan going past the window's end while status.applying is non-empty
-    (handle_upgrade.go); gitedge writes nothing new until the next window."""
+    (handle_upgrade.go); gitedge writes nothing new (not even the step's agent Plan) until the
+    next window."""
     late = fs.NEXT_OPEN + timedelta(hours=3, minutes=55)  # 04:55, the window ends at 05:00
-    sim = SucSim(api, now=late, namespace=NS, job_minutes=4)  # agents: 04:59-05:03
+    sim = SucSim(api, now=late, namespace=NS, job_minutes=8)  # past 05:00, within the deadline
     run_pass(kube, now=late)
     sim.reconcile()  # the server's job starts inside the window
     assert api.get("plans", SERVER_PLAN, NS)["status"]["applying"] == ["server-0"]
-    sim.advance(minutes=6)  # 05:01: the window has closed, the agents' jobs run on
-    running = sorted(node for _, node, _, end in sim.upgrades() if end is None)
-    assert running == ["agent-0", "agent-1"]  # started 04:59, they end at 05:03
-    assert api.get("nodes", "server-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
-    _, status = run_pass(kube, now=sim.now)
+    _, status = run_pass(kube, now=late + timedelta(minutes=5))
     assert status["conditions"]["Applying"].reason == "StepRunning"
+    sim.advance(minutes=15)  # 05:10: the window has closed, the server's job has ended
+    assert api.get("nodes", "server-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
     writes = len(api.writes("plans"))
-    sim.settle()  # the agents' jobs end after 05:00: SUC's applying exception
-    assert [n["status"]["nodeInfo"]["kubeletVersion"] for n in api.items("nodes")] == [
-        fs.PATH[0]
-    ] * 3
     _, status = run_pass(kube, now=sim.now)
-    assert len(api.writes("plans")) == writes  # the next minor waits for the next window
+    assert len(api.writes("plans")) == writes  # the agent Plan waits for the next window
     assert status["conditions"]["WindowClosed"].status == "True"
     run_pass(kube, now=fs.NEXT_OPEN + timedelta(days=1))
-    assert plan_versions(api)[SERVER_PLAN] == fs.PATH[1]
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
 
 
 # ----------------------------------------------------------------------------- API errors
@@ -308,7 +327,7 @@ def test_server_errors_and_a_missing_crd_are_conditions(api, kube):
     assert applying.reason == "NotFound" and "Plan CRD" in applying.message
     assert_no_token(api)
     run_pass(kube)  # and once the API heals, the next pass goes on
-    assert set(plan_versions(api)) == {SERVER_PLAN, AGENT_PLAN}
+    assert set(plan_versions(api)) == {SERVER_PLAN}
 
 
 def test_unreachable_api(tmp_path):
@@ -441,8 +460,7 @@ def test_status_keeps_the_other_steps_conditions(api, kube):
 
 def test_the_story_uses_every_rbac_grant_in_deploy(api, kube, sim):
     """Least privilege: every rule deploy/ grants is needed by what the agent does."""
-    run_pass(kube)  # list nodes and plans, create plans, events, status create + get
-    finish_step(sim)
+    first_step_done(api, kube, sim)  # list nodes, plans, create plans, events, status create+get
     run_pass(kube)  # update plans, status update
     finish_step(sim)
     api.put(foreign_plan("gitedge-old-step", {"app.kubernetes.io/managed-by": "gitedge"}))
@@ -487,3 +505,178 @@ def test_in_cluster_config_uses_the_pods_service_account(tmp_path, monkeypatch):
         with Kube.connect(request_timeout=10) as kube, pytest.raises(KubeApiError) as e:
             kube.snapshot()
         assert e.value.reason == "Unreachable" and TOKEN not in str(e.value)
+
+
+# ------------------------------------------------------------------------------ read-back
+
+
+def test_a_pruned_window_holds_the_component_until_suc_can_keep_it(api, kube):
+    """An API server whose Plan CRD predates SUC v0.15.0 prunes spec.window: the write's answer
+    shows it, the pass stops there, and every later pass holds the component (no Plan written,
+    not even once the control plane is done) with ``PlansAsWritten`` and ``Applying`` saying
+    why; once SUC keeps the field and the Plan is deleted, the agent writes it again."""
+    api.old_suc = True
+    _, status = run_pass(kube)
+    server = api.get("plans", SERVER_PLAN, NS)
+    assert "window" not in server["spec"]  # pruned, as a real API server would
+    conds = status["conditions"]
+    assert (conds["Applying"].status, conds["Applying"].reason) == ("False", "WindowPruned")
+    assert (conds["PlansAsWritten"].status, conds["PlansAsWritten"].reason) == (
+        "False",
+        "WindowPruned",
+    )
+    assert "v0.15.0" in conds["PlansAsWritten"].message and SERVER_PLAN in conds["Ready"].message
+    assert any(e["reason"] == "PlanNotAsWritten" for e in api.items("events", "gitedge-system"))
+    # SUC (old, ungated) upgrades the server anyway; the agent still writes nothing more
+    sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS)
+    sim.settle()
+    writes = len(api.writes("plans"))
+    _, status = run_pass(kube)
+    assert len(api.writes("plans")) == writes
+    assert status["conditions"]["Applying"].reason == "WindowPruned"
+    # SUC upgraded (the CRD has window now) and the operator deletes the held Plan
+    api.old_suc = False
+    with api.lock:  # (kubectl delete plan ...)
+        del api.store[("plans", NS, SERVER_PLAN)]
+    _, status = run_pass(kube)
+    assert api.get("plans", SERVER_PLAN, NS)["spec"]["window"]["startTime"] == "01:00"
+    assert status["conditions"]["PlansAsWritten"].status == "True"
+
+
+def test_a_deadline_clamped_by_suc_is_reported(api, kube):
+    """SUC clamps each Job's deadline to SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX
+    (job.go New); the agent reads the Jobs SUC created and reports the clamp."""
+    sim = SucSim(
+        api, now=fs.IN_WINDOW, namespace=NS,
+        env={"SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX": "600"}, job_minutes=5,
+    )  # fmt: skip
+    _, status = run_pass(kube)
+    assert status["conditions"]["PlansAsWritten"].status == "True"
+    sim.reconcile()  # SUC creates the server's Job
+    asked = api.get("plans", SERVER_PLAN, NS)["spec"]["jobActiveDeadlineSecs"]
+    assert asked > 600
+    (job,) = api.items("jobs", NS)
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    _, status = run_pass(kube)
+    clamped = status["conditions"]["PlansAsWritten"]
+    assert (clamped.status, clamped.reason) == ("False", "DeadlineClamped")
+    assert f"{SERVER_PLAN} 600 s, not the {asked} s" in clamped.message
+    assert status["conditions"]["Ready"].reason == "DeadlineClamped"
+
+
+def with_rollout(fleet: Any, **update: Any) -> Any:
+    """``fleet`` with its one target's rollout changed."""
+    (name, target), *_ = fleet.targets.items()
+    rollout = target.spec.rollout.model_copy(update=update)
+    fleet.targets[name] = target.model_copy(
+        update={"spec": target.spec.model_copy(update={"rollout": rollout})}
+    )
+    return fleet
+
+
+def test_drain_on_stock_k3s_passes_kubectls_emptydir_refusal(api, kube):
+    """Stock K3s runs metrics-server (an emptyDir) and svclb DaemonSet pods on the agents; with a
+    drain the fleet set (a timeout, nothing else), SUC's kubectl drain gets
+    --delete-emptydir-data and --ignore-daemonsets by SUC's defaults (job.go New) and the
+    agents are upgraded; rendering deleteEmptydirData: false made kubectl refuse them."""
+    from gitedge.core.fleet import Drain
+    from tests.jobsim import k3s_stock_pods
+
+    for name, _ in fs.NODES:
+        for pod in k3s_stock_pods(name):
+            api.put(pod)
+    fleet = with_rollout(fs.fleet(os=None), drain=Drain(timeout=timedelta(minutes=5)))
+    sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS, drain_minutes=1)
+    for _ in range(2):  # the server Plan, then the agent Plan
+        run_pass(kube, fleet=fleet, now=sim.now)
+        sim.settle()
+    assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
+    assert api.get("plans", AGENT_PLAN, NS)["spec"]["drain"] == {"timeout": "300s"}
+    assert [e for e in sim.log if e.kind == "drain-refused"] == []
+    agent_hash = digest_status(api.get("plans", AGENT_PLAN, NS))
+    for name in ("agent-0", "agent-1"):
+        node = api.get("nodes", name)
+        assert node["metadata"]["labels"][DONE + AGENT_PLAN] == agent_hash
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
+        assert not node["spec"].get("unschedulable")  # uncordoned when the Job completed
+
+
+def test_a_fleet_that_sets_delete_emptydir_data_false_gets_kubectls_refusal(api, kube):
+    """What every drain did before (gitedge rendered false by default): the same site, the
+    field set false by the fleet, is refused by kubectl drain and the agent stays cordoned."""
+    from gitedge.core.fleet import Drain
+    from tests.jobsim import k3s_stock_pods
+
+    for pod in k3s_stock_pods("agent-0"):
+        api.put(pod)
+    drain = Drain(timeout=timedelta(minutes=5), delete_emptydir_data=False)
+    fleet = with_rollout(fs.fleet(os=None), drain=drain)
+    sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS, drain_minutes=1)
+    run_pass(kube, fleet=fleet, now=sim.now)
+    sim.settle()
+    run_pass(kube, fleet=fleet, now=sim.now)
+    assert api.get("plans", AGENT_PLAN, NS)["spec"]["drain"]["deleteEmptydirData"] is False
+    sim.advance(minutes=30)
+    refused = [e for e in sim.log if e.kind == "drain-refused"]
+    assert refused and refused[0].node == "agent-0" and "local storage" in refused[0].detail
+    assert DONE + AGENT_PLAN not in api.get("nodes", "agent-0")["metadata"]["labels"]
+
+
+def test_three_servers_are_upgraded_one_at_a_time_k3s_and_os_alike(tmp_path):
+    """3 servers, 3 agents, ``concurrency: 3``: the K3s path and then the OS, passes every 10
+    simulated minutes alternating with SUC: never two control-plane nodes upgrading at once
+    (an OS upgrade reboots: two servers down cost etcd its quorum), agents three at a time."""
+    servers = ["server-0", "server-1", "server-2"]
+    agents = ["agent-0", "agent-1", "agent-2"]
+    with KubeEmulator(token=TOKEN, grants=GRANTS) as api:
+        for name in servers + agents:
+            api.add_node(name, kubelet=fs.START, control_plane=name in servers)
+        config = str(api.kubeconfig(tmp_path / "kubeconfig"))
+        with Kube.connect(kubeconfig=config, request_timeout=10) as kube:
+            fleet = with_rollout(fs.fleet(), concurrency=3)
+            sim = SucSim(api, now=fs.IN_WINDOW, namespace=NS, job_minutes=3)
+            for _ in range(200):
+                _, status = run_pass(kube, fleet=fleet, now=sim.now)
+                if status["conditions"]["Applying"].reason == "UpToDate":
+                    break
+                sim.advance(minutes=10)
+            assert status["conditions"]["Ready"].status == "True", status["conditions"]
+    upgraded = {node for _, node, _, _ in sim.upgrades()}
+    assert upgraded == set(servers + agents)
+    assert {plan for plan, _, _, _ in sim.upgrades()} == {
+        SERVER_PLAN, AGENT_PLAN, OS_SERVER_PLAN, OS_AGENT_PLAN
+    }  # fmt: skip
+    assert sim.max_concurrent_upgrades(servers) == 1
+    assert sim.max_concurrent_upgrades(agents) == 3
+
+
+def test_a_long_drain_fits_the_deadline_gitedge_sets(api, kube):
+    """A 12-minute drain (its timeout 15m) and a 5-minute upgrade: past SUC's shipped default
+    deadline (900 s, ConfigMap default-controller-env), so without jobActiveDeadlineSecs the
+    Job failed with DeadlineExceeded and SUC retried it, at any hour, after the Job TTL. The
+    Plan's own deadline (3 + 5 + 15 + 20 minutes on the agent Plan) fits it."""
+    from gitedge.core.fleet import Drain
+    from tests.sucsim import SHIPPED_ENV
+
+    fleet = with_rollout(fs.fleet(os=None), drain=Drain(timeout=timedelta(minutes=15)))
+    sim = SucSim(
+        api, now=fs.IN_WINDOW, namespace=NS, env=SHIPPED_ENV, job_minutes=5, drain_minutes=12
+    )
+    for _ in range(2):  # the server Plan, then the agent Plan
+        run_pass(kube, fleet=fleet, now=sim.now)
+        sim.settle()
+    assert [e for e in sim.log if e.kind in ("job-failed", "pod-killed")] == []
+    agent = api.get("plans", AGENT_PLAN, NS)
+    assert agent["spec"]["jobActiveDeadlineSecs"] == (3 + 5 + 15 + 20) * 60
+    runs = [(p, n) for p, n, _, end in sim.upgrades() if end is not None]
+    assert sorted(runs) == [
+        (AGENT_PLAN, "agent-0"),
+        (AGENT_PLAN, "agent-1"),
+        (SERVER_PLAN, "server-0"),
+    ]
+    jobs = [
+        j
+        for j in api.items("jobs", NS)
+        if j["metadata"]["labels"]["upgrade.cattle.io/plan"] == AGENT_PLAN
+    ]
+    assert jobs and all(j["spec"]["activeDeadlineSeconds"] == 43 * 60 for j in jobs)

@@ -184,7 +184,8 @@ def test_plan_json_shape_and_path():
     assert names == [
         ("gitedge-k3s-server", "v1.29.10+k3s1"),
         ("gitedge-k3s-agent", "v1.29.10+k3s1"),
-        ("gitedge-os", "1.2"),
+        ("gitedge-os-server", "1.2"),
+        ("gitedge-os-agent", "1.2"),
     ]
 
 

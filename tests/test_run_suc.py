@@ -2,9 +2,9 @@
 (tests/kubeapi.py, deploy/'s RBAC enforced for the agent's bearer token), a real git daemon and
 real docker-registries on 127.0.0.1:
 
-- the process is SIGKILLed between its two Plan writes (the API holds the second create until the
-  kill, and never carries it out); run again, it writes only the missing Plan, and a third pass
-  writes no Plan at all: nothing applied twice;
+- the process is SIGKILLed between its Plan write and its status write (the API holds the status
+  write until the kill, and never carries it out); run again, it writes no Plan again and the
+  status; a third pass writes no Plan at all: nothing applied twice;
 - every pass writes the status ConfigMap (conditions and the same facts as ``gitedge status``);
 - the K3s step advances to the next minor once SUC marks the nodes done, one step per pass.
 """
@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -97,31 +97,42 @@ def conditions(doc: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in doc["conditions"]}
 
 
-def test_killed_between_two_plan_writes_then_restarted_writes_only_the_missing_one(
+def test_killed_between_the_plan_write_and_the_status_then_restarted_writes_no_plan_twice(
     site: dict[str, Any],
 ) -> None:
+    """One pass writes one Plan (a step's worker Plan follows its control-plane Plan in a later
+    pass): killed after it and before the status, the restarted agent writes no Plan again."""
     api: KubeEmulator = site["api"]
     reached, release = threading.Event(), threading.Event()
 
-    def hold_second_create(_: KubeEmulator) -> None:
-        reached.set()
-        release.wait(60)  # the process is killed meanwhile; this create never happens
-        raise ApiError(503, "ServiceUnavailable", "the client went away")
+    def hold_status(method: str) -> Callable[[KubeEmulator], None]:
+        def hook(emulator: KubeEmulator) -> None:
+            if reached.is_set():
+                return  # held once: the restarted agent writes freely
+            if not emulator.items("plans", NS):
+                emulator.before(method, "configmaps", hook)  # an earlier step's status write
+                return
+            reached.set()
+            release.wait(60)  # the process is killed meanwhile; this write never happens
+            raise ApiError(503, "ServiceUnavailable", "the client went away")
 
-    api.before("POST", "plans", lambda a: a.before("POST", "plans", hold_second_create))
+        return hook
+
+    api.before("POST", "configmaps", hold_status("POST"))
+    api.before("PUT", "configmaps", hold_status("PUT"))
     args = ["run", "--config", str(site["cfg"]), "--once", "--now", IN_WINDOW]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gitedge", *args],
         env=site["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    sigkill_when(proc, reached, release, what="the agent never sent its second Plan")
+    sigkill_when(proc, reached, release, what="the agent never wrote its status after the Plan")
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1]}
     assert plan_creates(api) == 1
 
     again = run_once(site)
     assert again.returncode == 0, again.stderr
-    assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
-    assert plan_creates(api) == 2  # the agent Plan only: the server Plan was not created again
+    assert plans(api) == {"gitedge-k3s-server": RELEASES[1]}
+    assert plan_creates(api) == 1  # the server Plan was not created again
     doc = status(api)
     assert doc["lastVerified"]["commit"] and doc["mirror"]["complete"] is True
     assert doc["apply"]["k3s"]["step"] == RELEASES[1]
@@ -143,7 +154,7 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     sim = SucSim(api, now=datetime.fromisoformat(IN_WINDOW), namespace=NS)
     first = run_once(site)
     assert first.returncode == 0, first.stderr
-    assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
+    assert plans(api) == {"gitedge-k3s-server": RELEASES[1]}  # the agent Plan after the server
     doc = status(api)
     assert conditions(doc)["Applying"] == ("True", "StepStarted")
     assert conditions(doc)["Ready"] == ("False", "StepStarted")
@@ -151,16 +162,17 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
     applied = [(a["component"], a["step"], a["doneAt"]) for a in doc["applied"]]
     assert applied == [("k3s", RELEASES[1], None)]
 
-    sim.settle()  # SUC upgrades the admitted server to v1.28
-    admit = run_once(site, "2026-01-02T02:15:00Z")  # the agent Plan admits agent-1
-    assert admit.returncode == 0, admit.stderr
+    sim.settle()  # SUC upgrades the server to v1.28
+    assert sim.now < datetime.fromisoformat("2026-01-02T02:15:00Z")
+    worker = run_once(site, "2026-01-02T02:15:00Z")
+    assert worker.returncode == 0, worker.stderr
     assert plans(api) == {"gitedge-k3s-server": RELEASES[1], "gitedge-k3s-agent": RELEASES[1]}
-    sim.now = max(sim.now, datetime.fromisoformat("2026-01-02T02:15:00Z"))
-    sim.settle()
+    sim.now = datetime.fromisoformat("2026-01-02T02:15:00Z")
+    sim.settle()  # and the agent
     assert sim.now < datetime.fromisoformat("2026-01-02T02:30:00Z")
     second = run_once(site, "2026-01-02T02:30:00Z")
     assert second.returncode == 0, second.stderr
-    assert plans(api) == {"gitedge-k3s-server": RELEASES[2], "gitedge-k3s-agent": RELEASES[2]}
+    assert plans(api) == {"gitedge-k3s-server": RELEASES[2], "gitedge-k3s-agent": RELEASES[1]}
     doc = status(api)
     assert doc["running"]["k3s"] == [RELEASES[1]]
     assert doc["apply"]["k3s"]["path"] == [RELEASES[2]]
@@ -169,8 +181,8 @@ def test_each_pass_writes_status_and_advances_one_minor_when_suc_is_done(
 
     sim.now = datetime.fromisoformat("2026-01-02T02:30:00Z")
     sim.settle()
-    assert run_once(site, "2026-01-02T02:45:00Z").returncode == 0  # admits agent-1
-    sim.now = max(sim.now, datetime.fromisoformat("2026-01-02T02:45:00Z"))
+    assert run_once(site, "2026-01-02T02:45:00Z").returncode == 0
+    sim.now = datetime.fromisoformat("2026-01-02T02:45:00Z")
     sim.settle()
     third = run_once(site, "2026-01-02T03:00:00Z")
     assert third.returncode == 0, third.stderr

@@ -21,17 +21,28 @@ from jsonschema import Draft202012Validator
 from gitedge.core.fleet import Drain, OsTarget, Rollout
 from gitedge.core.suc import (
     AGENT_PLAN,
-    OS_PLAN,
+    OS_AGENT_PLAN,
+    OS_SERVER_PLAN,
     SERVER_PLAN,
     Site,
     k3s_image_tag,
     k3s_plans,
-    os_plan,
+    os_plans,
 )
 from gitedge.core.windows import MaintenanceWindowSpec
 from tests.plancrd import assert_valid_plan
 
 DIGEST = "sha256:" + "ab" * 32
+
+
+def os_plan(**kwargs: Any) -> dict[str, Any]:
+    """The worker OS Plan (the control-plane one differs in selector and concurrency only:
+    tests/test_suc_rules.py)."""
+    server, agent = os_plans(**kwargs)
+    assert server["metadata"]["name"] == OS_SERVER_PLAN
+    return agent
+
+
 SUC_DAYS = [
     "0",
     "su",
@@ -308,7 +319,7 @@ def test_os_plan_for_every_upgrader(
             site=site,
         )
     )
-    assert p["metadata"]["name"] == OS_PLAN
+    assert p["metadata"]["name"] == OS_AGENT_PLAN
     assert p["spec"]["upgrade"]["image"] == f"cache.site.lan:5000/edge/os@{DIGEST}"
     assert p["spec"]["upgrade"]["command"] == command
     assert p["spec"]["upgrade"].get("args") == args
@@ -389,7 +400,7 @@ def test_plan_json_carries_the_next_step_only() -> None:
     )
     assert doc["k3s"]["path"] == ["v1.28.15+k3s1", "v1.29.10+k3s1", "v1.30.6+k3s1"]
     names = [m["metadata"]["name"] for m in doc["manifests"]]
-    assert names == [SERVER_PLAN, AGENT_PLAN, OS_PLAN]
+    assert names == [SERVER_PLAN, AGENT_PLAN, OS_SERVER_PLAN, OS_AGENT_PLAN]
     for m in doc["manifests"]:
         valid(m)
         assert m["metadata"]["namespace"] == "system-upgrade"

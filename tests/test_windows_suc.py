@@ -136,10 +136,11 @@ def first_plans() -> dict[str, dict[str, Any]]:
 
 def test_the_first_pass_admits_one_server_and_no_agent_with_a_window_that_ends_in_time():
     plans = first_plans()
-    server, agent = plans[SERVER_PLAN]["spec"], plans[AGENT_PLAN]["spec"]
+    assert AGENT_PLAN not in plans  # written once the control plane is done
+    server = plans[SERVER_PLAN]["spec"]
     assert adm.admitted(server) == ("server-0",)
-    assert adm.admitted(agent) == ()  # its prepare waits for the server Plan
-    assert agent["nodeSelector"]["matchExpressions"][-1] == {
+    nobody = adm.with_admission(plans[SERVER_PLAN], nodes=[], window=None, at=None, withdrawn={})
+    assert nobody["spec"]["nodeSelector"]["matchExpressions"][-1] == {
         "key": "kubernetes.io/hostname",
         "operator": "DoesNotExist",
     }
@@ -161,7 +162,7 @@ def test_a_failed_job_is_withdrawn_and_not_readmitted_before_suc_deletes_it():
         "message": "Job system-upgrade/apply-x failed on Node server-0: BackoffLimitExceeded: x",
         "lastUpdateTime": "2026-11-23T02:05:00Z",
     }
-    have = [stored(server, applying=["server-0"], conditions=[failed]), stored(plans[AGENT_PLAN])]
+    have = [stored(server, applying=["server-0"], conditions=[failed])]
     later = fs.IN_WINDOW + timedelta(minutes=6)
     d = decide_at(START_NODES, have, now=later)
     assert [(a.verb, a.name) for a in d.actions] == [("update", SERVER_PLAN)]
@@ -171,7 +172,7 @@ def test_a_failed_job_is_withdrawn_and_not_readmitted_before_suc_deletes_it():
     assert "server-0" in written["metadata"]["annotations"][adm.WITHDRAWN]
     assert "withdraws server-0" in d.actions[0].reason
     # SUC has taken it out of applying; within the Job TTL the node is not admitted again
-    again = [stored(written), stored(plans[AGENT_PLAN])]
+    again = [stored(written)]
     assert decide_at(START_NODES, again, now=later + timedelta(minutes=5)).actions == ()
     after_ttl = decide_at(START_NODES, again, now=later + JOB_TTL)
     assert [a.name for a in after_ttl.actions] == [SERVER_PLAN]
@@ -181,7 +182,7 @@ def test_a_failed_job_is_withdrawn_and_not_readmitted_before_suc_deletes_it():
 def test_a_node_not_done_when_its_budget_is_over_is_withdrawn_and_a_running_one_is_not():
     plans = first_plans()
     server = plans[SERVER_PLAN]
-    have = [stored(server, applying=["server-0"]), stored(plans[AGENT_PLAN])]
+    have = [stored(server, applying=["server-0"])]
     budget = adm.budget(server["spec"])
     running = decide_at(START_NODES, have, now=fs.IN_WINDOW + budget - timedelta(minutes=1))
     assert running.actions == ()
@@ -199,9 +200,9 @@ def test_agents_are_admitted_only_once_the_server_plan_is_done_and_a_batch_at_a_
         node("agent-0", fs.START),
         node("agent-1", fs.START),
     ]
-    have = [stored(plans[SERVER_PLAN]), stored(plans[AGENT_PLAN])]
+    have = [stored(plans[SERVER_PLAN])]
     d = decide_at(nodes, have, now=fs.IN_WINDOW + timedelta(minutes=20))
-    assert [a.name for a in d.actions] == [AGENT_PLAN]
+    assert [(a.verb, a.name) for a in d.actions] == [("create", AGENT_PLAN)]
     agent = d.actions[0].manifest
     assert agent is not None and adm.admitted(agent["spec"]) == ("agent-0", "agent-1")
     # in flight: nothing more is written until the batch is done
@@ -217,7 +218,7 @@ def test_outside_the_window_nothing_is_admitted_even_with_nodes_left():
         node("agent-0", fs.START),
         node("agent-1", fs.START),
     ]
-    have = [stored(plans[SERVER_PLAN]), stored(plans[AGENT_PLAN])]
+    have = [stored(plans[SERVER_PLAN])]
     d = decide_at(nodes, have, now=fs.OUT_OF_WINDOW)
     assert d.actions == ()
     window = next(c for c in d.conditions if c.type == "WindowClosed")

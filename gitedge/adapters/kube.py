@@ -11,6 +11,9 @@ What the agent does to a cluster, and nothing more (deploy/rbac.yaml grants exac
   precondition, so a Plan that changed since it was read (someone took it over, relabelled it,
   or SUC's status moved) is never overwritten or removed: the API answers 409 and the pass is
   decided again from a fresh read;
+- lists the Jobs of that namespace and keeps those SUC created for its Plans (label
+  ``upgrade.cattle.io/plan``): their ``activeDeadlineSeconds`` is the deadline SUC really gave,
+  after ``SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX`` (:mod:`gitedge.core.readback`);
 - writes core/v1 Events about the Plans it changes and about failures;
 - keeps its status in the ConfigMap ``gitedge-status`` (key ``status.json``: the conditions of
   :mod:`gitedge.core.conditions`, ``Ready`` summarised once, and a few facts).
@@ -39,7 +42,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from gitedge.core.applying import Action
-from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState
+from gitedge.core.clusterstate import ClusterSnapshot, JobFacts, NodeFacts, PlanState
 from gitedge.core.conditions import Condition, from_json, merge, summarize, to_json
 from gitedge.core.suc import API_VERSION as PLAN_API_VERSION
 from gitedge.core.suc import MANAGED_BY, MANAGED_BY_LABEL
@@ -148,6 +151,7 @@ class Kube:
         self._timeout = request_timeout
         self._core = k8s.CoreV1Api(api)
         self._custom = k8s.CustomObjectsApi(api)
+        self._batch = k8s.BatchV1Api(api)
 
     @classmethod
     def connect(
@@ -217,19 +221,26 @@ class Kube:
 
     # ---------------------------------------------------------------------------------- reads
 
-    def nodes(self) -> tuple[NodeFacts, ...]:
-        """Every node, with its labels, architecture and kubelet version."""
-        out: list[NodeFacts] = []
+    def _items(self, what: str, fn: Callable[..., Any], *args: Any) -> list[Mapping[str, Any]]:
+        """Every item of a list call, page by page."""
+        out: list[Mapping[str, Any]] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": _PAGE}
             if token:
                 kwargs["_continue"] = token
-            page = self._json("list nodes", self._core.list_node, **kwargs)
-            out.extend(NodeFacts.from_object(item) for item in page.get("items") or ())
+            page = self._json(what, fn, *args, **kwargs)
+            out.extend(page.get("items") or ())
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return tuple(sorted(out, key=lambda n: n.name))
+                return out
+
+    def nodes(self) -> tuple[NodeFacts, ...]:
+        """Every node, with its labels, architecture and kubelet version."""
+        out = [
+            NodeFacts.from_object(item) for item in self._items("list nodes", self._core.list_node)
+        ]
+        return tuple(sorted(out, key=lambda n: n.name))
 
     def owned_plans(self) -> tuple[PlanState, ...]:
         """The Plans of the namespace that carry gitedge's ``managed-by`` label (checked again
@@ -262,8 +273,22 @@ class Kube:
             )
         )
 
+    def plan_jobs(self, plans: Iterable[str]) -> tuple[JobFacts, ...]:
+        """The Jobs SUC created for the Plans named ``plans`` (by their ``upgrade.cattle.io/plan``
+        label; SUC's Jobs of other Plans are read, never used)."""
+        names = set(plans)
+        if not names:
+            return ()
+        what = f"list Jobs in {self.namespace}"
+        items = self._items(what, self._batch.list_namespaced_job, self.namespace)
+        jobs = (JobFacts.from_object(item) for item in items)
+        return tuple(sorted((j for j in jobs if j.plan in names), key=lambda j: j.name))
+
     def snapshot(self) -> ClusterSnapshot:
-        return ClusterSnapshot(nodes=self.nodes(), plans=self.owned_plans())
+        plans = self.owned_plans()
+        return ClusterSnapshot(
+            nodes=self.nodes(), plans=plans, jobs=self.plan_jobs(p.name for p in plans)
+        )
 
     # --------------------------------------------------------------------------------- writes
 

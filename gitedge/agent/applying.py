@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from gitedge.agent.clusters import PrintCluster
 from gitedge.core.applying import Action, Decision, decide
 from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
-from gitedge.core.conditions import APPLYING, Condition
+from gitedge.core.conditions import APPLYING, PLANS_AS_WRITTEN, Condition
 from gitedge.core.fleet import Fleet
 from gitedge.core.planning import Plan, plan
+from gitedge.core.readback import plans_as_written, stored_problem
 from gitedge.core.suc import Site
 from gitedge.core.timefmt import iso_z
 from gitedge.errors import GitEdgeError, KubeApiError, Stalled
@@ -109,7 +111,13 @@ def apply_step(
             )
             planned = plan(fleet, facts, now=now, site=site)
             decision = decide(
-                plan=planned, snapshot=snapshot, now=now, site=site, clock_trusted=clock_trusted
+                plan=planned,
+                snapshot=snapshot,
+                now=now,
+                site=site,
+                clock_trusted=clock_trusted,
+                # a printed step is applied by hand: every Plan printed, workers marked
+                sequence_workers=not isinstance(api, PrintCluster),
             )
         except Stalled as e:
             return _failed(type(e).__name__, str(e), error=e, snapshot=snapshot)
@@ -117,8 +125,18 @@ def apply_step(
             for action in decision.actions:
                 if before is not None:
                     before(action)
-                api.execute(action, now=now)  # and an Event about it
+                stored = api.execute(action, now=now)  # and an Event about it
                 performed.append(action)
+                problem = (
+                    stored_problem(action.manifest, stored)
+                    if action.manifest is not None and isinstance(stored, Mapping)
+                    else None
+                )
+                if problem is not None:  # read back: stop here, the next pass holds it
+                    api.warn("PlanNotAsWritten", problem[1], now=now)
+                    return _not_as_written(
+                        problem, performed, decision=decision, plan=planned, snapshot=snapshot
+                    )
         except KubeApiError as e:
             if e.reason == "Conflict" and attempt + 1 < ATTEMPTS:
                 continue  # a Plan changed under us: read again and decide again
@@ -140,6 +158,30 @@ def apply_step(
             snapshot=snapshot,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _not_as_written(
+    problem: tuple[str, str],
+    performed: list[Action],
+    *,
+    decision: Decision,
+    plan: Plan,
+    snapshot: ClusterSnapshot,
+) -> ApplyResult:
+    """The pass stopped on a Plan the API server stored other than written."""
+    keep = [c for c in decision.conditions if c.type not in (APPLYING, PLANS_AS_WRITTEN)]
+    conditions = (
+        Condition(APPLYING, "False", *problem),
+        *keep,
+        plans_as_written(snapshot.plans, snapshot.jobs, stored=problem),
+    )
+    return ApplyResult(
+        conditions=conditions,
+        performed=tuple(performed),
+        decision=decision,
+        plan=plan,
+        snapshot=snapshot,
+    )
 
 
 def _summary(actions: Iterable[Action]) -> str:

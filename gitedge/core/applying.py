@@ -16,6 +16,14 @@ else happens. The rules:
   step's version (both signals: stale status and lagging kubelets both hold the advance back).
   A running step may be corrected in place (same K3s minor, same OS image), so a broken step can
   be fixed by a signed commit without waiting for it to finish.
+- Control plane first, within a step: a worker Plan (``gitedge-k3s-agent``, ``gitedge-os-agent``)
+  is written only once its control-plane Plan (``LEADER_PLANS``) has the step's spec and is
+  complete, so control-plane nodes go one at a time (their Plans have concurrency 1) and never
+  together with workers, and worker Jobs do not wait in ``prepare`` against their deadline.
+- Read-back (:mod:`gitedge.core.readback`): a component with a Plan whose ``spec.window`` the API
+  server pruned (SUC older than v0.15.0: nothing would gate its Jobs) is held, no Plan of it
+  created or changed, ``Applying`` False ``WindowPruned``; ``PlansAsWritten`` also reports a Job
+  deadline SUC clamped.
 - ``rollout.order`` (default ``[k3s, os]``): a component starts a step only when every component
   before it is complete and no other component has a step running.
 - Windows: no Plan is created or advanced while the component's window is closed (or the clock
@@ -49,13 +57,16 @@ from gitedge.core.clusterstate import (
 )
 from gitedge.core.conditions import APPLYING, UP_TO_DATE, WINDOW_CLOSED, Condition
 from gitedge.core.planning import Plan, WindowView
+from gitedge.core.readback import WINDOW_PRUNED, plans_as_written, pruned_text, stamp_window
 from gitedge.core.suc import (
     AGENT_PLAN,
     API_VERSION,
     COMPONENT_LABEL,
+    LEADER_PLANS,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    OS_PLAN,
+    OS_AGENT_PLAN,
+    OS_SERVER_PLAN,
     SERVER_PLAN,
     STEP_ANNOTATION,
     Site,
@@ -64,7 +75,12 @@ from gitedge.core.versions import K3sVersion
 from gitedge.errors import VersionError
 
 Component = Literal["k3s", "os"]
-PLAN_COMPONENT: Mapping[str, Component] = {SERVER_PLAN: "k3s", AGENT_PLAN: "k3s", OS_PLAN: "os"}
+PLAN_COMPONENT: Mapping[str, Component] = {
+    SERVER_PLAN: "k3s",
+    AGENT_PLAN: "k3s",
+    OS_SERVER_PLAN: "os",
+    OS_AGENT_PLAN: "os",
+}
 DEFAULT_ORDER: tuple[Component, Component] = ("k3s", "os")
 
 __all__ = [
@@ -237,13 +253,17 @@ def decide(
     site: Site,
     windows: Mapping[Component, bool] | None = None,
     clock_trusted: bool = True,
+    sequence_workers: bool = True,
 ) -> Decision:
     """The actions that move the cluster one step on, and the ``Applying`` and
     ``WindowClosed`` conditions that say where it stands (see the module docstring).
 
     ``plan`` must have been made from :func:`cluster_facts` of the same snapshot; ``windows``
     defaults to :func:`windows_open` of the plan. ``snapshot.plans`` holds gitedge-owned Plans
-    only (listed by the ``managed-by`` label); any other is ignored, never deleted."""
+    only (listed by the ``managed-by`` label); any other is ignored, never deleted.
+    ``sequence_workers`` False (print mode: no cluster to read the control plane's progress
+    from) decides every Plan of a step at once, a worker Plan's reason naming the Plan it must
+    follow."""
     is_open: dict[Component, bool] = dict(windows) if windows is not None else windows_open(plan)
     if not clock_trusted:
         is_open = {"k3s": False, "os": False}
@@ -291,6 +311,7 @@ def decide(
             site=site,
             clock_trusted=clock_trusted,
             actions=actions,
+            sequence_workers=sequence_workers,
         )
         statuses.append(status)
         if not status.complete and blocked is None:
@@ -298,7 +319,10 @@ def decide(
     return Decision(
         actions=tuple(actions),
         components=tuple(statuses),
-        conditions=_conditions(statuses, actions, clock_trusted=clock_trusted),
+        conditions=(
+            *_conditions(statuses, actions, clock_trusted=clock_trusted),
+            plans_as_written(list(owned.values()), snapshot.jobs),
+        ),
         retry_after=_retry_after(comps, statuses, now) if clock_trusted else None,
     )
 
@@ -313,6 +337,7 @@ def _one(
     site: Site,
     clock_trusted: bool,
     actions: list[Action],
+    sequence_workers: bool = True,
 ) -> ComponentStatus:
     name = c.name
     if not c.targeted:
@@ -330,6 +355,13 @@ def _one(
                 f"{name} is no longer targeted; removed once SUC's jobs finish ({jobs})",
             )
         return ComponentStatus(name, "untargeted", "NotTargeted", f"{name}: no target")
+    fleet_window = c.window is not None and c.window.spec is not None  # admission writes one
+    wants_window = {
+        m["metadata"]["name"] for m in c.want if fleet_window or m["spec"].get("window") is not None
+    }
+    pruned = [p.name for p in c.have.values() if p.window_pruned and p.name in wants_window]
+    if pruned:
+        return ComponentStatus(name, "waiting", WINDOW_PRUNED, f"{name}: {pruned_text(pruned)}")
     if not c.want:  # the K3s path is empty (the cluster runs the target) / the OS is current
         if c.in_flight:
             return _admit_next(
@@ -345,6 +377,8 @@ def _one(
     step = str(c.want[0]["metadata"]["annotations"].get(STEP_ANNOTATION))
     changes = [(m, c.have.get(m["metadata"]["name"])) for m in c.want]
     changes = [(m, h) for m, h in changes if _differs(h, m)]
+    if sequence_workers:
+        changes = _control_plane_first(c, changes)
     if not changes:
         if c.in_flight:
             return _admit_next(
@@ -409,10 +443,18 @@ def _one(
     for m, have in changes:
         mname = m["metadata"]["name"]
         m = _admitted_manifest(c, m, have, nodes=nodes, now=now, fresh=names, fallback=first)
+        after = ""
+        if not sequence_workers and mname in LEADER_PLANS:
+            after = f" (apply once {LEADER_PLANS[mname]} is complete)"
         if have is None:
             actions.append(
                 Action(
-                    "create", mname, site.namespace, name, f"start {name} step {step}", manifest=m
+                    "create",
+                    mname,
+                    site.namespace,
+                    name,
+                    f"start {name} step {step}{after}",
+                    manifest=stamp_window(m),
                 )
             )
         else:
@@ -424,7 +466,7 @@ def _one(
                 }
             }
             verb = "advance to" if _step_key(name, have.step) != _step_key(name, step) else "update"
-            manifest = merge_for_update(m, live)
+            manifest = stamp_window(merge_for_update(m, live))
             actions.append(
                 Action(
                     "update",
@@ -437,6 +479,25 @@ def _one(
                 )
             )
     return ComponentStatus(name, "started", "StepStarted", f"{name}: step {step} started", step)
+
+
+def _control_plane_first(
+    c: _Comp, changes: list[tuple[Mapping[str, Any], PlanState | None]]
+) -> list[tuple[Mapping[str, Any], PlanState | None]]:
+    """``changes`` without the worker Plans whose control-plane Plan is being written now or
+    is not complete yet (see the module docstring)."""
+    changed = {m["metadata"]["name"] for m, _ in changes}
+    wanted = {m["metadata"]["name"] for m in c.want}
+    progress = {p.plan: p for p in c.progress}
+    out = []
+    for m, have in changes:
+        leader = LEADER_PLANS.get(m["metadata"]["name"])
+        if leader is not None and leader in wanted:
+            done = leader in progress and progress[leader].complete
+            if leader in changed or not done:
+                continue
+        out.append((m, have))
+    return out
 
 
 def _delete(p: PlanState, component: str, reason: str, site: Site, actions: list[Action]) -> bool:
@@ -473,7 +534,10 @@ def _conditions(
     started = [s for s in statuses if s.state == "started"]
     running = [s for s in statuses if s.state == "running"]
     waiting = [s for s in statuses if s.state == "waiting"]
-    if started:
+    pruned = [s for s in statuses if s.reason == WINDOW_PRUNED]
+    if pruned:  # held, whatever else runs: the operator must act
+        applying = Condition(APPLYING, "False", WINDOW_PRUNED, message)
+    elif started:
         applying = Condition(APPLYING, "True", "StepStarted", message)
     elif running:
         applying = Condition(APPLYING, "True", "StepRunning", message)

@@ -21,6 +21,7 @@ it, SUC has not resolved the spec and the labels on the nodes are an earlier spe
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,10 +39,17 @@ from gitedge.errors import VersionError
 DONE_LABEL_PREFIX = "plan.upgrade.cattle.io/"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DISABLED = "disabled"  # a node labelled plan.upgrade.cattle.io/<plan>=disabled: SUC skips it
+# the spec.window gitedge wrote (JSON): an API server whose Plan CRD lacks the field (SUC older
+# than v0.15.0) prunes spec.window but keeps annotations, so a pruned window is seen on any read
+WINDOW_ANNOTATION = "gitedge.io/window"
+JOB_PLAN_LABEL = "upgrade.cattle.io/plan"  # pkg/apis/upgrade.cattle.io constants LabelPlan
+JOB_VERSION_LABEL = "upgrade.cattle.io/version"  # LabelVersion: the Plan's latestVersion
 
 __all__ = [
     "DONE_LABEL_PREFIX",
+    "WINDOW_ANNOTATION",
     "ClusterSnapshot",
+    "JobFacts",
     "NodeFacts",
     "PlanState",
     "Progress",
@@ -113,6 +121,12 @@ class PlanState:
     def step(self) -> str | None:
         return self.annotations.get(STEP_ANNOTATION)
 
+    @property
+    def window_pruned(self) -> bool:
+        """gitedge wrote a ``spec.window`` (its annotation says so) and the stored Plan has
+        none: the API server pruned it, its Plan CRD predates SUC v0.15.0."""
+        return bool(self.annotations.get(WINDOW_ANNOTATION)) and "window" not in self.spec
+
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> PlanState:
         """From an upgrade.cattle.io/v1 Plan as JSON."""
@@ -138,11 +152,36 @@ class PlanState:
 
 
 @dataclass(frozen=True)
+class JobFacts:
+    """A Job SUC created for a Plan (pkg/upgrade/job/job.go ``New``): the Plan and version it
+    applies (its labels) and the ``activeDeadlineSeconds`` SUC gave it."""
+
+    name: str
+    plan: str
+    version: str
+    active_deadline: int | None
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> JobFacts:
+        """From a batch/v1 Job as JSON."""
+        labels = str_map(get_path(obj, "metadata", "labels"))
+        deadline = get_path(obj, "spec", "activeDeadlineSeconds")
+        return cls(
+            name=str(get_path(obj, "metadata", "name") or ""),
+            plan=labels.get(JOB_PLAN_LABEL, ""),
+            version=labels.get(JOB_VERSION_LABEL, ""),
+            active_deadline=deadline if isinstance(deadline, int) else None,
+        )
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
-    """The cluster as read in one pass: every node, and the Plans gitedge owns."""
+    """The cluster as read in one pass: every node, the Plans gitedge owns and the Jobs SUC
+    runs for them."""
 
     nodes: tuple[NodeFacts, ...]
     plans: tuple[PlanState, ...] = ()
+    jobs: tuple[JobFacts, ...] = ()
 
 
 def actual_k3s_version(nodes: Sequence[NodeFacts]) -> K3sVersion | None:
@@ -234,11 +273,26 @@ def digest_status(
 
 
 def _go_string(value: object) -> str:
-    """wrangler's convert.ToString for the scalars a Plan holds."""
-    if value is None:
+    """wrangler's ``data.Object.String`` on ``data.Convert(plan)`` (pkg/data/convert
+    ``ToString``): the typed Plan is marshalled first, so an ``omitempty`` zero value is absent
+    (""), a list gives its first item, then ``fmt.Sprint`` and TrimSpace."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None or value in (0, False, "", [], {}):
         return ""
+    return _go_sprint(value).strip()
+
+
+def _go_sprint(value: object) -> str:
+    """``fmt.Sprint`` of a value decoded from JSON (numbers as their JSON text)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{_go_sprint(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_sprint(v) for v in value) + "]"
     return str(value)
 
 

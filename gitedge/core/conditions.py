@@ -13,6 +13,9 @@ Condition types (``status.json`` in the agent's ``gitedge-status`` ConfigMap):
 - ``WindowClosed``    True when work is held back by a closed maintenance window
 - ``RollbackRefused`` True when the branch no longer descends from the last verified commit
 - ``ClockUntrusted``  True when the clock reads earlier than the newest verified commit
+- ``PlansAsWritten``  False when the API server stored a Plan other than written (``WindowPruned``:
+                      SUC older than v0.15.0; ``DeadlinePruned``: older than v0.12.0) or SUC
+                      gives its Jobs a shorter deadline than the Plan asks (``DeadlineClamped``)
 - ``Ready``           the summary: True only when the cluster runs what the fleet asks and
                       nothing above is wrong
 """
@@ -35,6 +38,7 @@ APPLYING = "Applying"
 ROLLBACK_REFUSED = "RollbackRefused"
 CLOCK_UNTRUSTED = "ClockUntrusted"
 WINDOW_CLOSED = "WindowClosed"
+PLANS_AS_WRITTEN = "PlansAsWritten"
 TYPES = (
     READY,
     SOURCE_VERIFIED,
@@ -43,6 +47,7 @@ TYPES = (
     ROLLBACK_REFUSED,
     CLOCK_UNTRUSTED,
     WINDOW_CLOSED,
+    PLANS_AS_WRITTEN,
 )
 UP_TO_DATE = "UpToDate"
 
@@ -138,6 +143,7 @@ def summarize(conditions: Iterable[Condition]) -> Condition:
         (CLOCK_UNTRUSTED, "True"),
         (SOURCE_VERIFIED, "False"),
         (MIRRORED, "False"),
+        (PLANS_AS_WRITTEN, "False"),
     )
     for ctype, status in checks:
         c = bad(ctype, status)

@@ -135,12 +135,25 @@ class K3sTarget(Model):
 
 
 class Drain(Model):
-    force: bool = False
-    timeout: Duration | None = None
+    """SUC's ``spec.drain``: a field left out here is left out of the Plan, so SUC's own default
+    applies (pkg/upgrade/job/job.go: --ignore-daemonsets and --delete-emptydir-data unless set
+    false; no --force, no --disable-eviction)."""
+
+    force: bool | None = None
+    timeout: Duration | None = Field(
+        default=None,
+        description="kubectl drain's --timeout; absent = 15m (the Job deadline fits it)",
+    )
     grace_period: int | None = Field(default=None, ge=0)
-    ignore_daemon_sets: bool = True
-    delete_emptydir_data: bool = False
-    disable_eviction: bool = False
+    ignore_daemon_sets: bool | None = Field(
+        default=None, description="absent = SUC's default, true"
+    )
+    delete_emptydir_data: bool | None = Field(
+        default=None,
+        description="absent = SUC's default, true (K3s's metrics-server uses an emptyDir: with "
+        "false, kubectl drain refuses the node)",
+    )
+    disable_eviction: bool | None = None
     skip_wait_for_delete_timeout: int | None = Field(default=None, ge=0)
 
 
@@ -148,6 +161,11 @@ class Rollout(Model):
     concurrency: int = Field(default=1, ge=1)
     cordon: bool = True
     drain: Drain | None = None
+    upgrade_timeout: Duration | None = Field(
+        default=None,
+        description="how long the upgrade itself may take on one node (absent = 20m); each "
+        "Job's deadline is this plus the drain timeout and SUC's start-up allowance",
+    )
     order: tuple[Literal["k3s", "os"], ...] = ("k3s", "os")
 
     @field_validator("order")

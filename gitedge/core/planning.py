@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from gitedge.core.fleet import Fleet, K3sTarget, OsTarget, Rollout, UpgradeTarget
 from gitedge.core.suc import Site, k3s_plans
-from gitedge.core.suc import os_plan as os_suc_plan
+from gitedge.core.suc import os_plans as os_suc_plans
 from gitedge.core.versions import K3sVersion, upgrade_path
 from gitedge.core.windows import MaintenanceWindowSpec, window_state
 from gitedge.errors import AmbiguousTarget
@@ -208,14 +208,12 @@ def render_next_steps(
             site=site,
         )
     if os_plan is not None and os_plan.current != os_plan.image:
-        out.append(
-            os_suc_plan(
-                os=os_plan.spec,
-                rollout=os_plan.rollout,
-                window=_window_spec(fleet, os_plan.window),
-                target=os_plan.target,
-                site=site,
-            )
+        out += os_suc_plans(
+            os=os_plan.spec,
+            rollout=os_plan.rollout,
+            window=_window_spec(fleet, os_plan.window),
+            target=os_plan.target,
+            site=site,
         )
     return tuple(out)
 

@@ -7,9 +7,29 @@ applies in and the site's cache, it renders the Plans of the component's *next s
 - K3s: a server Plan (control-plane nodes, concurrency 1, cordon) and an agent Plan whose
   ``prepare`` waits for the server Plan (``prepare <server-plan>``, as K3s documents), both on
   ``rancher/k3s-upgrade`` from the cache, ``version`` the step's K3s version;
-- OS: one Plan on every Linux node whose job runs the target's OS image with the upgrader's
-  command: ``kairos``/``elemental`` ``/usr/sbin/suc-upgrade``; ``bootc`` ``bootc switch --apply``
-  of the host (via ``chroot /host``) to the cached image; ``custom`` the target's command/args.
+- OS: a control-plane Plan (concurrency 1: an OS upgrade reboots the node, and two servers down
+  at once can cost etcd its quorum) and a worker Plan with the target's concurrency, whose job
+  runs the target's OS image with the upgrader's command: ``kairos``/``elemental``
+  ``/usr/sbin/suc-upgrade``; ``bootc`` ``bootc switch --apply`` of the host (via ``chroot
+  /host``) to the cached image; ``custom`` the target's command/args.
+
+Control-plane nodes go one at a time for every component. SUC has no ordering between Plans
+(handle_upgrade.go acts on each Plan alone; k3s-upgrade's ``prepare`` is K3s-specific), so the
+*agent* orders them: each component's worker Plan (``gitedge-k3s-agent``, ``gitedge-os-agent``)
+is written only once its control-plane Plan is complete (core/applying.py). Worker Jobs then never
+sit in ``prepare`` while the servers take their time, which keeps their deadline honest.
+
+Every Plan sets ``jobActiveDeadlineSecs`` (:func:`job_deadline`): SUC's default is 600 s
+(``defaultActiveDeadlineSeconds`` in pkg/upgrade/job/job.go; 900 s in its shipped manifest) and a
+Job past it fails. The deadline is the sum of a start-up allowance (SUC creates the Job paused and
+unpauses it once the node is in ``status.applying``, job.go ``New``; images are pulled), the
+prepare allowance when the Plan has a prepare container, the drain timeout when it drains (a
+drain without a timeout is rendered with 15m: kubectl's own default waits forever, which no
+deadline can fit), and ``rollout.upgradeTimeout`` (default 20m) for the upgrade itself.
+
+``drain`` carries only the fields the fleet set (job.go ``New`` passes ``--ignore-daemonsets``
+and ``--delete-emptydir-data`` unless a field says false: rendering false by default made
+kubectl refuse every node running K3s's metrics-server, whose pod mounts an emptyDir).
 
 Images point at the registry cache (``registry.cache.url``: same repository path, cache host).
 SUC appends ``:<version>`` (``+`` made ``-``) to an upgrade image *only when it has neither tag
@@ -34,8 +54,10 @@ enforces them by not creating or advancing Plans outside its own window.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from gitedge.core.fleet import Drain, OsTarget, Rollout
@@ -51,20 +73,30 @@ STEP_ANNOTATION = "gitedge.io/step"
 SUC_DIGEST_ANNOTATION = "upgrade.cattle.io/digest"  # spec fields SUC adds to status.latestHash
 SERVER_PLAN = "gitedge-k3s-server"
 AGENT_PLAN = "gitedge-k3s-agent"
-OS_PLAN = "gitedge-os"
+OS_SERVER_PLAN = "gitedge-os-server"
+OS_AGENT_PLAN = "gitedge-os-agent"
+LEADER_PLANS = {AGENT_PLAN: SERVER_PLAN, OS_AGENT_PLAN: OS_SERVER_PLAN}  # worker -> control plane
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 SUC_UPGRADE = "/usr/sbin/suc-upgrade"
 
 __all__ = [
     "AGENT_PLAN",
-    "OS_PLAN",
+    "LEADER_PLANS",
+    "OS_AGENT_PLAN",
+    "OS_SERVER_PLAN",
     "SERVER_PLAN",
     "Site",
+    "job_deadline",
     "k3s_image_tag",
     "k3s_plans",
-    "os_plan",
+    "os_plans",
     "suc_window",
 ]
+
+START_ALLOWANCE = timedelta(minutes=3)  # paused Job unpaused, pod scheduled, images pulled
+PREPARE_ALLOWANCE = timedelta(minutes=5)  # k3s-upgrade's prepare, its servers already done
+DEFAULT_DRAIN_TIMEOUT = timedelta(minutes=15)
+DEFAULT_UPGRADE_TIMEOUT = timedelta(minutes=20)
 
 
 @dataclass(frozen=True)
@@ -128,27 +160,55 @@ def suc_window(spec: MaintenanceWindowSpec | None) -> dict[str, Any] | None:
     }
 
 
+def _drain_timeout(drain: Drain) -> timedelta:
+    """The drain's timeout: the fleet's, or 15m when it sets none (or 0, which kubectl reads as
+    "wait forever")."""
+    if drain.timeout is None or drain.timeout <= timedelta(0):
+        return DEFAULT_DRAIN_TIMEOUT
+    return drain.timeout
+
+
 def _drain(drain: Drain) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "force": drain.force,
-        "ignoreDaemonSets": drain.ignore_daemon_sets,
-        "deleteEmptydirData": drain.delete_emptydir_data,
-        "disableEviction": drain.disable_eviction,
-    }
-    if drain.timeout is not None:
-        out["timeout"] = f"{int(drain.timeout.total_seconds())}s"
-    if drain.grace_period is not None:
-        out["gracePeriod"] = drain.grace_period
-    if drain.skip_wait_for_delete_timeout is not None:
-        out["skipWaitForDeleteTimeout"] = drain.skip_wait_for_delete_timeout
+    """SUC's spec.drain with what the fleet set, and a timeout (see the module docstring)."""
+    out: dict[str, Any] = {"timeout": f"{int(_drain_timeout(drain).total_seconds())}s"}
+    for key, value in (
+        ("force", drain.force),
+        ("ignoreDaemonSets", drain.ignore_daemon_sets),
+        ("deleteEmptydirData", drain.delete_emptydir_data),
+        ("disableEviction", drain.disable_eviction),
+        ("gracePeriod", drain.grace_period),
+        ("skipWaitForDeleteTimeout", drain.skip_wait_for_delete_timeout),
+    ):
+        if value is not None:
+            out[key] = value
     return out
 
 
+def job_deadline(*, rollout: Rollout, drain: bool, prepare: bool) -> int:
+    """``jobActiveDeadlineSecs`` of a Plan (seconds): start-up allowance, + the prepare
+    allowance when the Plan has a prepare container, + the drain timeout when it drains, + the
+    upgrade timeout. SUC clamps it by ``SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX`` when
+    that is set (job.go ``New``); the agent reports a clamp it sees on SUC's Jobs."""
+    total = START_ALLOWANCE
+    if prepare:
+        total += PREPARE_ALLOWANCE
+    if drain and rollout.drain is not None:
+        total += _drain_timeout(rollout.drain)
+    total += (
+        rollout.upgrade_timeout if rollout.upgrade_timeout is not None else DEFAULT_UPGRADE_TIMEOUT
+    )
+    return int(total.total_seconds())
+
+
 def _rollout(spec: dict[str, Any], rollout: Rollout, *, concurrency: int | None = None) -> None:
+    """Concurrency, cordon, drain and the Job deadline that fits them."""
     spec["concurrency"] = concurrency if concurrency is not None else rollout.concurrency
     spec["cordon"] = rollout.cordon
     if rollout.drain is not None:
         spec["drain"] = _drain(rollout.drain)
+    spec["jobActiveDeadlineSecs"] = job_deadline(
+        rollout=rollout, drain=rollout.drain is not None, prepare="prepare" in spec
+    )
 
 
 def _plan(
@@ -187,6 +247,7 @@ def k3s_plans(
     # servers one at a time, cordoned, never drained (draining the last control plane would
     # evict what the upgrade needs); the target's concurrency and drain apply to agents
     server["concurrency"], server["cordon"] = 1, True
+    server["jobActiveDeadlineSecs"] = job_deadline(rollout=rollout, drain=False, prepare=False)
     agent: dict[str, Any] = {
         "nodeSelector": {"matchExpressions": [{"key": CONTROL_PLANE, "operator": "DoesNotExist"}]},
         "serviceAccountName": site.service_account,
@@ -205,15 +266,17 @@ def k3s_plans(
     ]
 
 
-def os_plan(
+def os_plans(
     *,
     os: OsTarget,
     rollout: Rollout,
     window: MaintenanceWindowSpec | None,
     target: str,
     site: Site,
-) -> dict[str, Any]:
-    """The Plan that moves every Linux node to ``os.image`` with its upgrader."""
+) -> list[dict[str, Any]]:
+    """The Plans that move every Linux node to ``os.image`` with its upgrader: control-plane
+    nodes one at a time, then the others with the target's concurrency (the agent writes the
+    second once the first is complete)."""
     ref = ImageRef.parse(os.image)
     image = _image(ref, tag=ref.tag, site=site)
     digest = image.partition("@")[2] or None
@@ -230,18 +293,24 @@ def os_plan(
         upgrade["command"] = list(os.command or ())
         if os.args:
             upgrade["args"] = list(os.args)
-    spec: dict[str, Any] = {
-        "nodeSelector": {
-            "matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]
-        },
-        "serviceAccountName": site.service_account,
-        "tolerations": [{"operator": "Exists"}],  # every node runs the fleet's OS
-        "upgrade": upgrade,
-        "version": version,
-    }
-    _rollout(spec, rollout)
-    meta = _meta(OS_PLAN, component="os", target=target, step=str(ref), site=site)
-    # SUC hashes only version + service account (+ the fields this annotation names) into
-    # latestHash, the value a done node carries: a new OS digest under the same tag must count
-    meta["annotations"][SUC_DIGEST_ANNOTATION] = "spec.upgrade.image"
-    return _plan(meta, spec, suc_window(window))
+    linux = {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
+    out = []
+    # Exists / DoesNotExist: together the two Plans select every Linux node exactly once
+    for name, role, concurrency in (
+        (OS_SERVER_PLAN, "Exists", 1),
+        (OS_AGENT_PLAN, "DoesNotExist", None),
+    ):
+        spec: dict[str, Any] = {
+            "nodeSelector": {"matchExpressions": [linux, {"key": CONTROL_PLANE, "operator": role}]},
+            "serviceAccountName": site.service_account,
+            "tolerations": [{"operator": "Exists"}],  # every node runs the fleet's OS
+            "upgrade": copy.deepcopy(upgrade),
+            "version": version,
+        }
+        _rollout(spec, rollout, concurrency=concurrency)
+        meta = _meta(name, component="os", target=target, step=str(ref), site=site)
+        # SUC hashes only version + service account (+ the fields this annotation names) into
+        # latestHash, the value a done node carries: a new OS digest under the same tag must count
+        meta["annotations"][SUC_DIGEST_ANNOTATION] = "spec.upgrade.image"
+        out.append(_plan(meta, spec, suc_window(window)))
+    return out

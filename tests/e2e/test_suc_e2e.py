@@ -14,27 +14,46 @@ to the target. Settings (environment):
                               the nodes pull rancher/k3s-upgrade themselves)
 - ``GITEDGE_E2E_TIMEOUT``     seconds the whole path may take (default 3600)
 - ``GITEDGE_E2E_POLL``        seconds between agent passes (default 15)
+- ``GITEDGE_E2E_IMAGE``       the gitedge image (built from the Containerfile, pullable by the
+                              nodes): deploys deploy/ with it and checks the agent container
+                              starts and keeps running (skipped when unset)
 
 Covers, as tests/test_kube.py does over the emulator: with the window closed nothing is written;
 with it open the path is walked one minor at a time (each step done on every node, by SUC's done
 labels and the kubelets, before the next starts), Events and the status ConfigMap say so, a Plan
 gitedge does not own is never touched, and suspending the target deletes gitedge's Plans only.
+Issue 14, on the real thing: SUC's status is read as SUC writes it (munged latestVersion, the
+latestHash gitedge recomputes, the per-node done label) and the path goes past the first minor;
+the agents are drained with only a timeout set (stock K3s's metrics-server emptyDir does not
+block kubectl drain); at most one control-plane node is in any gitedge Plan's
+``status.applying`` at a time and the agent Plan is written only once the server Plan is done;
+every Plan sets ``jobActiveDeadlineSecs`` and SUC's Jobs carry it (or ``PlansAsWritten`` says
+SUC clamped it); ``PlansAsWritten`` agrees with what the API server stored (``WindowPruned``
+on a SUC older than v0.15.0, whose CRD has no window).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from gitedge.adapters.kube import PLAN_GROUP, PLAN_PLURAL, PLAN_VERSION, Kube
 from gitedge.agent.applying import apply_step, report, status_fields
+from gitedge.core.clusterstate import (
+    DONE_LABEL_PREFIX,
+    munge_version,
+    resolved_hash,
+)
 from gitedge.core.fleet import Fleet, load_fleet
-from gitedge.core.suc import SERVER_PLAN, Site
+from gitedge.core.readback import plans_as_written
+from gitedge.core.suc import AGENT_PLAN, CONTROL_PLANE, SERVER_PLAN, Site
 from gitedge.core.versions import K3sVersion
 
 KUBECONFIG = os.environ.get("GITEDGE_E2E_KUBECONFIG")
@@ -67,7 +86,10 @@ def fleet(*, window_days: list[str], suspend: bool = False) -> Fleet:
         f'  days: [{", ".join(window_days)}]\n  start: "00:00"\n  end: "24:00"\n',
         "target.yaml": HEAD + "kind: UpgradeTarget\nmetadata: {name: e2e}\nspec:\n"
         f"  clusterSelector: {{}}\n  window: e2e\n  suspend: {str(suspend).lower()}\n"
-        f"  k3s: {{version: {RELEASES[-1]}}}\n  rollout: {{concurrency: 1, cordon: true}}\n",
+        f"  k3s: {{version: {RELEASES[-1]}}}\n"
+        # a drain with only a timeout: SUC's defaults (--delete-emptydir-data,
+        # --ignore-daemonsets) must get it past stock K3s's metrics-server and svclb pods
+        "  rollout: {concurrency: 1, cordon: true, drain: {timeout: 10m}}\n",
     }
     return load_fleet({k: v.encode() for k, v in files.items()})
 
@@ -91,6 +113,40 @@ def one_pass(kube: Kube, f: Fleet):
     status = kube.read_status()
     assert status is not None
     return result, {c.type: c for c in status.conditions}
+
+
+def check_plans_as_suc_sees_them(kube: Kube, conds: dict) -> None:
+    """Issue 14 on the real cluster, at one instant (see the module docstring)."""
+    plans = {p.name: p for p in kube.owned_plans()}
+    jobs = kube.plan_jobs(plans)
+    nodes = {n.name: n for n in kube.nodes()}
+    as_written = conds.get("PlansAsWritten")
+    for p in plans.values():
+        deadline = p.spec.get("jobActiveDeadlineSecs")
+        assert isinstance(deadline, int) and deadline > 600, (p.name, deadline)
+        if p.latest_version is not None and p.latest_version == munge_version(
+            str(p.spec["version"])
+        ):
+            # SUC munges the version, and its hash is the one gitedge computes
+            assert p.latest_hash == resolved_hash(p), (p.name, p.latest_hash)
+        for j in (j for j in jobs if j.plan == p.name and j.version == p.latest_version):
+            if j.active_deadline != deadline:  # read-back over this same read reports it
+                again = plans_as_written(list(plans.values()), jobs)
+                assert again.reason == "DeadlineClamped" and p.name in again.message, j
+        if "window" not in p.spec and p.annotations.get("gitedge.io/window"):
+            assert as_written is not None and as_written.reason == "WindowPruned"
+    applying_servers = {
+        n for p in plans.values() for n in p.applying if nodes.get(n) and nodes[n].control_plane
+    }
+    assert len(applying_servers) <= 1, f"control-plane nodes upgrading together: {applying_servers}"
+    if AGENT_PLAN in plans and SERVER_PLAN in plans:
+        server = plans[SERVER_PLAN]
+        if plans[AGENT_PLAN].spec.get("version") == server.spec.get("version"):
+            # the agent Plan of a step is written only once every server is done with it
+            done = DONE_LABEL_PREFIX + SERVER_PLAN
+            servers = [n for n in nodes.values() if n.labels.get(CONTROL_PLANE) == "true"]
+            want = resolved_hash(server)
+            assert all(n.labels.get(done) == want for n in servers), "agent Plan before servers"
 
 
 def test_closed_window_writes_nothing(kube):
@@ -128,6 +184,7 @@ def test_path_one_minor_at_a_time_foreign_plan_untouched_then_removed(kube):
         while True:
             result, conds = one_pass(kube, fleet(window_days=open_all))
             assert result.error is None, result.error
+            check_plans_as_suc_sees_them(kube, conds)
             started = {a.manifest["spec"]["version"] for a in result.performed if a.manifest}
             assert len(started) <= 1, f"two steps in one pass: {started}"
             if started:
@@ -174,3 +231,33 @@ def test_status_configmap_is_readable(kube):
     assert datetime.fromisoformat(
         str(status.fields["updated"]).replace("Z", "+00:00")
     ) > datetime.now(UTC) - timedelta(days=1)
+
+
+IMAGE = os.environ.get("GITEDGE_E2E_IMAGE")
+
+
+@pytest.mark.skipif(not IMAGE, reason="GITEDGE_E2E_IMAGE is not set")
+@pytest.mark.timeout(900)
+def test_the_agent_pod_starts_from_the_image_and_deploy(tmp_path):
+    """deploy/ applied with the image built from the Containerfile: the container runs what
+    ENTRYPOINT and the Deployment's args compose and keeps running (a usage error exits 2 and
+    crash-loops). The namespace gitedge-system is left in place; delete it to clean up."""
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    kubectl = ["kubectl", "--kubeconfig", str(KUBECONFIG)]
+    subprocess.run([*kubectl, "apply", "-f", str(deploy)], check=True, timeout=120)
+    subprocess.run(
+        [*kubectl, "-n", "gitedge-system", "set", "image", "deployment/gitedge", f"agent={IMAGE}"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    subprocess.run(
+        [*kubectl, "-n", "gitedge-system", "rollout", "status", "deployment/gitedge",
+         "--timeout=600s"],
+        check=True, timeout=660,
+    )  # fmt: skip
+    time.sleep(60)  # long enough for a crash loop to show
+    out = subprocess.run(
+        [*kubectl, "-n", "gitedge-system", "get", "pods", "-l", "app.kubernetes.io/name=gitedge",
+         "-o", "jsonpath={.items[*].status.containerStatuses[*].restartCount}"],
+        check=True, timeout=60, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.stdout.split() == ["0"], out.stdout
