@@ -660,9 +660,11 @@ def _admit_next(
             },
             "spec": dict(have.spec),
         }
-        manifest = merge_for_update(
-            adm.with_admission(desired, **move.manifest_fields),
-            {"metadata": {"resourceVersion": have.resource_version}},
+        manifest = stamp_window(
+            merge_for_update(
+                adm.with_admission(desired, **move.manifest_fields),
+                {"metadata": {"resourceVersion": have.resource_version}},
+            )
         )
         actions.append(
             Action(
