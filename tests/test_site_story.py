@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from gitedge.core.suc import OS_AGENT_PLAN, OS_SERVER_PLAN
 from gitedge.core.windows import MaintenanceWindowSpec, is_open, window_state
 from tests.agentkit import START, push_image, served_fleet_repo
 from tests.gitserver import git_daemon
@@ -175,16 +176,19 @@ def test_a_site_goes_from_v127_to_v130_and_a_new_os_inside_its_windows(
         pytest.fail(f"not done after {LIMIT}: {status(api)['conditions']}")
 
     starts = [e for e in sim.log if e.kind in ("job-created", "pod-started")]
+    starts += sim.disruptions()  # cordons and upgrade containers starting
     assert starts, "SUC started no Job"
     for e in starts:  # the core promise
         assert is_open(SPEC, e.at), f"{e.kind} {e.plan} on {e.node} at {e.at}: window closed"
+    assert sim.max_concurrent_upgrades(SERVERS) == 1
     # the whole path happened: every node on v1.30, every node done with the OS Plan
     nodes = api.items("nodes")
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {RELEASES[-1]}
-    os_hash = api.get("plans", "gitedge-os", NS)["status"]["latestHash"]
-    assert all(
-        n["metadata"]["labels"].get("plan.upgrade.cattle.io/gitedge-os") == os_hash for n in nodes
-    )
+    for plan, names in ((OS_SERVER_PLAN, SERVERS), (OS_AGENT_PLAN, AGENTS)):
+        done = api.get("plans", plan, NS)["status"]["latestHash"]
+        for n in nodes:
+            if n["metadata"]["name"] in names:
+                assert n["metadata"]["labels"].get(f"plan.upgrade.cattle.io/{plan}") == done
     # what the story had to cross
     nights = {e.at.astimezone(SPEC_ZONE).date() for e in starts}
     assert len(nights) >= 3, nights
