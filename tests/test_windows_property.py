@@ -23,15 +23,25 @@ whole minutes), so checking each minute checks every instant.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from gitedge.core import admission as adm
+from gitedge.core.applying import decide
+from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
+from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.planning import plan
+from gitedge.core.suc import Site
 from gitedge.core.sucwindow import SAFE_FOR, SUC_LATENCY, admission_window
+from gitedge.core.timefmt import iso_z
 from gitedge.core.windows import MaintenanceWindowSpec, window_state
 from tests.kuredwindow import TimeWindow
+from tests.sucsim import resolved_hash
 
 ZONES = (
     "UTC",
@@ -60,7 +70,7 @@ def _hhmm(minutes: int) -> str:
 
 
 @st.composite
-def windows(draw: st.DrawFn) -> MaintenanceWindowSpec:
+def window_docs(draw: st.DrawFn) -> dict[str, object]:
     zone = draw(st.sampled_from(ZONES))
     doc: dict[str, object] = {"timeZone": zone}
     shape = draw(st.sampled_from(("days", "days", "weekly-cron", "daily-cron", "monthly-cron")))
@@ -91,7 +101,11 @@ def windows(draw: st.DrawFn) -> MaintenanceWindowSpec:
             }
         )
     doc["blackouts"] = blackouts
-    return MaintenanceWindowSpec.model_validate(doc)
+    return doc
+
+
+def windows() -> st.SearchStrategy[MaintenanceWindowSpec]:
+    return window_docs().map(MaintenanceWindowSpec.model_validate)
 
 
 @st.composite
@@ -166,3 +180,84 @@ def test_suc_gating_of_what_gitedge_writes_stays_inside_the_fleet_window(
                 t = max(t, last)
             t += timedelta(minutes=1)
         day += timedelta(weeks=1)
+
+
+# ------------------------------------------------------------- every Plan decide() writes
+
+
+def _fleet(window: dict[str, object]) -> Fleet:
+    head = "apiVersion: gitedge.io/v1alpha1\n"
+    files = {
+        "releases.yaml": head + "kind: K3sReleases\nmetadata: {name: catalog}\nspec:\n"
+        "  versions: [v1.28.15+k3s1, v1.29.10+k3s1]\n",
+        "windows.yaml": head + "kind: MaintenanceWindow\nmetadata: {name: w}\n"
+        f"spec: {json.dumps(window)}\n",
+        "target.yaml": head + "kind: UpgradeTarget\nmetadata: {name: t}\nspec:\n"
+        "  clusterSelector: {}\n  window: w\n  rollout: {concurrency: 2}\n"
+        "  k3s: {version: v1.29.10+k3s1}\n",
+    }
+    return load_fleet({k: v.encode() for k, v in files.items()})
+
+
+def _node(name: str, *, cp: bool, done: dict[str, str] | None = None) -> NodeFacts:
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if cp:
+        labels["node-role.kubernetes.io/control-plane"] = "true"
+    for plan_name, h in (done or {}).items():
+        labels[f"plan.upgrade.cattle.io/{plan_name}"] = h
+    return NodeFacts(name, labels, "amd64", "v1.28.15+k3s1" if done else "v1.27.16+k3s1")
+
+
+def _decide(fleet: Fleet, nodes: list[NodeFacts], plans: list[PlanState], now: datetime) -> Any:
+    facts = cluster_facts(name="c", labels={}, nodes=nodes)
+    planned = plan(fleet, facts, now=now, site=Site())
+    return decide(
+        plan=planned, snapshot=ClusterSnapshot(nodes=tuple(nodes), plans=tuple(plans)), now=now,
+        site=Site(),
+    )  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), doc=window_docs(), servers_done=st.booleans())
+def test_every_plan_decide_writes_admits_only_jobs_that_end_inside_the_window(
+    data: st.DataObject, doc: dict[str, object], servers_done: bool
+) -> None:
+    """decide() as the agent runs it (a cluster of 3 servers and 3 agents, the first K3s step
+    not started, or its server Plan done so the agent Plan is written next): every Plan it writes
+    either admits no node, or admits nodes at ``now`` under a SUC window that kured opens for the
+    minute after, each Job (its ``jobActiveDeadlineSecs``) ending inside the fleet window."""
+    spec = MaintenanceWindowSpec.model_validate(doc)
+    fleet = _fleet(doc)
+    now = data.draw(instants(spec))
+    nodes = [_node(f"server-{i}", cp=True) for i in range(3)]
+    nodes += [_node(f"agent-{i}", cp=False) for i in range(3)]
+    plans: list[PlanState] = []
+    if servers_done:
+        first = _decide(fleet, nodes, [], data.draw(instants(spec)))
+        if not first.actions:
+            return
+        server = dict(first.actions[0].manifest)
+        h = resolved_hash(server)
+        server["status"] = {"latestVersion": server["spec"]["version"].replace("+", "-"),
+                            "latestHash": h}  # fmt: skip
+        plans = [PlanState.from_object(server)]
+        done = {first.actions[0].name: h}
+        nodes = [_node(n.name, cp=n.control_plane, done=done if n.control_plane else None)
+                 for n in nodes]  # fmt: skip
+    d = _decide(fleet, nodes, plans, now)
+    for a in d.actions:
+        assert a.manifest is not None
+        written = a.manifest["spec"]
+        admitted = adm.admitted(written)
+        event(f"{a.verb} {a.name} admitting {len(admitted)}")
+        if not admitted:
+            continue
+        assert a.manifest["metadata"]["annotations"][adm.ADMITTED_AT] == iso_z(now)
+        assert sum(n.startswith("server-") for n in admitted) <= 1
+        w = written["window"]
+        kured = TimeWindow.new(w["days"], w["startTime"], w["endTime"], w["timeZone"])
+        deadline = timedelta(seconds=written["jobActiveDeadlineSecs"])
+        for second in range(0, 60, 5):
+            at = now + timedelta(seconds=second)
+            assert kured.contains(at), (w, at)
+            assert _job_fits(spec, at, deadline), (doc, w, at)
