@@ -263,7 +263,7 @@ def decide(
     only (listed by the ``managed-by`` label); any other is ignored, never deleted.
     ``sequence_workers`` False (print mode: no cluster to read the control plane's progress
     from) decides every Plan of a step at once, a worker Plan's reason naming the Plan it must
-    follow."""
+    follow, and admits no batch (core/admission.py): the Plans are printed as rendered."""
     is_open: dict[Component, bool] = dict(windows) if windows is not None else windows_open(plan)
     if not clock_trusted:
         is_open = {"k3s": False, "os": False}
@@ -364,6 +364,8 @@ def _one(
         return ComponentStatus(name, "waiting", WINDOW_PRUNED, f"{name}: {pruned_text(pruned)}")
     if not c.want:  # the K3s path is empty (the cluster runs the target) / the OS is current
         if c.in_flight:
+            if not sequence_workers:  # print mode: no admission (nothing read back)
+                return ComponentStatus(name, "running", "StepRunning", f"{name}: {c.describe()}")
             return _admit_next(
                 c,
                 nodes=nodes,
@@ -381,6 +383,9 @@ def _one(
         changes = _control_plane_first(c, changes)
     if not changes:
         if c.in_flight:
+            if not sequence_workers:  # print mode: no admission (nothing read back)
+                text = f"{name} {step}: {c.describe()}"
+                return ComponentStatus(name, "running", "StepRunning", text, step)
             return _admit_next(
                 c,
                 nodes=nodes,
@@ -433,7 +438,7 @@ def _one(
         return ComponentStatus(
             name, "waiting", "NoNodes", f"{name} {step}: the cluster has no nodes", step
         )
-    first = _gate(c, changes[0][0], now)
+    first = _gate(c, changes[0][0], now) if sequence_workers else {}
     if not c.open or (c.window is not None and c.window.spec is not None and first is None):
         text = _window_text(c.window if clock_trusted else None, now)
         if c.open:
@@ -442,7 +447,8 @@ def _one(
     names = {m["metadata"]["name"] for m, _ in changes}
     for m, have in changes:
         mname = m["metadata"]["name"]
-        m = _admitted_manifest(c, m, have, nodes=nodes, now=now, fresh=names, fallback=first)
+        if sequence_workers:  # print mode prints the Plans as rendered: nobody admits later
+            m = _admitted_manifest(c, m, have, nodes=nodes, now=now, fresh=names, fallback=first)
         after = ""
         if not sequence_workers and mname in LEADER_PLANS:
             after = f" (apply once {LEADER_PLANS[mname]} is complete)"
