@@ -20,8 +20,9 @@ from gitedge.core.suc import AGENT_PLAN, SERVER_PLAN, suc_window
 from gitedge.core.sucwindow import JOB_TTL, admission_window
 from gitedge.core.windows import MaintenanceWindowSpec, is_open
 from tests import fleetstory as fs
+from tests.kubeapi import KubeEmulator
 from tests.kuredwindow import suc_window_contains
-from tests.sucsim import resolved_hash
+from tests.sucsim import SucSim, resolved_hash
 
 BERLIN_FRIDAY_NIGHT = MaintenanceWindowSpec.model_validate(
     {"days": ["fri"], "start": "22:00", "end": "02:00", "timeZone": "Europe/Berlin"}
@@ -232,3 +233,52 @@ def test_a_batch_holds_at_most_one_control_plane_node_whatever_the_concurrency()
     assert adm.batch({"concurrency": 3}, todo, control_plane=servers) == ["agent-1", "server-1"]
     assert adm.batch({"concurrency": 3}, todo[1:], control_plane=servers) == ["server-1"]
     assert adm.batch({"concurrency": 2}, todo) == ["agent-1", "server-1"]
+
+
+# ------------------------------------------------- the agent stops; SUC alone for 60 days
+
+
+def _write_first_pass(api: KubeEmulator, now: datetime) -> None:
+    """One decide() at ``now`` over the emulator's nodes, its Plans stored as written."""
+    nodes = [NodeFacts.from_object(n) for n in api.items("nodes")]
+    for a in decide_at(nodes, now=now).actions:
+        assert a.verb == "create" and a.manifest is not None
+        api.put(a.manifest)
+
+
+def _cluster(api: KubeEmulator) -> None:
+    api.add_node("server-0", kubelet=fs.START, control_plane=True)
+    api.add_node("agent-0", kubelet=fs.START)
+    api.add_node("agent-1", kubelet=fs.START)
+
+
+def test_the_agent_stops_after_its_pass_and_suc_alone_for_60_days_starts_only_that_batch():
+    with KubeEmulator() as api:
+        _cluster(api)
+        _write_first_pass(api, fs.IN_WINDOW)  # the agent's last pass; it never comes back
+        sim = SucSim(api, now=fs.IN_WINDOW, namespace="system-upgrade", job_minutes=10)
+        sim.advance_to(fs.IN_WINDOW + timedelta(days=60))
+        work = sim.starts() + sim.disruptions()
+        assert {(e.plan, e.node) for e in work} == {(SERVER_PLAN, "server-0")}
+        for e in work:
+            assert is_open(NIGHTS, e.at), e
+        upgrade = sim.upgrades()
+        assert len(upgrade) == 1 and upgrade[0][3] is not None
+        assert is_open(NIGHTS, upgrade[0][3])  # it ended inside the window too
+
+
+def test_suc_down_when_the_agent_admitted_starts_the_batch_at_a_later_occurrence_inside():
+    """The window written is exact (weekly): SUC coming back days later, outside the window,
+    waits for the same weekday's opening and starts the admitted node there, in time."""
+    with KubeEmulator() as api:
+        _cluster(api)
+        _write_first_pass(api, fs.IN_WINDOW)
+        back = fs.IN_WINDOW + timedelta(days=3, hours=10)  # Thursday 12:00: closed
+        sim = SucSim(api, now=back, namespace="system-upgrade", job_minutes=10)
+        sim.advance_to(fs.IN_WINDOW + timedelta(days=8))
+        work = sim.starts() + sim.disruptions()
+        assert work and {e.node for e in work} == {"server-0"}
+        first = min(e.at for e in work)
+        assert first == fs.IN_WINDOW + timedelta(weeks=1)  # next Monday, 02:00
+        for e in work:
+            assert is_open(NIGHTS, e.at), e
