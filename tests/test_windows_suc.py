@@ -282,3 +282,20 @@ def test_suc_down_when_the_agent_admitted_starts_the_batch_at_a_later_occurrence
         assert first == fs.IN_WINDOW + timedelta(weeks=1)  # next Monday, 02:00
         for e in work:
             assert is_open(NIGHTS, e.at), e
+
+
+def test_residual_a_job_failing_while_the_agent_is_down_is_retried_only_on_its_node():
+    """The residual risk docs/architecture.md names: with the agent gone, SUC deletes a failed
+    Job after its TTL and creates it again with the gate skipped (``applying`` still names the
+    node), at any hour. What admission bounds is *where*: the admitted node only, never another."""
+    with KubeEmulator() as api:
+        _cluster(api)
+        _write_first_pass(api, fs.IN_WINDOW)
+        sim = SucSim(
+            api, now=fs.IN_WINDOW, namespace="system-upgrade", job_minutes=10,
+            fail=lambda plan, node, attempt: True,
+        )  # fmt: skip
+        sim.advance_to(fs.IN_WINDOW + timedelta(days=2))
+        work = sim.starts() + sim.disruptions()
+        assert {e.node for e in work} == {"server-0"}
+        assert any(not is_open(NIGHTS, e.at) for e in work)  # the named residual, not hidden
