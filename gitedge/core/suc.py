@@ -47,9 +47,10 @@ rollout; K3s steps differ by ``version`` already.
 Every Plan is labelled ``app.kubernetes.io/managed-by: gitedge``; the agent never touches
 Plans without that label.
 
-A days/start/end MaintenanceWindow is also rendered as SUC's ``window`` (a second guard: SUC
-starts no new job outside it). Cron windows and blackout dates have no SUC equivalent; the agent
-enforces them by not creating or advancing Plans outside its own window.
+The ``window`` rendered here (:func:`suc_window`) is a static subset of a days/start/end window,
+for Plans printed without the agent. The agent replaces it, and the nodes a Plan selects, with
+each batch it admits (core/admission.py, core/sucwindow.py): SUC skips its window gate while
+``status.applying`` is non-empty, so the window alone cannot keep a rollout inside.
 """
 
 from __future__ import annotations
