@@ -299,3 +299,31 @@ def test_residual_a_job_failing_while_the_agent_is_down_is_retried_only_on_its_n
         work = sim.starts() + sim.disruptions()
         assert {e.node for e in work} == {"server-0"}
         assert any(not is_open(NIGHTS, e.at) for e in work)  # the named residual, not hidden
+
+
+def test_a_plan_is_not_corrected_under_a_running_job_but_between_batches():
+    """handle_batch.go deletes a running Job whose Plan's version changed, and with
+    ``applying`` still naming the node SUC starts the new version's Job at once, gate skipped:
+    the fleet's in-place fix (v1.28.14 -> v1.28.15) waits for the running batch, then admits
+    afresh under a new window."""
+    plans = first_plans()
+    old = dict(plans[SERVER_PLAN])
+    old["spec"] = {**old["spec"], "version": "v1.28.14+k3s1"}
+    old["metadata"] = {
+        **old["metadata"],
+        "annotations": {**old["metadata"]["annotations"], "gitedge.io/step": "v1.28.14+k3s1"},
+    }
+    running = decide_at(START_NODES, [stored(old, applying=["server-0"])])
+    assert running.actions == ()
+    assert "changed once SUC's running Jobs end" in cond_message(running)
+    later = fs.IN_WINDOW + timedelta(minutes=30)
+    between = decide_at(START_NODES, [stored(old)], now=later)
+    assert [(a.verb, a.name) for a in between.actions] == [("update", SERVER_PLAN)]
+    fixed = between.actions[0].manifest
+    assert fixed is not None and fixed["spec"]["version"] == fs.PATH[0]
+    assert fixed["metadata"]["annotations"][adm.ADMITTED_AT] == "2026-11-23T02:30:00Z"
+    assert fixed["spec"]["window"]["startTime"] == "02:30:00"
+
+
+def cond_message(d: Any) -> str:
+    return next(c.message for c in d.conditions if c.type == "Applying")

@@ -417,6 +417,18 @@ def _one(
             f"{name} {current} still running ({c.describe()}); {step} after it",
             step,
         )
+    under = sorted(h.name for m, h in changes if h is not None and h.applying)
+    if under and sequence_workers:
+        # SUC deletes a running Job whose Plan's version changes and starts the new one at once,
+        # gate skipped (handle_batch.go, handle_upgrade.go): change a Plan only between batches
+        return ComponentStatus(
+            name,
+            "running",
+            "StepRunning",
+            f"{name} {step}: {', '.join(under)} changed once SUC's running Jobs end "
+            f"({c.describe()})",
+            step,
+        )
     if blocked is not None:
         return ComponentStatus(
             name,
@@ -589,9 +601,10 @@ def _admitted_manifest(
     fresh: set[str],
     fallback: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """``m`` as written: the same step corrected in place keeps its admission; a new step
-    admits its first batch, or none while its ``prepare`` Plan is not done."""
-    if have is not None and _step_key(c.name, have.step) == _step_key(c.name, _step_of(m)):
+    """``m`` as written: a Plan corrected in place with the same version and image keeps its
+    admission; a new step or version admits its first batch, or none while its ``prepare`` Plan
+    is not done."""
+    if have is not None and _rollout_key(have.spec) == _rollout_key(m["spec"]):
         return adm.with_admission(
             m,
             nodes=adm.admitted(have.spec),
@@ -612,11 +625,6 @@ def _admitted_manifest(
     return adm.with_admission(
         m, nodes=batch, window=gate or None, at=now if batch else None, withdrawn={}
     )
-
-
-def _step_of(m: Mapping[str, Any]) -> str | None:
-    value = m["metadata"].get("annotations", {}).get(STEP_ANNOTATION)
-    return str(value) if value is not None else None
 
 
 def _admit_next(
@@ -693,3 +701,9 @@ def _admit_next(
             text += f"; window {view.name!r} closes before a Job started now would end"
         return ComponentStatus(c.name, "waiting", "WaitingForWindow", text, step)
     return ComponentStatus(c.name, "running", "StepRunning", text, step)
+
+
+def _rollout_key(spec: Mapping[str, Any]) -> tuple[object, object]:
+    """What makes SUC start Jobs anew: the Plan's version and its upgrade image."""
+    upgrade = spec.get("upgrade")
+    return spec.get("version"), upgrade.get("image") if isinstance(upgrade, Mapping) else None
