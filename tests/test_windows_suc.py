@@ -327,3 +327,11 @@ def test_a_plan_is_not_corrected_under_a_running_job_but_between_batches():
 
 def cond_message(d: Any) -> str:
     return next(c.message for c in d.conditions if c.type == "Applying")
+
+
+def test_a_window_open_but_too_short_for_a_job_is_looked_at_again_soon_not_next_opening():
+    late = fs.IN_WINDOW.replace(hour=4, minute=50)  # "nights" closes at 05:00
+    d = decide_at(START_NODES, now=late)
+    assert d.actions == ()
+    assert "closes before a Job started now would end" in cond_message(d)
+    assert d.retry_after is not None and d.retry_after <= 300

@@ -82,6 +82,7 @@ PLAN_COMPONENT: Mapping[str, Component] = {
     OS_AGENT_PLAN: "os",
 }
 DEFAULT_ORDER: tuple[Component, Component] = ("k3s", "os")
+OPEN_BUT_SHORT_RETRY = 300.0  # s: a window open but too short now may allow a batch later
 
 __all__ = [
     "Action",
@@ -453,8 +454,9 @@ def _one(
     first = _gate(c, changes[0][0], now) if sequence_workers else {}
     if not c.open or (c.window is not None and c.window.spec is not None and first is None):
         text = _window_text(c.window if clock_trusted else None, now)
-        if c.open:
+        if c.open:  # open, but not long enough today: look again (a wrap goes on after midnight)
             text = f"window {c.window.name!r} closes before a Job started now would end"  # type: ignore[union-attr]
+            c.retry.append(OPEN_BUT_SHORT_RETRY)
         return ComponentStatus(name, "waiting", "WaitingForWindow", f"{name} {step}: {text}", step)
     names = {m["metadata"]["name"] for m, _ in changes}
     for m, have in changes:
@@ -699,6 +701,7 @@ def _admit_next(
             text += f"; {_window_text(view, now)}"
         elif view is not None:
             text += f"; window {view.name!r} closes before a Job started now would end"
+            c.retry.append(OPEN_BUT_SHORT_RETRY)
         return ComponentStatus(c.name, "waiting", "WaitingForWindow", text, step)
     return ComponentStatus(c.name, "running", "StepRunning", text, step)
 
