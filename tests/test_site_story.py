@@ -196,6 +196,11 @@ def test_a_site_goes_from_v127_to_v130_and_a_new_os_inside_its_windows(
     assert not any(str(e.at.astimezone(SPEC_ZONE).date()) == "2026-10-26" for e in starts)
     assert passes[0] < datetime(2026, 10, 26, tzinfo=UTC) < passes[-1], "blackout not crossed"
     assert any(e.kind == "job-failed" and e.node == "agent-2" for e in sim.log)
+    said = [str(e.get("message")) for e in api.items("events")]
+    assert any("withdraws agent-2" in m for m in said), "the failed node was not withdrawn"
+    failed_at = min(e.at for e in sim.log if e.kind == "job-failed" and e.node == "agent-2")
+    retried = [e for e in sim.log if e.kind == "pod-started" and e.node == "agent-2"]
+    assert any(e.at > failed_at for e in retried)  # admitted again later, inside a window
     down = [p for p in passes if AGENT_DOWN[0] <= p < AGENT_DOWN[1]]
     assert not down and passes[0] < AGENT_DOWN[0] and passes[-1] > AGENT_DOWN[1]
     print(f"site story: {len(passes)} agent passes, {len(starts)} Job/pod starts, {t}")
