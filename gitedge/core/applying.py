@@ -454,8 +454,8 @@ def _one(
     first = _gate(c, changes[0][0], now) if sequence_workers else {}
     if not c.open or (c.window is not None and c.window.spec is not None and first is None):
         text = _window_text(c.window if clock_trusted else None, now)
-        if c.open:  # open, but not long enough today: look again (a wrap goes on after midnight)
-            text = f"window {c.window.name!r} closes before a Job started now would end"  # type: ignore[union-attr]
+        if c.open and c.window is not None:  # open, not long enough now: look again soon
+            text = f"window {c.window.name!r} closes before a Job started now would end"
             c.retry.append(OPEN_BUT_SHORT_RETRY)
         return ComponentStatus(name, "waiting", "WaitingForWindow", f"{name} {step}: {text}", step)
     names = {m["metadata"]["name"] for m, _ in changes}
