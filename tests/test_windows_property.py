@@ -13,8 +13,8 @@ kured's ``Contains`` (tests/kuredwindow.py, what SUC's generating handler calls 
    admitted are not selected, and the ``applying`` exception only continues the admitted batch.
 2. SUC late (down, restarted any time in the following 60 days, with the agent down too): when
    the window is reported ``exact``, every instant in those 60 days at which SUC would open it is
-   one where a Job started then ends inside the fleet window. Weekly windows in UTC without
-   blackouts are always exact (SUC can express them).
+   one where a Job started then ends inside the fleet window. Weekly windows (days/start/end,
+   weekly or daily cron) in UTC without blackouts are always exact (SUC can express them).
 
 Breakpoints of both sides are whole minutes (kured's end is written HH:MM:59, inclusive to the
 last nanosecond, so SUC closes at the next whole minute; zone transitions and fleet windows are
@@ -157,7 +157,8 @@ def test_suc_gating_of_what_gitedge_writes_stays_inside_the_fleet_window(
         assert _job_fits(spec, at, deadline), (w, at)
     # 2. SUC acting any time in the next 60 days, the agent down: exact windows stay inside
     zone = ZoneInfo(spec.time_zone)
-    simple = spec.time_zone == "UTC" and not spec.blackouts and spec.cron is None
+    weekly = spec.cron is None or spec.cron.split()[2:4] == ["*", "*"]  # days, weekly/daily cron
+    simple = spec.time_zone == "UTC" and not spec.blackouts and weekly
     assert got.exact or not simple, (spec, now, w)
     event("exact for 60 days" if got.exact else "this occurrence only")
     if not got.exact:
