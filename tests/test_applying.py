@@ -133,14 +133,28 @@ def test_os_first_when_rollout_order_says_so():
 
 
 def test_a_running_step_is_not_replaced_and_reports_progress():
-    planned, _ = decide_at(cluster(fs.START))
-    plans = [stored(m) for m in k3s_manifests(planned)]
+    planned, first = decide_at(cluster(fs.START))
+    plans = [stored(a.manifest) for a in first.actions]  # as written: server-0 admitted
     server_done = {SERVER_PLAN: suc_latest_hash(k3s_manifests(planned)[0])}
     nodes = [
         node("server-0", fs.PATH[0], cp=True, done=server_done),
         node("agent-0", fs.START),
         node("agent-1", fs.START),
     ]
+    _, d = decide_at(nodes, plans)
+    # the same step: the agent Plan follows the done control plane, its first batch admitted
+    assert [(a.verb, a.name) for a in d.actions] == [("create", AGENT_PLAN)]
+    spec = d.actions[0].manifest["spec"]
+    assert spec["version"] == fs.PATH[0]
+    assert spec["nodeSelector"]["matchExpressions"][-1] == {
+        "key": "kubernetes.io/hostname",
+        "operator": "In",
+        "values": ["agent-0", "agent-1"],
+    }
+    applying = cond(d, "Applying")
+    assert (applying.status, applying.reason) == ("True", "StepStarted")
+    # the next pass, the agent Plan written with its batch in flight: progress, nothing written
+    plans.append(stored(d.actions[0].manifest, applying=["agent-0", "agent-1"]))
     _, d = decide_at(nodes, plans)
     assert d.actions == ()
     applying = cond(d, "Applying")
@@ -369,8 +383,8 @@ def test_update_keeps_labels_and_annotations_others_added():
 
 
 def test_fields_the_api_adds_are_not_differences():
-    planned, _ = decide_at(cluster(fs.START))
-    manifests = k3s_manifests(planned)
+    _, first = decide_at(cluster(fs.START))
+    manifests = [a.manifest for a in first.actions]  # as written, with their admission
     plans = []
     for m in manifests:
         m = {**m, "spec": {**m["spec"], "exclusive": False}}  # defaulted by someone

@@ -264,24 +264,27 @@ def test_no_plan_written_outside_the_window(api, kube):
     assert status["k3s"]["nextOpen"] == "2026-11-24T01:00:00Z"
 
 
-def test_a_running_step_finishes_after_the_window_closes_and_the_next_waits(api, kube):
+def test_no_step_starts_when_its_job_could_not_end_before_the_window_closes(api, kube):
     """SUC keeps a Plan going past the window's end while status.applying is non-empty
-    (handle_upgrade.go); gitedge writes nothing new (not even the step's agent Plan) until the
-    next window."""
-    late = fs.NEXT_OPEN + timedelta(hours=3, minutes=55)  # 04:55, the window ends at 05:00
-    sim = SucSim(api, now=late, namespace=NS, job_minutes=8)  # past 05:00, within the deadline
-    run_pass(kube, now=late)
+    (handle_upgrade.go), so a step started at 04:55 (the window ends at 05:00) would run after
+    it: gitedge writes nothing then and says why; at the next opening the server Plan is written
+    with its first batch, SUC starts it inside the window, and the agent Plan follows."""
+    late = fs.NEXT_OPEN + timedelta(hours=3, minutes=55)
+    sim = SucSim(api, now=late, namespace=NS, job_minutes=8)
+    _, status = run_pass(kube, now=late)
+    assert api.items("plans", NS) == []
+    assert status["conditions"]["WindowClosed"].status == "True"
+    assert "closes before a Job started now would end" in status["conditions"]["Applying"].message
+    sim.advance(minutes=60)
+    assert sim.starts() == []
+    opening = fs.NEXT_OPEN + timedelta(days=1)
+    run_pass(kube, now=opening)
+    sim.now = opening
     sim.reconcile()  # the server's job starts inside the window
     assert api.get("plans", SERVER_PLAN, NS)["status"]["applying"] == ["server-0"]
-    _, status = run_pass(kube, now=late + timedelta(minutes=5))
-    assert status["conditions"]["Applying"].reason == "StepRunning"
-    sim.advance(minutes=15)  # 05:10: the window has closed, the server's job has ended
+    sim.advance(minutes=15)
     assert api.get("nodes", "server-0")["status"]["nodeInfo"]["kubeletVersion"] == fs.PATH[0]
-    writes = len(api.writes("plans"))
-    _, status = run_pass(kube, now=sim.now)
-    assert len(api.writes("plans")) == writes  # the agent Plan waits for the next window
-    assert status["conditions"]["WindowClosed"].status == "True"
-    run_pass(kube, now=fs.NEXT_OPEN + timedelta(days=1))
+    run_pass(kube, now=sim.now)
     assert plan_versions(api) == {SERVER_PLAN: fs.PATH[0], AGENT_PLAN: fs.PATH[0]}
 
 
@@ -539,7 +542,8 @@ def test_a_pruned_window_holds_the_component_until_suc_can_keep_it(api, kube):
     with api.lock:  # (kubectl delete plan ...)
         del api.store[("plans", NS, SERVER_PLAN)]
     _, status = run_pass(kube)
-    assert api.get("plans", SERVER_PLAN, NS)["spec"]["window"]["startTime"] == "01:00"
+    window = api.get("plans", SERVER_PLAN, NS)["spec"]["window"]  # this occurrence, from now
+    assert (window["startTime"], window["days"]) == ("02:00:00", ["mon"])
     assert status["conditions"]["PlansAsWritten"].status == "True"
 
 

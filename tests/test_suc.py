@@ -148,11 +148,15 @@ PLAN_SCHEMA: dict[str, Any] = {  # upgrade.cattle.io/v1 Plan, from SUC's pkg/api
                         "days": {"type": "array", "minItems": 1, "items": {"enum": SUC_DAYS}},
                         "startTime": {
                             "type": "string",
-                            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                            # kured's parseTime layouts "15:04" and "15:04:05" (gitedge writes
+                            # seconds: kured's end is inclusive to its second's last nanosecond)
+                            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
                         },
                         "endTime": {
                             "type": "string",
-                            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                            # kured's parseTime layouts "15:04" and "15:04:05" (gitedge writes
+                            # seconds: kured's end is inclusive to its second's last nanosecond)
+                            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
                         },
                         "timeZone": {"type": "string"},
                     },
@@ -222,8 +226,8 @@ def test_k3s_server_and_agent_plans() -> None:
         assert p["spec"]["upgrade"]["image"] == "cache.site.lan:5000/rancher/k3s-upgrade"
         assert p["spec"]["window"] == {
             "days": ["mon", "tue"],
-            "startTime": "22:00",
-            "endTime": "23:59",
+            "startTime": "22:00:00",
+            "endTime": "23:59:59",  # 24:00 is not a time to Go: the last second of the day
             "timeZone": "Europe/Berlin",
         }
     assert server["spec"]["nodeSelector"]["matchExpressions"] == [

@@ -232,7 +232,9 @@ def test_k3s_worker_plan_follows_its_complete_control_plane_plan():
     fleet = fs.fleet(os=None, window=None)
     facts = cluster_facts(name="site", labels={}, nodes=nodes)
     planned = plan(fleet, facts, now=fs.IN_WINDOW, site=SITE)
-    server = next(m for m in planned.manifests if m["metadata"]["name"] == SERVER_PLAN)
+    first = decide(plan=planned, snapshot=ClusterSnapshot(tuple(nodes), ()), now=fs.IN_WINDOW,
+                   site=SITE)  # fmt: skip
+    server = dict(first.actions[0].manifest)  # as written: server-0 admitted (core/admission)
     live = PlanState.from_object({**server, "status": suc_status(server)})
     d = decide(plan=planned, snapshot=ClusterSnapshot(tuple(nodes), (live,)), now=fs.IN_WINDOW,
                site=SITE)  # fmt: skip

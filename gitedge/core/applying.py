@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from gitedge.core import admission as adm
 from gitedge.core.clusterstate import (
     ClusterSnapshot,
     NodeFacts,
@@ -59,6 +60,7 @@ from gitedge.core.planning import Plan, WindowView
 from gitedge.core.readback import WINDOW_PRUNED, plans_as_written, pruned_text, stamp_window
 from gitedge.core.suc import (
     AGENT_PLAN,
+    API_VERSION,
     COMPONENT_LABEL,
     LEADER_PLANS,
     MANAGED_BY,
@@ -80,6 +82,7 @@ PLAN_COMPONENT: Mapping[str, Component] = {
     OS_AGENT_PLAN: "os",
 }
 DEFAULT_ORDER: tuple[Component, Component] = ("k3s", "os")
+OPEN_BUT_SHORT_RETRY = 300.0  # s: a window open but too short now may allow a batch later
 
 __all__ = [
     "Action",
@@ -170,8 +173,17 @@ def _differs(have: PlanState | None, want: Mapping[str, Any]) -> bool:
     return not (
         _contains(have.labels, meta.get("labels", {}))
         and _contains(have.annotations, meta.get("annotations", {}))
-        and _contains(have.spec, want.get("spec", {}))
+        and _contains(_fleet_part(have.spec), _fleet_part(want.get("spec", {})))
     )
+
+
+def _fleet_part(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A Plan spec without what admission sets per batch (its node entry and SUC window)."""
+    out = dict(spec)
+    out.pop("window", None)
+    if "nodeSelector" in out:
+        out["nodeSelector"] = adm.base_selector(spec)
+    return out
 
 
 def merge_for_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,6 +229,7 @@ class _Comp:
     want: list[Mapping[str, Any]]
     have: dict[str, PlanState]
     progress: list[Progress]
+    retry: list[float] = field(default_factory=list)  # seconds until a pass must look again
 
     @property
     def in_flight(self) -> bool:
@@ -251,7 +264,7 @@ def decide(
     only (listed by the ``managed-by`` label); any other is ignored, never deleted.
     ``sequence_workers`` False (print mode: no cluster to read the control plane's progress
     from) decides every Plan of a step at once, a worker Plan's reason naming the Plan it must
-    follow."""
+    follow, and admits no batch (core/admission.py): the Plans are printed as rendered."""
     is_open: dict[Component, bool] = dict(windows) if windows is not None else windows_open(plan)
     if not clock_trusted:
         is_open = {"k3s": False, "os": False}
@@ -343,13 +356,26 @@ def _one(
                 f"{name} is no longer targeted; removed once SUC's jobs finish ({jobs})",
             )
         return ComponentStatus(name, "untargeted", "NotTargeted", f"{name}: no target")
-    wants_window = {m["metadata"]["name"] for m in c.want if m["spec"].get("window") is not None}
+    fleet_window = c.window is not None and c.window.spec is not None  # admission writes one
+    wants_window = {
+        m["metadata"]["name"] for m in c.want if fleet_window or m["spec"].get("window") is not None
+    }
     pruned = [p.name for p in c.have.values() if p.window_pruned and p.name in wants_window]
     if pruned:
         return ComponentStatus(name, "waiting", WINDOW_PRUNED, f"{name}: {pruned_text(pruned)}")
     if not c.want:  # the K3s path is empty (the cluster runs the target) / the OS is current
         if c.in_flight:
-            return ComponentStatus(name, "running", "StepRunning", f"{name}: {c.describe()}")
+            if not sequence_workers:  # print mode: no admission (nothing read back)
+                return ComponentStatus(name, "running", "StepRunning", f"{name}: {c.describe()}")
+            return _admit_next(
+                c,
+                nodes=nodes,
+                now=now,
+                site=site,
+                actions=actions,
+                step=None,
+                clock_trusted=clock_trusted,
+            )
         return ComponentStatus(name, "up-to-date", UP_TO_DATE, f"{name}: up to date")
     step = str(c.want[0]["metadata"]["annotations"].get(STEP_ANNOTATION))
     changes = [(m, c.have.get(m["metadata"]["name"])) for m in c.want]
@@ -358,8 +384,17 @@ def _one(
         changes = _control_plane_first(c, changes)
     if not changes:
         if c.in_flight:
-            return ComponentStatus(
-                name, "running", "StepRunning", f"{name} {step}: {c.describe()}", step
+            if not sequence_workers:  # print mode: no admission (nothing read back)
+                text = f"{name} {step}: {c.describe()}"
+                return ComponentStatus(name, "running", "StepRunning", text, step)
+            return _admit_next(
+                c,
+                nodes=nodes,
+                now=now,
+                site=site,
+                actions=actions,
+                step=step,
+                clock_trusted=clock_trusted,
             )
         if name == "os":
             return ComponentStatus(
@@ -383,6 +418,18 @@ def _one(
             f"{name} {current} still running ({c.describe()}); {step} after it",
             step,
         )
+    under = sorted(h.name for m, h in changes if h is not None and h.applying)
+    if under and sequence_workers:
+        # SUC deletes a running Job whose Plan's version changes and starts the new one at once,
+        # gate skipped (handle_batch.go, handle_upgrade.go): change a Plan only between batches
+        return ComponentStatus(
+            name,
+            "running",
+            "StepRunning",
+            f"{name} {step}: {', '.join(under)} changed once SUC's running Jobs end "
+            f"({c.describe()})",
+            step,
+        )
     if blocked is not None:
         return ComponentStatus(
             name,
@@ -404,11 +451,18 @@ def _one(
         return ComponentStatus(
             name, "waiting", "NoNodes", f"{name} {step}: the cluster has no nodes", step
         )
-    if not c.open:
+    first = _gate(c, changes[0][0], now) if sequence_workers else {}
+    if not c.open or (c.window is not None and c.window.spec is not None and first is None):
         text = _window_text(c.window if clock_trusted else None, now)
+        if c.open and c.window is not None:  # open, not long enough now: look again soon
+            text = f"window {c.window.name!r} closes before a Job started now would end"
+            c.retry.append(OPEN_BUT_SHORT_RETRY)
         return ComponentStatus(name, "waiting", "WaitingForWindow", f"{name} {step}: {text}", step)
+    names = {m["metadata"]["name"] for m, _ in changes}
     for m, have in changes:
         mname = m["metadata"]["name"]
+        if sequence_workers:  # print mode prints the Plans as rendered: nobody admits later
+            m = _admitted_manifest(c, m, have, nodes=nodes, now=now, fresh=names, fallback=first)
         after = ""
         if not sequence_workers and mname in LEADER_PLANS:
             after = f" (apply once {LEADER_PLANS[mname]} is complete)"
@@ -523,9 +577,136 @@ def _conditions(
 def _retry_after(
     comps: Mapping[Component, _Comp], statuses: Sequence[ComponentStatus], now: datetime
 ) -> float | None:
-    waits = []
+    waits = [r for c in comps.values() for r in c.retry]
     for s in statuses:
         view = comps[s.component].window
         if s.reason == "WaitingForWindow" and view is not None and view.next_open is not None:
             waits.append(max(0.0, (view.next_open - now).total_seconds()))
     return min(waits) if waits else None
+
+
+# ------------------------------------------------------------------------------ admission
+
+
+def _gate(c: _Comp, manifest: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
+    view = c.window
+    return adm.gate(view.spec if view is not None else None, manifest["spec"], now=now, open=c.open)
+
+
+def _admitted_manifest(
+    c: _Comp,
+    m: Mapping[str, Any],
+    have: PlanState | None,
+    *,
+    nodes: Sequence[NodeFacts],
+    now: datetime,
+    fresh: set[str],
+    fallback: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``m`` as written: a Plan corrected in place with the same version and image keeps its
+    admission; a new step or version admits its first batch, or none while its ``prepare`` Plan
+    is not done."""
+    if have is not None and _rollout_key(have.spec) == _rollout_key(m["spec"]):
+        return adm.with_admission(
+            m,
+            nodes=adm.admitted(have.spec),
+            window=have.spec.get("window"),
+            at=adm.admitted_at(have.annotations),
+            withdrawn=adm.withdrawn(have.annotations, now=now),
+        )
+    window = _gate(c, m, now)
+    waits = adm.prerequisite(m["spec"])
+    other = next((p for p in c.progress if p.plan == waits), None)
+    ready = waits is None or (waits not in fresh and other is not None and other.complete)
+    todo = adm.selected(m["spec"], [n.labels for n in nodes])
+    servers = {n.labels.get(adm.HOSTNAME, n.name) for n in nodes if n.control_plane}
+    batch = (
+        adm.batch(m["spec"], todo, control_plane=servers) if ready and window is not None else []
+    )
+    gate = window if window is not None else fallback
+    return adm.with_admission(
+        m, nodes=batch, window=gate or None, at=now if batch else None, withdrawn={}
+    )
+
+
+def _admit_next(
+    c: _Comp,
+    *,
+    nodes: Sequence[NodeFacts],
+    now: datetime,
+    site: Site,
+    actions: list[Action],
+    step: str | None,
+    clock_trusted: bool,
+) -> ComponentStatus:
+    """A step whose Plans are written and not done: each Plan's next admission
+    (:func:`gitedge.core.admission.next_batch`), written when it changes."""
+    done = {p.plan: p.complete for p in c.progress}
+    pending = {p.plan: p.pending for p in c.progress}
+    hosts = {n.name: n.labels.get(adm.HOSTNAME, n.name) for n in nodes}
+    notes: list[str] = []
+    held = False
+    for name in sorted(c.have, key=lambda n: (adm.prerequisite(c.have[n].spec) is not None, n)):
+        have = c.have[name]
+        waits = adm.prerequisite(have.spec)
+        move = adm.next_batch(
+            plan=name,
+            spec=have.spec,
+            annotations=have.annotations,
+            conditions=have.conditions,
+            todo=[hosts.get(n, n) for n in pending.get(name, ())],
+            ready=clock_trusted and (waits is None or done.get(waits, False)),
+            gate=lambda spec: _gate(c, {"spec": spec}, now),
+            now=now,
+            control_plane={hosts[n.name] for n in nodes if n.control_plane},
+        )
+        notes += move.notes
+        c.retry += move.retry
+        held = held or move.held
+        if move.manifest_fields is None:
+            continue
+        desired = {
+            "apiVersion": API_VERSION,
+            "kind": "Plan",
+            "metadata": {
+                "name": name,
+                "namespace": site.namespace,
+                "labels": dict(have.labels),
+                "annotations": dict(have.annotations),
+            },
+            "spec": dict(have.spec),
+        }
+        manifest = stamp_window(
+            merge_for_update(
+                adm.with_admission(desired, **move.manifest_fields),
+                {"metadata": {"resourceVersion": have.resource_version}},
+            )
+        )
+        actions.append(
+            Action(
+                "update",
+                name,
+                site.namespace,
+                c.name,
+                "; ".join(move.notes),
+                manifest=manifest,
+                resource_version=have.resource_version,
+            )
+        )
+    where = f"{c.name} {step}" if step else c.name
+    text = f"{where}: {c.describe()}" + (f"; {'; '.join(notes)}" if notes else "")
+    if held and not any(p.applying for p in c.have.values()):
+        view = c.window
+        if view is not None and not view.open:
+            text += f"; {_window_text(view, now)}"
+        elif view is not None:
+            text += f"; window {view.name!r} closes before a Job started now would end"
+            c.retry.append(OPEN_BUT_SHORT_RETRY)
+        return ComponentStatus(c.name, "waiting", "WaitingForWindow", text, step)
+    return ComponentStatus(c.name, "running", "StepRunning", text, step)
+
+
+def _rollout_key(spec: Mapping[str, Any]) -> tuple[object, object]:
+    """What makes SUC start Jobs anew: the Plan's version and its upgrade image."""
+    upgrade = spec.get("upgrade")
+    return spec.get("version"), upgrade.get("image") if isinstance(upgrade, Mapping) else None

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gitedge.core.admission import base_selector
 from gitedge.core.config import ClusterStatus, derived_labels
 from gitedge.core.planning import ClusterFacts
 from gitedge.core.selectors import LabelSelector
@@ -314,7 +315,8 @@ def plan_progress(plan: PlanState, nodes: Sequence[NodeFacts]) -> Progress:
     module docstring: a node is done when its ``plan.upgrade.cattle.io/<plan>`` label is the
     hash of the current spec, or ``disabled``)."""
     try:
-        selector = LabelSelector.model_validate(plan.spec.get("nodeSelector") or {})
+        # what the fleet selects, not only the nodes admitted now (gitedge.core.admission)
+        selector = LabelSelector.model_validate(base_selector(plan.spec))
     except ValidationError:
         return Progress(
             plan=plan.name, selected=0, pending=("<invalid nodeSelector>",), resolved=False

@@ -10,7 +10,7 @@ carries the whole minor-by-minor path from the cluster's current version.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ class WindowView:
     open: bool
     next_open: datetime | None
     closes_at: datetime | None
+    spec: MaintenanceWindowSpec | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,11 @@ def _window(fleet: Fleet, name: str | None, now: datetime) -> WindowView | None:
         return None
     state = window_state(fleet.windows[name].spec, now)
     return WindowView(
-        name=name, open=state.open, next_open=state.next_open, closes_at=state.closes_at
+        name=name,
+        open=state.open,
+        next_open=state.next_open,
+        closes_at=state.closes_at,
+        spec=fleet.windows[name].spec,
     )
 
 

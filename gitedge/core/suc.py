@@ -47,9 +47,10 @@ rollout; K3s steps differ by ``version`` already.
 Every Plan is labelled ``app.kubernetes.io/managed-by: gitedge``; the agent never touches
 Plans without that label.
 
-A days/start/end MaintenanceWindow is also rendered as SUC's ``window`` (a second guard: SUC
-starts no new job outside it). Cron windows and blackout dates have no SUC equivalent; the agent
-enforces them by not creating or advancing Plans outside its own window.
+The ``window`` rendered here (:func:`suc_window`) is a static subset of a days/start/end window,
+for Plans printed without the agent. The agent replaces it, and the nodes a Plan selects, with
+each batch it admits (core/admission.py, core/sucwindow.py): SUC skips its window gate while
+``status.applying`` is non-empty, so the window alone cannot keep a rollout inside.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from typing import Any
 
 from gitedge.core.fleet import Drain, OsTarget, Rollout
 from gitedge.core.images import ImageRef
-from gitedge.core.windows import MaintenanceWindowSpec
+from gitedge.core.windows import DAY_NAMES, MaintenanceWindowSpec
 
 API_VERSION = "upgrade.cattle.io/v1"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -135,12 +136,29 @@ def _meta(name: str, *, component: str, target: str, step: str, site: Site) -> d
 
 
 def suc_window(spec: MaintenanceWindowSpec | None) -> dict[str, Any] | None:
-    """SUC's ``window`` for a days/start/end window; None for cron windows (and no window)."""
+    """A static SUC ``window`` inside a days/start/end window, for Plans written without the
+    agent (``gitedge plan``); the agent overwrites it per batch (gitedge.core.sucwindow).
+
+    kured's end is inclusive to its second's last nanosecond, so the end is written one second
+    early (``05:00`` -> ``04:59:59``). A wrap past midnight on some days only cannot be said in
+    kured's shape (it would open on the start day's early hours instead of the next day's): only
+    the part before midnight is written. None for cron windows (no weekly shape) and no window.
+    """
     if spec is None or spec.start is None or spec.end is None:
         return None
-    end = "23:59" if spec.end == "24:00" else spec.end  # SUC parses 15:04; 24:00 is not a time
-    days = list(spec.days) if spec.days else ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    return {"days": days, "startTime": spec.start, "endTime": end, "timeZone": spec.time_zone}
+    days = list(spec.days or DAY_NAMES)
+    start_min = int(spec.start[:2]) * 60 + int(spec.start[3:])
+    end_min = int(spec.end[:2]) * 60 + int(spec.end[3:])
+    if end_min <= start_min and len(set(days)) < 7:
+        end_min = 24 * 60  # the part before midnight
+    last = (end_min - 1) % (24 * 60)
+    end = f"{last // 60:02d}:{last % 60:02d}:59"
+    return {
+        "days": days,
+        "startTime": f"{spec.start}:00",
+        "endTime": end,
+        "timeZone": spec.time_zone,
+    }
 
 
 def _drain_timeout(drain: Drain) -> timedelta:
