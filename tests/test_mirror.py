@@ -510,7 +510,8 @@ def test_cli_gets_a_bearer_token_in_a_process_of_its_own(
 
 
 HEAVY = {"oras", "charset_normalizer", "pydantic", "yaml", "pygit2", "kubernetes",
-         "cryptography", "jsonschema", "apscheduler", "pysequoia"}  # fmt: skip
+         "cryptography", "jsonschema", "apscheduler", "pysequoia",
+         "concurrent"}  # fmt: skip  # concurrent.futures: the copy's thread pool only
 
 
 def test_cli_noop_loads_only_what_its_requests_need(
