@@ -520,7 +520,7 @@ def test_cli_noop_loads_only_what_its_requests_need(
     """A no-op re-mirror between anonymous registries, in a fresh process, loads no oras (auth
     waits for a 401 challenge), no charset_normalizer, and none of the config, git, signature or
     Kubernetes stacks; ``import gitedge.cli`` alone loads no HTTP client (start-up is most of a
-    no-op's 0.3 s budget, bench/mirror.py)."""
+    no-op's 0.2 s budget, bench/mirror.py)."""
     code, _, err = gitedge("mirror", f"{src.host}/edge/os:1.0", f"{dst.host}/light/os:1.0")
     assert code == 0, err
     probe = (
