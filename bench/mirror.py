@@ -87,8 +87,9 @@ def noop_figures(src: str, dst: str, *, runs: int) -> str:
             values.append(CPU[py])
         return statistics.median(values)
 
-    start = cpu_of("pass")
-    imports = cpu_of("import gitedge.cli, gitedge.adapters.mirroring") - start
+    # both end with os._exit, as `gitedge mirror` does (cli.EXIT_AT_ONCE): no finalization
+    start = cpu_of("import os; os._exit(0)")
+    imports = cpu_of("import os, gitedge.cli, gitedge.adapters.mirroring; os._exit(0)") - start
     from gitedge.adapters.mirroring import Mirror
 
     with Mirror() as m:
