@@ -301,7 +301,8 @@ def test_header_watch_is_one_thread_for_many_requests_and_still_cuts_late_header
     """The response headers of every request are watched by one thread (httpbounds._Watchdog),
     not a thread started per request: a no-op mirror's dozen requests paid a thread start and a
     GIL hand-over each. Late headers are still cut, after many requests passed and in a forked
-    child; the thread ends once idle (sshworkers forks only from a single-threaded process)."""
+    child; the thread ends once idle, and at once when its client is closed (sshworkers
+    forks only from a single-threaded process)."""
     img = make_image()
     serve = registry(img)
     late = threading.Event()
@@ -344,13 +345,21 @@ def test_header_watch_is_one_thread_for_many_requests_and_still_cuts_late_header
             with pytest.raises(RegistryUnavailable, match="within 3s"):
                 client.get_manifest("edge/os", "1.0", what="t")
             assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            late.clear()
+            for _ in range(200):  # bounded: idle, it ends within 2 * IDLE_S of the last request
+                if not watching():
+                    break
+                threading.Event().wait(0.05)
+            assert not watching()
+            client.blob_size("edge/os", next(iter(img.blobs)), what="t")
+            assert watching()
         finally:
             client.close()
-    for _ in range(200):  # bounded: the thread ends within 2 * IDLE_S of the last request
-        if not any(t.name == "gitedge-header-watch" for t in threading.enumerate()):
-            break
-        threading.Event().wait(0.05)
-    assert not any(t.name == "gitedge-header-watch" for t in threading.enumerate())
+    assert not watching()  # a closed client leaves no thread of ours (sshworkers forks)
+
+
+def watching() -> bool:
+    return any(t.name == "gitedge-header-watch" for t in threading.enumerate())
 
 
 def test_trickled_blob_resumes_from_its_last_byte_then_gives_up_if_it_keeps_trickling(
