@@ -47,6 +47,38 @@ def test_version_and_usage_errors() -> None:
     assert r.returncode == 2 and "/nonexistent.yaml" in r.stderr
 
 
+def test_a_command_parses_with_only_its_own_parser_built(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``main`` builds only the parser of the command it runs (argparse set-up of every command
+    is ~1% of a no-op mirror): same help, usage errors and defaults as the whole parser's, for
+    every command and subcommand; an unknown command still lists them all."""
+    import argparse
+
+    from gitedge.cli import _build, build_parser, main
+
+    def subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(sub.choices)
+
+    whole = subcommands(build_parser())
+    for name, full in whole.items():
+        only = _build(name)
+        assert only is not None and list(subcommands(only)) == [name]
+        alone = subcommands(only)[name]
+        assert alone.format_help() == full.format_help()
+        for child, p in subcommands(full).items() if name in ("fleet", "bundle") else ():
+            assert subcommands(alone)[child].format_help() == p.format_help()
+    assert _build("bogus") is None
+    assert main(["mirror", "a"]) == 2
+    assert "gitedge mirror: error: the following arguments are required: DST" in (
+        capsys.readouterr().err
+    )
+    assert main(["bogus"]) == 2 and "'mirror'" in capsys.readouterr().err
+    args = _build("mirror").parse_args(["mirror", "a", "b"])  # type: ignore[union-attr]
+    assert vars(args) == vars(build_parser().parse_args(["mirror", "a", "b"]))
+
+
 def test_validate_examples_with_and_without_clusters() -> None:
     r = gitedge("validate", str(REPO))
     assert r.returncode == 0, r.stdout + r.stderr

@@ -510,7 +510,8 @@ def test_cli_gets_a_bearer_token_in_a_process_of_its_own(
 
 
 HEAVY = {"oras", "charset_normalizer", "pydantic", "yaml", "pygit2", "kubernetes",
-         "cryptography", "jsonschema", "apscheduler", "pysequoia"}  # fmt: skip
+         "cryptography", "jsonschema", "apscheduler", "pysequoia",
+         "concurrent"}  # fmt: skip  # concurrent.futures: the copy's thread pool only
 
 
 def test_cli_noop_loads_only_what_its_requests_need(
@@ -519,7 +520,7 @@ def test_cli_noop_loads_only_what_its_requests_need(
     """A no-op re-mirror between anonymous registries, in a fresh process, loads no oras (auth
     waits for a 401 challenge), no charset_normalizer, and none of the config, git, signature or
     Kubernetes stacks; ``import gitedge.cli`` alone loads no HTTP client (start-up is most of a
-    no-op's 0.3 s budget, bench/mirror.py)."""
+    no-op's 0.2 s budget, bench/mirror.py)."""
     code, _, err = gitedge("mirror", f"{src.host}/edge/os:1.0", f"{dst.host}/light/os:1.0")
     assert code == 0, err
     probe = (
@@ -538,3 +539,40 @@ def test_cli_noop_loads_only_what_its_requests_need(
     assert not {"requests", "urllib3", "http"} & set(modules["cli"])
     assert "requests" in modules["all"]  # the probe saw the HTTP stack load
     assert not HEAVY & set(modules["all"]), HEAVY & set(modules["all"])
+
+
+def test_cli_mirror_ends_at_once_once_its_output_is_flushed(
+    src: RegistryServer, dst: RegistryServer, image: LayoutImage, tmp_path: Path
+) -> None:
+    """``gitedge mirror`` run as the program ends with ``os._exit`` once stdout and stderr are
+    flushed (``cli.EXIT_AT_ONCE``: Python's finalization of ~400 modules was ~30 ms CPU of a
+    no-op's ~180): output and exit code whole, ``atexit`` work skipped; other commands, and
+    ``main`` called by code, end as before."""
+    mark = tmp_path / "atexit-ran"
+    probe = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(pathlib.Path({str(mark)!r}).write_text, 'x')\n"
+        "from gitedge.cli import main\n"
+        "how = sys.argv.pop(1)\n"
+        "raise SystemExit(main(None if how == 'program' else sys.argv[1:]))\n"
+    )
+
+    def run(how: str, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", probe, how, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    ref, to = f"{src.host}/edge/os:1.0", f"{dst.host}/fin/os:1.0"
+    p = run("program", "mirror", ref, to, "-o", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["digest"] == image.digest  # the whole document arrived
+    p = run("program", "mirror", ref, to)  # the no-op
+    assert (p.returncode, p.stdout.strip()) == (0, image.digest), p.stderr
+    assert "up to date" in p.stderr
+    p = run("program", "mirror", f"{src.host}/edge/none:1.0", to)
+    assert p.returncode == 1 and "edge/none:1.0" in p.stderr
+    assert not mark.exists()
+    p = run("code", "mirror", ref, to, "-q")
+    assert (p.returncode, p.stdout.strip()) == (0, image.digest) and mark.read_text() == "x"
+    mark.unlink()
+    p = run("program", "--version")
+    assert p.returncode == 0 and mark.exists()

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,73 @@ def test_trickled_manifest_and_headers_end_with_too_slow(tmp_path: Path) -> None
             m.mirror(f"{reg.host}/edge/os:1.0", f"oci:{tmp_path / 'out'}:1.0")
         assert f"{reg.host}/edge/os:1.0" in str(e.value)
         assert ("within 3s" if headers else "too slow") in str(e.value)
+
+
+def test_header_watch_is_one_thread_for_many_requests_and_still_cuts_late_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The response headers of every request are watched by one thread (httpbounds._Watchdog),
+    not a thread started per request: a no-op mirror's dozen requests paid a thread start and a
+    GIL hand-over each. Late headers are still cut, after many requests passed and in a forked
+    child; the thread ends once idle, and at once when its client is closed (sshworkers
+    forks only from a single-threaded process)."""
+    img = make_image()
+    serve = registry(img)
+    late = threading.Event()
+
+    def answer(req: Request) -> Answer:
+        a = serve(req)
+        if late.is_set() and "/manifests/" in req.path:
+            return Answer(a.status, a.headers, a.body, trickle=0.2, trickle_headers=True)
+        return a
+
+    started: list[str] = []  # threads started by the requesting thread (not the server's)
+    real_start = threading.Thread.start
+
+    def counted_start(self: threading.Thread) -> None:
+        if threading.current_thread() is threading.main_thread():
+            started.append(self.name)
+        real_start(self)
+
+    with hostile_server(answer) as reg:
+        client = RegistryClient(host=reg.host, retry=QUICK)
+        try:
+            monkeypatch.setattr(threading.Thread, "start", counted_start)
+            for _ in range(4):
+                assert client.get_manifest("edge/os", "1.0", what="t").digest == img.digest
+                for digest, blob in img.blobs.items():
+                    assert client.blob_size("edge/os", digest, what="t") == len(blob)
+            monkeypatch.undo()
+            assert len(started) <= 1, started
+            late.set()
+            pid = os.fork()
+            if pid == 0:  # the child: its own watchdog (the parent's thread is not copied)
+                code = 1
+                try:
+                    child = RegistryClient(host=reg.host, retry=QUICK)
+                    child.get_manifest("edge/os", "1.0", what="t")
+                except RegistryUnavailable as e:
+                    code = 0 if "within 3s" in str(e) else 2
+                finally:
+                    os._exit(code)
+            with pytest.raises(RegistryUnavailable, match="within 3s"):
+                client.get_manifest("edge/os", "1.0", what="t")
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            late.clear()
+            for _ in range(200):  # bounded: idle, it ends within 2 * IDLE_S of the last request
+                if not watching():
+                    break
+                threading.Event().wait(0.05)
+            assert not watching()
+            client.blob_size("edge/os", next(iter(img.blobs)), what="t")
+            assert watching()
+        finally:
+            client.close()
+    assert not watching()  # a closed client leaves no thread of ours (sshworkers forks)
+
+
+def watching() -> bool:
+    return any(t.name == "gitedge-header-watch" for t in threading.enumerate())
 
 
 def test_trickled_blob_resumes_from_its_last_byte_then_gives_up_if_it_keeps_trickling(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import os
 import socket
 import threading
 import time
@@ -218,6 +219,92 @@ class HeaderWatch:
         _local.watch = None
 
 
+class _Watchdog:
+    """One daemon thread that shuts down the socket of every request whose response headers are
+    late. (A timer thread per request cost every request a thread start and a GIL hand-over on
+    its send: about a third of the CPU of a no-op ``gitedge mirror``'s requests.)
+
+    ``arm`` registers an abort for a deadline, ``disarm`` removes it; an abort runs under the
+    lock, so none runs after ``disarm`` returned. The thread looks every ``IDLE_S`` seconds (or
+    at an earlier deadline) and ends at a look that finds nothing armed and no request since the
+    previous look: it is gone within ``2 * IDLE_S`` of the last request, and at once when a client
+    is closed (``stop_if_idle``), so a process that forks workers only when single-threaded
+    (``sshworkers``) is soon single-threaded again."""
+
+    IDLE_S = 0.25
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._count = 0
+        self._busy = False  # a request was armed since the thread's last look
+        self._wake_at = 0.0  # when the thread looks next (0: it is about to)
+        self._thread: threading.Thread | None = None
+        self._stop = False  # end at the next look if nothing is armed
+
+    def arm(self, seconds: float, abort: Callable[[], None]) -> int:
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            self._count += 1
+            self._due[self._count] = (deadline, abort)
+            self._busy = True
+            if self._thread is None:
+                self._wake_at = 0.0
+                self._thread = threading.Thread(
+                    target=self._run, name="gitedge-header-watch", daemon=True
+                )
+                self._thread.start()
+            elif deadline < self._wake_at:
+                self._cond.notify()
+            return self._count
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._due.pop(token, None)
+
+    def stop_if_idle(self) -> None:
+        """End the thread now, unless a request is under way (a client was closed: the process
+        may fork next, or a caller count its threads). A later request starts it again."""
+        with self._cond:
+            thread = self._thread
+            if thread is None or self._due:
+                return
+            self._stop = True
+            self._cond.notify()
+        thread.join(timeout=self.IDLE_S)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, abort) in list(self._due.items()):
+                    if deadline <= now:
+                        del self._due[token]
+                        abort()
+                if not self._due and (self._stop or not self._busy):
+                    self._thread, self._stop = None, False
+                    return
+                self._busy = self._stop = False
+                self._wake_at = min([now + self.IDLE_S, *(d for d, _ in self._due.values())])
+                self._cond.wait(self._wake_at - now)
+
+
+_watchdog = _Watchdog()
+
+
+def _new_watchdog_after_fork() -> None:
+    global _watchdog  # the parent's thread and lock do not exist in a child
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_new_watchdog_after_fork)
+
+
+def stop_header_watch() -> None:
+    """End the header-watch thread if no request is under way (see ``_Watchdog.stop_if_idle``)."""
+    _watchdog.stop_if_idle()
+
+
 class _Watched:
     """A urllib3 connection whose response headers must arrive within the thread's
     :class:`HeaderWatch`: else the socket is shut down, which ends the blocked read."""
@@ -235,13 +322,12 @@ class _Watched:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-        timer = threading.Timer(watch.seconds, abort)
-        timer.daemon = True
-        timer.start()
+        dog = _watchdog
+        token = dog.arm(watch.seconds, abort)
         try:
             return super().getresponse(*a, **kw)  # type: ignore[misc]
         finally:
-            timer.cancel()
+            dog.disarm(token)
 
 
 class _MeteredSocket(io.RawIOBase):
@@ -340,5 +426,6 @@ __all__ = [
     "iter_body",
     "origin",
     "read_capped",
+    "stop_header_watch",
     "watched_adapter",
 ]

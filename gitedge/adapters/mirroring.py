@@ -35,7 +35,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -410,6 +409,8 @@ class Mirror:
                 with self._lock:
                     failures.append(e)
                 job.cancel.set()
+
+        from concurrent.futures import ThreadPoolExecutor  # only a copy needs it, not a no-op
 
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mirror") as pool:
             for f in [pool.submit(run, b) for b in sorted(blobs, key=lambda b: -b.size)]:

@@ -44,6 +44,7 @@ from gitedge.adapters.httpbounds import (
     discard,
     origin,
     read_capped,
+    stop_header_watch,
     watched_adapter,
 )
 from gitedge.adapters.httpstack import requests, urllib3
@@ -199,6 +200,7 @@ class RegistryTransport:
 
     def close(self) -> None:
         self._session.close()
+        stop_header_watch()  # no thread of ours outlives a closed client (sshworkers forks)
 
     # ------------------------------------------------------------------ requests, auth, retries
 
