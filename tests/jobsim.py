@@ -300,6 +300,8 @@ class JobRunner:
             if now < self.retry_at.get(name, now):
                 return
             labels = job["metadata"]["labels"]
+            if self._anti_affine(labels):
+                return  # Pending: the scheduler will not place it next to that pod
             run = PodRun(
                 name,
                 labels["upgrade.cattle.io/plan"],
@@ -333,6 +335,24 @@ class JobRunner:
         self._finish(job, now, "Complete", "", "")
         self._event(now, "job-succeeded", run)
 
+    def _anti_affine(self, labels: Mapping[str, str]) -> bool:
+        """job.go New, PodAntiAffinity RequiredDuringScheduling, topology kubernetes.io/hostname:
+        no pod of the same Plan (upgrade.cattle.io/plan In [plan]) on that node, or for an
+        exclusive Plan, no pod with upgrade.cattle.io/exclusive In ["true"]. A Job SUC has not
+        deleted yet (say, of the Plan's previous version) keeps the new Job's pod Pending."""
+        node = labels["upgrade.cattle.io/node"]
+        exclusive = labels.get("upgrade.cattle.io/exclusive") == "true"
+        for other in self.pods.values():
+            if other.node != node:
+                continue
+            theirs = self.api.store.get(("jobs", self.ns, other.job))
+            their_labels = (theirs or {}).get("metadata", {}).get("labels") or {}
+            if exclusive and their_labels.get("upgrade.cattle.io/exclusive") == "true":
+                return True
+            if not exclusive and other.plan == labels["upgrade.cattle.io/plan"]:
+                return True
+        return False
+
     def _start(self, c: Mapping[str, Any], run: PodRun, now: datetime) -> str:
         """A container starts: drain checks and cordons, cordon cordons, upgrade is logged."""
         args = list(c.get("args") or ())
@@ -346,6 +366,12 @@ class JobRunner:
         elif c["name"] == "cordon":
             self._cordon(args[1], run, now)
         elif c["name"] == "upgrade":
+            # init containers done, the upgrade container running: the pod turns Ready and the
+            # Job controller writes status.ready (a change of the Job: SUC's Job handler runs)
+            job = self.api.store.get(("jobs", self.ns, run.job))
+            if job is not None:
+                job.setdefault("status", {})["ready"] = 1
+                job["metadata"]["resourceVersion"] = self.api._bump()
             self._event(now, "upgrade-started", run, str(c["image"]))
         return ""
 

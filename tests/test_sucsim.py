@@ -150,7 +150,7 @@ def test_k3s_agent_prepare_waits_for_the_server_plan_and_every_server_at_the_ver
     }
 
 
-def test_job_deadline_env_default_clamp_and_failed_job_recreated_after_ttl_at_any_hour(api):
+def test_job_deadline_env_default_clamp_and_failed_job_deleted_after_ttl_not_recreated(api):
     assert active_deadline_seconds(None, env={}) == 600
     assert (
         active_deadline_seconds(None, env={"SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS": "900"})
@@ -170,13 +170,38 @@ def test_job_deadline_env_default_clamp_and_failed_job_recreated_after_ttl_at_an
     api.put(plan("p", "v1.28.15+k3s1", selector=SERVERS, window=NIGHTS))
     sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=50), job_minutes=15)
     sim.reconcile()
-    sim.advance(minutes=60)  # 600 s deadline < 15 minutes: fails at 05:00, deleted 05:15, again
-    kinds = [(e.at.strftime("%H:%M"), e.kind) for e in sim.log if e.kind in ("pod-started", "job-failed", "job-deleted")]  # fmt: skip
-    assert kinds[:4] == [("04:50", "pod-started"), ("05:00", "job-failed"), ("05:15", "job-deleted"), ("05:15", "pod-started")]  # fmt: skip
-    c = get_cond(api.get("plans", "p", NS), "Complete")
-    assert c["reason"] == "JobFailed" and "DeadlineExceeded" in c["message"]
+    sim.advance(minutes=20)  # 600 s deadline < 15 minutes: fails at 05:00
     job = api.items("jobs", NS)[0]
     assert job["spec"]["activeDeadlineSeconds"] == 600 and job["spec"]["backoffLimit"] == 2
+    c = get_cond(api.get("plans", "p", NS), "Complete")
+    assert c["reason"] == "JobFailed" and "DeadlineExceeded" in c["message"]
+    # handle_batch.go enqueueOrDelete deletes it 900 s (job.go TTL default) after it failed;
+    # wrangler applies a Plan's Jobs once per Plan resourceVersion (plan.go generated Handle,
+    # isNewResourceVersion; handle_upgrade.go UniqueApplyForResourceVersion: true) and nothing
+    # else re-creates it: the node stays in status.applying with no Job, for hours
+    sim.advance(minutes=6 * 60)
+    kinds = [(e.at.strftime("%H:%M"), e.kind) for e in sim.log if e.kind in ("pod-started", "job-failed", "job-deleted", "job-created")]  # fmt: skip
+    assert kinds == [("04:50", "job-created"), ("04:50", "pod-started"), ("05:00", "job-failed"), ("05:15", "job-deleted")]  # fmt: skip
+    assert api.items("jobs", NS) == [] and sim.plan("p")["status"]["applying"]
+    # any change to the Plan object (here an annotation, at 11:10, window closed) makes a new
+    # resourceVersion: the Job is applied again at once, the window gate skipped (applying set)
+    api.modify(
+        "plans", "p", NS, lambda o: o["metadata"].setdefault("annotations", {}).update(x="1")
+    )
+    sim.advance()
+    assert [(e.at.strftime("%H:%M"), e.kind) for e in sim.log if e.kind in ("job-created", "pod-started")][-2:] == [("11:11", "job-created"), ("11:11", "pod-started")]  # fmt: skip
+
+
+def test_a_suc_restart_applies_every_plan_again(api):
+    """Wrangler's ``seen`` map is in memory: a restarted SUC applies each Plan's Jobs on its first
+    pass, so a failed Job deleted after its TTL comes back, at any hour (applying is set)."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=SERVERS, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=50), job_minutes=15)
+    sim.advance(minutes=3 * 60)
+    assert api.items("jobs", NS) == []
+    sim.restart_controller()
+    sim.advance()
+    assert [(e.at.strftime("%H:%M"), e.kind) for e in sim.log if e.kind in ("job-created", "pod-started")][-2:] == [("07:51", "job-created"), ("07:51", "pod-started")]  # fmt: skip
 
 
 def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_limit(api):
@@ -194,10 +219,10 @@ def test_a_failing_upgrade_is_retried_by_the_job_then_fails_past_the_backoff_lim
         "attempt 3",
     ]
     assert [e.detail for e in never if e.kind == "job-failed"] == ["BackoffLimitExceeded"]
-    sim.advance(minutes=15)  # the TTL: deleted and created again, attempts from 1
+    sim.advance(minutes=15)  # the TTL: deleted (handle_batch.go enqueueOrDelete), not re-created
     kinds = [e.kind for e in sim.log if e.plan == "never"]
-    i = kinds.index("job-deleted")
-    assert i > kinds.index("job-failed") and kinds[i : i + 3] == ["job-deleted", "job-created", "pod-started"]  # fmt: skip
+    assert kinds.index("job-deleted") > kinds.index("job-failed")
+    assert kinds.count("job-created") == 1 and kinds[-1] == "job-deleted"
     # SUC's Validate: a Plan both deleteEmptydirData and deleteLocalData is not valid, no Job
     api.put(plan("bad", "v1", selector=AGENTS, drain={"deleteEmptydirData": True, "deleteLocalData": True}))  # fmt: skip
     sim.reconcile()
@@ -244,30 +269,67 @@ def test_new_job_as_suc_job_suite_and_flags_tests_check_it(api):
 
 
 def test_running_job_deleted_when_the_version_changes_or_its_node_leaves_applying(api):
-    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1, window=NIGHTS))
+    """handle_batch.go deletes a Job applying another version, or whose node is not in
+    status.applying, but only when its handler runs: on a change of that Job, an EnqueueAfter,
+    the 2-hour resync (main.go) -- never on a Plan change (handle_upgrade.go, handle_core.go
+    enqueue Plans, not Jobs)."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1, window=NIGHTS, jobActiveDeadlineSecs=1800))  # fmt: skip
     sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=55), job_minutes=9)
     sim.reconcile()
     sim.advance(minutes=6)  # 05:01, outside the window, the 04:55 job still runs
     (node,) = status(api, "p")["applying"]
     api.modify("plans", "p", NS, lambda o: o["spec"].update(version="v1.29.10+k3s1"))
     sim.reconcile()
+    assert not [e for e in sim.log if e.kind == "job-deleted"]  # the old Job runs on
+    # the new version's Job exists at once (applying names the node: parallelism 1) but its pod
+    # stays Pending (job.go PodAntiAffinity: one pod of a Plan per hostname) until the old Job,
+    # changed by its completion at 05:04, is handled and deleted
+    sim.advance(minutes=3)
     deleted = [e for e in sim.log if e.kind == "job-deleted"]
-    assert [(e.node, e.detail) for e in deleted] == [(node, "its Plan's version changed")]
-    assert any(e.kind == "pod-killed" and e.node == node for e in sim.log)
-    # status.applying still names the node: the new version's Job starts at once, at 05:01
-    assert [(e.at.strftime("%H:%M"), e.node) for e in sim.starts()] == [("04:55", node), ("05:01", node)]  # fmt: skip
-    # the node drops out of applying (a nodeSelector edit): its running Job is deleted
+    assert [(e.at.strftime("%H:%M"), e.node, e.detail) for e in deleted] == [("05:04", node, "its Plan's version changed")]  # fmt: skip
+    assert not [e for e in sim.log if e.kind == "node-done"]  # deleted before it labels
+    assert [(e.at.strftime("%H:%M"), e.node) for e in sim.starts()] == [("04:55", node), ("05:04", node)]  # fmt: skip
+    # the node drops out of applying (a nodeSelector edit at 05:09): its running Job is not
+    # deleted; it completes at 05:13, and the Complete branch (before the applying check)
+    # labels the node done
     sim.advance(minutes=5)
-    (node,) = status(api, "p")["applying"]
     api.modify(
         "plans", "p", NS,
         lambda o: o["spec"].update(nodeSelector={"matchLabels": {"kubernetes.io/hostname": "none"}}),
     )  # fmt: skip
+    sim.advance(minutes=5)
+    assert "applying" not in status(api, "p")
+    assert len([e for e in sim.log if e.kind == "job-deleted"]) == 1
+    done = [(e.at.strftime("%H:%M"), e.node) for e in sim.log if e.kind == "node-done"]
+    assert done == [("05:13", node)]
+    assert api.get("nodes", node)["metadata"]["labels"][label_plan_name("p")] == status(api, "p")["latestHash"]  # fmt: skip
+
+
+def test_a_job_out_of_turn_is_deleted_at_the_next_resync_if_nothing_changes_it(api):
+    """main.go NewController(..., 2*time.Hour): the informers' resync runs the Job handler on
+    every Job; a Job still running when its node left status.applying is deleted then."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1, jobActiveDeadlineSecs=0))
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=300)
     sim.reconcile()
-    gone = [e for e in sim.log if e.kind == "job-deleted"][1:]
-    assert [(e.node, e.detail) for e in gone] == [
-        (node, "its node is not in the Plan's status.applying")
-    ]
+    sim.advance(minutes=10)
+    api.modify("plans", "p", NS, lambda o: o["spec"].update(nodeSelector={"matchLabels": {"x": "none"}}))  # fmt: skip
+    sim.advance(minutes=200)
+    gone = [(e.at.strftime("%H:%M"), e.detail) for e in sim.log if e.kind == "job-deleted"]
+    assert gone == [("04:00", "its node is not in the Plan's status.applying")]
+
+
+def test_a_pending_pod_spends_its_jobs_deadline(api):
+    """The Job's activeDeadlineSeconds counts from the Job's status.startTime (the Job controller
+    sets it at the first sync of an unsuspended Job; parallelism 0 is not suspend), so the time
+    its pod waits Pending behind the previous version's Job (job.go PodAntiAffinity) counts."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1))
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=9)
+    sim.reconcile()
+    sim.advance(minutes=6)
+    api.modify("plans", "p", NS, lambda o: o["spec"].update(version="v1.29.10+k3s1"))
+    sim.advance(minutes=20)  # new Job at 02:07, its pod starts 02:09, 600 s end at 02:17
+    failed = [(e.at.strftime("%H:%M"), e.detail) for e in sim.log if e.kind == "job-failed"]
+    assert failed == [("02:17", "DeadlineExceeded")]
 
 
 def test_drain_flags_as_job_go_builds_them_and_kubectl_drain_refusals(api):
