@@ -58,17 +58,69 @@ def _go_sprint(value: Any) -> str:
     return "<nil>" if value is None else str(value)
 
 
+# pkg/apis/upgrade.cattle.io/v1/types.go: the Plan fields json.Marshal keeps when zero -- pointers
+# (omitempty drops only nil) and fields without omitempty -- and the map-typed fields (their
+# values are data: an "" value stays). Every other field is a non-pointer ``omitempty`` field.
+_KEEP_ZERO = frozenset(
+    {
+        ("spec", "jobActiveDeadlineSecs"),  # *int64
+        ("spec", "nodeSelector"),  # *metav1.LabelSelector: {} stays, printed "map[]"
+        ("spec", "window"),  # *TimeWindowSpec
+        ("spec", "prepare"),  # *ContainerSpec
+        ("spec", "upgrade"),  # *ContainerSpec, no omitempty
+        ("spec", "drain"),  # *DrainSpec
+        ("spec", "postCompleteDelay"),  # *metav1.Duration
+        ("spec", "upgrade", "image"),  # no omitempty
+        ("spec", "prepare", "image"),
+        ("spec", "drain", "timeout"),  # *intstr.IntOrString
+        ("spec", "drain", "gracePeriod"),  # *int32
+        ("spec", "drain", "deleteLocalData"),  # *bool: false stays, printed "false"
+        ("spec", "drain", "deleteEmptydirData"),
+        ("spec", "drain", "ignoreDaemonSets"),
+        ("spec", "drain", "podSelector"),
+    }
+)
+_MAP_FIELDS = frozenset(
+    {
+        ("metadata", "labels"),
+        ("metadata", "annotations"),
+        ("spec", "postCompleteLabels"),
+        ("spec", "nodeSelector", "matchLabels"),
+        ("spec", "drain", "podSelector", "matchLabels"),
+    }
+)
+
+
+def _is_zero(value: Any) -> bool:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _typed(value: Any, path: tuple[str, ...]) -> Any:
+    """The JSON of ``value`` at ``path`` as json.Marshal of the typed Plan writes it: a zero
+    non-pointer ``omitempty`` field is absent (list items are left as they are)."""
+    if not isinstance(value, Mapping) or path in _MAP_FIELDS:
+        return value
+    out = {}
+    for k, v in value.items():
+        sub = (*path, str(k))
+        if _is_zero(v) and sub not in _KEEP_ZERO:
+            continue
+        out[k] = _typed(v, sub)
+    return out
+
+
 def _wrangler_string(obj: Mapping[str, Any], path: list[str]) -> str:
     """wrangler pkg/data Object.String -> convert.ToString (pkg/data/convert/convert.go):
-    GetValueN through maps, Singular (a list's first item), "" for nil, fmt.Sprint, TrimSpace.
-    data.Convert marshals the typed Plan, whose spec fields are nearly all ``omitempty``: a zero
-    value is absent, so "" (``upgrade.image`` and ``name`` fields have no omitempty but are never
-    empty in a valid Plan)."""
-    value: Any = obj
+    GetValueN through maps, Singular (a list's first item, nil for an empty list), "" for nil,
+    fmt.Sprint, TrimSpace -- over data.Convert(plan): convert.EncodeToMap, json.Marshal of the
+    typed Plan decoded with UseNumber (:func:`_typed`)."""
+    value: Any = _typed(obj, ())
     for key in path:
         value = value.get(key) if isinstance(value, Mapping) else None
-    if value in (0, False, "", [], {}):  # json.Marshal of the typed Plan: omitempty drops them
-        value = None
     if isinstance(value, list):
         value = value[0] if value else None
     return "" if value is None else _go_sprint(value).strip()

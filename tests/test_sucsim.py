@@ -83,6 +83,23 @@ def test_munge_version_and_digest_status_as_plan_go_computes_them(api):
     assert (
         digest_status(p) == hashlib.sha224(b"1.0system-upgrade" + K3S.encode() + b"1").hexdigest()
     )
+    # data.Convert marshals the *typed* Plan (types.go): a zero pointer field stays (drain's
+    # *bool false prints "false", nodeSelector *LabelSelector {} prints "map[]",
+    # jobActiveDeadlineSecs *int64 0 prints "0"); a zero non-pointer omitempty field is gone
+    # (drain.force, concurrency 0: ""); no separator between entries; an entry not trimmed
+    # (" spec.version" names no field: "")
+    p["metadata"]["annotations"]["upgrade.cattle.io/digest"] = (
+        "spec.drain.deleteEmptydirData,spec.nodeSelector,spec.jobActiveDeadlineSecs,"
+        "spec.drain.force,spec.concurrency,spec.drain, spec.version"
+    )
+    p["spec"].update(
+        drain={"deleteEmptydirData": False, "force": False},
+        nodeSelector={},
+        jobActiveDeadlineSecs=0,
+        concurrency=0,
+    )
+    want = b"1.0system-upgrade" + b"false" + b"map[]" + b"0" + b"" + b"" + b"map[deleteEmptydirData:false]" + b""  # fmt: skip
+    assert digest_status(p) == hashlib.sha224(want).hexdigest()
 
 
 def test_select_concurrent_nodes_applying_first_then_not_done_not_disabled(api):
