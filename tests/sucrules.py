@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tests.jobsim import parse_go_duration
 from tests.kubeapi import HOSTNAME, selector_matches
 from tests.kuredwindow import TimeWindow, TimeWindowError
 
@@ -180,23 +181,28 @@ def get_cond(plan: Mapping[str, Any], ctype: str) -> dict[str, Any] | None:
 
 
 def _cond(plan: dict[str, Any], ctype: str, now: datetime) -> dict[str, Any]:
-    """pkg/apis/condition/condition.go findOrCreateCond (a new one is Unknown)."""
+    """pkg/apis/condition/condition.go findOrCreateCond: a new one is Type and Status Unknown,
+    no timestamp (CreateUnknownIfNotExists's setStatus to Unknown changes nothing)."""
     for c in _conds(plan):
         if c["type"] == ctype:
             return c
-    c = {"type": ctype, "status": "Unknown", "lastUpdateTime": _ts(now)}
+    c = {"type": ctype, "status": "Unknown"}
     _conds(plan).append(c)
     return c
 
 
 def _set(plan: dict[str, Any], ctype: str, now: datetime, **fields: str) -> None:
-    """condition.go setStatus/Reason/Message (a status change touches lastTransitionTime)."""
+    """condition.go setStatus / Message (setValue: a changed value touches lastUpdateTime, RFC
+    3339) and Reason (set without touching). SUC's condition package never writes
+    lastTransitionTime on a Plan condition."""
     c = _cond(plan, ctype, now)
-    if "status" in fields and c.get("status") != fields["status"]:
-        c["lastTransitionTime"] = _ts(now)
-    if any(c.get(k) != v for k, v in fields.items()):
+    if any(k != "reason" and c.get(k, "") != v for k, v in fields.items()):
         c["lastUpdateTime"] = _ts(now)
-    c.update(fields)
+    for k, v in fields.items():  # genericcondition: reason, message omitempty
+        if v:
+            c[k] = v
+        else:
+            c.pop(k, None)
 
 
 def _set_error(plan: dict[str, Any], ctype: str, now: datetime, reason: str, err: str) -> None:
@@ -234,7 +240,8 @@ def validate(plan: Mapping[str, Any]) -> str:
                 str(window.get("timeZone") or ""),
             )
         except TimeWindowError as e:
-            return f"spec.window is invalid: {e}"
+            # merr.NewErrors(ErrInvalidWindow, err): wrangler pkg/merr Errors.Error joins ", "
+            return f"spec.window is invalid, {e}"
     delay = spec.get("postCompleteDelay")
     if isinstance(delay, str) and delay.startswith("-"):
         return "spec.postCompleteDelay is negative"
@@ -318,6 +325,11 @@ def new_job(
     short = str(node["metadata"]["name"]).split(".", 1)[0]
     latest_version, latest_hash = str(status.get("latestVersion")), str(status.get("latestHash"))
     ttl = _env_int(env, "SYSTEM_UPGRADE_JOB_TTL_SECONDS_AFTER_FINISH", 900)
+    # "Ensure that the job's TTLSecondsAfterFinished is at least 1 minute longer than the
+    # requested post-upgrade delay"
+    if spec.get("postCompleteDelay") is not None:
+        at_least = int(parse_go_duration(str(spec["postCompleteDelay"])).total_seconds()) + 60
+        ttl = max(ttl, at_least)
     labels = {
         LABEL_CONTROLLER: controller,
         LABEL_EXCLUSIVE: "true" if spec.get("exclusive") else "false",
@@ -416,6 +428,35 @@ def active_deadline_seconds(plan_value: int | None, *, env: Mapping[str, str]) -
     return maximum if 0 < maximum < deadline else deadline
 
 
+def go_duration_string(ns: int) -> str:
+    """Go's time.Duration.String (src/time/time.go): "0s"; under a second in ns, µs or ms with
+    the fraction's trailing zeros cut; else [h][m]s with a seconds fraction (``1h2m3.5s``)."""
+    if ns == 0:
+        return "0s"
+    sign, u = ("-" if ns < 0 else ""), abs(ns)
+
+    def frac(v: int, digits: int) -> str:
+        whole, rest = divmod(v, 10**digits)
+        tail = f"{rest:0{digits}d}".rstrip("0")
+        return f"{whole}.{tail}" if tail else str(whole)
+
+    if u < 1_000_000_000:
+        if u < 1_000:
+            return f"{sign}{u}ns"
+        if u < 1_000_000:
+            return f"{sign}{frac(u, 3)}µs"
+        return f"{sign}{frac(u, 6)}ms"
+    secs_ns = u % 60_000_000_000
+    minutes = u // 60_000_000_000
+    out = f"{frac(secs_ns, 9)}s"
+    if minutes:
+        h, m = divmod(minutes, 60)
+        out = f"{m}m{out}"
+        if h:
+            out = f"{h}h{out}"
+    return sign + out
+
+
 def with_latest_tag(image: str, tag: str) -> str:
     """pkg/upgrade/container/container.go WithLatestTag: a name-only image (reference.IsNameOnly:
     neither tag nor digest) gets ``:<tag>``, written reference.FamiliarString (docker.io/ and a
@@ -447,7 +488,7 @@ def drain_args(spec: Mapping[str, Any], node: Mapping[str, Any]) -> list[str]:
         args.append("--force")
     timeout = drain.get("timeout")
     if isinstance(timeout, int) and not isinstance(timeout, bool):
-        args += ["--timeout", f"{timeout}ns"]  # time.Duration(IntVal).String(): nanoseconds
+        args += ["--timeout", go_duration_string(timeout)]  # time.Duration(IntVal).String()
     elif isinstance(timeout, str):
         args += ["--timeout", timeout]
     if drain.get("gracePeriod") is not None:

@@ -413,3 +413,39 @@ def test_plan_crd_validation_and_an_old_suc_pruning_window(api):
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 201
         assert "window" not in old.get("plans", "p", NS)["spec"]
+
+
+def test_job_ttl_covers_post_complete_delay_and_int_drain_timeout_prints_as_go_duration(api):
+    """job.go New: ttlSecondsAfterFinished is raised to postCompleteDelay + 1 minute when
+    shorter (and the annotation with it); a drain timeout given as an integer is nanoseconds,
+    passed to kubectl as time.Duration(IntVal).String()."""
+    p = plan("p", "v1", selector=SERVERS, postCompleteDelay="30m", drain={"timeout": 900_000_000_000})  # fmt: skip
+    p["metadata"]["uid"], p["status"] = "u", {"latestVersion": "v1", "latestHash": "h"}
+    node = api.get("nodes", "server-0")
+    job = new_job(p, node, env={})
+    assert job["spec"]["ttlSecondsAfterFinished"] == 1860
+    assert job["metadata"]["annotations"]["upgrade.cattle.io/ttl-seconds-after-finished"] == "1860"
+    assert new_job(p, node, env={"SYSTEM_UPGRADE_JOB_TTL_SECONDS_AFTER_FINISH": "7200"})["spec"]["ttlSecondsAfterFinished"] == 7200  # fmt: skip
+    args = drain_args(p["spec"], node)
+    assert args[args.index("--timeout") + 1] == "15m0s"
+    for ns, text in [(900, "900ns"), (1500, "1.5µs"), (2_000_000, "2ms"), (3_723_500_000_000, "1h2m3.5s")]:  # fmt: skip
+        p["spec"]["drain"]["timeout"] = ns
+        args = drain_args(p["spec"], node)
+        assert args[args.index("--timeout") + 1] == text
+
+
+def test_validation_message_and_condition_timestamps_as_suc_writes_them(api):
+    """plan.go Validate returns merr.NewErrors(ErrInvalidWindow, err) (wrangler merr joins with
+    ", "; kured v1.13.1's texts are capitalised); pkg/apis/condition touches lastUpdateTime on a
+    status or message change, not on a reason change, and never writes lastTransitionTime."""
+    api.put(plan("bad", "v1", selector=SERVERS, window={"days": ["mon"], "startTime": "1:00am", "endTime": "05:00"}))  # fmt: skip
+    sim = SucSim(api, now=MONDAY_2AM)
+    sim.reconcile()
+    c = get_cond(api.get("plans", "bad", NS), "Validated")
+    assert c["message"] == "spec.window is invalid, Invalid time format: 1:00am"
+    api.put(plan("ok", "v1", selector={"matchLabels": {"x": "none"}}))
+    sim.reconcile()
+    for cond in status(api, "ok")["conditions"]:
+        assert "lastTransitionTime" not in cond
+    complete = get_cond(api.get("plans", "ok", NS), "Complete")
+    assert complete == {"type": "Complete", "status": "True", "reason": "Complete", "lastUpdateTime": "2026-11-23T02:00:00Z"}  # fmt: skip
