@@ -217,10 +217,13 @@ def default_k3s_version(image: str, latest_version: str) -> str:
 
 
 def _env(container: Mapping[str, Any], name: str) -> str:
+    """A container's variable: the kubelet (makeEnvironmentVariables) keeps the last of
+    several entries with one name."""
+    value = ""
     for e in container.get("env") or ():
         if e["name"] == name:
-            return str(e.get("value") or "")
-    return ""
+            value = str(e.get("value") or "")
+    return value
 
 
 # ----------------------------------------------------------------------------------- the pods

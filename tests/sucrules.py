@@ -346,11 +346,21 @@ def new_job(
         for k, v in (meta.get("annotations") or {}).items()
         if "cattle.io/" not in k and "kubectl.kubernetes.io/" not in k
     }
+    # container.go New: the downward-API variables, then the ContainerSpec's own ``envs`` (its
+    # JSON name in types.go), then WithPlanEnvironment's three
+    pod_env = [
+        {"name": n, "valueFrom": {"fieldRef": {"fieldPath": f}}}
+        for n, f in (
+            ("SYSTEM_UPGRADE_NODE_NAME", "spec.nodeName"),
+            ("SYSTEM_UPGRADE_POD_NAME", "metadata.name"),
+            ("SYSTEM_UPGRADE_POD_UID", "metadata.uid"),
+        )
+    ]
     plan_env = [
         {"name": "SYSTEM_UPGRADE_PLAN_NAME", "value": name},
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_HASH", "value": latest_hash},
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_VERSION", "value": latest_version},
-    ]  # container.go WithPlanEnvironment
+    ]
 
     def container(cname: str, cspec: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -358,7 +368,7 @@ def new_job(
             "image": with_latest_tag(str(cspec["image"]), latest_version),
             "command": list(cspec.get("command") or ()),
             "args": list(cspec.get("args") or ()),
-            "env": plan_env,
+            "env": [*pod_env, *(cspec.get("envs") or ()), *plan_env],
         }
 
     init: list[dict[str, Any]] = []
@@ -368,7 +378,12 @@ def new_job(
     drain = spec.get("drain")
     if drain is not None:  # "then we cordon/drain"
         init.append(
-            {"name": "drain", "image": kubectl, "args": drain_args(spec, node), "env": plan_env}
+            {
+                "name": "drain",
+                "image": kubectl,
+                "args": drain_args(spec, node),
+                "env": [*pod_env, *plan_env],
+            }
         )
     elif spec.get("cordon"):
         init.append(
@@ -376,7 +391,7 @@ def new_job(
                 "name": "cordon",
                 "image": kubectl,
                 "args": ["cordon", node["metadata"]["name"]],
-                "env": plan_env,
+                "env": [*pod_env, *plan_env],
             }
         )
     job_spec: dict[str, Any] = {

@@ -449,3 +449,20 @@ def test_validation_message_and_condition_timestamps_as_suc_writes_them(api):
         assert "lastTransitionTime" not in cond
     complete = get_cond(api.get("plans", "ok", NS), "Complete")
     assert complete == {"type": "Complete", "status": "True", "reason": "Complete", "lastUpdateTime": "2026-11-23T02:00:00Z"}  # fmt: skip
+
+
+def test_job_container_env_as_container_go_builds_it(api):
+    """container.go New: SYSTEM_UPGRADE_NODE_NAME / POD_NAME / POD_UID from the downward API,
+    then the ContainerSpec's ``envs`` (types.go's JSON name, not ``env``), then
+    WithPlanEnvironment; drain and cordon containers get no ``envs``."""
+    p = plan("p", "v1", selector=SERVERS, drain={})
+    p["spec"]["upgrade"]["envs"] = [{"name": "A", "value": "1"}]
+    p["metadata"]["uid"], p["status"] = "u", {"latestVersion": "v1", "latestHash": "h"}
+    job = new_job(p, api.get("nodes", "server-0"), env={})
+    pod = job["spec"]["template"]["spec"]
+    names = [e["name"] for e in pod["containers"][0]["env"]]
+    plan_vars = ["SYSTEM_UPGRADE_PLAN_NAME", "SYSTEM_UPGRADE_PLAN_LATEST_HASH", "SYSTEM_UPGRADE_PLAN_LATEST_VERSION"]  # fmt: skip
+    pod_vars = ["SYSTEM_UPGRADE_NODE_NAME", "SYSTEM_UPGRADE_POD_NAME", "SYSTEM_UPGRADE_POD_UID"]
+    assert names == [*pod_vars, "A", *plan_vars]
+    assert [e["name"] for e in pod["initContainers"][0]["env"]] == [*pod_vars, *plan_vars]
+    assert not plan_errors(p)  # the CRD knows upgrade.envs
