@@ -466,3 +466,33 @@ def test_job_container_env_as_container_go_builds_it(api):
     assert names == [*pod_vars, "A", *plan_vars]
     assert [e["name"] for e in pod["initContainers"][0]["env"]] == [*pod_vars, *plan_vars]
     assert not plan_errors(p)  # the CRD knows upgrade.envs
+
+
+def _http(api: KubeEmulator, method: str, path: str, body: Any = None) -> Any:
+    import json
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(api.url + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
+
+
+def test_an_update_that_changes_nothing_is_no_new_resource_version(api):
+    """The API server does not write an update that changes nothing (same resourceVersion, no
+    event), so it does not make SUC apply the Plan's Jobs again; any real change does."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=SERVERS, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=50), job_minutes=15)
+    sim.advance(minutes=3 * 60)  # failed at 05:00, deleted at 05:15, not re-created
+    path = f"/apis/upgrade.cattle.io/v1/namespaces/{NS}/plans/p"
+    stored = _http(api, "GET", path)
+    same = _http(api, "PUT", path, stored)
+    assert same["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    sim.advance(minutes=5)
+    assert [e.kind for e in sim.log].count("job-created") == 1
+    stored["metadata"].setdefault("annotations", {})["note"] = "x"
+    changed = _http(api, "PUT", path, stored)
+    assert changed["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"]
+    sim.advance()
+    assert [e.kind for e in sim.log].count("job-created") == 2
