@@ -305,6 +305,8 @@ class JobRunner:
             labels = job["metadata"]["labels"]
             if self._anti_affine(labels):
                 return  # Pending: the scheduler will not place it next to that pod
+            if self._untolerated(job, labels["upgrade.cattle.io/node"]):
+                return  # Pending: a NoSchedule/NoExecute taint it does not tolerate
             run = PodRun(
                 name,
                 labels["upgrade.cattle.io/plan"],
@@ -355,6 +357,33 @@ class JobRunner:
             if not exclusive and other.plan == labels["upgrade.cattle.io/plan"]:
                 return True
         return False
+
+    def _untolerated(self, job: Mapping[str, Any], node_name: str) -> bool:
+        """The scheduler's TaintToleration filter (k8s.io/api core/v1 toleration.go
+        ToleratesTaint): a NoSchedule or NoExecute taint of the node that no toleration of the
+        pod matches keeps it Pending. A NotReady node carries node.kubernetes.io/not-ready
+        NoSchedule (node lifecycle controller); SUC's Jobs tolerate only
+        node.kubernetes.io/unschedulable and the Plan's tolerations (job.go New), and SUC's
+        SelectConcurrentNodes does not look at readiness: such a node takes a concurrency slot
+        and its Job waits until its deadline."""
+        node = self.api.store.get(("nodes", "", node_name)) or {}
+        tolerations = job["spec"]["template"]["spec"].get("tolerations") or ()
+
+        def tolerated(taint: Mapping[str, Any]) -> bool:
+            for t in tolerations:
+                if t.get("effect") and t["effect"] != taint.get("effect"):
+                    continue
+                if t.get("operator") == "Exists":
+                    if not t.get("key") or t["key"] == taint.get("key"):
+                        return True
+                elif t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):  # fmt: skip
+                    return True
+            return False
+
+        return any(
+            taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(taint)
+            for taint in (node.get("spec") or {}).get("taints") or ()
+        )
 
     def _start(self, c: Mapping[str, Any], run: PodRun, now: datetime) -> str:
         """A container starts: drain checks and cordons, cordon cordons, upgrade is logged."""

@@ -406,6 +406,15 @@ def new_job(
                 "initContainers": init,
                 "containers": [container("upgrade", spec["upgrade"])],
                 "restartPolicy": "Never",
+                # tolerate cordoned nodes, then the Plan's own tolerations
+                "tolerations": [
+                    {
+                        "key": "node.kubernetes.io/unschedulable",
+                        "operator": "Exists",
+                        "effect": "NoSchedule",
+                    },
+                    *(spec.get("tolerations") or ()),
+                ],
             },
         },
     }

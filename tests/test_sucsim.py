@@ -496,3 +496,29 @@ def test_an_update_that_changes_nothing_is_no_new_resource_version(api):
     assert changed["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"]
     sim.advance()
     assert [e.kind for e in sim.log].count("job-created") == 2
+
+
+def test_a_not_ready_node_takes_a_concurrency_slot_and_its_job_waits_to_its_deadline(api):
+    """SelectConcurrentNodes (plan.go) reads labels only: a cordoned or NotReady node is
+    selected and counts toward concurrency. The Job tolerates node.kubernetes.io/unschedulable
+    (job.go New), so it runs on a cordoned node, but not the not-ready taint: Pending, it fails
+    at its deadline and holds the Plan's slot meanwhile (and after: the node stays applying)."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=1))
+    not_ready = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]
+    for name in ("agent-0", "agent-1", "agent-2"):
+        api.modify("nodes", name, "", lambda o: o.setdefault("spec", {}).update(taints=not_ready))
+    sim = SucSim(api, now=MONDAY_2AM, job_minutes=5)
+    sim.reconcile()
+    (first,) = status(api, "p")["applying"]
+    sim.advance(minutes=60)
+    assert not sim.starts()
+    failed = [(e.at.strftime("%H:%M"), e.node, e.detail) for e in sim.log if e.kind == "job-failed"]
+    assert failed == [("02:10", first, "DeadlineExceeded")]
+    assert status(api, "p")["applying"] == [first]
+    # cordoned (spec.unschedulable and its taint): tolerated, a Job runs there
+    cordon = {"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}  # fmt: skip
+    api.modify("nodes", "server-0", "", lambda o: o.setdefault("spec", {}).update(cordon))
+    p = plan("q", "v1.28.15+k3s1", selector={"matchLabels": {"kubernetes.io/hostname": "server-0"}})  # fmt: skip
+    api.put(p)
+    sim.advance()
+    assert [e.node for e in sim.starts()] == ["server-0"]
