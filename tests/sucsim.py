@@ -29,6 +29,7 @@ Use::
     sim.advance_to(when)             # minute by minute up to ``when``
     sim.run_until(lambda s: ..., limit_minutes=...)
     sim.settle()                     # until no Job pod runs and nothing changes (bounded)
+    sim.restart_controller()         # SUC's pod restarts: every Plan's Jobs applied again
     sim.log                          # every SimEvent(at, kind, plan, node, detail)
     sim.starts()                     # Job pod starts; sim.disruptions(): cordons, upgrades
     sim.upgrades(); sim.max_concurrent_upgrades(["server-0", ...])
