@@ -438,7 +438,12 @@ class SucSim:
             failed = _job_cond(job, "Failed")
             if failed is not None:
                 # "if the job has failed enqueue-or-delete it depending on the TTL window", after
-                # PlanComplete.SetError(plan, "JobFailed", ...) at every pass over the failed Job
+                # PlanComplete.SetError(plan, "JobFailed", ...) at every pass over the failed Job.
+                # When that write changes the status (two failed Jobs: the message names the other
+                # node) the Plan gets a new resourceVersion just before this Job is deleted; in SUC
+                # the Plan's handler races the deletion; here it runs after it (the generating
+                # handler comes later in the round) and applies the Job again: the worse outcome
+                # (a retry at any hour, applying being set), kept on purpose.
                 before = _snap(plan)
                 message = (
                     f"Job {ns}/{name} failed on Node {node_name}: {failed.get('reason')}: "

@@ -522,3 +522,15 @@ def test_a_not_ready_node_takes_a_concurrency_slot_and_its_job_waits_to_its_dead
     api.put(p)
     sim.advance()
     assert [e.node for e in sim.starts()] == ["server-0"]
+
+
+def test_two_failed_jobs_alternate_the_jobfailed_message_and_are_applied_again(api):
+    """The worst case of a race the sim settles one way: with two failed Jobs, the TTL pass over
+    each writes its own JobFailed message (handle_batch.go), a status change, so the Plan gets a
+    new resourceVersion just before that Job is deleted, and its Jobs are applied again (at any
+    hour: status.applying is set)."""
+    api.put(plan("p", "v1.28.15+k3s1", selector=AGENTS, concurrency=2, window=NIGHTS))
+    sim = SucSim(api, now=MONDAY_2AM + timedelta(hours=2, minutes=40), job_minutes=5, fail=lambda p, n, a: True)  # fmt: skip
+    sim.advance(minutes=60)
+    created = [e.at.strftime("%H:%M") for e in sim.log if e.kind == "job-created"]
+    assert created == ["04:41", "04:41", "05:06", "05:06", "05:31", "05:31"]
