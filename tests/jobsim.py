@@ -217,10 +217,13 @@ def default_k3s_version(image: str, latest_version: str) -> str:
 
 
 def _env(container: Mapping[str, Any], name: str) -> str:
+    """A container's variable: the kubelet (makeEnvironmentVariables) keeps the last of
+    several entries with one name."""
+    value = ""
     for e in container.get("env") or ():
         if e["name"] == name:
-            return str(e.get("value") or "")
-    return ""
+            value = str(e.get("value") or "")
+    return value
 
 
 # ----------------------------------------------------------------------------------- the pods
@@ -300,6 +303,10 @@ class JobRunner:
             if now < self.retry_at.get(name, now):
                 return
             labels = job["metadata"]["labels"]
+            if self._anti_affine(labels):
+                return  # Pending: the scheduler will not place it next to that pod
+            if self._untolerated(job, labels["upgrade.cattle.io/node"]):
+                return  # Pending: a NoSchedule/NoExecute taint it does not tolerate
             run = PodRun(
                 name,
                 labels["upgrade.cattle.io/plan"],
@@ -333,6 +340,51 @@ class JobRunner:
         self._finish(job, now, "Complete", "", "")
         self._event(now, "job-succeeded", run)
 
+    def _anti_affine(self, labels: Mapping[str, str]) -> bool:
+        """job.go New, PodAntiAffinity RequiredDuringScheduling, topology kubernetes.io/hostname:
+        no pod of the same Plan (upgrade.cattle.io/plan In [plan]) on that node, or for an
+        exclusive Plan, no pod with upgrade.cattle.io/exclusive In ["true"]. A Job SUC has not
+        deleted yet (say, of the Plan's previous version) keeps the new Job's pod Pending."""
+        node = labels["upgrade.cattle.io/node"]
+        exclusive = labels.get("upgrade.cattle.io/exclusive") == "true"
+        for other in self.pods.values():
+            if other.node != node:
+                continue
+            theirs = self.api.store.get(("jobs", self.ns, other.job))
+            their_labels = (theirs or {}).get("metadata", {}).get("labels") or {}
+            if exclusive and their_labels.get("upgrade.cattle.io/exclusive") == "true":
+                return True
+            if not exclusive and other.plan == labels["upgrade.cattle.io/plan"]:
+                return True
+        return False
+
+    def _untolerated(self, job: Mapping[str, Any], node_name: str) -> bool:
+        """The scheduler's TaintToleration filter (k8s.io/api core/v1 toleration.go
+        ToleratesTaint): a NoSchedule or NoExecute taint of the node that no toleration of the
+        pod matches keeps it Pending. A NotReady node carries node.kubernetes.io/not-ready
+        NoSchedule (node lifecycle controller); SUC's Jobs tolerate only
+        node.kubernetes.io/unschedulable and the Plan's tolerations (job.go New), and SUC's
+        SelectConcurrentNodes does not look at readiness: such a node takes a concurrency slot
+        and its Job waits until its deadline."""
+        node = self.api.store.get(("nodes", "", node_name)) or {}
+        tolerations = job["spec"]["template"]["spec"].get("tolerations") or ()
+
+        def tolerated(taint: Mapping[str, Any]) -> bool:
+            for t in tolerations:
+                if t.get("effect") and t["effect"] != taint.get("effect"):
+                    continue
+                if t.get("operator") == "Exists":
+                    if not t.get("key") or t["key"] == taint.get("key"):
+                        return True
+                elif t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):  # fmt: skip
+                    return True
+            return False
+
+        return any(
+            taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(taint)
+            for taint in (node.get("spec") or {}).get("taints") or ()
+        )
+
     def _start(self, c: Mapping[str, Any], run: PodRun, now: datetime) -> str:
         """A container starts: drain checks and cordons, cordon cordons, upgrade is logged."""
         args = list(c.get("args") or ())
@@ -346,6 +398,12 @@ class JobRunner:
         elif c["name"] == "cordon":
             self._cordon(args[1], run, now)
         elif c["name"] == "upgrade":
+            # init containers done, the upgrade container running: the pod turns Ready and the
+            # Job controller writes status.ready (a change of the Job: SUC's Job handler runs)
+            job = self.api.store.get(("jobs", self.ns, run.job))
+            if job is not None:
+                job.setdefault("status", {})["ready"] = 1
+                job["metadata"]["resourceVersion"] = self.api._bump()
             self._event(now, "upgrade-started", run, str(c["image"]))
         return ""
 

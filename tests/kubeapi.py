@@ -640,12 +640,18 @@ class KubeEmulator:
                 meta.pop("namespace", None)
             changed = obj.get("spec") != old.get("spec")
             meta["generation"] = old["metadata"].get("generation", 1) + (1 if changed else 0)
-            meta["resourceVersion"] = self._bump()
+            meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             if kind.plural == "plans":  # status subresource: a PUT cannot change status
                 obj.pop("status", None)
                 obj = self._admit_plan(obj)
                 if "status" in old:
                     obj["status"] = copy.deepcopy(old["status"])
+            if obj == old:
+                # apiserver's GuaranteedUpdate: an update that changes nothing is not written:
+                # same resourceVersion, no watch event (so SUC's UniqueApplyForResourceVersion
+                # does not apply the Plan's Jobs again)
+                return 200, copy.deepcopy(old)
+            obj["metadata"]["resourceVersion"] = self._bump()
             self.store[key] = obj
             return 200, copy.deepcopy(obj)
         if req.verb == "delete":

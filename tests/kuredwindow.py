@@ -2,7 +2,10 @@
 SUC's pkg/apis/upgrade.cattle.io/v1/types.go calls ``timewindow.New(...).Contains(time.Now())``).
 
 Source: github.com/kubereboot/kured, commit :data:`KURED_COMMIT`, files
-``pkg/timewindow/timewindow.go`` and ``pkg/timewindow/days.go``. Every rule below names the Go
+``pkg/timewindow/timewindow.go`` and ``pkg/timewindow/days.go``, checked against the release SUC
+builds with (SUC's go.mod: ``github.com/kubereboot/kured v1.13.1``, tag ``1.13.1``): the same code
+but for the capitalised error texts (``Invalid weekday``, ``Invalid time format``), which SUC
+shows in its Validated condition; this port gives v1.13.1's texts. Every rule below names the Go
 function it follows. Instants are compared in integer nanoseconds, as Go's ``time.Time`` is:
 the window's end is ``endTime`` plus 999,999,999 ns (so a window ending "05:00" still contains
 05:00:00.999999999), and ``start.Add(-24 * time.Hour)`` is 24 hours of elapsed time, not a
@@ -18,6 +21,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 KURED_COMMIT = "51220cc778a4c8cc5bdd35617697a2844887f8c7"
+KURED_SUC_TAG = "1.13.1"  # the version SUC (go.mod) builds with
 NS = 1_000_000_000
 DAY_NS = 24 * 3600 * NS
 
@@ -44,10 +48,10 @@ def parse_weekday(day: str) -> int:
         n = int(day)
         if 0 <= n < 7:
             return n
-        raise TimeWindowError(f"invalid weekday, number out of range: {day}")
+        raise TimeWindowError(f"Invalid weekday, number out of range: {day}")
     if day.lower() in DAY_STRINGS:
         return DAY_STRINGS[day.lower()]
-    raise TimeWindowError(f"invalid weekday: {day}")
+    raise TimeWindowError(f"Invalid weekday: {day}")
 
 
 def parse_weekdays(days: list[str]) -> int:
@@ -97,7 +101,7 @@ def parse_time(s: str) -> tuple[int, int, int]:
         elif ampm == "am" and hour == 12:
             hour = 0
         return hour, minute, second
-    raise TimeWindowError(f"invalid time format: {s}")
+    raise TimeWindowError(f"Invalid time format: {s}")
 
 
 def load_location(name: str) -> tzinfo:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tests.jobsim import parse_go_duration
 from tests.kubeapi import HOSTNAME, selector_matches
 from tests.kuredwindow import TimeWindow, TimeWindowError
 
@@ -58,17 +59,69 @@ def _go_sprint(value: Any) -> str:
     return "<nil>" if value is None else str(value)
 
 
+# pkg/apis/upgrade.cattle.io/v1/types.go: the Plan fields json.Marshal keeps when zero -- pointers
+# (omitempty drops only nil) and fields without omitempty -- and the map-typed fields (their
+# values are data: an "" value stays). Every other field is a non-pointer ``omitempty`` field.
+_KEEP_ZERO = frozenset(
+    {
+        ("spec", "jobActiveDeadlineSecs"),  # *int64
+        ("spec", "nodeSelector"),  # *metav1.LabelSelector: {} stays, printed "map[]"
+        ("spec", "window"),  # *TimeWindowSpec
+        ("spec", "prepare"),  # *ContainerSpec
+        ("spec", "upgrade"),  # *ContainerSpec, no omitempty
+        ("spec", "drain"),  # *DrainSpec
+        ("spec", "postCompleteDelay"),  # *metav1.Duration
+        ("spec", "upgrade", "image"),  # no omitempty
+        ("spec", "prepare", "image"),
+        ("spec", "drain", "timeout"),  # *intstr.IntOrString
+        ("spec", "drain", "gracePeriod"),  # *int32
+        ("spec", "drain", "deleteLocalData"),  # *bool: false stays, printed "false"
+        ("spec", "drain", "deleteEmptydirData"),
+        ("spec", "drain", "ignoreDaemonSets"),
+        ("spec", "drain", "podSelector"),
+    }
+)
+_MAP_FIELDS = frozenset(
+    {
+        ("metadata", "labels"),
+        ("metadata", "annotations"),
+        ("spec", "postCompleteLabels"),
+        ("spec", "nodeSelector", "matchLabels"),
+        ("spec", "drain", "podSelector", "matchLabels"),
+    }
+)
+
+
+def _is_zero(value: Any) -> bool:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _typed(value: Any, path: tuple[str, ...]) -> Any:
+    """The JSON of ``value`` at ``path`` as json.Marshal of the typed Plan writes it: a zero
+    non-pointer ``omitempty`` field is absent (list items are left as they are)."""
+    if not isinstance(value, Mapping) or path in _MAP_FIELDS:
+        return value
+    out = {}
+    for k, v in value.items():
+        sub = (*path, str(k))
+        if _is_zero(v) and sub not in _KEEP_ZERO:
+            continue
+        out[k] = _typed(v, sub)
+    return out
+
+
 def _wrangler_string(obj: Mapping[str, Any], path: list[str]) -> str:
     """wrangler pkg/data Object.String -> convert.ToString (pkg/data/convert/convert.go):
-    GetValueN through maps, Singular (a list's first item), "" for nil, fmt.Sprint, TrimSpace.
-    data.Convert marshals the typed Plan, whose spec fields are nearly all ``omitempty``: a zero
-    value is absent, so "" (``upgrade.image`` and ``name`` fields have no omitempty but are never
-    empty in a valid Plan)."""
-    value: Any = obj
+    GetValueN through maps, Singular (a list's first item, nil for an empty list), "" for nil,
+    fmt.Sprint, TrimSpace -- over data.Convert(plan): convert.EncodeToMap, json.Marshal of the
+    typed Plan decoded with UseNumber (:func:`_typed`)."""
+    value: Any = _typed(obj, ())
     for key in path:
         value = value.get(key) if isinstance(value, Mapping) else None
-    if value in (0, False, "", [], {}):  # json.Marshal of the typed Plan: omitempty drops them
-        value = None
     if isinstance(value, list):
         value = value[0] if value else None
     return "" if value is None else _go_sprint(value).strip()
@@ -128,23 +181,28 @@ def get_cond(plan: Mapping[str, Any], ctype: str) -> dict[str, Any] | None:
 
 
 def _cond(plan: dict[str, Any], ctype: str, now: datetime) -> dict[str, Any]:
-    """pkg/apis/condition/condition.go findOrCreateCond (a new one is Unknown)."""
+    """pkg/apis/condition/condition.go findOrCreateCond: a new one is Type and Status Unknown,
+    no timestamp (CreateUnknownIfNotExists's setStatus to Unknown changes nothing)."""
     for c in _conds(plan):
         if c["type"] == ctype:
             return c
-    c = {"type": ctype, "status": "Unknown", "lastUpdateTime": _ts(now)}
+    c = {"type": ctype, "status": "Unknown"}
     _conds(plan).append(c)
     return c
 
 
 def _set(plan: dict[str, Any], ctype: str, now: datetime, **fields: str) -> None:
-    """condition.go setStatus/Reason/Message (a status change touches lastTransitionTime)."""
+    """condition.go setStatus / Message (setValue: a changed value touches lastUpdateTime, RFC
+    3339) and Reason (set without touching). SUC's condition package never writes
+    lastTransitionTime on a Plan condition."""
     c = _cond(plan, ctype, now)
-    if "status" in fields and c.get("status") != fields["status"]:
-        c["lastTransitionTime"] = _ts(now)
-    if any(c.get(k) != v for k, v in fields.items()):
+    if any(k != "reason" and c.get(k, "") != v for k, v in fields.items()):
         c["lastUpdateTime"] = _ts(now)
-    c.update(fields)
+    for k, v in fields.items():  # genericcondition: reason, message omitempty
+        if v:
+            c[k] = v
+        else:
+            c.pop(k, None)
 
 
 def _set_error(plan: dict[str, Any], ctype: str, now: datetime, reason: str, err: str) -> None:
@@ -182,7 +240,8 @@ def validate(plan: Mapping[str, Any]) -> str:
                 str(window.get("timeZone") or ""),
             )
         except TimeWindowError as e:
-            return f"spec.window is invalid: {e}"
+            # merr.NewErrors(ErrInvalidWindow, err): wrangler pkg/merr Errors.Error joins ", "
+            return f"spec.window is invalid, {e}"
     delay = spec.get("postCompleteDelay")
     if isinstance(delay, str) and delay.startswith("-"):
         return "spec.postCompleteDelay is negative"
@@ -266,6 +325,11 @@ def new_job(
     short = str(node["metadata"]["name"]).split(".", 1)[0]
     latest_version, latest_hash = str(status.get("latestVersion")), str(status.get("latestHash"))
     ttl = _env_int(env, "SYSTEM_UPGRADE_JOB_TTL_SECONDS_AFTER_FINISH", 900)
+    # "Ensure that the job's TTLSecondsAfterFinished is at least 1 minute longer than the
+    # requested post-upgrade delay"
+    if spec.get("postCompleteDelay") is not None:
+        at_least = int(parse_go_duration(str(spec["postCompleteDelay"])).total_seconds()) + 60
+        ttl = max(ttl, at_least)
     labels = {
         LABEL_CONTROLLER: controller,
         LABEL_EXCLUSIVE: "true" if spec.get("exclusive") else "false",
@@ -282,11 +346,21 @@ def new_job(
         for k, v in (meta.get("annotations") or {}).items()
         if "cattle.io/" not in k and "kubectl.kubernetes.io/" not in k
     }
+    # container.go New: the downward-API variables, then the ContainerSpec's own ``envs`` (its
+    # JSON name in types.go), then WithPlanEnvironment's three
+    pod_env = [
+        {"name": n, "valueFrom": {"fieldRef": {"fieldPath": f}}}
+        for n, f in (
+            ("SYSTEM_UPGRADE_NODE_NAME", "spec.nodeName"),
+            ("SYSTEM_UPGRADE_POD_NAME", "metadata.name"),
+            ("SYSTEM_UPGRADE_POD_UID", "metadata.uid"),
+        )
+    ]
     plan_env = [
         {"name": "SYSTEM_UPGRADE_PLAN_NAME", "value": name},
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_HASH", "value": latest_hash},
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_VERSION", "value": latest_version},
-    ]  # container.go WithPlanEnvironment
+    ]
 
     def container(cname: str, cspec: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -294,7 +368,7 @@ def new_job(
             "image": with_latest_tag(str(cspec["image"]), latest_version),
             "command": list(cspec.get("command") or ()),
             "args": list(cspec.get("args") or ()),
-            "env": plan_env,
+            "env": [*pod_env, *(cspec.get("envs") or ()), *plan_env],
         }
 
     init: list[dict[str, Any]] = []
@@ -304,7 +378,12 @@ def new_job(
     drain = spec.get("drain")
     if drain is not None:  # "then we cordon/drain"
         init.append(
-            {"name": "drain", "image": kubectl, "args": drain_args(spec, node), "env": plan_env}
+            {
+                "name": "drain",
+                "image": kubectl,
+                "args": drain_args(spec, node),
+                "env": [*pod_env, *plan_env],
+            }
         )
     elif spec.get("cordon"):
         init.append(
@@ -312,7 +391,7 @@ def new_job(
                 "name": "cordon",
                 "image": kubectl,
                 "args": ["cordon", node["metadata"]["name"]],
-                "env": plan_env,
+                "env": [*pod_env, *plan_env],
             }
         )
     job_spec: dict[str, Any] = {
@@ -327,6 +406,15 @@ def new_job(
                 "initContainers": init,
                 "containers": [container("upgrade", spec["upgrade"])],
                 "restartPolicy": "Never",
+                # tolerate cordoned nodes, then the Plan's own tolerations
+                "tolerations": [
+                    {
+                        "key": "node.kubernetes.io/unschedulable",
+                        "operator": "Exists",
+                        "effect": "NoSchedule",
+                    },
+                    *(spec.get("tolerations") or ()),
+                ],
             },
         },
     }
@@ -364,6 +452,35 @@ def active_deadline_seconds(plan_value: int | None, *, env: Mapping[str, str]) -
     return maximum if 0 < maximum < deadline else deadline
 
 
+def go_duration_string(ns: int) -> str:
+    """Go's time.Duration.String (src/time/time.go): "0s"; under a second in ns, µs or ms with
+    the fraction's trailing zeros cut; else [h][m]s with a seconds fraction (``1h2m3.5s``)."""
+    if ns == 0:
+        return "0s"
+    sign, u = ("-" if ns < 0 else ""), abs(ns)
+
+    def frac(v: int, digits: int) -> str:
+        whole, rest = divmod(v, 10**digits)
+        tail = f"{rest:0{digits}d}".rstrip("0")
+        return f"{whole}.{tail}" if tail else str(whole)
+
+    if u < 1_000_000_000:
+        if u < 1_000:
+            return f"{sign}{u}ns"
+        if u < 1_000_000:
+            return f"{sign}{frac(u, 3)}µs"
+        return f"{sign}{frac(u, 6)}ms"
+    secs_ns = u % 60_000_000_000
+    minutes = u // 60_000_000_000
+    out = f"{frac(secs_ns, 9)}s"
+    if minutes:
+        h, m = divmod(minutes, 60)
+        out = f"{m}m{out}"
+        if h:
+            out = f"{h}h{out}"
+    return sign + out
+
+
 def with_latest_tag(image: str, tag: str) -> str:
     """pkg/upgrade/container/container.go WithLatestTag: a name-only image (reference.IsNameOnly:
     neither tag nor digest) gets ``:<tag>``, written reference.FamiliarString (docker.io/ and a
@@ -395,7 +512,7 @@ def drain_args(spec: Mapping[str, Any], node: Mapping[str, Any]) -> list[str]:
         args.append("--force")
     timeout = drain.get("timeout")
     if isinstance(timeout, int) and not isinstance(timeout, bool):
-        args += ["--timeout", f"{timeout}ns"]  # time.Duration(IntVal).String(): nanoseconds
+        args += ["--timeout", go_duration_string(timeout)]  # time.Duration(IntVal).String()
     elif isinstance(timeout, str):
         args += ["--timeout", timeout]
     if drain.get("gracePeriod") is not None:

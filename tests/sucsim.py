@@ -10,8 +10,13 @@ Time: :attr:`SucSim.now` is the only clock. :meth:`SucSim.reconcile` runs everyt
 at ``now`` (Jobs progress, then SUC's handlers, until nothing changes); :meth:`SucSim.advance`
 moves the clock minute by minute and reconciles at each minute. SUC is event-driven (Plan, Node,
 Job and Secret changes, a one-minute re-enqueue while a window is closed, the resync); running
-every handler every minute is the model the issue sets ("SUC acts within a minute") and can only
-make SUC act *more* often than the real one, never less.
+every handler every minute is the model the issue sets ("SUC acts within a minute"). Two rules
+keep that from doing more than SUC can: Jobs are applied only for a Plan resourceVersion not
+applied before (wrangler's UniqueApplyForResourceVersion: a Job deleted after failing comes back
+only when the Plan object changes or SUC restarts, :meth:`SucSim.restart_controller`), and the
+Job handler (handle_batch.go) looks at a Job only when that Job changed, an EnqueueAfter it asked
+for is due, or at the 2-hour resync: a running Job whose node left ``status.applying`` runs on
+until one of those.
 
 Use::
 
@@ -24,6 +29,7 @@ Use::
     sim.advance_to(when)             # minute by minute up to ``when``
     sim.run_until(lambda s: ..., limit_minutes=...)
     sim.settle()                     # until no Job pod runs and nothing changes (bounded)
+    sim.restart_controller()         # SUC's pod restarts: every Plan's Jobs applied again
     sim.log                          # every SimEvent(at, kind, plan, node, detail)
     sim.starts()                     # Job pod starts; sim.disruptions(): cordons, upgrades
     sim.upgrades(); sim.max_concurrent_upgrades(["server-0", ...])
@@ -96,6 +102,10 @@ __all__ = [
 ]
 
 
+# main.go: upgrade.NewController(cfg, namespace, name, nodeName, leaderElect, 2*time.Hour),
+# the informers' resync period (controller.go SharedControllerFactoryOptions Resync)
+RESYNC = timedelta(hours=2)
+
 # ---------------------------------------------------------------------------- controller
 
 
@@ -129,7 +139,15 @@ class SucSim:
         self.env = dict(env or {})
         self.controller = controller
         self.log: list[SimEvent] = []
-        self._failed_seen: set[str] = set()
+        # handle_batch.go's triggers (see _job_due): the Job resourceVersion last handled, the
+        # EnqueueAfter due times, the next informer resync
+        self._job_rv: dict[str, str] = {}
+        self._job_wake: dict[str, datetime] = {}
+        self._resync_at = now + RESYNC
+        # wrangler's generated planGeneratingHandler.seen (GeneratingHandlerOptions
+        # UniqueApplyForResourceVersion, set in handle_upgrade.go): the Plan resourceVersion
+        # for which the generated Jobs were last applied. Lost when SUC restarts.
+        self._applied_rv: dict[str, str] = {}
         self.jobs = JobRunner(
             api,
             namespace=namespace,
@@ -231,6 +249,14 @@ class SucSim:
             most = max(most, current)
         return most
 
+    def restart_controller(self) -> None:
+        """SUC's pod restarts (a new leader, the node it ran on drained or rebooted): wrangler's
+        in-memory ``seen`` map is empty, so the first pass over each Plan applies its Jobs again
+        (pkg/generated/controllers/upgrade.cattle.io/v1/plan.go isNewResourceVersion)."""
+        self._applied_rv.clear()
+        self._job_rv.clear()  # the informers list everything again: every Job is handled
+        self._job_wake.clear()
+
     def plan(self, name: str) -> dict[str, Any]:
         got = self.api.get("plans", name, self.ns)
         assert got is not None, f"no Plan {name}"
@@ -302,6 +328,16 @@ class SucSim:
         for plan in self._plans():
             before = _snap(plan)
             now, status = self.now, plan.setdefault("status", {})
+            # plan.go (generated) Handle: apply only for a resourceVersion not applied before
+            # (UniqueApplyForResourceVersion), whatever objects the handler returned; the status
+            # it returns is written after the apply, so a status change makes a new
+            # resourceVersion that is applied on the next pass. Nothing else re-applies: a Job
+            # deleted (TTL after failing) is created again only when the Plan changes
+            # (spec or status) or SUC restarts; no wrangler apply watch re-creates it.
+            key = str(plan["metadata"]["name"])
+            rv = str(plan["metadata"].get("resourceVersion"))
+            fresh = self._applied_rv.get(key) != rv
+            self._applied_rv[key] = rv
             if not _is(plan, "Validated", "True") or not _is(plan, "LatestResolved", "True"):
                 _set_error(plan, "Complete", now, "NotReady", ERR_PLAN_NOT_READY)
                 self._save(plan, before)
@@ -327,6 +363,8 @@ class SucSim:
                     self.log.append(SimEvent(now, "plan-complete", plan["metadata"]["name"], ""))
                 _set_error(plan, "Complete", now, "Complete", "")
             self._save(plan, before)
+            if not fresh:
+                continue
             for node in selected:  # upgradejob.New for each, computed before status.applying
                 self._apply_job(
                     new_job(plan_before, node, env=self.env, controller=self.controller)
@@ -348,14 +386,36 @@ class SucSim:
 
     # ------------------------------------------------------------------ handle_batch.go
 
+    def _job_due(self, job: Mapping[str, Any]) -> bool:
+        """Whether handle_batch.go's handler runs for ``job`` now: jobs.OnChange fires on a
+        change of the Job (its resourceVersion), on an EnqueueAfter it asked for (TTL,
+        postCompleteDelay), at the informers' resync (main.go NewController(...,
+        2*time.Hour): every 2 hours) and when SUC starts. A Plan or Node change does not run it
+        (handle_core.go and handle_upgrade.go enqueue Plans, never Jobs)."""
+        uid, rv = str(job["metadata"]["uid"]), str(job["metadata"].get("resourceVersion"))
+        wake = self._job_wake.get(uid)
+        due = self._job_rv.get(uid) != rv or (wake is not None and self.now >= wake)
+        due = due or self.now >= self._resync_at
+        if due:
+            self._job_rv[uid] = rv
+            self._job_wake.pop(uid, None)
+        return due
+
+    def _wake(self, job: Mapping[str, Any], after: timedelta) -> None:
+        """jobs.EnqueueAfter(ns, name, after) (the workqueue keeps each delayed add: the
+        earliest fires first, and the handler asks again for what is still to come)."""
+        uid, at = str(job["metadata"]["uid"]), self.now + after
+        self._job_wake[uid] = min(at, self._job_wake.get(uid, at))
+
     def _job_handler(self) -> None:
-        """handle_batch.go handleJobs (jobs.OnChange), for every Job of this controller, every
-        minute: SUC runs it on each change of the Job, on its TTL re-enqueue and at the 2-hour
-        resync (main.go NewController(..., 2*time.Hour)); here deletions come at the earliest
-        minute SUC could make them."""
+        """handle_batch.go handleJobs (jobs.OnChange), for every Job of this controller that is
+        due (:meth:`_job_due`)."""
         now = self.now
+        resync = now >= self._resync_at
         for (r, ns, name), job in sorted(self.api.store.items()):
             if r != "jobs" or ns != self.ns:
+                continue
+            if not self._job_due(job):
                 continue
             labels = job["metadata"].get("labels") or {}
             if labels.get(LABEL_CONTROLLER) != self.controller:
@@ -377,13 +437,13 @@ class SucSim:
                 continue
             failed = _job_cond(job, "Failed")
             if failed is not None:
-                # SUC writes JobFailed when the Job's change to Failed fires the handler; two
-                # failed Jobs re-handled every minute would flap the message, so once per Job
-                uid = job["metadata"]["uid"]
-                if uid in self._failed_seen:
-                    self._enqueue_or_delete(job, failed["lastTransitionTime"])
-                    continue
-                self._failed_seen.add(uid)
+                # "if the job has failed enqueue-or-delete it depending on the TTL window", after
+                # PlanComplete.SetError(plan, "JobFailed", ...) at every pass over the failed Job.
+                # When that write changes the status (two failed Jobs: the message names the other
+                # node) the Plan gets a new resourceVersion just before this Job is deleted; in SUC
+                # the Plan's handler races the deletion; here it runs after it (the generating
+                # handler comes later in the round) and applies the Job again: the worse outcome
+                # (a retry at any hour, applying being set), kept on purpose.
                 before = _snap(plan)
                 message = (
                     f"Job {ns}/{name} failed on Node {node_name}: {failed.get('reason')}: "
@@ -400,7 +460,9 @@ class SucSim:
                     done_at = _parse_ts(complete["lastTransitionTime"])
                     delay = _go_duration(plan["spec"].get("postCompleteDelay") or "0s")
                     before = _snap(node)
-                    if now - done_at >= delay:
+                    if now - done_at < delay:  # "re-enqueue it ... once the delay has elapsed"
+                        self._wake(job, delay - (now - done_at))
+                    else:
                         expand = {
                             "$(LATEST_VERSION)": str(status.get("latestVersion")),
                             "$(LATEST_HASH)": str(status.get("latestHash")),
@@ -427,6 +489,8 @@ class SucSim:
             i = bisect.bisect_left(applying, node_name)
             if i == len(applying) or applying[i] != node_name:
                 self._delete_job(job, "its node is not in the Plan's status.applying")
+        if resync:
+            self._resync_at = now + RESYNC
 
     def _enqueue_or_delete(self, job: dict[str, Any], transition: str) -> None:
         """handle_batch.go enqueueOrDelete: delete once the TTL after the transition passed
@@ -441,8 +505,11 @@ class SucSim:
                 except ValueError:
                     self._delete_job(job, "malformed TTL annotation")
                     return
-        if self.now - _parse_ts(transition) >= timedelta(seconds=int(ttl or 0)):
-            self._delete_job(job, "finished and past its TTL")
+        interval, keep = self.now - _parse_ts(transition), timedelta(seconds=int(ttl or 0))
+        if interval < keep:
+            self._wake(job, keep - interval)  # jobController.EnqueueAfter(ttl - interval)
+            return
+        self._delete_job(job, "finished and past its TTL")
 
     def _delete_job(self, job: dict[str, Any], why: str) -> None:
         """deleteJob (propagation Background: the Job's pod is killed)."""

@@ -1,0 +1,3 @@
+module kuredcheck
+
+go 1.19
