@@ -284,10 +284,13 @@ def test_suc_down_when_the_agent_admitted_starts_the_batch_at_a_later_occurrence
             assert is_open(NIGHTS, e.at), e
 
 
-def test_residual_a_job_failing_while_the_agent_is_down_is_retried_only_on_its_node():
-    """The residual risk docs/architecture.md names: with the agent gone, SUC deletes a failed
-    Job after its TTL and creates it again with the gate skipped (``applying`` still names the
-    node), at any hour. What admission bounds is *where*: the admitted node only, never another."""
+def test_residual_a_job_failing_while_the_agent_is_down_waits_until_suc_restarts():
+    """The residual risk docs/architecture.md names. With the agent gone and the admitted
+    node's Job failing, SUC deletes the failed Job after its TTL and does not create it again
+    by itself (wrangler applies a Plan's Jobs once per resourceVersion; tests/sucsim.py): the
+    node waits. But a SUC restart (or any change to the Plan) applies the Plan again, and with
+    ``applying`` still naming the node the gate is skipped: the Job starts again at that hour,
+    window closed or not. What admission bounds is *where*: the admitted node only."""
     with KubeEmulator() as api:
         _cluster(api)
         _write_first_pass(api, fs.IN_WINDOW)
@@ -298,7 +301,15 @@ def test_residual_a_job_failing_while_the_agent_is_down_is_retried_only_on_its_n
         sim.advance_to(fs.IN_WINDOW + timedelta(days=2))
         work = sim.starts() + sim.disruptions()
         assert {e.node for e in work} == {"server-0"}
-        assert any(not is_open(NIGHTS, e.at) for e in work)  # the named residual, not hidden
+        assert all(is_open(NIGHTS, e.at) for e in work)  # no retry on its own, at any hour
+        closed = fs.IN_WINDOW + timedelta(days=2, hours=10)  # Wednesday 12:00 UTC
+        assert not is_open(NIGHTS, closed)
+        sim.advance_to(closed)
+        sim.restart_controller()
+        sim.advance(minutes=30)
+        late = [e for e in sim.starts() + sim.disruptions() if e.at >= closed]
+        assert late and {e.node for e in late} == {"server-0"}  # the named residual, not hidden
+        assert any(not is_open(NIGHTS, e.at) for e in late)
 
 
 def test_a_plan_is_not_corrected_under_a_running_job_but_between_batches():
