@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters import gittransport
 from gitedge.adapters.gitsource import (
     FETCHED_PREFIX,
     GitMirror,
@@ -313,34 +312,18 @@ def test_damaged_transfer_leaves_the_mirror_as_it_was(
     assert mirror.fetch(url=up.url, branch="main") == b  # and the next fetch heals it
 
 
-def test_a_slow_steady_transfer_is_not_cut_by_the_stall_timeout(
+def test_a_trickling_transfer_stops_at_the_deadline(
     up: Upstream, mirror: GitMirror, big_update: tuple[str, str]
 ) -> None:
-    """A catch-up over a slow link takes as long as it takes: the 1.5 MB pack at 300 KB/s runs
-    well past the 1 s stall timeout (which bounds each wait for a byte, not the transfer)."""
-    _, b = big_update
-    with git_daemon(up.srv) as base, tcp_proxy(int(base.rsplit(":", 1)[1]), rate=300_000) as proxy:
-        started = time.monotonic()
-        assert mirror.fetch(url=f"git://127.0.0.1:{proxy.port}/fleet.git", branch="main",
-                            timeout_s=1) == b  # fmt: skip
-        assert time.monotonic() - started > 2  # it did outlast the stall timeout
-
-
-def test_a_transfer_below_the_minimum_rate_is_given_up(
-    up: Upstream, mirror: GitMirror, big_update: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Bytes keep coming (no read ever waits the stall timeout), but slower than the minimum
-    rate: given up after a window, and the mirror is as it was."""
     a, _ = big_update
-    monkeypatch.setattr(gittransport, "MIN_RATE", 200_000.0)  # so the test needs no half hour
-    monkeypatch.setattr(gittransport, "RATE_WINDOW_S", 1.0)
     before = state(mirror)
-    with (
-        git_daemon(up.srv) as base,
-        tcp_proxy(int(base.rsplit(":", 1)[1]), rate=50_000) as proxy,
-        pytest.raises(SourceUnavailable, match="transfer too slow"),
-    ):
-        mirror.fetch(url=f"git://127.0.0.1:{proxy.port}/fleet.git", branch="main", timeout_s=5)
+    with git_daemon(up.srv) as base, tcp_proxy(int(base.rsplit(":", 1)[1]), rate=50_000) as proxy:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match="did not finish in time"):
+            mirror.fetch(url=f"git://127.0.0.1:{proxy.port}/fleet.git", branch="main", timeout_s=2)
+        assert (
+            time.monotonic() - started < 5
+        )  # every read returned data: only the deadline stops it
     assert state(mirror) == before and mirror.resolve("main") == a
 
 

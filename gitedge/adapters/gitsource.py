@@ -10,10 +10,8 @@ scratch ref ``refs/gitedge/incoming/<branch>``, the new commits are checked to b
 only then does the fetched ref move, in one atomic ref write.
 
 Time. libgit2's connect/read timeouts (``server_connect_timeout``, ``server_timeout``) bound
-every network wait, so a server that accepts but never answers fails after ``timeout_s`` (the
-stall timeout); once the pack flows, the progress callback gives up a transfer below the minimum
-rate (``gittransport.MIN_RATE`` over each ``RATE_WINDOW_S``). There is no limit on the whole
-transfer: a long catch-up over a slow link honestly takes long.
+every network wait, so a server that accepts but never answers fails after ``timeout_s``; a
+progress callback aborts a transfer still trickling in at the deadline.
 
 Transports, credentials, host keys and TLS: :mod:`gitedge.adapters.gittransport`. Caps on
 what is read (objects, packs, memory): :mod:`gitedge.adapters.gitobjects`.
@@ -24,6 +22,7 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
+import time
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -438,7 +437,14 @@ class GitMirror(GitRepo):
         auth = auth or SourceAuth()
         repo = self.repo
         what = f"fetch of branch {branch!r} from {shown}"
-        callbacks = Callbacks(auth=auth, shown=shown, scheme=scheme, max_pack_bytes=max_pack_bytes)
+        started = time.monotonic()
+        callbacks = Callbacks(
+            auth=auth,
+            shown=shown,
+            scheme=scheme,
+            deadline=started + timeout_s,
+            max_pack_bytes=max_pack_bytes,
+        )
         with _FETCH_LOCK, libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
             with self._landing(branch, what) as incoming:
                 try:
@@ -448,7 +454,7 @@ class GitMirror(GitRepo):
                 except SourceUnavailable:
                     raise
                 except (*_LIBGIT2_ERRORS, MemoryError) as e:
-                    late = "timed out" in str(e).lower()
+                    late = time.monotonic() - started >= timeout_s
                     hint = f" (no answer within {timeout_s:g}s)" if late else ""
                     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
                         hint = (

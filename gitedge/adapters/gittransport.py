@@ -21,7 +21,7 @@ import ipaddress
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +36,6 @@ from pygit2.utils import StrArray
 
 from gitedge.adapters.localfiles import read_bounded, size_text
 from gitedge.errors import InvalidInput, Problem, SourceUnavailable, scrub
-
-MIN_RATE = 1024.0  # bytes a second, on average over each window, once the pack flows
-RATE_WINDOW_S = 30.0  # the window; a stall (no byte at all) is libgit2's server_timeout
 
 MAX_SECRET_BYTES = 64 << 10
 MAX_CA_BYTES = 1 << 20
@@ -97,27 +94,15 @@ def _read_secret(path: Path, what: str) -> str:
 
 class Callbacks(pygit2.RemoteCallbacks):
     """Credentials from files (each offered once), certificates and host keys exactly as
-    libgit2 verified them, the pack cap, and a minimum rate (no wall-clock limit: a catch-up
-    over a satellite link honestly takes long). A read that waits longer than the stall timeout
-    is libgit2's ``server_timeout`` (:func:`libgit2_settings`); once the pack flows, each
-    :data:`RATE_WINDOW_S` must bring :data:`MIN_RATE` bytes a second on average, so a server
-    trickling a byte just inside the stall timeout is given up too."""
+    libgit2 verified them, and a deadline on the whole transfer."""
 
     def __init__(
-        self,
-        *,
-        auth: SourceAuth,
-        shown: str,
-        scheme: str,
-        max_pack_bytes: int,
-        clock: Callable[[], float] = time.monotonic,
+        self, *, auth: SourceAuth, shown: str, scheme: str, deadline: float, max_pack_bytes: int
     ) -> None:
         super().__init__()
-        self.auth, self.shown, self.scheme = auth, shown, scheme
+        self.auth, self.shown, self.scheme, self.deadline = auth, shown, scheme, deadline
         self.max_pack_bytes = max_pack_bytes
         self.offered: set[CredentialType] = set()
-        self._clock = clock
-        self._window: tuple[float, int] | None = None  # (start, bytes then): from the first byte
 
     def credentials(
         self, url: str, username_from_url: str | None, allowed_types: CredentialType
@@ -150,28 +135,16 @@ class Callbacks(pygit2.RemoteCallbacks):
         return True
 
     def transfer_progress(self, stats: Any) -> None:
-        received = int(stats.received_bytes)
-        if received > self.max_pack_bytes:
+        if time.monotonic() > self.deadline:
+            raise SourceUnavailable(f"{self.shown}: transfer did not finish in time")
+        if stats is not None and stats.received_bytes > self.max_pack_bytes:
             raise SourceUnavailable(
                 f"{self.shown}: the pack is larger than {size_text(self.max_pack_bytes)} "
                 "(source.limits.maxPackBytes); fetch aborted"
             )
-        now = self._clock()
-        if self._window is None:
-            if received:
-                self._window = (now, received)
-            return
-        start, at_start = self._window
-        elapsed = now - start
-        if elapsed < RATE_WINDOW_S:
-            return
-        got = received - at_start
-        if got < MIN_RATE * elapsed:
-            raise SourceUnavailable(
-                f"{self.shown}: transfer too slow ({got} bytes in {elapsed:.0f}s, below the "
-                f"minimum rate of {MIN_RATE:.0f} B/s); {received} bytes had arrived"
-            )
-        self._window = (now, received)
+
+    def sideband_progress(self, string: str) -> None:
+        self.transfer_progress(None)
 
 
 def fetch_no_tags(remote: pygit2.Remote, refspec: str, callbacks: Callbacks) -> None:
