@@ -265,7 +265,9 @@ class GitRepo:
                     tree = gitobjects.tree_entry(repo, tree, root, refuse=refuse)
                 if tree is None or tree.type != ObjectType.TREE:
                     continue  # an absent subdir or .gitedge/ is the loader's business
-                for path, entry in self._walk(tree.id, root):
+                for path, entry in gitobjects.walk_files(
+                    repo, tree.id, root, refuse_for=lambda p: _refuse_for(None, p)
+                ):
                     if entry.filemode == _SYMLINK_MODE:
                         target = self._blob(entry.id, path, limit=_MAX_SYMLINK_BYTES)
                         out[path] = Symlink(target.decode("utf-8", "replace"))
@@ -283,18 +285,6 @@ class GitRepo:
                 f"{self.path}: cannot read the tree of {commit.id}: {scrub(str(e))}"
             ) from None
         return out
-
-    def _walk(self, tree_id: pygit2.Oid, prefix: str) -> Iterator[tuple[str, pygit2.Object]]:
-        """(path, entry) of every blob under tree ``tree_id``, each directory sized before it is
-        read (InvalidFleetRepo naming it when over the cap); submodules (commits) are skipped."""
-        tree = gitobjects.lookup_tree(self.repo, tree_id, refuse=_refuse_for(None, prefix or "."))
-        for entry in tree:
-            name = (entry.raw_name or b"").decode("utf-8", "replace")
-            path = f"{prefix}/{name}" if prefix else name
-            if entry.type == ObjectType.TREE:
-                yield from self._walk(entry.id, path)
-            elif entry.type == ObjectType.BLOB:
-                yield path, entry
 
     def commit_facts(self, *, since: str | None, rev: str, first_parent: bool) -> list[CommitFacts]:
         """Facts of every commit reachable from ``rev`` and not from ``since`` (all ancestors when
