@@ -9,10 +9,21 @@ pygit2 in a real bare repo and read by ``GitRepo.tree_snapshot`` (what the agent
   100,000 entries met, naming the directory;
 - a tree nested 1,500 deep (a path of 3,000 bytes) raised RecursionError (a bug, not a problem
   of the fleet repo): now read; nested 5,000 deep its path is over 4,096 bytes and refused.
+
+Bundle files read by ``open_bundle`` (what ``gitedge bundle import`` and the agent's bundleDir
+inbox run), in a separate process whose peak RSS is taken:
+
+- a pax extended header of 200 MB before the index (a sparse file: no disk): ``tarfile`` read it
+  whole (a 300 MB one took 928 MiB); now refused at its header's size;
+- 5,000 chained pax headers: ``tarfile`` follows them by recursion, RecursionError (not an
+  error of the tree) came out of the import; now refused past 8;
+- a global pax header and a GNU sparse header are refused (they add up across the file).
 """
 
 from __future__ import annotations
 
+import sys
+import tarfile
 from pathlib import Path
 
 import pygit2
@@ -22,6 +33,7 @@ from pygit2.enums import FileMode
 from gitedge.adapters.gitobjects import MAX_WALK_ENTRIES
 from gitedge.adapters.gitsource import GitRepo
 from gitedge.errors import InvalidFleetRepo
+from tests.test_git_limits import pod_memory_limit, run_measured
 
 
 def commit_of(repo: pygit2.Repository, tree: pygit2.Oid) -> str:
@@ -86,3 +98,72 @@ def test_a_path_over_4096_bytes_is_refused(tmp_path: Path) -> None:
         GitRepo(path=tmp_path / "deeper.git").tree_snapshot(commit)
     (problem,) = e.value.problems
     assert problem.path.startswith("d/d/d/") and "a path longer than 4096 bytes" in problem.message
+
+
+def pax_header(size: int, *, kind: bytes = tarfile.XHDTYPE) -> bytes:
+    """The 512-byte header of an extended header member of ``size`` bytes."""
+    hdr = tarfile.TarInfo("././@PaxHeader")
+    hdr.type, hdr.size = kind, size
+    return hdr.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def pax_member(body: bytes, *, kind: bytes = tarfile.XHDTYPE) -> bytes:
+    record = b" comment=" + body + b"\n"
+    n = len(record) + len(str(len(record))) + 1
+    record = str(n).encode() + record
+    return pax_header(len(record), kind=kind) + record + b"\0" * (-len(record) % 512)
+
+
+def index_member() -> bytes:
+    info = tarfile.TarInfo("gitedge-bundle.json")
+    info.size = 2
+    return info.tobuf(format=tarfile.USTAR_FORMAT) + b"{}" + b"\0" * 510 + b"\0" * 1024
+
+
+_OPEN = """
+import sys
+from pathlib import Path
+from gitedge.adapters.bundlefile import open_bundle
+from gitedge.errors import GitEdgeError
+try:
+    open_bundle(Path(sys.argv[1]), scratch=Path(sys.argv[2]))
+except GitEdgeError as e:
+    print("refused:", e.problems[0].message if getattr(e, "problems", None) else e)
+    sys.exit(3)
+print("opened")
+"""
+
+
+def open_measured(tmp: Path, bundle: Path) -> tuple[int, str, int]:
+    return run_measured([sys.executable, "-c", _OPEN, str(bundle), str(tmp / "scratch")], cwd=tmp)
+
+
+def test_a_200_mb_pax_header_is_refused_unread(tmp_path: Path) -> None:
+    bundle = tmp_path / "pax.tar"
+    size = 200 << 20
+    with bundle.open("wb") as f:
+        f.write(pax_header(size))
+        f.seek(size, 1)  # a hole: the file costs no disk
+        f.write(index_member())
+    code, out, peak = open_measured(tmp_path, bundle)
+    print(f"bundle with a 200 MB pax header: peak RSS {peak >> 20} MiB")
+    assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
+    assert code == 3, out
+    assert f"an extended header of {size} bytes, over 64 KiB" in out
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        ([pax_member(b"x")] * 5_000, "more than 8 extended headers before one member"),
+        ([pax_member(b"x", kind=tarfile.XGLTYPE)], "a global pax header: refused"),
+        ([pax_header(512, kind=tarfile.GNUTYPE_SPARSE) + b"\0" * 512], "a GNU sparse header"),
+    ],
+    ids=["chain", "global", "sparse"],
+)
+def test_extended_header_shapes_are_refused(tmp_path: Path, members: list[bytes], why: str) -> None:
+    bundle = tmp_path / "hostile.tar"
+    bundle.write_bytes(b"".join(members) + index_member())
+    code, out, _ = open_measured(tmp_path, bundle)
+    assert code == 3, out
+    assert why in out and "Traceback" not in out
