@@ -18,6 +18,10 @@ inbox run), in a separate process whose peak RSS is taken:
 - 5,000 chained pax headers: ``tarfile`` follows them by recursion, RecursionError (not an
   error of the tree) came out of the import; now refused past 8;
 - a global pax header and a GNU sparse header are refused (they add up across the file).
+
+An agent pass (``gitedge run --once``, peak RSS taken) fed an unsigned commit whose trust file
+is 1 MiB of ``0,`` (524,000 YAML nodes): 209 MiB before (PyYAML composed every node before the
+node budget was spent), 59 MiB now (parser events counted first).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pygit2.enums import FileMode
 from gitedge.adapters.gitobjects import MAX_WALK_ENTRIES
 from gitedge.adapters.gitsource import GitRepo
 from gitedge.errors import InvalidFleetRepo
+from tests.agentkit import fleet_files, served_fleet_repo
+from tests.gitserver import git_daemon
 from tests.test_git_limits import pod_memory_limit, run_measured
 
 
@@ -167,3 +173,41 @@ def test_extended_header_shapes_are_refused(tmp_path: Path, members: list[bytes]
     code, out, _ = open_measured(tmp_path, bundle)
     assert code == 3, out
     assert why in out and "Traceback" not in out
+
+
+def agent_config(tmp: Path, url: str) -> Path:
+    cfg = tmp / "agent.yaml"
+    cfg.write_text(
+        "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
+        "cluster:\n  name: site-1\n  status: {k3sVersion: v1.27.16+k3s1, arches: [amd64]}\n"
+        f"source: {{url: '{url}/fleet.git', interval: 1h}}\n"
+        f"trust: {{bootstrap: {tmp / 'allowed_signers'}}}\n"
+        f"apply: {{mode: print}}\nstate: {{dir: {tmp / 'state'}}}\n"
+    )
+    return cfg
+
+
+def test_an_unsigned_1_mib_trust_file_of_small_nodes_stays_within_the_pod(
+    tmp_path: Path,
+) -> None:
+    """A pusher with no key adds a commit whose ``.gitedge/trust.yaml`` is 1 MiB of ``0,``
+    (524,000 YAML nodes, under the file cap): PyYAML composed every node before the node count
+    was checked, ~170 MiB for the file, on top of the pass."""
+    repo = served_fleet_repo(tmp_path)
+    files = fleet_files(
+        registry="127.0.0.1:1", releases=["v1.27.16+k3s1"], k3s="v1.27.16+k3s1", os_image=None
+    )
+    repo.commit(files)  # signed
+    bomb = "a: [" + "0," * 524_000 + "0]\n"
+    assert len(bomb) < 1 << 20
+    bad = repo.commit({".gitedge/trust.yaml": bomb}, signed=False)
+    with git_daemon(tmp_path / "served") as url:
+        cfg = agent_config(tmp_path, url)
+        code, out, peak = run_measured(
+            [sys.executable, "-m", "gitedge", "run", "--config", str(cfg), "--once",
+             "--log-format", "text"], cwd=tmp_path,
+        )  # fmt: skip
+    print(f"gitedge run --once fed a 1 MiB trust file of 524,000 nodes: peak RSS {peak >> 20} MiB")
+    assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
+    assert code == 1, out
+    assert f"commit {bad}: invalid-trust-policy: .gitedge/trust.yaml:1: more than 200000" in out
