@@ -22,12 +22,22 @@ inbox run), in a separate process whose peak RSS is taken:
 An agent pass (``gitedge run --once``, peak RSS taken) fed an unsigned commit whose trust file
 is 1 MiB of ``0,`` (524,000 YAML nodes): 209 MiB before (PyYAML composed every node before the
 node budget was spent), 59 MiB now (parser events counted first).
+
+Git transfers: a ``git://`` server trickling its ref advertisement held a fetch for ever (no
+callback runs before a pack arrives, and every read gets a byte); an honest fetch slower than
+``timeout_s`` was cut by a wall-clock limit. Now a pace: each window of ``timeout_s`` must
+bring 1 KiB/s, checked from a watchdog thread.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pygit2
@@ -35,11 +45,13 @@ import pytest
 from pygit2.enums import FileMode
 
 from gitedge.adapters.gitobjects import MAX_WALK_ENTRIES
-from gitedge.adapters.gitsource import GitRepo
-from gitedge.errors import InvalidFleetRepo
+from gitedge.adapters.gitsource import GitMirror, GitRepo
+from gitedge.errors import InvalidFleetRepo, SourceUnavailable
 from tests.agentkit import fleet_files, served_fleet_repo
-from tests.gitserver import git_daemon
-from tests.test_git_limits import pod_memory_limit, run_measured
+from tests.gitserver import git, git_daemon, git_env, tcp_proxy
+from tests.test_git_limits import pod_memory_limit, random_blob_repo, run_measured
+
+pytestmark = pytest.mark.timeout(120)
 
 
 def commit_of(repo: pygit2.Repository, tree: pygit2.Oid) -> str:
@@ -211,3 +223,86 @@ def test_an_unsigned_1_mib_trust_file_of_small_nodes_stays_within_the_pod(
     assert peak < pod_memory_limit() // 2, f"peak RSS {peak >> 20} MiB"
     assert code == 1, out
     assert f"commit {bad}: invalid-trust-policy: .gitedge/trust.yaml:1: more than 200000" in out
+
+
+# ---------------------------------------------------------------------------- git transfer pace
+
+
+@contextmanager
+def trickling_git_server(*, per_byte_s: float) -> Iterator[int]:
+    """A ``git://`` server on 127.0.0.1 that answers every request with an endless ref
+    advertisement, one byte every ``per_byte_s``: every read gets data, so libgit2's own
+    timeout never fires. Yields its port; closed (and its threads ended) on exit."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+
+    def pkt(line: bytes) -> bytes:
+        return b"%04x" % (len(line) + 4) + line
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)
+            head = pkt(b"1" * 40 + b" HEAD\0multi_ack side-band-64k ofs-delta\n")
+            refs = b"".join(pkt(b"1" * 40 + b" refs/heads/b%06d\n" % i) for i in range(1000))
+            for i in range(len(head + refs)):
+                if stop.wait(per_byte_s):
+                    return
+                try:
+                    conn.sendall((head + refs)[i : i + 1])
+                except OSError:
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threads.append(threading.Thread(target=serve, args=(conn,), daemon=True))
+            threads[-1].start()
+
+    threads = [threading.Thread(target=accept, daemon=True)]
+    threads[0].start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        listener.close()
+
+
+def test_a_trickled_ref_advertisement_stops_the_fetch_after_one_window(tmp_path: Path) -> None:
+    """Anyone on a ``git://`` path trickles the ref advertisement at 4 bytes a second: libgit2
+    calls no callback before a pack arrives, and no read ever times out, so the fetch (and the
+    agent's pass, and every pass after: a hung pass holds back the next) never ended. Now a
+    watchdog thread finds no progress after one window (``timeout_s``) and interrupts it."""
+    mirror = GitMirror(mirror_dir=tmp_path / "mirror.git")
+    with trickling_git_server(per_byte_s=0.25) as port:
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable, match=r"0 bytes in \ds, below the minimum rate"):
+            mirror.fetch(url=f"git://127.0.0.1:{port}/fleet.git", branch="main", timeout_s=2)
+        assert time.monotonic() - started < 10  # one window and a tick; it never ended before
+    assert list(mirror.repo.references) == []
+
+
+def test_a_slow_honest_fetch_is_not_cut_by_a_wall_clock_limit(tmp_path: Path) -> None:
+    """A 400 KB pack at 50 KB/s (a slow link) takes ~8 s, four times ``timeout_s``: it was
+    aborted 'did not finish in time' (a 3 MB catch-up over a satellite link never completed);
+    it is above the minimum rate, so it completes."""
+    served = random_blob_repo(tmp_path, size=400_000)
+    env = git_env(tmp_path / "home")
+    tip = git("rev-parse", "main", cwd=served, env=env).strip()
+    mirror = GitMirror(mirror_dir=tmp_path / "mirror.git")
+    started = time.monotonic()
+    with (
+        git_daemon(tmp_path / "served") as base,
+        tcp_proxy(int(base.rsplit(":", 1)[1]), rate=50_000) as proxy,
+    ):
+        started = time.monotonic()
+        url = f"git://127.0.0.1:{proxy.port}/fleet.git"
+        assert mirror.fetch(url=url, branch="main", timeout_s=2) == tip
+    assert time.monotonic() - started > 2  # it did outlast timeout_s

@@ -36,12 +36,14 @@ from gitedge.adapters import gitobjects
 from gitedge.adapters.gitcli import run_git
 from gitedge.adapters.gitobjects import REASON_TOO_LARGE as TOO_LARGE
 from gitedge.adapters.gittransport import (
+    MIN_RATE,
     Callbacks,
     SourceAuth,
     check_branch,
     check_url,
     fetch_no_tags,
     libgit2_settings,
+    paced,
     redact_url,
 )
 from gitedge.core.fleetfiles import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
@@ -397,11 +399,14 @@ class GitMirror(GitRepo):
         timeout_s: float = 60.0,
         max_pack_bytes: int = MAX_PACK_BYTES,
         memory_bytes: int = FETCH_MEMORY_BYTES,
+        min_rate: float = MIN_RATE,
     ) -> str:
         """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id.
         A pack growing past ``max_pack_bytes`` (``source.limits.maxPackBytes``) is aborted; the
         fetch may allocate ``memory_bytes`` (``source.limits.fetchMemoryBytes``) more than the
-        process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused."""
+        process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused.
+        ``timeout_s`` is the stall window: no wall-clock limit, but each window must bring
+        ``min_rate`` bytes a second (:class:`~gitedge.adapters.gittransport.Callbacks`)."""
         shown = redact_url(url)
         scheme = check_url(url)
         check_branch(branch)
@@ -413,18 +418,21 @@ class GitMirror(GitRepo):
             auth=auth,
             shown=shown,
             scheme=scheme,
-            deadline=started + timeout_s,
+            stall_s=timeout_s,
             max_pack_bytes=max_pack_bytes,
+            min_rate=min_rate,
         )
         with _FETCH_LOCK, libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
             with self._landing(branch, what) as incoming:
                 try:
                     remote = repo.remotes.create_anonymous(url)
-                    with gitobjects.memory_cap(memory_bytes):
+                    with gitobjects.memory_cap(memory_bytes), paced(callbacks):
                         fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
                 except SourceUnavailable:
                     raise
                 except (*_LIBGIT2_ERRORS, MemoryError) as e:
+                    if callbacks.slow is not None and "timed out" not in str(e).lower():
+                        raise SourceUnavailable(f"{what} failed: {callbacks.slow}") from None
                     late = time.monotonic() - started >= timeout_s
                     hint = f" (no answer within {timeout_s:g}s)" if late else ""
                     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
