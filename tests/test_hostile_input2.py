@@ -31,6 +31,7 @@ bring 1 KiB/s, checked from a watchdog thread.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 import tarfile
@@ -38,15 +39,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pygit2
 import pytest
 from pygit2.enums import FileMode
 
+from gitedge.adapters.bundlefile import open_bundle
 from gitedge.adapters.gitobjects import MAX_WALK_ENTRIES
 from gitedge.adapters.gitsource import GitMirror, GitRepo
-from gitedge.errors import InvalidFleetRepo, SourceUnavailable
+from gitedge.core.bundleindex import BundleIndex
+from gitedge.errors import InvalidFleetRepo, InvalidInput, SourceUnavailable
 from tests.agentkit import fleet_files, served_fleet_repo
 from tests.gitserver import git, git_daemon, git_env, tcp_proxy
 from tests.test_git_limits import pod_memory_limit, random_blob_repo, run_measured
@@ -306,3 +310,43 @@ def test_a_slow_honest_fetch_is_not_cut_by_a_wall_clock_limit(tmp_path: Path) ->
         url = f"git://127.0.0.1:{proxy.port}/fleet.git"
         assert mirror.fetch(url=url, branch="main", timeout_s=2) == tip
     assert time.monotonic() - started > 2  # it did outlast timeout_s
+
+
+# ---------------------------------------------------------------------------- bundle disk room
+
+
+def test_a_bundle_member_that_would_fill_the_disk_is_refused_at_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sparse bundle file (no disk) whose ``fleet.bundle`` announces 100 MB, on a scratch
+    filesystem reported as 1 GiB with 150 MB free (a stand-in for a node's nearly full disk;
+    a real one would be filled by the test run before the fix): it was written whole, to be
+    refused only after (its digest), the disk full meanwhile; now refused at its header,
+    before a byte is written, as it would leave less than 10% free (the kubelet's eviction
+    threshold)."""
+    index = BundleIndex(
+        created_at=datetime(2026, 1, 1, tzinfo=UTC), repo="hostile", branch="main",
+        tip="1" * 40, since=None, path="", git_digest="sha256:" + "0" * 64, git_size=10,
+        images=(),
+    ).to_json()  # fmt: skip
+    size = 100 << 20
+    bundle = tmp_path / "sparse.tar"
+    with bundle.open("wb") as f:
+        info = tarfile.TarInfo("gitedge-bundle.json")
+        info.size = len(index)
+        f.write(info.tobuf(format=tarfile.USTAR_FORMAT) + index + b"\0" * (-len(index) % 512))
+        info = tarfile.TarInfo("fleet.bundle")
+        info.size = size
+        f.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        f.seek(size, 1)  # a hole
+        f.write(b"\0" * 1024)
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: real(p)._replace(total=1 << 30, free=150 << 20)
+    )
+    with pytest.raises(InvalidInput) as e:
+        open_bundle(bundle, scratch=tmp_path / "scratch")
+    assert f"member 'fleet.bundle' is {size} bytes: extracting it would leave less than 10%" in (
+        str(e.value)
+    )
+    assert list((tmp_path / "scratch").iterdir()) == []

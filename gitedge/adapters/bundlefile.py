@@ -276,6 +276,26 @@ class _Extraction:
     git_digest: str | None = None
 
 
+def _room(m: tarfile.TarInfo, ex: _Extraction) -> None:
+    """Writing member ``m`` must leave the scratch filesystem 10% free (the kubelet's default
+    hard eviction threshold, nodefs.available<10%: below it the node evicts pods).
+
+    A member's size is known from its header before a byte is written. Before this, a sparse
+    bundle file (it costs no disk) whose ``fleet.bundle`` or a blob announced 100 GB filled
+    the node's disk as it was extracted (a blob not matching its name was removed only once
+    whole)."""
+    try:
+        usage = shutil.disk_usage(ex.root)
+    except OSError:
+        return
+    if usage.free - m.size < usage.total // 10:
+        raise _refuse(
+            ex.file,
+            f"member {m.name[:200]!r} is {m.size} bytes: extracting it would leave less than "
+            f"10% of {ex.root.parent} free ({usage.free} bytes free now)",
+        )
+
+
 def open_bundle(file: Path, *, scratch: Path, progress: Progress | None = None) -> OpenedBundle:
     """Extract ``file`` into a new directory under ``scratch`` and check all of it (module
     docstring). Raises :class:`InvalidInput` (unsafe or malformed bundle, naming the file and
@@ -341,6 +361,7 @@ def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, ex: _Extraction) -> None:
     limit = _SMALL_LIMITS.get(name)
     if limit is not None and m.size > limit:
         raise _refuse(file, f"member {shown} is {m.size} bytes, over its {limit} byte limit")
+    _room(m, ex)
     src = tar.extractfile(m)
     assert src is not None
     dest = ex.root / name
