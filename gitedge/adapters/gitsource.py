@@ -426,7 +426,7 @@ class GitMirror(GitRepo):
             with self._landing(branch, what) as incoming:
                 try:
                     remote = repo.remotes.create_anonymous(url)
-                    with gitobjects.memory_cap(memory_bytes), paced(callbacks):
+                    with paced(callbacks), gitobjects.memory_cap(memory_bytes):  # its thread first
                         fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
                 except SourceUnavailable:
                     raise
