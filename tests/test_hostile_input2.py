@@ -31,6 +31,7 @@ bring 1 KiB/s, checked from a watchdog thread.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import sys
@@ -235,9 +236,10 @@ def test_an_unsigned_1_mib_trust_file_of_small_nodes_stays_within_the_pod(
 
 @contextmanager
 def trickling_git_server(*, per_byte_s: float) -> Iterator[int]:
-    """A ``git://`` server on 127.0.0.1 that answers every request with an endless ref
-    advertisement, one byte every ``per_byte_s``: every read gets data, so libgit2's own
-    timeout never fires. Yields its port; closed (and its threads ended) on exit."""
+    """A ``git://`` server on 127.0.0.1 that answers every request with a ref advertisement
+    of 1,000 refs, one byte every ``per_byte_s`` (0: an endless one, at full speed): every
+    read gets data, so libgit2's own timeout never fires. Yields its port; closed (and its
+    threads ended) on exit."""
     stop = threading.Event()
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
@@ -246,17 +248,19 @@ def trickling_git_server(*, per_byte_s: float) -> Iterator[int]:
         return b"%04x" % (len(line) + 4) + line
 
     def serve(conn: socket.socket) -> None:
-        with conn:
+        with conn, contextlib.suppress(OSError):
             conn.recv(4096)
             head = pkt(b"1" * 40 + b" HEAD\0multi_ack side-band-64k ofs-delta\n")
-            refs = b"".join(pkt(b"1" * 40 + b" refs/heads/b%06d\n" % i) for i in range(1000))
+            refs = b"".join(pkt(b"1" * 40 + b" refs/heads/b%08d\n" % i) for i in range(1000))
+            if not per_byte_s:  # endless, at full speed
+                conn.sendall(head)
+                while not stop.is_set():
+                    conn.sendall(refs)
+                return
             for i in range(len(head + refs)):
                 if stop.wait(per_byte_s):
                     return
-                try:
-                    conn.sendall((head + refs)[i : i + 1])
-                except OSError:
-                    return
+                conn.sendall((head + refs)[i : i + 1])
 
     def accept() -> None:
         while not stop.is_set():
@@ -372,3 +376,12 @@ def test_validation_problems_are_told_20_per_document(tmp_path: Path) -> None:
     assert "w3.yaml:9: MaintenanceWindow/w3: and 59980 more problem(s) in this document" in str(
         e.value
     )
+
+
+def test_a_ref_advertisement_past_the_fetch_memory_is_named_as_such(tmp_path: Path) -> None:
+    """An endless ref advertisement at full speed: the fetch's memory cap stops it (as
+    it did), but the refusal blamed 'an object in the pack'; it now names the advertisement."""
+    mirror = GitMirror(mirror_dir=tmp_path / "mirror.git")
+    with trickling_git_server(per_byte_s=0) as port, pytest.raises(SourceUnavailable) as e:
+        mirror.fetch(url=f"git://127.0.0.1:{port}/fleet.git", branch="main", timeout_s=10)
+    assert "the server's ref advertisement took more than 64 MiB of memory" in str(e.value)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
-import time
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -413,7 +412,6 @@ class GitMirror(GitRepo):
         auth = auth or SourceAuth()
         repo = self.repo
         what = f"fetch of branch {branch!r} from {shown}"
-        started = time.monotonic()
         callbacks = Callbacks(
             auth=auth,
             shown=shown,
@@ -433,13 +431,16 @@ class GitMirror(GitRepo):
                 except (*_LIBGIT2_ERRORS, MemoryError) as e:
                     if callbacks.slow is not None and "timed out" not in str(e).lower():
                         raise SourceUnavailable(f"{what} failed: {callbacks.slow}") from None
-                    late = time.monotonic() - started >= timeout_s
+                    late = "timed out" in str(e).lower()
                     hint = f" (no answer within {timeout_s:g}s)" if late else ""
                     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-                        hint = (
-                            f" (an object in the pack needs more than {_size(memory_bytes)} "
-                            "of memory to index: source.limits.fetchMemoryBytes)"
-                        )
+                        what_needs = (  # no pack byte yet: an endless ref advertisement
+                            "an object in the pack needs more than {} of memory to index"
+                            if callbacks.received
+                            else "the server's ref advertisement took more than {} of memory"
+                        )  # fmt: skip
+                        need = what_needs.format(_size(memory_bytes))
+                        hint = f" ({need}: source.limits.fetchMemoryBytes)"
                     raise SourceUnavailable(f"{what} failed: {scrub(str(e))}{hint}") from None
                 if incoming not in repo.references:
                     raise SourceUnavailable(f"{what} failed: no such branch at {shown}")
