@@ -207,7 +207,13 @@ def paced(callbacks: Callbacks, *, tick_s: float = 0.5) -> Iterator[None]:
 
     saved = signal.signal(_WAKE, lambda _sig, _frame: None)
     watcher = threading.Thread(target=watch, name="gitedge-fetch-pace", daemon=True)
-    watcher.start()
+    # the watcher starts with every signal blocked: a SIGTERM must still reach (and interrupt)
+    # this thread's socket wait, not the watcher's sleep
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        watcher.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         yield
     finally:
