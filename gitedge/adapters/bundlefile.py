@@ -56,6 +56,10 @@ _DIRS = frozenset({LAYOUT_DIR, f"{LAYOUT_DIR}/blobs", f"{LAYOUT_DIR}/blobs/sha25
 # \Z, not $: $ also matches before a final newline, and "<hex>\n" would be a second name
 _BLOB = re.compile(rf"^{LAYOUT_DIR}/blobs/(sha256/[a-f0-9]{{64}}|sha512/[a-f0-9]{{128}})\Z")
 _CHUNK = 1 << 20
+_MAX_EXTENDED_BYTES = 64 << 10  # one pax or GNU long-name header (the format's names are short)
+_MAX_EXTENDED_CHAIN = 8  # such headers before one member
+_EXTENDED = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+             tarfile.GNUTYPE_LONGLINK)  # fmt: skip
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -163,9 +167,41 @@ def _refuse(file: Path, msg: str) -> InvalidInput:
     return InvalidInput([Problem(f"bundle {file}", 0, msg)], f"bundle {file} refused")
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A member header whose extended headers are bounded before ``tarfile`` reads them.
+
+    ``tarfile`` reads a pax or GNU long-name header whole into memory, and follows a chain of
+    them by recursion: a 300 MB pax header before the index took ``read_index`` to 928 MiB (a
+    sparse file costs the attacker no disk), 5,000 chained ones raised RecursionError out of
+    ``bundle import``, and global pax headers add up for the whole file. So one extended header
+    may hold 64 KiB, eight may precede a member, and global and GNU sparse headers (the writer
+    makes neither) are refused; ``tarfile`` turns the error into ``ReadError``."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.XGLTYPE, tarfile.GNUTYPE_SPARSE):
+            what = "global pax" if self.type == tarfile.XGLTYPE else "GNU sparse"
+            raise tarfile.ReadError(f"a {what} header: refused")
+        if self.type not in _EXTENDED:
+            return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+        if self.size > _MAX_EXTENDED_BYTES:
+            raise tarfile.ReadError(
+                f"an extended header of {self.size} bytes, over {_MAX_EXTENDED_BYTES >> 10} KiB"
+            )
+        depth: int = getattr(tar, "_gitedge_extended", 0)
+        if depth >= _MAX_EXTENDED_CHAIN:
+            raise tarfile.ReadError(
+                f"more than {_MAX_EXTENDED_CHAIN} extended headers before one member"
+            )
+        setattr(tar, "_gitedge_extended", depth + 1)  # noqa: B010
+        try:
+            return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+        finally:
+            setattr(tar, "_gitedge_extended", depth)  # noqa: B010
+
+
 def _open_tar(raw: IO[bytes], file: Path) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=raw, mode="r|")
+        return tarfile.open(fileobj=raw, mode="r|", tarinfo=_BoundedTarInfo)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise _refuse(file, f"not a tar file ({e})") from None
 
@@ -240,6 +276,26 @@ class _Extraction:
     git_digest: str | None = None
 
 
+def _room(m: tarfile.TarInfo, ex: _Extraction) -> None:
+    """Writing member ``m`` must leave the scratch filesystem 10% free (the kubelet's default
+    hard eviction threshold, nodefs.available<10%: below it the node evicts pods).
+
+    A member's size is known from its header before a byte is written. Before this, a sparse
+    bundle file (it costs no disk) whose ``fleet.bundle`` or a blob announced 100 GB filled
+    the node's disk as it was extracted (a blob not matching its name was removed only once
+    whole)."""
+    try:
+        usage = shutil.disk_usage(ex.root)
+    except OSError:
+        return
+    if usage.free - m.size < usage.total // 10:
+        raise _refuse(
+            ex.file,
+            f"member {m.name[:200]!r} is {m.size} bytes: extracting it would leave less than "
+            f"10% of {ex.root.parent} free ({usage.free} bytes free now)",
+        )
+
+
 def open_bundle(file: Path, *, scratch: Path, progress: Progress | None = None) -> OpenedBundle:
     """Extract ``file`` into a new directory under ``scratch`` and check all of it (module
     docstring). Raises :class:`InvalidInput` (unsafe or malformed bundle, naming the file and
@@ -305,6 +361,7 @@ def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, ex: _Extraction) -> None:
     limit = _SMALL_LIMITS.get(name)
     if limit is not None and m.size > limit:
         raise _refuse(file, f"member {shown} is {m.size} bytes, over its {limit} byte limit")
+    _room(m, ex)
     src = tar.extractfile(m)
     assert src is not None
     dest = ex.root / name

@@ -36,6 +36,9 @@ from gitedge.errors import GitEdgeError, SourceUnavailable
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
 MAX_RANGE_BYTES = 32 << 20  # the default of source.limits.maxRangeBytes
+MAX_WALK_ENTRIES = 100_000  # entries one snapshot walk meets (a tree met twice counts twice)
+MAX_PATH_BYTES = 4096  # one path (Linux's PATH_MAX: git could not check it out either)
+MAX_NAME_BYTES = 16 << 20  # the paths one snapshot walk builds, in all
 REASON_TOO_LARGE = "too-large"
 
 _CAPS = {
@@ -222,6 +225,49 @@ def tree_entry(
             return None
         tree = lookup_tree(repo, entry.id, refuse=refuse)
     return None
+
+
+def walk_files(
+    repo: pygit2.Repository,
+    tree_id: pygit2.Oid,
+    prefix: str,
+    *,
+    refuse_for: Callable[[str], Callable[[str], GitEdgeError]],
+) -> Iterator[tuple[str, pygit2.Object]]:
+    """(path, entry) of every blob under tree ``tree_id``, depth first, each directory sized
+    before it is read; submodules (commits) are skipped. ``refuse_for(path)`` makes the error
+    raised for a problem at ``path``.
+
+    Bounded in what it meets, not only in what it reads: a tree of 1,200 entries that each name
+    one tree of 1,200 empty files is 1.4 million paths from a 100 KB repo (58 s and 208 MiB
+    before this bound; 20,000 x 20,000 would never end). So at most :data:`MAX_WALK_ENTRIES`
+    entries of any kind, paths of at most :data:`MAX_PATH_BYTES` and :data:`MAX_NAME_BYTES`
+    of paths in all; no recursion (a tree nested 5,000 deep raised RecursionError)."""
+    met = names = 0
+    stack = [(iter(lookup_tree(repo, tree_id, refuse=refuse_for(prefix or "."))), prefix)]
+    while stack:
+        entries, where = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        name = (entry.raw_name or b"").decode("utf-8", "replace")
+        path = f"{where}/{name}" if where else name
+        met += 1
+        names += len(path)
+        if met > MAX_WALK_ENTRIES or names > MAX_NAME_BYTES:
+            why = (
+                f"more than {MAX_WALK_ENTRIES:,} entries" if met > MAX_WALK_ENTRIES
+                else f"paths of more than {MAX_NAME_BYTES >> 20} MiB in all"
+            )  # fmt: skip
+            raise refuse_for(prefix or ".")(f"{why} below it (a tree met twice counts twice)")
+        if len(path.encode()) > MAX_PATH_BYTES:
+            raise refuse_for(path[:200] + "...")(f"a path longer than {MAX_PATH_BYTES} bytes")
+        if entry.type == ObjectType.TREE:
+            sub = lookup_tree(repo, entry.id, refuse=refuse_for(path))
+            stack.append((iter(sub), path))
+        elif entry.type == ObjectType.BLOB:
+            yield path, entry
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
-import time
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,12 +35,14 @@ from gitedge.adapters import gitobjects
 from gitedge.adapters.gitcli import run_git
 from gitedge.adapters.gitobjects import REASON_TOO_LARGE as TOO_LARGE
 from gitedge.adapters.gittransport import (
+    MIN_RATE,
     Callbacks,
     SourceAuth,
     check_branch,
     check_url,
     fetch_no_tags,
     libgit2_settings,
+    paced,
     redact_url,
 )
 from gitedge.core.fleetfiles import MAX_FILE_BYTES, MAX_REPO_BYTES, TRUST_PATH
@@ -271,7 +272,9 @@ class GitRepo:
                     tree = gitobjects.tree_entry(repo, tree, root, refuse=refuse)
                 if tree is None or tree.type != ObjectType.TREE:
                     continue  # an absent subdir or .gitedge/ is the loader's business
-                for path, entry in self._walk(tree.id, root):
+                for path, entry in gitobjects.walk_files(
+                    repo, tree.id, root, refuse_for=lambda p: _refuse_for(None, p)
+                ):
                     if entry.filemode == _SYMLINK_MODE:
                         target = self._blob(entry.id, path, limit=_MAX_SYMLINK_BYTES)
                         out[path] = Symlink(target.decode("utf-8", "replace"))
@@ -289,18 +292,6 @@ class GitRepo:
                 f"{self.path}: cannot read the tree of {commit.id}: {scrub(str(e))}"
             ) from None
         return out
-
-    def _walk(self, tree_id: pygit2.Oid, prefix: str) -> Iterator[tuple[str, pygit2.Object]]:
-        """(path, entry) of every blob under tree ``tree_id``, each directory sized before it is
-        read (InvalidFleetRepo naming it when over the cap); submodules (commits) are skipped."""
-        tree = gitobjects.lookup_tree(self.repo, tree_id, refuse=_refuse_for(None, prefix or "."))
-        for entry in tree:
-            name = (entry.raw_name or b"").decode("utf-8", "replace")
-            path = f"{prefix}/{name}" if prefix else name
-            if entry.type == ObjectType.TREE:
-                yield from self._walk(entry.id, path)
-            elif entry.type == ObjectType.BLOB:
-                yield path, entry
 
     def commit_facts(self, *, since: str | None, rev: str, first_parent: bool) -> list[CommitFacts]:
         """Facts of every commit reachable from ``rev`` and not from ``since`` (all ancestors when
@@ -426,41 +417,49 @@ class GitMirror(GitRepo):
         timeout_s: float = 60.0,
         max_pack_bytes: int = MAX_PACK_BYTES,
         memory_bytes: int = FETCH_MEMORY_BYTES,
+        min_rate: float = MIN_RATE,
     ) -> str:
         """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id.
         A pack growing past ``max_pack_bytes`` (``source.limits.maxPackBytes``) is aborted; the
         fetch may allocate ``memory_bytes`` (``source.limits.fetchMemoryBytes``) more than the
-        process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused."""
+        process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused.
+        ``timeout_s`` is the stall window: no wall-clock limit, but each window must bring
+        ``min_rate`` bytes a second (:class:`~gitedge.adapters.gittransport.Callbacks`)."""
         shown = redact_url(url)
         scheme = check_url(url)
         check_branch(branch)
         auth = auth or SourceAuth()
         repo = self.repo
         what = f"fetch of branch {branch!r} from {shown}"
-        started = time.monotonic()
         callbacks = Callbacks(
             auth=auth,
             shown=shown,
             scheme=scheme,
-            deadline=started + timeout_s,
+            stall_s=timeout_s,
             max_pack_bytes=max_pack_bytes,
+            min_rate=min_rate,
         )
         with _FETCH_LOCK, libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
             with self._landing(branch, what) as incoming:
                 try:
                     remote = repo.remotes.create_anonymous(url)
-                    with gitobjects.memory_cap(memory_bytes):
+                    with paced(callbacks), gitobjects.memory_cap(memory_bytes):  # its thread first
                         fetch_no_tags(remote, f"+refs/heads/{branch}:{incoming}", callbacks)
                 except SourceUnavailable:
                     raise
                 except (*_LIBGIT2_ERRORS, MemoryError) as e:
-                    late = time.monotonic() - started >= timeout_s
+                    if callbacks.slow is not None and "timed out" not in str(e).lower():
+                        raise SourceUnavailable(f"{what} failed: {callbacks.slow}") from None
+                    late = "timed out" in str(e).lower()
                     hint = f" (no answer within {timeout_s:g}s)" if late else ""
                     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-                        hint = (
-                            f" (an object in the pack needs more than {_size(memory_bytes)} "
-                            "of memory to index: source.limits.fetchMemoryBytes)"
-                        )
+                        what_needs = (  # no pack byte yet: an endless ref advertisement
+                            "an object in the pack needs more than {} of memory to index"
+                            if callbacks.received
+                            else "the server's ref advertisement took more than {} of memory"
+                        )  # fmt: skip
+                        need = what_needs.format(_size(memory_bytes))
+                        hint = f" ({need}: source.limits.fetchMemoryBytes)"
                     raise SourceUnavailable(f"{what} failed: {scrub(str(e))}{hint}") from None
                 if incoming not in repo.references:
                     raise SourceUnavailable(f"{what} failed: no such branch at {shown}")

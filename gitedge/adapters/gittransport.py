@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +41,8 @@ from gitedge.errors import InvalidInput, Problem, SourceUnavailable, scrub
 
 MAX_SECRET_BYTES = 64 << 10
 MAX_CA_BYTES = 1 << 20
+MIN_RATE = 1024.0  # bytes/s a fetch must average over each stall window (as registry transfers)
+_WAKE = signal.SIGURG  # ignored by default; a handler makes it interrupt libgit2's socket wait
 _CA_LOADED: set[str] = set()
 
 
@@ -94,15 +98,48 @@ def _read_secret(path: Path, what: str) -> str:
 
 class Callbacks(pygit2.RemoteCallbacks):
     """Credentials from files (each offered once), certificates and host keys exactly as
-    libgit2 verified them, and a deadline on the whole transfer."""
+    libgit2 verified them, the pack cap, and the pace of the transfer (:meth:`too_slow`).
+
+    Pace, not a deadline: a 3 MB catch-up over a satellite link honestly takes minutes. In
+    every window of ``stall_s`` seconds the pack must grow by ``min_rate`` bytes per second on
+    average; before it starts (the ref advertisement, the negotiation), the server has one
+    window. libgit2's own timeout only sees a read that gets no byte at all, and callbacks
+    run only when data arrives, so a ref advertisement trickled at 2 bytes a second held a
+    fetch (and so the agent's pass) for ever: :func:`paced` checks from another thread."""
 
     def __init__(
-        self, *, auth: SourceAuth, shown: str, scheme: str, deadline: float, max_pack_bytes: int
+        self,
+        *,
+        auth: SourceAuth,
+        shown: str,
+        scheme: str,
+        stall_s: float,
+        max_pack_bytes: int,
+        min_rate: float = MIN_RATE,
     ) -> None:
         super().__init__()
-        self.auth, self.shown, self.scheme, self.deadline = auth, shown, scheme, deadline
+        self.auth, self.shown, self.scheme = auth, shown, scheme
+        self.stall_s, self.min_rate = stall_s, min_rate
         self.max_pack_bytes = max_pack_bytes
         self.offered: set[CredentialType] = set()
+        self.received = 0
+        self.slow: str | None = None  # why the transfer was stopped for its pace
+        self._window = (time.monotonic(), 0)  # its start, and the bytes received then
+
+    def too_slow(self, now: float) -> str | None:
+        """Why the transfer is too slow at ``now`` (None: it is not, or its window is open)."""
+        started, base = self._window
+        elapsed = now - started
+        if elapsed < self.stall_s + 1:  # a silent server: libgit2's timeout speaks first
+            return None
+        got = self.received - base
+        if got < self.min_rate * elapsed:
+            return (
+                f"{got} bytes in {elapsed:.0f}s, below the minimum rate of "
+                f"{self.min_rate:.0f} B/s; fetch aborted"
+            )
+        self._window = (now, self.received)
+        return None
 
     def credentials(
         self, url: str, username_from_url: str | None, allowed_types: CredentialType
@@ -135,8 +172,10 @@ class Callbacks(pygit2.RemoteCallbacks):
         return True
 
     def transfer_progress(self, stats: Any) -> None:
-        if time.monotonic() > self.deadline:
-            raise SourceUnavailable(f"{self.shown}: transfer did not finish in time")
+        if self.slow is not None:
+            raise SourceUnavailable(f"{self.shown}: {self.slow}")
+        if stats is not None:
+            self.received = stats.received_bytes
         if stats is not None and stats.received_bytes > self.max_pack_bytes:
             raise SourceUnavailable(
                 f"{self.shown}: the pack is larger than {size_text(self.max_pack_bytes)} "
@@ -145,6 +184,42 @@ class Callbacks(pygit2.RemoteCallbacks):
 
     def sideband_progress(self, string: str) -> None:
         self.transfer_progress(None)
+
+
+@contextmanager
+def paced(callbacks: Callbacks, *, tick_s: float = 0.5) -> Iterator[None]:
+    """While in the block (a fetch in this thread), another thread checks the transfer's pace
+    and, once it is too slow, interrupts this thread's blocking socket wait with a signal
+    until the fetch returns (libgit2 fails the read: "Interrupted system call"); the caller
+    then finds the reason in ``callbacks.slow``. Only the main thread can take a Python
+    signal handler: elsewhere only the callbacks check (when data arrives)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    target, done = threading.get_ident(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(tick_s):
+            if callbacks.slow is None:
+                callbacks.slow = callbacks.too_slow(time.monotonic())
+            if callbacks.slow is not None:
+                signal.pthread_kill(target, _WAKE)
+
+    saved = signal.signal(_WAKE, lambda _sig, _frame: None)
+    watcher = threading.Thread(target=watch, name="gitedge-fetch-pace", daemon=True)
+    # the watcher starts with every signal blocked: a SIGTERM must still reach (and interrupt)
+    # this thread's socket wait, not the watcher's sleep
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        watcher.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(_WAKE, saved)
 
 
 def fetch_no_tags(remote: pygit2.Remote, refspec: str, callbacks: Callbacks) -> None:
