@@ -23,7 +23,11 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
+
+import pygit2
+from pygit2.enums import SortMode
 
 from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
@@ -252,7 +256,7 @@ def verify_range(
         if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
-        outside_times = {p: repo.committer_time(p) for p in outside}
+        outside_times = _latest_dates(repo, outside)
         blobs = _Blobs(repo)
         ahead = feed.ahead
 
@@ -279,6 +283,37 @@ def verify_range(
         if cache is not None:
             cache.add(accepted)
     return decision
+
+
+def _latest_dates(repo: GitRepo, commits: Iterable[str]) -> dict[str, datetime]:
+    """The latest committer date in the history of each of ``commits`` (its own included), the
+    date rule's measure of a parent outside the range: a walk of commit headers, one for all of
+    them (memoised per commit only when there are several; a range's parents outside it are
+    ``since`` and the bases of its side branches, a straight history has one)."""
+    starts = sorted(commits)
+    if not starts:
+        return {}
+    if len(starts) == 1:
+        best = max(repo.repo.walk(repo.resolve(starts[0]), SortMode.NONE), key=_seconds)
+        return {starts[0]: repo.committer_time(str(best.id))}
+    walker = repo.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+    for cid in starts:
+        walker.push(repo.resolve(cid))
+    latest: dict[pygit2.Oid, tuple[int, pygit2.Oid]] = {}  # the latest commit in its history
+    for c in walker:
+        late = (c.commit_time, c.id)
+        for pid in c.parent_ids:
+            if latest[pid][0] > late[0]:
+                late = latest[pid]
+        latest[c.id] = late
+    return {
+        cid: repo.committer_time(str(latest[pygit2.Oid(hex=repo.resolve(cid))][1]))
+        for cid in starts
+    }
+
+
+def _seconds(c: pygit2.Commit) -> int:
+    return c.commit_time
 
 
 def _exact_range(repo: GitRepo, commits: list[CommitFacts], *, since: str) -> list[CommitFacts]:
