@@ -254,6 +254,13 @@ def test_a_split_at_the_merge_of_an_exempt_commit_gives_the_whole_range_verdict_
         code, doc, err = verify_json(repo.path, pinned, "--rev", m2, *args)
         assert code == 1, (args, doc, err)
         assert (doc["commit"], doc["reason"]) == (x, "date-before-parent"), (args, doc)
+    # in one process, as the agent's passes: m1's latest date is remembered from the first
+    boot = load_bootstrap(pinned)
+    assert verify_range(GitRepo(path=repo.path), bootstrap=boot, rev=m1).tip == m1
+    with pytest.raises(VerificationFailed) as e:
+        verify_range(GitRepo(path=repo.path), bootstrap=boot, rev=m2, since=m1)
+    assert (e.value.commit, e.value.reason) == (x, "date-before-parent")
+    assert verifying._LATEST[m1] == GitRepo(path=repo.path).committer_time(m1)
 
 
 # ---------------------------------------------------------------------------- 2. blob flood

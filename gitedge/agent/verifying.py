@@ -256,7 +256,8 @@ def verify_range(
         if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
-        outside_times = _latest_dates(repo, outside)
+        outside_times = {p: _LATEST[p] for p in outside if p in _LATEST}
+        outside_times |= _latest_dates(repo, outside - outside_times.keys())
         blobs = _Blobs(repo)
         ahead = feed.ahead
 
@@ -278,11 +279,27 @@ def verify_range(
             cached=seen,
             on_accept=accepted.append,
         )
+        # the tip's history is the range and the histories of the parents outside it: so the
+        # next pass, from this tip, walks nothing for it (a straight history: nothing at all)
+        if commits:
+            _remember(tip, max([*(c.committer_time for c in commits), *outside_times.values()]))
     finally:
         feed.close()
         if cache is not None:
             cache.add(accepted)
     return decision
+
+
+# a commit id's latest date in its history, for as long as the process runs: the id names that
+# history, so the date holds in any repo; bounded (the agent needs its last tip or two)
+_LATEST: dict[str, datetime] = {}
+_LATEST_MAX = 64
+
+
+def _remember(commit: str, when: datetime) -> None:
+    if len(_LATEST) >= _LATEST_MAX:
+        _LATEST.pop(next(iter(_LATEST)))
+    _LATEST[commit] = when
 
 
 def _latest_dates(repo: GitRepo, commits: Iterable[str]) -> dict[str, datetime]:
