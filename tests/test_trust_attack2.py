@@ -6,12 +6,13 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    has passed cannot date a commit back past its parent (``date-before-parent``), but an unsigned
    side commit was exempt from every check, its date included; a child of it dated back as far
    and signed by the expired key, changing the trust file (so checked), was accepted. Exempt
-   commits now keep the date rule too, and without adding up: an exempt commit counts as dated
-   at the latest date before it, so twenty unsigned commits each 4 minutes back (each within
-   the tolerance) do not take a checked child 80 minutes back. Not closed: that latest date
-   is known within one range; an exempt commit brought in by the last verified merge is an
-   outside parent next time, with its own date, so a child of it may go 5 minutes further
-   back than the whole range allows (one more release signer's merge for each 5 minutes).
+   commits now keep the date rule too, and without adding up: a parent counts as dated at
+   the latest date in its history, so twenty unsigned commits each 4 minutes back (each within
+   the tolerance) do not take a checked child 80 minutes back. That latest date was once known
+   within one range only: an exempt commit brought in by the last verified merge was an outside
+   parent next time, with its own date, so a child of it could go 5 minutes further back than
+   the whole range allowed. The agent now reads an outside parent's latest date from its
+   history (``verifying._latest_dates``): the split gives the whole range's verdict.
 2. A hostile server or a pusher (no key) sends thousands of commits, each with another 1 MiB
    trust file that is a small delta of the last (a push of a few hundred KiB): the verify step
    read every trust blob of the range before deciding, gigabytes, to refuse the first commit.
@@ -189,6 +190,77 @@ def test_an_exempt_side_commit_cannot_carry_a_back_dated_trust_change_real_git(
         code, doc, err = verify_json(repo.path, pinned, "--rev", merge, *args)
         assert code == 1, (doc, err)
         assert (doc["commit"], doc["reason"]) == (back, "date-before-parent"), doc
+
+
+def test_a_split_at_the_merge_of_an_exempt_commit_gives_the_whole_range_verdict_model() -> None:
+    """The exempt e (4 minutes before s) comes in by m1; k1 (window closed at 6800) signs a
+    trust change x on e, 8 minutes before s. Whole: refused. Split at m1 (the agent's previous
+    tip): e is outside the second range, and it used to count with its own date, so x was only
+    4 minutes back and accepted. Now e counts with the latest date in its history (s's)."""
+    h, boot = _boot("first-parent")
+    v1 = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), 6800)),
+             "first-parent")  # fmt: skip
+    rogue = Pol((("k0", ("admin", "release"), None), ("k1", ("admin", "release"), None)),
+                "first-parent")  # fmt: skip
+    h.pols |= {v1.blob: v1, rogue.blob: rogue}
+    r = h.add((), 0, "k0", v1.blob, "root")
+    s = h.add((r,), 7200, "k0", v1.blob, "commit")
+    e = h.add((s,), 6960, None, v1.blob, "commit")  # exempt, 4 minutes back
+    m1 = h.add((s, e), 7300, "k0", v1.blob, "merge")  # the split point
+    x = h.add((e,), 6720, "k1", rogue.blob, "rotate")  # in k1's window, 8 minutes before s
+    m2 = h.add((m1, x), 7400, "k0", v1.blob, "merge")
+    whole = run(h, boot, since=None, rev=m2, cache=set())
+    assert _reason(whole) == "date-before-parent" and whole.error.commit == x  # type: ignore[union-attr]
+    assert run(h, boot, since=None, rev=m1, cache=set()).ok
+    second = run(h, boot, since=m1, rev=m2, cache=set())
+    assert _reason(second) == "date-before-parent" and second.error.commit == x  # type: ignore[union-attr]
+
+
+def test_a_split_at_the_merge_of_an_exempt_commit_gives_the_whole_range_verdict_real_git(
+    tmp_path: Path,
+) -> None:
+    """The model test above with real git, signatures and the CLI: the whole range and the
+    split at m1 (``--since m1``, as the agent's next pass) both refuse kate's commit."""
+    alice = make_ssh_key(tmp_path / "keys", "ed25519", comment="alice@fleet")
+    kate = make_ssh_key(tmp_path / "keys", "ed25519", comment="kate@fleet")
+    v1 = policy(
+        ("alice", alice, "[release, admin]", None),
+        ("kate", kate, "[release, admin]", "2027-07-01T01:53:00Z"),
+        mode="first-parent",
+    )
+    forever = policy(
+        ("alice", alice, "[release, admin]", None),
+        ("kate", kate, "[release, admin]", None),
+        mode="first-parent",
+    )
+    pinned = tmp_path / "trust.yaml"
+    pinned.write_text(v1)
+    repo = SignedRepo(tmp_path / "repo")
+    repo.commit(signer=alice, files={".gitedge/trust.yaml": v1}, date="2027-05-01T00:00:00Z")
+    repo.commit(signer=alice, date="2027-07-01T02:00:00Z")
+    repo.git("checkout", "-q", "-b", "side")
+    repo.commit(signer=None, files={"side.txt": "x\n"}, date="2027-07-01T01:56:00Z")  # exempt
+    repo.git("checkout", "-q", "main")
+    m1 = repo.merge("side", signer=alice, date="2027-07-01T02:05:00Z")
+    repo.git("checkout", "-q", "side")
+    x = repo.commit(
+        signer=kate, files={".gitedge/trust.yaml": forever}, date="2027-07-01T01:52:00Z"
+    )
+    repo.git("checkout", "-q", "main")
+    m2 = repo.merge("side", signer=alice, date="2027-07-01T02:10:00Z")
+    code, doc, err = verify_json(repo.path, pinned, "--rev", m1)
+    assert code == 0, (doc, err)
+    for args in ([], ["--since", m1]):
+        code, doc, err = verify_json(repo.path, pinned, "--rev", m2, *args)
+        assert code == 1, (args, doc, err)
+        assert (doc["commit"], doc["reason"]) == (x, "date-before-parent"), (args, doc)
+    # in one process, as the agent's passes: m1's latest date is remembered from the first
+    boot = load_bootstrap(pinned)
+    assert verify_range(GitRepo(path=repo.path), bootstrap=boot, rev=m1).tip == m1
+    with pytest.raises(VerificationFailed) as e:
+        verify_range(GitRepo(path=repo.path), bootstrap=boot, rev=m2, since=m1)
+    assert (e.value.commit, e.value.reason) == (x, "date-before-parent")
+    assert verifying._LATEST[m1] == GitRepo(path=repo.path).committer_time(m1)
 
 
 # ---------------------------------------------------------------------------- 2. blob flood

@@ -140,7 +140,8 @@ class History:
 
     def allowed(self, parents: Sequence[str], trust: str | None, t: int) -> list[str]:
         """Keys the rules allow to sign such a commit (the honest operator's choice)."""
-        if parents and t < max(self.nodes[p].time for p in parents) - DATE_TOLERANCE.seconds:
+        latest = max((self.nodes[a].time for p in parents for a in self.anc[p]), default=t)
+        if t < latest - DATE_TOLERANCE.seconds:  # the latest date in the history, not the parent's
             return []
         blobs = {self.nodes[p].trust for p in parents} if parents else {None}
         if trust is None and blobs != {None}:
@@ -186,7 +187,7 @@ def histories(draw: st.DrawFn) -> History:
 
     def when(parents: tuple[str, ...]) -> int:
         base = max(h.nodes[p].time for p in parents)
-        return base + draw(st.sampled_from([60] * 6 + [3600, 86_400, -120, -3600]))
+        return base + draw(st.sampled_from([60] * 6 + [3600, 86_400, -120, -240, -3600]))
 
     for _ in range(draw(st.integers(1, 14))):
         op = draw(st.sampled_from(["commit", "rotate", "rotate", "fork", "fork", "merge",
@@ -316,7 +317,7 @@ def run(h: History, boot: Policy, *, since: str | None, rev: str, cache: set[str
             tip=rev,
             bootstrap=boot,
             outside_trust={p: h.nodes[p].trust for p in outside},
-            outside_times={p: h.nodes[p].committer_time for p in outside},
+            outside_times={p: max(h.nodes[a].committer_time for a in h.anc[p]) for p in outside},
             since=since,
             blobs={b: p.yaml() for b, p in h.pols.items()},
             checker_for=FakeChecker,

@@ -23,7 +23,11 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
+
+import pygit2
+from pygit2.enums import SortMode
 
 from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
@@ -252,7 +256,8 @@ def verify_range(
         if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
-        outside_times = {p: repo.committer_time(p) for p in outside}
+        outside_times = {p: _LATEST[p] for p in outside if p in _LATEST}
+        outside_times |= _latest_dates(repo, outside - outside_times.keys())
         blobs = _Blobs(repo)
         ahead = feed.ahead
 
@@ -274,11 +279,58 @@ def verify_range(
             cached=seen,
             on_accept=accepted.append,
         )
+        # the tip's history is the range and the histories of the parents outside it: so the
+        # next pass, from this tip, walks nothing for it (a straight history: nothing at all)
+        if commits:
+            _remember(tip, max([*(c.committer_time for c in commits), *outside_times.values()]))
     finally:
         feed.close()
         if cache is not None:
             cache.add(accepted)
     return decision
+
+
+# a commit id's latest date in its history, for as long as the process runs: the id names that
+# history, so the date holds in any repo; bounded (the agent needs its last tip or two)
+_LATEST: dict[str, datetime] = {}
+_LATEST_MAX = 64
+
+
+def _remember(commit: str, when: datetime) -> None:
+    if len(_LATEST) >= _LATEST_MAX:
+        _LATEST.pop(next(iter(_LATEST)))
+    _LATEST[commit] = when
+
+
+def _latest_dates(repo: GitRepo, commits: Iterable[str]) -> dict[str, datetime]:
+    """The latest committer date in the history of each of ``commits`` (its own included), the
+    date rule's measure of a parent outside the range: a walk of commit headers, one for all of
+    them (memoised per commit only when there are several; a range's parents outside it are
+    ``since`` and the bases of its side branches, a straight history has one)."""
+    starts = sorted(commits)
+    if not starts:
+        return {}
+    if len(starts) == 1:
+        best = max(repo.repo.walk(repo.resolve(starts[0]), SortMode.NONE), key=_seconds)
+        return {starts[0]: repo.committer_time(str(best.id))}
+    walker = repo.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+    for cid in starts:
+        walker.push(repo.resolve(cid))
+    latest: dict[pygit2.Oid, tuple[int, pygit2.Oid]] = {}  # the latest commit in its history
+    for c in walker:
+        late = (c.commit_time, c.id)
+        for pid in c.parent_ids:
+            if latest[pid][0] > late[0]:
+                late = latest[pid]
+        latest[c.id] = late
+    return {
+        cid: repo.committer_time(str(latest[pygit2.Oid(hex=repo.resolve(cid))][1]))
+        for cid in starts
+    }
+
+
+def _seconds(c: pygit2.Commit) -> int:
+    return c.commit_time
 
 
 def _exact_range(repo: GitRepo, commits: list[CommitFacts], *, since: str) -> list[CommitFacts]:

@@ -16,7 +16,8 @@ rotation and rollback rules are the model; docs/architecture.md "Trust rules" sa
   an older policy back only if an admin of every newer policy signs it, and a removed key is
   valid again only once an admin re-adds it.
 - A signer's ``validAfter``/``validBefore`` (inclusive) are compared with the committer time,
-  which may not be earlier than any parent's by more than :data:`DATE_TOLERANCE` (exempt too).
+  which may not be earlier than the latest date in any parent's history by more than
+  :data:`DATE_TOLERANCE` (exempt too).
 - ``verify: first-parent``: a mainline merge exempts the commits it brings in from the side when
   the policy on every one of its parents says so; the merge itself is checked against every
   parent's policy, and an exempt commit that changes the trust file is checked all the same, so
@@ -320,7 +321,8 @@ def decide(
 ) -> TrustDecision:
     """Decide over ``commits`` (every commit in (``since``, ``tip``], parents before children).
     ``outside_trust`` and ``outside_times`` give the trust blob id (None: no trust file) and the
-    committer time of every parent outside the range, ``since`` included; ``blobs`` the content
+    latest committer date in the history (its own included) of every parent outside the range,
+    ``since`` included; ``blobs`` the content
     of every trust blob named. Raises :class:`RollbackRefused` (first-parent chain rule) before
     anything is checked, then :class:`VerificationFailed` for the first bad commit (in that
     order; with a merge in the range, trust changes are checked first); ``on_accept`` hears of
@@ -333,12 +335,13 @@ def decide(
             return by_id[commit_id].trust_blob_id
         return outside_trust[commit_id]
 
-    latest: dict[str, datetime] = {}  # an exempt commit: the latest date in its range history
+    # the date rule's measure of a parent: the latest committer date in its history (its own
+    # included), a function of the history alone, so any split of a range gives the same verdict
+    latest = _latest_dates(commits, outside_times)
+    time_of = latest.__getitem__
 
-    def time_of(commit_id: str) -> datetime:
-        if commit_id in by_id:
-            return latest.get(commit_id) or by_id[commit_id].committer_time
-        return outside_times[commit_id]
+    def own_time(commit_id: str) -> datetime:  # the early pass: a parent in the range, its own
+        return by_id[commit_id].committer_time if commit_id in by_id else latest[commit_id]
 
     if since is not None and tip in by_id:
         at_since = policies.at(trust_of(since))
@@ -350,11 +353,13 @@ def decide(
             return (trust_of(parents[0]),)
         return tuple(dict.fromkeys(trust_of(p) for p in parents)) or (None,)
 
-    def check(c: Commit, parent_blobs: tuple[str | None, ...]) -> Accepted | None:
+    def check(
+        c: Commit, parent_blobs: tuple[str | None, ...], when: Callable[[str], datetime]
+    ) -> Accepted | None:
         if c.id in cached:
             decision.skipped_cached += 1
             return None
-        accepted = _check_commit(c, parent_blobs, c.parents, time_of, policies)
+        accepted = _check_commit(c, parent_blobs, c.parents, when, policies)
         if accepted.trust_change:
             policies.require_keys(c.id, c.trust_blob_id)
         return accepted
@@ -373,29 +378,45 @@ def decide(
         for c in commits:
             parent_blobs = blobs_of(c.parents)
             if parent_blobs != (c.trust_blob_id,):
-                early[c.id] = check(c, parent_blobs)
+                early[c.id] = check(c, parent_blobs, own_time)
         exempt = exempt_side_commits(
             commits=commits, tip=tip, by_id=by_id, policy_at=lambda c: policies.at(trust_of(c))
         )
     for c in commits:
-        if c.id in early:  # its date again, now that exempt parents' latest dates are known
+        if c.id in early:  # its date again, now in commit order with the latest dates
             check_dates(c=c, parents=c.parents, time_of=time_of)
             keep(early[c.id])
             continue
         if c.id in exempt:  # brought in from the side, and no trust change (those are early)
             # unsigned, so its date vouches for nothing: the date rule holds it and its
-            # children to the latest date before it (else a chain of them, each a few minutes
+            # children to the latest date in its history (else a chain of them, each a few minutes
             # back, took a checked child into a closed window)
             check_dates(c=c, parents=c.parents, time_of=time_of)
-            latest[c.id] = max([c.committer_time, *map(time_of, c.parents)])
             decision.exempt += 1
             continue
-        keep(check(c, blobs_of(c.parents)))
+        keep(check(c, blobs_of(c.parents), time_of))
     final = policies.at(trust_of(tip)) if tip in by_id or tip in outside_trust else bootstrap
     if isinstance(final, ValueError):  # pragma: no cover - a cached tip was accepted before
         raise VerificationFailed(commit=tip, reason="invalid-trust-policy", detail=str(final))
     decision.policy = final
     return decision
+
+
+def _latest_dates(
+    commits: Sequence[Commit], outside: Mapping[str, datetime]
+) -> Mapping[str, datetime]:
+    """The latest committer date in each commit's history, its own included (``commits``
+    parents first; ``outside``: that date of every parent outside them). Read lazily for
+    the parents outside: the caller may compute them only when asked."""
+    latest: dict[str, datetime] = {}
+    for c in commits:
+        when = c.committer_time
+        for p in c.parents:
+            t = latest[p] if p in latest else latest.setdefault(p, outside[p])
+            if t > when:
+                when = t
+        latest[c.id] = when
+    return latest
 
 
 def _check_commit(

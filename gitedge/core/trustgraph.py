@@ -48,17 +48,18 @@ _TOLERANCE_TEXT = "5 minutes"
 
 
 def check_dates(*, c: Commit, parents: Sequence[str], time_of: Callable[[str], datetime]) -> None:
-    """The date rule: ``c`` may not be dated before a parent by more than the tolerance. For
-    exempt commits too: else a checked child of one dated back could use a closed window."""
+    """The date rule: ``c`` may not be dated before a parent (``time_of``: the latest date in
+    its history) by more than the tolerance. For exempt commits too: else a checked child of
+    one dated back could use a closed window."""
     for parent in parents:
         when = time_of(parent)
         if c.committer_time < when - DATE_TOLERANCE:
             raise VerificationFailed(
                 commit=c.id,
                 reason="date-before-parent",
-                detail=f"committer date {c.committer_time.isoformat()} is earlier than that of "
-                f"its parent {parent} ({when.isoformat()}; of an exempt parent, the latest "
-                f"before it) by more than {_TOLERANCE_TEXT}",
+                detail=f"committer date {c.committer_time.isoformat()} is earlier than the "
+                f"latest date in the history of its parent {parent} ({when.isoformat()}) by "
+                f"more than {_TOLERANCE_TEXT}",
             )
 
 
