@@ -49,7 +49,7 @@ from gitedge.core.trust import (
     policy_from_yaml,
     require_descendant,
 )
-from gitedge.errors import InvalidFleetRepo, TrustError
+from gitedge.errors import InvalidFleetRepo, SourceUnavailable, TrustError
 
 MAX_TRUST_FILE = 1 << 20
 # The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
@@ -310,6 +310,15 @@ def _latest_dates(repo: GitRepo, commits: Iterable[str]) -> dict[str, datetime]:
     starts = sorted(commits)
     if not starts:
         return {}
+    try:
+        return _latest_dates_walk(repo, starts)
+    except (KeyError, pygit2.GitError) as e:  # a history the repo does not hold whole
+        raise SourceUnavailable(
+            f"cannot read the history of {', '.join(starts)} (an incomplete history): {e}"
+        ) from None
+
+
+def _latest_dates_walk(repo: GitRepo, starts: list[str]) -> dict[str, datetime]:
     if len(starts) == 1:
         best = max(repo.repo.walk(repo.resolve(starts[0]), SortMode.NONE), key=_seconds)
         return {starts[0]: repo.committer_time(str(best.id))}
