@@ -267,3 +267,32 @@ def test_examples_validate():
     }
     assert fleet.trust_policy is not None
     assert {w for w in fleet.windows} == {"store-nights", "calm-evenings"}
+
+
+def test_catalog_releases_carry_month_and_digest(tmp_path):
+    digest = "sha256:" + "ab" * 32
+    cat = (
+        HEAD + "kind: K3sReleases\nmetadata: {name: cat}\nspec:\n  versions: [v1.29.10+k3s1]\n"
+        "  releases:\n    - {version: v1.30.6+k3s1, released: 2024-10, digest: " + digest + "}\n"
+    )
+    fleet = load_fleet(
+        read_tree(write(tmp_path, {"r.yaml": cat, "w.yaml": WINDOW, "t.yaml": TARGET}))
+    )
+    assert sorted(str(v) for v in fleet.k3s_releases()) == ["v1.29.10+k3s1", "v1.30.6+k3s1"]
+    [(version, entry)] = fleet.k3s_release_details().items()
+    assert (str(version), entry.released, entry.digest) == ("v1.30.6+k3s1", "2024-10", digest)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("  versions: [v1.30.6+k3s1]\n  releases: [{version: v1.30.6+k3s1}]\n", "listed twice"),
+        ("  releases: [{version: v1.30.6+k3s1, released: 2024-13}]\n", "YYYY-MM"),
+        ("  releases: [{version: v1.30.6+k3s1, digest: sha256:abc}]\n", "sha256:<64"),
+        ("  versions: []\n", "at least one release"),
+    ],
+)
+def test_bad_catalog_entries_are_named(tmp_path, spec, expected):
+    cat = HEAD + "kind: K3sReleases\nmetadata: {name: cat}\nspec:\n" + spec
+    found = problems(write(tmp_path, {"r.yaml": cat, "w.yaml": WINDOW, "t.yaml": TARGET}))
+    assert any(p.startswith("r.yaml:") and expected in p for p in found), found

@@ -99,8 +99,57 @@ class ClusterGroupSpec(Model):
     selector: LabelSelector
 
 
+def _year_month(text: str) -> str:
+    if not re.fullmatch(r"(19|20)\d\d-(0[1-9]|1[0-2])", text):
+        raise ValueError(f"released {text!r} must be a year and month, YYYY-MM (e.g. 2024-10)")
+    return text
+
+
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"sha256:[a-f0-9]{64}", text):
+        raise ValueError(f"digest {text!r} must be sha256:<64 lowercase hex>")
+    return text
+
+
+YearMonth = Annotated[str, AfterValidator(_year_month)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+
+
+class K3sRelease(Model):
+    """One catalog release with what a site cannot find out offline: the month K3s built it
+    (k3s-upgrade refuses a target built in an earlier month than the running binary) and the
+    digest of its upgrade image (what the signed commit approves)."""
+
+    version: Version
+    released: YearMonth | None = Field(
+        default=None, description="YYYY-MM: the month the release was built"
+    )
+    digest: Sha256 | None = Field(
+        default=None,
+        description="sha256 digest of the release's upgrade image (the image index of "
+        "<upgradeImage>:<version with + as ->)",
+    )
+
+
 class K3sReleasesSpec(Model):
-    versions: tuple[Version, ...] = Field(min_length=1)
+    versions: tuple[Version, ...] = Field(
+        default=(), description="releases by version alone (see releases for month and digest)"
+    )
+    releases: tuple[K3sRelease, ...] = Field(
+        default=(), description="releases with their build month and upgrade image digest"
+    )
+
+    @model_validator(mode="after")
+    def _some_once(self) -> K3sReleasesSpec:
+        seen: set[K3sVersion] = set()
+        for text in (*self.versions, *(r.version for r in self.releases)):
+            v = K3sVersion.parse(text)
+            if v in seen:
+                raise ValueError(f"K3s version {text} is listed twice")
+            seen.add(v)
+        if not seen:
+            raise ValueError("list at least one release in versions or releases")
+        return self
 
 
 class OsTarget(Model):
@@ -269,7 +318,16 @@ class Fleet:
 
     def k3s_releases(self) -> list[K3sVersion]:
         """Every release of every K3sReleases document, parsed."""
-        return [K3sVersion.parse(v) for r in self.releases.values() for v in r.spec.versions]
+        return [
+            *(K3sVersion.parse(v) for r in self.releases.values() for v in r.spec.versions),
+            *(K3sVersion.parse(e.version) for r in self.releases.values() for e in r.spec.releases),
+        ]
+
+    def k3s_release_details(self) -> dict[K3sVersion, K3sRelease]:
+        """The catalog entries listed under ``releases`` (with month and digest), by version."""
+        return {
+            K3sVersion.parse(e.version): e for r in self.releases.values() for e in r.spec.releases
+        }
 
     def where(self, kind: str, name: str) -> str:
         o = self.origins.get((kind, name))
