@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gitedge.core.agentrules import needed_images
 from gitedge.core.fleet import load_fleet
 from gitedge.core.planning import ClusterFacts, plan, plan_json
+from gitedge.core.suc import Site
 from gitedge.errors import AmbiguousTarget, UpgradePathError
 
 HEAD = "apiVersion: gitedge.io/v1alpha1\n"
@@ -200,3 +202,45 @@ def test_unknown_current_version_plans_the_target_only():
     fleet = fleet_of(target("t", k3s="v1.30.6+k3s1"))
     p = plan(fleet, ClusterFacts(name="new", labels={}), now=NOW)
     assert p.k3s.path == ("v1.30.6+k3s1",)
+
+
+DIGEST_29 = "sha256:" + "29" * 32
+DIGEST_30 = "sha256:" + "30" * 32
+DATED = HEAD + (
+    "kind: K3sReleases\nmetadata: {name: cat}\nspec:\n  releases:\n"
+    "    - {version: v1.28.15+k3s1, released: 2024-10}\n"
+    "    - {version: v1.29.9+k3s1, released: 2024-09, digest: " + DIGEST_29 + "}\n"
+    "    - {version: v1.29.12+k3s1, released: 2024-12}\n"
+    "    - {version: v1.30.6+k3s1, released: 2024-10, digest: " + DIGEST_30 + "}\n"
+)
+
+
+def dated_fleet(*targets):
+    files = {**BASE, "releases.yaml": DATED}
+    files.update({f"t{i}.yaml": t for i, t in enumerate(targets)})
+    return load_fleet({k: v.encode() for k, v in files.items()})
+
+
+def test_path_keeps_build_months_in_order_and_pins_catalog_digests():
+    """k3s-upgrade's compare_build_dates (scripts/upgrade.sh) refuses v1.29.12 (2024-12) ->
+    v1.30.6 (2024-10): the path takes v1.29.9 (2024-09), and each Plan names its digest."""
+    fleet = dated_fleet(target("t", k3s="v1.30.6+k3s1"))
+    old = ClusterFacts(name="old", labels={}, k3s_version="v1.28.9+k3s1")
+    p = plan(fleet, old, now=NOW, site=Site(cache="cache.local:5000"))
+    assert p.k3s.path == ("v1.29.9+k3s1", "v1.30.6+k3s1")
+    images = {m["spec"]["upgrade"]["image"] for m in p.manifests}
+    assert images == {f"cache.local:5000/rancher/k3s-upgrade@{DIGEST_29}"}
+    assert [str(n.ref) for n in needed_images(p)] == [
+        f"docker.io/rancher/k3s-upgrade:v1.29.9-k3s1@{DIGEST_29}",
+        f"docker.io/rancher/k3s-upgrade:v1.30.6-k3s1@{DIGEST_30}",
+    ]
+    assert all(n.tag_checked for n in needed_images(p))
+
+
+def test_running_build_newer_than_the_target_is_refused_by_the_planner():
+    fleet = dated_fleet(target("t", k3s="v1.30.6+k3s1"))
+    running = ClusterFacts(name="s", labels={}, k3s_version="v1.29.12+k3s1")
+    with pytest.raises(UpgradePathError) as e:
+        plan(fleet, running, now=NOW)
+    assert "v1.30.6+k3s1 (built 2024-10)" in str(e.value)
+    assert "v1.29.12+k3s1 (2024-12)" in str(e.value)

@@ -116,3 +116,67 @@ def test_release_candidates_are_never_intermediate_steps():
     only_rc = [V("v1.31.0-rc1+k3s1")]
     with pytest.raises(UpgradePathError, match=r"v1\.31"):
         upgrade_path(current=V("v1.30.6+k3s1"), target=V("v1.32.0+k3s1"), releases=only_rc)
+
+
+# Build months (k3s-io/k3s-upgrade scripts/upgrade.sh, replace_binary -> compare_build_dates:
+# `date -u +%Y%m` of each binary's buildDate, the Job fails when the new one is earlier).
+MONTHS = {
+    V("v1.29.15+k3s1"): "2025-03",
+    V("v1.30.8+k3s1"): "2024-12",
+    V("v1.30.11+k3s1"): "2025-03",
+    V("v1.30.12+k3s1"): "2025-04",
+    V("v1.31.4+k3s1"): "2024-12",
+    V("v1.31.7+k3s1"): "2025-03",
+}
+DATED = list(MONTHS)
+
+
+def path_of(current, target, releases=DATED, months=MONTHS):
+    got = upgrade_path(current=V(current), target=V(target), releases=releases, months=months)
+    return [v.text for v in got]
+
+
+def test_intermediate_patch_is_the_newest_built_no_later_than_the_next_step():
+    # by version alone the path would take v1.30.12 (2025-04), then step back to a 2025-03 build
+    assert path_of("v1.29.15+k3s1", "v1.31.7+k3s1") == ["v1.30.11+k3s1", "v1.31.7+k3s1"]
+    assert path_of("v1.29.15+k3s1", "v1.31.7+k3s1", months={}) == ["v1.30.12+k3s1", "v1.31.7+k3s1"]
+
+
+def test_target_built_before_the_running_version_is_refused_naming_both():
+    with pytest.raises(UpgradePathError) as e:
+        path_of("v1.30.12+k3s1", "v1.31.7+k3s1")
+    msg = str(e.value)
+    assert "v1.31.7+k3s1 (built 2025-03)" in msg and "v1.30.12+k3s1 (2025-04)" in msg
+    assert "compare_build_dates" in msg
+    assert "raise the target to a v1.31 release built in 2025-04 or later" in msg
+
+
+def test_intermediate_older_than_the_running_month_says_which_release_to_add():
+    months = {k: v for k, v in MONTHS.items() if k not in (V("v1.30.11+k3s1"), V("v1.30.12+k3s1"))}
+    months[V("v1.31.9+k3s1")] = "2025-05"
+    with pytest.raises(UpgradePathError) as e:
+        path_of("v1.29.15+k3s1", "v1.31.9+k3s1", releases=list(months), months=months)
+    msg = str(e.value)
+    assert "v1.30.8+k3s1 (built 2024-12)" in msg and "v1.29.15+k3s1 (2025-03)" in msg
+    assert "add a v1.30 release built in 2025-03 or later and no later than 2025-05" in msg
+
+
+def test_every_release_of_a_minor_newer_than_the_next_step_is_refused():
+    months = {V("v1.29.15+k3s1"): "2025-03", V("v1.30.12+k3s1"): "2025-04"}
+    months[V("v1.31.4+k3s1")] = "2024-12"
+    with pytest.raises(UpgradePathError, match=r"add a v1\.30 release built in 2024-12 or earlier"):
+        path_of("v1.29.1+k3s1", "v1.31.4+k3s1", releases=list(months), months=months)
+
+
+def test_running_version_without_a_month_is_bounded_by_older_patches_of_its_minor():
+    # v1.29.16 is not in the catalog: it follows v1.29.15 (2025-03), so it is at least 2025-03
+    with pytest.raises(UpgradePathError, match=r"v1\.29\.16\+k3s1 \(built 2025-03 or later"):
+        path_of("v1.29.16+k3s1", "v1.31.4+k3s1")
+
+
+def test_unknown_months_are_not_checked():
+    # nothing older in its minor has a month: the first step cannot be checked (k3s-upgrade does)
+    assert path_of("v1.29.1+k3s1", "v1.31.4+k3s1") == ["v1.30.8+k3s1", "v1.31.4+k3s1"]
+    # a release of unknown month fits anywhere
+    releases = [*DATED, V("v1.30.20+k3s1")]
+    assert path_of("v1.29.15+k3s1", "v1.31.7+k3s1", releases=releases)[0] == "v1.30.20+k3s1"

@@ -296,6 +296,17 @@ class Mirror:
 
     # ------------------------------------------------------------------ resolution
 
+    def tag_digest(self, ref: ImageRef) -> str:
+        """The digest of the manifest ``ref.tag`` names at its registry now (the bytes served,
+        hashed); ImageNotFound when there is no such tag."""
+        assert ref.tag is not None
+        what = f"{ref.name}:{ref.tag}"
+        return (
+            self._open(ImageRef(ref.registry, ref.repository, tag=ref.tag))
+            .manifest(ref.tag, what=what)
+            .digest
+        )
+
     def _top(self, source: Repo, src: Location, what: str) -> Manifest:
         if isinstance(src, LayoutRef):
             return source.manifest(src.tag, what=what)

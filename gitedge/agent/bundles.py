@@ -55,6 +55,7 @@ from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
 from gitedge.agent import inbox
+from gitedge.agent.caching import check_tag
 from gitedge.agent.reconcile import Agent, Pass
 from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
 from gitedge.core.bundleplan import bundle_images
@@ -224,11 +225,15 @@ def create_bundle(
         def on_mirror(mp: MirrorProgress) -> None:
             report(replace(current, done_bytes=mp.done_bytes, total_bytes=mp.total_bytes))
 
+        catalog = {e.digest for e in fleet.k3s_release_details().values() if e.digest}
         with Mirror(hosts=hosts, jobs=jobs, progress=on_mirror) as mirror:
             for i, ref in enumerate(refs, 1):
                 current = BundleProgress("image", str(ref), i, len(refs))
+                source = _layout_source(layouts, ref)
+                if ref.tag and ref.digest in catalog and isinstance(source, ImageRef):
+                    check_tag(mirror, ref)  # a K3sReleases digest: the tag must still serve it
                 r = mirror.mirror(
-                    _layout_source(layouts, ref),
+                    source,
                     LayoutRef(layout, str(ref)),
                     platforms=() if ref.digest else plats,
                 )

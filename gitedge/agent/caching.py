@@ -20,12 +20,31 @@ from collections.abc import Sequence
 
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.ocilayout import OciLayout
+from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Platform
 from gitedge.errors import DigestMismatch
 
 log = logging.getLogger("gitedge.agent")
 
-__all__ = ["mirror_verified"]
+__all__ = ["check_tag", "mirror_verified"]
+
+
+def check_tag(mirror: Mirror, ref: ImageRef, *, why: str = "K3sReleases") -> None:
+    """Refuse ``ref`` (``repo:tag@digest``) when its registry serves another digest for the
+    tag: the tag moved after ``why`` recorded the digest. Nothing is copied then, so no Plan
+    can name it (the apply step waits for every image of the path)."""
+    assert ref.tag is not None and ref.digest is not None
+    served = mirror.tag_digest(ref)
+    if served != ref.digest:
+        raise DigestMismatch(
+            image=f"{ref.name}:{ref.tag}",
+            digest=ref.digest,
+            detail=(
+                f"{why} expects {ref.digest} for tag {ref.tag}, the registry {ref.registry} "
+                f"serves {served}: the tag moved after the digest was written; check the new "
+                f"image and update the digest in {why}, or keep the site where it is"
+            ),
+        )
 
 
 def mirror_verified(

@@ -35,7 +35,7 @@ from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
-from gitedge.agent.caching import mirror_verified
+from gitedge.agent.caching import check_tag, mirror_verified
 from gitedge.agent.clusters import PrintCluster
 from gitedge.agent.server import Metrics
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
@@ -379,6 +379,8 @@ class Agent:
         if have is not None and mirror.first_gap(dst, have.digest) is None:
             return  # verified when recorded, and still whole (agent/caching.py)
         src = self._source_location(ref)
+        if need.tag_checked and isinstance(src, ImageRef):  # upstream, not a bundle's layout
+            check_tag(mirror, ref)
         # a pinned digest must stay the digest SUC is given: never cut a pinned index
         r = mirror_verified(mirror, src, dst, what=need.key, platforms=() if ref.digest else plats)
         if ref.digest and r.source_digest != ref.digest:

@@ -36,6 +36,9 @@ class NeededImage:
     component: str  # os | k3s
     step: str  # the K3s version, or the OS image as written
     ref: ImageRef
+    #: the digest comes from the K3sReleases catalog: the source's answer for the tag must be
+    #: that digest (a tag moved since the catalog was written is refused, agent/caching.py)
+    tag_checked: bool = False
 
     @property
     def key(self) -> str:
@@ -46,13 +49,16 @@ class NeededImage:
 def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
     """Every image the whole plan needs, in the order it needs them: the K3s upgrade image of
     every step of the path (all of them, so a site that reconnects for one day holds the whole
-    path), then the OS image. Nothing is applied until all of them are in the cache."""
+    path; ``tag@digest`` when the K3sReleases catalog gives the version's digest), then the OS
+    image. Nothing is applied until all of them are in the cache."""
     out: list[NeededImage] = []
     if plan.k3s is not None:
         base = ImageRef.parse(plan.k3s.spec.upgrade_image)
         for version in plan.k3s.path:
-            ref = ImageRef(base.registry, base.repository, tag=k3s_image_tag(version))
-            out.append(NeededImage("k3s", version, ref))
+            digest = plan.k3s.digest_of(version)
+            tag = k3s_image_tag(version)
+            ref = ImageRef(base.registry, base.repository, tag=tag, digest=digest)
+            out.append(NeededImage("k3s", version, ref, tag_checked=digest is not None))
     if plan.os is not None and plan.os.current != plan.os.image:
         out.append(NeededImage("os", plan.os.image, ImageRef.parse(plan.os.image)))
     return tuple(out)

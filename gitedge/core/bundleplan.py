@@ -2,8 +2,11 @@
 
 - For each cluster named: the images its plan needs (``agentrules.needed_images``: the K3s
   upgrade image of every step of the path, then the OS image). A cluster whose running K3s
-  version is unknown gets every step any older cluster could take: the newest release of each
-  minor in ``K3sReleases`` below the target's, then the target.
+  version is unknown gets every step any older cluster could take: the release of each minor in
+  ``K3sReleases`` below the target's that the path picks (the newest, or with build months the
+  newest built no later than the next step: ``versions.month_chain``), then the target.
+- A K3s upgrade image whose version has a digest in ``K3sReleases`` is ``repo:tag@digest``:
+  the bundle holds those bytes, and creating it refuses a tag that serves another digest.
 - ``all``: the same for every target of the fleet, suspended ones included (a technician's
   stick should not go stale because a target was resumed).
 
@@ -12,7 +15,7 @@ References are returned in a stable order, without duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from gitedge.core.agentrules import needed_images
@@ -20,26 +23,44 @@ from gitedge.core.fleet import Fleet, K3sTarget
 from gitedge.core.images import ImageRef
 from gitedge.core.planning import ClusterFacts, plan
 from gitedge.core.suc import k3s_image_tag
-from gitedge.core.versions import K3sVersion
+from gitedge.core.versions import K3sVersion, month_chain, stable_by_minor
 
 __all__ = ["bundle_images", "every_step"]
 
 
-def every_step(releases: Iterable[K3sVersion], target: K3sVersion) -> list[K3sVersion]:
-    """The newest stable release of each minor below ``target``'s (same major), then
-    ``target``: every version a path to ``target`` from any older cluster can step through."""
-    newest: dict[int, K3sVersion] = {}
-    for r in releases:
-        if r.major != target.major or r.minor >= target.minor or r.is_prerelease:
-            continue
-        if r.minor not in newest or newest[r.minor] < r:
-            newest[r.minor] = r
-    return [newest[m] for m in sorted(newest)] + [target]
+def every_step(
+    releases: Iterable[K3sVersion],
+    target: K3sVersion,
+    months: Mapping[K3sVersion, str] | None = None,
+) -> list[K3sVersion]:
+    """The release of each minor below ``target``'s (same major) that a path to ``target``
+    steps through (``versions.month_chain``: the newest built no later than the step after it),
+    then ``target``: every version a path to ``target`` from any older cluster can take. The
+    choice does not depend on where a cluster starts, so one chain serves every cluster."""
+    by_minor = {
+        m: rs for m, rs in stable_by_minor(releases, major=target.major).items() if m < target.minor
+    }
+    lowest = min(by_minor, default=target.minor)
+    chain = month_chain(by_minor, target=target, lowest=lowest, months=months or {})
+    return [*chain.steps, target]
 
 
-def _k3s_images(spec: K3sTarget, versions: Sequence[K3sVersion]) -> list[ImageRef]:
+def _k3s_images(fleet: Fleet, spec: K3sTarget, versions: Sequence[K3sVersion]) -> list[ImageRef]:
     base = ImageRef.parse(spec.upgrade_image)
-    return [ImageRef(base.registry, base.repository, tag=k3s_image_tag(v.text)) for v in versions]
+    details = fleet.k3s_release_details()
+    return [
+        ImageRef(
+            base.registry,
+            base.repository,
+            tag=k3s_image_tag(v.text),
+            digest=details[v].digest if v in details else None,
+        )
+        for v in versions
+    ]
+
+
+def _months(fleet: Fleet) -> dict[K3sVersion, str]:
+    return {v: e.released for v, e in fleet.k3s_release_details().items() if e.released}
 
 
 def bundle_images(
@@ -48,12 +69,12 @@ def bundle_images(
     """Every image the bundle must hold (module docstring). Raises what planning raises
     (``AmbiguousTarget``, ``UpgradePathError``) naming the cluster."""
     out: list[ImageRef] = []
-    releases = fleet.k3s_releases()
+    releases, months = fleet.k3s_releases(), _months(fleet)
     for facts in clusters:
         p = plan(fleet, facts, now=now)
         if p.k3s is not None and facts.k3s_version is None:
-            steps = every_step(releases, K3sVersion.parse(p.k3s.version))
-            out += _k3s_images(p.k3s.spec, steps)
+            steps = every_step(releases, K3sVersion.parse(p.k3s.version), months)
+            out += _k3s_images(fleet, p.k3s.spec, steps)
             out += [n.ref for n in needed_images(p) if n.component == "os"]
         else:
             out += [n.ref for n in needed_images(p)]
@@ -61,8 +82,8 @@ def bundle_images(
         for target in fleet.targets.values():
             spec = target.spec
             if spec.k3s is not None:
-                steps = every_step(releases, K3sVersion.parse(spec.k3s.version))
-                out += _k3s_images(spec.k3s, steps)
+                steps = every_step(releases, K3sVersion.parse(spec.k3s.version), months)
+                out += _k3s_images(fleet, spec.k3s, steps)
             if spec.os is not None:
                 out.append(ImageRef.parse(spec.os.image))
     return tuple(dict.fromkeys(out))

@@ -60,6 +60,13 @@ class K3sPlan:
     spec: K3sTarget
     rollout: Rollout
     current: str | None
+    #: the K3sReleases digest of each step's upgrade image (None: the catalog gives none)
+    digests: tuple[str | None, ...] = ()
+
+    def digest_of(self, step: str) -> str | None:
+        """The catalog digest of ``step``'s upgrade image, if the catalog pins it."""
+        pairs = dict(zip(self.path, self.digests, strict=False))
+        return pairs.get(step)
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,7 @@ def plan(
     if k3s_target is not None and k3s_target.spec.k3s is not None:
         spec = k3s_target.spec.k3s
         goal = K3sVersion.parse(spec.version)
+        details = fleet.k3s_release_details()
         if cluster.k3s_version is None:
             path: list[K3sVersion] = [goal]
         else:
@@ -179,6 +187,7 @@ def plan(
                 current=K3sVersion.parse(cluster.k3s_version),
                 target=goal,
                 releases=fleet.k3s_releases(),
+                months={v: e.released for v, e in details.items() if e.released},
             )
         k3s_plan = K3sPlan(
             version=spec.version,
@@ -188,6 +197,7 @@ def plan(
             spec=spec,
             rollout=k3s_target.spec.rollout,
             current=cluster.k3s_version,
+            digests=tuple(details[v].digest if v in details else None for v in path),
         )
     manifests = render_next_steps(fleet, os_plan, k3s_plan, site=site or Site())
     return Plan(cluster=cluster.name, os=os_plan, k3s=k3s_plan, manifests=manifests)
@@ -202,6 +212,7 @@ def render_next_steps(
         out += k3s_plans(
             version=k3s_plan.path[0],
             upgrade_image=k3s_plan.spec.upgrade_image,
+            digest=k3s_plan.digest_of(k3s_plan.path[0]),
             rollout=k3s_plan.rollout,
             window=_window_spec(fleet, k3s_plan.window),
             target=k3s_plan.target,

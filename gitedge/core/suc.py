@@ -228,9 +228,17 @@ def k3s_plans(
     window: MaintenanceWindowSpec | None,
     target: str,
     site: Site,
+    digest: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The server and agent Plans that move the cluster to K3s ``version`` (one step)."""
-    image = _image(ImageRef.parse(upgrade_image), tag=k3s_image_tag(version), site=site)
+    """The server and agent Plans that move the cluster to K3s ``version`` (one step).
+
+    ``digest``: the K3sReleases digest of the step's upgrade image; the Plans then name the
+    (cache) image by it, whatever the site recorded for the tag (the mirror step refuses a tag
+    that serves anything else)."""
+    base = ImageRef.parse(upgrade_image)
+    if digest is not None:
+        base = ImageRef(base.registry, base.repository, digest=digest)
+    image = _image(base, tag=k3s_image_tag(version), site=site)
     suc = suc_window(window)
     server: dict[str, Any] = {
         "nodeSelector": {
