@@ -2,7 +2,9 @@
 
 Beyond the schema and the references, a repo is checked against each given cluster: its targets
 must resolve without ambiguity, and each K3s target must be reachable from the cluster's current
-version through the K3sReleases catalog.
+version through the K3sReleases catalog. Without clusters, the catalog is checked against the
+targets (``core/catalogcheck.py``: build months k3s-upgrade would refuse, one digest for two
+upgrade image repositories).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from gitedge.core.catalogcheck import catalog_problems
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import cache_host
@@ -67,7 +70,7 @@ def validate(
         fleet = load_fleet(snapshot, origin=origin)
     except InvalidInput as e:
         return None, list(e.problems), []
-    problems: list[Problem] = []
+    problems: list[Problem] = catalog_problems(fleet)
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):
         try:
