@@ -115,3 +115,23 @@ def test_cli_validate_fails_on_a_month_refusal(tmp_path: Path):
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "compare_build_dates" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_validate_with_a_cluster_whose_running_build_is_newer_than_its_target():
+    files = {
+        "releases.yaml": catalog(
+            "version: v1.29.12+k3s1, released: 2024-12", "version: v1.30.6+k3s1, released: 2024-10"
+        ),
+        "t.yaml": target("edge", "v1.30.6+k3s1"),
+    }
+    cluster = (
+        HEAD + "kind: Cluster\nmetadata: {name: s1}\nstatus: {k3sVersion: v1.29.13+k3s1}\n"
+    ).encode()
+    fleet, found, plans = validate(
+        {k: v.encode() for k, v in files.items()}, clusters={"s1.yaml": cluster}, now=NOW
+    )
+    assert fleet is not None and plans == []
+    [mine] = [str(p) for p in found if p.path == "s1.yaml"]
+    # v1.29.13 is not in the catalog: it follows v1.29.12, so it was built in 2024-12 or later
+    assert "cluster s1: k3s-upgrade refuses the step to v1.30.6+k3s1 (built 2024-10)" in mine
+    assert "v1.29.13+k3s1 (built 2024-12 or later" in mine
