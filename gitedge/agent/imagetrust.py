@@ -1,0 +1,93 @@
+"""The image-signature rule of the mirror and apply steps (TrustPolicy ``spec.images.signers``).
+
+With signers listed, an image counts as mirrored only when the cache holds, next to it, a cosign
+signature by a signer allowed for its repository over the digest the fleet approved (the source
+digest: what was signed upstream). The artifacts are copied from where the image came from (the
+upstream registry, or a bundle's layout) into the cache, then judged **from the cache**, so what
+a site verifies is what it holds, offline; the apply step judges them from the cache again before
+any Plan is written. Each verdict is kept in the state doc ``imageSignatures`` (``gitedge
+status``: who signed what). A refusal is ImageSignatureRefused naming the image and the reason.
+
+Platform filtering: a cut index is new bytes (``mirroring.py``), so the signed source index is
+kept in the cache as a blob under its own digest (:func:`keep_signed_index`), and the check
+reads it back, hashes it, and requires every child of the cut index to be listed in it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from gitedge.adapters.imagesigs import SigSite, copy_signatures, find_signatures, verify
+from gitedge.adapters.mirroring import Location, Mirror
+from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
+from gitedge.adapters.state import State
+from gitedge.core.cosignsig import SignerKey, Verdict
+from gitedge.core.images import ImageRef
+from gitedge.errors import ImageSignatureRefused
+
+__all__ = ["bundle_site", "check_cached", "check_mirrored", "mirror_signatures"]
+
+DOC = "imageSignatures"
+
+
+def bundle_site(layout: Location, ref: ImageRef) -> SigSite:
+    """Where a bundle's layout holds ``ref``'s signature artifacts: its tags are prefixed with
+    the repository name (one layout holds every image of the bundle)."""
+    return SigSite.of(layout, prefix=f"{ref.name}@")
+
+
+def mirror_signatures(
+    mirror: Mirror, *, key: str, ref: ImageRef, src: SigSite, src_image: Location,
+    dst: Location, signed: str, cached: str, keys: tuple[SignerKey, ...], state: State,
+    now: datetime,
+) -> Verdict:  # fmt: skip
+    """Copy the signatures of ``signed`` from ``src`` next to the image at ``dst``, keep the
+    signed index when the cache holds a cut one, then :func:`check_cached`."""
+    found = find_signatures(mirror, src, signed, what=key)
+    copy_signatures(mirror, src, SigSite.of(dst), signed, found, what=key)
+    if cached != signed:
+        keep_signed_index(mirror, src_image=src_image, dst=dst, digest=signed, what=key)
+    return check_cached(mirror, key=key, ref=ref, dst=dst, signed=signed, cached=cached,
+                        keys=keys, state=state, now=now)  # fmt: skip
+
+
+def check_cached(
+    mirror: Mirror, *, key: str, ref: ImageRef, dst: Location, signed: str, cached: str,
+    keys: tuple[SignerKey, ...], state: State, now: datetime,
+) -> Verdict:  # fmt: skip
+    """Judge the signatures the cache holds for ``signed`` (and the cut index against it);
+    record the verdict; raise ImageSignatureRefused unless it is good."""
+    found = find_signatures(mirror, SigSite.of(dst), signed, what=key)
+    v = verify(found, keys=keys, repository=ref.name, digest=signed)
+    if v.ok and cached != signed:
+        problem = check_cut_index(mirror, dst=dst, signed=signed, cached=cached, what=key)
+        if problem:
+            v = Verdict(False, v.repository, signed, problem)
+    _record(state, key, v, signed=signed, cached=cached, now=now)
+    if not v.ok:
+        raise ImageSignatureRefused(f"image {key} ({signed}) not applied: {v.reason}")
+    return v
+
+
+def check_mirrored(
+    mirror: Mirror, *, key: str, ref: ImageRef, dst: Location, cached: str,
+    keys: tuple[SignerKey, ...], state: State, now: datetime,
+) -> Verdict:  # fmt: skip
+    """:func:`check_cached` for an image recorded as mirrored: the signed digest is the one the
+    last verdict for this cached digest judged (the source of a cut index), else the pin, else
+    the cached digest itself."""
+    doc = (state.get_doc(DOC) or {}).get(key)
+    known = doc.get("digest") if isinstance(doc, dict) and doc.get("cached") == cached else None
+    signed = str(known or ref.digest or cached)
+    return check_cached(mirror, key=key, ref=ref, dst=dst, signed=signed, cached=cached,
+                        keys=keys, state=state, now=now)  # fmt: skip
+
+
+def _record(state: State, key: str, v: Verdict, *, signed: str, cached: str, now: datetime) -> None:
+    doc: dict[str, Any] = dict(state.get_doc(DOC) or {})
+    entry = {**v.to_json(), "cached": cached, "checkedAt": now.isoformat()}
+    if doc.get(key) != entry:
+        doc[key] = json.loads(json.dumps(entry))
+        state.put_doc(DOC, doc)
