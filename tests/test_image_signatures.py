@@ -1,0 +1,109 @@
+"""Image signatures end to end: the agent against real ``docker-registry`` upstream and cache on
+127.0.0.1 (no referrers API: the ``sha256-<hex>`` fallback tag is what cosign's libraries write
+there), signatures made in both cosign formats (``tests/cosigntools.py`` names the source lines).
+
+An image whose signature is missing, made by a key not allowed for its repository, or made over
+another digest is not applied (Mirrored False, ImageSignatureRefused naming the image and the
+reason, nothing printed); both forms are accepted; the verdict is judged again from the cache
+with the upstream gone, and ``status`` says who signed what.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gitedge.agent.status import status_text
+from tests.agentkit import fleet_files, push_image, trust_yaml
+from tests.cosigntools import CosignKey, make_key, sign_bundle, sign_simple
+from tests.test_agent import OLD, Site, at, conditions, site  # noqa: F401
+
+REPO = "edge/os"
+
+
+def signed_trust(s: Site, key: CosignKey, *, globs: str = "['*/edge/*']") -> str:
+    pem = "\n".join("          " + line for line in key.public_pem.strip().splitlines())
+    return trust_yaml(s.fleet.key) + (
+        "  images:\n    signers:\n      - name: edge-ci\n"
+        f"        repositories: {globs}\n        key: |\n{pem}\n"
+    )
+
+
+def setup(s: Site, key: CosignKey, *, globs: str = "['*/edge/*']") -> str:
+    digest = push_image(s.tmp, f"{s.upstream.host}/{REPO}:1.0").digest
+    files = fleet_files(registry=s.registry, releases=OLD, k3s=OLD[0],
+                        os_image=f"{s.registry}/{REPO}:1.0")  # fmt: skip
+    files[".gitedge/trust.yaml"] = signed_trust(s, key, globs=globs)
+    s.fleet.commit(files)
+    return digest
+
+
+def refused(s: Site, reason: str) -> None:
+    p = s.run(at(0))
+    status, why = conditions(p)["Mirrored"]
+    assert (status, why) == ("False", "ImageSignatureRefused")
+    msg = next(c.message for c in p.conditions if c.type == "Mirrored")
+    assert f"{s.registry}/{REPO}:1.0" in msg and reason in msg
+    assert p.outcomes["apply"] == "waiting" and s.printed == []
+
+
+def test_missing_signature_is_not_applied(site: Site) -> None:  # noqa: F811
+    setup(site, make_key())
+    refused(site, "no signature found")
+
+
+def test_key_not_allowed_for_the_repository_is_not_applied(site: Site) -> None:  # noqa: F811
+    key = make_key("ed25519")
+    digest = setup(site, key, globs="['*/other/*']")
+    sign_bundle(site.upstream.host, REPO, digest, key)
+    refused(site, "a key not allowed to sign")
+
+
+def test_signature_over_another_digest_is_not_applied(site: Site) -> None:  # noqa: F811
+    key = make_key()
+    digest = setup(site, key)
+    other = push_image(site.tmp / "other", f"{site.upstream.host}/{REPO}:other").digest
+    sign_simple(site.upstream.host, REPO, digest, key, payload_digest=other)
+    refused(site, f"over another digest, {other}")
+
+
+def test_unknown_key_is_not_applied(site: Site) -> None:  # noqa: F811
+    digest = setup(site, make_key())
+    sign_bundle(site.upstream.host, REPO, digest, make_key())
+    refused(site, "none verifies")
+
+
+@pytest.mark.parametrize("form", ["bundle", "simple-signing"])
+def test_both_cosign_forms_are_accepted_and_checked_again_offline(site: Site, form: str) -> None:  # noqa: F811
+    key = make_key("ed25519" if form == "bundle" else "ecdsa")
+    digest = setup(site, key)
+    (sign_bundle if form == "bundle" else sign_simple)(site.upstream.host, REPO, digest, key)
+    p = site.run(at(0))
+    assert conditions(p)["Mirrored"][0] == "True", p.errors
+    assert p.outcomes["apply"] == "ok" and site.printed
+    img = p.status["mirror"]["images"][0]
+    assert img["signature"]["verified"] and img["signature"]["signer"] == "edge-ci"
+    assert img["signature"]["form"] == form and img["signature"]["digest"] == digest
+    assert "signed by edge-ci" in status_text(p.status)
+    # the upstream goes away: the next pass judges the signature the cache holds
+    site.up.online = False
+    p2 = site.run(at(0, hour=3))
+    assert p2.outcomes["mirror"] == "ok" and p2.outcomes["apply"] == "ok", p2.errors
+
+
+def test_signature_removed_from_the_cache_stops_the_apply(site: Site) -> None:  # noqa: F811
+    """The apply step judges the cache again: a cache whose signature went missing (or was
+    swapped) between passes applies nothing, even with the upstream gone."""
+    key = make_key()
+    digest = setup(site, key)
+    sign_simple(site.upstream.host, REPO, digest, key)
+    assert site.run(at(0)).outcomes["apply"] == "ok"
+    sig = f"{digest.replace(':', '-')}.sig"
+    tags = site.cache.root / "docker/registry/v2/repositories" / REPO / "_manifests/tags" / sig
+    assert tags.is_dir()
+    import shutil
+
+    shutil.rmtree(tags)
+    site.up.online = False
+    p = site.run(at(0, hour=3))
+    assert conditions(p)["Mirrored"] == ("False", "ImageSignatureRefused")
+    assert p.outcomes["apply"] == "waiting"
