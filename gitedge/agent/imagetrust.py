@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gitedge.adapters.imagesigs import SigSite, copy_signatures, find_signatures, verify
-from gitedge.adapters.mirroring import Location, Mirror
+from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
+from gitedge.adapters.ocilayout import REF_NAME
 from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
 from gitedge.adapters.state import State
 from gitedge.core.cosignsig import SignerKey, Verdict
 from gitedge.core.images import ImageRef
 from gitedge.errors import ImageSignatureRefused
 
-__all__ = ["bundle_site", "check_cached", "check_mirrored", "mirror_signatures"]
+__all__ = [
+    "bundle_signed_digest", "bundle_site", "carry_signatures", "check_cached", "check_mirrored",
+    "mirror_signatures",
+]  # fmt: skip
 
 DOC = "imageSignatures"
 
@@ -51,6 +56,37 @@ def mirror_signatures(
         keep_signed_index(mirror, src_image=src_image, dst=dst, digest=signed, what=key)
     return check_cached(mirror, key=key, ref=ref, dst=dst, signed=signed, cached=cached,
                         keys=keys, state=state, now=now)  # fmt: skip
+
+
+def carry_signatures(
+    mirror: Mirror, *, ref: ImageRef, src_image: Location, layout: Path, signed: str,
+    cached: str, what: str,
+) -> int:  # fmt: skip
+    """``bundle create``: the signature artifacts of ``signed`` copied from where the image came
+    from into the bundle's layout (tags prefixed ``<repository>@``), with the signed index when
+    the bundle holds a cut one; the number of signatures found. Not judged here: the site judges
+    them, against its own TrustPolicy, when it imports the bundle."""
+    src = SigSite.of(src_image)
+    found = find_signatures(mirror, src, signed, what=what)
+    copy_signatures(mirror, src, bundle_site(LayoutRef(layout), ref), signed, found, what=what)
+    if (found.sig is not None or found.referrers) and cached != signed:
+        keep_signed_index(mirror, src_image=src_image, dst=LayoutRef(layout), digest=signed,
+                          what=what)  # fmt: skip
+    return len(found.candidates)
+
+
+def bundle_signed_digest(layout: Path, ref: ImageRef) -> str | None:
+    """The digest a bundle's signature artifacts for ``ref`` name (their tags say it), or None;
+    the bundle's own digest for ``ref`` differs when it holds a cut index."""
+    prefix = f"{ref.name}@sha256-"
+    try:
+        doc = json.loads((layout / "index.json").read_bytes())
+        names = [str((m.get("annotations") or {}).get(REF_NAME, "")) for m in doc["manifests"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    hexes = {n[len(prefix) :].removesuffix(".sig") for n in names if n.startswith(prefix)}
+    ok = [h for h in hexes if len(h) == 64 and all(c in "0123456789abcdef" for c in h)]
+    return f"sha256:{ok[0]}" if len(ok) == 1 else None
 
 
 def check_cached(

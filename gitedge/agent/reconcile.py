@@ -38,7 +38,12 @@ from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
 from gitedge.agent.caching import mirror_verified
 from gitedge.agent.clusters import PrintCluster
-from gitedge.agent.imagetrust import bundle_site, check_mirrored, mirror_signatures
+from gitedge.agent.imagetrust import (
+    bundle_signed_digest,
+    bundle_site,
+    check_mirrored,
+    mirror_signatures,
+)
 from gitedge.agent.server import Metrics
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.core import conditions as cond
@@ -403,11 +408,13 @@ class Agent:
                 image=str(ref), digest=ref.digest, detail=f"the source holds {r.source_digest}"
             )
         if keys:  # recorded as mirrored only with a good signature next to it in the cache
-            site = (bundle_site(src, ref) if isinstance(src, LayoutRef) and self.importing
-                    else SigSite.of(src))  # fmt: skip
+            site, signed = SigSite.of(src), r.source_digest
+            if isinstance(src, LayoutRef) and self.importing is not None:  # from a bundle
+                site = bundle_site(src, ref)
+                signed = bundle_signed_digest(src.path, ref) or signed
             mirror_signatures(mirror, key=need.key, ref=ref, src=site, src_image=src, dst=dst,
-                              signed=r.source_digest, cached=r.digest, keys=keys,
-                              state=self.state, now=p.now)  # fmt: skip
+                              signed=signed, cached=r.digest, keys=keys, state=self.state,
+                              now=p.now)  # fmt: skip
         self.state.record_mirrored(
             Mirrored(need.key, r.digest, f"{dst}@{r.digest}", r.stats.bytes_total, p.now)
         )
