@@ -10,6 +10,10 @@ with the upstream gone, and ``status`` says who signed what.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from gitedge.agent.status import status_text
@@ -107,3 +111,35 @@ def test_signature_removed_from_the_cache_stops_the_apply(site: Site) -> None:  
     p = site.run(at(0, hour=3))
     assert conditions(p)["Mirrored"] == ("False", "ImageSignatureRefused")
     assert p.outcomes["apply"] == "waiting"
+
+
+def gitedge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gitedge", *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_verify_image_by_hand_upstream_and_from_the_cache(site: Site) -> None:  # noqa: F811
+    key = make_key("ed25519")
+    digest = setup(site, key)
+    ref, cfg = f"{site.registry}/{REPO}:1.0", str(site.config_path)
+    sign_bundle(site.upstream.host, REPO, digest, key)
+    # before any pass, with the policy given by hand; the fleet's trust file as committed
+    trust = site.tmp / "trust.yaml"
+    trust.write_text(site.fleet.files[".gitedge/trust.yaml"])
+    r = gitedge("verify-image", ref, "--config", cfg, "--trust", str(trust))
+    assert r.returncode == 0, r.stderr
+    assert f"digest  {digest}" in r.stdout and "found   bundle" in r.stdout
+    assert "verified: signed by edge-ci (bundle)" in r.stdout
+    assert site.run(at(0)).outcomes["apply"] == "ok"
+    # from the cache, offline, with the policy of the last verified commit
+    site.up.online = False
+    r = gitedge("verify-image", ref, "--config", cfg, "--cache", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["verified"] and doc["digest"] == digest and doc["cached"] != digest  # amd64 cut
+    assert doc["read"] == "cache" and doc["formsFound"] == ["bundle"]
+    # an image nobody signed: exit 1, the reason said
+    site.up.online = True
+    other = push_image(site.tmp / "o", f"{site.upstream.host}/{REPO}:2.0").digest
+    r = gitedge("verify-image", f"{site.registry}/{REPO}@{other}", "--config", cfg)
+    assert r.returncode == 1 and "REFUSED: no signature found" in r.stdout, r.stderr
