@@ -1,0 +1,105 @@
+"""Signature artifacts are hostile input: a real ``docker-registry`` on 127.0.0.1 serving a
+``.sig`` layer over the size cap, a referrers index naming more referrers than are read, a
+``sha256-<hex>`` tag that is not an index, and referrers of other kinds. Each ends in a clear
+problem (never a crash, never a large read), and a valid signature beside them still counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitedge.adapters.imagesigs import SigSite, find_signatures, verify
+from gitedge.adapters.mirroring import Mirror
+from gitedge.core.cosignsig import MAX_SIGNATURE_BLOB, MAX_SIGNATURES, SignerKey, load_public_key
+from gitedge.core.images import ImageRef
+from gitedge.core.ocimanifest import OCI_INDEX, OCI_MANIFEST
+from tests.agentkit import push_image
+from tests.cosigntools import (
+    SIMPLE,
+    client_for,
+    make_key,
+    push_blob,
+    push_manifest,
+    sign_bundle,
+)
+from tests.registryserver import RegistryServer, docker_registry
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    with docker_registry(tmp_path_factory.mktemp("hostile-sigs")) as r:
+        yield r
+
+
+def image(reg: RegistryServer, tmp: Path, repo: str) -> str:
+    return push_image(tmp, f"{reg.host}/{repo}:1").digest
+
+
+def found(reg: RegistryServer, repo: str, digest: str) -> Any:
+    with Mirror() as m:
+        return find_signatures(m, SigSite(ref=ImageRef(reg.host, repo)), digest, what=repo)
+
+
+def test_oversized_signature_layer_is_not_read(reg: RegistryServer, tmp_path: Path) -> None:
+    digest = image(reg, tmp_path, "big/sig")
+    c = client_for(reg.host)
+    try:
+        payload = b" " * (MAX_SIGNATURE_BLOB + 10)
+        layer = push_blob(c, "big/sig", payload)
+        cfg = push_blob(c, "big/sig", b"{}")
+        m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": cfg, "size": 2},
+                        "layers": [{"mediaType": SIMPLE, "digest": layer, "size": len(payload),
+                                    "annotations": {"dev.cosignproject.cosign/signature": "AA=="}}]
+                        }).encode()  # fmt: skip
+        push_manifest(c, "big/sig", digest.replace(":", "-") + ".sig", m, OCI_MANIFEST)
+    finally:
+        c.close()
+    f = found(reg, "big/sig", digest)
+    assert f.candidates == [] and any(f"more than the {MAX_SIGNATURE_BLOB}" in p
+                                      for p in f.problems)  # fmt: skip
+
+
+def test_too_many_referrers_and_a_fallback_tag_that_is_not_an_index(
+    reg: RegistryServer, tmp_path: Path
+) -> None:
+    digest = image(reg, tmp_path, "many/refs")
+    key = make_key()
+    ref = sign_bundle(reg.host, "many/refs", digest, key)
+    c = client_for(reg.host)
+    try:  # the fallback index names the real referrer after 40 of another kind... and itself
+        entries = [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": ref,
+                "size": 1,
+                "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            }
+        ] * 40
+        idx = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+        push_manifest(c, "many/refs", digest.replace(":", "-"), idx.encode(), OCI_INDEX)
+    finally:
+        c.close()
+    f = found(reg, "many/refs", digest)
+    assert any(f"only {MAX_SIGNATURES} read" in p for p in f.problems)
+    assert any("not a bundle referrer" in p for p in f.problems)  # size 1 is a lie: refused
+    keys = (SignerKey("k", load_public_key(key.public_pem), ("*",)),)
+    v = verify(f, keys=keys, repository=f"{reg.host}/many/refs", digest=digest)
+    assert not v.ok and "no signature found" in v.reason and "also:" in v.reason
+
+
+def test_fallback_tag_holding_a_platform_index_not_referrers(
+    reg: RegistryServer, tmp_path: Path
+) -> None:
+    digest = image(reg, tmp_path, "odd/tag")
+    other = push_image(tmp_path / "o", f"{reg.host}/odd/tag:{digest.replace(':', '-')}")
+    assert other.digest
+    f = found(reg, "odd/tag", digest)
+    assert f.candidates == []
+    assert f.problems  # named, not crashed on
