@@ -191,3 +191,27 @@ def test_a_flipped_bit_in_what_is_signed_is_never_accepted(at: int, bit: int, wh
     except ValueError:
         return
     assert not judge(repository=REPO, digest=DIGEST, candidates=[c], signers=signers(KEY)).ok
+
+
+def test_trust_policy_image_signers_validated_and_the_example_lists_one() -> None:
+    from pathlib import Path
+
+    from gitedge.adapters.imagesigs import signer_keys
+    from gitedge.adapters.worktree import read_tree
+    from gitedge.core.fleet import load_fleet
+    from gitedge.core.trust import parse_trust_policy
+
+    base = ("apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\n"
+            "spec:\n  signers:\n    - {name: a, key: 'ssh-ed25519 AAAA', roles: [admin]}\n"
+            "  images:\n    signers:\n      - name: ci\n        repositories: ['*']\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"trust.yaml:\d+: .*not a PEM public key"):
+        parse_trust_policy((base + "        key: 'ssh-ed25519 AAAA'\n").encode(),
+                           path=".gitedge/trust.yaml")  # fmt: skip
+    pem = "".join("          " + ln + "\n" for ln in ED.public_pem.strip().splitlines())
+    tp = parse_trust_policy((base + "        key: |\n" + pem).encode())
+    assert tp.spec.images is not None and tp.spec.images.signers[0].repositories == ("*",)
+    root = Path(__file__).resolve().parent.parent
+    (example,) = signer_keys(load_fleet(read_tree(str(root / "examples" / "fleet-repo"))))
+    assert example.allows("registry.example.com/edge/os")
+    assert example.allows("docker.io/rancher/k3s-upgrade")
+    assert not example.allows("registry.example.com/other/os")
