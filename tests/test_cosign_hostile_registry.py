@@ -103,3 +103,30 @@ def test_fallback_tag_holding_a_platform_index_not_referrers(
     f = found(reg, "odd/tag", digest)
     assert f.candidates == []
     assert f.problems  # named, not crashed on
+
+
+def test_a_cut_index_is_held_to_the_signed_index_child_by_child(tmp_path: Path) -> None:
+    """The cache holds a platform cut (new digest) and the signed index as a blob: the cut of
+    the signed image passes; an index naming a child the signed index lacks does not."""
+    from gitedge.adapters.mirroring import LayoutRef
+    from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
+    from gitedge.core.ocimanifest import Platform
+    from tests.registryserver import make_layout
+
+    signed = make_layout(tmp_path / "a", tag="1", layer_sizes=(1000,))
+    other = make_layout(tmp_path / "b", tag="1", layer_sizes=(1000,))
+    cache = tmp_path / "cache"
+    amd64 = [Platform.parse("linux/amd64")]
+    with Mirror() as m:
+        cut = m.mirror(f"oci:{signed.path}:1", f"oci:{cache}:cut", platforms=amd64)
+        foreign = m.mirror(f"oci:{other.path}:1", f"oci:{cache}:foreign", platforms=amd64)
+        assert cut.digest != signed.digest
+        dst = LayoutRef(cache)
+        missing = check_cut_index(m, dst=dst, signed=signed.digest, cached=cut.digest, what="t")
+        assert missing and "not the signed index" in missing
+        keep_signed_index(m, src_image=LayoutRef(signed.path, "1"), dst=dst,
+                          digest=signed.digest, what="t")  # fmt: skip
+        assert check_cut_index(m, dst=dst, signed=signed.digest, cached=cut.digest,
+                               what="t") is None  # fmt: skip
+        bad = check_cut_index(m, dst=dst, signed=signed.digest, cached=foreign.digest, what="t")
+        assert bad and "which the signed index does not" in bad

@@ -11,8 +11,10 @@ with the upstream gone, and ``status`` says who signed what.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -104,8 +106,6 @@ def test_signature_removed_from_the_cache_stops_the_apply(site: Site) -> None:  
     sig = f"{digest.replace(':', '-')}.sig"
     tags = site.cache.root / "docker/registry/v2/repositories" / REPO / "_manifests/tags" / sig
     assert tags.is_dir()
-    import shutil
-
     shutil.rmtree(tags)
     site.up.online = False
     p = site.run(at(0, hour=3))
@@ -143,3 +143,30 @@ def test_verify_image_by_hand_upstream_and_from_the_cache(site: Site) -> None:  
     other = push_image(site.tmp / "o", f"{site.upstream.host}/{REPO}:2.0").digest
     r = gitedge("verify-image", f"{site.registry}/{REPO}@{other}", "--config", cfg)
     assert r.returncode == 1 and "REFUSED: no signature found" in r.stdout, r.stderr
+
+
+def test_apply_step_judges_the_cache_again_before_any_plan(site: Site) -> None:  # noqa: F811
+    """The signature is removed from the cache after the mirror step judged it and before the
+    apply step: the apply step refuses (its own check, from the cache) and prints nothing."""
+    key = make_key()
+    digest = setup(site, key)
+    sign_simple(site.upstream.host, REPO, digest, key)
+    sig = site.cache.root / "docker/registry/v2/repositories" / REPO / "_manifests/tags"
+    sig = sig / f"{digest.replace(':', '-')}.sig"
+    agent = site.agent()
+    mirror_step = agent._mirror
+
+    def mirror_then_tamper(p: Any) -> Any:
+        out = mirror_step(p)
+        shutil.rmtree(sig)  # between the two steps
+        return out
+
+    agent._mirror = mirror_then_tamper  # type: ignore[method-assign]
+    try:
+        p = agent.reconcile(now=at(0))
+    finally:
+        agent.close()
+    assert p.outcomes["mirror"] == "ok" and p.outcomes["apply"] == "stalled"
+    c = next(c for c in p.conditions if c.type == "Applying")
+    assert c.reason == "ImageSignatureRefused" and f"{site.registry}/{REPO}:1.0" in c.message
+    assert site.printed == []
