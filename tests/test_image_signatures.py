@@ -170,3 +170,25 @@ def test_apply_step_judges_the_cache_again_before_any_plan(site: Site) -> None: 
     c = next(c for c in p.conditions if c.type == "Applying")
     assert c.reason == "ImageSignatureRefused" and f"{site.registry}/{REPO}:1.0" in c.message
     assert site.printed == []
+
+
+def test_an_oci_layout_cache_holds_and_judges_signatures_too(site: Site) -> None:  # noqa: F811
+    """No cache registry (print mode, demo): the cache is OCI layouts under the state dir, and
+    the signature artifacts (here both forms) sit in the image's layout."""
+    text = site.config_path.read_text()
+    site.config_path.write_text(text.replace(f"  cache: {{url: 'http://{site.cache.host}'}}\n", ""))
+    key = make_key()
+    digest = setup(site, key)
+    sign_bundle(site.upstream.host, REPO, digest, key)
+    sign_simple(site.upstream.host, REPO, digest, key)
+    p = site.run(at(0))
+    assert p.outcomes["apply"] == "ok", p.errors
+    layout = site.tmp / "state" / "cache" / site.registry / REPO
+    names = json.loads((layout / "index.json").read_text())["manifests"]
+    tags = {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name") for m in names}
+    hexpart = digest.replace(":", "-")
+    assert {hexpart, f"{hexpart}.sig"} <= tags
+    site.up.online = False
+    r = gitedge("verify-image", f"{site.registry}/{REPO}:1.0", "--config",
+                str(site.config_path), "--cache")  # fmt: skip
+    assert r.returncode == 0 and "found   bundle, simple-signing" in r.stdout, r.stdout + r.stderr
