@@ -6,8 +6,11 @@ problem (never a crash, never a large read), and a valid signature beside them s
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from tests.cosigntools import (
     push_manifest,
     sign_bundle,
 )
-from tests.registryserver import RegistryServer, docker_registry
+from tests.registryserver import RegistryServer, _threaded_server, docker_registry
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +133,84 @@ def test_a_cut_index_is_held_to_the_signed_index_child_by_child(tmp_path: Path) 
                                what="t") is None  # fmt: skip
         bad = check_cut_index(m, dst=dst, signed=signed.digest, cached=foreign.digest, what="t")
         assert bad and "which the signed index does not" in bad
+
+
+@contextlib.contextmanager
+def referrers_api(target: RegistryServer, answers: dict[str, bytes]) -> Iterator[str]:
+    """A registry with the OCI 1.1 referrers API, played in front of docker-registry (which has
+    none): ``GET /v2/<repo>/referrers/<digest>`` answers the index in ``answers`` (an empty
+    one otherwise) with Content-Type ``application/vnd.oci.image.index.v1+json``, as the
+    distribution spec's "Listing Referrers" says; every other GET/HEAD is forwarded."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if "/referrers/" in self.path:
+                digest = self.path.split("?", 1)[0].rsplit("/", 1)[1]
+                empty = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+                body = answers.get(digest, empty.encode())
+                self._answer(200, {"Content-Type": OCI_INDEX}, body)
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
+            try:
+                conn.request(self.command, self.path,
+                             headers={k: v for k, v in self.headers.items()
+                                      if k.lower() in ("accept", "range")})  # fmt: skip
+                r = conn.getresponse()
+                body = r.read()
+                keep = ("content-type", "docker-content-digest", "content-range")
+                self._answer(r.status, {k: v for k, v in r.getheaders() if k.lower() in keep},
+                             body)  # fmt: skip
+            finally:
+                conn.close()
+
+        do_HEAD = do_GET
+
+    with _threaded_server(Handler) as port:
+        yield f"127.0.0.1:{port}"
+
+
+def test_the_referrers_api_is_asked_first(reg: RegistryServer, tmp_path: Path) -> None:
+    """A registry with the referrers API lists the bundle there; no fallback tag exists. Its
+    answer is what is read (go-containerregistry ``fetchReferrers`` asks the API first)."""
+    digest = image(reg, tmp_path, "api/refs")
+    key = make_key("ed25519")
+    ref = sign_bundle(reg.host, "api/refs", digest, key)
+    c = client_for(reg.host)
+    try:  # the fallback tag goes: only the API lists the referrer now
+        r = c.call("GET", f"/v2/api/refs/manifests/{digest.replace(':', '-')}", repo="api/refs",
+                   what="t", headers={"Accept": OCI_INDEX})  # fmt: skip
+        listed = r.content
+        d = c.call("DELETE", f"/v2/api/refs/manifests/{r.headers['Docker-Content-Digest']}",
+                   repo="api/refs", what="t")  # fmt: skip
+        assert d.status_code == 202
+    finally:
+        c.close()
+    assert ref in listed.decode()
+    keys = (SignerKey("k", load_public_key(key.public_pem), ("*",)),)
+    with referrers_api(reg, {digest: listed}) as host:
+        with Mirror() as m:
+            f = find_signatures(m, SigSite(ref=ImageRef(host, "api/refs")), digest, what="t")
+        assert verify(f, keys=keys, repository=f"{host}/api/refs", digest=digest).ok
+        with Mirror() as m:  # the API lists nothing: no signature, though the registry holds one
+            f = find_signatures(m, SigSite(ref=ImageRef(host, "api/refs")), OTHER, what="t")
+        assert f.candidates == []
+    with Mirror() as m:  # without the API, and with the fallback tag gone: nothing found
+        f = find_signatures(m, SigSite(ref=ImageRef(reg.host, "api/refs")), digest, what="t")
+    assert f.referrers == []
+
+
+OTHER = "sha256:" + "0" * 64
