@@ -177,7 +177,7 @@ def referrers_api(target: RegistryServer, answers: dict[str, bytes]) -> Iterator
             finally:
                 conn.close()
 
-        do_HEAD = do_GET
+        do_HEAD = do_GET  # noqa: N815 (http.server dispatches on the method name)
 
     with _threaded_server(Handler) as port:
         yield f"127.0.0.1:{port}"
