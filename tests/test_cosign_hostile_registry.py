@@ -214,3 +214,23 @@ def test_the_referrers_api_is_asked_first(reg: RegistryServer, tmp_path: Path) -
 
 
 OTHER = "sha256:" + "0" * 64
+
+
+def test_a_registry_that_fails_is_retried_later_not_a_refusal(
+    reg: RegistryServer, tmp_path: Path
+) -> None:
+    """503 on the fallback tag: RegistryUnavailable (the pass retries), never a verdict that
+    says the signature is missing."""
+    from gitedge.adapters.registryhosts import RetryPolicy
+    from gitedge.errors import RegistryUnavailable
+    from tests.registryserver import http_front
+
+    digest = image(reg, tmp_path, "flaky/sig")
+    tag = digest.replace(":", "-")
+
+    def fail(method: str, path: str, n: int) -> tuple[int, dict[str, str]] | None:
+        return (503, {}) if path.endswith(f"/manifests/{tag}") else None
+
+    with http_front(reg.port, fail=fail) as front:
+        with Mirror(retry=RetryPolicy(attempts=1)) as m, pytest.raises(RegistryUnavailable):
+            find_signatures(m, SigSite(ref=ImageRef(front.host, "flaky/sig")), digest, what="t")

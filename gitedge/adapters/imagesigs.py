@@ -40,7 +40,7 @@ from gitedge.core.cosignsig import (
 from gitedge.core.fleet import Fleet, ImageSigner
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import OCI_INDEX, Manifest, digest_of, parse_manifest
-from gitedge.errors import GitEdgeError, ImageNotFound, InvalidImage, RegistryRefused
+from gitedge.errors import ImageNotFound, InvalidImage, RegistryRefused, Stalled
 
 __all__ = ["Found", "SigSite", "copy_signatures", "find_signatures", "signer_keys", "verify"]
 
@@ -162,11 +162,11 @@ def find_signatures(mirror: Mirror, site: SigSite, digest: str, *, what: str) ->
             found.sig = sig
             found.candidates += cands
             found.problems += problems
-        except (ValueError, GitEdgeError) as e:
+        except (ValueError, Stalled) as e:  # a Transient (registry down) is raised
             found.problems.append(str(e))
     try:
         index = _referrers_index(repo, site.prefix, digest, what=f"{what} referrers")
-    except (ValueError, GitEdgeError) as e:
+    except (ValueError, Stalled) as e:  # a Transient (registry down) is raised
         found.problems.append(str(e))
         index = None
     if index is not None and not index.is_index:
@@ -187,7 +187,7 @@ def find_signatures(mirror: Mirror, site: SigSite, digest: str, *, what: str) ->
                 }
                 found.candidates.append(bundle_referrer(m.data, blobs, subject=digest, where=where))
                 found.referrers.append(m)
-            except (ValueError, GitEdgeError) as e:
+            except (ValueError, Stalled) as e:  # a Transient (registry down) is raised
                 found.problems.append(str(e))
         if len(kids) > MAX_SIGNATURES:
             found.problems.append(f"{len(kids)} bundle referrers, only {MAX_SIGNATURES} read")

@@ -14,7 +14,7 @@ from gitedge.adapters.endpoints import LayoutRepo, RegistryRepo
 from gitedge.adapters.mirroring import Location, Mirror
 from gitedge.adapters.registry import sized_body
 from gitedge.core.ocimanifest import MAX_MANIFEST_BYTES, Descriptor, digest_of, parse_manifest
-from gitedge.errors import GitEdgeError, ImageNotFound, InvalidImage
+from gitedge.errors import ImageNotFound, Stalled
 
 __all__ = ["check_cut_index", "keep_signed_index"]
 
@@ -62,7 +62,7 @@ def check_cut_index(mirror: Mirror, *, dst: Location, signed: str, cached: str,
         cut = repo.manifest(cached, what=what)
     except ImageNotFound:
         return f"the cache holds the cut index {cached} but not the signed index {signed}"
-    except (InvalidImage, GitEdgeError) as e:
+    except Stalled as e:  # malformed, a digest mismatch; a Transient (cache down) is raised
         return f"the signed index {signed}: {e}"
     if not src.is_index or not cut.is_index:
         return f"{cached} is not a cut of the signed index {signed}"
