@@ -231,6 +231,9 @@ def test_a_registry_that_fails_is_retried_later_not_a_refusal(
     def fail(method: str, path: str, n: int) -> tuple[int, dict[str, str]] | None:
         return (503, {}) if path.endswith(f"/manifests/{tag}") else None
 
-    with http_front(reg.port, fail=fail) as front:
-        with Mirror(retry=RetryPolicy(attempts=1)) as m, pytest.raises(RegistryUnavailable):
-            find_signatures(m, SigSite(ref=ImageRef(front.host, "flaky/sig")), digest, what="t")
+    with (
+        http_front(reg.port, fail=fail) as front,
+        Mirror(retry=RetryPolicy(attempts=1)) as m,
+        pytest.raises(RegistryUnavailable),
+    ):
+        find_signatures(m, SigSite(ref=ImageRef(front.host, "flaky/sig")), digest, what="t")
