@@ -113,3 +113,33 @@ def test_bundle_with_an_unsigned_image_is_not_applied(tmp_path: Path) -> None:
         finally:
             agent.close()
     assert p.outcomes["apply"] == "waiting" and printed == []
+
+
+def test_two_cut_images_of_one_repository_each_find_their_signed_digest(tmp_path: Path) -> None:
+    """A bundle holding two tags of one repository, each cut to amd64 and signed: the import
+    finds, for each cut index, the signed digest whose index lists its children."""
+    from gitedge.adapters.mirroring import LayoutRef, Mirror
+    from gitedge.agent.imagetrust import bundle_signed_digest, carry_signatures
+    from gitedge.core.images import ImageRef
+    from gitedge.core.ocimanifest import Platform
+
+    signer = make_key()
+    layout = tmp_path / "bundle-layout"
+    with docker_registry(tmp_path / "up") as up, Mirror() as m:
+        got = {}
+        for t in ("1.0", "1.1"):
+            digest = push_image(tmp_path / t, f"{up.host}/edge/os:{t}").digest
+            sign_simple(up.host, "edge/os", digest, signer)
+            ref = ImageRef.parse(f"{up.host}/edge/os:{t}")
+            r = m.mirror(
+                ref, LayoutRef(layout, str(ref)), platforms=[Platform.parse("linux/amd64")]
+            )
+            assert r.digest != digest
+            assert carry_signatures(m, ref=ref, src_image=ref, layout=layout, signed=digest,
+                                    cached=r.digest, what=str(ref)) == 1  # fmt: skip
+            got[t] = (digest, r.digest)
+        for digest, cut in got.values():
+            ref = ImageRef.parse(f"{up.host}/edge/os:x")
+            assert bundle_signed_digest(m, layout=layout, ref=ref, cached=cut) == digest
+        stranger = ImageRef.parse(f"{up.host}/edge/other:1")
+        assert bundle_signed_digest(m, layout=layout, ref=stranger, cached=got["1.0"][1]) is None

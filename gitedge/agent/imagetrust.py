@@ -75,9 +75,11 @@ def carry_signatures(
     return len(found.candidates)
 
 
-def bundle_signed_digest(layout: Path, ref: ImageRef) -> str | None:
-    """The digest a bundle's signature artifacts for ``ref`` name (their tags say it), or None;
-    the bundle's own digest for ``ref`` differs when it holds a cut index."""
+def bundle_signed_digest(mirror: Mirror, *, layout: Path, ref: ImageRef, cached: str) -> str | None:
+    """The digest signed for the image a bundle holds as ``cached``, read from the tags of its
+    signature artifacts for ``ref``'s repository (``<repository>@sha256-<hex>[.sig]``): the
+    cached digest itself when one names it, else the one whose signed index (a blob in the
+    layout) lists every child of the cut index ``cached``; None when none does."""
     prefix = f"{ref.name}@sha256-"
     try:
         doc = json.loads((layout / "index.json").read_bytes())
@@ -85,8 +87,14 @@ def bundle_signed_digest(layout: Path, ref: ImageRef) -> str | None:
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     hexes = {n[len(prefix) :].removesuffix(".sig") for n in names if n.startswith(prefix)}
-    ok = [h for h in hexes if len(h) == 64 and all(c in "0123456789abcdef" for c in h)]
-    return f"sha256:{ok[0]}" if len(ok) == 1 else None
+    ok = sorted(h for h in hexes if len(h) == 64 and all(c in "0123456789abcdef" for c in h))
+    if cached.split(":", 1)[1] in ok:
+        return cached
+    for h in ok:
+        if check_cut_index(mirror, dst=LayoutRef(layout), signed=f"sha256:{h}", cached=cached,
+                           what=str(ref)) is None:  # fmt: skip
+            return f"sha256:{h}"
+    return None
 
 
 def check_cached(

@@ -411,7 +411,8 @@ class Agent:
             site, signed = SigSite.of(src), r.source_digest
             if isinstance(src, LayoutRef) and self.importing is not None:  # from a bundle
                 site = bundle_site(src, ref)
-                signed = bundle_signed_digest(src.path, ref) or signed
+                found = bundle_signed_digest(mirror, layout=src.path, ref=ref, cached=r.digest)
+                signed = found or signed
             mirror_signatures(mirror, key=need.key, ref=ref, src=site, src_image=src, dst=dst,
                               signed=signed, cached=r.digest, keys=keys, state=self.state,
                               now=p.now)  # fmt: skip
