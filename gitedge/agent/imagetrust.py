@@ -16,6 +16,7 @@ reads it back, hashes it, and requires every child of the cut index to be listed
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.ocilayout import REF_NAME
 from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
 from gitedge.adapters.state import State
+from gitedge.core.agentrules import NeededImage
 from gitedge.core.cosignsig import SignerKey, Verdict
 from gitedge.core.images import ImageRef
-from gitedge.errors import ImageSignatureRefused
+from gitedge.errors import ImageSignatureRefused, Waiting
 
 __all__ = [
     "bundle_signed_digest", "bundle_site", "carry_signatures", "check_cached", "check_mirrored",
+    "check_needed",
     "mirror_signatures",
 ]  # fmt: skip
 
@@ -113,6 +116,21 @@ def check_cached(
     if not v.ok:
         raise ImageSignatureRefused(f"image {key} ({signed}) not applied: {v.reason}")
     return v
+
+
+def check_needed(
+    mirror: Mirror, *, needed: Sequence[NeededImage], keys: tuple[SignerKey, ...], state: State,
+    now: datetime, cache_location: Callable[[ImageRef], Location],
+) -> None:  # fmt: skip
+    """The apply step's check: every needed image's signature judged again from the cache,
+    offline; the first refusal (ImageSignatureRefused) stops the step."""
+    done = state.mirrored()
+    for need in needed:
+        have = done.get(need.key)
+        if have is None:
+            raise Waiting(f"image {need.key} is not in the cache")
+        check_mirrored(mirror, key=need.key, ref=need.ref, dst=cache_location(need.ref),
+                       cached=have.digest, keys=keys, state=state, now=now)  # fmt: skip
 
 
 def check_mirrored(

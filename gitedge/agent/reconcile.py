@@ -42,6 +42,7 @@ from gitedge.agent.imagetrust import (
     bundle_signed_digest,
     bundle_site,
     check_mirrored,
+    check_needed,
     mirror_signatures,
 )
 from gitedge.agent.server import Metrics
@@ -488,20 +489,12 @@ class Agent:
         return list(r.conditions)
 
     def _check_signatures(self, p: Pass) -> None:
-        """Before any Plan is written: every image's signature judged again from the cache
-        (``agent/imagetrust.py``), offline; the first refusal stops the step."""
+        """Before any Plan is written: every image's signature judged again from the cache."""
         keys = signer_keys(p.fleet)
-        if not keys:
-            return
-        done = self.state.mirrored()
-        with Mirror(hosts=self.hosts, retry=self.retry) as mirror:
-            for need in p.needed:
-                have = done.get(need.key)
-                if have is None:
-                    raise Waiting(f"image {need.key} is not in the cache")
-                check_mirrored(mirror, key=need.key, ref=need.ref,
-                               dst=self._cache_location(need.ref), cached=have.digest,
-                               keys=keys, state=self.state, now=p.now)  # fmt: skip
+        if keys:
+            with Mirror(hosts=self.hosts, retry=self.retry) as mirror:
+                check_needed(mirror, needed=p.needed, keys=keys, state=self.state, now=p.now,
+                             cache_location=self._cache_location)  # fmt: skip
 
     def _record_done(self, p: Pass, up_to_date: list[tuple[str, str | None]]) -> None:
         running = None
