@@ -169,8 +169,8 @@ def referrer_manifest(*, bundle: bytes, subject: tuple[str, str, int], layer_med
     media, digest, size = subject
     return _go_json({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": EMPTY, "artifactType": artifact_type, "size": 2,
-                   "digest": _digest(b"{}")},
+        "config": {"mediaType": EMPTY, "size": 2, "digest": _digest(b"{}"),
+                   "artifactType": artifact_type},
         "layers": [{"mediaType": layer_media, "size": len(bundle), "digest": _digest(bundle)}],
         "annotations": {"dev.sigstore.bundle.content": "dsse-envelope",
                         "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",

@@ -42,7 +42,10 @@ from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import OCI_INDEX, Manifest, digest_of, parse_manifest
 from gitedge.errors import ImageNotFound, InvalidImage, RegistryRefused, Stalled
 
-__all__ = ["Found", "SigSite", "copy_signatures", "find_signatures", "signer_keys", "verify"]
+__all__ = [
+    "Found", "SigSite", "copy_signatures", "find_signatures", "referrers_index", "signer_keys",
+    "verify",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,23 @@ def verify(found: Found, *, keys: tuple[SignerKey, ...], repository: str, digest
                  signers=keys, problems=found.problems)  # fmt: skip
 
 
+def referrers_index(referrers: list[Manifest]) -> bytes:
+    """The ``sha256-<hex>`` index listing ``referrers``, byte for byte as go-containerregistry's
+    ``commitSubjectReferrers`` writes it (Go ``json.Marshal`` of ``v1.IndexManifest``: compact,
+    fields in struct order, sorted by digest; tests/test_cosign_go.py compares with Go)."""
+    entries = []
+    for m in sorted(referrers, key=lambda m: m.digest):
+        doc = json.loads(m.data)
+        e: dict[str, object] = {"mediaType": m.media_type, "size": len(m.data), "digest": m.digest}
+        if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
+            e["annotations"] = dict(sorted(doc["annotations"].items()))
+        if doc.get("artifactType"):
+            e["artifactType"] = doc["artifactType"]
+        entries.append(e)
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
 def copy_signatures(
     mirror: Mirror, src: SigSite, dst: SigSite, digest: str, found: Found, *, what: str
 ) -> None:
@@ -222,15 +242,7 @@ def copy_signatures(
         return
     for m in found.referrers:
         mirror.mirror(src.by_digest(m.digest), dst.untagged())
-    entries = []
-    for m in sorted(found.referrers, key=lambda m: m.digest):
-        doc = json.loads(m.data)
-        e = {"mediaType": m.media_type, "digest": m.digest, "size": len(m.data),
-             "artifactType": doc.get("artifactType")}  # fmt: skip
-        if isinstance(doc.get("annotations"), dict):
-            e["annotations"] = doc["annotations"]
-        entries.append(e)
-    data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    data = referrers_index(found.referrers)
     index = parse_manifest(data, digest=digest_of(data), content_type=OCI_INDEX, where=what)
     tag = referrers_tag(digest)
     repo = mirror.open(dst.untagged())
