@@ -3,7 +3,7 @@
 //
 // Copied unchanged (only the package clause and imports differ; the types' own files import
 // go-containerregistry, whose Hash and MediaType are strings in JSON, so they are plain
-// strings here):
+// strings here, and Platform, never set here, a *json.RawMessage):
 //   - SimpleContainerImage, Critical, Identity, Image, CosignSignatureType and the body of
 //     Cosign.SimpleContainerImage: sigstore/sigstore bd0ad712 pkg/signature/payload/payload.go
 //   - Manifest, IndexManifest, Descriptor: google/go-containerregistry 3f4ff3ca pkg/v1/manifest.go
