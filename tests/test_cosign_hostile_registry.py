@@ -6,6 +6,7 @@ problem (never a crash, never a large read), and a valid signature beside them s
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -237,3 +238,33 @@ def test_a_registry_that_fails_is_retried_later_not_a_refusal(
         pytest.raises(RegistryUnavailable),
     ):
         find_signatures(m, SigSite(ref=ImageRef(front.host, "flaky/sig")), digest, what="t")
+
+
+def test_a_sig_manifest_with_a_huge_config_is_neither_judged_nor_copied(
+    reg: RegistryServer, tmp_path: Path
+) -> None:
+    """A valid signature layer beside a config blob over the cap: the artifact is refused as a
+    whole (it would be copied into every site's cache), naming the config's size."""
+    from tests.cosigntools import simple_payload
+
+    digest = image(reg, tmp_path, "big/config")
+    key = make_key()
+    c = client_for(reg.host)
+    try:
+        payload = simple_payload(f"{reg.host}/big/config", digest)
+        sig = base64.b64encode(key.sign(payload)).decode()
+        layer = push_blob(c, "big/config", payload)
+        config = b"{" + b" " * (MAX_SIGNATURE_BLOB + 10) + b"}"
+        cfg = push_blob(c, "big/config", config)
+        m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": cfg, "size": len(config)},
+                        "layers": [{"mediaType": SIMPLE, "digest": layer, "size": len(payload),
+                                    "annotations": {"dev.cosignproject.cosign/signature": sig}}]
+                        }).encode()  # fmt: skip
+        push_manifest(c, "big/config", digest.replace(":", "-") + ".sig", m, OCI_MANIFEST)
+    finally:
+        c.close()
+    f = found(reg, "big/config", digest)
+    assert f.sig is None and f.candidates == []
+    assert any(f"config blob of {len(config)} bytes" in p for p in f.problems)

@@ -125,6 +125,12 @@ def _read_small(repo: Repo, digest: str, size: int, *, what: str) -> bytes:
     return data
 
 
+def _small_config(m: Manifest, *, what: str) -> None:
+    if m.config is not None and m.config.size > MAX_SIGNATURE_BLOB:
+        raise InvalidImage(f"{what}: config blob of {m.config.size} bytes, more than the "
+                           f"{MAX_SIGNATURE_BLOB} a signature artifact may take")  # fmt: skip
+
+
 def _manifest(repo: Repo, reference: str, *, what: str) -> Manifest | None:
     try:
         return repo.manifest(reference, what=what)
@@ -159,6 +165,7 @@ def find_signatures(mirror: Mirror, site: SigSite, digest: str, *, what: str) ->
         try:
             if len(sig.layers) > MAX_SIGNATURES:
                 raise InvalidImage(f"{tag}: {len(sig.layers)} layers, more than {MAX_SIGNATURES}")
+            _small_config(sig, what=tag)  # what is copied into the cache stays small too
             blobs = {b.digest: _read_small(repo, b.digest, b.size, what=f"{what} {tag}")
                      for b in sig.layers}  # fmt: skip
             cands, problems = simple_signing(sig.data, blobs, where=tag)
@@ -183,6 +190,7 @@ def find_signatures(mirror: Mirror, site: SigSite, digest: str, *, what: str) ->
                 m = repo.manifest(child.digest, what=f"{what} {where}")
                 if len(m.data) != child.size or len(m.layers) != 1:
                     raise InvalidImage(f"{where}: not a bundle referrer (size or layers)")
+                _small_config(m, what=where)
                 blobs = {
                     m.layers[0].digest: _read_small(
                         repo, m.layers[0].digest, m.layers[0].size, what=f"{what} {where}"
