@@ -7,6 +7,8 @@ upstream registry, or a bundle's layout) into the cache, then judged **from the 
 a site verifies is what it holds, offline; the apply step judges them from the cache again before
 any Plan is written. Each verdict is kept in the state doc ``imageSignatures`` (``gitedge
 status``: who signed what). A refusal is ImageSignatureRefused naming the image and the reason.
+An image already in the cache whose cached signatures no longer pass (signers added or rotated
+since) is looked up at its source again; with the source out of reach, the refusal is raised.
 
 Platform filtering: a cut index is new bytes (``mirroring.py``), so the signed source index is
 kept in the cache as a blob under its own digest (:func:`keep_signed_index`), and the check
