@@ -192,3 +192,22 @@ def test_an_oci_layout_cache_holds_and_judges_signatures_too(site: Site) -> None
     r = gitedge("verify-image", f"{site.registry}/{REPO}:1.0", "--config",
                 str(site.config_path), "--cache")  # fmt: skip
     assert r.returncode == 0 and "found   bundle, simple-signing" in r.stdout, r.stdout + r.stderr
+
+
+def test_signers_added_after_the_image_was_cached_are_met_from_the_source(
+    site: Site,  # noqa: F811
+) -> None:
+    """The documented move: images mirrored before the policy lists signers; CI signs, then the
+    policy is committed. The next pass finds no signature in the cache, looks at the source,
+    copies the signature next to the image and applies."""
+    digest = push_image(site.tmp, f"{site.upstream.host}/{REPO}:1.0").digest
+    files = fleet_files(registry=site.registry, releases=OLD, k3s=OLD[0],
+                        os_image=f"{site.registry}/{REPO}:1.0")  # fmt: skip
+    site.fleet.commit(files)
+    assert site.run(at(0)).outcomes["mirror"] == "ok"
+    key = make_key("ed25519")
+    sign_bundle(site.upstream.host, REPO, digest, key)
+    site.fleet.commit({".gitedge/trust.yaml": signed_trust(site, key)})
+    p = site.run(at(0, hour=3))
+    assert p.outcomes["mirror"] == "ok" and p.outcomes["apply"] == "ok", p.errors
+    assert p.status["mirror"]["images"][0]["signature"]["form"] == "bundle"
