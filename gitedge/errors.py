@@ -160,6 +160,11 @@ class DigestMismatch(Stalled):
         super().__init__(f"image {image}: {digest}: {detail}; refused, nothing stored")
 
 
+class ImageSignatureRefused(Stalled):
+    """An image has no valid cosign signature by a signer the TrustPolicy allows for it, over
+    its digest (``spec.images.signers``): it is not applied."""
+
+
 class InvalidImage(Stalled):
     """A manifest is malformed or of an unsupported kind, or lacks a platform that was asked for."""
 

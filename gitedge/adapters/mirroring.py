@@ -200,6 +200,10 @@ class Mirror:
             )  # fmt: skip
         return self._clients[api_host]
 
+    def open(self, loc: Location) -> Repo:
+        """The endpoint ``loc`` names (its tag or digest ignored), sharing this mirror's clients."""
+        return self._open(loc)
+
     def _open(self, loc: Location) -> Repo:
         if isinstance(loc, LayoutRef):
             return LayoutRepo(layout=OciLayout(path=loc.path))

@@ -56,6 +56,7 @@ from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
 from gitedge.agent import inbox
 from gitedge.agent.caching import check_tag
+from gitedge.agent.imagetrust import carry_signatures
 from gitedge.agent.reconcile import Agent, Pass
 from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
 from gitedge.core.bundleplan import bundle_images
@@ -246,6 +247,10 @@ def create_bundle(
                     (x.size for x in images if x.digest == r.digest), 0
                 )
                 images.append(BundleImage(str(ref), r.digest, r.media_type, size))
+                # its cosign signatures travel with it (agent/imagetrust.py), for the site
+                carry_signatures(mirror, ref=ref, src_image=_layout_source(layouts, ref),
+                                 layout=layout, signed=r.source_digest, cached=r.digest,
+                                 what=str(ref))  # fmt: skip
                 copied += r.stats.bytes_copied
                 report(replace(current, done_bytes=size, total_bytes=size, finished=True))
         if not images:  # commits only (a trust rotation, a change no image follows)

@@ -31,12 +31,20 @@ from typing import TYPE_CHECKING, Any
 
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
+from gitedge.adapters.imagesigs import SigSite, signer_keys
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
 from gitedge.agent.caching import check_tag, mirror_verified
 from gitedge.agent.clusters import PrintCluster
+from gitedge.agent.imagetrust import (
+    bundle_signed_digest,
+    bundle_site,
+    check_mirrored,
+    check_needed,
+    mirror_signatures,
+)
 from gitedge.agent.server import Metrics
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.core import conditions as cond
@@ -54,6 +62,7 @@ from gitedge.core.versions import K3sVersion
 from gitedge.errors import (
     DigestMismatch,
     GitEdgeError,
+    ImageSignatureRefused,
     KubeApiError,
     RollbackRefused,
     SourceUnavailable,
@@ -376,17 +385,40 @@ class Agent:
         ref = need.ref
         dst = self._cache_location(ref)
         have = done.get(need.key)
+        keys = signer_keys(p.fleet)
+        refused: ImageSignatureRefused | None = None
         if have is not None and mirror.first_gap(dst, have.digest) is None:
-            return  # verified when recorded, and still whole (agent/caching.py)
+            try:  # the signatures the cache holds, judged again (agent/imagetrust.py)
+                if keys:
+                    check_mirrored(mirror, key=need.key, ref=ref, dst=dst, cached=have.digest,
+                                   keys=keys, state=self.state, now=p.now)  # fmt: skip
+                return  # verified when recorded, and still whole (agent/caching.py)
+            except ImageSignatureRefused as e:  # signers added since: look at the source
+                refused = e
         src = self._source_location(ref)
         if need.tag_checked and isinstance(src, ImageRef):  # upstream, not a bundle's layout
             check_tag(mirror, ref)
         # a pinned digest must stay the digest SUC is given: never cut a pinned index
-        r = mirror_verified(mirror, src, dst, what=need.key, platforms=() if ref.digest else plats)
+        try:
+            r = mirror_verified(mirror, src, dst, what=need.key,
+                                platforms=() if ref.digest else plats)  # fmt: skip
+        except GitEdgeError:
+            if refused is not None:  # the source is out of reach: the refusal is the news
+                raise refused from None
+            raise
         if ref.digest and r.source_digest != ref.digest:
             raise DigestMismatch(
                 image=str(ref), digest=ref.digest, detail=f"the source holds {r.source_digest}"
             )
+        if keys:  # recorded as mirrored only with a good signature next to it in the cache
+            site, signed = SigSite.of(src), r.source_digest
+            if isinstance(src, LayoutRef) and self.importing is not None:  # from a bundle
+                site = bundle_site(src, ref)
+                found = bundle_signed_digest(mirror, layout=src.path, ref=ref, cached=r.digest)
+                signed = found or signed
+            mirror_signatures(mirror, key=need.key, ref=ref, src=site, src_image=src, dst=dst,
+                              signed=signed, cached=r.digest, keys=keys, state=self.state,
+                              now=p.now)  # fmt: skip
         self.state.record_mirrored(
             Mirrored(need.key, r.digest, f"{dst}@{r.digest}", r.stats.bytes_total, p.now)
         )
@@ -421,6 +453,7 @@ class Agent:
             raise Waiting("no plan to apply")
         if not p.mirror_complete:
             raise Waiting("waiting for every image of the path to be in the cache")
+        self._check_signatures(p)
         c = self.config.cluster
 
         def starting(action: Action) -> None:
@@ -456,6 +489,14 @@ class Agent:
         if r.retry_after is not None:
             p.retry_after = min(p.retry_after or r.retry_after, r.retry_after)
         return list(r.conditions)
+
+    def _check_signatures(self, p: Pass) -> None:
+        """Before any Plan is written: every image's signature judged again from the cache."""
+        keys = signer_keys(p.fleet)
+        if keys:
+            with Mirror(hosts=self.hosts, retry=self.retry) as mirror:
+                check_needed(mirror, needed=p.needed, keys=keys, state=self.state, now=p.now,
+                             cache_location=self._cache_location)  # fmt: skip
 
     def _record_done(self, p: Pass, up_to_date: list[tuple[str, str | None]]) -> None:
         running = None

@@ -27,6 +27,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
     last = state.last_verified
     plan = p.plan
     mirrored = state.mirrored()
+    signatures = state.get_doc("imageSignatures") or {}  # agent/imagetrust.py: who signed what
     windows: dict[str, Any] = {}
     if plan is not None and plan.k3s is not None:
         windows["k3s"] = window_json(plan.k3s.window)
@@ -68,6 +69,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
                     "image": n.key,
                     "digest": mirrored[n.key].digest if n.key in mirrored else None,
                     "cached": mirrored[n.key].cache_ref if n.key in mirrored else None,
+                    "signature": signatures.get(n.key),
                 }
                 for n in p.needed
             ],
@@ -125,6 +127,10 @@ def _text(doc: dict[str, Any]) -> str:
     lines.append(f"mirror: {have}/{len(images)} image(s) of the path in the cache ({word})")
     for i in images:
         lines.append(f"  {i['image']}  {i['digest'] or 'missing'}")
+        sig = i.get("signature")
+        if sig:
+            lines.append(f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"
+                         f"{sig.get('reason')}")  # fmt: skip
     for name, w in (doc.get("windows") or {}).items():
         if w:
             when = f"OPEN until {w['closesAt']}" if w["open"] else f"closed, opens {w['nextOpen']}"

@@ -116,6 +116,21 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the digest")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(handler="images:cmd_mirror")
+    p = sub.add_parser("verify-image", help="check one image's cosign signature by hand")
+    p.add_argument("ref", metavar="REF", help="host[:port]/repo[:tag][@digest]")
+    p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
+    p.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="a TrustPolicy file (default: the one at the agent's last verified commit)",
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="read the image from the site's cache, offline, as the apply step does",
+    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler="verifyimage:cmd_verify_image")  # fmt: skip
     p = sub.add_parser("run", help="the agent: sync, verify, mirror, apply in windows")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
     p.add_argument("--once", action="store_true", help="one reconcile pass, then exit")

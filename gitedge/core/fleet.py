@@ -80,9 +80,45 @@ class Signer(Model):
         return self
 
 
+class ImageSigner(Model):
+    """A cosign key allowed to sign the images of ``repositories`` (``core/cosignsig.py``)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1, description="cosign public key, PEM (ECDSA P-256 or ed25519)")
+    repositories: tuple[str, ...] = Field(
+        min_length=1,
+        description="globs of image repositories (registry/path) it may sign, e.g. "
+        "registry.example.com/edge/*",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        from gitedge.core.cosignsig import load_public_key
+
+        load_public_key(key)
+        return key
+
+
+class ImagePolicy(Model):
+    """What an image needs before a site applies it. With ``signers``, a valid cosign
+    signature by a signer allowed for its repository, over its digest."""
+
+    signers: tuple[ImageSigner, ...] = ()
+
+    @field_validator("signers")
+    @classmethod
+    def _unique(cls, signers: tuple[ImageSigner, ...]) -> tuple[ImageSigner, ...]:
+        names = [s.name for s in signers]
+        if len(set(names)) != len(names):
+            raise ValueError("image signer names must be unique")
+        return signers
+
+
 class TrustPolicySpec(Model):
     signers: tuple[Signer, ...] = Field(min_length=1)
     verify: Literal["all", "first-parent"] = "all"
+    images: ImagePolicy | None = None
 
     @field_validator("signers")
     @classmethod

@@ -1,0 +1,3 @@
+module cosignformats
+
+go 1.19
