@@ -46,7 +46,8 @@ class NeededImage:
 def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
     """Every image the whole plan needs, in the order it needs them: the K3s upgrade image of
     every step of the path (all of them, so a site that reconnects for one day holds the whole
-    path), then the OS image. Nothing is applied until all of them are in the cache."""
+    path), then the OS image (each one on the way when ``os.via`` steps an OS carrying K3s).
+    Nothing is applied until all of them are in the cache."""
     out: list[NeededImage] = []
     if plan.k3s is not None:
         base = ImageRef.parse(plan.k3s.spec.upgrade_image)
@@ -54,7 +55,8 @@ def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
             ref = ImageRef(base.registry, base.repository, tag=k3s_image_tag(version))
             out.append(NeededImage("k3s", version, ref))
     if plan.os is not None and plan.os.current != plan.os.image:
-        out.append(NeededImage("os", plan.os.image, ImageRef.parse(plan.os.image)))
+        for image in plan.os.images:  # every OS image on the way (os.via), then the target's
+            out.append(NeededImage("os", image, ImageRef.parse(image)))
     return tuple(out)
 
 
