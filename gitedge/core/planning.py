@@ -190,13 +190,20 @@ def plan(
         )
     k3s_target = _resolve(targets, "k3s", cluster.name, fleet)
     if os_plan is not None and os_plan.steps and k3s_target is not None:
-        # the OS brings the cluster's K3s: a K3s target adds nothing, or disagrees
+        # the OS brings the cluster's K3s, so its target sets the K3s component too: a K3s
+        # target of lower priority loses to it; one of the same or higher priority adds
+        # nothing when it agrees and is refused when it does not
         assert k3s_target.spec.k3s is not None and os_target is not None
-        why = disagreement(
-            os=os_plan.spec,
-            os_where=f"UpgradeTarget/{os_plan.target} ({_where(fleet, os_target)})",
-            k3s=k3s_target.spec.k3s.version,
-            k3s_where=f"UpgradeTarget/{k3s_target.metadata.name} ({_where(fleet, k3s_target)})",
+        outranked = k3s_target.spec.priority < os_target.spec.priority
+        why = (
+            None
+            if outranked
+            else disagreement(
+                os=os_plan.spec,
+                os_where=f"UpgradeTarget/{os_plan.target} ({_where(fleet, os_target)})",
+                k3s=k3s_target.spec.k3s.version,
+                k3s_where=f"UpgradeTarget/{k3s_target.metadata.name} ({_where(fleet, k3s_target)})",
+            )
         )
         if why:
             raise UpgradePathError(f"cluster {cluster.name}: {why}")

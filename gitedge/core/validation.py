@@ -2,7 +2,9 @@
 
 Beyond the schema and the references, a repo is checked against each given cluster: its targets
 must resolve without ambiguity, and each K3s target must be reachable from the cluster's current
-version through the K3sReleases catalog.
+version through the K3sReleases catalog. An OS target whose image carries K3s and a K3s target of
+another version that may select one cluster are reported with or without clusters
+(core/osk3s.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import cache_host
+from gitedge.core.osk3s import fleet_disagreements
 from gitedge.core.planning import ClusterFacts, Plan, plan
 from gitedge.core.snapshot import Snapshot
 from gitedge.core.suc import Site
@@ -67,7 +70,7 @@ def validate(
         fleet = load_fleet(snapshot, origin=origin)
     except InvalidInput as e:
         return None, list(e.problems), []
-    problems: list[Problem] = []
+    problems: list[Problem] = fleet_disagreements(fleet)  # OS and K3s targets at odds
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):
         try:
