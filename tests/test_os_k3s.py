@@ -413,3 +413,13 @@ def test_docs_link_each_upgraders_source() -> None:
         "containers/bootc/blob/main/docs/src/man/bootc-switch.md",
     ):
         assert link in doc, link
+
+
+def test_offline_bundles_carry_every_via_image() -> None:
+    from gitedge.core.bundleplan import bundle_images
+
+    fleet = kiosk_fleet()
+    via, final = IMG["v1.29.10+k3s1"], IMG["v1.30.6+k3s1"]
+    for clusters, every in (([facts(None)], False), ([], True), ([facts("v1.28.15+k3s1")], False)):
+        refs = [str(r) for r in bundle_images(fleet, clusters, all_targets=every, now=NOW)]
+        assert refs == [via, final]

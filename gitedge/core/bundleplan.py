@@ -3,7 +3,8 @@
 - For each cluster named: the images its plan needs (``agentrules.needed_images``: the K3s
   upgrade image of every step of the path, then the OS image). A cluster whose running K3s
   version is unknown gets every step any older cluster could take: the newest release of each
-  minor in ``K3sReleases`` below the target's, then the target.
+  minor in ``K3sReleases`` below the target's, then the target (and, for an OS image carrying
+  K3s, every ``os.via`` image before it).
 - ``all``: the same for every target of the fleet, suspended ones included (a technician's
   stick should not go stale because a target was resumed).
 
@@ -57,6 +58,8 @@ def bundle_images(
             out += [n.ref for n in needed_images(p) if n.component == "os"]
         else:
             out += [n.ref for n in needed_images(p)]
+        if p.os is not None and p.os.steps and facts.k3s_version is None:
+            out[-1:-1] = [ImageRef.parse(s.image) for s in p.os.spec.via]  # any older cluster's
     if all_targets:
         for target in fleet.targets.values():
             spec = target.spec
@@ -64,5 +67,6 @@ def bundle_images(
                 steps = every_step(releases, K3sVersion.parse(spec.k3s.version))
                 out += _k3s_images(spec.k3s, steps)
             if spec.os is not None:
+                out += [ImageRef.parse(s.image) for s in spec.os.via]  # an OS carrying K3s
                 out.append(ImageRef.parse(spec.os.image))
     return tuple(dict.fromkeys(out))
