@@ -158,19 +158,6 @@ def test_a_kairos_tag_naming_k3s_must_match_os_k3s() -> None:
     )
 
 
-def test_an_older_agent_refuses_the_new_fields_as_unknown() -> None:
-    """DESIGN.md section 6 "Compatibility": fields are added, and an agent that does not know
-    one refuses the commit naming it (never guesses). Here: the model without the fields."""
-    from gitedge.core import osimage
-
-    class OlderOsTarget(osimage.Model):
-        image: str
-        upgrader: str = "kairos"
-
-    with pytest.raises(ValidationError, match="k3s\n  Extra inputs"):
-        OlderOsTarget.model_validate({"image": "x/os:1", "k3s": "v1.30.6+k3s1"})
-
-
 # ------------------------------------------------------------------------------- validate
 
 
