@@ -267,6 +267,31 @@ def test_the_os_steps_k3s_a_minor_at_a_time_servers_first_with_no_k3s_upgrade_pl
     assert jobs and all(j["spec"]["template"]["spec"]["hostPID"] for j in jobs)
 
 
+def test_an_image_that_does_not_bring_its_declared_k3s_holds_the_next_os_step(
+    cluster: tuple[KubeEmulator, Kube],
+) -> None:
+    """The via image's Plans complete, but the kubelets stay on v1.28: the OS component waits
+    for them (it is the K3s step) instead of reporting up to date or booting the v1.30 image."""
+    api, kube = cluster
+    sim = SucSim(api, now=NOW, namespace=NS, job_minutes=5, os_k3s=lambda image: None)
+    fleet, site = kiosk_fleet(), Site(namespace=NS, cache="cache.site.internal:5000")
+    for _ in range(4):
+        result = apply_step(
+            api=kube, fleet=fleet, cluster="kiosk-1", labels={"site-type": "kiosk"},
+            site=site, now=sim.now,
+        )  # fmt: skip
+        sim.settle()
+    assert result.decision is not None
+    os_status = next(c for c in result.decision.components if c.component == "os")
+    assert (os_status.state, os_status.reason) == ("waiting", "WaitingForNodes")
+    assert "to report K3s v1.29.10+k3s1" in os_status.message
+    versions = {p["spec"]["upgrade"]["image"] for p in api.items("plans", NS)}
+    assert versions == {"cache.site.internal:5000/kairos/ubuntu"}
+    assert {p["spec"]["version"] for p in api.items("plans", NS)} == {
+        IMG["v1.29.10+k3s1"].rsplit(":", 1)[1]
+    }
+
+
 # --------------------------------------------------------- each upgrader as its project
 
 
