@@ -32,7 +32,8 @@ upgrade container privileged with CAP_SYS_BOOT, with ``hostIPC``, ``hostPID`` an
   ``prepare_for_write``: ``running_in_container`` reads the ``container`` variable and
   ``/run/.containerenv``) and needs an ostree-booted host, so the host's own bootc runs in the
   host's namespaces, entered as Kairos and Elemental enter them: ``nsenter -i -m -t 1 --``, with
-  ``container`` unset (bootc base images set it in their config). ``switch`` rather than
+  ``container`` unset (an image config may set it, as Fedora-family ones do; the Job runs the
+  OS image, and bootc reads the variable whatever the namespace). ``switch`` rather than
   ``upgrade``: the image is pinned by digest in the cache, so each target is a new reference;
   ``upgrade`` would re-pull the reference the host already tracks. ``--apply`` reboots; the Job's
   pod runs again after the reboot and ``switch`` then finds "Image specification is unchanged"
