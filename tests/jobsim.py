@@ -468,7 +468,7 @@ class JobRunner:
           container", containers/bootc lib/src/cli.rs ``prepare_for_write``).
         - Elemental's suc-upgrade (rancher/elemental framework/files/usr/sbin/suc-upgrade
           ``config``) copies ``/run/data/cloud-config`` to ``/oem/90_operator.yaml``, or removes
-          that file when there is none: the event says which.
+          that file when there is none: the event says whether the container has it.
         - An image carrying K3s (:attr:`os_k3s`) leaves the node's kubelet on that K3s.
         """
         job = self.api.store[("jobs", self.ns, run.job)]
@@ -484,7 +484,9 @@ class JobRunner:
                 v.get("secret", {}).get("secretName") in self.secrets
                 for v in pod.get("volumes") or ()
             )
-            detail += " cloud-config:" + ("written" if mounted else "removed")
+            # what the script finds; Elemental's copies it to /oem/90_operator.yaml when there,
+            # removes that file otherwise (Kairos's script does not read it)
+            detail += " /run/data/cloud-config:" + ("present" if mounted else "absent")
         carried = self.os_k3s(str(c["image"]))
         if carried is not None:
             node = self.api.store[("nodes", "", run.node)]

@@ -378,7 +378,8 @@ def test_the_sim_runs_elemental_with_or_without_its_secret(exists: bool) -> None
         sim.settle(limit_minutes=60)
         done = [e.detail for e in sim.log if e.kind == "upgrade-done"]
         assert done == [
-            "cache.site.lan:5000/os:1.2 cloud-config:" + ("written" if exists else "removed")
+            "cache.site.lan:5000/os:1.2 /run/data/cloud-config:"
+            + ("present" if exists else "absent")
         ]
 
 
