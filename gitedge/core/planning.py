@@ -4,7 +4,9 @@ Resolution, per component (os, k3s): among the non-suspended targets that select
 set that component, the highest priority wins. A tie at the top whose values differ (image,
 version, upgrader, window or rollout) is :class:`~gitedge.errors.AmbiguousTarget`, never a silent
 pick. Each component is applied in the window of the target it came from. The K3s component
-carries the whole minor-by-minor path from the cluster's current version.
+carries the whole minor-by-minor path from the cluster's current version. An OS image that
+carries K3s (``os.k3s``) makes the OS component the cluster's K3s step (core/osk3s.py): its
+images step one minor at a time, and no k3s-upgrade Plan is rendered for the cluster.
 """
 
 from __future__ import annotations
