@@ -7,6 +7,7 @@ Errors are grouped by what happens next, not by where they come from::
     ├── Stalled                    a person must act; retrying changes nothing
     │   ├── InvalidInput           a file is wrong; carries Problems (path:line: message)
     │   │   └── InvalidFleetRepo   the fleet repo (or a cluster/agent file) does not validate
+    │   │       └── AgentTooOld    it uses only kinds/fields newer than this agent
     │   ├── SelectorError          a label selector or label is malformed
     │   ├── WindowError            a maintenance window cannot be evaluated
     │   ├── VersionError           a K3s version string is malformed
@@ -76,6 +77,10 @@ class InvalidInput(Stalled):
 
 class InvalidFleetRepo(InvalidInput):
     """The fleet repo (or a cluster identity / agent config) does not validate."""
+
+
+class AgentTooOld(InvalidFleetRepo):
+    """A commit uses kinds or fields newer than this agent (and nothing else is wrong)."""
 
 
 class SelectorError(Stalled):

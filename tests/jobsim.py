@@ -253,8 +253,12 @@ class JobRunner:
         fail: Callable[[str, str, int], bool] | None,
         drain_minutes: float | Callable[[str], float],
         k3s_version: Callable[[str, str], str] | None,
+        os_k3s: Callable[[str], str | None] | None = None,
     ) -> None:
         self.api, self.ns, self.log = api, namespace, log
+        # the K3s an OS image installs (a Kairos standard image's /etc/kairos-release), by image
+        self.os_k3s = os_k3s or (lambda image: None)
+        self.secrets: set[str] = set()  # the Secrets that exist in the namespace
         self.job_minutes = job_minutes if callable(job_minutes) else (lambda p, n: job_minutes)
         self.drain_minutes = drain_minutes if callable(drain_minutes) else (lambda n: drain_minutes)
         self.fail = fail or (lambda p, n, a: False)
@@ -307,6 +311,8 @@ class JobRunner:
                 return  # Pending: the scheduler will not place it next to that pod
             if self._untolerated(job, labels["upgrade.cattle.io/node"]):
                 return  # Pending: a NoSchedule/NoExecute taint it does not tolerate
+            if self._secret_missing(job):
+                return  # ContainerCreating: a required Secret volume cannot be set up
             run = PodRun(
                 name,
                 labels["upgrade.cattle.io/plan"],
@@ -385,6 +391,16 @@ class JobRunner:
             for taint in (node.get("spec") or {}).get("taints") or ()
         )
 
+    def _secret_missing(self, job: Mapping[str, Any]) -> bool:
+        """kubernetes pkg/volume/secret/secret.go ``SetUpAt``: a Secret that does not exist
+        fails the volume's set-up unless the volume is ``optional`` (the pod stays
+        ContainerCreating); an optional one mounts as an empty directory."""
+        for v in job["spec"]["template"]["spec"].get("volumes") or ():
+            sec = v.get("secret")
+            if sec and not sec.get("optional") and sec["secretName"] not in self.secrets:
+                return True
+        return False
+
     def _start(self, c: Mapping[str, Any], run: PodRun, now: datetime) -> str:
         """A container starts: drain checks and cordons, cordon cordons, upgrade is logged."""
         args = list(c.get("args") or ())
@@ -442,7 +458,42 @@ class JobRunner:
             return "upgrade container exited 1"
         if is_k3s_upgrade(str(c["image"])) and args[:1] in ([], ["upgrade"]):
             return self._k3s_upgrade(c, run, now)
-        self._event(now, "upgrade-done", run, str(c["image"]))
+        return self._os_upgrade(c, run, now)
+
+    def _os_upgrade(self, c: Mapping[str, Any], run: PodRun, now: datetime) -> str:
+        """An OS upgrader: what it needs of SUC's pod, then the node boots the image.
+
+        - ``nsenter -t 1`` enters PID 1's namespaces: the host's only with ``hostPID`` (job.go
+          New sets it); else it is the container's own, where bootc refuses ("Detected
+          container", containers/bootc lib/src/cli.rs ``prepare_for_write``).
+        - Elemental's suc-upgrade (rancher/elemental framework/files/usr/sbin/suc-upgrade
+          ``config``) copies ``/run/data/cloud-config`` to ``/oem/90_operator.yaml``, or removes
+          that file when there is none: the event says whether the container has it.
+        - An image carrying K3s (:attr:`os_k3s`) leaves the node's kubelet on that K3s.
+        """
+        job = self.api.store[("jobs", self.ns, run.job)]
+        pod = job["spec"]["template"]["spec"]
+        command = [*(c.get("command") or ()), *(c.get("args") or ())]
+        pid1 = command[:1] == ["nsenter"] and "-t" in command and "1" in command[:6]
+        if pid1 and not pod.get("hostPID"):
+            return "Detected container; this command requires a booted host system."
+        detail = str(c["image"])
+        if command[:1] == ["/usr/sbin/suc-upgrade"]:
+            data = {m["mountPath"] for m in c.get("volumeMounts") or ()}
+            mounted = "/run/data" in data and any(
+                v.get("secret", {}).get("secretName") in self.secrets
+                for v in pod.get("volumes") or ()
+            )
+            # what the script finds; Elemental's copies it to /oem/90_operator.yaml when there,
+            # removes that file otherwise (Kairos's script does not read it)
+            detail += " /run/data/cloud-config:" + ("present" if mounted else "absent")
+        carried = self.os_k3s(str(c["image"]))
+        if carried is not None:
+            node = self.api.store[("nodes", "", run.node)]
+            node["status"]["nodeInfo"]["kubeletVersion"] = carried
+            node["metadata"]["resourceVersion"] = self.api._bump()
+            detail += f" k3s:{carried}"
+        self._event(now, "upgrade-done", run, detail)
         return ""
 
     def _k3s_prepare(

@@ -362,6 +362,16 @@ def new_job(
         {"name": "SYSTEM_UPGRADE_PLAN_LATEST_VERSION", "value": latest_version},
     ]
 
+    secrets = list(spec.get("secrets") or ())
+    # container.go New: host-root at /host, pod-info; then WithSecrets, on every container
+    # (prepare, drain, cordon and upgrade all get them in job.go New)
+    mounts = [
+        {"name": "host-root", "mountPath": "/host"},
+        {"name": "pod-info", "mountPath": "/run/system-upgrade/pod", "readOnly": True},
+        *({"name": safe_concat_name("secret", str(x["name"])),
+           "mountPath": secret_path(x), "readOnly": True} for x in secrets),
+    ]  # fmt: skip
+
     def container(cname: str, cspec: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "name": cname,
@@ -369,6 +379,7 @@ def new_job(
             "command": list(cspec.get("command") or ()),
             "args": list(cspec.get("args") or ()),
             "env": [*pod_env, *(cspec.get("envs") or ()), *plan_env],
+            "volumeMounts": copy.deepcopy(mounts),
         }
 
     init: list[dict[str, Any]] = []
@@ -383,6 +394,7 @@ def new_job(
                 "image": kubectl,
                 "args": drain_args(spec, node),
                 "env": [*pod_env, *plan_env],
+                "volumeMounts": copy.deepcopy(mounts),
             }
         )
     elif spec.get("cordon"):
@@ -392,8 +404,15 @@ def new_job(
                 "image": kubectl,
                 "args": ["cordon", node["metadata"]["name"]],
                 "env": [*pod_env, *plan_env],
+                "volumeMounts": copy.deepcopy(mounts),
             }
         )
+    # "and finally, we upgrade": privileged with CAP_SYS_BOOT unless the Plan sets its own
+    upgrade = container("upgrade", spec["upgrade"])
+    upgrade["securityContext"] = copy.deepcopy(spec["upgrade"].get("securityContext")) or {
+        "privileged": True,
+        "capabilities": {"add": ["CAP_SYS_BOOT"]},
+    }
     job_spec: dict[str, Any] = {
         "backoffLimit": _env_int(env, "SYSTEM_UPGRADE_JOB_BACKOFF_LIMIT", 2),
         "ttlSecondsAfterFinished": ttl,
@@ -403,9 +422,39 @@ def new_job(
         "template": {
             "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
             "spec": {
+                "hostIPC": True,
+                "hostPID": True,
+                "hostNetwork": True,
                 "initContainers": init,
-                "containers": [container("upgrade", spec["upgrade"])],
+                "containers": [upgrade],
                 "restartPolicy": "Never",
+                # host-root (hostPath / as a Directory), pod-info (downward API), then one
+                # volume per spec.secrets entry, Optional when it ignores updates
+                "volumes": [
+                    {"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}},
+                    {
+                        "name": "pod-info",
+                        "downwardAPI": {
+                            "items": [
+                                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                                {
+                                    "path": "annotations",
+                                    "fieldRef": {"fieldPath": "metadata.annotations"},
+                                },
+                            ]
+                        },
+                    },
+                    *(
+                        {
+                            "name": safe_concat_name("secret", str(x["name"])),
+                            "secret": {
+                                "secretName": x["name"],
+                                "optional": bool(x.get("ignoreUpdates")),
+                            },
+                        }
+                        for x in secrets
+                    ),
+                ],
                 # tolerate cordoned nodes, then the Plan's own tolerations
                 "tolerations": [
                     {
@@ -432,6 +481,15 @@ def new_job(
         },
         "spec": job_spec,
     }
+
+
+def secret_path(secret: Mapping[str, Any]) -> str:
+    """container.go WithSecrets: ``path`` as set when absolute, else under
+    /run/system-upgrade/secrets (the Secret's name when no path)."""
+    path = str(secret.get("path") or "")
+    if not path:
+        return f"/run/system-upgrade/secrets/{secret['name']}"
+    return path if path.startswith("/") else f"/run/system-upgrade/secrets/{path}"
 
 
 def active_deadline_seconds(plan_value: int | None, *, env: Mapping[str, str]) -> int | None:

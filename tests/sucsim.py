@@ -118,7 +118,9 @@ class SucSim:
     the upgrade container runs; ``fail(plan, node, attempt)``: whether it exits non-zero;
     ``drain_minutes(node)``: how long a drain takes; ``k3s_version(image, latest_version)``: the
     kubelet version a k3s-upgrade image installs (default: latestVersion with its last ``-k3sN``
-    made ``+k3sN``, as the K3s binary reports itself)."""
+    made ``+k3sN``, as the K3s binary reports itself); ``os_k3s(image)``: the K3s an OS image
+    installs (a Kairos standard image), None for none. ``sim.jobs.secrets``: the Secrets that
+    exist (a Job mounting another, not optional, never starts)."""
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class SucSim:
         fail: Callable[[str, str, int], bool] | None = None,
         drain_minutes: float | Callable[[str], float] = 0,
         k3s_version: Callable[[str, str], str] | None = None,
+        os_k3s: Callable[[str], str | None] | None = None,
         controller: str = CONTROLLER,
     ) -> None:
         if now.tzinfo is None:
@@ -156,6 +159,7 @@ class SucSim:
             fail=fail,
             drain_minutes=drain_minutes,
             k3s_version=k3s_version,
+            os_k3s=os_k3s,
         )
 
     # ------------------------------------------------------------------------- driving

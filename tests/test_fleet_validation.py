@@ -264,6 +264,7 @@ def test_examples_validate():
         "stores-canary",
         "wind-farms",
         "wind-farms-next",
+        "kiosks",
     }
     assert fleet.trust_policy is not None
     assert {w for w in fleet.windows} == {"store-nights", "calm-evenings"}

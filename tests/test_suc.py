@@ -279,15 +279,23 @@ def test_k3s_image_pinned_by_digest_once_mirrored() -> None:
         ),
         (
             OsTarget(image="registry.example.com/edge/os:1.5.0", upgrader="bootc"),
+            # bootc documents no SUC Plan: its CLI's `switch --apply`, run as the host's own
+            # bootc in the host's namespaces (core/upgraders.py cites bootc's docs and source)
             [
-                "chroot",
-                "/host",
+                "nsenter",
+                "-i",
+                "-m",
+                "-t",
+                "1",
+                "--",
+                "env",
+                "-u",
+                "container",
                 "bootc",
                 "switch",
                 "--apply",
-                f"cache.site.lan:5000/edge/os@{DIGEST}",
             ],
-            None,
+            [f"cache.site.lan:5000/edge/os@{DIGEST}"],
         ),
         (
             OsTarget(
@@ -353,7 +361,7 @@ def test_os_image_not_yet_mirrored_is_name_only_and_digest_in_target_is_kept() -
     )
     assert pinned["spec"]["upgrade"]["image"] == f"registry.example.com/edge/os@{DIGEST}"
     assert pinned["spec"]["version"] == "ab" * 6  # a label-safe version from the digest
-    assert pinned["spec"]["upgrade"]["command"][-1] == f"registry.example.com/edge/os@{DIGEST}"
+    assert pinned["spec"]["upgrade"]["args"] == [f"registry.example.com/edge/os@{DIGEST}"]
 
 
 def test_a_new_os_digest_under_the_same_tag_is_a_new_suc_rollout() -> None:

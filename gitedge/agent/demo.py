@@ -218,6 +218,9 @@ def _story(tmp: Path, say: Say) -> int:
             digest = layouts.add(ref, ref.tag or "latest")
             if ref.digest:  # the example pins a digest: pin the generated image's instead
                 _edit(stores, old_digest, digest.split(":", 1)[1])
+            for step in t.spec.os.via:  # an OS image carrying K3s of an intermediate minor
+                via = ImageRef.parse(step.image)
+                layouts.add(via, via.tag or "latest")
     # the fleet starts older than the example: stores on K3s v1.29.10, the OS not yet targeted
     _edit(stores, "    version: v1.30.6+k3s1", "    version: v1.29.10+k3s1")
     os_block = stores.read_text().split("  os:\n", 1)[1].split("  k3s:\n", 1)[0]

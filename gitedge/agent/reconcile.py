@@ -38,6 +38,7 @@ from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
 from gitedge.agent.caching import check_tag, mirror_verified
 from gitedge.agent.clusters import PrintCluster
+from gitedge.agent.compat import understood_fleet
 from gitedge.agent.imagetrust import (
     bundle_signed_digest,
     bundle_site,
@@ -52,7 +53,7 @@ from gitedge.core.agentrules import NeededImage, clock_trusted, needed_images, p
 from gitedge.core.applying import Action, ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
-from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.fleet import Fleet
 from gitedge.core.images import ImageRef, cache_host
 from gitedge.core.ocimanifest import Platform
 from gitedge.core.planning import Plan, plan_json
@@ -315,9 +316,9 @@ class Agent:
     def _plan(self, p: Pass) -> list[Condition]:
         if p.tip is None:
             raise SourceUnavailable("no verified commit yet: nothing to plan from")
-        src = self.config.source
-        snap = self.git.tree_snapshot(p.tip, subdir=src.path)
-        p.fleet = load_fleet(snap, subdir=src.path, origin=p.tip[:12])
+        commit, p.fleet, too_old = understood_fleet(
+            git=self.git, state=self.state, tip=p.tip, subdir=self.config.source.path
+        )
         p.snapshot = self.cluster.snapshot()
         c = self.config.cluster
         facts = cluster_facts(
@@ -325,7 +326,9 @@ class Agent:
         )
         p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
         p.needed = needed_images(p.plan)
-        self.state.put_doc("desired", {"commit": p.tip, **plan_json(p.plan)})
+        self.state.put_doc("desired", {"commit": commit, **plan_json(p.plan)})
+        if too_old is not None:
+            return [Condition(PLANNED, "False", "AgentTooOld", str(too_old).split("\n")[0])]
         parts = []
         if p.plan.k3s:
             parts.append(f"k3s {p.plan.k3s.version} via {' -> '.join(p.plan.k3s.path) or '-'}")

@@ -80,7 +80,9 @@ def _plan_text(
     lines = [f"cluster {doc['cluster']}"]
     lines.append("  labels: " + (", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"))
     k3s = doc["k3s"]
-    if k3s is None:
+    if k3s is None and doc["os"] and doc["os"].get("k3s"):
+        lines.append(f"k3s: {doc['os']['k3s']}  (carried by the OS image: no k3s-upgrade Plan)")
+    elif k3s is None:
         lines.append("k3s: no target selects this cluster")
     else:
         lines.append(f"k3s: {k3s['version']}  (target {k3s['target']})")
@@ -94,6 +96,8 @@ def _plan_text(
     else:
         lines.append(f"os: {os_['image']}  (target {os_['target']})")
         lines.append(f"  running: {current_os or 'unknown'}")
+        if os_.get("path"):  # an OS carrying K3s: one image per K3s minor (os.via)
+            lines.append(f"  path:    {' -> '.join(os_['path'])}")
         lines.append(f"  window:  {_window_text(os_['window'])}")
     if doc["manifests"]:
         lines.append(f"manifests: {len(doc['manifests'])} SUC Plan(s) (see -o json)")

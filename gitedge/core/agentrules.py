@@ -50,7 +50,8 @@ def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
     """Every image the whole plan needs, in the order it needs them: the K3s upgrade image of
     every step of the path (all of them, so a site that reconnects for one day holds the whole
     path; ``tag@digest`` when the K3sReleases catalog gives the version's digest), then the OS
-    image. Nothing is applied until all of them are in the cache."""
+    image (each one on the way when ``os.via`` steps an OS carrying K3s). Nothing is applied until
+    all of them are in the cache."""
     out: list[NeededImage] = []
     if plan.k3s is not None:
         base = ImageRef.parse(plan.k3s.spec.upgrade_image)
@@ -60,7 +61,8 @@ def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
             ref = ImageRef(base.registry, base.repository, tag=tag, digest=digest)
             out.append(NeededImage("k3s", version, ref, tag_checked=digest is not None))
     if plan.os is not None and plan.os.current != plan.os.image:
-        out.append(NeededImage("os", plan.os.image, ImageRef.parse(plan.os.image)))
+        for image in plan.os.images:  # every OS image on the way (os.via), then the target's
+            out.append(NeededImage("os", image, ImageRef.parse(image)))
     return tuple(out)
 
 

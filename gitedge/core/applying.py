@@ -230,6 +230,7 @@ class _Comp:
     have: dict[str, PlanState]
     progress: list[Progress]
     retry: list[float] = field(default_factory=list)  # seconds until a pass must look again
+    carries: str | None = None  # the K3s the OS step's image carries (core/osk3s.py)
 
     @property
     def in_flight(self) -> bool:
@@ -297,6 +298,7 @@ def decide(
             want=desired[comp],
             have=have,
             progress=[plan_progress(p, nodes) for _, p in sorted(have.items())],
+            carries=plan.os.steps[0].k3s if comp == "os" and plan.os and plan.os.steps else None,
         )
 
     statuses: list[ComponentStatus] = []
@@ -396,10 +398,14 @@ def _one(
                 step=step,
                 clock_trusted=clock_trusted,
             )
-        if name == "os":
+        lagging = _lagging(nodes, c.carries) if name == "os" and c.carries else []
+        if name == "os" and not lagging:
             return ComponentStatus(
                 name, "up-to-date", UP_TO_DATE, f"os: {step} on every node", step
             )
+        if name == "os":  # the image carries K3s: the next OS step waits for the kubelets
+            text = f"os {step}: Plans done, waiting for {', '.join(lagging)} to report K3s"
+            return ComponentStatus(name, "waiting", "WaitingForNodes", f"{text} {c.carries}", step)
         lagging = _lagging(nodes, step)
         return ComponentStatus(
             name,

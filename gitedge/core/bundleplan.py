@@ -4,7 +4,8 @@
   upgrade image of every step of the path, then the OS image). A cluster whose running K3s
   version is unknown gets every step any older cluster could take: the release of each minor in
   ``K3sReleases`` below the target's that the path picks (the newest, or with build months the
-  newest built no later than the next step: ``versions.month_chain``), then the target.
+  newest built no later than the next step: ``versions.month_chain``), then the target (and, for
+  an OS image carrying K3s, every ``os.via`` image before it).
 - A K3s upgrade image whose version has a digest in ``K3sReleases`` is ``repo:tag@digest``:
   the bundle holds those bytes, and creating it refuses a tag that serves another digest.
 - ``all``: the same for every target of the fleet, suspended ones included (a technician's
@@ -78,6 +79,8 @@ def bundle_images(
             out += [n.ref for n in needed_images(p) if n.component == "os"]
         else:
             out += [n.ref for n in needed_images(p)]
+        if p.os is not None and p.os.steps and facts.k3s_version is None:
+            out[-1:-1] = [ImageRef.parse(s.image) for s in p.os.spec.via]  # any older cluster's
     if all_targets:
         for target in fleet.targets.values():
             spec = target.spec
@@ -85,5 +88,6 @@ def bundle_images(
                 steps = every_step(releases, K3sVersion.parse(spec.k3s.version), months)
                 out += _k3s_images(fleet, spec.k3s, steps)
             if spec.os is not None:
+                out += [ImageRef.parse(s.image) for s in spec.os.via]  # an OS carrying K3s
                 out.append(ImageRef.parse(spec.os.image))
     return tuple(dict.fromkeys(out))

@@ -149,6 +149,9 @@ def summarize(conditions: Iterable[Condition]) -> Condition:
         c = bad(ctype, status)
         if c is not None:
             return Condition(READY, "False", c.reason or ctype, c.message)
+    planned = by_type.get("Planned")  # planning from an older commit: the agent needs upgrading
+    if planned is not None and planned.reason == "AgentTooOld":
+        return Condition(READY, "False", planned.reason, planned.message)
     applying = by_type.get(APPLYING)
     if applying is None:
         return Condition(READY, "Unknown", "NotApplied", "the apply step has not run yet")

@@ -23,6 +23,7 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 from gitedge.core.base import Duration, Model
 from gitedge.core.fleetfiles import TRUST_PATH, FleetFiles
 from gitedge.core.images import ImageRef, check_image
+from gitedge.core.osimage import OsTarget as OsTarget
 from gitedge.core.selectors import LabelSelector, check_labels
 from gitedge.core.snapshot import Snapshot
 from gitedge.core.versions import K3sVersion, check_version
@@ -188,21 +189,6 @@ class K3sReleasesSpec(Model):
         return self
 
 
-class OsTarget(Model):
-    image: Image = Field(description="OS image: tag, digest or both (a digest is verified)")
-    upgrader: Literal["kairos", "elemental", "bootc", "custom"] = "kairos"
-    command: tuple[str, ...] | None = Field(default=None, description="custom upgrader only")
-    args: tuple[str, ...] | None = Field(default=None, description="custom upgrader only")
-
-    @model_validator(mode="after")
-    def _custom(self) -> OsTarget:
-        if self.upgrader == "custom" and not self.command:
-            raise ValueError("upgrader 'custom' needs a command (and optionally args)")
-        if self.upgrader != "custom" and (self.command or self.args):
-            raise ValueError(f"command/args are only for upgrader 'custom', not {self.upgrader!r}")
-        return self
-
-
 class K3sTarget(Model):
     version: Version
     upgrade_image: Image = "rancher/k3s-upgrade"
@@ -284,6 +270,12 @@ class UpgradeTargetSpec(Model):
             )
         if self.os is None and self.k3s is None:
             raise ValueError("a target must set os, k3s or both")
+        if self.os and self.os.k3s and self.k3s and self.os.k3s != self.k3s.version:
+            raise ValueError(
+                f"os.k3s says the OS image carries K3s {self.os.k3s} but k3s.version is "
+                f"{self.k3s.version}: the OS step sets the K3s of these clusters; make them agree "
+                "(or drop k3s)"
+            )
         return self
 
 

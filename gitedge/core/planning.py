@@ -4,7 +4,9 @@ Resolution, per component (os, k3s): among the non-suspended targets that select
 set that component, the highest priority wins. A tie at the top whose values differ (image,
 version, upgrader, window or rollout) is :class:`~gitedge.errors.AmbiguousTarget`, never a silent
 pick. Each component is applied in the window of the target it came from. The K3s component
-carries the whole minor-by-minor path from the cluster's current version.
+carries the whole minor-by-minor path from the cluster's current version. An OS image that
+carries K3s (``os.k3s``) makes the OS component the cluster's K3s step (core/osk3s.py): its
+images step one minor at a time, and no k3s-upgrade Plan is rendered for the cluster.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gitedge.core.fleet import Fleet, K3sTarget, OsTarget, Rollout, UpgradeTarget
+from gitedge.core.osimage import OsStep
+from gitedge.core.osk3s import carried_steps, disagreement
 from gitedge.core.suc import Site, k3s_plans
 from gitedge.core.suc import os_plans as os_suc_plans
 from gitedge.core.versions import K3sVersion, upgrade_path
 from gitedge.core.windows import MaintenanceWindowSpec, window_state
-from gitedge.errors import AmbiguousTarget
+from gitedge.errors import AmbiguousTarget, UpgradePathError
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,19 @@ class OsPlan:
     spec: OsTarget
     rollout: Rollout
     current: str | None
+    # an image carrying K3s (os.k3s, core/osk3s.py): the images to boot, in order (the first is
+    # rendered); () when the image carries no K3s
+    steps: tuple[OsStep, ...] = ()
+
+    @property
+    def next_image(self) -> str:
+        """The image of the OS step to render now."""
+        return self.steps[0].image if self.steps else self.image
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Every image the OS component will boot, in order."""
+        return tuple(s.image for s in self.steps) or (self.image,)
 
 
 @dataclass(frozen=True)
@@ -167,15 +184,39 @@ def plan(
     os_plan = k3s_plan = None
     os_target = _resolve(targets, "os", cluster.name, fleet)
     if os_target is not None and os_target.spec.os is not None:
+        os_spec = os_target.spec.os
+        where = f"UpgradeTarget/{os_target.metadata.name} ({_where(fleet, os_target)})"
         os_plan = OsPlan(
-            image=os_target.spec.os.image,
+            image=os_spec.image,
             target=os_target.metadata.name,
             window=_window(fleet, os_target.spec.window, now),
-            spec=os_target.spec.os,
+            spec=os_spec,
             rollout=os_target.spec.rollout,
             current=cluster.os_image,
+            steps=()
+            if os_spec.k3s is None
+            else carried_steps(os=os_spec, current=cluster.k3s_version, where=where),
         )
     k3s_target = _resolve(targets, "k3s", cluster.name, fleet)
+    if os_plan is not None and os_plan.steps and k3s_target is not None:
+        # the OS brings the cluster's K3s, so its target sets the K3s component too: a K3s
+        # target of lower priority loses to it; one of the same or higher priority adds
+        # nothing when it agrees and is refused when it does not
+        assert k3s_target.spec.k3s is not None and os_target is not None
+        outranked = k3s_target.spec.priority < os_target.spec.priority
+        why = (
+            None
+            if outranked
+            else disagreement(
+                os=os_plan.spec,
+                os_where=f"UpgradeTarget/{os_plan.target} ({_where(fleet, os_target)})",
+                k3s=k3s_target.spec.k3s.version,
+                k3s_where=f"UpgradeTarget/{k3s_target.metadata.name} ({_where(fleet, k3s_target)})",
+            )
+        )
+        if why:
+            raise UpgradePathError(f"cluster {cluster.name}: {why}")
+        k3s_target = None
     if k3s_target is not None and k3s_target.spec.k3s is not None:
         spec = k3s_target.spec.k3s
         goal = K3sVersion.parse(spec.version)
@@ -219,14 +260,21 @@ def render_next_steps(
             site=site,
         )
     if os_plan is not None and os_plan.current != os_plan.image:
+        spec = os_plan.spec
+        if os_plan.next_image != spec.image:  # an intermediate image (os.via)
+            spec = spec.model_copy(update={"image": os_plan.next_image})
         out += os_suc_plans(
-            os=os_plan.spec,
+            os=spec,
             rollout=os_plan.rollout,
             window=_window_spec(fleet, os_plan.window),
             target=os_plan.target,
             site=site,
         )
     return tuple(out)
+
+
+def _where(fleet: Fleet, target: UpgradeTarget) -> str:
+    return fleet.where("UpgradeTarget", target.metadata.name)
 
 
 def _window_spec(fleet: Fleet, view: WindowView | None) -> MaintenanceWindowSpec | None:
@@ -257,7 +305,12 @@ def plan_json(p: Plan) -> dict[str, Any]:
         "cluster": p.cluster,
         "os": None
         if p.os is None
-        else {"image": p.os.image, "target": p.os.target, "window": window_json(p.os.window)},
+        else {
+            "image": p.os.image,
+            "target": p.os.target,
+            "window": window_json(p.os.window),
+            **({"k3s": p.os.spec.k3s, "path": [s.image for s in p.os.steps]} if p.os.steps else {}),
+        },
         "k3s": None
         if p.k3s is None
         else {

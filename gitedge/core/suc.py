@@ -9,9 +9,10 @@ applies in and the site's cache, it renders the Plans of the component's *next s
   ``rancher/k3s-upgrade`` from the cache, ``version`` the step's K3s version;
 - OS: a control-plane Plan (concurrency 1: an OS upgrade reboots the node, and two servers down
   at once can cost etcd its quorum) and a worker Plan with the target's concurrency, whose job
-  runs the target's OS image with the upgrader's command: ``kairos``/``elemental``
-  ``/usr/sbin/suc-upgrade``; ``bootc`` ``bootc switch --apply`` of the host (via ``chroot
-  /host``) to the cached image; ``custom`` the target's command/args.
+  runs the target's OS image with the upgrader's command, as each upgrader's project runs it
+  (core/upgraders.py): ``kairos``/``elemental`` ``/usr/sbin/suc-upgrade`` (Elemental with its
+  ``/run/data`` Secret when set); ``bootc`` the host's ``bootc switch --apply`` (entered with
+  ``nsenter``) to the cached image; ``custom`` the target's command/args.
 
 Control-plane nodes go one at a time for every component. SUC has no ordering between Plans
 (handle_upgrade.go acts on each Plan alone; k3s-upgrade's ``prepare`` is K3s-specific), so the
@@ -61,8 +62,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from gitedge.core.fleet import Drain, OsTarget, Rollout
+from gitedge.core.fleet import Drain, Rollout
 from gitedge.core.images import ImageRef
+from gitedge.core.osimage import OsTarget
+from gitedge.core.upgraders import upgrade_spec
 from gitedge.core.windows import DAY_NAMES, MaintenanceWindowSpec
 
 API_VERSION = "upgrade.cattle.io/v1"
@@ -78,7 +81,6 @@ OS_SERVER_PLAN = "gitedge-os-server"
 OS_AGENT_PLAN = "gitedge-os-agent"
 LEADER_PLANS = {AGENT_PLAN: SERVER_PLAN, OS_AGENT_PLAN: OS_SERVER_PLAN}  # worker -> control plane
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
-SUC_UPGRADE = "/usr/sbin/suc-upgrade"
 
 __all__ = [
     "AGENT_PLAN",
@@ -290,18 +292,11 @@ def os_plans(
     image = _image(ref, tag=ref.tag, site=site)
     digest = image.partition("@")[2] or None
     version = ref.tag or (digest.split(":", 1)[1][:12] if digest else "latest")
-    upgrade: dict[str, Any] = {"image": image}
-    if os.upgrader in ("kairos", "elemental"):
-        upgrade["command"] = [SUC_UPGRADE]
-    elif os.upgrader == "bootc":
-        # run the host's bootc (SUC mounts the host root at /host) and boot the cached image;
-        # a name-only image gets its tag here, since bootc does not read SUC's version
-        pinned = image if digest else f"{image}:{version}"
-        upgrade["command"] = ["chroot", "/host", "bootc", "switch", "--apply", pinned]
-    else:
-        upgrade["command"] = list(os.command or ())
-        if os.args:
-            upgrade["args"] = list(os.args)
+    # each upgrader as its project runs it (core/upgraders.py); a name-only image gets its tag
+    # for bootc here, since bootc does not read SUC's version
+    upgrade, secrets = upgrade_spec(
+        os=os, image=image, pinned=image if digest else f"{image}:{version}"
+    )
     linux = {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
     out = []
     # Exists / DoesNotExist: together the two Plans select every Linux node exactly once
@@ -316,6 +311,8 @@ def os_plans(
             "upgrade": copy.deepcopy(upgrade),
             "version": version,
         }
+        if secrets:
+            spec["secrets"] = copy.deepcopy(secrets)
         _rollout(spec, rollout, concurrency=concurrency)
         meta = _meta(name, component="os", target=target, step=str(ref), site=site)
         # SUC hashes only version + service account (+ the fields this annotation names) into

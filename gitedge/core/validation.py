@@ -4,7 +4,8 @@ Beyond the schema and the references, a repo is checked against each given clust
 must resolve without ambiguity, and each K3s target must be reachable from the cluster's current
 version through the K3sReleases catalog. Without clusters, the catalog is checked against the
 targets (``core/catalogcheck.py``: build months k3s-upgrade would refuse, one digest for two
-upgrade image repositories).
+upgrade image repositories), and an OS target whose image carries K3s and a K3s target of another
+version that may select one cluster are reported (core/osk3s.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gitedge.core.catalogcheck import catalog_problems
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import cache_host
+from gitedge.core.osk3s import fleet_disagreements
 from gitedge.core.planning import ClusterFacts, Plan, plan
 from gitedge.core.snapshot import Snapshot
 from gitedge.core.suc import Site
@@ -71,6 +73,7 @@ def validate(
     except InvalidInput as e:
         return None, list(e.problems), []
     problems: list[Problem] = catalog_problems(fleet)
+    problems += fleet_disagreements(fleet)  # OS and K3s targets at odds
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):
         try:
