@@ -78,6 +78,11 @@ class InvalidFleetRepo(InvalidInput):
     """The fleet repo (or a cluster identity / agent config) does not validate."""
 
 
+class DigestRequired(InvalidInput):
+    """The fleet names an image by tag only while TrustPolicy ``images.requireDigest`` is on
+    (``problems`` names each file, line and image; ``gitedge pin`` adds the digests)."""
+
+
 class SelectorError(Stalled):
     """A label selector, label key or label value is malformed."""
 

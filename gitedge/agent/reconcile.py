@@ -47,6 +47,7 @@ from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import ImageRef, cache_host
 from gitedge.core.ocimanifest import Platform
+from gitedge.core.pins import held_components, pins_condition, plan_unpinned
 from gitedge.core.planning import Plan, plan_json
 from gitedge.core.planning import plan as make_plan
 from gitedge.core.suc import Site
@@ -315,14 +316,18 @@ class Agent:
             name=c.name, labels=c.labels, nodes=p.snapshot.nodes, os_image=c.status.os_image
         )
         p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
-        p.needed = needed_images(p.plan)
+        refused = plan_unpinned(p.fleet, p.plan)
+        p.needed = tuple(n for n in needed_images(p.plan) if n.component not in refused)
         self.state.put_doc("desired", {"commit": p.tip, **plan_json(p.plan)})
         parts = []
         if p.plan.k3s:
             parts.append(f"k3s {p.plan.k3s.version} via {' -> '.join(p.plan.k3s.path) or '-'}")
         if p.plan.os:
             parts.append(f"os {p.plan.os.image}")
-        return [Condition(PLANNED, "True", "Planned", "; ".join(parts) or "no target")]
+        return [
+            Condition(PLANNED, "True", "Planned", "; ".join(parts) or "no target"),
+            pins_condition(refused),
+        ]
 
     def _site(self) -> Site:
         cache = self.config.registry.cache
@@ -420,6 +425,7 @@ class Agent:
         if not p.mirror_complete:
             raise Waiting("waiting for every image of the path to be in the cache")
         c = self.config.cluster
+        fleet = p.fleet
 
         def starting(action: Action) -> None:
             if self.stop.is_set():
@@ -438,6 +444,7 @@ class Agent:
             clock_trusted=p.clock_ok,
             os_image=c.status.os_image,
             before=starting,
+            hold=lambda planned: held_components(fleet, planned),
         )
         p.applied = r
         p.actions += r.performed

@@ -80,9 +80,24 @@ class Signer(Model):
         return self
 
 
+class ImagePolicy(Model):
+    """What the fleet requires of the images its sites pull (``spec.images`` of the TrustPolicy).
+
+    A fleet repo without a TrustPolicy gets these defaults: a tag-only image is refused unless
+    an admin-signed ``.gitedge/trust.yaml`` opts out with ``requireDigest: false``."""
+
+    require_digest: bool = Field(
+        default=True,
+        description="every image a site pulls (OS images, the K3s upgrade image of each catalog "
+        "version a path may use) must be named by digest in the fleet repo; false is an "
+        "explicit opt-out (tags are then resolved at the site, when it mirrors)",
+    )
+
+
 class TrustPolicySpec(Model):
     signers: tuple[Signer, ...] = Field(min_length=1)
     verify: Literal["all", "first-parent"] = "all"
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
 
     @field_validator("signers")
     @classmethod
@@ -298,11 +313,12 @@ class Origin:
     stream: Stream | None = field(default=None, repr=False, compare=False)
     index: int = 0
 
-    def line_of(self, ref: str) -> int:
-        """The line of ``spec.<ref>`` (the document's line when there is no such field)."""
+    def line_of(self, ref: str, *more: str | int) -> int:
+        """The line of ``spec.<ref>[.<more>...]`` (the nearest enclosing field's line, or the
+        document's when there is no such field)."""
         if self.stream is None:
             return self.line
-        return line_of(self.stream.node(self.index), ("spec", ref))
+        return line_of(self.stream.node(self.index), ("spec", ref, *more))
 
 
 @dataclass
@@ -328,6 +344,11 @@ class Fleet:
         return {
             K3sVersion.parse(e.version): e for r in self.releases.values() for e in r.spec.releases
         }
+
+    @property
+    def images(self) -> ImagePolicy:
+        """The image policy in force: the TrustPolicy's, else the defaults (digests required)."""
+        return self.trust_policy.spec.images if self.trust_policy else ImagePolicy()
 
     def where(self, kind: str, name: str) -> str:
         o = self.origins.get((kind, name))

@@ -2,7 +2,8 @@
 
 Beyond the schema and the references, a repo is checked against each given cluster: its targets
 must resolve without ambiguity, and each K3s target must be reachable from the cluster's current
-version through the K3sReleases catalog.
+version through the K3sReleases catalog. Under TrustPolicy ``images.requireDigest`` (the default)
+every image a target may make a site pull must be named by digest (core/pins.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import cache_host
+from gitedge.core.pins import fleet_unpinned
 from gitedge.core.planning import ClusterFacts, Plan, plan
 from gitedge.core.snapshot import Snapshot
 from gitedge.core.suc import Site
@@ -67,7 +69,7 @@ def validate(
         fleet = load_fleet(snapshot, origin=origin)
     except InvalidInput as e:
         return None, list(e.problems), []
-    problems: list[Problem] = []
+    problems: list[Problem] = [u.problem for u in fleet_unpinned(fleet)]
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):
         try:

@@ -1,0 +1,182 @@
+"""TrustPolicy ``spec.images.requireDigest``: which images the fleet names by tag only.
+
+A signed commit approves what it names. A tag names whatever the registry serves when a site
+mirrors, so with ``requireDigest`` (the default, also for a repo without a TrustPolicy) every
+image a site pulls must carry its digest in the fleet repo:
+
+- the OS image of a target (``spec.os.image``: ``repo:tag@sha256:...``);
+- the K3s upgrade image of every catalog version a path may use: a ``K3sReleases``
+  ``spec.releases`` entry with ``digest`` (a version listed only under ``spec.versions`` has no
+  place for one; a target version missing from the catalog neither).
+
+Images the fleet does not name (SUC's own and its kubectl) are not the fleet's to pin.
+``validate`` checks every target (:func:`fleet_unpinned`); ``plan`` and the agent check what one
+cluster's plan pulls (:func:`plan_unpinned`), and the agent holds only the component concerned.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from gitedge.core.conditions import IMAGES_PINNED, Condition
+from gitedge.core.fleet import Fleet, K3sTarget
+from gitedge.core.images import ImageRef
+from gitedge.core.planning import Plan
+from gitedge.core.versions import K3sVersion
+from gitedge.errors import Problem
+
+Component = Literal["os", "k3s"]
+HINT = "run `gitedge pin` to name it by digest"
+
+__all__ = [
+    "Unpinned",
+    "fleet_unpinned",
+    "held_components",
+    "k3s_candidates",
+    "pins_condition",
+    "plan_unpinned",
+]
+
+
+@dataclass(frozen=True)
+class Unpinned:
+    """An image a site would pull by tag alone, and where the fleet repo names it."""
+
+    component: Component
+    image: str
+    path: str
+    line: int
+    detail: str
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.path, self.line, f"image {self.image} {self.detail}")
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: image {self.image} {self.detail}"
+
+
+def _os(fleet: Fleet, name: str) -> Unpinned | None:
+    spec = fleet.targets[name].spec.os
+    if spec is None or ImageRef.parse(spec.image).digest:
+        return None
+    o = fleet.origins[("UpgradeTarget", name)]
+    return Unpinned(
+        "os",
+        spec.image,
+        o.path,
+        o.line_of("os", "image"),
+        f"is named by tag only and TrustPolicy images.requireDigest is on: {HINT}",
+    )
+
+
+def _k3s(fleet: Fleet, *, target: str, spec: K3sTarget, versions: Iterable[str]) -> list[Unpinned]:
+    """The versions whose upgrade image has no digest in the catalog."""
+    where: dict[K3sVersion, tuple[str, int, str | None, bool]] = {}
+    for name, doc in fleet.releases.items():
+        o = fleet.origins[("K3sReleases", name)]
+        for i, text in enumerate(doc.spec.versions):
+            where[K3sVersion.parse(text)] = (o.path, o.line_of("versions", i), None, False)
+        for i, entry in enumerate(doc.spec.releases):
+            line = o.line_of("releases", i)
+            where[K3sVersion.parse(entry.version)] = (o.path, line, entry.digest, True)
+    out = []
+    for text in versions:
+        version = K3sVersion.parse(text)
+        image = f"{spec.upgrade_image}:{version.image_tag}"
+        found = where.get(version)
+        if found is None:
+            o = fleet.origins[("UpgradeTarget", target)]
+            out.append(
+                Unpinned(
+                    "k3s",
+                    image,
+                    o.path,
+                    o.line_of("k3s", "version"),
+                    f"has no digest: K3s {version} is not in a K3sReleases catalog; add "
+                    f"`- {{version: {version}}}` under spec.releases, then {HINT}",
+                )
+            )
+            continue
+        path, line, digest, in_releases = found
+        if digest is not None:
+            continue
+        detail = (
+            f"has no digest in its spec.releases entry: {HINT}"
+            if in_releases
+            else f"has no digest: K3s {version} is listed under spec.versions, which holds no "
+            f"digest; move it to spec.releases (`- {{version: {version}}}`), then {HINT}"
+        )
+        out.append(Unpinned("k3s", image, path, line, detail))
+    return out
+
+
+def k3s_candidates(fleet: Fleet, spec: K3sTarget) -> list[str]:
+    """Every version a path to ``spec.version`` may use, whatever a cluster runs: the target
+    and the newest stable release of each earlier minor of its major (core/versions.py picks
+    exactly those)."""
+    goal = K3sVersion.parse(spec.version)
+    newest: dict[int, K3sVersion] = {}
+    for r in fleet.k3s_releases():
+        if r.major != goal.major or r.minor >= goal.minor or r.is_prerelease:
+            continue
+        if r.minor not in newest or newest[r.minor] < r:
+            newest[r.minor] = r
+    return [*(newest[m].text for m in sorted(newest)), goal.text]
+
+
+def fleet_unpinned(fleet: Fleet) -> list[Unpinned]:
+    """Every tag-only image any target of the fleet may make a site pull (none when the
+    TrustPolicy opts out), each once, in target order."""
+    if not fleet.images.require_digest:
+        return []
+    out: list[Unpinned] = []
+    for name, target in fleet.targets.items():
+        found = _os(fleet, name)
+        if found is not None:
+            out.append(found)
+        k3s = target.spec.k3s
+        if k3s is not None:
+            out += _k3s(fleet, target=name, spec=k3s, versions=k3s_candidates(fleet, k3s))
+    unique: dict[tuple[str, int, str], Unpinned] = {}
+    for u in out:
+        unique.setdefault((u.path, u.line, u.image), u)
+    return list(unique.values())
+
+
+def plan_unpinned(fleet: Fleet, plan: Plan) -> dict[Component, list[Unpinned]]:
+    """Per component of ``plan``, the tag-only images it would pull (only components with
+    some; none when the TrustPolicy opts out). The OS image counts only while it is to be
+    installed; the K3s path counts whole (every step is mirrored before the first is applied)."""
+    out: dict[Component, list[Unpinned]] = {}
+    if not fleet.images.require_digest:
+        return out
+    if plan.os is not None and plan.os.current != plan.os.image:
+        found = _os(fleet, plan.os.target)
+        if found is not None:
+            out["os"] = [found]
+    if plan.k3s is not None and plan.k3s.path:
+        k3s = _k3s(fleet, target=plan.k3s.target, spec=plan.k3s.spec, versions=plan.k3s.path)
+        if k3s:
+            out["k3s"] = k3s
+    return out
+
+
+def _held_text(component: str, found: list[Unpinned]) -> str:
+    return f"{component} held: " + "; ".join(str(u) for u in found)
+
+
+def held_components(fleet: Fleet, plan: Plan) -> dict[Component, str]:
+    """The components of ``plan`` the agent refuses this pass, each with why."""
+    return {c: _held_text(c, found) for c, found in plan_unpinned(fleet, plan).items()}
+
+
+def pins_condition(refused: dict[Component, list[Unpinned]]) -> Condition:
+    """``ImagesPinned``: False (``DigestRequired``) naming each held component's images."""
+    if not refused:
+        return Condition(IMAGES_PINNED, "True", "Pinned", "every image planned is named by digest")
+    text = "; ".join(_held_text(c, found) for c, found in sorted(refused.items()))
+    return Condition(IMAGES_PINNED, "False", "DigestRequired", text)
