@@ -212,3 +212,26 @@ def test_a_tag_moved_upstream_after_the_commit_changes_nothing_at_the_site(site:
     assert json.loads(skopeo_raw(f"{site.cache.host}/edge/os@{signed}"))
     os_plans = [t for t in site.printed if "edge/os" in t]
     assert os_plans and all(signed in t and moved not in t for t in os_plans)
+
+
+def test_each_step_of_the_path_and_the_os_image_count_only_while_needed() -> None:
+    from gitedge.core.pins import plan_unpinned
+    from gitedge.core.planning import ClusterFacts, plan
+    from tests import fleetstory as fs
+
+    facts = ClusterFacts(name="store", labels={}, k3s_version=fs.START)
+    strict = fs.fleet(require_digest=True, os="registry.example.com/edge/os:1.5.0")
+    found = plan_unpinned(strict, plan(strict, facts, now=fs.IN_WINDOW))
+    assert [u.image for u in found["k3s"]] == [
+        f"rancher/k3s-upgrade:{v.replace('+', '-')}" for v in fs.PATH
+    ]
+    assert [(u.path, u.line) for u in found["os"]] == [("target.yaml", 10)]
+    running = ClusterFacts(
+        name="store",
+        labels={},
+        k3s_version=fs.PATH[-1],
+        os_image="registry.example.com/edge/os:1.5.0",
+    )
+    assert plan_unpinned(strict, plan(strict, running, now=fs.IN_WINDOW)) == {}  # nothing to pull
+    opted_out = fs.fleet(os="registry.example.com/edge/os:1.5.0")
+    assert plan_unpinned(opted_out, plan(opted_out, facts, now=fs.IN_WINDOW)) == {}

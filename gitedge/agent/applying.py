@@ -26,10 +26,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gitedge.agent.clusters import PrintCluster
-from gitedge.core.applying import Action, Component, Decision, decide
+from gitedge.core.applying import Action, Decision, decide
 from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import APPLYING, PLANS_AS_WRITTEN, Condition
 from gitedge.core.fleet import Fleet
+from gitedge.core.pins import held_components
 from gitedge.core.planning import Plan, plan
 from gitedge.core.readback import plans_as_written, stored_problem
 from gitedge.core.suc import Site
@@ -92,15 +93,14 @@ def apply_step(
     clock_trusted: bool = True,
     os_image: str | None = None,
     before: Callable[[Action], None] | None = None,
-    hold: Callable[[Plan], Mapping[Component, str]] | None = None,
 ) -> ApplyResult:
     """One apply pass for ``cluster`` (its name and configured labels) at ``now``.
 
     ``site`` says where the Plans go and which images they use (namespace, cache, mirrored
     digests); only images already mirrored and verified should be passed in it. With
     ``clock_trusted`` False every window counts as closed. ``before`` is called with each action
-    just before it is sent (the agent records the step it starts). ``hold`` says which
-    components of the plan made this pass are refused, and why (the agent's digest rule)."""
+    just before it is sent (the agent records the step it starts). A component whose images
+    the fleet names by tag only under ``images.requireDigest`` is held (core/pins.py)."""
     performed: list[Action] = []
     for attempt in range(ATTEMPTS):
         try:
@@ -120,7 +120,7 @@ def apply_step(
                 clock_trusted=clock_trusted,
                 # a printed step is applied by hand: every Plan printed, workers marked
                 sequence_workers=not isinstance(api, PrintCluster),
-                held=hold(planned) if hold is not None else None,
+                held=held_components(fleet, planned),
             )
         except Stalled as e:
             return _failed(type(e).__name__, str(e), error=e, snapshot=snapshot)

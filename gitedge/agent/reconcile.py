@@ -47,7 +47,7 @@ from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import ImageRef, cache_host
 from gitedge.core.ocimanifest import Platform
-from gitedge.core.pins import held_components, pins_condition, plan_unpinned
+from gitedge.core.pins import pins_condition, plan_unpinned
 from gitedge.core.planning import Plan, plan_json
 from gitedge.core.planning import plan as make_plan
 from gitedge.core.suc import Site
@@ -425,7 +425,6 @@ class Agent:
         if not p.mirror_complete:
             raise Waiting("waiting for every image of the path to be in the cache")
         c = self.config.cluster
-        fleet = p.fleet
 
         def starting(action: Action) -> None:
             if self.stop.is_set():
@@ -444,7 +443,6 @@ class Agent:
             clock_trusted=p.clock_ok,
             os_image=c.status.os_image,
             before=starting,
-            hold=lambda planned: held_components(fleet, planned),
         )
         p.applied = r
         p.actions += r.performed
