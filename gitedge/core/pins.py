@@ -73,54 +73,70 @@ def _os(fleet: Fleet, name: str) -> Unpinned | None:
     )
 
 
-def _k3s(fleet: Fleet, *, target: str, spec: K3sTarget, versions: Iterable[str]) -> list[Unpinned]:
-    """The versions whose upgrade image has no digest in the catalog."""
-    where: dict[K3sVersion, tuple[str, int, str | None, bool]] = {}
+@dataclass(frozen=True)
+class _Entry:
+    kind: str  # K3sReleases document name
+    field: Literal["versions", "releases"]
+    index: int
+    digest: str | None
+
+
+def _catalog(fleet: Fleet) -> dict[K3sVersion, _Entry]:
+    """Where each catalog version is listed (lines are looked up only for a problem)."""
+    out: dict[K3sVersion, _Entry] = {}
     for name, doc in fleet.releases.items():
-        o = fleet.origins[("K3sReleases", name)]
         for i, text in enumerate(doc.spec.versions):
-            where[K3sVersion.parse(text)] = (o.path, o.line_of("versions", i), None, False)
+            out[K3sVersion.parse(text)] = _Entry(name, "versions", i, None)
         for i, entry in enumerate(doc.spec.releases):
-            line = o.line_of("releases", i)
-            where[K3sVersion.parse(entry.version)] = (o.path, line, entry.digest, True)
-    out = []
-    for text in versions:
-        version = K3sVersion.parse(text)
-        image = f"{spec.upgrade_image}:{version.image_tag}"
-        found = where.get(version)
-        if found is None:
-            o = fleet.origins[("UpgradeTarget", target)]
-            out.append(
-                Unpinned(
-                    "k3s",
-                    image,
-                    o.path,
-                    o.line_of("k3s", "version"),
-                    f"has no digest: K3s {version} is not in a K3sReleases catalog; add "
-                    f"`- {{version: {version}}}` under spec.releases, then {HINT}",
-                )
-            )
-            continue
-        path, line, digest, in_releases = found
-        if digest is not None:
-            continue
-        detail = (
-            f"has no digest in its spec.releases entry: {HINT}"
-            if in_releases
-            else f"has no digest: K3s {version} is listed under spec.versions, which holds no "
-            f"digest; move it to spec.releases (`- {{version: {version}}}`), then {HINT}"
-        )
-        out.append(Unpinned("k3s", image, path, line, detail))
+            out[K3sVersion.parse(entry.version)] = _Entry(name, "releases", i, entry.digest)
     return out
 
 
-def k3s_candidates(fleet: Fleet, spec: K3sTarget) -> list[str]:
+def _k3s(
+    fleet: Fleet,
+    *,
+    target: str,
+    spec: K3sTarget,
+    versions: Iterable[str],
+    catalog: dict[K3sVersion, _Entry],
+) -> list[Unpinned]:
+    """The versions whose upgrade image has no digest in the catalog."""
+    out = []
+    for text in versions:
+        version = K3sVersion.parse(text)
+        found = catalog.get(version)
+        if found is not None and found.digest is not None:
+            continue
+        image = f"{spec.upgrade_image}:{version.image_tag}"
+        if found is None:
+            o = fleet.origins[("UpgradeTarget", target)]
+            detail = (
+                f"has no digest: K3s {version} is not in a K3sReleases catalog; add "
+                f"`- {{version: {version}}}` under spec.releases, then {HINT}"
+            )
+            out.append(Unpinned("k3s", image, o.path, o.line_of("k3s", "version"), detail))
+            continue
+        o = fleet.origins[("K3sReleases", found.kind)]
+        detail = (
+            f"has no digest in its spec.releases entry: {HINT}"
+            if found.field == "releases"
+            else f"has no digest: K3s {version} is listed under spec.versions, which holds no "
+            f"digest; move it to spec.releases (`- {{version: {version}}}`), then {HINT}"
+        )
+        out.append(Unpinned("k3s", image, o.path, o.line_of(found.field, found.index), detail))
+    return out
+
+
+_NONE = _Entry("", "versions", 0, None)
+
+
+def k3s_candidates(spec: K3sTarget, releases: Iterable[K3sVersion]) -> list[str]:
     """Every version a path to ``spec.version`` may use, whatever a cluster runs: the target
     and the newest stable release of each earlier minor of its major (core/versions.py picks
     exactly those)."""
     goal = K3sVersion.parse(spec.version)
     newest: dict[int, K3sVersion] = {}
-    for r in fleet.k3s_releases():
+    for r in releases:
         if r.major != goal.major or r.minor >= goal.minor or r.is_prerelease:
             continue
         if r.minor not in newest or newest[r.minor] < r:
@@ -134,13 +150,29 @@ def fleet_unpinned(fleet: Fleet) -> list[Unpinned]:
     if not fleet.images.require_digest:
         return []
     out: list[Unpinned] = []
+    catalog = _catalog(fleet)
+    releases = list(catalog)
+    # a fleet repeats a few images and versions in thousands of targets: each is judged once
+    tag_only: dict[str, bool] = {}
+    paths: dict[str, tuple[list[str], bool]] = {}  # version -> (path candidates, all pinned)
     for name, target in fleet.targets.items():
-        found = _os(fleet, name)
-        if found is not None:
-            out.append(found)
+        os = target.spec.os
+        if os is not None:
+            if os.image not in tag_only:
+                tag_only[os.image] = ImageRef.parse(os.image).digest is None
+            if tag_only[os.image]:
+                out += filter(None, [_os(fleet, name)])
         k3s = target.spec.k3s
         if k3s is not None:
-            out += _k3s(fleet, target=name, spec=k3s, versions=k3s_candidates(fleet, k3s))
+            if k3s.version not in paths:
+                versions = k3s_candidates(k3s, releases)
+                pinned = all(
+                    catalog.get(K3sVersion.parse(v), _NONE).digest is not None for v in versions
+                )
+                paths[k3s.version] = (versions, pinned)
+            versions, pinned = paths[k3s.version]
+            if not pinned:
+                out += _k3s(fleet, target=name, spec=k3s, versions=versions, catalog=catalog)
     unique: dict[tuple[str, int, str], Unpinned] = {}
     for u in out:
         unique.setdefault((u.path, u.line, u.image), u)
@@ -159,7 +191,13 @@ def plan_unpinned(fleet: Fleet, plan: Plan) -> dict[Component, list[Unpinned]]:
         if found is not None:
             out["os"] = [found]
     if plan.k3s is not None and plan.k3s.path:
-        k3s = _k3s(fleet, target=plan.k3s.target, spec=plan.k3s.spec, versions=plan.k3s.path)
+        k3s = _k3s(
+            fleet,
+            target=plan.k3s.target,
+            spec=plan.k3s.spec,
+            versions=plan.k3s.path,
+            catalog=_catalog(fleet),
+        )
         if k3s:
             out["k3s"] = k3s
     return out
