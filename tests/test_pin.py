@@ -275,3 +275,29 @@ def test_splices_keep_block_flow_quoting_comments_and_crlf() -> None:
     assert load_fleet({"r.yaml": new.encode()}).k3s_release_details()
     pinned = splice(target, [pin_edit(target, refs[3], b)])
     assert pinned == target.replace('os:1.5.0"', f'os:1.5.0@{b}"')
+
+
+def test_splices_flow_plain_images_and_null_or_empty_digests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b = "sha256:" + "b" * 64
+    target = (
+        "apiVersion: gitedge.io/v1alpha1\nkind: UpgradeTarget\nmetadata: {name: t}\nspec:\n"
+        "  clusterSelector: {}\n  os: {image: registry.example.com/edge/os:1.5.0, upgrader: kairos}\n"
+    )
+    releases = (
+        "apiVersion: gitedge.io/v1alpha1\nkind: K3sReleases\nmetadata: {name: k}\nspec:\n"
+        "  releases:\n    - {version: v1.30.6+k3s1, digest: null}\n"
+        "    - version: v1.31.2+k3s1\n      digest:\n"
+    )
+    fleet = load_fleet({"t.yaml": target.encode(), "r.yaml": releases.encode()})
+    null, empty, image = references(fleet, upgrade_image="rancher/k3s-upgrade")
+    pinned = splice(target, [pin_edit(target, image, b)])
+    assert pinned == target.replace("os:1.5.0,", f"os:1.5.0@{b},")
+    os = load_fleet({"t.yaml": pinned.encode()}).targets["t"].spec.os
+    assert os is not None and os.image == f"registry.example.com/edge/os:1.5.0@{b}"
+    assert splice(releases, [pin_edit(releases, null, b)]) == releases.replace("null", b)
+    from gitedge.errors import InvalidFleetRepo
+
+    with pytest.raises(InvalidFleetRepo, match="r.yaml:8: cannot find"):
+        pin_edit(releases, empty, b)

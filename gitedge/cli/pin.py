@@ -71,7 +71,11 @@ def cmd_pin(args: argparse.Namespace) -> int:
                 found = resolve(snapshot, ref.path)
                 assert not isinstance(found, str)  # the loader read it
                 texts[ref.path] = found[1].decode("utf-8")
-            edits.append(pin_edit(texts[ref.path], ref, got))
+            try:
+                edits.append(pin_edit(texts[ref.path], ref, got))
+            except GitEdgeError as e:
+                problems.append(f"{shown}: image {ref.image}: {e}")
+                continue
             verb = "updated" if ref.digest else "pinned"
             print(f"{shown}: {verb} {ref.image.split('@', 1)[0]}@{got}")
     for path, file_edits in edits_by_file(edits).items():

@@ -26,6 +26,7 @@ import yaml
 from gitedge.core.fleet import Fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.versions import K3sVersion
+from gitedge.errors import InvalidFleetRepo, Problem
 
 DEFAULT_UPGRADE_IMAGE = "rancher/k3s-upgrade"
 
@@ -119,11 +120,15 @@ def _releases(doc: yaml.Node, *, path: str, upgrade_image: str) -> list[Referenc
     return out
 
 
+def _refuse(path: str, node: yaml.Node, message: str) -> InvalidFleetRepo:
+    return InvalidFleetRepo([Problem(path, node.start_mark.line + 1, message)])
+
+
 def _replace_in(text: str, node: yaml.Node, old: str, new: str, path: str) -> Edit:
     start, end = node.start_mark.index, node.end_mark.index
     source = text[start:end]
-    if old not in source:  # an escape or a line fold inside the scalar: not ours to rewrite
-        raise ValueError(f"{path}:{node.start_mark.line + 1}: cannot find {old!r} as written")
+    if not old or old not in source:  # an escape or a fold inside the scalar: not ours to rewrite
+        raise _refuse(path, node, f"cannot find {old!r} as written: write it on one line, plain")
     return Edit(path, start, end, source.replace(old, new, 1))
 
 
@@ -135,10 +140,10 @@ def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
         return _replace_in(text, ref.node, ref.image, new, ref.path)
     entry = ref.node
     existing = _child(entry, "digest")
-    if isinstance(existing, yaml.ScalarNode) and existing.value:
-        return _replace_in(text, existing, existing.value, digest, ref.path)
+    if existing is not None:  # `digest: null` too; an empty `digest:` has nothing to replace
+        return _replace_in(text, existing, getattr(existing, "value", ""), digest, ref.path)
     if not isinstance(entry, yaml.MappingNode) or not entry.value:
-        raise ValueError(f"{ref.where}: a release entry must be a mapping")
+        raise _refuse(ref.path, entry, "a release entry must be a mapping")
     first_key, last_value = entry.value[0][0], entry.value[-1][1]
     at = last_value.end_mark.index
     if entry.flow_style:
