@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from gitedge.core.bundleplan import every_step
 from gitedge.core.conditions import IMAGES_PINNED, Condition
 from gitedge.core.fleet import Fleet, K3sTarget
 from gitedge.core.images import ImageRef
@@ -133,15 +134,8 @@ _NONE = _Entry("", "versions", 0, None)
 def k3s_candidates(spec: K3sTarget, releases: Iterable[K3sVersion]) -> list[str]:
     """Every version a path to ``spec.version`` may use, whatever a cluster runs: the target
     and the newest stable release of each earlier minor of its major (core/versions.py picks
-    exactly those)."""
-    goal = K3sVersion.parse(spec.version)
-    newest: dict[int, K3sVersion] = {}
-    for r in releases:
-        if r.major != goal.major or r.minor >= goal.minor or r.is_prerelease:
-            continue
-        if r.minor not in newest or newest[r.minor] < r:
-            newest[r.minor] = r
-    return [*(newest[m].text for m in sorted(newest)), goal.text]
+    exactly those; offline bundles carry the same, core/bundleplan.py)."""
+    return [v.text for v in every_step(releases, K3sVersion.parse(spec.version))]
 
 
 def fleet_unpinned(fleet: Fleet) -> list[Unpinned]:
