@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 HEAD = "apiVersion: gitedge.io/v1alpha1\n"
+DIGEST = "sha256:" + "ab" * 32  # every image named by digest, as requireDigest wants
 PER_FILE = 100  # stay well under the 1 MiB per-file cap, as a real repo split by region would
 
 
@@ -26,9 +27,12 @@ def generate(root: Path, n: int) -> None:
     (root / "targets").mkdir(parents=True)
     (root / "releases.yaml").write_text(
         HEAD
-        + "kind: K3sReleases\nmetadata: {name: cat}\nspec:\n  versions: ["
-        + ", ".join(f"v1.{m}.{p}+k3s1" for m in range(26, 32) for p in range(1, 6))
-        + "]\n"
+        + "kind: K3sReleases\nmetadata: {name: cat}\nspec:\n  releases:\n"
+        + "".join(
+            f"    - {{version: v1.{m}.{p}+k3s1, digest: {DIGEST}}}\n"
+            for m in range(26, 32)
+            for p in range(1, 6)
+        )
     )
     (root / "windows.yaml").write_text(
         "---\n".join(
@@ -53,7 +57,7 @@ def generate(root: Path, n: int) -> None:
                 + f"  clusterSelector:\n    matchLabels: {{site: s{i:05d}}}\n"
                 + "    matchExpressions: [{key: region, operator: In, values: [eu-west, eu-central]}]\n"
                 + f"  priority: {i % 7}\n  window: w{i % 5}\n"
-                + f"  os: {{image: 'registry.example.com/edge/os:1.{i % 9}.0', upgrader: kairos}}\n"
+                + f"  os: {{image: 'registry.example.com/edge/os:1.{i % 9}.0@{DIGEST}', upgrader: kairos}}\n"
                 + f"  k3s: {{version: v1.{29 + i % 3}.5+k3s1}}\n"
                 + "  rollout: {concurrency: 1, drain: {timeout: 15m}}\n"
             )

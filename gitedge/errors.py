@@ -83,6 +83,11 @@ class AgentTooOld(InvalidFleetRepo):
     """A commit uses kinds or fields newer than this agent (and nothing else is wrong)."""
 
 
+class DigestRequired(InvalidInput):
+    """The fleet names an image by tag only while TrustPolicy ``images.requireDigest`` is on
+    (``problems`` names each file, line and image; ``gitedge pin`` adds the digests)."""
+
+
 class SelectorError(Stalled):
     """A label selector, label key or label value is malformed."""
 

@@ -24,11 +24,14 @@ START = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
 
 
-def trust_yaml(key: SshKey) -> str:
+def trust_yaml(key: SshKey, *, require_digest: bool = False) -> str:
+    """The fleet's TrustPolicy: ``key`` as release and admin. Tag-only images are allowed
+    (``images.requireDigest: false``) unless a test asks for the default rule."""
     return (
         "apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\nspec:\n"
         f"  signers:\n    - name: release\n      key: {key.public!r}\n"
         "      roles: [release, admin]\n  verify: all\n"
+        f"  images: {{requireDigest: {'true' if require_digest else 'false'}}}\n"
     )
 
 

@@ -35,7 +35,10 @@ def fleet(
     os: str | None = OS_IMAGE,
     order: str = "[k3s, os]",
     suspend: bool = False,
+    require_digest: bool = False,
 ) -> Fleet:
+    """The shared fleet. Its TrustPolicy opts out of ``images.requireDigest`` (the catalog lists
+    versions without digests) unless a test asks for the default rule."""
     lines = [
         HEAD + "kind: UpgradeTarget",
         "metadata: {name: stores}",
@@ -56,5 +59,8 @@ def fleet(
         "windows.yaml": HEAD + "kind: MaintenanceWindow\nmetadata: {name: nights}\nspec:\n"
         '  days: [mon, tue, wed, thu, fri, sat, sun]\n  start: "01:00"\n  end: "05:00"\n',
         "target.yaml": "\n".join(lines) + "\n",
+        ".gitedge/trust.yaml": HEAD + "kind: TrustPolicy\nmetadata: {name: fleet}\nspec:\n"
+        "  signers: [{name: release, key: 'ssh-ed25519 AAAA release', roles: [release, admin]}]\n"
+        f"  images: {{requireDigest: {'true' if require_digest else 'false'}}}\n",
     }
     return load_fleet({k: v.encode() for k, v in files.items()})

@@ -415,9 +415,11 @@ def test_plan_json_carries_the_next_step_only() -> None:
     assert {m["spec"]["version"] for m in doc["manifests"][:2]} == {"v1.28.15+k3s1"}  # first step
     assert "window" not in doc["manifests"][0]["spec"]  # calm-evenings is a cron window
     # nothing to do: at the target already, no Plans
-    done = cluster_facts(
-        site, current_k3s="v1.30.6+k3s1", current_os="registry.example.com/edge/farm-os:2.1.0"
+    farm_os = fleet.targets["wind-farms"].spec.os
+    assert farm_os is not None and farm_os.image.startswith(
+        "registry.example.com/edge/farm-os:2.1.0@"
     )
+    done = cluster_facts(site, current_k3s="v1.30.6+k3s1", current_os=farm_os.image)
     assert plan_json(plan(fleet, done, now=datetime(2026, 11, 24, tzinfo=UTC)))["manifests"] == []
     # an AgentConfig's cache and namespace reach the Plans
     agent = load_site_file((root / "agent.yaml").read_bytes(), path="agent.yaml")

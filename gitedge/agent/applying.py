@@ -30,6 +30,7 @@ from gitedge.core.applying import Action, Decision, decide
 from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import APPLYING, PLANS_AS_WRITTEN, Condition
 from gitedge.core.fleet import Fleet
+from gitedge.core.pins import held_components
 from gitedge.core.planning import Plan, plan
 from gitedge.core.readback import plans_as_written, stored_problem
 from gitedge.core.suc import Site
@@ -98,7 +99,8 @@ def apply_step(
     ``site`` says where the Plans go and which images they use (namespace, cache, mirrored
     digests); only images already mirrored and verified should be passed in it. With
     ``clock_trusted`` False every window counts as closed. ``before`` is called with each action
-    just before it is sent (the agent records the step it starts)."""
+    just before it is sent (the agent records the step it starts). A component whose images
+    the fleet names by tag only under ``images.requireDigest`` is held (core/pins.py)."""
     performed: list[Action] = []
     for attempt in range(ATTEMPTS):
         try:
@@ -118,6 +120,7 @@ def apply_step(
                 clock_trusted=clock_trusted,
                 # a printed step is applied by hand: every Plan printed, workers marked
                 sequence_workers=not isinstance(api, PrintCluster),
+                held=held_components(fleet, planned),
             )
         except Stalled as e:
             return _failed(type(e).__name__, str(e), error=e, snapshot=snapshot)

@@ -207,20 +207,25 @@ def _story(tmp: Path, say: Say) -> int:
     layouts = _Layouts(upstream)
     fleet = load_fleet(read_tree(str(work)))
     upgrade = ImageRef.parse("rancher/k3s-upgrade")
+    details = fleet.k3s_release_details()
     for v in fleet.k3s_releases():
-        layouts.add(upgrade, k3s_image_tag(v.text))
+        digest = layouts.add(upgrade, k3s_image_tag(v.text))
+        pinned = details[v].digest if v in details else None
+        if pinned:  # the example pins digests: pin the generated images' instead
+            _edit(work / "releases.yaml", pinned, digest)
     stores = work / "targets" / "stores.yaml"
-    pinned = "registry.example.com/edge/os:1.4.2@sha256:"
-    old_digest = stores.read_text().split(pinned, 1)[1].split()[0]
-    for t in fleet.targets.values():
+    for name, t in fleet.targets.items():
         if t.spec.os is not None:
             ref = ImageRef.parse(t.spec.os.image)
             digest = layouts.add(ref, ref.tag or "latest")
+            path = work / fleet.origins[("UpgradeTarget", name)].path
             if ref.digest:  # the example pins a digest: pin the generated image's instead
-                _edit(stores, old_digest, digest.split(":", 1)[1])
+                _edit(path, ref.digest, digest)
             for step in t.spec.os.via:  # an OS image carrying K3s of an intermediate minor
                 via = ImageRef.parse(step.image)
-                layouts.add(via, via.tag or "latest")
+                via_digest = layouts.add(via, via.tag or "latest")
+                if via.digest:
+                    _edit(path, via.digest, via_digest)
     # the fleet starts older than the example: stores on K3s v1.29.10, the OS not yet targeted
     _edit(stores, "    version: v1.30.6+k3s1", "    version: v1.29.10+k3s1")
     os_block = stores.read_text().split("  os:\n", 1)[1].split("  k3s:\n", 1)[0]

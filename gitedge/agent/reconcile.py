@@ -56,6 +56,7 @@ from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import Fleet
 from gitedge.core.images import ImageRef, cache_host
 from gitedge.core.ocimanifest import Platform
+from gitedge.core.pins import pins_condition, plan_unpinned
 from gitedge.core.planning import Plan, plan_json
 from gitedge.core.planning import plan as make_plan
 from gitedge.core.suc import Site
@@ -325,7 +326,8 @@ class Agent:
             name=c.name, labels=c.labels, nodes=p.snapshot.nodes, os_image=c.status.os_image
         )
         p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
-        p.needed = needed_images(p.plan)
+        refused = plan_unpinned(p.fleet, p.plan)
+        p.needed = tuple(n for n in needed_images(p.plan) if n.component not in refused)
         self.state.put_doc("desired", {"commit": commit, **plan_json(p.plan)})
         if too_old is not None:
             return [Condition(PLANNED, "False", "AgentTooOld", str(too_old).split("\n")[0])]
@@ -334,7 +336,10 @@ class Agent:
             parts.append(f"k3s {p.plan.k3s.version} via {' -> '.join(p.plan.k3s.path) or '-'}")
         if p.plan.os:
             parts.append(f"os {p.plan.os.image}")
-        return [Condition(PLANNED, "True", "Planned", "; ".join(parts) or "no target")]
+        return [
+            Condition(PLANNED, "True", "Planned", "; ".join(parts) or "no target"),
+            pins_condition(refused),
+        ]
 
     def _site(self) -> Site:
         cache = self.config.registry.cache

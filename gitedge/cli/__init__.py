@@ -87,6 +87,13 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(handler="repo:cmd_plan")
 
+    p = sub.add_parser("pin", help="name every image of the fleet repo by digest (in place)")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=".", help="fleet repo (default .)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if not all pinned")
+    p.add_argument("--update", action="store_true", help="re-pin digests whose tag moved")
+    p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
+    p.set_defaults(handler="pin:cmd_pin")
+
     p = sub.add_parser("verify", help="verify the signatures of a range of fleet-repo commits")
     p.add_argument("--repo", required=True, metavar="GITDIR", help="a git repository (bare or not)")
     p.add_argument(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge.cli.common import cluster_files, parse_now, read_file
-from gitedge.errors import UsageError, VerificationFailed
+from gitedge.errors import DigestRequired, UsageError, VerificationFailed
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -50,6 +50,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     files = FleetFiles(snapshot, origin=origin)  # a large repo is parsed while we import
     from gitedge.core.config import load_site_file
     from gitedge.core.fleet import load_files
+    from gitedge.core.pins import plan_unpinned
     from gitedge.core.planning import plan, plan_json
     from gitedge.core.validation import cluster_facts, site_of
 
@@ -57,6 +58,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     site = load_site_file(read_file(args.cluster, "--cluster"), path=args.cluster)
     facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
     result = plan(fleet, facts, now=parse_now(args.now), site=site_of(site))
+    refused = plan_unpinned(fleet, result)
+    if refused:
+        found = [u.problem for us in refused.values() for u in us]
+        raise DigestRequired(
+            found, summary=f"{origin}: {len(found)} image(s) of the plan are named by tag only"
+        )
     doc = plan_json(result)
     if args.output == "json":
         print(json.dumps(doc, indent=2))

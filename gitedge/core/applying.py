@@ -256,6 +256,7 @@ def decide(
     windows: Mapping[Component, bool] | None = None,
     clock_trusted: bool = True,
     sequence_workers: bool = True,
+    held: Mapping[Component, str] | None = None,
 ) -> Decision:
     """The actions that move the cluster one step on, and the ``Applying`` and
     ``WindowClosed`` conditions that say where it stands (see the module docstring).
@@ -265,7 +266,10 @@ def decide(
     only (listed by the ``managed-by`` label); any other is ignored, never deleted.
     ``sequence_workers`` False (print mode: no cluster to read the control plane's progress
     from) decides every Plan of a step at once, a worker Plan's reason naming the Plan it must
-    follow, and admits no batch (core/admission.py): the Plans are printed as rendered."""
+    follow, and admits no batch (core/admission.py): the Plans are printed as rendered.
+    ``held`` names components refused this pass (core/pins.py: images named by tag only), with
+    why: no Plan of theirs is created, changed or deleted; they wait, and so does whatever
+    ``rollout.order`` puts after them."""
     is_open: dict[Component, bool] = dict(windows) if windows is not None else windows_open(plan)
     if not clock_trusted:
         is_open = {"k3s": False, "os": False}
@@ -305,6 +309,10 @@ def decide(
     blocked: Component | None = None
     for name in _order(plan):
         c = comps[name]
+        if held and name in held and c.targeted:
+            statuses.append(ComponentStatus(name, "waiting", "DigestRequired", held[name]))
+            blocked = blocked or name
+            continue
         status = _one(
             c,
             comps,

@@ -16,6 +16,9 @@ Condition types (``status.json`` in the agent's ``gitedge-status`` ConfigMap):
 - ``PlansAsWritten``  False when the API server stored a Plan other than written (``WindowPruned``:
                       SUC older than v0.15.0; ``DeadlinePruned``: older than v0.12.0) or SUC
                       gives its Jobs a shorter deadline than the Plan asks (``DeadlineClamped``)
+- ``ImagesPinned``    False (``DigestRequired``) when a planned component's images are named by
+                      tag only under TrustPolicy ``images.requireDigest``: that component is
+                      held (nothing mirrored or applied for it), the others go on
 - ``Ready``           the summary: True only when the cluster runs what the fleet asks and
                       nothing above is wrong
 """
@@ -39,6 +42,7 @@ ROLLBACK_REFUSED = "RollbackRefused"
 CLOCK_UNTRUSTED = "ClockUntrusted"
 WINDOW_CLOSED = "WindowClosed"
 PLANS_AS_WRITTEN = "PlansAsWritten"
+IMAGES_PINNED = "ImagesPinned"
 TYPES = (
     READY,
     SOURCE_VERIFIED,
@@ -48,6 +52,7 @@ TYPES = (
     CLOCK_UNTRUSTED,
     WINDOW_CLOSED,
     PLANS_AS_WRITTEN,
+    IMAGES_PINNED,
 )
 UP_TO_DATE = "UpToDate"
 
@@ -144,6 +149,7 @@ def summarize(conditions: Iterable[Condition]) -> Condition:
         (SOURCE_VERIFIED, "False"),
         (MIRRORED, "False"),
         (PLANS_AS_WRITTEN, "False"),
+        (IMAGES_PINNED, "False"),
     )
     for ctype, status in checks:
         c = bad(ctype, status)

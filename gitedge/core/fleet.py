@@ -102,9 +102,19 @@ class ImageSigner(Model):
 
 
 class ImagePolicy(Model):
-    """What an image needs before a site applies it. With ``signers``, a valid cosign
-    signature by a signer allowed for its repository, over its digest."""
+    """What the fleet requires of the images its sites pull (``spec.images`` of the TrustPolicy).
 
+    A fleet repo without a TrustPolicy gets these defaults: a tag-only image is refused unless
+    an admin-signed ``.gitedge/trust.yaml`` opts out with ``requireDigest: false``. With
+    ``signers``, an image also needs a valid cosign signature by a signer allowed for its
+    repository, over its digest."""
+
+    require_digest: bool = Field(
+        default=True,
+        description="every image a site pulls (OS images, the K3s upgrade image of each catalog "
+        "version a path may use) must be named by digest in the fleet repo; false is an "
+        "explicit opt-out (tags are then resolved at the site, when it mirrors)",
+    )
     signers: tuple[ImageSigner, ...] = ()
 
     @field_validator("signers")
@@ -119,7 +129,7 @@ class ImagePolicy(Model):
 class TrustPolicySpec(Model):
     signers: tuple[Signer, ...] = Field(min_length=1)
     verify: Literal["all", "first-parent"] = "all"
-    images: ImagePolicy | None = None
+    images: ImagePolicy = Field(default_factory=ImagePolicy)
 
     @field_validator("signers")
     @classmethod
@@ -326,11 +336,12 @@ class Origin:
     stream: Stream | None = field(default=None, repr=False, compare=False)
     index: int = 0
 
-    def line_of(self, ref: str) -> int:
-        """The line of ``spec.<ref>`` (the document's line when there is no such field)."""
+    def line_of(self, ref: str, *more: str | int) -> int:
+        """The line of ``spec.<ref>[.<more>...]`` (the nearest enclosing field's line, or the
+        document's when there is no such field)."""
         if self.stream is None:
             return self.line
-        return line_of(self.stream.node(self.index), ("spec", ref))
+        return line_of(self.stream.node(self.index), ("spec", ref, *more))
 
 
 @dataclass
@@ -356,6 +367,11 @@ class Fleet:
         return {
             K3sVersion.parse(e.version): e for r in self.releases.values() for e in r.spec.releases
         }
+
+    @property
+    def images(self) -> ImagePolicy:
+        """The image policy in force: the TrustPolicy's, else the defaults (digests required)."""
+        return self.trust_policy.spec.images if self.trust_policy else ImagePolicy()
 
     def where(self, kind: str, name: str) -> str:
         o = self.origins.get((kind, name))

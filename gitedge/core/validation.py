@@ -5,7 +5,9 @@ must resolve without ambiguity, and each K3s target must be reachable from the c
 version through the K3sReleases catalog. Without clusters, the catalog is checked against the
 targets (``core/catalogcheck.py``: build months k3s-upgrade would refuse, one digest for two
 upgrade image repositories), and an OS target whose image carries K3s and a K3s target of another
-version that may select one cluster are reported (core/osk3s.py).
+version that may select one cluster are reported (core/osk3s.py). Under TrustPolicy
+``images.requireDigest`` (the default) every image a target may make a site pull must be named by
+digest (core/pins.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, 
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.images import cache_host
 from gitedge.core.osk3s import fleet_disagreements
+from gitedge.core.pins import fleet_unpinned
 from gitedge.core.planning import ClusterFacts, Plan, plan
 from gitedge.core.snapshot import Snapshot
 from gitedge.core.suc import Site
@@ -74,6 +77,7 @@ def validate(
         return None, list(e.problems), []
     problems: list[Problem] = catalog_problems(fleet)
     problems += fleet_disagreements(fleet)  # OS and K3s targets at odds
+    problems += [u.problem for u in fleet_unpinned(fleet)]
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):
         try:
