@@ -28,8 +28,9 @@ REPO = "edge/os"
 
 def signed_trust(s: Site, key: CosignKey, *, globs: str = "['*/edge/*']") -> str:
     pem = "\n".join("          " + line for line in key.public_pem.strip().splitlines())
-    return trust_yaml(s.fleet.key) + (
-        "  images:\n    signers:\n      - name: edge-ci\n"
+    base = trust_yaml(s.fleet.key).replace("  images: {requireDigest: false}\n", "")
+    return base + (
+        "  images:\n    requireDigest: false\n    signers:\n      - name: edge-ci\n"
         f"        repositories: {globs}\n        key: |\n{pem}\n"
     )
 

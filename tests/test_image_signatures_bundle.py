@@ -42,8 +42,10 @@ def test_bundle_carries_signatures_and_the_site_verifies_them_offline(tmp_path: 
         sign_bundle(reg, "rancher/k3s-upgrade", k3s_img.digest, signer)
         files = fleet_files(registry=reg, releases=TWO, k3s=TWO[1],
                             os_image=f"{reg}/edge/os:1.0")  # fmt: skip
-        files[".gitedge/trust.yaml"] = trust_yaml(key) + (
-            "  images:\n    signers:\n      - name: edge-ci\n"
+        files[".gitedge/trust.yaml"] = trust_yaml(key).replace(
+            "  images: {requireDigest: false}\n", ""
+        ) + (
+            "  images:\n    requireDigest: false\n    signers:\n      - name: edge-ci\n"
             f"        repositories: ['{reg}/edge/*', '{reg}/rancher/k3s-upgrade']\n"
             f"        key: |\n{pem}\n"
         )
@@ -91,8 +93,10 @@ def test_bundle_with_an_unsigned_image_is_not_applied(tmp_path: Path) -> None:
         push_image(tmp_path, f"{reg}/edge/os:1.0")
         files = fleet_files(registry=reg, releases=RELEASES, k3s=RELEASES[0],
                             os_image=f"{reg}/edge/os:1.0")  # fmt: skip
-        files[".gitedge/trust.yaml"] = trust_yaml(key) + (
-            "  images:\n    signers:\n      - name: edge-ci\n"
+        files[".gitedge/trust.yaml"] = trust_yaml(key).replace(
+            "  images: {requireDigest: false}\n", ""
+        ) + (
+            "  images:\n    requireDigest: false\n    signers:\n      - name: edge-ci\n"
             f"        repositories: ['*']\n        key: |\n{pem}\n"
         )
         fleet.commit(files, at=START)

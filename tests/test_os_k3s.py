@@ -58,6 +58,10 @@ def kiosk_fleet(
     if via:
         os_lines.append(f"    via: [{{image: '{IMG['v1.29.10+k3s1']}', k3s: v1.29.10+k3s1}}]")
     files = {
+        # tag-only images: this fleet opts out of requireDigest (tests/test_require_digest.py)
+        ".gitedge/trust.yaml": HEAD + "kind: TrustPolicy\nmetadata: {name: fleet}\nspec:\n"
+        "  signers: [{name: a, key: 'ssh-ed25519 AAAA', roles: [admin]}]\n"
+        "  images: {requireDigest: false}\n",
         "releases.yaml": HEAD + "kind: K3sReleases\nmetadata: {name: catalog}\nspec:\n"
         "  versions: [v1.28.15+k3s1, v1.29.10+k3s1, v1.30.6+k3s1, v1.31.2+k3s1]\n",
         "windows.yaml": HEAD + "kind: MaintenanceWindow\nmetadata: {name: nights}\nspec:\n"

@@ -29,7 +29,11 @@ VERSIONS = [
     "v1.27.16+k3s1", "v1.28.14+k3s1", "v1.28.15+k3s1", "v1.29.10+k3s1",
     "v1.30.5+k3s1", "v1.30.6+k3s1", "v1.31.2+k3s1",
 ]  # fmt: skip
-OS_TAGS = ["edge/os:1.4.2", "edge/os:1.5.0", "edge/farm-os:2.1.0"]
+OS_TAGS = [
+    "edge/os:1.4.2", "edge/os:1.5.0", "edge/farm-os:2.1.0",
+    "kairos/ubuntu:24.04-standard-amd64-generic-v3.2.4-k3sv1.31.2-k3s1",
+    "kairos/ubuntu:24.04-standard-amd64-generic-v3.2.4-k3sv1.30.6-k3s1",
+]  # fmt: skip
 
 registry = module_registry("pin-registry")
 
@@ -76,7 +80,7 @@ def pinned_as(root: Path, host: str, digests: dict[str, str]) -> dict[str, bytes
     for name, data in files(root).items():
         text = data.decode()
         text = re.sub(
-            rf"({re.escape(host)}/(edge/[a-z-]+:[0-9.]+))@sha256:[0-9a-f]{{64}}",
+            rf"({re.escape(host)}/((?:edge|kairos)/[a-z-]+:[\w.-]+))@sha256:[0-9a-f]{{64}}",
             lambda m: f"{m[1]}@{digests[m[2]]}",
             text,
         )
@@ -107,7 +111,7 @@ def test_pin_on_the_example_changes_only_the_references(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     expected = pinned_as(example, registry.host, pushed)
-    assert len(DIGEST.findall(b"".join(expected.values()).decode())) == 3 + len(VERSIONS)
+    assert len(DIGEST.findall(b"".join(expected.values()).decode())) == len(OS_TAGS) + len(VERSIONS)
     strip_digests(example)
     unpinned = files(example)
     assert not DIGEST.search(b"".join(unpinned.values()).decode())
@@ -119,7 +123,7 @@ def test_pin_on_the_example_changes_only_the_references(
     code, out = pin(capsys, str(example))
     assert code == 0, out
     assert files(example) == expected  # byte for byte: comments, order, quoting all kept
-    assert out.count(": pinned ") == 3 + len(VERSIONS)
+    assert out.count(": pinned ") == len(OS_TAGS) + len(VERSIONS)
     assert pin(capsys, str(example), "--check")[0] == 0
 
 

@@ -9,6 +9,7 @@ The agent runs against a real ``git daemon`` and real ``docker-registry`` upstre
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,7 @@ def test_agent_holds_the_tag_only_component_and_applies_the_other(site: Site) ->
     assert [a.name for a in p.actions] == ["gitedge-k3s-server", "gitedge-k3s-agent"]
     assert all("edge/os" not in text for text in site.printed)
     mirrored = [i["image"] for i in p.status["mirror"]["images"]]
-    assert mirrored == [f"{site.registry}/rancher/k3s-upgrade:v1.28.15-k3s1"]
+    assert mirrored == [f"{site.registry}/rancher/k3s-upgrade:v1.28.15-k3s1@{k3s}"]
     assert "os held: " in c["Applying"].message
 
     # pinned in a new signed commit: the OS is mirrored too (and follows K3s, as ordered)
@@ -235,3 +236,21 @@ def test_each_step_of_the_path_and_the_os_image_count_only_while_needed() -> Non
     assert plan_unpinned(strict, plan(strict, running, now=fs.IN_WINDOW)) == {}  # nothing to pull
     opted_out = fs.fleet(os="registry.example.com/edge/os:1.5.0")
     assert plan_unpinned(opted_out, plan(opted_out, facts, now=fs.IN_WINDOW)) == {}
+
+
+def test_an_os_via_image_named_by_tag_only_is_refused_and_pinned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The OS images on the way (os.via) are pulled by the site too: they need digests, and
+    `gitedge pin --check` names them (the kiosks example carries one)."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "fleet-repo"
+    root = tmp_path / "fleet"
+    shutil.copytree(example, root)
+    kiosks = root / "targets" / "kiosks.yaml"
+    text = kiosks.read_text()
+    via = text.split("      - image: ", 1)[1].split("\n", 1)[0]
+    kiosks.write_text(text.replace(via, via.split("@", 1)[0]))
+    code, out = cli(capsys, "validate", str(root))
+    assert code == 1
+    assert f"image {via.split('@', 1)[0]} is named by tag only" in out
+    assert "targets/kiosks.yaml:" in out and "run `gitedge pin`" in out

@@ -2,7 +2,8 @@
 
 Every image reference the fleet names is found at the position the YAML parser reports for it:
 
-- ``spec.os.image`` of each UpgradeTarget (a scalar: ``repo:tag`` or ``repo:tag@sha256:...``);
+- ``spec.os.image`` of each UpgradeTarget (a scalar: ``repo:tag`` or ``repo:tag@sha256:...``)
+  and the ``image`` of each ``spec.os.via`` step;
 - each ``spec.releases`` entry of a K3sReleases catalog: the K3s upgrade image
   ``<upgradeImage>:<version with + as ->`` whose index digest goes in the entry's ``digest``.
 
@@ -89,10 +90,14 @@ def references(fleet: Fleet, *, upgrade_image: str) -> list[Reference]:
             continue
         doc = o.stream.node(o.index)
         if kind == "UpgradeTarget":
-            node = _at(doc, "spec", "os", "image")
-            if isinstance(node, yaml.ScalarNode):
-                line, digest = node.start_mark.line + 1, ImageRef.parse(node.value).digest
-                out.append(Reference("image", o.path, line, node.value, digest, node))
+            nodes = [_at(doc, "spec", "os", "image")]
+            via = _at(doc, "spec", "os", "via")
+            if isinstance(via, yaml.SequenceNode):  # OS images on the way (os.via)
+                nodes += [_child(step, "image") for step in via.value]
+            for node in nodes:
+                if isinstance(node, yaml.ScalarNode):
+                    line, digest = node.start_mark.line + 1, ImageRef.parse(node.value).digest
+                    out.append(Reference("image", o.path, line, node.value, digest, node))
         elif kind == "K3sReleases":
             out += _releases(doc, path=o.path, upgrade_image=upgrade_image)
     return sorted(out, key=lambda r: (r.path, r.line))

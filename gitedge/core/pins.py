@@ -4,7 +4,8 @@ A signed commit approves what it names. A tag names whatever the registry serves
 mirrors, so with ``requireDigest`` (the default, also for a repo without a TrustPolicy) every
 image a site pulls must carry its digest in the fleet repo:
 
-- the OS image of a target (``spec.os.image``: ``repo:tag@sha256:...``);
+- the OS image of a target (``spec.os.image``: ``repo:tag@sha256:...``) and each image on its
+  way (``spec.os.via``);
 - the K3s upgrade image of every catalog version a path may use: a ``K3sReleases``
   ``spec.releases`` entry with ``digest`` (a version listed only under ``spec.versions`` has no
   place for one; a target version missing from the catalog neither).
@@ -60,18 +61,21 @@ class Unpinned:
         return f"{self.path}:{self.line}: image {self.image} {self.detail}"
 
 
-def _os(fleet: Fleet, name: str) -> Unpinned | None:
+def _os_all(fleet: Fleet, name: str) -> list[Unpinned]:
+    """The target's tag-only OS images: its image, then each ``os.via`` image on the way."""
     spec = fleet.targets[name].spec.os
-    if spec is None or ImageRef.parse(spec.image).digest:
-        return None
+    if spec is None:
+        return []
     o = fleet.origins[("UpgradeTarget", name)]
-    return Unpinned(
-        "os",
-        spec.image,
-        o.path,
-        o.line_of("os", "image"),
-        f"is named by tag only and TrustPolicy images.requireDigest is on: {HINT}",
-    )
+    detail = f"is named by tag only and TrustPolicy images.requireDigest is on: {HINT}"
+    out = []
+    if not ImageRef.parse(spec.image).digest:
+        out.append(Unpinned("os", spec.image, o.path, o.line_of("os", "image"), detail))
+    for i, step in enumerate(spec.via):
+        if not ImageRef.parse(step.image).digest:
+            line = o.line_of("os", "via", i, "image")
+            out.append(Unpinned("os", step.image, o.path, line, detail))
+    return out
 
 
 @dataclass(frozen=True)
@@ -152,10 +156,12 @@ def fleet_unpinned(fleet: Fleet) -> list[Unpinned]:
     for name, target in fleet.targets.items():
         os = target.spec.os
         if os is not None:
-            if os.image not in tag_only:
-                tag_only[os.image] = ImageRef.parse(os.image).digest is None
-            if tag_only[os.image]:
-                out += filter(None, [_os(fleet, name)])
+            images = (os.image, *(step.image for step in os.via))
+            for image in images:
+                if image not in tag_only:
+                    tag_only[image] = ImageRef.parse(image).digest is None
+            if any(tag_only[image] for image in images):
+                out += _os_all(fleet, name)
         k3s = target.spec.k3s
         if k3s is not None:
             if k3s.version not in paths:
@@ -181,9 +187,9 @@ def plan_unpinned(fleet: Fleet, plan: Plan) -> dict[Component, list[Unpinned]]:
     if not fleet.images.require_digest:
         return out
     if plan.os is not None and plan.os.current != plan.os.image:
-        found = _os(fleet, plan.os.target)
-        if found is not None:
-            out["os"] = [found]
+        found = _os_all(fleet, plan.os.target)
+        if found:
+            out["os"] = found
     if plan.k3s is not None and plan.k3s.path:
         k3s = _k3s(
             fleet,
