@@ -114,6 +114,25 @@ class Pass:
     def transient(self) -> bool:
         return "retry" in self.outcomes.values()
 
+    @property
+    def settled(self) -> bool:
+        """The pass left nothing for the next one unless the branch moves: every step ran
+        and ended ``ok``, the branch was fetched from the source, no ``Retry-After``, the
+        clock trusted, every image in the cache, no action sent and every component up to
+        date (or untargeted). The agent's parent then polls by a ref check alone
+        (``core/agentrules.pass_due``)."""
+        decision = self.applied.decision if self.applied is not None else None
+        return (
+            all(self.outcomes.get(step) == "ok" for step in STEP_ORDER)
+            and self.fetched is not None
+            and self.retry_after is None
+            and self.clock_ok
+            and self.mirror_complete
+            and not self.actions
+            and decision is not None
+            and all(c.complete for c in decision.components)
+        )
+
 
 class Agent:
     """The long-lived parts of the agent; :meth:`reconcile` runs one pass."""
