@@ -242,20 +242,37 @@ class Agent:
             password_file=Path(a.password_file) if a.password_file else None,
             ca_file=Path(a.ca_file) if a.ca_file else None,
         )
-        try:
-            p.fetched = self.git.fetch(
-                url=src.url,
+
+        def fetch(url: str, target: str | None) -> str:
+            return self.git.fetch(
+                url=url,
                 branch=src.branch,
                 auth=auth,
                 timeout_s=self.fetch_timeout_s,
                 max_pack_bytes=src.limits.max_pack_bytes,
                 memory_bytes=src.limits.fetch_memory_bytes,
+                target=target,
             )
-            self.metrics.set(
-                "gitedge_last_sync_timestamp_seconds",
-                p.now.timestamp(),
-                help="when the fleet repo was last fetched (the site clock)",
-            )
+
+        try:
+            if src.mirrors:
+                from gitedge.agent.gitmirrors import sync_with_mirrors
+
+                synced = sync_with_mirrors(
+                    self.git, origin=src.url, mirrors=src.mirrors, branch=src.branch, fetch=fetch
+                )
+                p.fetched = synced.fetched
+                for m in synced.lags:
+                    self.metrics.set(
+                        "gitedge_mirror_lag_commits",
+                        -1.0 if m.behind is None else float(m.behind),
+                        help="commits a source mirror lags behind the origin (-1: unknown)",
+                        labels={"mirror": m.url},
+                    )
+                self._synced(p)
+                return synced.conditions
+            p.fetched = fetch(src.url, None)
+            self._synced(p)
             return [Condition(SOURCE_REACHABLE, "True", "Fetched", f"{src.branch} at {p.fetched}")]
         except SourceUnavailable:
             if bundle_tip is None:
@@ -263,6 +280,13 @@ class Agent:
             p.fetched = bundle_tip
             msg = f"source unreachable; a bundle brought {src.branch} to {bundle_tip}"
             return [Condition(SOURCE_REACHABLE, "False", "BundleImported", msg)]
+
+    def _synced(self, p: Pass) -> None:
+        self.metrics.set(
+            "gitedge_last_sync_timestamp_seconds",
+            p.now.timestamp(),
+            help="when the fleet repo was last fetched (the site clock)",
+        )
 
     def _verify(self, p: Pass) -> list[Condition]:
         """Verify (last verified, fetched]; only a fully verified tip moves the last verified

@@ -81,6 +81,11 @@ class SourceConfig(Model):
     auth: SourceAuth = Field(default_factory=SourceAuth)
     bundle_dir: str | None = None
     limits: SourceLimits = Field(default_factory=SourceLimits)
+    mirrors: tuple[str, ...] = Field(
+        default=(),
+        description="Git URLs fetched first, for the bytes (same auth); commits are verified "
+        "anyway, and the origin's ref is checked when it is reachable",
+    )
 
 
 class TrustConfig(Model):
