@@ -199,6 +199,31 @@ def unchanged_polls(port: int, pid: int, sites: int, base: str) -> dict[str, flo
     }  # fmt: skip
 
 
+def http_polls(tmp: Path, polls: int, base: str) -> dict[str, float]:
+    """The same ref check over http and https (``git http-backend`` behind the tests' threaded
+    HTTP server): bytes per poll both ways; the TLS handshake is the difference."""
+    from tests.gitserver import http_git_server, make_tls_files
+
+    tls = make_tls_files(tmp / "tls")
+    out: dict[str, float] = {}
+    for scheme, files in (("http", None), ("https", tls)):
+        with (
+            http_git_server(tmp / "served", tls=files) as srv,
+            counting_proxy(srv.port) as (
+                pport,
+                wire,
+            ),
+        ):
+            url = f"{scheme}://127.0.0.1:{pport}/fleet.git"
+            ca = str(tls.ca_file) if files else None
+            for _ in range(polls):
+                assert remote_tip(url=url, branch="main", ca_file=ca) == base
+            out[f"{scheme}_bytes_per_poll"] = (wire.up + wire.down) / polls
+            out[f"{scheme}_connections_per_poll"] = wire.connections / polls
+    out["tls_overhead_per_poll"] = out["https_bytes_per_poll"] - out["http_bytes_per_poll"]
+    return out
+
+
 def catchups(
     tmp: Path, port: int, pid: int, base: str, sites: int, fleet: int
 ) -> list[dict[str, float]]:
@@ -381,6 +406,12 @@ def main() -> int:
                   f"down), site CPU {poll['site_cpu_per_poll_s'] * 1000:.1f} ms/poll, server CPU "
                   f"{poll['server_cpu_s']:.2f} s total ({poll['server_cpu_per_poll_s'] * 1000:.1f} "
                   f"ms/poll), {poll['wall_s']:.1f}s wall", flush=True)  # fmt: skip
+        figures["http_poll"] = hp = http_polls(tmp, 20, base)
+        print(f"unchanged poll over http: {hp['http_bytes_per_poll']:.0f} B/poll "
+              f"({hp['http_connections_per_poll']:.0f} connection(s)); over https "
+              f"{hp['https_bytes_per_poll']:.0f} B/poll, of which the TLS handshake and framing "
+              f"{hp['tls_overhead_per_poll']:.0f} B", flush=True)  # fmt: skip
+        with daemon(tmp / "served") as (port, pid):
             figures["catchup"] = cu = catchups(tmp, port, pid, base, args.catchup_sites, args.sites)
             for c in cu:
                 print(f"catch-up {c['commits']} commits (x{c['sites']} sites measured): "
