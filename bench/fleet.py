@@ -181,6 +181,11 @@ def make_origin(tmp: Path) -> tuple[FleetRepo, str]:
     return repo, base
 
 
+def repack(repo: Path) -> None:
+    """As a Git host keeps its repositories: packed, with a reachability bitmap."""
+    subprocess.run(["git", "-C", str(repo), "repack", "-adq", "--write-bitmap-index"], check=True)
+
+
 def unchanged_polls(port: int, pid: int, sites: int, base: str) -> dict[str, float]:
     with counting_proxy(port) as (pport, wire):
         url = f"git://127.0.0.1:{pport}/fleet.git"
@@ -390,6 +395,7 @@ def main() -> int:
     ap.add_argument("--image-mib", type=int, default=8)
     ap.add_argument("--direct-sites", type=int, default=50)
     ap.add_argument("--skip-registry", action="store_true")
+    ap.add_argument("--loose", action="store_true", help="leave the origin's objects unpacked")
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gitedge-fleet-"))
@@ -398,6 +404,9 @@ def main() -> int:
         t0 = time.monotonic()
         repo, base = make_origin(tmp)
         print(f"origin: {repo.n} signed commits made in {time.monotonic() - t0:.1f}s", flush=True)
+        if not args.loose:
+            repack(repo.path)
+        figures["origin_packed"] = not args.loose
         with daemon(tmp / "served") as (port, pid):
             poll = unchanged_polls(port, pid, args.sites, base)
             figures["unchanged_poll"] = poll

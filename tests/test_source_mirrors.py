@@ -150,3 +150,17 @@ def test_a_mirror_serving_an_unsigned_commit_is_refused_exactly_like_the_origin(
     assert direct.errors["verify"] == mirrored.errors["verify"]
     assert unsigned in direct.errors["verify"]
     assert condition(direct, "SourceVerified") == condition(mirrored, "SourceVerified")
+
+
+def test_a_mirror_that_diverges_is_not_followed_while_the_origin_answers(
+    tmp_path: Path, repo: FleetRepo
+) -> None:
+    good = str(repo.head)
+    forged = repo.commit(signed=False)  # served by the mirror only
+    mirror_at(repo, tmp_path / "served" / "mirror.git", forged)
+    repo.set_main(good)
+    with git_daemon(tmp_path / "served") as url:
+        p = run(agent(tmp_path, "s1", origin=f"{url}/fleet.git", mirrors=[f"{url}/mirror.git"]))
+    assert p.fetched == p.tip == good and p.outcomes["verify"] == "ok"
+    status, _, msg = condition(p, MIRRORS_CURRENT)
+    assert status == "False" and f"at {forged} is not in the origin's history" in msg, msg
