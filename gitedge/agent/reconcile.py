@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
-from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
+from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
@@ -98,6 +98,7 @@ class Pass:
     needed: tuple[NeededImage, ...] = ()
     mirrored_now: list[tuple[str, str, int]] = field(default_factory=list)  # key, digest, bytes
     mirror_complete: bool = False
+    endpoint_notes: list[str] = field(default_factory=list)  # registry.endpoints: who served
     actions: list[Action] = field(default_factory=list)
     applied: ApplyResult | None = None  # what the apply step read, decided and did
     conditions: list[Condition] = field(default_factory=list)
@@ -406,7 +407,13 @@ class Agent:
         p.mirror_complete = True
         moved = sum(b for _, _, b in p.mirrored_now)
         msg = f"{len(p.needed)} image(s) in the cache ({len(p.mirrored_now)} copied, {moved} B)"
-        return [Condition(cond.MIRRORED, "True", "Mirrored", msg)]
+        out = [Condition(cond.MIRRORED, "True", "Mirrored", msg)]
+        if p.endpoint_notes:  # which endpoint served what, and which were skipped and why
+            bad = any(n.startswith("endpoint ") for n in p.endpoint_notes)
+            reason = "EndpointSkipped" if bad else "Served"
+            text = "; ".join(p.endpoint_notes)
+            out.append(Condition("RegistryEndpoints", "False" if bad else "True", reason, text))
+        return out
 
     def _mirror_one(
         self,
@@ -421,13 +428,26 @@ class Agent:
         have = done.get(need.key)
         if have is not None and mirror.first_gap(dst, have.digest) is None:
             return  # verified when recorded, and still whole (agent/caching.py)
+
+        def attempt(src: Location) -> MirrorResult:
+            # a pinned digest must stay the digest SUC is given: never cut a pinned index
+            plat = () if ref.digest else plats
+            r = mirror_verified(mirror, src, dst, what=need.key, platforms=plat)
+            if ref.digest and r.source_digest != ref.digest:
+                raise DigestMismatch(
+                    image=str(ref), digest=ref.digest, detail=f"{src} holds {r.source_digest}"
+                )
+            return r
+
         src = self._source_location(ref)
-        # a pinned digest must stay the digest SUC is given: never cut a pinned index
-        r = mirror_verified(mirror, src, dst, what=need.key, platforms=() if ref.digest else plats)
-        if ref.digest and r.source_digest != ref.digest:
-            raise DigestMismatch(
-                image=str(ref), digest=ref.digest, detail=f"the source holds {r.source_digest}"
-            )
+        endpoints = self.config.registry.endpoints
+        if isinstance(src, ImageRef) and endpoints.get(src.registry):
+            from gitedge.adapters.endpoints import endpoint_refs, first_served
+
+            r, used, skipped = first_served(endpoint_refs(src, endpoints), attempt)
+            p.endpoint_notes += [*skipped, f"{need.key} served by {used.registry}"]
+        else:
+            r = attempt(src)
         self.state.record_mirrored(
             Mirrored(need.key, r.digest, f"{dst}@{r.digest}", r.stats.bytes_total, p.now)
         )

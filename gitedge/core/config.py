@@ -119,6 +119,11 @@ class RegistryConfig(Model):
     cache: CacheConfig | None = None
     upstream_auth: dict[str, RegistryAuth] = Field(default_factory=dict)
     platforms: Literal["auto"] | tuple[str, ...] = "auto"
+    endpoints: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="registry host -> hosts tried first for its images (a regional hub), in "
+        "order, then the registry itself; each with its own upstreamAuth entry",
+    )
 
 
 class ApplyConfig(Model):
