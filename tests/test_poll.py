@@ -27,7 +27,7 @@ from gitedge.core.agentrules import (
 )
 from gitedge.core.config import AgentConfig, load_site_file
 from tests.agentkit import START, FleetRepo, fleet_files, served_fleet_repo
-from tests.gitserver import git_daemon, http_git_server, tcp_proxy
+from tests.gitserver import git_daemon, http_git_server, sshd_server, tcp_proxy
 
 NOW = datetime(2026, 1, 2, 2, tzinfo=UTC)  # inside the nightly window of fleet_files
 
@@ -203,3 +203,21 @@ def test_full_jitter_uses_the_whole_backoff(failures: int, a: float) -> None:
     low = next_delay(interval_s=300, failures=failures, u=a / 2)
     high = next_delay(interval_s=300, failures=failures, u=0.5 + a / 2)
     assert high - low == pytest.approx(ceiling / 2, abs=1.0)
+
+
+def test_remote_tip_over_ssh_with_key_known_hosts_and_user_file(
+    tmp_path: Path, repo: FleetRepo
+) -> None:
+    head = settled_fleet(repo)
+    with sshd_server(tmp_path / "sshd") as ssh:
+        (tmp_path / "user").write_text(ssh.user + "\n")
+        url = ssh.url(repo.path).replace(f"{ssh.user}@", "")
+        auth = {"ssh_key_file": str(ssh.key_file), "known_hosts_file": str(ssh.known_hosts_file)}
+        assert (
+            remote_tip(url=url, branch="main", username_file=str(tmp_path / "user"), **auth) == head
+        )
+        (tmp_path / "wrong_known_hosts").write_text("")
+        auth["known_hosts_file"] = str(tmp_path / "wrong_known_hosts")
+        assert (
+            remote_tip(url=url, branch="main", username_file=str(tmp_path / "user"), **auth) is None
+        )

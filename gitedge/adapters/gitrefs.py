@@ -19,6 +19,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from gitedge.adapters.localfiles import read_bounded
+
 __all__ = ["remote_tip"]
 
 _OID = re.compile(rb"^([0-9a-f]{40}|[0-9a-f]{64})\t(\S+)$")
@@ -60,6 +62,13 @@ def remote_tip(
     ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout_s))}"]
     if ssh_key_file:
         ssh += ["-i", ssh_key_file, "-o", "IdentitiesOnly=yes"]
+    if username_file and not password_file:  # ssh: the user when the URL names none
+        try:
+            user = read_bounded(Path(username_file), limit=4096).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if user and not user.startswith("-"):
+            ssh += ["-l", user]
     if known_hosts_file:
         ssh += ["-o", f"UserKnownHostsFile={known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
     env["GIT_SSH_COMMAND"] = shlex.join(ssh)
