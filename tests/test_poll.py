@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pygit2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -221,3 +222,26 @@ def test_remote_tip_over_ssh_with_key_known_hosts_and_user_file(
         assert (
             remote_tip(url=url, branch="main", username_file=str(tmp_path / "user"), **auth) is None
         )
+
+
+def test_a_refused_commit_is_not_verified_again_until_the_branch_moves(
+    tmp_path: Path, repo: FleetRepo
+) -> None:
+    good = settled_fleet(repo)
+    with git_daemon(tmp_path / "served") as url:
+        site = write_config(tmp_path, url=f"{url}/fleet.git")
+        loop, passes = loop_for(tmp_path, site)
+        loop._tick("sync")
+        unsigned = repo.commit(signed=False)
+        loop._tick("sync")
+        assert passes.started == 2
+        assert passes.last is not None and passes.last.outcomes["verify"] == "stalled"
+        assert passes.last.tip == good and passes.last.fetched == unsigned
+        assert passes.last.settled
+        loop._tick("sync")  # the same refused tip: no pass, no backoff
+        assert passes.started == 2 and loop.failures == 0
+        fixed = repo.commit(
+            parent=pygit2.Oid(hex=good)
+        )  # the branch moves (a signed commit replaces it)
+        loop._tick("sync")
+        assert passes.started == 3 and passes.last.tip == fixed

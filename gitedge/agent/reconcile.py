@@ -118,13 +118,20 @@ class Pass:
     @property
     def settled(self) -> bool:
         """The pass left nothing for the next one unless the branch moves: every step ran
-        and ended ``ok``, the branch was fetched from the source, no ``Retry-After``, the
-        clock trusted, every image in the cache, no action sent and every component up to
-        date (or untargeted). The agent's parent then polls by a ref check alone
+        and ended ``ok`` (verify may have refused the fetched commit), the branch was fetched
+        from the source, no ``Retry-After``, the clock trusted, every image in the cache, no
+        action sent and every component up to date (or untargeted). The agent's parent then
+        polls by a ref check alone
         (``core/agentrules.pass_due``)."""
         decision = self.applied.decision if self.applied is not None else None
+        # a refused commit (verify stalled) is refused again while the branch stays on it:
+        # the steps after it ran from the last verified commit, so that alone leaves no work
         return (
-            all(self.outcomes.get(step) == "ok" for step in STEP_ORDER)
+            all(
+                self.outcomes.get(step) == "ok"
+                or (step == "verify" and self.outcomes.get(step) == "stalled")
+                for step in STEP_ORDER
+            )
             and self.fetched is not None
             and self.retry_after is None
             and self.clock_ok
