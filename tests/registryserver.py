@@ -96,8 +96,10 @@ def docker_registry(
     htpasswd: tuple[str, str] | None = None,
     tls: TlsFiles | None = None,
     token: TokenService | None = None,
+    proxy_remote: str | None = None,
 ) -> Iterator[RegistryServer]:
-    """``docker-registry serve`` on 127.0.0.1:N, storage under ``directory``."""
+    """``docker-registry serve`` on 127.0.0.1:N, storage under ``directory``; with
+    ``proxy_remote``, a pull-through cache of that registry (``proxy.remoteurl``)."""
     if not Path(REGISTRY_BIN).is_file():
         raise RuntimeError(f"{REGISTRY_BIN} missing: apt-get install docker-registry")
     directory.mkdir(parents=True, exist_ok=True)
@@ -112,6 +114,8 @@ def docker_registry(
             f"auth:\n  token:\n    realm: {token.url}/token\n    service: {token.service}\n"
             f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert_file}\n"
         )
+    if proxy_remote is not None:
+        extra += f"proxy:\n  remoteurl: {proxy_remote}\n"
 
     def cmd(port: int) -> list[str]:
         tls_cfg = (

@@ -12,15 +12,48 @@ destination calls before it commits (final upload PUT, or rename into ``blobs/``
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol, TypeVar
 
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import NETWORK_ERRORS, RegistryClient, sized_body
 from gitedge.adapters.registryhosts import RetryPolicy
+from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
 from gitedge.errors import DigestMismatch, RegistryUnavailable, scrub
+
+log = logging.getLogger("gitedge.agent")
+R = TypeVar("R")
+
+
+def endpoint_refs(ref: ImageRef, endpoints: Mapping[str, Sequence[str]]) -> list[ImageRef]:
+    """Where ``ref`` is read from, in order: its registry's endpoints (``registry.endpoints``,
+    as containerd's registries.yaml lists mirrors: a regional hub first), then the registry."""
+    hosts = [h for h in endpoints.get(ref.registry, ()) if h != ref.registry]
+    return [replace(ref, registry=h) for h in dict.fromkeys(hosts)] + [ref]
+
+
+def first_served(
+    refs: Sequence[ImageRef], attempt: Callable[[ImageRef], R]
+) -> tuple[R, ImageRef, list[str]]:
+    """``attempt`` at each endpoint in turn until one serves the image whole and verified:
+    an endpoint that serves wrong bytes (DigestMismatch: nothing of them is stored) or does not
+    answer is skipped for the next. Returns the result, the endpoint that served it, and why
+    each earlier one was skipped; the last endpoint's error is raised as is."""
+    skipped: list[str] = []
+    for i, ref in enumerate(refs):
+        try:
+            return attempt(ref), ref, skipped
+        except (DigestMismatch, RegistryUnavailable) as e:
+            if i == len(refs) - 1:
+                raise
+            why = f"endpoint {ref.registry} skipped: {scrub(str(e), limit=300)}"
+            log.warning("%s", why)
+            skipped.append(why)
+    raise AssertionError("no endpoint")  # refs always ends with the registry itself
 
 
 class Cancelled(Exception):  # a signal between threads, not an error

@@ -418,8 +418,10 @@ class GitMirror(GitRepo):
         max_pack_bytes: int = MAX_PACK_BYTES,
         memory_bytes: int = FETCH_MEMORY_BYTES,
         min_rate: float = MIN_RATE,
+        target: str | None = None,
     ) -> str:
-        """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>``; its commit id.
+        """Fetch ``branch`` of ``url`` into ``refs/gitedge/fetched/<branch>`` (or the ref
+        ``target``: a mirror's, ``agent/gitmirrors.py``); its commit id.
         A pack growing past ``max_pack_bytes`` (``source.limits.maxPackBytes``) is aborted; the
         fetch may allocate ``memory_bytes`` (``source.limits.fetchMemoryBytes``) more than the
         process holds (:func:`gitobjects.memory_cap`), an object that needs more is refused.
@@ -440,7 +442,7 @@ class GitMirror(GitRepo):
             min_rate=min_rate,
         )
         with _FETCH_LOCK, libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
-            with self._landing(branch, what) as incoming:
+            with self._landing(branch, what, target=target) as incoming:
                 try:
                     remote = repo.remotes.create_anonymous(url)
                     with paced(callbacks), gitobjects.memory_cap(memory_bytes):  # its thread first
@@ -463,7 +465,7 @@ class GitMirror(GitRepo):
                     raise SourceUnavailable(f"{what} failed: {scrub(str(e))}{hint}") from None
                 if incoming not in repo.references:
                     raise SourceUnavailable(f"{what} failed: no such branch at {shown}")
-            return str(repo.references[FETCHED_PREFIX + branch].target)
+            return str(repo.references[target or FETCHED_PREFIX + branch].target)
 
     def import_bundle(
         self,
@@ -497,11 +499,12 @@ class GitMirror(GitRepo):
         return str(self.repo.references[FETCHED_PREFIX + branch].target)
 
     @contextmanager
-    def _landing(self, branch: str, what: str) -> Iterator[str]:
+    def _landing(self, branch: str, what: str, *, target: str | None = None) -> Iterator[str]:
         """Objects arrive under a scratch ref; on success the new commits are checked to be
-        present and the fetched ref moves in one write. On any failure every ref is as before."""
+        present and the fetched ref (or ``target``) moves in one write. On any failure every
+        ref is as before."""
         repo = self.repo
-        incoming, target = INCOMING_PREFIX + branch, FETCHED_PREFIX + branch
+        incoming, target = INCOMING_PREFIX + branch, target or FETCHED_PREFIX + branch
         fetch_head = self.path / "FETCH_HEAD"  # libgit2 truncates it even when told not to write
         saved_fetch_head = fetch_head.read_bytes() if fetch_head.exists() else None
         _delete_ref(repo, incoming)

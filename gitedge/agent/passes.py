@@ -32,11 +32,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from gitedge.adapters.gitrefs import remote_tip
 from gitedge.agent.server import Metrics
+from gitedge.core.agentrules import FULL_PASS_EVERY_S, LastPass, pass_due, poll_needs_pass
 from gitedge.errors import Transient, scrub
 
 log = logging.getLogger("gitedge.agent")
@@ -53,6 +55,9 @@ class PassSummary:
     tip: str | None = None
     new_commits: int = 0
     retry_after: float | None = None
+    fetched: str | None = None  # the commit the pass fetched from the source (None: no fetch)
+    settled: bool = False  # the pass left nothing to do (``Pass.settled``)
+    skipped: bool = False  # no pass ran: the poll found the branch unchanged
 
     @property
     def stalled(self) -> bool:
@@ -69,6 +74,8 @@ class PassSummary:
             "tip": self.tip,
             "newCommits": self.new_commits,
             "retryAfter": self.retry_after,
+            "fetched": self.fetched,
+            "settled": self.settled,
         }
 
     @classmethod
@@ -80,6 +87,8 @@ class PassSummary:
             tip=str(doc["tip"]) if doc.get("tip") else None,
             new_commits=int(doc.get("newCommits") or 0),
             retry_after=float(retry) if retry is not None else None,
+            fetched=str(doc["fetched"]) if doc.get("fetched") else None,
+            settled=doc.get("settled") is True,
         )
 
 
@@ -89,6 +98,10 @@ class _PassLike(Protocol):
     tip: str | None
     new_commits: int
     retry_after: float | None
+    fetched: str | None
+
+    @property
+    def settled(self) -> bool: ...
 
 
 class _AgentLike(Protocol):
@@ -105,6 +118,8 @@ def summarize(p: _PassLike) -> PassSummary:
         tip=p.tip,
         new_commits=p.new_commits,
         retry_after=p.retry_after,
+        fetched=p.fetched,
+        settled=p.settled,
     )
 
 
@@ -150,6 +165,8 @@ class ChildPasses:
         log_format: str | None = None,
         stop_grace_s: float = 20.0,
         python: str = sys.executable,
+        full_every_s: float = FULL_PASS_EVERY_S,
+        ref_timeout_s: float = 30.0,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -157,7 +174,12 @@ class ChildPasses:
         self.log_format = log_format
         self.stop_grace_s = stop_grace_s
         self.python = python
+        self.full_every_s = full_every_s
+        self.ref_timeout_s = ref_timeout_s
         self.stop = threading.Event()
+        self.last: PassSummary | None = None  # the last pass that ran (not a skipped poll)
+        self.last_at = 0.0  # when it ended (monotonic)
+        self.started = 0  # pass processes started (tests, diagnostics)
         self.child_pid: int | None = None  # the running pass, if any (tests, diagnostics)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -170,7 +192,64 @@ class ChildPasses:
         return argv
 
     def reconcile(self, *, now: datetime) -> PassSummary:
+        """One poll: a ref check alone when nothing else is due and the branch is where the
+        last pass fetched it (:meth:`poll`); else one pass in a child."""
+        why = self.poll()
+        if why is None:
+            self.metrics.inc(
+                "gitedge_polls_without_pass_total",
+                help="polls that found the branch unchanged and nothing due: no pass ran",
+            )
+            self.metrics.set(
+                "gitedge_last_sync_timestamp_seconds", now.timestamp(),
+                help="when the fleet repo was last fetched (the site clock)",
+            )  # fmt: skip
+            assert self.last is not None
+            log.info("branch unchanged at %s: no pass", self.last.fetched)
+            return replace(self.last, new_commits=0, skipped=True)
+        log.debug("pass needed: %s", why)
+        self.last = None  # a pass that ends without a summary leaves nothing known
+        summary = self.run_pass(now=now)
+        self.last, self.last_at = summary, time.monotonic()
+        return summary
+
+    def poll(self) -> str | None:
+        """Why this poll runs a pass (None: it need not). The ref check (``git ls-remote``,
+        :mod:`~gitedge.adapters.gitrefs`) is made only when nothing else makes a pass due."""
+        last = None
+        if self.last is not None:
+            age = time.monotonic() - self.last_at
+            last = LastPass(fetched=self.last.fetched, settled=self.last.settled, age_s=age)
+        src = self.config.source
+        pending = False
+        if src.bundle_dir and last is not None:
+            from gitedge.agent.inbox import pending_bundles
+
+            try:
+                pending = bool(
+                    pending_bundles(bundle_dir=src.bundle_dir, state_dir=self.config.state.dir)
+                )
+            except Exception:  # unreadable: the pass looks (and says why)
+                pending = True
+        due = pass_due(last=last, bundles_pending=pending, full_every_s=self.full_every_s)
+        tip = None
+        if due is None:
+            a = src.auth
+            tip = remote_tip(
+                url=src.url,
+                branch=src.branch,
+                timeout_s=self.ref_timeout_s,
+                ssh_key_file=a.ssh_key_file,
+                known_hosts_file=a.known_hosts_file,
+                username_file=a.username_file,
+                password_file=a.password_file,
+                ca_file=a.ca_file,
+            )
+        return poll_needs_pass(last=last, remote_tip=tip, due=due)
+
+    def run_pass(self, *, now: datetime) -> PassSummary:
         """One pass in a child; raises :class:`Transient` when it ends without a summary."""
+        self.started += 1
         started, cpu = time.monotonic(), _children_cpu()
         r, w = os.pipe()
         try:

@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gitedge.adapters.endpoints import endpoint_refs, first_served
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
 from gitedge.adapters.imagesigs import SigSite, signer_keys
-from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
+from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.state import LastVerified, Mirrored, State
 from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
@@ -109,6 +110,7 @@ class Pass:
     needed: tuple[NeededImage, ...] = ()
     mirrored_now: list[tuple[str, str, int]] = field(default_factory=list)  # key, digest, bytes
     mirror_complete: bool = False
+    endpoint_notes: list[str] = field(default_factory=list)  # registry.endpoints: who served
     actions: list[Action] = field(default_factory=list)
     applied: ApplyResult | None = None  # what the apply step read, decided and did
     conditions: list[Condition] = field(default_factory=list)
@@ -124,6 +126,32 @@ class Pass:
     @property
     def transient(self) -> bool:
         return "retry" in self.outcomes.values()
+
+    @property
+    def settled(self) -> bool:
+        """The pass left nothing for the next one unless the branch moves: every step ran
+        and ended ``ok`` (verify may have refused the fetched commit), the branch was fetched
+        from the source, no ``Retry-After``, the clock trusted, every image in the cache, no
+        action sent and every component up to date (or untargeted). The agent's parent then
+        polls by a ref check alone
+        (``core/agentrules.pass_due``)."""
+        decision = self.applied.decision if self.applied is not None else None
+        # a refused commit (verify stalled) is refused again while the branch stays on it:
+        # the steps after it ran from the last verified commit, so that alone leaves no work
+        return (
+            all(
+                self.outcomes.get(step) == "ok"
+                or (step == "verify" and self.outcomes.get(step) == "stalled")
+                for step in STEP_ORDER
+            )
+            and self.fetched is not None
+            and self.retry_after is None
+            and self.clock_ok
+            and self.mirror_complete
+            and not self.actions
+            and decision is not None
+            and all(c.complete for c in decision.components)
+        )
 
 
 class Agent:
@@ -234,20 +262,37 @@ class Agent:
             password_file=Path(a.password_file) if a.password_file else None,
             ca_file=Path(a.ca_file) if a.ca_file else None,
         )
-        try:
-            p.fetched = self.git.fetch(
-                url=src.url,
+
+        def fetch(url: str, target: str | None) -> str:
+            return self.git.fetch(
+                url=url,
                 branch=src.branch,
                 auth=auth,
                 timeout_s=self.fetch_timeout_s,
                 max_pack_bytes=src.limits.max_pack_bytes,
                 memory_bytes=src.limits.fetch_memory_bytes,
+                target=target,
             )
-            self.metrics.set(
-                "gitedge_last_sync_timestamp_seconds",
-                p.now.timestamp(),
-                help="when the fleet repo was last fetched (the site clock)",
-            )
+
+        try:
+            if src.mirrors:
+                from gitedge.agent.gitmirrors import sync_with_mirrors
+
+                synced = sync_with_mirrors(
+                    self.git, origin=src.url, mirrors=src.mirrors, branch=src.branch, fetch=fetch
+                )
+                p.fetched = synced.fetched
+                for m in synced.lags:
+                    self.metrics.set(
+                        "gitedge_mirror_lag_commits",
+                        -1.0 if m.behind is None else float(m.behind),
+                        help="commits a source mirror lags behind the origin (-1: unknown)",
+                        labels={"mirror": m.url},
+                    )
+                self._synced(p)
+                return synced.conditions
+            p.fetched = fetch(src.url, None)
+            self._synced(p)
             return [Condition(SOURCE_REACHABLE, "True", "Fetched", f"{src.branch} at {p.fetched}")]
         except SourceUnavailable:
             if bundle_tip is None:
@@ -255,6 +300,13 @@ class Agent:
             p.fetched = bundle_tip
             msg = f"source unreachable; a bundle brought {src.branch} to {bundle_tip}"
             return [Condition(SOURCE_REACHABLE, "False", "BundleImported", msg)]
+
+    def _synced(self, p: Pass) -> None:
+        self.metrics.set(
+            "gitedge_last_sync_timestamp_seconds",
+            p.now.timestamp(),
+            help="when the fleet repo was last fetched (the site clock)",
+        )
 
     def _verify(self, p: Pass) -> list[Condition]:
         """Verify (last verified, fetched]; only a fully verified tip moves the last verified
@@ -380,7 +432,13 @@ class Agent:
         p.mirror_complete = True
         moved = sum(b for _, _, b in p.mirrored_now)
         msg = f"{len(p.needed)} image(s) in the cache ({len(p.mirrored_now)} copied, {moved} B)"
-        return [Condition(cond.MIRRORED, "True", "Mirrored", msg)]
+        out = [Condition(cond.MIRRORED, "True", "Mirrored", msg)]
+        if p.endpoint_notes:  # which endpoint served what, and which were skipped and why
+            bad = any(n.startswith("endpoint ") for n in p.endpoint_notes)
+            reason = "EndpointSkipped" if bad else "Served"
+            text = "; ".join(p.endpoint_notes)
+            out.append(Condition("RegistryEndpoints", "False" if bad else "True", reason, text))
+        return out
 
     def _mirror_one(
         self,
@@ -403,23 +461,34 @@ class Agent:
                 return  # verified when recorded, and still whole (agent/caching.py)
             except ImageSignatureRefused as e:  # signers added since: look at the source
                 refused = e
+
+        def attempt(src: Location) -> MirrorResult:
+            if need.tag_checked and isinstance(src, ImageRef):  # upstream, not a bundle's layout
+                check_tag(mirror, src)
+            # a pinned digest must stay the digest SUC is given: never cut a pinned index
+            plat = () if ref.digest else plats
+            r = mirror_verified(mirror, src, dst, what=need.key, platforms=plat)
+            if ref.digest and r.source_digest != ref.digest:
+                raise DigestMismatch(
+                    image=str(ref), digest=ref.digest, detail=f"{src} holds {r.source_digest}"
+                )
+            return r
+
         src = self._source_location(ref)
-        if need.tag_checked and isinstance(src, ImageRef):  # upstream, not a bundle's layout
-            check_tag(mirror, ref)
-        # a pinned digest must stay the digest SUC is given: never cut a pinned index
+        served: Location = src
+        endpoints = self.config.registry.endpoints
         try:
-            r = mirror_verified(mirror, src, dst, what=need.key,
-                                platforms=() if ref.digest else plats)  # fmt: skip
+            if isinstance(src, ImageRef) and endpoints.get(src.registry):
+                r, served, skipped = first_served(endpoint_refs(src, endpoints), attempt)
+                p.endpoint_notes += [*skipped, f"{need.key} served by {served.registry}"]
+            else:
+                r = attempt(src)
         except GitEdgeError:
             if refused is not None:  # the source is out of reach: the refusal is the news
                 raise refused from None
             raise
-        if ref.digest and r.source_digest != ref.digest:
-            raise DigestMismatch(
-                image=str(ref), digest=ref.digest, detail=f"the source holds {r.source_digest}"
-            )
         if keys:  # recorded as mirrored only with a good signature next to it in the cache
-            site, signed = SigSite.of(src), r.source_digest
+            site, signed = SigSite.of(served), r.source_digest
             if isinstance(src, LayoutRef) and self.importing is not None:  # from a bundle
                 site = bundle_site(src, ref)
                 found = bundle_signed_digest(mirror, layout=src.path, ref=ref, cached=r.digest)

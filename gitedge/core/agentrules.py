@@ -21,11 +21,15 @@ BACKOFF_BASE_S = 30.0
 BACKOFF_CAP_S = 3600.0
 
 __all__ = [
+    "FULL_PASS_EVERY_S",
+    "LastPass",
     "NeededImage",
     "clock_trusted",
     "needed_images",
     "next_delay",
+    "pass_due",
     "platforms_for",
+    "poll_needs_pass",
 ]
 
 
@@ -94,11 +98,68 @@ def next_delay(
 
     Online (``failures == 0``): the interval, with +-10% jitter so a fleet does not fetch in
     step. Offline: exponential backoff from ``base_s``, doubling per failure, capped at the
-    larger of ``cap_s`` and the interval, with "equal jitter" (half fixed, half random) so a
-    fleet reconnecting after an outage spreads out but never retries in a tight loop.
+    larger of ``cap_s`` and the interval, with "full jitter" (uniform over [0, the backoff],
+    at least 1 s): a fleet coming back after an outage arrives spread over the whole backoff,
+    not in its second half (bench/fleet.py measures the storm's peak against its mean).
     """
     if failures <= 0:
         return max(1.0, interval_s * (0.9 + 0.2 * u))
     cap = max(cap_s, interval_s)
     delay = min(cap, base_s * 2.0 ** min(failures - 1, 30))
-    return max(1.0, delay / 2 + delay / 2 * u)
+    return max(1.0, delay * u)
+
+
+#: A full pass runs at least this often even when every poll finds the branch unchanged (the
+#: report, the cluster's own changes, a key's expiry are seen within it).
+FULL_PASS_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class LastPass:
+    """What the poll needs of the last pass: the commit it fetched and whether it left
+    nothing to do (:attr:`~gitedge.agent.passes.PassSummary.settled`)."""
+
+    fetched: str | None
+    settled: bool
+    age_s: float  # seconds since it ran
+
+
+def pass_due(
+    *, last: LastPass | None, bundles_pending: bool, full_every_s: float = FULL_PASS_EVERY_S
+) -> str | None:
+    """Why the next poll must run a pass whatever the branch says (None: only a moved
+    branch needs one). A pass is still needed when:
+
+    - no pass ran yet in this process (nothing is known of the site);
+    - the last pass is not settled: a step did not end ``ok`` (a failed fetch, a verify,
+      mirror or apply to retry, a closed window, a ``Retry-After``), it sent actions, a
+      component is not up to date (an upgrade in progress), the clock is untrusted, or it
+      did not fetch from the source (a bundle stood in);
+    - a bundle waits in ``source.bundleDir``;
+    - the last pass is ``full_every_s`` old or more (a heartbeat: the report, nodes that
+      joined, keys that expired are seen within it).
+    """
+    if last is None:
+        return "no pass has run yet"
+    if not last.settled or last.fetched is None:
+        return "the last pass left work to do"
+    if bundles_pending:
+        return "a bundle is waiting"
+    if last.age_s >= full_every_s:
+        return f"no full pass for {last.age_s:.0f}s"
+    return None
+
+
+def poll_needs_pass(
+    *, last: LastPass | None, remote_tip: str | None, due: str | None
+) -> str | None:
+    """The decision of one poll: why it runs a pass (None: the branch is unchanged and
+    nothing is due, so the poll ends without one). ``remote_tip`` is the branch's commit as
+    the origin advertised it (None: the ref check failed or was not made)."""
+    if due is not None:
+        return due
+    if remote_tip is None:
+        return "the ref check failed"
+    if last is None or remote_tip != last.fetched:
+        return f"the branch moved to {remote_tip}"
+    return None

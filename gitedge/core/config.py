@@ -81,6 +81,11 @@ class SourceConfig(Model):
     auth: SourceAuth = Field(default_factory=SourceAuth)
     bundle_dir: str | None = None
     limits: SourceLimits = Field(default_factory=SourceLimits)
+    mirrors: tuple[str, ...] = Field(
+        default=(),
+        description="Git URLs fetched first, for the bytes (same auth); commits are verified "
+        "anyway, and the origin's ref is checked when it is reachable",
+    )
 
 
 class TrustConfig(Model):
@@ -114,6 +119,11 @@ class RegistryConfig(Model):
     cache: CacheConfig | None = None
     upstream_auth: dict[str, RegistryAuth] = Field(default_factory=dict)
     platforms: Literal["auto"] | tuple[str, ...] = "auto"
+    endpoints: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="registry host -> hosts tried first for its images (a regional hub), in "
+        "order, then the registry itself; each with its own upstreamAuth entry",
+    )
 
 
 class ApplyConfig(Model):
