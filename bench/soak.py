@@ -257,9 +257,6 @@ def main() -> None:
                     if now >= 7 * 60 * (commits + 1):
                         commits += 1
                         repo.commit(at=int(time.time()) - 60)
-                    if now >= next_probe and log.url:
-                        probes[probe(log.url + "/healthz")] += 1
-                        next_probe += PROBE_S
                     if args.tracemalloc and not dumped and now >= warm_s:
                         proc.send_signal(signal.SIGUSR1)
                         dumped = True
@@ -270,6 +267,9 @@ def main() -> None:
                               f"threads {s.threads}  children {s.children}  zombies {s.zombies}"
                               f"  tree {s.tree_anon_kib} KiB", flush=True)  # fmt: skip
                         next_sample += SAMPLE_S
+                    if now >= next_probe and log.url:
+                        probes[probe(log.url + "/healthz")] += 1
+                        next_probe += PROBE_S
                     time.sleep(0.5)
                 samples.append(sample(proc.pid, time.monotonic() - t0))
                 if args.tracemalloc:
