@@ -85,6 +85,8 @@ def test_the_parent_keeps_nothing_per_pass(
     ).start()
     monkeypatch.setenv("PORT", str(server.port))
     monkeypatch.setenv("COUNT", str(tmp_path / "count"))
+    root, sched_log = logging.getLogger("gitedge"), logging.getLogger("apscheduler")
+    kept = (root.handlers[:], root.level, root.propagate, sched_log.level)
     setup_logging(json_logs=True)  # as `gitedge run` does: every pass logs a line or two
     samples: list[tuple[int, int, int, list[str]]] = []
     loop: AgentLoop
@@ -110,7 +112,8 @@ def test_the_parent_keeps_nothing_per_pass(
     finally:
         tracemalloc.stop()
         server.stop()
-        logging.getLogger("gitedge").handlers.clear()
+        root.handlers[:], root.level, root.propagate, _ = kept  # as other tests expect it
+        sched_log.setLevel(kept[3])
     capfd.readouterr()
     assert loop.passes == WARMUP + 2 * EVERY  # no next pass lost (a sync dropped for good)
     assert passes.metrics.get("gitedge_pass_crashes_total") == (WARMUP + 2 * EVERY) // 3
