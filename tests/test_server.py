@@ -76,3 +76,28 @@ def test_a_pass_dump_is_absorbed_gauges_replaced_counters_added() -> None:
     assert agent.get("gitedge_window_open", {"component": "os"}) is None  # the pass knew better
     assert agent.get("gitedge_last_sync_timestamp_seconds") == 1790000001  # not in this pass
     assert "# TYPE gitedge_mirror_bytes_total counter" in agent.render()
+
+
+def test_a_client_that_never_sends_is_dropped_and_other_methods_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A half-open connection (the prober's host died mid-request) must not hold a thread and
+    an fd of the agent for ever; a method other than GET is answered 501."""
+    import socket
+
+    import gitedge.agent.server as server
+
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT_S", 0.5, raising=False)
+    srv = StatusServer(metrics=Metrics(), ready=lambda: (True, ""), alive=lambda: (True, ""))
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as silent:
+            silent.settimeout(20)  # far beyond the server's limit: a bound, not a measure
+            assert silent.recv(1) == b""  # closed by the server, nothing sent back
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"DELETE /metrics HTTP/1.0\r\n\r\n")
+            s.settimeout(20)
+            assert s.recv(64).startswith(b"HTTP/1.0 501 ")
+        assert get(srv.port, "/healthz") == (200, "ok\n")
+    finally:
+        srv.stop()

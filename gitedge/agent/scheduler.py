@@ -70,9 +70,14 @@ class AgentLoop:
         self.failures = 0
         self.passes = 0
         self.last_tick = time.monotonic()
+        # max_instances 2: a pass schedules its own job's next run; should that fall due before
+        # the pass's _tick has returned (a log write blocked on a full stderr pipe, a stalled
+        # machine), APScheduler would skip the run as "too many instances", and a one-off
+        # job skipped is gone: the agent would never sync again. With 2 it waits in the one
+        # worker's queue and runs right after (passes still never overlap: one worker, the lock).
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            job_defaults={"coalesce": True, "max_instances": 2, "misfire_grace_time": None},
             timezone=UTC,
         )
         self._lock = threading.Lock()
