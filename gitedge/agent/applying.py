@@ -92,13 +92,16 @@ def apply_step(
     clock_trusted: bool = True,
     os_image: str | None = None,
     before: Callable[[Action], None] | None = None,
+    planned_check: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """One apply pass for ``cluster`` (its name and configured labels) at ``now``.
 
     ``site`` says where the Plans go and which images they use (namespace, cache, mirrored
     digests); only images already mirrored and verified should be passed in it. With
     ``clock_trusted`` False every window counts as closed. ``before`` is called with each action
-    just before it is sent (the agent records the step it starts)."""
+    just before it is sent (the agent records the step it starts). ``planned_check`` sees the plan
+    made from the fresh read before anything is decided; what it raises stops the step (the agent
+    waits when that plan needs an image its mirror step did not bring and judge)."""
     performed: list[Action] = []
     for attempt in range(ATTEMPTS):
         try:
@@ -110,6 +113,8 @@ def apply_step(
                 name=cluster, labels=labels, nodes=snapshot.nodes, os_image=os_image
             )
             planned = plan(fleet, facts, now=now, site=site)
+            if planned_check is not None:
+                planned_check(planned)
             decision = decide(
                 plan=planned,
                 snapshot=snapshot,

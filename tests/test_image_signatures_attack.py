@@ -1,0 +1,60 @@
+"""Attacks on the image-signature rule (agent/imagetrust.py) found by atk16, end to end against
+real ``docker-registry`` upstream and cache on 127.0.0.1 (tests/test_agent.py's site).
+
+The apply step plans again from a fresh read of the cluster (agent/applying.py), but the images
+it judged (``check_needed``) are those of the plan step's plan. When the cluster changed in
+between (a node joins running an older K3s), the apply step's plan needs an image the pass
+neither mirrored nor judged, and it was written into a Plan: an image no signer is allowed to
+sign reached the cluster. Now the apply step waits when its plan needs an image the pass did not
+check; the next pass plans, mirrors and judges it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tests.agentkit import fleet_files, push_image
+from tests.cosigntools import make_key, sign_simple
+from tests.test_agent import NEW, Site, at, site  # noqa: F401
+from tests.test_image_signatures import signed_trust
+
+REPO = "edge/os"
+
+
+def test_an_image_the_apply_steps_fresh_plan_needs_is_judged_before_any_plan(
+    site: Site,  # noqa: F811
+) -> None:
+    key = make_key()
+    digest = push_image(site.tmp, f"{site.upstream.host}/{REPO}:1.0").digest
+    sign_simple(site.upstream.host, REPO, digest, key)
+    # the cluster runs the target's K3s: the plan step needs no k3s-upgrade image
+    cfg = site.config_path.read_text().replace("k3sVersion: v1.27.16+k3s1", f"k3sVersion: {NEW[1]}")
+    site.config_path.write_text(cfg)
+    files = fleet_files(registry=site.registry, releases=NEW, k3s=NEW[1],
+                        os_image=f"{site.registry}/{REPO}:1.0")  # fmt: skip
+    files[".gitedge/trust.yaml"] = signed_trust(site, key)  # signs */edge/* only
+    site.fleet.commit(files)
+    agent = site.agent()
+    read = agent.cluster.snapshot
+    reads = []
+
+    def joined(*a: Any, **kw: Any) -> Any:  # a node running the older K3s joins after the plan
+        snap = read(*a, **kw)
+        reads.append(snap)
+        if len(reads) == 1:
+            return snap
+        old = dataclasses.replace(snap.nodes[0], name="late-node", kubelet_version=NEW[0])
+        return dataclasses.replace(snap, nodes=(*snap.nodes, old))
+
+    agent.cluster.snapshot = joined  # type: ignore[method-assign]
+    try:
+        p = agent.reconcile(now=at(0))
+    finally:
+        agent.close()
+    assert [n.key for n in p.needed] == [f"{site.registry}/{REPO}:1.0"]
+    assert p.outcomes["mirror"] == "ok" and len(reads) >= 2
+    assert not any("k3s-upgrade" in out for out in site.printed), site.printed
+    assert p.outcomes["apply"] == "waiting"
+    c = next(c for c in p.conditions if c.type == "Applying")
+    assert "rancher/k3s-upgrade" in c.message and "not checked" in c.message
