@@ -12,6 +12,8 @@ check; the next pass plans, mirrors and judges it.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 from tests.agentkit import fleet_files, push_image
@@ -58,3 +60,38 @@ def test_an_image_the_apply_steps_fresh_plan_needs_is_judged_before_any_plan(
     assert p.outcomes["apply"] == "waiting"
     c = next(c for c in p.conditions if c.type == "Applying")
     assert "rancher/k3s-upgrade" in c.message and "not checked" in c.message
+
+
+def test_a_cut_index_naming_a_signed_child_under_another_platform_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A bundle's layout is outside the site's control: its cut index may list a child of the
+    signed index under another platform (the arm64 image as linux/amd64). Every digest is
+    signed, but an amd64 node would be given the arm64 image: the cut must keep each child's
+    platform as the signed index gives it."""
+    from gitedge.adapters.mirroring import LayoutRef, Mirror
+    from gitedge.adapters.ocilayout import OciLayout
+    from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
+    from gitedge.core.ocimanifest import OCI_INDEX, Platform, digest_of, parse_manifest
+    from tests.registryserver import make_layout
+
+    signed = make_layout(tmp_path / "a", tag="1", layer_sizes=(1000,))
+    cache = tmp_path / "cache"
+    with Mirror() as m:
+        m.mirror(f"oci:{signed.path}:1", f"oci:{cache}:full")  # every child is in the cache
+        cut = m.mirror(f"oci:{signed.path}:1", f"oci:{cache}:cut",
+                       platforms=[Platform.parse("linux/amd64")])  # fmt: skip
+        dst = LayoutRef(cache)
+        keep_signed_index(m, src_image=LayoutRef(signed.path, "1"), dst=dst,
+                          digest=signed.digest, what="t")  # fmt: skip
+        assert check_cut_index(m, dst=dst, signed=signed.digest, cached=cut.digest,
+                               what="t") is None  # fmt: skip
+        src = json.loads((signed.path / "blobs" / "sha256" / signed.digest[7:]).read_bytes())
+        arm = next(c for c in src["manifests"] if c["platform"]["architecture"] == "arm64")
+        doc = json.loads((cache / "blobs" / "sha256" / cut.digest[7:]).read_bytes())
+        doc["manifests"] = [{**arm, "platform": {"architecture": "amd64", "os": "linux"}}]
+        data = json.dumps(doc).encode()
+        swapped = parse_manifest(data, digest=digest_of(data), content_type=OCI_INDEX, where="t")
+        OciLayout(path=cache).put_manifest(swapped, tag="swapped", top=True)
+        bad = check_cut_index(m, dst=dst, signed=signed.digest, cached=swapped.digest, what="t")
+    assert bad and arm["digest"] in bad and "linux/amd64" in bad, bad
