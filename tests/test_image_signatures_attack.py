@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.agentkit import fleet_files, push_image
+from tests.agentkit import DAY, START, fleet_files, push_image
 from tests.cosigntools import make_key, sign_simple
-from tests.test_agent import NEW, Site, at, site  # noqa: F401
+from tests.test_agent import NEW, OLD, Site, at, conditions, site  # noqa: F401
 from tests.test_image_signatures import signed_trust
 
 REPO = "edge/os"
@@ -95,3 +95,33 @@ def test_a_cut_index_naming_a_signed_child_under_another_platform_is_refused(
         OciLayout(path=cache).put_manifest(swapped, tag="swapped", top=True)
         bad = check_cut_index(m, dst=dst, signed=signed.digest, cached=swapped.digest, what="t")
     assert bad and arm["digest"] in bad and "linux/amd64" in bad, bad
+
+
+def test_an_image_key_revoked_by_a_commit_for_a_newer_agent_is_revoked(
+    site: Site,  # noqa: F811
+) -> None:
+    """The newest verified commit revokes an image signer (its key leaked) and also uses a
+    field this agent does not know: the agent keeps planning from the commit it understood
+    (agent-too-old), but the image signers in force are the newest verified TrustPolicy's (the
+    verifier already parsed it), so what the leaked key signed is no longer applied. Before,
+    the kept commit's signers were used: an agent too old for a commit kept trusting the key
+    that commit revoked, for as long as it was not upgraded."""
+    leaked, fresh = make_key(), make_key()
+    digest = push_image(site.tmp, f"{site.upstream.host}/{REPO}:1.0").digest
+    sign_simple(site.upstream.host, REPO, digest, leaked)
+    files = fleet_files(registry=site.registry, releases=OLD, k3s=OLD[0],
+                        os_image=f"{site.registry}/{REPO}:1.0")  # fmt: skip
+    files[".gitedge/trust.yaml"] = signed_trust(site, leaked)
+    site.fleet.commit(files)
+    p = site.run(at(0))
+    assert p.outcomes["apply"] == "ok", p.errors
+    newer = dict(files)
+    newer["targets.yaml"] = files["targets.yaml"].replace(
+        "upgrader: kairos}", "upgrader: kairos, rollbackOnFailure: true}"
+    )
+    newer[".gitedge/trust.yaml"] = signed_trust(site, fresh)  # the leaked key is gone
+    site.fleet.commit(newer, at=START + DAY)
+    p = site.run(at(1))
+    assert conditions(p)["Planned"] == ("False", "AgentTooOld")
+    assert conditions(p)["Mirrored"] == ("False", "ImageSignatureRefused"), p.errors
+    assert p.outcomes["apply"] != "ok"
