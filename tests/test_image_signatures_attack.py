@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,10 @@ def test_an_image_key_revoked_by_a_commit_for_a_newer_agent_is_revoked(
     assert conditions(p)["Planned"] == ("False", "AgentTooOld")
     assert conditions(p)["Mirrored"] == ("False", "ImageSignatureRefused"), p.errors
     assert p.outcomes["apply"] != "ok"
+    # verify-image by hand judges with the same signers (it loaded the whole tip, and failed)
+    r = subprocess.run([sys.executable, "-m", "gitedge", "verify-image", f"{site.registry}/{REPO}:1.0",
+                        "--config", str(site.config_path), "--cache"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1 and "REFUSED: 1 signature(s) found, none verifies" in r.stdout, (
+        r.stdout + r.stderr
+    )
