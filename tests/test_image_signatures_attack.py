@@ -134,3 +134,93 @@ def test_an_image_key_revoked_by_a_commit_for_a_newer_agent_is_revoked(
     assert r.returncode == 1 and "REFUSED: 1 signature(s) found, none verifies" in r.stdout, (
         r.stdout + r.stderr
     )
+
+
+def test_the_sig_manifest_copied_is_the_one_judged_not_a_second_answer(tmp_path: Path) -> None:
+    """The ``.sig`` tag was read twice: once to judge it (its config and layers held to
+    ``MAX_SIGNATURE_BLOB``), then again by tag to copy it into the cache. A registry answering
+    the second read with a manifest naming a large blob had that blob copied into the cache
+    (the cap meant to keep signature artifacts small in every site's cache, bypassed). The copy
+    is now made by the digest of the manifest that was read and judged."""
+    import hashlib
+    import http.client
+    from http.server import BaseHTTPRequestHandler
+
+    from gitedge.adapters.imagesigs import SigSite, copy_signatures, find_signatures
+    from gitedge.adapters.mirroring import Mirror
+    from gitedge.core.cosignsig import MAX_SIGNATURE_BLOB
+    from gitedge.core.images import ImageRef
+    from gitedge.core.ocimanifest import OCI_MANIFEST
+    from tests.cosigntools import client_for, push_blob
+    from tests.registryserver import _threaded_server, docker_registry
+
+    repo = "edge/fat"
+    with docker_registry(tmp_path / "up") as up, docker_registry(tmp_path / "cache") as cache:
+        digest = push_image(tmp_path / "img", f"{up.host}/{repo}:1").digest
+        sign_simple(up.host, repo, digest, make_key())
+        tag = digest.replace(":", "-") + ".sig"
+        c = client_for(up.host)
+        try:
+            big = push_blob(c, repo, b"x" * (4 * MAX_SIGNATURE_BLOB))
+            honest = c.get_manifest(repo, tag, what="t").data
+        finally:
+            c.close()
+        doc = json.loads(honest)
+        doc["layers"].append({"mediaType": "application/octet-stream", "digest": big,
+                              "size": 4 * MAX_SIGNATURE_BLOB})  # fmt: skip
+        fat = json.dumps(doc).encode()
+        reads = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.endswith(f"/manifests/{tag}"):
+                    reads.append(self.command)
+                    if len([r for r in reads if r == "GET"]) > 1 or (
+                        self.command == "HEAD" and "GET" in reads
+                    ):
+                        self.send_response(200)
+                        self.send_header("Content-Type", OCI_MANIFEST)
+                        self.send_header("Docker-Content-Digest",
+                                         "sha256:" + hashlib.sha256(fat).hexdigest())  # fmt: skip
+                        self.send_header("Content-Length", str(len(fat)))
+                        self.end_headers()
+                        if self.command == "GET":
+                            self.wfile.write(fat)
+                        return
+                conn = http.client.HTTPConnection("127.0.0.1", up.port, timeout=30)
+                try:
+                    conn.request(self.command, self.path,
+                                 headers={k: v for k, v in self.headers.items()
+                                          if k.lower() in ("accept", "range")})  # fmt: skip
+                    r = conn.getresponse()
+                    body = r.read()
+                    self.send_response(r.status)
+                    for k, v in r.getheaders():
+                        if k.lower() in ("content-type", "docker-content-digest", "content-range",
+                                         "content-length"):  # fmt: skip
+                            self.send_header(k, v)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                finally:
+                    conn.close()
+
+            do_HEAD = do_GET  # noqa: N815 (http.server dispatches on the method name)
+
+        with _threaded_server(Handler) as port, Mirror() as m:
+            src = SigSite(ref=ImageRef(f"127.0.0.1:{port}", repo))
+            found = find_signatures(m, src, digest, what="t")
+            assert found.sig is not None and len(found.candidates) == 1
+            copy_signatures(m, src, SigSite(ref=ImageRef(cache.host, repo)), digest, found,
+                            what="t")  # fmt: skip
+        c = client_for(cache.host)
+        try:
+            assert c.blob_size(repo, big, what="t") is None  # the large blob was not copied
+            assert c.get_manifest(repo, tag, what="t").data == honest  # the judged one was
+        finally:
+            c.close()
