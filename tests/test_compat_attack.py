@@ -10,14 +10,18 @@ without ``kind`` (``unknown kind None``) counted as too-old."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gitedge.core.compat import newer_than_agent
-from gitedge.core.fleet import load_fleet
+from gitedge.core.fleet import FLEET_KINDS, NOT_IN_FLEET, load_fleet
 from gitedge.errors import InvalidFleetRepo
 from tests.agentkit import fleet_files
 
@@ -71,3 +75,33 @@ def test_a_new_kind_or_camel_case_field_is_too_old_a_field_no_model_spells_is_no
         with pytest.raises(InvalidFleetRepo) as e:
             load_fleet(changed)
         assert newer_than_agent(e.value.problems) is newer, (field, e.value.problems)
+
+
+_yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=_yaml_values)
+def test_any_kind_value_is_a_problem_and_only_a_camel_case_name_is_newer(kind: object) -> None:
+    """Whatever YAML value ``kind`` holds, loading says so as a problem (it raised TypeError for
+    a list or a map), and only a CamelCase name counts as a kind of a newer agent."""
+    doc = {"apiVersion": "gitedge.io/v1alpha1", "kind": kind, "metadata": {"name": "x"},
+           "spec": {}}  # fmt: skip
+    try:
+        load_fleet(_fleet({"extra.yaml": yaml.safe_dump(doc)}))
+    except InvalidFleetRepo as e:
+        known = {*FLEET_KINDS, *NOT_IN_FLEET}
+        newer = (
+            isinstance(kind, str)
+            and kind not in known
+            and re.fullmatch(r"[A-Z][A-Za-z0-9]*", kind) is not None
+        )
+        assert newer_than_agent(e.problems) is newer, (kind, e.problems)
+    else:
+        assert kind in FLEET_KINDS
