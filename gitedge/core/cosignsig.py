@@ -136,7 +136,19 @@ class SignerKey:
     repositories: tuple[str, ...]
 
     def allows(self, repository: str) -> bool:
-        return any(fnmatch.fnmatchcase(repository, g) for g in self.repositories)
+        return any(_glob_allows(g, repository) for g in self.repositories)
+
+
+def _glob_allows(glob: str, name: str) -> bool:
+    """``registry/repository`` against a glob: the registry part (before the first ``/``) is
+    matched against the registry alone, so a ``*`` there never reaches into the path (else
+    ``*.example.com/edge/*`` allowed ``evil.example.net/x.example.com/edge/app``); in the path
+    ``*`` matches ``/``. A glob without ``/`` (``*``) is matched against the whole name."""
+    if "/" not in glob:
+        return fnmatch.fnmatchcase(name, glob)
+    host_glob, _, path_glob = glob.partition("/")
+    host, _, path = name.partition("/")
+    return fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(path, path_glob)
 
 
 @dataclass(frozen=True)
