@@ -3,7 +3,8 @@ repository path (docs/fleet-repo.md), but a ``*`` in the registry part reached i
 ``*.example.com/edge/*`` allowed ``evil.example.net/x.example.com/edge/app`` (a registry outside
 example.com whose first path component looks like a host). The registry part of a glob is now
 matched against the registry alone; ``..``, ``//``, upper case and the like never reach the glob
-(``ImageRef`` refuses them), and a port is part of the registry."""
+(``ImageRef`` refuses them), and a port is part of the registry. Last, a parser differential
+with sigstore-go: a signed statement with a duplicate key."""
 
 from __future__ import annotations
 
@@ -57,3 +58,43 @@ def test_a_glob_allows_an_image_only_when_its_registry_matches_the_registry_part
         assert fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(path, path_glob)
     elif fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(path, path_glob):
         raise AssertionError(f"{glob} refuses {name}")
+
+
+def test_a_signed_statement_with_a_duplicate_key_is_refused() -> None:
+    """Parser differential: a DSSE statement naming its subject twice. Python's ``json`` keeps
+    the last, Go's ``encoding/json`` too, but sigstore-go reads the statement with ``protojson``
+    (in-toto-golang ``Statement``), which refuses a duplicate field; gitedge accepted the last
+    subject. Every JSON object gitedge reads from a signature artifact must now have unique
+    keys (cosign never writes a duplicate)."""
+    import base64
+    import hashlib
+    import json
+
+    from gitedge.core.cosignsig import bundle_referrer, judge, pae
+    from tests.cosigntools import BUNDLE, referrer_manifest
+
+    key = make_key()
+    digest, decoy = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    statement = (
+        '{"_type":"https://in-toto.io/Statement/v1",'
+        f'"subject":[{{"digest":{{"sha256":"{decoy[7:]}"}}}}],'
+        f'"subject":[{{"digest":{{"sha256":"{digest[7:]}"}}}}],'
+        '"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}'
+    ).encode()
+    sig = key.sign(pae("application/vnd.in-toto+json", statement))
+    bundle = json.dumps({"mediaType": BUNDLE, "verificationMaterial": {}, "dsseEnvelope": {
+        "payload": base64.b64encode(statement).decode(),
+        "payloadType": "application/vnd.in-toto+json",
+        "signatures": [{"sig": base64.b64encode(sig).decode()}]}}).encode()  # fmt: skip
+    m = referrer_manifest(bundle=bundle, subject=("application/vnd.oci.image.index.v1+json",
+                                                  digest, 1000))  # fmt: skip
+    blobs = {"sha256:" + hashlib.sha256(bundle).hexdigest(): bundle}
+    try:
+        c = bundle_referrer(m, blobs, subject=digest, where="r")
+    except ValueError as e:
+        assert "duplicate key 'subject'" in str(e)
+        return
+    signer = SignerKey("k", load_public_key(key.public_pem), ("registry.example.com/edge/*",))
+    v = judge(repository="registry.example.com/edge/os", digest=digest, candidates=[c],
+              signers=[signer])  # fmt: skip
+    raise AssertionError(f"accepted: {v}")
