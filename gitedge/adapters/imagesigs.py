@@ -244,8 +244,9 @@ def copy_signatures(
 ) -> None:
     """The artifacts ``found`` at ``src`` copied to ``dst`` (mirror engine, bytes verified), and
     the ``sha256-<hex>`` referrers index written there (module docstring)."""
-    if found.sig is not None:
-        mirror.mirror(src.tagged(sig_tag(digest)), dst.tagged(sig_tag(digest)))
+    if found.sig is not None:  # by the digest read and judged, not the tag read again: a
+        # second answer could name blobs past the caps find_signatures held the first to
+        mirror.mirror(src.by_digest(found.sig.digest), dst.tagged(sig_tag(digest)))
     if not found.referrers:
         return
     for m in found.referrers:

@@ -5,7 +5,7 @@ digest: ``mirroring.py``). A registry will not store an index whose children it 
 source index's exact bytes are stored as a **blob** under their digest (a registry and an OCI
 layout both take any bytes as a blob, checked against the digest on commit). The check reads
 that blob back, hashes it, and requires every child of the cut index to be listed in it with the
-same digest: what was signed stays what is verified, child by child.
+same digest and platform: what was signed stays what is verified, child by child.
 """
 
 from __future__ import annotations
@@ -66,8 +66,14 @@ def check_cut_index(mirror: Mirror, *, dst: Location, signed: str, cached: str,
         return f"the signed index {signed}: {e}"
     if not src.is_index or not cut.is_index:
         return f"{cached} is not a cut of the signed index {signed}"
-    listed = {c.digest for c in src.children}
-    extra = [c.digest for c in cut.children if c.digest not in listed]
-    if extra:
-        return f"the cached index {cached} names {extra[0]}, which the signed index does not"
+    # each child with the platform the signed index gives it: a bundle's cut index naming the
+    # signed arm64 image as linux/amd64 would have amd64 nodes given the arm64 image
+    listed = {(c.digest, c.platform) for c in src.children}
+    for c in cut.children:
+        if (c.digest, c.platform) in listed:
+            continue
+        if any(d == c.digest for d, _ in listed):
+            return (f"the cached index {cached} names {c.digest} for {c.platform}, a platform the "
+                    f"signed index {signed} does not give it")  # fmt: skip
+        return f"the cached index {cached} names {c.digest}, which the signed index does not"
     return None

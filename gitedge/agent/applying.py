@@ -93,6 +93,7 @@ def apply_step(
     clock_trusted: bool = True,
     os_image: str | None = None,
     before: Callable[[Action], None] | None = None,
+    planned_check: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """One apply pass for ``cluster`` (its name and configured labels) at ``now``.
 
@@ -100,7 +101,9 @@ def apply_step(
     digests); only images already mirrored and verified should be passed in it. With
     ``clock_trusted`` False every window counts as closed. ``before`` is called with each action
     just before it is sent (the agent records the step it starts). A component whose images
-    the fleet names by tag only under ``images.requireDigest`` is held (core/pins.py)."""
+    the fleet names by tag only under ``images.requireDigest`` is held (core/pins.py).
+    ``planned_check`` sees the plan made from the fresh read before anything is decided; what it
+    raises stops the step (the agent waits when that plan needs an image its mirror step did not bring and judge)."""
     performed: list[Action] = []
     for attempt in range(ATTEMPTS):
         try:
@@ -112,6 +115,8 @@ def apply_step(
                 name=cluster, labels=labels, nodes=snapshot.nodes, os_image=os_image
             )
             planned = plan(fleet, facts, now=now, site=site)
+            if planned_check is not None:
+                planned_check(planned)
             decision = decide(
                 plan=planned,
                 snapshot=snapshot,

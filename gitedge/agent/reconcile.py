@@ -50,7 +50,13 @@ from gitedge.agent.imagetrust import (
 from gitedge.agent.server import Metrics
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.core import conditions as cond
-from gitedge.core.agentrules import NeededImage, clock_trusted, needed_images, platforms_for
+from gitedge.core.agentrules import (
+    NeededImage,
+    clock_trusted,
+    needed_images,
+    platforms_for,
+    same_images,
+)
 from gitedge.core.applying import Action, ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
@@ -550,6 +556,7 @@ class Agent:
             clock_trusted=p.clock_ok,
             os_image=c.status.os_image,
             before=starting,
+            planned_check=lambda planned: same_images(p.needed, planned),
         )
         p.applied = r
         p.actions += r.performed

@@ -31,7 +31,7 @@ def _fleet_signers(config: Any, trust: str | None) -> tuple[Any, str]:
         return signer_keys(Fleet(trust_policy=tp)), trust
     from gitedge.adapters.gitsource import GitMirror
     from gitedge.adapters.state import State
-    from gitedge.core.fleet import load_fleet
+    from gitedge.core.fleetfiles import trust_file
 
     state_dir = Path(config.state.dir)
     if not (state_dir / "state.sqlite3").is_file():
@@ -45,8 +45,13 @@ def _fleet_signers(config: Any, trust: str | None) -> tuple[Any, str]:
         raise UsageError(f"the agent in {state_dir} has verified no commit yet: give --trust FILE")
     git = GitMirror(mirror_dir=state_dir / "fleet.git")
     snap = git.tree_snapshot(last.commit, subdir=config.source.path)
-    fleet = load_fleet(snap, subdir=config.source.path, origin=last.commit[:12])
-    return signer_keys(fleet), f"the TrustPolicy at {last.commit[:12]}"
+    # the trust file only: the rest of the commit may be for a newer agent (agent/compat.py)
+    found = trust_file(snap, subdir=config.source.path)
+    try:
+        at = parse_trust_policy(found[1], path=f"{last.commit[:12]}/{found[0]}") if found else None
+    except ValueError as e:
+        raise UsageError(f"{e}\n(give --trust FILE)") from None
+    return signer_keys(Fleet(trust_policy=at)), f"the TrustPolicy at {last.commit[:12]}"
 
 
 def cmd_verify_image(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from gitedge.core.images import ImageRef
 from gitedge.core.planning import Plan
 from gitedge.core.suc import k3s_image_tag
+from gitedge.errors import Waiting
 
 #: How far behind the newest verified commit the site clock may read before windows are closed.
 CLOCK_TOLERANCE = timedelta(hours=1)
@@ -30,6 +31,7 @@ __all__ = [
     "pass_due",
     "platforms_for",
     "poll_needs_pass",
+    "same_images",
 ]
 
 
@@ -68,6 +70,20 @@ def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
         for image in plan.os.images:  # every OS image on the way (os.via), then the target's
             out.append(NeededImage("os", image, ImageRef.parse(image)))
     return tuple(out)
+
+
+def same_images(needed: tuple[NeededImage, ...], planned: Plan) -> None:
+    """The apply step plans again from a fresh read of the cluster; a node that joined since
+    the plan step (running an older K3s) can make that plan need an image this pass neither
+    mirrored nor judged (agent/imagetrust.py). Then nothing is applied: the next pass plans,
+    mirrors and judges it."""
+    checked = {n.key for n in needed}
+    new = [n.key for n in needed_images(planned) if n.key not in checked]
+    if new:
+        raise Waiting(
+            f"the cluster changed since the plan step: image {new[0]} is needed now and was not "
+            "checked (mirrored, signature judged) by this pass; the next pass plans again"
+        )
 
 
 def platforms_for(configured: str | tuple[str, ...], arches: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ what a new field means. A commit with any other problem is invalid as before.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from gitedge.errors import Problem
@@ -17,10 +18,16 @@ from gitedge.errors import Problem
 __all__ = ["newer_than_agent", "too_old_text"]
 
 _SHOWN = 5
+#: What a newer gitedge could define: a kind is a CamelCase name (``unknown kind 'OsCatalog'``,
+#: quoted by fleet.py's ``{kind!r}``), a field a camelCase key (the models' aliases). A missing,
+#: empty or non-string kind, or a key no model could spell (``Image``, ``image ``, ``1``), is a
+#: malformed commit, not a newer one.
+_NEW_KIND = re.compile(r"unknown kind '[A-Z][A-Za-z0-9]*';")
+_NEW_FIELD = re.compile(r"(?:^|[.: ])[a-z][A-Za-z0-9]*: unknown field\Z")
 
 
 def _is_newer(p: Problem) -> bool:
-    return p.message.endswith(": unknown field") or p.message.startswith("unknown kind ")
+    return bool(_NEW_FIELD.search(p.message) or _NEW_KIND.match(p.message))
 
 
 def newer_than_agent(problems: Sequence[Problem]) -> bool:

@@ -136,7 +136,19 @@ class SignerKey:
     repositories: tuple[str, ...]
 
     def allows(self, repository: str) -> bool:
-        return any(fnmatch.fnmatchcase(repository, g) for g in self.repositories)
+        return any(_glob_allows(g, repository) for g in self.repositories)
+
+
+def _glob_allows(glob: str, name: str) -> bool:
+    """``registry/repository`` against a glob: the registry part (before the first ``/``) is
+    matched against the registry alone, so a ``*`` there never reaches into the path (else
+    ``*.example.com/edge/*`` allowed ``evil.example.net/x.example.com/edge/app``); in the path
+    ``*`` matches ``/``. A glob without ``/`` (``*``) is matched against the whole name."""
+    if "/" not in glob:
+        return fnmatch.fnmatchcase(name, glob)
+    host_glob, _, path_glob = glob.partition("/")
+    host, _, path = name.partition("/")
+    return fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(path, path_glob)
 
 
 @dataclass(frozen=True)
@@ -157,7 +169,9 @@ def _json(data: bytes, *, what: str) -> Any:
     if len(data) > MAX_SIGNATURE_BLOB:
         raise ValueError(f"{what}: {len(data)} bytes, more than {MAX_SIGNATURE_BLOB}")
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ValueError(f"{what}: {e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{what}: not JSON ({str(e)[:80]})") from None
     if _depth(doc) > MAX_JSON_DEPTH:
@@ -165,6 +179,21 @@ def _json(data: bytes, *, what: str) -> Any:
     if not isinstance(doc, dict):
         raise ValueError(f"{what}: not a JSON object")
     return doc
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Objects with unique keys only: Python keeps the last of two, but sigstore-go reads the
+    in-toto statement with protojson, which refuses a duplicate; cosign never writes one."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"duplicate key {k[:40]!r}")
+        out[k] = v
+    return out
 
 
 def _depth(doc: Any, level: int = 0) -> int:

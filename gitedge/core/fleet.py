@@ -440,7 +440,7 @@ def _add(
     if api != API_VERSION:
         problems.append(Problem(path, doc.line, f"apiVersion must be {API_VERSION!r}, not {api!r}"))
         return
-    if kind in NOT_IN_FLEET:
+    if isinstance(kind, str) and kind in NOT_IN_FLEET:  # a list/map kind is unhashable
         problems.append(
             Problem(path, doc.line, f"kind {kind} belongs to a site's files, not the fleet repo")
         )

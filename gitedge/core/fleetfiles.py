@@ -97,3 +97,16 @@ def _read(snapshot: Snapshot, *, subdir: str, origin: str) -> list[FleetFile | P
             break
         out.append(FleetFile(shown, data, is_trust=path == trust_path))
     return out
+
+
+def trust_file(snapshot: Snapshot, *, subdir: str = "") -> tuple[str, bytes] | None:
+    """The path and bytes of the fleet's trust file in ``snapshot``; None when it has none.
+    Raises ValueError when the file is there but cannot be read (a dangling symlink...)."""
+    base = _base(subdir)
+    path = f"{base}/{TRUST_PATH}" if base else TRUST_PATH
+    if path not in snapshot:
+        return None
+    resolved = resolve(snapshot, path)
+    if isinstance(resolved, str):
+        raise ValueError(f"{path}: {resolved}")
+    return path, resolved[1]
