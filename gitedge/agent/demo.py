@@ -48,7 +48,6 @@ from gitedge.core.windows import window_state
 from gitedge.errors import GitEdgeError, UsageError
 
 Say = Callable[[str], None]
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 REF_NAME = "org.opencontainers.image.ref.name"
 PLATFORMS = ("amd64", "arm64")
 
@@ -165,10 +164,24 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+def _examples() -> Path:
+    """The example fleet repo and agent config: the copy a wheel carries as package data
+    (``gitedge/_examples``, copied from ``examples/`` by setup.py when the wheel is built), else
+    the source checkout's ``examples/`` (a checkout or an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "_examples", package.parent / "examples")
+    for d in candidates:
+        if (d / "fleet-repo").is_dir() and (d / "agent.yaml").is_file():
+            return d
+    raise UsageError(
+        f"the demo's example fleet is missing (looked in {candidates[0]} and {candidates[1]}): "
+        "reinstall gitedge from its wheel"
+    )
+
+
 def run_demo(say: Say, *, keep: Path | None = None) -> int:
     """Run the story; 0 when every stage did what it should (the checks are the story's)."""
-    if not (EXAMPLES / "fleet-repo").is_dir():
-        raise UsageError(f"the demo reads {EXAMPLES}/fleet-repo: run it from a source checkout")
+    examples = _examples()
     if keep is not None:
         try:
             keep.mkdir(parents=True, exist_ok=True)
@@ -180,10 +193,10 @@ def run_demo(say: Say, *, keep: Path | None = None) -> int:
             raise UsageError(f"--keep {keep}: not empty; give a new or empty directory")
     with tempfile.TemporaryDirectory(prefix="gitedge-demo-") as tmp_name:
         tmp = keep or Path(tmp_name)
-        return _story(tmp, say)
+        return _story(tmp, say, examples)
 
 
-def _story(tmp: Path, say: Say) -> int:
+def _story(tmp: Path, say: Say, examples: Path) -> int:
     say(f"gitedge demo: a store's agent, its fleet repo and its images, all in {tmp}\n")
     key = tmp / "keys" / "release"
     key.parent.mkdir(parents=True)
@@ -196,7 +209,7 @@ def _story(tmp: Path, say: Say) -> int:
 
     # --- the fleet repo: examples/fleet-repo, with a trust policy naming the throwaway key
     work = tmp / "fleet"
-    shutil.copytree(EXAMPLES / "fleet-repo", work)
+    shutil.copytree(examples / "fleet-repo", work)
     (work / ".gitedge" / "trust.yaml").write_text(
         "apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\nspec:\n"
         f"  verify: all\n  signers:\n    - name: release-bot\n      key: {json.dumps(public)}\n"
@@ -240,7 +253,7 @@ def _story(tmp: Path, say: Say) -> int:
     _stick(work, upstream, stick / "fleet-1.tar", rev=first, since=None, say=say)
 
     # --- the site: examples/agent.yaml, pointed at the temp dirs, apply.mode print
-    cfg_doc = yaml.safe_load((EXAMPLES / "agent.yaml").read_text())
+    cfg_doc = yaml.safe_load((examples / "agent.yaml").read_text())
     cfg_doc["source"] = {"url": str(work), "branch": "main", "interval": "10m",
                          "bundleDir": str(stick)}  # fmt: skip
     cfg_doc["trust"] = {"bootstrap": str(allowed)}
