@@ -103,7 +103,8 @@ def apply_step(
     just before it is sent (the agent records the step it starts). A component whose images
     the fleet names by tag only under ``images.requireDigest`` is held (core/pins.py).
     ``planned_check`` sees the plan made from the fresh read before anything is decided; what it
-    raises stops the step (the agent waits when that plan needs an image its mirror step did not bring and judge)."""
+    raises stops the step (the agent waits when that plan needs an image its mirror step did not
+    bring and judge)."""
     performed: list[Action] = []
     for attempt in range(ATTEMPTS):
         try:
