@@ -58,6 +58,13 @@ NOW = datetime.fromtimestamp(START, UTC) + timedelta(days=10, hours=12)
 registry = module_registry("plain-reports")
 
 
+@pytest.fixture(autouse=True)
+def report_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``gitedge fleet status`` keeps reports under $XDG_CACHE_HOME: a temp dir per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path / "xdg-cache"
+
+
 def iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
@@ -196,8 +203,8 @@ def test_several_sites_push_and_fleet_status_marks_the_stale_one(
     assert by["store-eu-2"]["ageSeconds"] == 3 * DAY and by["store-eu-2"]["state"] == "stale"
     eu1 = by["store-eu-1"]
     assert eu1["lastVerifiedCommit"] == head
-    assert eu1["k3s"] == {"desired": K3S, "applied": K3S}
-    assert eu1["os"] == {"desired": env.os_image, "applied": env.os_image}
+    assert eu1["k3s"] == {"desired": K3S, "applied": K3S, "target": "all"}
+    assert eu1["os"] == {"desired": env.os_image, "applied": env.os_image, "target": "all"}
     assert eu1["labels"] == {"env": "prod", "region": "eu-west", "gitedge.io/arch": "amd64",
                              "gitedge.io/k3s-minor": "v1.27"}  # fmt: skip
     assert eu1["time"] == iso(NOW - timedelta(hours=1))
