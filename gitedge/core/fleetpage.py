@@ -210,6 +210,7 @@ D.sites.forEach((s) => Object.entries(s.l).forEach(([k, v]) => {
   keys.get(k).set(v, (keys.get(k).get(v) || 0) + 1);
 }));
 const selects = new Map();
+let drawn = false;
 [...keys.keys()].sort().forEach((k) => {
   const label = el("label", k + " ");
   const sel = el("select"); sel.dataset.key = k;
@@ -230,6 +231,8 @@ function chosen() {
     (!name || s.c.includes(name)));
 }
 function draw() {
+  if (drawn) toHash();
+  drawn = true;
   const sites = chosen();
   $("matching").textContent = sites.length + " of " + D.sites.length + " sites";
   const n = (f) => sites.filter(f).length;
@@ -251,18 +254,20 @@ function draw() {
     if (!mine.length) return;
     const goal = mine[0].k[1];
     const done = mine.filter((s) => s.k[0] === goal).length;
-    const box = el("div"); box.className = "rollout"; box.dataset.target = target;
+    const box = el("div", null, "rollout"); box.id = "rollout-" + target;
     box.appendChild(el("h3", target + ": " + done + "/" + mine.length + " sites at " + goal));
     const path = el("div", null, "path");
-    steps.forEach((v) => {
+    steps.forEach((v, i) => {
       const at = mine.filter((s) => s.k[0] === v).length;
       const st = el("div", null, "step" + (v === goal ? " goal" : ""));
-      st.dataset.version = v; st.appendChild(el("b", at)); st.appendChild(el("span", v));
+      st.id = "step-" + target + "-" + i; st.dataset.version = v;
+      st.appendChild(el("b", at)); st.appendChild(el("span", v));
       path.appendChild(st);
     });
     const other = mine.filter((s) => !steps.includes(s.k[0])).length;
     if (other) {
-      const st = el("div", null, "step"); st.dataset.version = "";
+      const st = el("div", null, "step"); st.id = "step-" + target + "-unknown";
+      st.dataset.version = "";
       st.appendChild(el("b", other)); st.appendChild(el("span", "unknown")); path.appendChild(st);
     }
     box.appendChild(path); ro.appendChild(box);
@@ -290,6 +295,20 @@ function pair(v) {
 function labelText(l) {
   return Object.entries(l).map(([k, v]) => k + "=" + v).join(", ");
 }
+// The filters live in the address's #fragment (#ring=canary&name=eu): a view can be linked.
+function fromHash() {
+  const h = new URLSearchParams(location.hash.slice(1));
+  selects.forEach((s, k) => { s.value = h.get(k) || ""; if (s.selectedIndex < 0) s.value = ""; });
+  $("name-filter").value = h.get("name") || "";
+}
+function toHash() {
+  const h = new URLSearchParams();
+  selects.forEach((s, k) => { if (s.value !== "") h.set(k, s.value); });
+  if ($("name-filter").value) h.set("name", $("name-filter").value);
+  try { history.replaceState(null, "", "#" + h.toString()); } catch (e) { /* opaque origin */ }
+}
+window.addEventListener("hashchange", () => { fromHash(); draw(); });
+fromHash();
 $("subtitle").textContent = D.registry + " at " + D.time + "; silent for more than " +
   age(D.staleAfter) + " = stale";
 draw();
