@@ -34,7 +34,7 @@ def example_report(i: int, *, now: datetime, rng: random.Random) -> SiteReport:
     # how far along: most production sites are done, the rest spread over the steps
     step = len(path) - 1 if rng.random() < 0.55 else rng.randrange(len(path))
     applied = path[step]
-    os_applied = OS_NEW if rng.random() < 0.6 else OS_OLD
+    os_applied = OS_NEW if rng.random() < 0.85 else OS_OLD
     age = timedelta(minutes=rng.randrange(1, 10))
     roll = rng.random()
     if roll < 0.03:

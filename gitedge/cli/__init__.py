@@ -1,8 +1,8 @@
 """The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
 
 The commands live by what they work on: ``repo`` (validate, plan, schema, verify), ``images``
-(mirror, bundle), ``site`` (run, status, demo, fleet status); ``main`` imports only the module of
-the command it runs, so a command pays for no other command's libraries. ``nodes``
+(mirror, bundle), ``site`` (run, status, demo), ``fleet`` (fleet status); ``main`` imports only
+the module of the command it runs, so a command pays for no other command's libraries. ``nodes``
 (node-config) renders what each node needs to pull from the site's cache.
 
 Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.

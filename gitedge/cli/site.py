@@ -1,4 +1,4 @@
-"""Commands of a site and of the fleet: ``run``, ``status``, ``demo``, ``fleet status``."""
+"""Commands of a site: ``run``, ``status``, ``demo`` (``fleet status`` is in cli/fleet.py)."""
 
 from __future__ import annotations
 

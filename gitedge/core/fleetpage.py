@@ -136,6 +136,7 @@ table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #e6e9ef;vertical-align:top}
 th{font-size:12px;color:#5a6478;text-transform:uppercase}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.barcell{width:45%}
 .bar{height:10px;background:#3c78d8;border-radius:2px;min-width:1px}
 .bar.done{background:#2e9d57}
 .state-ready{color:#2e7d46}.state-stale{color:#b26a00}.state-other{color:#c0392b}
@@ -198,7 +199,7 @@ function table(t, head, rows) {
 function countTable(t, what, counts, total) {
   const rows = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
   table(t, [what, "sites", ""], rows.map(([k, n]) => {
-    const bar = el("td"); const b = el("div", null, "bar");
+    const bar = el("td", null, "barcell"); const b = el("div", null, "bar");
     b.style.width = (100 * n / Math.max(total, 1)).toFixed(1) + "%"; bar.appendChild(b);
     const name = el("td", k); if (what === "state") name.className = stateClass(k);
     return [name, el("td", n, "n"), bar];
@@ -278,6 +279,7 @@ function draw() {
     (s) => [s.c, age(s.a) + " ago", s.k[0] || "-", labelText(s.l)]));
   note($("stale"), stale.length);
   table($("unreadable"), ["tag", "why"], D.unreadable.map(([t, why]) => [t, why]));
+  if (!D.unreadable.length) $("unreadable").appendChild(el("caption", "none", "note"));
   table($("sites"), ["cluster", "state", "k3s", "os", "commit", "age", "labels"],
     sites.slice(0, D.shown).map((s) => [s.c, Object.assign(el("td", s.s, stateClass(s.s)),
       {title: s.m}), pair(s.k), pair(s.o), s.v || "-", age(s.a), labelText(s.l)]));
