@@ -481,6 +481,8 @@ def test_unreachable_registry_is_a_clear_error(capsys: pytest.CaptureFixture[str
         (["--registry", "127.0.0.1:1/fleet", "--stale-after", "a day"], "invalid duration"),
         (["--registry", "127.0.0.1:1/fleet", "-l", "env in prod"], "selector"),
         (["--registry", "127.0.0.1:1/fleet", "--now", "yesterday"], "--now"),
+        (["--registry", "127.0.0.1:1/fleet", "--out", "/nonexistent/f.html"], "no such directory"),
+        (["--registry", "127.0.0.1:1/fleet", "--jobs", "0"], "--jobs 0: give 1 to 256"),
     ],
 )
 def test_usage_errors(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,6 +32,9 @@ def _output(path: str | None) -> Iterator[IO[str]]:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        Path(tmp).chmod(0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
         Path(tmp).replace(target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -61,6 +64,8 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if args.jobs < 1 or args.jobs > 256:
         raise UsageError(f"--jobs {args.jobs}: give 1 to 256")
+    if args.out is not None and not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"--out {args.out}: no such directory")
     now = parse_now(args.now)
     hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
     where = Path(args.cache_dir) if args.cache_dir else fleetscan.default_cache_dir(repo)
