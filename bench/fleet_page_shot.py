@@ -8,6 +8,7 @@ screenshot of the page.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,8 @@ def main() -> None:
              f"--user-data-dir={tmp}/profile", f"--window-size={args.size}",
              f"--screenshot={args.out}", page.as_uri()],
             check=True, timeout=120, capture_output=True,
+            env={**os.environ, "HOME": tmp, "XDG_CONFIG_HOME": f"{tmp}/config",
+                 "XDG_CACHE_HOME": f"{tmp}/cache-xdg"},
         )  # fmt: skip
     print(f"wrote {args.out}")
 

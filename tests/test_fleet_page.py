@@ -7,6 +7,7 @@ whose labels, name and messages carry markup and script gets them shown as text,
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections import Counter
@@ -48,9 +49,17 @@ def chromium(tmp: Path, *args: str) -> str:
     out = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=10000", *args],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True, text=True, timeout=120, check=True, env=chromium_env(tmp),
     )  # fmt: skip
     return out.stdout
+
+
+def chromium_env(tmp: Path) -> dict[str, str]:
+    """Chromium writes ~/.config/chromium and ~/.cache/dconf whatever --user-data-dir says: a
+    home of its own under ``tmp``."""
+    home = tmp / "chromium-home"
+    return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache")}  # fmt: skip
 
 
 class Elements(HTMLParser):
