@@ -58,6 +58,13 @@ NOW = datetime.fromtimestamp(START, UTC) + timedelta(days=10, hours=12)
 registry = module_registry("plain-reports")
 
 
+@pytest.fixture(autouse=True)
+def report_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``gitedge fleet status`` keeps reports under $XDG_CACHE_HOME: a temp dir per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path / "xdg-cache"
+
+
 def iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
@@ -196,8 +203,8 @@ def test_several_sites_push_and_fleet_status_marks_the_stale_one(
     assert by["store-eu-2"]["ageSeconds"] == 3 * DAY and by["store-eu-2"]["state"] == "stale"
     eu1 = by["store-eu-1"]
     assert eu1["lastVerifiedCommit"] == head
-    assert eu1["k3s"] == {"desired": K3S, "applied": K3S}
-    assert eu1["os"] == {"desired": env.os_image, "applied": env.os_image}
+    assert eu1["k3s"] == {"desired": K3S, "applied": K3S, "target": "all"}
+    assert eu1["os"] == {"desired": env.os_image, "applied": env.os_image, "target": "all"}
     assert eu1["labels"] == {"env": "prod", "region": "eu-west", "gitedge.io/arch": "amd64",
                              "gitedge.io/k3s-minor": "v1.27"}  # fmt: skip
     assert eu1["time"] == iso(NOW - timedelta(hours=1))
@@ -474,6 +481,8 @@ def test_unreachable_registry_is_a_clear_error(capsys: pytest.CaptureFixture[str
         (["--registry", "127.0.0.1:1/fleet", "--stale-after", "a day"], "invalid duration"),
         (["--registry", "127.0.0.1:1/fleet", "-l", "env in prod"], "selector"),
         (["--registry", "127.0.0.1:1/fleet", "--now", "yesterday"], "--now"),
+        (["--registry", "127.0.0.1:1/fleet", "--out", "/nonexistent/f.html"], "no such directory"),
+        (["--registry", "127.0.0.1:1/fleet", "--jobs", "0"], "--jobs 0: give 1 to 256"),
     ],
 )
 def test_usage_errors(args: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:

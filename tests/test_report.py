@@ -127,3 +127,39 @@ def test_fleet_view_marks_stale_sites_and_filters_by_selector() -> None:
     docs = fleet_json(rows)
     assert docs[2]["stale"] is True and docs[2]["ageSeconds"] == 40 * 86400
     assert docs[1]["state"] == "WindowClosed" and docs[1]["labels"]["region"] == "north-sea"
+
+
+def test_target_and_path_round_trip_and_older_documents_still_read() -> None:
+    r = site("s1", age=timedelta(hours=1))
+    r = SiteReport(**{**r.__dict__, "k3s": Versions("v1.30.6+k3s1", "v1.28.15+k3s1", "stable",
+                                                   ("v1.29.10+k3s1", "v1.30.6+k3s1"))})  # fmt: skip
+    doc = json.loads(to_document(r))
+    assert doc["k3s"] == {"desired": "v1.30.6+k3s1", "applied": "v1.28.15+k3s1",
+                          "target": "stable", "path": ["v1.29.10+k3s1", "v1.30.6+k3s1"]}  # fmt: skip
+    assert "target" not in doc["os"] and "path" not in doc["os"]  # unset: not written
+    assert from_document(to_document(r), where="t") == r
+    del doc["k3s"]["target"], doc["k3s"]["path"]  # what an agent before issue 19 pushed
+    old = from_document(json.dumps(doc).encode(), where="t")
+    assert old.k3s == Versions("v1.30.6+k3s1", "v1.28.15+k3s1")
+    for bad in ({"path": "v1.29.10+k3s1"}, {"path": [1]}, {"path": ["v"] * 65}, {"target": 3}):
+        with pytest.raises(ReportError, match="t: k3s"):
+            from_document(json.dumps({**doc, "k3s": {**doc["k3s"], **bad}}).encode(), where="t")
+
+
+def test_rollout_steps_are_ordered_by_k3s_version_not_by_text() -> None:
+    from gitedge.core.fleetpage import rollout_steps
+
+    def s(applied: str, desired: str, target: str | None, *path: str) -> dict[str, object]:
+        return {"k": [applied, desired, target, list(path)]}
+
+    steps = rollout_steps([
+        s("v1.9.2+k3s1", "v1.11.1+k3s1", "t", "v1.10.4+k3s1", "v1.11.1+k3s1"),
+        s("v1.10.4+k3s1", "v1.11.1+k3s1", "t", "v1.11.1+k3s1"),
+        s("v1.9.10+k3s1", "v1.11.1+k3s1", "t", "v1.10.4+k3s1", "v1.11.1+k3s1"),
+        s("v1.30.6+k3s1", "v1.30.6+k3s1", None),  # an older agent: no target name
+        s("v1.30.6+k3s1", None, None),  # no K3s target at all
+    ])  # fmt: skip
+    assert steps == {
+        "t": ["v1.9.2+k3s1", "v1.9.10+k3s1", "v1.10.4+k3s1", "v1.11.1+k3s1"],
+        "k3s v1.30.6+k3s1": ["v1.30.6+k3s1"],
+    }

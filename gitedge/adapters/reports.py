@@ -54,7 +54,9 @@ __all__ = [
     "Unreadable",
     "artifact_manifest",
     "push_report",
+    "read_report_layer",
     "read_reports",
+    "report_layer",
 ]
 
 
@@ -177,7 +179,9 @@ def read_reports(
 def _read_one(client: RegistryClient, repo: ReportRepository, tag: str) -> SiteReport | Unreadable:
     where = f"{repo}:{tag}"
     try:
-        report = from_document(_layer(client, repo, tag, where=where), where=where)
+        desc = report_layer(client, repo, tag, where=where)
+        report = from_document(read_report_layer(client, repo.repository, desc, where=where),
+                               where=where)  # fmt: skip
     except (GitEdgeError, ReportError) as e:
         return Unreadable(tag, scrub(str(e), limit=400))
     if tag_for(report.cluster) != tag:
@@ -185,7 +189,11 @@ def _read_one(client: RegistryClient, repo: ReportRepository, tag: str) -> SiteR
     return report
 
 
-def _layer(client: RegistryClient, repo: ReportRepository, tag: str, *, where: str) -> bytes:
+def report_layer(
+    client: RegistryClient, repo: ReportRepository, tag: str, *, where: str
+) -> Descriptor:
+    """The report layer's descriptor from ``tag``'s manifest (one GET), its type and size
+    checked; InvalidImage naming ``where`` when it is not a site status."""
     m = client.get_manifest(repo.repository, tag, what=where)
     doc = json.loads(m.data)
     kind = doc.get("artifactType") or (m.config.media_type if m.config else m.media_type)
@@ -199,11 +207,11 @@ def _layer(client: RegistryClient, repo: ReportRepository, tag: str, *, where: s
         raise InvalidImage(
             f"{where}: report layer of {desc.size} bytes; the limit is {MAX_REPORT_BYTES}"
         )
-    return _read_small_blob(client, repo.repository, desc, where=where)
+    return desc
 
 
-def _read_small_blob(client: RegistryClient, repository: str, desc: Descriptor, *, where: str
-                     ) -> bytes:  # fmt: skip
+def read_report_layer(client: RegistryClient, repository: str, desc: Descriptor, *, where: str
+                      ) -> bytes:  # fmt: skip
     """The whole blob, never more than its descriptor's size, digest-checked."""
     _, chunks = client.read_blob(repository, desc.digest, offset=0, what=where)
     data = bytearray()

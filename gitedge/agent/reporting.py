@@ -72,9 +72,16 @@ def site_report(
         cluster=c.name,
         time=p.now,
         labels=dict(labels),
-        k3s=Versions(plan.k3s.version if plan and plan.k3s else None, k3s_applied),
+        k3s=Versions(
+            plan.k3s.version if plan and plan.k3s else None,
+            k3s_applied,
+            plan.k3s.target if plan and plan.k3s else None,
+            plan.k3s.path if plan and plan.k3s else (),
+        ),
         os=Versions(
-            plan.os.image if plan and plan.os else None, done.get("os") or c.status.os_image
+            plan.os.image if plan and plan.os else None,
+            done.get("os") or c.status.os_image,
+            plan.os.target if plan and plan.os else None,
         ),
         last_verified=last_verified,
         conditions=tuple(x for x in p.conditions if x.type != REPORTED),

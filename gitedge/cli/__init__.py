@@ -1,8 +1,8 @@
 """The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
 
 The commands live by what they work on: ``repo`` (validate, plan, schema, verify), ``images``
-(mirror, bundle), ``site`` (run, status, demo, fleet status); ``main`` imports only the module of
-the command it runs, so a command pays for no other command's libraries. ``nodes``
+(mirror, bundle), ``site`` (run, status, demo), ``fleet`` (fleet status); ``main`` imports only
+the module of the command it runs, so a command pays for no other command's libraries. ``nodes``
 (node-config) renders what each node needs to pull from the site's cache.
 
 Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.
@@ -177,8 +177,15 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     )
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
     p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p.set_defaults(handler="site:cmd_fleet_status")  # fmt: skip
+    p.add_argument("-o", "--output", choices=["text", "json", "html"], default="text",
+                   help="html: one self-contained page (states, versions, rollouts)")  # fmt: skip
+    p.add_argument("--out", metavar="FILE", help="write the output to FILE (default: stdout)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="reports kept by digest between runs, so only changed ones are fetched "
+                   "(default: $XDG_CACHE_HOME/gitedge/fleet-status/HOST/REPO)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=16, metavar="N",
+                   help="reports read at once (default 16)")  # fmt: skip
+    p.set_defaults(handler="fleet:cmd_fleet_status")  # fmt: skip
     p = sub.add_parser("bundle", help="offline bundles: commits and images for a site, one file")
     bundle = p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True)
     p = bundle.add_parser("create", help="write a bundle: git bundle + OCI layout + index")

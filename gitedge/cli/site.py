@@ -1,4 +1,4 @@
-"""Commands of a site and of the fleet: ``run``, ``status``, ``demo``, ``fleet status``."""
+"""Commands of a site: ``run``, ``status``, ``demo`` (``fleet status`` is in cli/fleet.py)."""
 
 from __future__ import annotations
 
@@ -134,35 +134,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gitedge.agent.demo import run_demo
 
     return run_demo(print, keep=Path(args.keep) if args.keep else None)
-
-
-def cmd_fleet_status(args: argparse.Namespace) -> int:
-    from gitedge.adapters.registryhosts import Hosts, RetryPolicy
-    from gitedge.adapters.reports import ReportRepository, read_reports
-    from gitedge.core.base import parse_duration
-    from gitedge.core.report import fleet_json, fleet_rows, fleet_table
-    from gitedge.core.selectors import parse_selector
-    from gitedge.errors import SelectorError
-
-    try:
-        repo = ReportRepository.parse(args.registry)
-        stale_after = parse_duration(args.stale_after)
-        selector = parse_selector(args.selector) if args.selector else None
-    except (ValueError, SelectorError) as e:
-        raise UsageError(str(e)) from None
-    now = parse_now(args.now)
-    hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
-    fleet = read_reports(repo, hosts=hosts, retry=RetryPolicy(attempts=3))
-    rows = fleet_rows(fleet.reports, now=now, stale_after=stale_after, selector=selector)
-    bad = [{"tag": u.tag, "error": u.error} for u in fleet.unreadable]
-    if args.output == "json":
-        doc = {"registry": str(repo), "time": now.isoformat(), "sites": fleet_json(rows),
-               "unreadable": bad}  # fmt: skip
-        print(json.dumps(doc, indent=2))
-    else:
-        print(fleet_table(rows))
-        print("\n".join([f"{len(bad)} report(s) unreadable:"] + [f"  {b['error']}" for b in bad])
-              if bad else "", end="\n" if bad else "")  # fmt: skip
-    if not fleet.reports and not bad:
-        print(f"gitedge fleet status: no site reports in {repo} yet", file=sys.stderr)
-    return 1 if bad else 0

@@ -33,10 +33,14 @@ _TAG = re.compile(r"[^A-Za-z0-9_.-]")
 
 @dataclass(frozen=True)
 class Versions:
-    """What the fleet asks of one component (``desired``) and what the cluster runs."""
+    """What the fleet asks of one component (``desired``) and what the cluster runs; ``target``
+    names the UpgradeTarget that asks it and ``path`` the K3s versions still to apply, in order
+    (both added in issue 19 for the fleet page's rollouts; absent from older agents' reports)."""
 
     desired: str | None = None
     applied: str | None = None
+    target: str | None = None
+    path: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -75,11 +79,20 @@ def to_document(report: SiteReport) -> bytes:
         "time": iso_z(report.time),
         "agentVersion": report.agent_version,
         "lastVerifiedCommit": report.last_verified,
-        "k3s": {"desired": report.k3s.desired, "applied": report.k3s.applied},
-        "os": {"desired": report.os.desired, "applied": report.os.applied},
+        "k3s": _versions_doc(report.k3s),
+        "os": _versions_doc(report.os),
         "conditions": to_json(report.conditions),
     }
     return json.dumps(doc, indent=2, sort_keys=False).encode() + b"\n"
+
+
+def _versions_doc(v: Versions) -> dict[str, Any]:
+    doc: dict[str, Any] = {"desired": v.desired, "applied": v.applied}
+    if v.target is not None:
+        doc["target"] = v.target
+    if v.path:
+        doc["path"] = list(v.path)
+    return doc
 
 
 def from_document(data: bytes, *, where: str) -> SiteReport:
@@ -124,11 +137,14 @@ def _versions(value: object, *, where: str, what: str) -> Versions:
         return Versions()
     if not isinstance(value, dict):
         raise ReportError(f"{where}: {what} must be an object with desired/applied")
-    desired, applied = value.get("desired"), value.get("applied")
-    for v in (desired, applied):
+    desired, applied, target = value.get("desired"), value.get("applied"), value.get("target")
+    for v in (desired, applied, target):
         if v is not None and not isinstance(v, str):
-            raise ReportError(f"{where}: {what} versions must be strings")
-    return Versions(desired, applied)
+            raise ReportError(f"{where}: {what} versions and target must be strings")
+    path = value.get("path") or []
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path) or len(path) > 64:
+        raise ReportError(f"{where}: {what} path must be a list of at most 64 versions")
+    return Versions(desired, applied, target, tuple(path))
 
 
 @dataclass(frozen=True)
