@@ -68,8 +68,15 @@ class Stalled(GitEdgeError):
 class InvalidInput(Stalled):
     """One or more input files are invalid; ``problems`` lists each as ``path:line: message``."""
 
-    def __init__(self, problems: list[Problem] | tuple[Problem, ...], summary: str = "") -> None:
-        self.problems: tuple[Problem, ...] = tuple(sorted(problems))
+    def __init__(
+        self,
+        problems: list[Problem] | tuple[Problem, ...],
+        summary: str = "",
+        *,
+        dependents: list[Problem] | tuple[Problem, ...] = (),
+    ) -> None:
+        # causes first; ``dependents`` (a reference to a broken resource) after, pointing at it
+        self.problems: tuple[Problem, ...] = (*sorted(problems), *sorted(dependents))
         head = summary or f"{len(self.problems)} problem(s)"
         super().__init__("\n".join([head, *(str(p) for p in self.problems)]))
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
-from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.fleet import FLEET_KINDS, Fleet, load_fleet
 from gitedge.core.images import cache_host
 from gitedge.core.planning import ClusterFacts, Plan, plan
 from gitedge.core.snapshot import Snapshot
@@ -67,6 +67,19 @@ def validate(
         fleet = load_fleet(snapshot, origin=origin)
     except InvalidInput as e:
         return None, list(e.problems), []
+    if not fleet.origins:  # a TrustPolicy alone is a start; nothing at all is the wrong place
+        return (
+            None,
+            [
+                Problem(
+                    origin or ".",
+                    0,
+                    "no fleet document found (no YAML file of kind "
+                    f"{', '.join(FLEET_KINDS)}); give the fleet repo's root directory",
+                )
+            ],
+            [],
+        )
     problems: list[Problem] = []
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):

@@ -1,0 +1,103 @@
+"""Operator experience (issue 18), from the user's side: the command, what it prints, its exit
+code. Each test names the numbered item of the issue it shows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.agentkit import trust_yaml
+from tests.sigtools import make_ssh_key
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = ROOT / "examples" / "fleet-repo"
+
+
+def gitedge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gitedge", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def example_copy(tmp_path: Path) -> Path:
+    repo = tmp_path / "fleet"
+    shutil.copytree(REPO, repo)
+    return repo
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (old, path)
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_item2_dependents_of_a_broken_resource_point_at_it_and_come_after(tmp_path: Path) -> None:
+    repo = example_copy(tmp_path)
+    edit(repo / "windows.yaml", "Europe/Berlin", "Europe/Berlinn")
+    edit(repo / "groups.yaml", "operator: DoesNotExist", "operator: doesNotExist")
+    edit(repo / "releases.yaml", "v1.27.16+k3s1", "v1.27.16-k3s1x")
+    r = gitedge("validate", str(repo))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stdout.splitlines()
+    causes = [i for i, line in enumerate(lines) if "is invalid itself" not in line]
+    dependents = [i for i, line in enumerate(lines) if "is invalid itself" in line]
+    assert len(causes) == 3 and dependents, lines
+    assert max(causes) < min(dependents), "the causes are printed first"
+    assert "windows.yaml:10: MaintenanceWindow/store-nights: spec.timeZone" in lines[2]
+    text = r.stdout
+    assert f"window 'store-nights' is invalid itself (see {repo}/windows.yaml:" in text
+    assert f"clusterGroup 'wind-farms' is invalid itself (see {repo}/groups.yaml:" in text
+    assert f"K3sReleases catalog is invalid itself (see {repo}/releases.yaml:" in text
+    assert "is not a MaintenanceWindow" not in text and "has no K3sReleases" not in text
+
+
+def test_item2_a_reference_to_nothing_says_what_to_define(tmp_path: Path) -> None:
+    repo = example_copy(tmp_path)
+    edit(repo / "targets" / "stores.yaml", "window: store-nights", "window: store-night")
+    r = gitedge("validate", str(repo))
+    assert r.returncode == 1
+    assert (
+        "window 'store-night' is not a MaintenanceWindow in this repo; define it "
+        "(kind: MaintenanceWindow, metadata.name: store-night) or correct the name"
+    ) in r.stdout
+
+
+def test_item6_an_empty_or_wrong_directory_is_not_ok(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "notes.yaml").write_text("just: a mapping\n")
+    (wrong / "README.md").write_text("hello\n")
+    r = gitedge("validate", str(empty))
+    assert r.returncode == 1, r.stdout
+    assert f"{empty}: no fleet document found" in r.stdout
+    assert "give the fleet repo's root directory" in r.stdout and "ok (" not in r.stdout
+    r = gitedge("validate", str(wrong))
+    assert r.returncode == 1 and "ok (" not in r.stdout
+    # a repo holding only its TrustPolicy is a legitimate start
+    trust_only = tmp_path / "trust-only"
+    (trust_only / ".gitedge").mkdir(parents=True)
+    key = make_ssh_key(tmp_path / "keys", "ed25519", comment="release@fleet.example")
+    (trust_only / ".gitedge" / "trust.yaml").write_text(trust_yaml(key))
+    r = gitedge("validate", str(trust_only))
+    assert r.returncode == 0, r.stdout
+    assert "ok (0 targets" in r.stdout
+
+
+def test_item6_a_target_version_missing_from_the_catalog_is_a_problem(tmp_path: Path) -> None:
+    repo = example_copy(tmp_path)
+    edit(repo / "targets" / "baseline.yaml", "v1.29.10+k3s1", "v1.29.11+k3s1")
+    r = gitedge("validate", str(repo))
+    assert r.returncode == 1
+    assert (
+        f"{repo}/targets/baseline.yaml:11: UpgradeTarget/fleet-baseline: k3s version "
+        f"v1.29.11+k3s1 is not in the K3sReleases catalog ({repo}/releases.yaml:4); add it"
+    ) in r.stdout
