@@ -101,3 +101,23 @@ def test_item6_a_target_version_missing_from_the_catalog_is_a_problem(tmp_path: 
         f"{repo}/targets/baseline.yaml:11: UpgradeTarget/fleet-baseline: k3s version "
         f"v1.29.11+k3s1 is not in the K3sReleases catalog ({repo}/releases.yaml:4); add it"
     ) in r.stdout
+
+
+def test_item3_a_number_where_a_version_belongs_and_a_tab_get_their_hints(tmp_path: Path) -> None:
+    repo = example_copy(tmp_path)
+    edit(repo / "targets" / "baseline.yaml", "version: v1.29.10+k3s1", "version: 1.31")
+    edit(repo / "releases.yaml", "    - v1.27.16+k3s1", "    - 1.30")
+    (repo / "tab.yaml").write_text(
+        "apiVersion: gitedge.io/v1alpha1\nkind: ClusterGroup\nmetadata:\n\tname: x\n"
+    )
+    r = gitedge("validate", str(repo))
+    assert r.returncode == 1
+    hint = 'a K3s version is a full release in quotes, e.g. "v1.31.2+k3s1"'
+    assert "baseline.yaml:11: UpgradeTarget/fleet-baseline: spec.k3s.version: " in r.stdout
+    assert f"YAML read 1.31 as a number: {hint}" in r.stdout
+    assert "releases.yaml:10: K3sReleases/k3s-catalog: spec.versions[0]: " in r.stdout
+    assert f"YAML read 1.30 as a number: {hint}" in r.stdout  # as written, not 1.3
+    assert (
+        "tab.yaml:4: YAML syntax error: found character that cannot start any token (a tab at "
+        "column 1: YAML indents with spaces only; replace the tab with spaces)"
+    ) in r.stdout

@@ -237,7 +237,15 @@ def _parse_values(file: tuple[bytes, str]) -> Parsed:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
-        return [], [Problem(path, line, f"YAML syntax error: {e.problem or e.context}")]
+        msg = f"YAML syntax error: {e.problem or e.context}"
+        lines = text.splitlines()
+        bad_line = lines[mark.line] if mark and mark.line < len(lines) else ""
+        if "\t" in bad_line:
+            msg += (
+                f" (a tab at column {bad_line.index(chr(9)) + 1}: YAML indents with spaces only; "
+                "replace the tab with spaces)"
+            )
+        return [], [Problem(path, line, msg)]
     except yaml.YAMLError as e:
         return [], [Problem(path, 0, f"YAML error: {e}")]
     except YamlProblem as e:
@@ -367,7 +375,11 @@ def _merge_sources(node: yaml.Node) -> list[yaml.Node]:
 
 def line_of(node: yaml.Node, loc: Sequence[int | str]) -> int:
     """The line of the deepest node along ``loc`` (a pydantic error location)."""
-    line = node.start_mark.line + 1
+    return _node_at(node, loc).start_mark.line + 1
+
+
+def _node_at(node: yaml.Node, loc: Sequence[int | str]) -> yaml.Node:
+    """The deepest node along ``loc``."""
     current = node
     for part in loc:
         nxt: yaml.Node | None = None
@@ -385,8 +397,23 @@ def line_of(node: yaml.Node, loc: Sequence[int | str]) -> int:
         if nxt is None:
             break
         current = nxt
-        line = current.start_mark.line + 1
-    return line
+    return current
+
+
+def _string_hint(node: yaml.Node, loc: Sequence[int | str]) -> str:
+    """What to write when YAML read a number, a boolean or a date where text belongs (``1.30``
+    is the number 1.3): the text as written, quoted; a K3s version in its full form."""
+    at = _node_at(node, loc)
+    if not isinstance(at, yaml.ScalarNode) or at.style:
+        return ""
+    raw = at.value
+    named = [p for p in loc if isinstance(p, str)]
+    if named and named[-1] in ("version", "versions"):
+        return (
+            f"; YAML read {raw} as a number: a K3s version is a full release in quotes, "
+            'e.g. "v1.31.2+k3s1"'
+        )
+    return f'; YAML read {raw} as a number or boolean, not text: quote it ("{raw}")'
 
 
 def validation_problems(
@@ -405,6 +432,8 @@ def validation_problems(
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif e["type"] == "string_type":
+            msg += _string_hint(node, loc)
         text = f"{where}: {msg}" if where else msg
         out.append(Problem(path, line_of(node, loc), f"{prefix}: {text}" if prefix else text))
     if err.error_count() > MAX_PROBLEMS:
