@@ -121,3 +121,57 @@ def test_item3_a_number_where_a_version_belongs_and_a_tab_get_their_hints(tmp_pa
         "tab.yaml:4: YAML syntax error: found character that cannot start any token (a tab at "
         "column 1: YAML indents with spaces only; replace the tab with spaces)"
     ) in r.stdout
+
+
+def agent_config(tmp_path: Path, *, source: str, cache: str = "http://127.0.0.1:1") -> Path:
+    """An AgentConfig of a site that prints its Plans, trust pinned to a fresh key."""
+    key = make_ssh_key(tmp_path / "keys", "ed25519", comment="release@fleet.example")
+    (tmp_path / "trust.yaml").write_text(trust_yaml(key))
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
+        "cluster: {name: site-1, status: {k3sVersion: v1.28.9+k3s1}}\n"
+        f"source: {{url: {source!r}}}\ntrust: {{bootstrap: {str(tmp_path / 'trust.yaml')!r}}}\n"
+        f"registry: {{cache: {{url: {cache!r}}}}}\n"
+        f"state: {{dir: {str(tmp_path / 'state')!r}}}\napply: {{mode: print}}\n"
+    )
+    return path
+
+
+def test_item4_a_refused_connection_says_why_and_which_side(tmp_path: Path) -> None:
+    r = gitedge("mirror", "127.0.0.1:1/edge/os:1.0", f"oci:{tmp_path}/out")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "registry 127.0.0.1:1 still failing after 5 attempt(s): connection refused: " in (
+        r.stderr
+    )
+    assert "nothing listens there (is the registry running, the port right?)" in r.stderr
+    assert "HTTPConnectionPool" not in r.stderr and "…" not in r.stderr
+    # with a config, the cache is named as the cache, any other host as upstream
+    config = agent_config(tmp_path, source=str(tmp_path / "fleet.git"))
+    r = gitedge("mirror", "127.0.0.1:1/edge/os:1.0", f"oci:{tmp_path}/o", "--config", str(config))
+    assert "the site's cache registry 127.0.0.1:1 still failing" in r.stderr, r.stderr
+    r = gitedge("mirror", "127.0.0.1:2/edge/os:1.0", f"oci:{tmp_path}/o", "--config", str(config))
+    assert "upstream registry 127.0.0.1:2 still failing" in r.stderr, r.stderr
+
+
+def test_item4_a_missing_local_source_says_so_with_or_without_file_scheme(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.git"
+    for url in (str(missing), f"file://{missing}"):
+        config = agent_config(tmp_path, source=url)
+        r = gitedge("run", "--once", "--config", str(config), "--log-format", "json")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert f"sync: fetch of branch 'main' from {url} failed: {missing} does not exist" in (
+            r.stderr
+        )
+        assert "unsupported URL protocol" not in r.stderr
+
+
+def test_item7_skopeo_docker_transport_is_accepted_and_other_schemes_get_a_hint(
+    tmp_path: Path,
+) -> None:
+    r = gitedge("mirror", "docker://127.0.0.1:1/edge/os:1.0", f"oci:{tmp_path}/out")
+    assert r.returncode == 1 and "bad registry host" not in r.stderr
+    assert "gitedge mirror: 127.0.0.1:1/edge/os:1.0: registry 127.0.0.1:1" in r.stderr
+    r = gitedge("mirror", "https://127.0.0.1:1/edge/os:1.0", f"oci:{tmp_path}/out")
+    assert r.returncode == 2, r.stderr
+    assert "write it without a scheme: host[:port]/repository[:tag]" in r.stderr
