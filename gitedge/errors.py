@@ -146,8 +146,11 @@ class RollbackRefused(Stalled):
         self.last_verified = last_verified
         self.offered = offered
         super().__init__(
-            f"RollbackRefused: {offered} does not descend from the last verified commit "
-            f"{last_verified}" + (f" ({detail})" if detail else "")
+            f"{offered} does not descend from the last verified commit {last_verified}"
+            + (f" ({detail})" if detail else "")
+            + f". To undo a change, commit a signed revert on top of {last_verified}; if the "
+            "history was rewritten on purpose, accept it on the site with `gitedge "
+            f"accept-history --config FILE --commit {offered}` (docs/site-setup.md)"
         )
 
 

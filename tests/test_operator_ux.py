@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.agentkit import trust_yaml
-from tests.sigtools import make_ssh_key
+from tests.agentkit import START, FleetRepo, trust_yaml
+from tests.sigtools import SshKey, make_ssh_key
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "examples" / "fleet-repo"
@@ -175,3 +176,111 @@ def test_item7_skopeo_docker_transport_is_accepted_and_other_schemes_get_a_hint(
     r = gitedge("mirror", "https://127.0.0.1:1/edge/os:1.0", f"oci:{tmp_path}/out")
     assert r.returncode == 2, r.stderr
     assert "write it without a scheme: host[:port]/repository[:tag]" in r.stderr
+
+
+def _signed_history(tmp_path: Path) -> tuple[FleetRepo, SshKey, SshKey, str]:
+    """A fleet repo whose trust rotated from ``old`` (the install-time bootstrap) to ``new``;
+    the tip, signed by ``new``, is what the site verified last."""
+    old = make_ssh_key(tmp_path / "old", "ed25519", comment="old@fleet.example")
+    new = make_ssh_key(tmp_path / "new", "ed25519", comment="new@fleet.example")
+    fleet = FleetRepo(tmp_path / "fleet.git", old)
+    fleet.commit(at=START)
+    fleet.commit({".gitedge/trust.yaml": trust_yaml(new)}, at=START + 60)  # old retires itself
+    fleet.key = new
+    tip = fleet.commit(at=START + 120)
+    return fleet, old, new, tip
+
+
+def _site(tmp_path: Path, fleet: FleetRepo, bootstrap: SshKey) -> Path:
+    config = agent_config(tmp_path / "site", source=f"file://{fleet.path}")
+    (tmp_path / "site" / "trust.yaml").write_text(trust_yaml(bootstrap))  # install-time trust
+    return config
+
+
+def _status(config: Path) -> str:
+    r = gitedge("status", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+NOW = "2026-12-01T12:00:00Z"
+
+
+def test_item5_rollback_refused_says_what_to_do_once(tmp_path: Path) -> None:
+    fleet, old, new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, old)
+    r = gitedge("run", "--once", "--now", NOW, "--config", str(config), "--log-format", "json")
+    assert r.returncode == 0, r.stderr
+    fleet.key = new
+    rewritten = fleet.commit(at=START + 180, parent=None)  # a new root: history rewritten
+    r = gitedge("run", "--once", "--now", NOW, "--config", str(config), "--log-format", "json")
+    assert r.returncode == 1
+    text = _status(config)
+    assert "RollbackRefused: RollbackRefused" not in text
+    line = next(x for x in text.splitlines() if x.split()[:2] == ["RollbackRefused", "True"])
+    assert line.count("RollbackRefused") == 2 and line.count("does not descend") == 1, line
+    assert f"{rewritten} does not descend from the last verified commit {tip}" in text
+    assert f"commit a signed revert on top of {tip}" in text
+    assert f"gitedge accept-history --config FILE --commit {rewritten}" in text
+    r = gitedge("verify", "--repo", str(fleet.path), "--trust", str(tmp_path / "site/trust.yaml"),
+                "--since", tip, "--rev", rewritten)  # fmt: skip
+    assert r.returncode == 1 and r.stderr.count("RollbackRefused") == 1, r.stderr
+
+
+def _refused_then_recovery(
+    tmp_path: Path, rewrite: Callable[[FleetRepo, SshKey], str]
+) -> tuple[Path, str, str, subprocess.CompletedProcess[str]]:
+    fleet, old, _new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    rewritten = rewrite(fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    return config, tip, rewritten, r
+
+
+def test_item5_recovery_refuses_a_history_signed_by_a_key_retired_before_the_last_verified(
+    tmp_path: Path,
+) -> None:
+    def by_the_retired_key(fleet: FleetRepo, old: SshKey) -> str:
+        fleet.key = old  # the install-time bootstrap would accept this history whole
+        fleet.commit({".gitedge/trust.yaml": trust_yaml(old)}, at=START + 200, parent=None)
+        return fleet.commit(at=START + 260)
+
+    config, tip, _rewritten, r = _refused_then_recovery(tmp_path, by_the_retired_key)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "gitedge accept-history: commit " in r.stderr
+    assert "unknown-key" in r.stderr or "not-admin" in r.stderr, r.stderr
+    assert f"last verified commit: {tip} " in _status(config)
+    r = gitedge("run", "--once", "--now", NOW, "--config", str(config))
+    assert r.returncode == 1  # still refused: nothing moved
+
+
+def test_item5_recovery_refuses_an_unsigned_commit(tmp_path: Path) -> None:
+    def with_an_unsigned_commit(fleet: FleetRepo, old: SshKey) -> str:
+        fleet.commit(at=START + 200, parent=None)  # signed by the key in force
+        return fleet.commit(at=START + 260, signed=False)
+
+    config, _tip, _rewritten, r = _refused_then_recovery(tmp_path, with_an_unsigned_commit)
+    assert r.returncode == 1 and "unsigned" in r.stderr and "Traceback" not in r.stderr
+    r = gitedge("run", "--once", "--now", NOW, "--config", str(config))
+    assert r.returncode == 1
+
+
+def test_item5_recovery_accepts_a_rewrite_signed_under_the_trust_in_force(tmp_path: Path) -> None:
+    def signed_by_the_key_in_force(fleet: FleetRepo, old: SshKey) -> str:
+        fleet.commit(at=START + 200, parent=None)
+        return fleet.commit(at=START + 260)
+
+    config, tip, rewritten, r = _refused_then_recovery(tmp_path, signed_by_the_key_in_force)
+    assert r.returncode == 0, r.stderr
+    assert f"accepted {rewritten}: 2 commit(s) verified from the root against the trust in " in (
+        r.stdout
+    )
+    assert f"force at {tip}" in r.stdout
+    r = gitedge("run", "--once", "--now", NOW, "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "SourceVerified" in _status(config) and rewritten in _status(config)
+    # a wrong or short id is refused, not guessed
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten[:12])
+    assert r.returncode == 2 and "give its full id" in r.stderr

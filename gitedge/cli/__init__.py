@@ -182,6 +182,22 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     p.set_defaults(handler="images:cmd_bundle_import")
+    p = sub.add_parser(
+        "accept-history",
+        help="recover a site whose fleet history was rewritten on purpose (after RollbackRefused)",
+        description="Accept the rewritten tip the agent fetched and refused (RollbackRefused): "
+        "its whole history is verified from the root against the trust in force at the last "
+        "verified commit (not trust.bootstrap alone); only if every commit passes does it "
+        "become the last verified commit. Stop the agent first. To undo a change instead, "
+        "commit a signed revert: no recovery is needed.",
+        epilog="example: gitedge accept-history --config /etc/gitedge/agent.yaml "
+        "--commit 3f1c...e9 (the full id RollbackRefused names)",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
+    p.add_argument("--commit", required=True, metavar="ID",
+                   help="the full id of the rewritten tip RollbackRefused names")  # fmt: skip
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    p.set_defaults(handler="site:cmd_accept_history")
     p = sub.add_parser("node-config", help="what each node needs to pull from the site's cache")
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument(

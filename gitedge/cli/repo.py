@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge.cli.common import cluster_files, parse_now, read_file
-from gitedge.errors import UsageError, VerificationFailed
+from gitedge.errors import RollbackRefused, UsageError, VerificationFailed
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -138,6 +138,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2))
             return 1
         raise
+    except RollbackRefused as e:  # named, as the agent's condition is
+        if args.output == "json":
+            doc = {"verified": False, "reason": "RollbackRefused", "lastVerified":
+                   e.last_verified, "offered": e.offered, "detail": str(e)}  # fmt: skip
+            print(json.dumps(doc, indent=2))
+        print(f"gitedge verify: RollbackRefused: {e}", file=sys.stderr)
+        return 1
     if args.output == "json":
         doc = {
             "verified": True,

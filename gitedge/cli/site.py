@@ -130,6 +130,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accept_history(args: argparse.Namespace) -> int:
+    from gitedge.agent.recovery import accept_history
+
+    config = agent_config(args.config)
+    done = accept_history(config=config, commit=args.commit, now=parse_now(args.now))
+    if done.already:
+        print(f"{done.tip} descends from the last verified commit {done.previous}: nothing to "
+              "recover, the agent takes it as usual")  # fmt: skip
+        return 0
+    print(
+        f"accepted {done.tip}: {done.commits} commit(s) verified from the root against the "
+        f"trust in force at {done.previous} ({done.trust}); it is now the last verified commit"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gitedge.agent.demo import run_demo
 
