@@ -3,6 +3,7 @@ code. Each test names the numbered item of the issue it shows."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -284,3 +285,22 @@ def test_item5_recovery_accepts_a_rewrite_signed_under_the_trust_in_force(tmp_pa
     # a wrong or short id is refused, not guessed
     r = gitedge("accept-history", "--config", str(config), "--commit", rewritten[:12])
     assert r.returncode == 2 and "give its full id" in r.stderr
+
+
+def test_item8_readyz_is_the_agent_able_to_work_not_the_ready_condition(tmp_path: Path) -> None:
+    from tests.test_agent_process import RunningAgent
+
+    # an offline site (nothing listens at its source): Ready=False, and the agent is fine
+    config = agent_config(tmp_path, source="git://127.0.0.1:1/fleet.git")
+    agent = RunningAgent(config)
+    try:
+        agent.wait_log(lambda x: x.startswith("pass 1 (sync) done"))
+        code, why = agent.get("/readyz")
+        assert code == 200, why
+        assert why.startswith("last pass finished (sync retry, verify retry"), why
+        status = gitedge("status", "--config", str(config), "-o", "json")
+        ready = [c for c in json.loads(status.stdout)["conditions"] if c["type"] == "Ready"]
+        assert ready[0]["status"] == "False"
+        assert agent.terminate() == 0
+    finally:
+        agent.close()

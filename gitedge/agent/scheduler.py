@@ -70,6 +70,10 @@ class AgentLoop:
         self.failures = 0
         self.passes = 0
         self.last_tick = time.monotonic()
+        #: readiness (``/readyz``): the agent can do its job when its last pass ended with a
+        #: result, whatever the steps said (offline, waiting, refused: they are its job, and
+        #: retried); not before the first pass ends, nor when a pass ended without a result
+        self.readiness: tuple[bool, str] = (False, "the first pass has not finished yet")
         self.scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -96,6 +100,10 @@ class AgentLoop:
             except Exception as e:  # a bug must not end the agent: log it, back off, go on
                 log.error("pass failed: %s", scrub(str(e)))
                 p = None
+                self.readiness = (False, f"the last pass failed: {scrub(str(e))}; retrying")
+            else:
+                steps = ", ".join(f"{k} {v}" for k, v in (p.outcomes or {}).items())
+                self.readiness = (True, f"last pass finished ({steps})" if steps else "ok")
             self.passes += 1
             self.last_tick = time.monotonic()
             took = self.last_tick - started

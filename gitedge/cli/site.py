@@ -59,9 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gitedge.agent.scheduler import AgentLoop
     from gitedge.agent.server import Metrics, StatusServer
 
-    state = State(config.state.dir)
+    state = State(config.state.dir)  # a state that cannot be used stops the agent here
     try:
-        verified: list[str] = [lv.commit] if (lv := state.last_verified) else []
+        state.last_verified  # noqa: B018 - read for its check
     finally:
         state.close()
     passes = ChildPasses(
@@ -72,19 +72,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop_grace_s=args.stop_grace,
     )
 
-    def on_pass(p: Any) -> None:  # the server thread reads this, never the state
-        if p.tip:
-            verified[:] = [p.tip]
-
-    loop = AgentLoop(passes, on_pass=on_pass)
+    loop = AgentLoop(passes)
     limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
 
     def alive() -> tuple[bool, str]:
         idle = time.monotonic() - loop.last_tick
         return idle < limit, f"last pass {idle:.0f}s ago"
 
-    def ready() -> tuple[bool, str]:
-        return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
+    def ready() -> tuple[bool, str]:  # not Ready: see AgentLoop.readiness and the README
+        return loop.readiness
 
     try:
         server = StatusServer(
