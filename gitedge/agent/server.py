@@ -2,8 +2,8 @@
 
 Liveness says the process and its loop are alive (the loop ticked recently); readiness says the
 agent can do its job (its last pass ended with a result: ``AgentLoop.readiness``). Metrics are a
-small registry of gauges and counters, written in Prometheus text exposition format 0.0.4. Label values come from the agent's own state (commit
-ids, versions, window names), never from secrets.
+small registry of gauges and counters, written in Prometheus text exposition format 0.0.4. Label
+values come from the agent's own state (commit ids, versions, window names), never from secrets.
 """
 
 from __future__ import annotations
