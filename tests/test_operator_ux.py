@@ -304,3 +304,36 @@ def test_item8_readyz_is_the_agent_able_to_work_not_the_ready_condition(tmp_path
         assert agent.terminate() == 0
     finally:
         agent.close()
+
+
+def test_item9_status_after_a_bundle_import_before_any_pass(tmp_path: Path) -> None:
+    import yaml
+
+    # sibling: `demo --keep` with a relative directory (it failed: the key path was relative)
+    r = subprocess.run([sys.executable, "-m", "gitedge", "demo", "--keep", "demo"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:]
+    demo, stick = tmp_path / "demo", tmp_path / "stick.tar"
+    r = gitedge("bundle", "create", "--repo", str(demo / "fleet"), "--rev", "HEAD~1", "--all",
+                "--layouts", str(demo / "upstream"), "--out", str(stick), "-q")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load((demo / "site" / "agent.yaml").read_text())
+    doc["state"]["dir"] = str(tmp_path / "state")
+    doc["source"] = {"url": str(tmp_path / "no-repo"), "branch": "main"}
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    r = gitedge("bundle", "import", str(stick), "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    tip = r.stdout.split(" now at ", 1)[1].split(";", 1)[0]
+    r = gitedge("status", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "has not finished a pass" not in r.stdout + r.stderr
+    assert r.stdout.startswith("no agent pass yet (plan, windows and conditions come with")
+    assert f"last verified commit: {tip} (committed " in r.stdout
+    assert "mirror: 3 images verified in the cache" in r.stdout
+    for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
+        r = gitedge("status", "--config", str(config), "-o", fmt)
+        assert r.returncode == 0, r.stderr
+        got = load(r.stdout)
+        assert got["passes"] == 0 and got["lastVerified"]["commit"] == tip
+        assert len(got["mirrored"]) == 3

@@ -133,3 +133,42 @@ def _text(doc: dict[str, Any]) -> str:
     for c in doc.get("conditions") or []:
         lines.append(f"  {c['type']:<16} {c['status']:<7} {c['reason']}: {c['message']}")
     return "\n".join(lines)
+
+
+def before_first_pass(state: State) -> dict[str, Any] | None:
+    """What a site's state holds before the agent finished a pass (a ``gitedge bundle import``
+    verified commits and filled the cache): None when it holds nothing yet."""
+    last = state.last_verified
+    mirrored = state.mirrored()
+    if last is None and not mirrored:
+        return None
+    return {
+        "passes": 0,
+        "lastVerified": {
+            "commit": last.commit,
+            "committedAt": iso_z(last.committed_at),
+            "verifiedAt": iso_z(last.verified_at),
+            "trust": last.policy_source,
+        }
+        if last
+        else None,
+        "mirrored": [
+            {"image": m.source, "digest": m.digest, "cacheRef": m.cache_ref, "bytes": m.bytes}
+            for m in sorted(mirrored.values(), key=lambda m: m.source)
+        ],
+    }
+
+
+def before_first_pass_text(doc: dict[str, Any]) -> str:
+    lv = doc["lastVerified"]
+    n = len(doc["mirrored"])
+    lines = [
+        "no agent pass yet (plan, windows and conditions come with the first pass: gitedge run)",
+        f"last verified commit: {lv['commit']} (committed {lv['committedAt']}, verified "
+        f"{lv['verifiedAt']}, trust {lv['trust']})"
+        if lv
+        else "last verified commit: none yet",
+        f"mirror: {n} image{'' if n == 1 else 's'} verified in the cache",
+    ]
+    lines += [f"  {m['image']}  {m['digest']}" for m in doc["mirrored"]]
+    return "\n".join(lines)

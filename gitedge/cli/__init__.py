@@ -27,6 +27,13 @@ from gitedge import __version__
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError, scrub
 
 Handler = Callable[[argparse.Namespace], int]
+#: ``-o`` of every command with structured output, as kubectl and flux spell it
+OUTPUT: dict[str, Any] = {
+    "choices": ["text", "json", "yaml"],
+    "default": "text",
+    "metavar": "text|json|yaml",
+    "help": "output format (default text; json and yaml hold the same fields)",
+}
 
 __all__ = ["build_parser", "main"]
 
@@ -84,7 +91,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--now", metavar="ISO8601", help="plan at this instant (default: now)")
     p.add_argument("--current-k3s", metavar="V", help="override the cluster's running K3s version")
     p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="repo:cmd_plan")
 
     p = sub.add_parser("verify", help="verify the signatures of a range of fleet-repo commits")
@@ -98,7 +105,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--since", metavar="REV", help="a commit already trusted (default: the root)")
     p.add_argument("--rev", default="HEAD", metavar="REV", help="newest commit (default HEAD)")
     p.add_argument("--cache", metavar="DIR", help="remember verified commit ids in DIR")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="repo:cmd_verify")
 
     p = sub.add_parser("schema", help="write JSON Schemas of every kind")
@@ -114,7 +121,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA, cache")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the digest")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="images:cmd_mirror")
     p = sub.add_parser("run", help="the agent: sync, verify, mirror, apply in windows")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
@@ -130,7 +137,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.set_defaults(handler="site:cmd_run")
     p = sub.add_parser("status", help="what the agent last verified, mirrored and applied")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="site:cmd_status")
     p = sub.add_parser("fleet", help="the fleet view, from the status reports sites push")
     fleet = p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
@@ -155,7 +162,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     )
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
     p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="site:cmd_fleet_status")  # fmt: skip
     p = sub.add_parser("bundle", help="offline bundles: commits and images for a site, one file")
     bundle = p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True)
@@ -219,7 +226,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
         metavar="REGISTRIES_YAML",
         help="exit 1 if this installed registries.yaml lacks a registry",
     )
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="nodes:cmd_node_config")  # fmt: skip
     p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
     p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")

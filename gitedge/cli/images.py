@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import agent_config, cluster_api, cluster_files, parse_now, read_file
+from gitedge.cli.common import (
+    agent_config,
+    cluster_api,
+    cluster_files,
+    parse_now,
+    read_file,
+    structured,
+)
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError
 
 
@@ -80,7 +86,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     s = r.stats
-    if args.output == "json":
+    if args.output != "text":
         doc = {
             "source": r.source,
             "destination": r.destination,
@@ -96,7 +102,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             "resumes": s.resumes,
             "seconds": round(r.seconds, 3),
         }  # fmt: skip
-        print(json.dumps(doc, indent=2))
+        print(structured(doc, args.output))
         return 0
     if not args.quiet:
         what = "up to date" if r.up_to_date else (

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import agent_config, cluster_api, parse_now
+from gitedge.cli.common import agent_config, cluster_api, parse_now, structured
 from gitedge.errors import UsageError
 
 
@@ -106,7 +105,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from gitedge.adapters.state import State
-    from gitedge.agent.status import status_text
+    from gitedge.agent.status import before_first_pass, before_first_pass_text, status_text
 
     config = agent_config(args.config)
     if not Path(config.state.dir, "state.sqlite3").exists():
@@ -115,14 +114,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = State(config.state.dir)
     try:
         doc = state.get_doc("status")
+        early = before_first_pass(state) if doc is None else None
     finally:
         state.close()
+    if early is not None:  # e.g. a bundle imported before the agent ever ran
+        print(structured(early, args.output) if args.output != "text" else
+              before_first_pass_text(early))  # fmt: skip
+        return 0
     if doc is None:
         print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
               file=sys.stderr)  # fmt: skip
         return 1
     where = f"{Path(config.state.dir, 'state.sqlite3')}: document 'status'"
-    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc, source=where))
+    print(structured(doc, args.output) if args.output != "text" else status_text(doc, source=where))
     return 0
 
 
@@ -145,7 +149,7 @@ def cmd_accept_history(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gitedge.agent.demo import run_demo
 
-    return run_demo(print, keep=Path(args.keep) if args.keep else None)
+    return run_demo(print, keep=Path(args.keep).resolve() if args.keep else None)
 
 
 def cmd_fleet_status(args: argparse.Namespace) -> int:
@@ -167,10 +171,10 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     fleet = read_reports(repo, hosts=hosts, retry=RetryPolicy(attempts=3))
     rows = fleet_rows(fleet.reports, now=now, stale_after=stale_after, selector=selector)
     bad = [{"tag": u.tag, "error": u.error} for u in fleet.unreadable]
-    if args.output == "json":
+    if args.output != "text":
         doc = {"registry": str(repo), "time": now.isoformat(), "sites": fleet_json(rows),
                "unreadable": bad}  # fmt: skip
-        print(json.dumps(doc, indent=2))
+        print(structured(doc, args.output))
     else:
         print(fleet_table(rows))
         print("\n".join([f"{len(bad)} report(s) unreadable:"] + [f"  {b['error']}" for b in bad])
