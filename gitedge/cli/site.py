@@ -86,7 +86,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             metrics=passes.metrics, ready=ready, alive=alive, host=host, port=port
         ).start()
     except OSError as e:  # the port in use, an address not on this machine
-        raise UsageError(f"--listen {args.listen}: {e.strerror or e}") from None
+        hint = {
+            98: ": another process listens there; stop it or pick a free port",
+            99: ": no interface of this machine has that address",
+        }.get(e.errno or 0, "")
+        raise UsageError(f"--listen {args.listen}: {e.strerror or e}{hint}") from None
     print(f"gitedge run: status on http://{host}:{server.port}", file=sys.stderr)
     try:
         loop.run_forever()

@@ -403,9 +403,9 @@ def _add(
         problems.append(Problem(path, doc.line, f"apiVersion must be {API_VERSION!r}, not {api!r}"))
         return
     if kind in NOT_IN_FLEET:
-        problems.append(
-            Problem(path, doc.line, f"kind {kind} belongs to a site's files, not the fleet repo")
-        )
+        where = "`gitedge validate --clusters`" if kind == "Cluster" else "`--config`"
+        msg = f"kind {kind} belongs to a site's files, not the fleet repo (give it to {where})"
+        problems.append(Problem(path, doc.line, msg))
         return
     if not isinstance(kind, str) or kind not in FLEET_KINDS:
         problems.append(
@@ -422,7 +422,7 @@ def _add(
     try:
         obj = model.model_validate(value)
     except ValidationError as e:
-        problems.extend(validation_problems(e, path=path, node=doc.node, prefix=label))
+        problems.extend(validation_problems(e, path=path, node=doc.node, prefix=label, model=model))
         fleet.broken.setdefault((kind, str(raw_name)), f"{path}:{doc.line}")
         return
     name = obj.metadata.name

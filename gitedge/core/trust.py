@@ -185,7 +185,9 @@ def parse_trust_policy(data: bytes, *, path: str = TRUST_PATH) -> TrustPolicy:
     try:
         return TrustPolicy.model_validate(doc.value)
     except ValidationError as e:
-        lines = validation_problems(e, path=path, node=doc.node, prefix="TrustPolicy")
+        lines = validation_problems(
+            e, path=path, node=doc.node, prefix="TrustPolicy", model=TrustPolicy
+        )
         raise ValueError("\n".join(map(str, lines))) from None
 
 

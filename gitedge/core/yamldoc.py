@@ -11,11 +11,14 @@ plain Python values itself, so that it can:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import multiprocessing
 import os
 import pickle
 import threading
+import types
+import typing
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ import yaml
 from gitedge.errors import Problem, YamlProblem
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
 try:  # libyaml is ~10x faster; the pure-Python composer behaves the same
     from yaml import CSafeLoader as _BaseLoader
@@ -408,7 +411,7 @@ def _string_hint(node: yaml.Node, loc: Sequence[int | str]) -> str:
         return ""
     raw = at.value
     named = [p for p in loc if isinstance(p, str)]
-    if named and named[-1] in ("version", "versions"):
+    if named and named[-1].lower().endswith(("version", "versions")):
         return (
             f"; YAML read {raw} as a number: a K3s version is a full release in quotes, "
             'e.g. "v1.31.2+k3s1"'
@@ -416,8 +419,55 @@ def _string_hint(node: yaml.Node, loc: Sequence[int | str]) -> str:
     return f'; YAML read {raw} as a number or boolean, not text: quote it ("{raw}")'
 
 
+def _unwrap(t: Any) -> Any:
+    """The model (or container) inside ``Annotated[...]`` and ``X | None``."""
+    from pydantic import BaseModel
+
+    while True:
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            t = typing.get_args(t)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            t = (models or args)[0]
+        else:
+            return t
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The field names (as written in YAML) of the model found along ``loc`` from ``model``."""
+    from pydantic import BaseModel
+
+    t: Any = model
+    for part in loc:
+        t = _unwrap(t)
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str):
+            by_name = {(f.alias or n): f for n, f in t.model_fields.items()}
+            if part not in by_name:
+                return []
+            t = by_name[part].annotation
+        elif origin in (list, tuple) and isinstance(part, int) and args:
+            t = args[0]
+        elif origin is dict and len(args) == 2:
+            t = args[1]
+        else:
+            return []
+    t = _unwrap(t)
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return [f.alias or n for n, f in t.model_fields.items()]
+    return []
+
+
 def validation_problems(
-    err: ValidationError, *, path: str, node: yaml.Node, prefix: str = "", skip: int = 0
+    err: ValidationError,
+    *,
+    path: str,
+    node: yaml.Node,
+    prefix: str = "",
+    skip: int = 0,
+    model: type[BaseModel] | None = None,
 ) -> list[Problem]:
     """Turn a pydantic ValidationError into ``path:line: prefix: field: message`` problems.
 
@@ -432,6 +482,14 @@ def validation_problems(
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+            if model is not None and loc and isinstance(loc[-1], str):
+                known = _fields_at(model, loc[:-1])
+                close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+                msg += (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else (f"; this level takes {', '.join(known)}" if known else "")
+                )
         elif e["type"] == "string_type":
             msg += _string_hint(node, loc)
         text = f"{where}: {msg}" if where else msg
