@@ -337,3 +337,65 @@ def test_item9_status_after_a_bundle_import_before_any_pass(tmp_path: Path) -> N
         got = load(r.stdout)
         assert got["passes"] == 0 and got["lastVerified"]["commit"] == tip
         assert len(got["mirrored"]) == 3
+
+
+def test_item10_the_demo_tells_its_offline_scenes_and_status_is_whole(tmp_path: Path) -> None:
+    r = gitedge("demo", "--keep", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stdout[-2000:]
+    out = r.stdout + r.stderr
+    assert "unsupported URL protocol" not in out
+    scenes = out.split("\n[")
+    offline = next(s for s in scenes if ", offline:" in s.splitlines()[0])
+    still = next(s for s in scenes if "still offline" in s.splitlines()[0])
+    assert "steps: sync retry," in offline
+    assert "steps: sync bundle," in still and "sync ok" not in still
+    clock = next(x for x in out.splitlines() if "ClockUntrusted" in x)
+    assert "ClockSane: the clock reads " in clock and "not before the newest verified" in clock
+    config = tmp_path / "demo" / "site" / "agent.yaml"
+    doc = json.loads(gitedge("status", "--config", str(config), "-o", "json").stdout)
+    assert any(w and w["open"] for w in doc["windows"].values())
+    assert doc["nextWindow"] == doc["time"]  # a window is open: work may start now
+
+
+def test_item11_one_timestamp_format_plurals_help_schema_and_yaml(tmp_path: Path) -> None:
+    import yaml
+
+    # plurals: a repo of one window, one group, one target, one release
+    repo = tmp_path / "one"
+    repo.mkdir()
+    head = "apiVersion: gitedge.io/v1alpha1\n"
+    (repo / "f.yaml").write_text(
+        f"{head}kind: K3sReleases\nmetadata: {{name: c}}\nspec: {{versions: [v1.30.6+k3s1]}}\n"
+        f"---\n{head}kind: MaintenanceWindow\nmetadata: {{name: w}}\n"
+        'spec: {timeZone: UTC, days: [mon], start: "01:00", end: "02:00"}\n'
+        f"---\n{head}kind: ClusterGroup\nmetadata: {{name: g}}\nspec: {{selector: {{}}}}\n"
+        f"---\n{head}kind: UpgradeTarget\nmetadata: {{name: t}}\nspec:\n  clusterGroup: g\n"
+        "  clusterSelector: {}\n  window: w\n  k3s: {version: v1.30.6+k3s1}\n"
+    )
+    r = gitedge("validate", str(repo))
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.strip() == f"{repo}: ok (1 target, 1 window, 1 group, 1 K3s release)"
+    # one timestamp format: a closed window's message ends in Z, as every status time
+    r = gitedge("plan", "--repo", str(REPO), "--cluster",
+                str(ROOT / "examples/clusters/store-berlin-0042.yaml"),
+                "--now", "2026-11-24T12:00:00Z", "-o", "yaml")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    plan = yaml.safe_load(r.stdout)
+    assert plan and "+00:00" not in r.stdout
+    # every command's --help has a description and an example; -o is documented with yaml
+    for command in (["validate"], ["plan"], ["verify"], ["schema"], ["mirror"], ["run"],
+                    ["status"], ["fleet", "status"], ["bundle", "create"], ["bundle", "import"],
+                    ["node-config"], ["accept-history"], ["demo"]):  # fmt: skip
+        r = gitedge(*command, "--help")
+        assert r.returncode == 0
+        usage, description = r.stdout.split("\n\n")[:2]
+        assert not description.startswith(("options:", "positional")), (command, r.stdout)
+        assert "\nexample:\n  gitedge " + " ".join(command) in r.stdout, (command, r.stdout)
+        if "-o text|json|yaml" in usage:
+            flat = " ".join(r.stdout.split())
+            assert "output format (default text; json and yaml hold the same fields)" in flat
+    # schema to stdout
+    r = gitedge("schema", "--kind", "UpgradeTarget")
+    assert r.returncode == 0 and json.loads(r.stdout)["title"] == "UpgradeTarget"
+    r = gitedge("schema", "--kind", "Nope")
+    assert r.returncode == 2 and "one of trustpolicy, clustergroup" in r.stderr

@@ -32,7 +32,9 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
         windows["k3s"] = window_json(plan.k3s.window)
     if plan is not None and plan.os is not None:
         windows["os"] = window_json(plan.os.window)
-    opens = [w["nextOpen"] for w in windows.values() if w and w["nextOpen"] and not w["open"]]
+    # when work may next start: now if a window is open, else the earliest next opening
+    opens = [iso_z(p.now) if w["open"] else w["nextOpen"] for w in windows.values() if w]
+    opens = [o for o in opens if o]
     running = None
     if p.snapshot is not None and p.snapshot.nodes:
         running = sorted({n.kubelet_version for n in p.snapshot.nodes})

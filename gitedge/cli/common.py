@@ -72,3 +72,8 @@ def structured(doc: Any, output: str) -> str:
     import json
 
     return json.dumps(doc, indent=2)
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 window``, ``2 windows``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import cluster_files, parse_now, read_file, structured
+from gitedge.cli.common import cluster_files, counted, parse_now, read_file, structured
 from gitedge.errors import RollbackRefused, UsageError, VerificationFailed
 
 
@@ -27,9 +27,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     assert fleet is not None
     print(
-        f"{args.dir}: ok ({len(fleet.targets)} targets, {len(fleet.windows)} windows, "
-        f"{len(fleet.groups)} groups, {len(fleet.k3s_releases())} K3s releases"
-        + (f"; {len(plans)} cluster(s) planned without conflict)" if clusters else ")")
+        f"{args.dir}: ok ({counted(len(fleet.targets), 'target')}, "
+        f"{counted(len(fleet.windows), 'window')}, {counted(len(fleet.groups), 'group')}, "
+        f"{counted(len(fleet.k3s_releases()), 'K3s release')}"
+        + (f"; {counted(len(plans), 'cluster')} planned without conflict)" if clusters else ")")
     )
     return 0
 
@@ -102,8 +103,15 @@ def _plan_text(
 def cmd_schema(args: argparse.Namespace) -> int:
     from gitedge.core.schemas import all_schemas
 
-    out = Path(args.write)
     schemas = all_schemas()
+    if args.write is None:  # one kind's schema on stdout (default: any fleet kind)
+        name = f"{args.kind.lower()}.schema.json"
+        if name not in schemas:
+            kinds = ", ".join(n.split(".")[0] for n in schemas)
+            raise UsageError(f"--kind {args.kind!r}: no such kind; one of {kinds}")
+        sys.stdout.write(schemas[name])
+        return 0
+    out = Path(args.write)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in schemas.items():

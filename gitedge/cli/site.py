@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge.cli.common import agent_config, cluster_api, parse_now, structured
+from gitedge.core.timefmt import iso_z
 from gitedge.errors import UsageError
 
 
@@ -176,7 +177,7 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     rows = fleet_rows(fleet.reports, now=now, stale_after=stale_after, selector=selector)
     bad = [{"tag": u.tag, "error": u.error} for u in fleet.unreadable]
     if args.output != "text":
-        doc = {"registry": str(repo), "time": now.isoformat(), "sites": fleet_json(rows),
+        doc = {"registry": str(repo), "time": iso_z(now), "sites": fleet_json(rows),
                "unreadable": bad}  # fmt: skip
         print(structured(doc, args.output))
     else:
