@@ -301,6 +301,14 @@ def test_item8_readyz_is_the_agent_able_to_work_not_the_ready_condition(tmp_path
         status = gitedge("status", "--config", str(config), "-o", "json")
         ready = [c for c in json.loads(status.stdout)["conditions"] if c["type"] == "Ready"]
         assert ready[0]["status"] == "False"
+        # the state gone from under it: the agent cannot do its job (the next pass is an
+        # interval away, backed off: nothing writes the state meanwhile)
+        state = tmp_path / "state"
+        state.rename(tmp_path / "state-moved")
+        code, why = agent.get("/readyz")
+        assert code == 503 and "state.sqlite3 cannot be read and written" in why, why
+        (tmp_path / "state-moved").rename(state)
+        assert agent.get("/readyz")[0] == 200
         assert agent.terminate() == 0
     finally:
         agent.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         idle = time.monotonic() - loop.last_tick
         return idle < limit, f"last pass {idle:.0f}s ago"
 
+    state_file = Path(config.state.dir, "state.sqlite3")
+
     def ready() -> tuple[bool, str]:  # not Ready: see AgentLoop.readiness and the README
+        if not os.access(state_file, os.R_OK | os.W_OK):
+            return False, f"the state {state_file} cannot be read and written"
         return loop.readiness
 
     try:
