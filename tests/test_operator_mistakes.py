@@ -323,3 +323,13 @@ def test_a_busy_listen_port_names_the_port_and_what_to_do(busy_port: int, tmp_pa
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"--listen {listen}: Address already in use" in r.stderr
     assert "another process listens there; stop it or pick a free port" in r.stderr
+
+
+def test_plan_on_a_directory_with_no_fleet_document_says_so(tmp_path: Path) -> None:
+    """A sibling of issue 18 item 6: ``plan`` printed 'no target selects this cluster'."""
+    r = subprocess.run([sys.executable, "-m", "gitedge", "plan", "--repo", str(tmp_path),
+                        "--cluster", str(CLUSTER)], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{tmp_path}: no fleet document found" in r.stdout
+    assert "give the fleet repo's root directory" in r.stdout

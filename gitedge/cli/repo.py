@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge.cli.common import cluster_files, counted, parse_now, read_file, structured
-from gitedge.errors import RollbackRefused, UsageError, VerificationFailed
+from gitedge.errors import InvalidInput, RollbackRefused, UsageError, VerificationFailed
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -51,9 +51,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gitedge.core.config import load_site_file
     from gitedge.core.fleet import load_files
     from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts, site_of
+    from gitedge.core.validation import cluster_facts, no_documents, site_of
 
     fleet = load_files(files)
+    empty = no_documents(fleet, origin=origin)
+    if empty is not None:
+        raise InvalidInput([empty])
     site = load_site_file(read_file(args.cluster, "--cluster"), path=args.cluster)
     facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
     result = plan(fleet, facts, now=parse_now(args.now), site=site_of(site))

@@ -52,6 +52,19 @@ def site_of(site: SiteFile) -> Site:
     return Site()
 
 
+def no_documents(fleet: Fleet, *, origin: str) -> Problem | None:
+    """A repo with no fleet document at all is the wrong directory (a TrustPolicy alone is a
+    legitimate start)."""
+    if fleet.origins:
+        return None
+    return Problem(
+        origin or ".",
+        0,
+        f"no fleet document found (no YAML file of kind {', '.join(FLEET_KINDS)}); give the "
+        "fleet repo's root directory",
+    )
+
+
 def validate(
     snapshot: Snapshot,
     *,
@@ -67,19 +80,9 @@ def validate(
         fleet = load_fleet(snapshot, origin=origin)
     except InvalidInput as e:
         return None, list(e.problems), []
-    if not fleet.origins:  # a TrustPolicy alone is a start; nothing at all is the wrong place
-        return (
-            None,
-            [
-                Problem(
-                    origin or ".",
-                    0,
-                    "no fleet document found (no YAML file of kind "
-                    f"{', '.join(FLEET_KINDS)}); give the fleet repo's root directory",
-                )
-            ],
-            [],
-        )
+    empty = no_documents(fleet, origin=origin)
+    if empty is not None:
+        return None, [empty], []
     problems: list[Problem] = []
     plans: list[Plan] = []
     for path, data in sorted(clusters.items()):
