@@ -103,7 +103,8 @@ class AgentLoop:
                 self.readiness = (False, f"the last pass failed: {scrub(str(e))}; retrying")
             else:
                 steps = ", ".join(f"{k} {v}" for k, v in (p.outcomes or {}).items())
-                self.readiness = (True, f"last pass finished ({steps})" if steps else "ok")
+                at = f"; at {p.tip}" if getattr(p, "tip", None) else ""
+                self.readiness = (True, f"last pass finished ({steps}){at}")
             self.passes += 1
             self.last_tick = time.monotonic()
             took = self.last_tick - started
