@@ -407,3 +407,40 @@ def test_item11_one_timestamp_format_plurals_help_schema_and_yaml(tmp_path: Path
     assert r.returncode == 0 and json.loads(r.stdout)["title"] == "UpgradeTarget"
     r = gitedge("schema", "--kind", "Nope")
     assert r.returncode == 2 and "one of trustpolicy, clustergroup" in r.stderr
+
+
+def test_item11_progress_on_a_narrow_terminal_is_redrawn_not_repeated(tmp_path: Path) -> None:
+    """The progress line of ``bundle create`` on a 40-column terminal: each redraw fits the
+    width (a longer line wraps, and ``\\r`` redraws only its last row: the rest stayed, once per
+    redraw)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    r = gitedge("demo", "--keep", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stdout[-2000:]
+    demo = tmp_path / "demo"
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitedge", "bundle", "create", "--repo", str(demo / "fleet"),
+         "--rev", "HEAD~1", "--all", "--layouts", str(demo / "upstream"),
+         "--out", str(tmp_path / "a-long-name-for-a-bundle-on-a-usb-stick.tar")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(120) == 0
+    shown = b"".join(chunks).decode()
+    draws = [x for x in shown.replace("\r\n", "\n").replace("\r", "\n").split("\n") if x.strip()]
+    assert draws and all(len(x) <= 39 for x in draws), [x for x in draws if len(x) > 39]
