@@ -69,8 +69,15 @@ class Stalled(GitEdgeError):
 class InvalidInput(Stalled):
     """One or more input files are invalid; ``problems`` lists each as ``path:line: message``."""
 
-    def __init__(self, problems: list[Problem] | tuple[Problem, ...], summary: str = "") -> None:
-        self.problems: tuple[Problem, ...] = tuple(sorted(problems))
+    def __init__(
+        self,
+        problems: list[Problem] | tuple[Problem, ...],
+        summary: str = "",
+        *,
+        dependents: list[Problem] | tuple[Problem, ...] = (),
+    ) -> None:
+        # causes first; ``dependents`` (a reference to a broken resource) after, pointing at it
+        self.problems: tuple[Problem, ...] = (*sorted(problems), *sorted(dependents))
         head = summary or f"{len(self.problems)} problem(s)"
         super().__init__("\n".join([head, *(str(p) for p in self.problems)]))
 
@@ -149,8 +156,11 @@ class RollbackRefused(Stalled):
         self.last_verified = last_verified
         self.offered = offered
         super().__init__(
-            f"RollbackRefused: {offered} does not descend from the last verified commit "
-            f"{last_verified}" + (f" ({detail})" if detail else "")
+            f"{offered} does not descend from the last verified commit {last_verified}"
+            + (f" ({detail})" if detail else "")
+            + f". To undo a change, commit a signed revert on top of {last_verified}; if the "
+            "history was rewritten on purpose, accept it on the site with `gitedge "
+            f"accept-history --config FILE --commit {offered}` (docs/site-setup.md)"
         )
 
 

@@ -152,7 +152,8 @@ def test_run_serves_readyz_and_stops_on_sigterm(
                     break
             except OSError:
                 time.sleep(0.1)
-        assert ready.startswith("at " + str(repo.head)), ready
+        assert ready.startswith("last pass finished (sync ok, verify ok"), ready
+        assert ready.rstrip().endswith(f"; at {repo.head}"), ready
         with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
             metrics = r.read().decode()
         assert 'gitedge_condition{type="SourceVerified"} 1' in metrics

@@ -84,7 +84,7 @@ def test_validate_examples_with_and_without_clusters() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     r = gitedge("validate", str(REPO), "--clusters", str(CLUSTERS))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "5 cluster(s) planned without conflict" in r.stdout
+    assert "5 clusters planned without conflict" in r.stdout
 
 
 def test_validate_prints_each_problem_as_path_line_message(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ CONTAINERFILE = ROOT / "Containerfile"
 def documents() -> list[dict[str, Any]]:
     docs = []
     for path in sorted(DEPLOY.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        if path.name != "kustomization.yaml":  # the base's own file, not a manifest
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
 
 
@@ -133,7 +134,7 @@ def test_rbac_has_no_wildcards_secrets_or_escalation():
 
 
 def test_kubectl_apply_dry_run_client_over_the_api_emulator(tmp_path: Path) -> None:
-    """``kubectl apply --dry-run=client -f deploy/`` maps every document to a resource the API
+    """``kubectl apply --dry-run=client -k deploy/`` (deploy/ is a kustomize base) maps every document to a resource the API
     serves (discovery from tests/kubeapi.py) and creates nothing. The emulator serves no OpenAPI
     document, so kubectl's own schema check is off here; the schema check is the
     kubernetes-validate test above."""
@@ -143,7 +144,7 @@ def test_kubectl_apply_dry_run_client_over_the_api_emulator(tmp_path: Path) -> N
         kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
         done = subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--dry-run=client",
-             "--validate=false", "-f", str(DEPLOY)],
+             "--validate=false", "-k", str(DEPLOY)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -252,3 +253,46 @@ def test_the_broken_composition_is_refused():
     assert argv == ["gitedge", "run", "--config", "/c.yaml", "run", "--config", "/c.yaml"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(argv[1:])
+
+
+# ------------------------------------------------------------------ kustomize (issue 18)
+
+OVERLAY = ROOT / "examples" / "site-overlay"
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize PATH`` (kubectl's bundled kustomize; CI's may be Debian's v2.0.3)."""
+    r = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def _key(d: dict[str, Any]) -> tuple[str, str]:
+    return d["kind"], d["metadata"]["name"]
+
+
+def test_the_base_renders_exactly_the_manifests_of_deploy() -> None:
+    rendered = kustomize(DEPLOY)
+    assert sorted(rendered, key=_key) == sorted(documents(), key=_key)
+
+
+@pytest.mark.parametrize("version", ["1.27.0", "1.30.0"])
+def test_the_site_overlay_renders_valid_manifests_with_its_config_and_labels(version) -> None:
+    rendered = kustomize(OVERLAY)
+    assert sorted(map(_key, rendered)) == sorted(map(_key, documents()))
+    for d in rendered:
+        kubernetes_validate.validate(d, version, strict=True)
+        assert d["metadata"]["labels"]["gitedge.io/site"] == "store-lyon-0007", _key(d)
+    (dep,) = [d for d in rendered if d["kind"] == "Deployment"]
+    assert dep["spec"]["template"]["metadata"]["labels"]["gitedge.io/site"] == "store-lyon-0007"
+    assert dep["spec"]["selector"]["matchLabels"]["gitedge.io/site"] == "store-lyon-0007"
+    (cm,) = [d for d in rendered if _key(d) == ("ConfigMap", "gitedge-config")]
+    config = load_site_file(cm["data"]["agent.yaml"].encode(), path="overlay agent.yaml")
+    assert isinstance(config, AgentConfig)
+    assert config.cluster.name == "store-lyon-0007"
+    assert config.registry.cache is not None
+    assert config.registry.cache.url == "http://10.42.7.10:5000"
+    assert cm["data"]["trust.yaml"] == one("ConfigMap", "gitedge-config")["data"]["trust.yaml"]
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]

@@ -259,7 +259,7 @@ def test_no_plan_written_outside_the_window(api, kube):
     assert api.writes("plans") == [] and api.items("events", NS) == []
     held = status["conditions"]["WindowClosed"]
     assert (held.status, held.reason) == ("True", "OutsideWindow")
-    assert "2026-11-24T01:00:00+00:00" in held.message
+    assert "2026-11-24T01:00:00Z" in held.message
     assert result.retry_after == (fs.NEXT_OPEN - fs.OUT_OF_WINDOW).total_seconds()
     assert status["k3s"]["nextOpen"] == "2026-11-24T01:00:00Z"
 

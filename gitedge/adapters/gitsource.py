@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import pygit2
 from pygit2.enums import ObjectType, RepositoryOpenFlag, SortMode
@@ -433,6 +434,13 @@ class GitMirror(GitRepo):
         auth = auth or SourceAuth()
         repo = self.repo
         what = f"fetch of branch {branch!r} from {shown}"
+        if scheme == "file":  # libgit2 calls a missing plain path an "unsupported URL protocol"
+            local = Path(unquote(url[7:]) if url.startswith("file://") else url)
+            if not local.exists():
+                raise SourceUnavailable(
+                    f"{what} failed: {local} does not exist (source.url names a local "
+                    "repository: check the path, or give an https://, ssh:// or git:// URL)"
+                )
         callbacks = Callbacks(
             auth=auth,
             shown=shown,

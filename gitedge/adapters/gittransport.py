@@ -77,7 +77,11 @@ def check_url(url: str) -> str:
         msg = "plain http is allowed only to a loopback address; use https"
         raise InvalidInput([Problem("source.url", 0, msg)])
     if scheme not in ("https", "http", "ssh", "git", "file"):
-        raise InvalidInput([Problem("source.url", 0, f"unsupported URL {redact_url(url)!r}")])
+        msg = (
+            f"unsupported URL {redact_url(url)!r}: give https://, ssh://, git://, file:// "
+            "or an absolute path"
+        )
+        raise InvalidInput([Problem("source.url", 0, msg)])
     return scheme
 
 

@@ -82,11 +82,14 @@ Location = ImageRef | LayoutRef
 
 
 def parse_location(text: str) -> Location:
-    """``host[:port]/repo[:tag][@digest]`` or ``oci:DIR[:tag]``; ValueError on anything else.
+    """``host[:port]/repo[:tag][@digest]`` (``docker://`` before it, as skopeo writes it, is
+    accepted) or ``oci:DIR[:tag]``; ValueError on anything else.
 
     In ``oci:DIR:tag`` the tag is what follows the last ``:`` when that holds only tag
     characters, so directories with colons still work (``oci:/mnt/a:b/layout``).
     """
+    if text.startswith("docker://"):  # skopeo's transport for a registry: the same thing
+        return ImageRef.parse(text[len("docker://") :])
     if text.startswith("oci:"):
         rest = text[4:]
         head, sep, tail = rest.rpartition(":")

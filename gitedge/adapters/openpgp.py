@@ -34,6 +34,7 @@ from typing import Literal
 import pysequoia
 from pysequoia.packet import PacketPile, Tag
 
+from gitedge.core.timefmt import iso_z
 from gitedge.errors import TrustError
 
 PgpOutcome = Literal["good", "unknown-key", "bad-signature"]
@@ -188,7 +189,7 @@ class PgpIndex:
             via = "" if signing_key == fpr else f" (subkey {signing_key})"
             return PgpVerdict("good", fpr, f"good OpenPGP signature{via}", created, cert)
         if created is not None and created > now:
-            late = f"signature dated after this host's clock ({created.isoformat()})"
+            late = f"signature dated after this host's clock ({iso_z(created)})"
             ok, why = _gpg_verify(cert, signature, payload, at=created)
             if ok:
                 return PgpVerdict("good", fpr, f"good OpenPGP {late}; {why}", created, cert)
@@ -203,7 +204,7 @@ def _explain(cert: PgpCert, created: datetime | None, reason: str) -> str:
         hints.append("the key is revoked")
     expiry = cert.cert.expiration
     if expiry is not None and created is not None and created >= expiry:
-        hints.append(f"the key expired {expiry.isoformat()}, before the signature was made")
+        hints.append(f"the key expired {iso_z(expiry)}, before the signature was made")
     return "; ".join([reason, *hints])
 
 

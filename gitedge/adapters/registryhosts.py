@@ -29,6 +29,9 @@ class HostConfig:
     #: hosts marked ``insecure`` anywhere in the config: a token realm there may get our
     #: credentials over plain HTTP (registryauth.py); filled in by :meth:`Hosts.get`
     insecure_hosts: frozenset[str] = frozenset()
+    #: which side this host is for the agent, named in errors: "cache" (``registry.cache``),
+    #: "upstream" (any other host, when a config names a cache), "" (not known)
+    role: str = ""
 
 
 def is_loopback(host: str) -> bool:
@@ -47,6 +50,7 @@ class Hosts:
     """Per-host settings, looked up by ``host:port`` first and then by the bare host."""
 
     by_host: Mapping[str, HostConfig] = field(default_factory=dict)
+    cache: str | None = None  # the site cache's host[:port], when a config names one
 
     def get(self, host: str) -> HostConfig:
         if host in self.by_host:
@@ -55,7 +59,8 @@ class Hosts:
             bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             found = self.by_host.get(bare, HostConfig())
         insecure = frozenset(h.lower() for h, c in self.by_host.items() if c.insecure)
-        return replace(found, insecure_hosts=found.insecure_hosts | insecure)
+        role = "" if self.cache is None else "cache" if host == self.cache else "upstream"
+        return replace(found, insecure_hosts=found.insecure_hosts | insecure, role=role)
 
     @classmethod
     def from_config(cls, registry: Any) -> Hosts:
@@ -71,7 +76,7 @@ class Hosts:
                 ca_file=Path(a.ca_file) if a.ca_file else None,
                 insecure=a.insecure,
             )
-        cache = registry.cache
+        cache, cache_at = registry.cache, None
         if cache is not None:
             url = cache.url.strip()
             scheme = url.split("://", 1)[0] if "://" in url else None
@@ -85,7 +90,8 @@ class Hosts:
                 insecure=cache.insecure or base.insecure,
                 scheme=scheme,
             )
-        return cls(out)
+            cache_at = host
+        return cls(out, cache=cache_at)
 
 
 @dataclass(frozen=True)

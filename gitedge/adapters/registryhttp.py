@@ -131,6 +131,41 @@ def _remote_text(r: requests.Response, limits: Limits) -> str:
     return scrub(f"{r.status_code} {r.reason or ''} {text}".strip(), limit=200)
 
 
+def network_reason(e: BaseException) -> str:
+    """The cause of a failed connection in a few words, from the innermost OS error under the
+    layers of requests and urllib3 (whose own text cuts it off): refused, name not resolved,
+    timed out, reset."""
+    import socket
+
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    inner: OSError | None = None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and (cur.errno is not None or cur.strerror):
+            inner = cur
+        nested = getattr(cur, "reason", None)
+        arg = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = (
+            (nested if isinstance(nested, BaseException) else arg)
+            or cur.__cause__
+            or cur.__context__
+        )
+    if isinstance(inner, socket.gaierror):
+        return f"host name not resolved ({inner.strerror}): check the host name and DNS"
+    if isinstance(inner, ConnectionRefusedError):
+        return (
+            "connection refused: nothing listens there (is the registry running, the port right?)"
+        )
+    if isinstance(inner, TimeoutError | socket.timeout):
+        return "no answer in time (timed out): check the address and the network path"
+    if inner is not None and inner.strerror:
+        return scrub(inner.strerror, limit=200)
+    if isinstance(e, requests.exceptions.Timeout):
+        return "no answer in time (timed out): check the address and the network path"
+    return scrub(" ".join(str(e).split()), limit=200)
+
+
 class RegistryTransport:
     """One registry host: requests with auth, redirects, retries and bounds."""
 
@@ -145,6 +180,7 @@ class RegistryTransport:
     ) -> None:
         self.host = host
         cfg = config or HostConfig()
+        self._side = {"cache": "the site's cache ", "upstream": "upstream "}.get(cfg.role, "")
         self.retry = retry or RetryPolicy()
         self.limits = self.retry.limits()
         self._sleep = sleep
@@ -350,7 +386,7 @@ class RegistryTransport:
                     f"{what}: TLS with {self.host} failed (is caFile right?): {scrub(str(e))}"
                 ) from None
             except NETWORK_ERRORS as e:
-                last = scrub(str(e), limit=200)
+                last = network_reason(e)
                 continue
             if r.status_code == 403:
                 detail = _remote_text(r, self.limits)
@@ -373,7 +409,8 @@ class RegistryTransport:
                 retry_after=retry_after or self.retry.max_delay_s,
             )
         raise RegistryUnavailable(
-            f"{what}: registry {self.host} still failing after {attempts} attempt(s): {last}"
+            f"{what}: {self._side}registry {self.host} still failing after {attempts} "
+            f"attempt(s): {last}"
         )
 
     def read(self, r: requests.Response, *, cap: int, what: str, thing: str) -> bytes:

@@ -292,6 +292,8 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     work.rename(hidden)
     say(f"[2] {offline_at:%Y-%m-%d %H:%M} UTC, offline: the operators signed {second[:12]} "
         "(K3s v1.30.6, OS 1.4.2) but the site cannot reach the repo")  # fmt: skip
+    say(f"    (the demo cuts the link by moving the repo away to {hidden.name}/: the agent's "
+        "fetch fails, as it would with the uplink down)")  # fmt: skip
     p = _pass(config, offline_at, say)
     ok &= p.outcomes.get("sync") == "retry" and p.tip == first
     say(f"    -> fetch failed (retried with backoff); still working from {first[:12]}\n")

@@ -67,6 +67,7 @@ from gitedge.core.pins import pins_condition, plan_unpinned
 from gitedge.core.planning import Plan, plan_json
 from gitedge.core.planning import plan as make_plan
 from gitedge.core.suc import Site
+from gitedge.core.timefmt import iso_z
 from gitedge.core.versions import K3sVersion
 from gitedge.errors import (
     DigestMismatch,
@@ -120,7 +121,8 @@ class Pass:
     actions: list[Action] = field(default_factory=list)
     applied: ApplyResult | None = None  # what the apply step read, decided and did
     conditions: list[Condition] = field(default_factory=list)
-    outcomes: dict[str, str] = field(default_factory=dict)  # step -> ok|stalled|waiting|retry
+    #: step -> ok|stalled|waiting|retry|skipped; sync also "bundle" (offline, a bundle stood in)
+    outcomes: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     status: dict[str, Any] = field(default_factory=dict)
@@ -215,7 +217,7 @@ class Agent:
                 continue
             try:
                 p.conditions += steps[name](p)
-                p.outcomes[name] = "ok"
+                p.outcomes.setdefault(name, "ok")  # sync may say "bundle"
             except GitEdgeError as e:
                 p.conditions += self._failed(p, name, e)
             except OSError as e:  # the disk, a socket: retried like any Transient
@@ -304,6 +306,7 @@ class Agent:
             if bundle_tip is None:
                 raise
             p.fetched = bundle_tip
+            p.outcomes["sync"] = "bundle"  # offline: a bundle stood in for the fetch
             msg = f"source unreachable; a bundle brought {src.branch} to {bundle_tip}"
             return [Condition(SOURCE_REACHABLE, "False", "BundleImported", msg)]
 
@@ -365,10 +368,16 @@ class Agent:
         newest = last.committed_at if last else None
         p.clock_ok = clock_trusted(now=p.now, newest_commit=newest)
         if p.clock_ok:
-            return [Condition(cond.CLOCK_UNTRUSTED, "False", "ClockSane", "")]
+            msg = (
+                f"the clock reads {iso_z(p.now)}, not before the newest verified commit "
+                f"({iso_z(newest)})"
+                if newest
+                else f"the clock reads {iso_z(p.now)}; no verified commit to compare it with yet"
+            )
+            return [Condition(cond.CLOCK_UNTRUSTED, "False", "ClockSane", msg)]
         msg = (
-            f"the clock reads {p.now.isoformat()}, before the newest verified commit "
-            f"({newest.isoformat() if newest else '?'}): every window is treated as closed"
+            f"the clock reads {iso_z(p.now)}, before the newest verified commit "
+            f"({iso_z(newest) if newest else '?'}): every window is treated as closed"
         )
         return [Condition(cond.CLOCK_UNTRUSTED, "True", "ClockUntrusted", msg)]
 

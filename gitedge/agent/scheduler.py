@@ -70,6 +70,10 @@ class AgentLoop:
         self.failures = 0
         self.passes = 0
         self.last_tick = time.monotonic()
+        #: readiness (``/readyz``): the agent can do its job when its last pass ended with a
+        #: result, whatever the steps said (offline, waiting, refused: they are its job, and
+        #: retried); not before the first pass ends, nor when a pass ended without a result
+        self.readiness: tuple[bool, str] = (False, "the first pass has not finished yet")
         # max_instances 2: a pass schedules its own job's next run; should that fall due before
         # the pass's _tick has returned (a log write blocked on a full stderr pipe, a stalled
         # machine), APScheduler would skip the run as "too many instances", and a one-off
@@ -101,6 +105,11 @@ class AgentLoop:
             except Exception as e:  # a bug must not end the agent: log it, back off, go on
                 log.error("pass failed: %s", scrub(str(e)))
                 p = None
+                self.readiness = (False, f"the last pass failed: {scrub(str(e))}; retrying")
+            else:
+                steps = ", ".join(f"{k} {v}" for k, v in (p.outcomes or {}).items())
+                at = f"; at {p.tip}" if getattr(p, "tip", None) else ""
+                self.readiness = (True, f"last pass finished ({steps}){at}")
             self.passes += 1
             self.last_tick = time.monotonic()
             took = self.last_tick - started

@@ -1,9 +1,9 @@
 """``/healthz``, ``/readyz`` and Prometheus ``/metrics`` for the agent (standard library only).
 
 Liveness says the process and its loop are alive (the loop ticked recently); readiness says the
-agent works from a verified commit. Metrics are a small registry of gauges and counters, written
-in Prometheus text exposition format 0.0.4. Label values come from the agent's own state (commit
-ids, versions, window names), never from secrets.
+agent can do its job (its last pass ended with a result: ``AgentLoop.readiness``). Metrics are a
+small registry of gauges and counters, written in Prometheus text exposition format 0.0.4. Label
+values come from the agent's own state (commit ids, versions, window names), never from secrets.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
         windows["k3s"] = window_json(plan.k3s.window)
     if plan is not None and plan.os is not None:
         windows["os"] = window_json(plan.os.window)
-    opens = [w["nextOpen"] for w in windows.values() if w and w["nextOpen"] and not w["open"]]
+    # when work may next start: now if a window is open, else the earliest next opening
+    opens = [iso_z(p.now) if w["open"] else w["nextOpen"] for w in windows.values() if w]
+    opens = [o for o in opens if o]
     running = None
     if p.snapshot is not None and p.snapshot.nodes:
         running = sorted({n.kubelet_version for n in p.snapshot.nodes})
@@ -138,4 +140,43 @@ def _text(doc: dict[str, Any]) -> str:
     lines.append("conditions:")
     for c in doc.get("conditions") or []:
         lines.append(f"  {c['type']:<16} {c['status']:<7} {c['reason']}: {c['message']}")
+    return "\n".join(lines)
+
+
+def before_first_pass(state: State) -> dict[str, Any] | None:
+    """What a site's state holds before the agent finished a pass (a ``gitedge bundle import``
+    verified commits and filled the cache): None when it holds nothing yet."""
+    last = state.last_verified
+    mirrored = state.mirrored()
+    if last is None and not mirrored:
+        return None
+    return {
+        "passes": 0,
+        "lastVerified": {
+            "commit": last.commit,
+            "committedAt": iso_z(last.committed_at),
+            "verifiedAt": iso_z(last.verified_at),
+            "trust": last.policy_source,
+        }
+        if last
+        else None,
+        "mirrored": [
+            {"image": m.source, "digest": m.digest, "cacheRef": m.cache_ref, "bytes": m.bytes}
+            for m in sorted(mirrored.values(), key=lambda m: m.source)
+        ],
+    }
+
+
+def before_first_pass_text(doc: dict[str, Any]) -> str:
+    lv = doc["lastVerified"]
+    n = len(doc["mirrored"])
+    lines = [
+        "no agent pass yet (plan, windows and conditions come with the first pass: gitedge run)",
+        f"last verified commit: {lv['commit']} (committed {lv['committedAt']}, verified "
+        f"{lv['verifiedAt']}, trust {lv['trust']})"
+        if lv
+        else "last verified commit: none yet",
+        f"mirror: {n} image{'' if n == 1 else 's'} verified in the cache",
+    ]
+    lines += [f"  {m['image']}  {m['digest']}" for m in doc["mirrored"]]
     return "\n".join(lines)

@@ -27,6 +27,13 @@ from gitedge import __version__
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError, scrub
 
 Handler = Callable[[argparse.Namespace], int]
+#: ``-o`` of every command with structured output, as kubectl and flux spell it
+OUTPUT: dict[str, Any] = {
+    "choices": ["text", "json", "yaml"],
+    "default": "text",
+    "metavar": "text|json|yaml",
+    "help": "output format (default text; json and yaml hold the same fields)",
+}
 
 __all__ = ["build_parser", "main"]
 
@@ -37,6 +44,122 @@ class _Skipped:
 
     def __getattr__(self, name: str) -> Callable[..., _Skipped]:
         return lambda *a, **kw: self
+
+
+#: Each command's ``--help``: what it does, and an example (as kubectl and flux print them).
+DOCS: dict[str, tuple[str, str]] = {
+    "validate": (
+        "Check a fleet repo's working tree: every file against its kind's schema, the "
+        "references between documents, and, for the cluster identities given with "
+        "--clusters, that targets resolve without conflict and every K3s path exists "
+        "in the catalog. One 'path:line: message' per problem.",
+        "gitedge validate . --clusters examples/clusters",
+    ),
+    "plan": (
+        "What a cluster should run and when, from a fleet repo alone (pure: no cluster, "
+        "no network): the winning targets, the K3s path through every minor, each "
+        "component's window.",
+        "gitedge plan --repo examples/fleet-repo --cluster examples/clusters/"
+        "store-berlin-0042.yaml -o yaml",
+    ),
+    "verify": (
+        "Verify the signatures of every commit in (--since, --rev] against a pinned "
+        "trust file, following trust rotations inside the repo; names the first bad "
+        "commit and why.",
+        "gitedge verify --repo fleet.git --trust /etc/gitedge/trust.yaml --since "
+        "3f1c2a9 --rev main",
+    ),
+    "schema": (
+        "JSON Schemas of every kind, for editors and CI: one kind on stdout, or every "
+        "kind's file with --write.",
+        "gitedge schema --kind UpgradeTarget > upgradetarget.schema.json",
+    ),
+    "mirror": (
+        "Copy an image or index between registries and OCI layouts, every digest kept "
+        "and verified; resumes cut downloads. SRC and DST are host[:port]/repo[:tag]"
+        "[@digest] (docker:// accepted) or oci:DIR[:tag].",
+        "gitedge mirror registry.example.com/os/kairos:v3.1 127.0.0.1:5000/os/kairos:v3.1"
+        " --platform linux/arm64",
+    ),
+    "run": (
+        "The agent: each pass syncs, verifies, plans, mirrors, applies in windows and "
+        "reports; serves /healthz, /readyz and /metrics on --listen.",
+        "gitedge run --config /etc/gitedge/agent.yaml --listen 0.0.0.0:8080",
+    ),
+    "status": (
+        "What the site's agent last verified, wants, mirrored and applied, with its "
+        "conditions and windows (read from its state dir).",
+        "gitedge status --config /etc/gitedge/agent.yaml -o json",
+    ),
+    "fleet": (
+        "The fleet's view, from the status reports the agents push.",
+        "gitedge fleet status --registry registry.example.com/fleet/reports",
+    ),
+    "fleet status": (
+        "One row per site from the reports pushed to the registry: versions, "
+        "commit, state; reports older than --stale-after are marked stale.",
+        "gitedge fleet status --registry registry.example.com/fleet/reports "
+        "-l 'env=prod' --stale-after 12h",
+    ),
+    "bundle": (
+        "Offline bundles: one file with the commits and images a site without network needs.",
+        "gitedge bundle create --repo fleet.git --all --out stick.tar",
+    ),
+    "bundle create": (
+        "Write a bundle: the git bundle of the commits and an OCI layout of "
+        "every image their plans need (for --cluster sites, or --all).",
+        "gitedge bundle create --repo ssh://git@git.example/fleet.git --since "
+        "3f1c2a9 --cluster sites/ --out /media/usb/fleet.tar",
+    ),
+    "bundle import": (
+        "Verify a bundle exactly as a fetch would be verified, then fill the "
+        "site's cache from it; nothing unverified is kept.",
+        "gitedge bundle import /media/usb/fleet.tar --config /etc/gitedge/agent.yaml",
+    ),
+    "node-config": (
+        "What each node needs to pull from the site's cache: K3s registries.yaml, "
+        "a containers registries.conf.d drop-in, a Kairos cloud-config.",
+        "gitedge node-config --config /etc/gitedge/agent.yaml --out /tmp/node",
+    ),
+    "accept-history": (
+        "Accept the rewritten tip the agent fetched and refused (RollbackRefused): its whole "
+        "history is verified from the root against the trust in force at the last verified "
+        "commit (not trust.bootstrap alone); only if every commit passes does it become the last "
+        "verified commit. Stop the agent first. To undo a change instead, commit a signed "
+        "revert: no recovery is needed.",
+        "gitedge accept-history --config /etc/gitedge/agent.yaml --commit <the full id "
+        "RollbackRefused names>",
+    ),
+    "demo": (
+        "The whole story on this machine with no services: a signed fleet repo, offline "
+        "bundles, a cache and the real agent in print mode.",
+        "gitedge demo --keep /tmp/gitedge-demo",
+    ),
+}
+
+
+class _Documented:
+    """Subcommands whose parsers get their description and example from :data:`DOCS`."""
+
+    def __init__(self, sub: Any, prefix: str = "") -> None:
+        self.sub, self.prefix = sub, prefix
+
+    def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
+        doc = DOCS.get(self.prefix + name)
+        if doc is not None:
+            kw.setdefault("description", doc[0])
+            kw.setdefault("epilog", f"example:\n  {doc[1]}")
+            kw.setdefault("formatter_class", _HelpFormat)
+        return cast(argparse.ArgumentParser, self.sub.add_parser(name, **kw))
+
+
+class _HelpFormat(argparse.RawDescriptionHelpFormatter):
+    """The description wrapped to the terminal, the example kept on its own lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
 
 class _Only:
@@ -66,7 +189,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
         "mirrored images, OS and K3s upgrades in maintenance windows.",
     )
     parser.add_argument("--version", action="version", version=f"gitedge {__version__}")
-    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub: Any = _Documented(parser.add_subparsers(dest="command", metavar="COMMAND"))
     if command is not None:
         sub = _Only(sub, command)
 
@@ -84,7 +207,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--now", metavar="ISO8601", help="plan at this instant (default: now)")
     p.add_argument("--current-k3s", metavar="V", help="override the cluster's running K3s version")
     p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="repo:cmd_plan")
 
     p = sub.add_parser("pin", help="name every image of the fleet repo by digest (in place)")
@@ -105,11 +228,14 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--since", metavar="REV", help="a commit already trusted (default: the root)")
     p.add_argument("--rev", default="HEAD", metavar="REV", help="newest commit (default HEAD)")
     p.add_argument("--cache", metavar="DIR", help="remember verified commit ids in DIR")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="repo:cmd_verify")
 
-    p = sub.add_parser("schema", help="write JSON Schemas of every kind")
-    p.add_argument("--write", required=True, metavar="DIR")
+    p = sub.add_parser("schema", help="JSON Schemas of every kind (stdout, or files with --write)")
+    p.add_argument("--write", metavar="DIR", help="write every kind's schema into DIR")
+    p.add_argument("--kind", default="fleet", metavar="KIND",
+                   help="without --write: print this kind's schema (default fleet: any fleet "
+                   "kind; or UpgradeTarget, AgentConfig, ...)")  # fmt: skip
     p.set_defaults(handler="repo:cmd_schema")
     p = sub.add_parser("mirror", help="copy an image or index, digests kept (registry or oci:DIR)")
     p.add_argument("src", metavar="SRC", help="host[:port]/repo[:tag][@digest] or oci:DIR[:tag]")
@@ -121,7 +247,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA, cache")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the digest")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="images:cmd_mirror")
     p = sub.add_parser("verify-image", help="check one image's cosign signature by hand")
     p.add_argument("ref", metavar="REF", help="host[:port]/repo[:tag][@digest]")
@@ -152,10 +278,12 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.set_defaults(handler="site:cmd_run")
     p = sub.add_parser("status", help="what the agent last verified, mirrored and applied")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="site:cmd_status")
     p = sub.add_parser("fleet", help="the fleet view, from the status reports sites push")
-    fleet = p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
+    fleet = _Documented(
+        p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True), "fleet "
+    )
     p = fleet.add_parser("status", help="one row per site: versions, commit, state, stale ones")
     p.add_argument(
         "--registry",
@@ -177,8 +305,10 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     )
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
     p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
-    p.add_argument("-o", "--output", choices=["text", "json", "html"], default="text",
-                   help="html: one self-contained page (states, versions, rollouts)")  # fmt: skip
+    p.add_argument("-o", "--output", choices=["text", "json", "yaml", "html"], default="text",
+                   metavar="text|json|yaml|html",
+                   help="output format (default text; json and yaml hold the same fields; html: "
+                   "one self-contained page of states, versions, rollouts)")  # fmt: skip
     p.add_argument("--out", metavar="FILE", help="write the output to FILE (default: stdout)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="reports kept by digest between runs, so only changed ones are fetched "
@@ -187,7 +317,9 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
                    help="reports read at once (default 16)")  # fmt: skip
     p.set_defaults(handler="fleet:cmd_fleet_status")  # fmt: skip
     p = sub.add_parser("bundle", help="offline bundles: commits and images for a site, one file")
-    bundle = p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True)
+    bundle = _Documented(
+        p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True), "bundle "
+    )
     p = bundle.add_parser("create", help="write a bundle: git bundle + OCI layout + index")
     p.add_argument("--repo", required=True, metavar="URL_OR_DIR", help="the fleet repo")
     p.add_argument("--rev", metavar="REV", help="the commit to bring (default: HEAD)")
@@ -211,6 +343,15 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     p.set_defaults(handler="images:cmd_bundle_import")
+    p = sub.add_parser(
+        "accept-history",
+        help="recover a site whose fleet history was rewritten on purpose (after RollbackRefused)",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
+    p.add_argument("--commit", required=True, metavar="ID",
+                   help="the full id of the rewritten tip RollbackRefused names")  # fmt: skip
+    p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
+    p.set_defaults(handler="site:cmd_accept_history")
     p = sub.add_parser("node-config", help="what each node needs to pull from the site's cache")
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument(
@@ -232,7 +373,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
         metavar="REGISTRIES_YAML",
         help="exit 1 if this installed registries.yaml lacks a registry",
     )
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", **OUTPUT)
     p.set_defaults(handler="nodes:cmd_node_config")  # fmt: skip
     p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
     p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")

@@ -61,3 +61,19 @@ def cluster_api(config: Any) -> Any:
     from gitedge.adapters.kube import Kube
 
     return Kube.connect(namespace=config.apply.namespace)
+
+
+def structured(doc: Any, output: str) -> str:
+    """A document as ``-o json`` or ``-o yaml`` prints it (the same fields, either way)."""
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)).rstrip("\n")
+    import json
+
+    return json.dumps(doc, indent=2)
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 window``, ``2 windows``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from gitedge.cli.common import agent_config, parse_now
+from gitedge.cli.common import agent_config, parse_now, structured
+from gitedge.core.timefmt import iso_z
 from gitedge.errors import UsageError
 
 
@@ -91,7 +92,7 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     with _output(args.out) as out:
         if args.output == "json":
             # Streamed: each site's full report read back from the cache as it is written.
-            out.write(json.dumps({"registry": str(repo), "time": now.isoformat()})[:-1])
+            out.write(json.dumps({"registry": str(repo), "time": iso_z(now)})[:-1])
             out.write(', "sites": [')
             for i, row in enumerate(rows):
                 tag = tag_for(row.report.cluster)
@@ -100,6 +101,15 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
                 (doc,) = fleet_json([replace(row, report=full)])
                 out.write(("," if i else "") + "\n  " + json.dumps(doc))
             out.write(f'\n], "unreadable": {json.dumps(bad, indent=2)}}}\n')
+        elif args.output == "yaml":  # not streamed: a yaml document is written whole
+            docs = []
+            for row in rows:
+                tag = tag_for(row.report.cluster)
+                data = cache.get(scan.digests[tag])
+                full = from_document(data, where=f"{repo}:{tag}") if data else row.report
+                docs += fleet_json([replace(row, report=full)])
+            doc = {"registry": str(repo), "time": iso_z(now), "sites": docs, "unreadable": bad}
+            print(structured(doc, "yaml"), file=out)
         elif args.output == "html":
             from gitedge.core.fleetpage import page_site, render_page
 

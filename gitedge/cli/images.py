@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import agent_config, cluster_api, cluster_files, parse_now, read_file
+from gitedge.cli.common import (
+    agent_config,
+    cluster_api,
+    cluster_files,
+    parse_now,
+    read_file,
+    structured,
+)
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError
 
 
@@ -43,12 +50,25 @@ class _MirrorProgress:
             f"{_mib(int(rate))}/s ETA {int(eta) // 60}:{int(eta) % 60:02d} "
             f"({p.blobs_done}/{p.blobs_total} blobs)"
         )
+        line = _fit(line)
         self.width = max(self.width, len(line))
         print("\r" + line.ljust(self.width), end="", file=sys.stderr, flush=True)
 
     def finish(self) -> None:
         if self.tty and self.width:
             print(file=sys.stderr)
+
+
+def _fit(line: str) -> str:
+    """A redrawn line cut to the terminal's width: one that wraps cannot be redrawn by ``\r``,
+    and left a copy of itself on every redraw (a bundle's long path: the same line 7 times)."""
+    try:  # the terminal the progress is drawn on: stderr (stdout may be a pipe)
+        width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
+    except (OSError, ValueError):
+        return line
+    if width < 10:  # a terminal that does not say its size (0 columns)
+        return line
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _mib(n: int) -> str:
@@ -80,7 +100,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     s = r.stats
-    if args.output == "json":
+    if args.output != "text":
         doc = {
             "source": r.source,
             "destination": r.destination,
@@ -96,7 +116,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             "resumes": s.resumes,
             "seconds": round(r.seconds, 3),
         }  # fmt: skip
-        print(json.dumps(doc, indent=2))
+        print(structured(doc, args.output))
         return 0
     if not args.quiet:
         what = "up to date" if r.up_to_date else (
@@ -132,6 +152,7 @@ class _BundleProgress:
         if not p.finished and now - self.drawn < 0.1:
             return
         self.drawn = now
+        line = _fit(line)
         self.width = max(self.width, len(line))
         end = "\n" if p.finished else ""
         print("\r" + line.ljust(self.width), end=end, file=sys.stderr, flush=True)

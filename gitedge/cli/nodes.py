@@ -8,12 +8,11 @@ mirror at its last verified commit), and prints or writes the files.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import agent_config, read_file
+from gitedge.cli.common import agent_config, read_file, structured
 from gitedge.errors import UsageError
 
 __all__ = ["cmd_node_config"]
@@ -93,7 +92,7 @@ def cmd_node_config(args: argparse.Namespace) -> int:
         for f in files:
             print(f"{Path(args.out)}{f.path}  ({f.reader}: {f.what})")
         return 0
-    if args.output == "json":
+    if args.output != "text":
         doc = {
             "cluster": cluster,
             "cache": {"host": endpoint.host, "url": endpoint.url},
@@ -104,7 +103,7 @@ def cmd_node_config(args: argparse.Namespace) -> int:
                 for f in files
             ],
         }  # fmt: skip
-        print(json.dumps(doc, indent=2))
+        print(structured(doc, args.output))
         return 0
     print(f"# node config of cluster {cluster}: cache {endpoint.url}, mirroring "
           f"{', '.join(upstreams)}")  # fmt: skip

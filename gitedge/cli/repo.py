@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import cluster_files, parse_now, read_file
-from gitedge.errors import DigestRequired, UsageError, VerificationFailed
+from gitedge.cli.common import cluster_files, counted, parse_now, read_file, structured
+from gitedge.errors import (
+    DigestRequired,
+    InvalidInput,
+    RollbackRefused,
+    UsageError,
+    VerificationFailed,
+)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -28,9 +33,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     assert fleet is not None
     print(
-        f"{args.dir}: ok ({len(fleet.targets)} targets, {len(fleet.windows)} windows, "
-        f"{len(fleet.groups)} groups, {len(fleet.k3s_releases())} K3s releases"
-        + (f"; {len(plans)} cluster(s) planned without conflict)" if clusters else ")")
+        f"{args.dir}: ok ({counted(len(fleet.targets), 'target')}, "
+        f"{counted(len(fleet.windows), 'window')}, {counted(len(fleet.groups), 'group')}, "
+        f"{counted(len(fleet.k3s_releases()), 'K3s release')}"
+        + (f"; {counted(len(plans), 'cluster')} planned without conflict)" if clusters else ")")
     )
     return 0
 
@@ -52,9 +58,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gitedge.core.fleet import load_files
     from gitedge.core.pins import plan_unpinned
     from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts, site_of
+    from gitedge.core.validation import cluster_facts, no_documents, site_of
 
     fleet = load_files(files)
+    empty = no_documents(fleet, origin=origin)
+    if empty is not None:
+        raise InvalidInput([empty])
     site = load_site_file(read_file(args.cluster, "--cluster"), path=args.cluster)
     facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
     result = plan(fleet, facts, now=parse_now(args.now), site=site_of(site))
@@ -65,8 +74,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             found, summary=f"{origin}: {len(found)} image(s) of the plan are named by tag only"
         )
     doc = plan_json(result)
-    if args.output == "json":
-        print(json.dumps(doc, indent=2))
+    if args.output != "text":
+        print(structured(doc, args.output))
     else:
         print(_plan_text(doc, facts.labels, facts.k3s_version, facts.os_image))
     return 0
@@ -114,8 +123,15 @@ def _plan_text(
 def cmd_schema(args: argparse.Namespace) -> int:
     from gitedge.core.schemas import all_schemas
 
-    out = Path(args.write)
     schemas = all_schemas()
+    if args.write is None:  # one kind's schema on stdout (default: any fleet kind)
+        name = f"{args.kind.lower()}.schema.json"
+        if name not in schemas:
+            kinds = ", ".join(n.split(".")[0] for n in schemas)
+            raise UsageError(f"--kind {args.kind!r}: no such kind; one of {kinds}")
+        sys.stdout.write(schemas[name])
+        return 0
+    out = Path(args.write)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in schemas.items():
@@ -144,12 +160,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
             cache=cache,
         )
     except VerificationFailed as e:
-        if args.output == "json":
+        if args.output != "text":
             doc = {"verified": False, "commit": e.commit, "reason": e.reason, "detail": e.detail}
-            print(json.dumps(doc, indent=2))
+            print(structured(doc, args.output))
             return 1
         raise
-    if args.output == "json":
+    except RollbackRefused as e:  # named, as the agent's condition is
+        if args.output != "text":
+            doc = {"verified": False, "reason": "RollbackRefused", "lastVerified":
+                   e.last_verified, "offered": e.offered, "detail": str(e)}  # fmt: skip
+            print(structured(doc, args.output))
+        print(f"gitedge verify: RollbackRefused: {e}", file=sys.stderr)
+        return 1
+    if args.output != "text":
         doc = {
             "verified": True,
             "tip": d.tip,
@@ -161,7 +184,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "cached": d.skipped_cached,
             "exempt": d.exempt,
         }
-        print(json.dumps(doc, indent=2))
+        print(structured(doc, args.output))
         return 0
     lines = [  # one write, not a print() per commit: a quarter of the time on 10,000
         f"{a.commit[:12]}  good  {a.signer}  {a.key_id}"

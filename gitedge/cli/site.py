@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import agent_config, cluster_api, parse_now
+from gitedge.cli.common import agent_config, cluster_api, parse_now, structured
 from gitedge.errors import UsageError
 
 
@@ -59,9 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gitedge.agent.scheduler import AgentLoop
     from gitedge.agent.server import Metrics, StatusServer
 
-    state = State(config.state.dir)
+    state = State(config.state.dir)  # a state that cannot be used stops the agent here
     try:
-        verified: list[str] = [lv.commit] if (lv := state.last_verified) else []
+        state.last_verified  # noqa: B018 - read for its check
     finally:
         state.close()
     passes = ChildPasses(
@@ -72,26 +72,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop_grace_s=args.stop_grace,
     )
 
-    def on_pass(p: Any) -> None:  # the server thread reads this, never the state
-        if p.tip:
-            verified[:] = [p.tip]
-
-    loop = AgentLoop(passes, on_pass=on_pass)
+    loop = AgentLoop(passes)
     limit = 3 * max(config.source.interval.total_seconds(), 3600.0)
 
     def alive() -> tuple[bool, str]:
         idle = time.monotonic() - loop.last_tick
         return idle < limit, f"last pass {idle:.0f}s ago"
 
-    def ready() -> tuple[bool, str]:
-        return bool(verified), f"at {verified[0]}" if verified else "no verified commit yet"
+    state_file = Path(config.state.dir, "state.sqlite3")
+
+    def ready() -> tuple[bool, str]:  # not Ready: see AgentLoop.readiness and the README
+        if not os.access(state_file, os.R_OK | os.W_OK):
+            return False, f"the state {state_file} cannot be read and written"
+        return loop.readiness
 
     try:
         server = StatusServer(
             metrics=passes.metrics, ready=ready, alive=alive, host=host, port=port
         ).start()
     except OSError as e:  # the port in use, an address not on this machine
-        raise UsageError(f"--listen {args.listen}: {e.strerror or e}") from None
+        hint = {
+            98: ": another process listens there; stop it or pick a free port",
+            99: ": no interface of this machine has that address",
+        }.get(e.errno or 0, "")
+        raise UsageError(f"--listen {args.listen}: {e.strerror or e}{hint}") from None
     print(f"gitedge run: status on http://{host}:{server.port}", file=sys.stderr)
     try:
         loop.run_forever()
@@ -110,7 +114,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from gitedge.adapters.state import State
-    from gitedge.agent.status import status_text
+    from gitedge.agent.status import before_first_pass, before_first_pass_text, status_text
 
     config = agent_config(args.config)
     if not Path(config.state.dir, "state.sqlite3").exists():
@@ -119,18 +123,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = State(config.state.dir)
     try:
         doc = state.get_doc("status")
+        early = before_first_pass(state) if doc is None else None
     finally:
         state.close()
+    if early is not None:  # e.g. a bundle imported before the agent ever ran
+        print(structured(early, args.output) if args.output != "text" else
+              before_first_pass_text(early))  # fmt: skip
+        return 0
     if doc is None:
         print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
               file=sys.stderr)  # fmt: skip
         return 1
     where = f"{Path(config.state.dir, 'state.sqlite3')}: document 'status'"
-    print(json.dumps(doc, indent=2) if args.output == "json" else status_text(doc, source=where))
+    print(structured(doc, args.output) if args.output != "text" else status_text(doc, source=where))
+    return 0
+
+
+def cmd_accept_history(args: argparse.Namespace) -> int:
+    from gitedge.agent.recovery import accept_history
+
+    config = agent_config(args.config)
+    done = accept_history(config=config, commit=args.commit, now=parse_now(args.now))
+    if done.already:
+        print(f"{done.tip} descends from the last verified commit {done.previous}: nothing to "
+              "recover, the agent takes it as usual")  # fmt: skip
+        return 0
+    print(
+        f"accepted {done.tip}: {done.commits} commit(s) verified from the root against the "
+        f"trust in force at {done.previous} ({done.trust}); it is now the last verified commit"
+    )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from gitedge.agent.demo import run_demo
 
-    return run_demo(print, keep=Path(args.keep) if args.keep else None)
+    return run_demo(print, keep=Path(args.keep).resolve() if args.keep else None)

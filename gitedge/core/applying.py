@@ -71,6 +71,7 @@ from gitedge.core.suc import (
     STEP_ANNOTATION,
     Site,
 )
+from gitedge.core.timefmt import iso_z
 from gitedge.core.versions import K3sVersion
 from gitedge.errors import VersionError
 
@@ -217,7 +218,7 @@ def _window_text(view: WindowView | None, now: datetime) -> str:
         return "the clock is not trusted"
     if view.next_open is None:
         return f"window {view.name!r} is closed and never opens again"
-    return f"window {view.name!r} is closed until {view.next_open.isoformat()}"
+    return f"window {view.name!r} is closed until {iso_z(view.next_open)}"
 
 
 @dataclass

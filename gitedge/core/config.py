@@ -186,8 +186,12 @@ def load_site_file(data: bytes, *, path: str) -> SiteFile:
     elif kind == "AgentConfig":
         model = AgentConfig
     else:
+        import difflib
+
+        close = difflib.get_close_matches(str(kind), ["Cluster", "AgentConfig"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InvalidFleetRepo(
-            [Problem(path, doc.line, f"expected kind Cluster or AgentConfig, not {kind!r}")]
+            [Problem(path, doc.line, f"expected kind Cluster or AgentConfig, not {kind!r}{hint}")]
         )
     if value.get("apiVersion") != API_VERSION:
         raise InvalidFleetRepo([Problem(path, doc.line, f"apiVersion must be {API_VERSION!r}")])
@@ -195,5 +199,5 @@ def load_site_file(data: bytes, *, path: str) -> SiteFile:
         return model.model_validate(value)
     except ValidationError as e:
         raise InvalidFleetRepo(
-            validation_problems(e, path=path, node=doc.node, prefix=kind)
+            validation_problems(e, path=path, node=doc.node, prefix=kind, model=model)
         ) from None

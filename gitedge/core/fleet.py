@@ -354,6 +354,9 @@ class Fleet:
     releases: dict[str, K3sReleases] = field(default_factory=dict)
     targets: dict[str, UpgradeTarget] = field(default_factory=dict)
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
+    #: documents that did not validate, by (kind, name): where they are, so that what refers to
+    #: them points there instead of reading as the cause
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def k3s_releases(self) -> list[K3sVersion]:
         """Every release of every K3sReleases document, parsed."""
@@ -400,9 +403,12 @@ def load_files(files: FleetFiles) -> Fleet:
             problems.extend(file_problems)
             for doc in docs:
                 _add(fleet, doc, path=entry.shown, is_trust_file=entry.is_trust, problems=problems)
-    problems.extend(_references(fleet))
-    if problems:
-        raise InvalidFleetRepo(problems, summary=f"fleet repo has {len(problems)} problem(s)")
+    dependents = list(_references(fleet))
+    if problems or dependents:
+        n = len(problems) + len(dependents)
+        raise InvalidFleetRepo(
+            problems, summary=f"fleet repo has {n} problem(s)", dependents=dependents
+        )
     return fleet
 
 
@@ -441,9 +447,9 @@ def _add(
         problems.append(Problem(path, doc.line, f"apiVersion must be {API_VERSION!r}, not {api!r}"))
         return
     if isinstance(kind, str) and kind in NOT_IN_FLEET:  # a list/map kind is unhashable
-        problems.append(
-            Problem(path, doc.line, f"kind {kind} belongs to a site's files, not the fleet repo")
-        )
+        where = "`gitedge validate --clusters`" if kind == "Cluster" else "`--config`"
+        msg = f"kind {kind} belongs to a site's files, not the fleet repo (give it to {where})"
+        problems.append(Problem(path, doc.line, msg))
         return
     if not isinstance(kind, str) or kind not in FLEET_KINDS:
         problems.append(
@@ -460,7 +466,8 @@ def _add(
     try:
         obj = model.model_validate(value)
     except ValidationError as e:
-        problems.extend(validation_problems(e, path=path, node=doc.node, prefix=label))
+        problems.extend(validation_problems(e, path=path, node=doc.node, prefix=label, model=model))
+        fleet.broken.setdefault((kind, str(raw_name)), f"{path}:{doc.line}")
         return
     name = obj.metadata.name
     if kind == "TrustPolicy" and not is_trust_file:
@@ -494,26 +501,51 @@ def _add(
 
 
 def _references(fleet: Fleet) -> Iterable[Problem]:
+    """Problems of references; one to a broken document points at it (its own problem is the
+    cause, told above)."""
+    catalog_broken = [w for (k, _), w in fleet.broken.items() if k == "K3sReleases"]
+    listed = set(fleet.k3s_releases()) if not catalog_broken else set()
     for name, target in fleet.targets.items():
         o = fleet.origins[("UpgradeTarget", name)]
         spec, what = target.spec, f"UpgradeTarget/{name}"
-        if spec.window and spec.window not in fleet.windows:
+        for field_name, kind, ref in (
+            ("window", "MaintenanceWindow", spec.window),
+            ("clusterGroup", "ClusterGroup", spec.cluster_group),
+        ):
+            if not ref or ref in (fleet.windows if kind == "MaintenanceWindow" else fleet.groups):
+                continue
+            at = fleet.broken.get((kind, ref))
             yield Problem(
                 o.path,
-                o.line_of("window"),
-                f"{what}: window {spec.window!r} is not a MaintenanceWindow in this repo",
+                o.line_of(field_name),
+                f"{what}: {field_name} {ref!r} is invalid itself (see {at}); fix it there"
+                if at
+                else f"{what}: {field_name} {ref!r} is not a {kind} in this repo; define it "
+                f"(kind: {kind}, metadata.name: {ref}) or correct the name",
             )
-        if spec.cluster_group and spec.cluster_group not in fleet.groups:
-            yield Problem(
-                o.path,
-                o.line_of("clusterGroup"),
-                f"{what}: clusterGroup {spec.cluster_group!r} is not a ClusterGroup in this repo",
-            )
-        if spec.k3s and not fleet.releases:
+        if not spec.k3s:
+            continue
+        if catalog_broken:
             yield Problem(
                 o.path,
                 o.line_of("k3s"),
-                f"{what}: sets k3s but the repo has no K3sReleases catalog",
+                f"{what}: sets k3s, and the K3sReleases catalog is invalid itself (see "
+                f"{catalog_broken[0]}); fix it there",
+            )
+        elif not fleet.releases:
+            yield Problem(
+                o.path,
+                o.line_of("k3s"),
+                f"{what}: sets k3s but the repo has no K3sReleases catalog; add one listing "
+                f"{spec.k3s.version} and a release of every minor a site passes through",
+            )
+        elif K3sVersion.parse(spec.k3s.version) not in listed:
+            yield Problem(
+                o.path,
+                o.line_of("k3s"),
+                f"{what}: k3s version {spec.k3s.version} is not in the K3sReleases catalog "
+                f"({fleet.where('K3sReleases', next(iter(fleet.releases)))}); add it to the "
+                "catalog's versions, or pick a listed one",
             )
 
 

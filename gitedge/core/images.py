@@ -48,8 +48,11 @@ class ImageRef:
         if slash and ("." in first or ":" in first or first == "localhost" or first[:1] == "["):
             registry, path = first, remainder
             if not _HOST.match(registry):
+                hint = ""
+                if "://" in text:
+                    hint = "; write it without a scheme: host[:port]/repository[:tag]"
                 raise ValueError(
-                    f"invalid image reference {text!r}: bad registry host {registry!r}"
+                    f"invalid image reference {text!r}: bad registry host {registry!r}{hint}"
                 )
         else:
             registry, path = DOCKER_HUB, rest

@@ -175,7 +175,11 @@ def parse_selector(text: str) -> LabelSelector:
             else:
                 exprs.append(Requirement(key=part, operator="Exists"))
         except ValueError as e:
-            raise SelectorError(f"selector {text!r}: {_first_line(e)}") from None
+            hint = ""
+            m = re.fullmatch(r"(\S+)\s+(in|notin)\s+([^(].*)", part)
+            if m:  # kubectl's set form needs its parentheses
+                hint = f"; write {m.group(1)} {m.group(2)} ({m.group(3).strip()})"
+            raise SelectorError(f"selector {text!r}: {_first_line(e)}{hint}") from None
     return LabelSelector(match_labels=labels, match_expressions=tuple(exprs))
 
 

@@ -47,6 +47,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from gitedge.core.fleetfiles import TRUST_PATH
+from gitedge.core.timefmt import iso_z
 from gitedge.core.trustgraph import (
     DATE_TOLERANCE,
     Commit,
@@ -185,7 +186,9 @@ def parse_trust_policy(data: bytes, *, path: str = TRUST_PATH) -> TrustPolicy:
     try:
         return TrustPolicy.model_validate(doc.value)
     except ValidationError as e:
-        lines = validation_problems(e, path=path, node=doc.node, prefix="TrustPolicy")
+        lines = validation_problems(
+            e, path=path, node=doc.node, prefix="TrustPolicy", model=TrustPolicy
+        )
         raise ValueError("\n".join(map(str, lines))) from None
 
 
@@ -499,7 +502,7 @@ def _judge(c: Commit, before: Policy, checker: Checker, need: Role) -> Accepted:
             commit=c.id,
             reason="key-not-valid-at-time",
             detail=f"key {result.key_id} of {result.signer!r} is not valid at the committer time "
-            f"{when.isoformat()} ({_windows(result.keys)}; policy in force: {before.source})",
+            f"{iso_z(when)} ({_windows(result.keys)}; policy in force: {before.source})",
         )
     signer = before.signer(result.signer)
     roles = signer.roles if signer else frozenset()
@@ -527,8 +530,8 @@ def _valid_at(key: KeyWindow, when: datetime) -> bool:
 
 def _windows(keys: Sequence[KeyWindow]) -> str:
     parts = [
-        f"valid {k.valid_after.isoformat() if k.valid_after else '-inf'} .. "
-        f"{k.valid_before.isoformat() if k.valid_before else '+inf'}"
+        f"valid {iso_z(k.valid_after) if k.valid_after else '-inf'} .. "
+        f"{iso_z(k.valid_before) if k.valid_before else '+inf'}"
         for k in keys
     ]
     return "; ".join(parts) or "no key entry"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from gitedge.core.timefmt import iso_z
 from gitedge.errors import RollbackRefused, VerificationFailed
 
 HasMode = object  # a trust.Policy, or the ValueError of a trust file that does not parse
@@ -57,8 +58,8 @@ def check_dates(*, c: Commit, parents: Sequence[str], time_of: Callable[[str], d
             raise VerificationFailed(
                 commit=c.id,
                 reason="date-before-parent",
-                detail=f"committer date {c.committer_time.isoformat()} is earlier than the "
-                f"latest date in the history of its parent {parent} ({when.isoformat()}) by "
+                detail=f"committer date {iso_z(c.committer_time)} is earlier than the "
+                f"latest date in the history of its parent {parent} ({iso_z(when)}) by "
                 f"more than {_TOLERANCE_TEXT}",
             )
 

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from gitedge.core.catalogcheck import catalog_problems
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
-from gitedge.core.fleet import Fleet, load_fleet
+from gitedge.core.fleet import FLEET_KINDS, Fleet, load_fleet
 from gitedge.core.images import cache_host
 from gitedge.core.osk3s import fleet_disagreements
 from gitedge.core.pins import fleet_unpinned
@@ -60,6 +60,19 @@ def site_of(site: SiteFile) -> Site:
     return Site()
 
 
+def no_documents(fleet: Fleet, *, origin: str) -> Problem | None:
+    """A repo with no fleet document at all is the wrong directory (a TrustPolicy alone is a
+    legitimate start)."""
+    if fleet.origins:
+        return None
+    return Problem(
+        origin or ".",
+        0,
+        f"no fleet document found (no YAML file of kind {', '.join(FLEET_KINDS)}); give the "
+        "fleet repo's root directory",
+    )
+
+
 def validate(
     snapshot: Snapshot,
     *,
@@ -75,6 +88,9 @@ def validate(
         fleet = load_fleet(snapshot, origin=origin)
     except InvalidInput as e:
         return None, list(e.problems), []
+    empty = no_documents(fleet, origin=origin)
+    if empty is not None:
+        return None, [empty], []
     problems: list[Problem] = catalog_problems(fleet)
     problems += fleet_disagreements(fleet)  # OS and K3s targets at odds
     problems += [u.problem for u in fleet_unpinned(fleet)]

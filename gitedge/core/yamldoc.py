@@ -11,11 +11,14 @@ plain Python values itself, so that it can:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import multiprocessing
 import os
 import pickle
 import threading
+import types
+import typing
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ import yaml
 from gitedge.errors import Problem, YamlProblem
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
 try:  # libyaml is ~10x faster; the pure-Python composer behaves the same
     from yaml import CSafeLoader as _BaseLoader
@@ -237,7 +240,15 @@ def _parse_values(file: tuple[bytes, str]) -> Parsed:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
-        return [], [Problem(path, line, f"YAML syntax error: {e.problem or e.context}")]
+        msg = f"YAML syntax error: {e.problem or e.context}"
+        lines = text.splitlines()
+        bad_line = lines[mark.line] if mark and mark.line < len(lines) else ""
+        if "\t" in bad_line:
+            msg += (
+                f" (a tab at column {bad_line.index(chr(9)) + 1}: YAML indents with spaces only; "
+                "replace the tab with spaces)"
+            )
+        return [], [Problem(path, line, msg)]
     except yaml.YAMLError as e:
         return [], [Problem(path, 0, f"YAML error: {e}")]
     except YamlProblem as e:
@@ -367,7 +378,11 @@ def _merge_sources(node: yaml.Node) -> list[yaml.Node]:
 
 def line_of(node: yaml.Node, loc: Sequence[int | str]) -> int:
     """The line of the deepest node along ``loc`` (a pydantic error location)."""
-    line = node.start_mark.line + 1
+    return _node_at(node, loc).start_mark.line + 1
+
+
+def _node_at(node: yaml.Node, loc: Sequence[int | str]) -> yaml.Node:
+    """The deepest node along ``loc``."""
     current = node
     for part in loc:
         nxt: yaml.Node | None = None
@@ -385,12 +400,74 @@ def line_of(node: yaml.Node, loc: Sequence[int | str]) -> int:
         if nxt is None:
             break
         current = nxt
-        line = current.start_mark.line + 1
-    return line
+    return current
+
+
+def _string_hint(node: yaml.Node, loc: Sequence[int | str]) -> str:
+    """What to write when YAML read a number, a boolean or a date where text belongs (``1.30``
+    is the number 1.3): the text as written, quoted; a K3s version in its full form."""
+    at = _node_at(node, loc)
+    if not isinstance(at, yaml.ScalarNode) or at.style:
+        return ""
+    raw = at.value
+    named = [p for p in loc if isinstance(p, str)]
+    if named and named[-1].lower().endswith(("version", "versions")):
+        return (
+            f"; YAML read {raw} as a number: a K3s version is a full release in quotes, "
+            'e.g. "v1.31.2+k3s1"'
+        )
+    return f'; YAML read {raw} as a number or boolean, not text: quote it ("{raw}")'
+
+
+def _unwrap(t: Any) -> Any:
+    """The model (or container) inside ``Annotated[...]`` and ``X | None``."""
+    from pydantic import BaseModel
+
+    while True:
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            t = typing.get_args(t)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            t = (models or args)[0]
+        else:
+            return t
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The field names (as written in YAML) of the model found along ``loc`` from ``model``."""
+    from pydantic import BaseModel
+
+    t: Any = model
+    for part in loc:
+        t = _unwrap(t)
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str):
+            by_name = {(f.alias or n): f for n, f in t.model_fields.items()}
+            if part not in by_name:
+                return []
+            t = by_name[part].annotation
+        elif origin in (list, tuple) and isinstance(part, int) and args:
+            t = args[0]
+        elif origin is dict and len(args) == 2:
+            t = args[1]
+        else:
+            return []
+    t = _unwrap(t)
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return [f.alias or n for n, f in t.model_fields.items()]
+    return []
 
 
 def validation_problems(
-    err: ValidationError, *, path: str, node: yaml.Node, prefix: str = "", skip: int = 0
+    err: ValidationError,
+    *,
+    path: str,
+    node: yaml.Node,
+    prefix: str = "",
+    skip: int = 0,
+    model: type[BaseModel] | None = None,
 ) -> list[Problem]:
     """Turn a pydantic ValidationError into ``path:line: prefix: field: message`` problems.
 
@@ -405,6 +482,16 @@ def validation_problems(
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+            if model is not None and loc and isinstance(loc[-1], str):
+                known = _fields_at(model, loc[:-1])
+                close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+                msg += (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else (f"; this level takes {', '.join(known)}" if known else "")
+                )
+        elif e["type"] == "string_type":
+            msg += _string_hint(node, loc)
         text = f"{where}: {msg}" if where else msg
         out.append(Problem(path, line_of(node, loc), f"{prefix}: {text}" if prefix else text))
     if err.error_count() > MAX_PROBLEMS:
