@@ -108,7 +108,7 @@ def test_item6_a_target_version_missing_from_the_catalog_is_a_problem(tmp_path: 
 def test_item3_a_number_where_a_version_belongs_and_a_tab_get_their_hints(tmp_path: Path) -> None:
     repo = example_copy(tmp_path)
     edit(repo / "targets" / "baseline.yaml", "version: v1.29.10+k3s1", "version: 1.31")
-    edit(repo / "releases.yaml", "    - v1.27.16+k3s1", "    - 1.30")
+    edit(repo / "releases.yaml", "{version: v1.27.16+k3s1,", "{version: 1.30,")
     (repo / "tab.yaml").write_text(
         "apiVersion: gitedge.io/v1alpha1\nkind: ClusterGroup\nmetadata:\n\tname: x\n"
     )
@@ -117,7 +117,7 @@ def test_item3_a_number_where_a_version_belongs_and_a_tab_get_their_hints(tmp_pa
     hint = 'a K3s version is a full release in quotes, e.g. "v1.31.2+k3s1"'
     assert "baseline.yaml:11: UpgradeTarget/fleet-baseline: spec.k3s.version: " in r.stdout
     assert f"YAML read 1.31 as a number: {hint}" in r.stdout
-    assert "releases.yaml:10: K3sReleases/k3s-catalog: spec.versions[0]: " in r.stdout
+    assert "releases.yaml:12: K3sReleases/k3s-catalog: spec.releases[0].version: " in r.stdout
     assert f"YAML read 1.30 as a number: {hint}" in r.stdout  # as written, not 1.3
     assert (
         "tab.yaml:4: YAML syntax error: found character that cannot start any token (a tab at "
@@ -373,7 +373,8 @@ def test_item11_one_timestamp_format_plurals_help_schema_and_yaml(tmp_path: Path
     repo.mkdir()
     head = "apiVersion: gitedge.io/v1alpha1\n"
     (repo / "f.yaml").write_text(
-        f"{head}kind: K3sReleases\nmetadata: {{name: c}}\nspec: {{versions: [v1.30.6+k3s1]}}\n"
+        f"{head}kind: K3sReleases\nmetadata: {{name: c}}\nspec: {{releases: [{{version: v1.30.6+k3s1, "
+        f"digest: sha256:{'ab' * 32}}}]}}\n"
         f"---\n{head}kind: MaintenanceWindow\nmetadata: {{name: w}}\n"
         'spec: {timeZone: UTC, days: [mon], start: "01:00", end: "02:00"}\n'
         f"---\n{head}kind: ClusterGroup\nmetadata: {{name: g}}\nspec: {{selector: {{}}}}\n"

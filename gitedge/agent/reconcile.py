@@ -555,9 +555,10 @@ class Agent:
             if action.verb != "delete" and step:
                 self.state.record_step_started(component=action.component, step=step, at=p.now)
 
+        fleet = p.fleet
         r = apply_step(
             api=self.cluster,
-            fleet=p.fleet,
+            fleet=fleet,
             cluster=c.name,
             labels=c.labels,
             site=self._site(),
@@ -565,7 +566,9 @@ class Agent:
             clock_trusted=p.clock_ok,
             os_image=c.status.os_image,
             before=starting,
-            planned_check=lambda planned: same_images(p.needed, planned),
+            planned_check=lambda planned: same_images(
+                p.needed, planned, held=plan_unpinned(fleet, planned)
+            ),
         )
         p.applied = r
         p.actions += r.performed

@@ -307,8 +307,8 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
     p.add_argument("-o", "--output", choices=["text", "json", "yaml", "html"], default="text",
                    metavar="text|json|yaml|html",
-                   help="output format (default text; json and yaml hold the same fields; html: "
-                   "one self-contained page of states, versions, rollouts)")  # fmt: skip
+                   help="output format (default text; json and yaml hold the same fields); "
+                   "html: one self-contained page of states, versions, rollouts")  # fmt: skip
     p.add_argument("--out", metavar="FILE", help="write the output to FILE (default: stdout)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="reports kept by digest between runs, so only changed ones are fetched "

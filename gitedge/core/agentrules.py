@@ -7,6 +7,7 @@ are tested directly.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -72,13 +73,18 @@ def needed_images(plan: Plan) -> tuple[NeededImage, ...]:
     return tuple(out)
 
 
-def same_images(needed: tuple[NeededImage, ...], planned: Plan) -> None:
+def same_images(
+    needed: tuple[NeededImage, ...], planned: Plan, *, held: Collection[str] = ()
+) -> None:
     """The apply step plans again from a fresh read of the cluster; a node that joined since
     the plan step (running an older K3s) can make that plan need an image this pass neither
     mirrored nor judged (agent/imagetrust.py). Then nothing is applied: the next pass plans,
-    mirrors and judges it."""
+    mirrors and judges it. Components in ``held`` (named by tag only under requireDigest,
+    core/pins.py) are never mirrored nor applied, so their images do not count."""
     checked = {n.key for n in needed}
-    new = [n.key for n in needed_images(planned) if n.key not in checked]
+    new = [
+        n.key for n in needed_images(planned) if n.key not in checked and n.component not in held
+    ]
     if new:
         raise Waiting(
             f"the cluster changed since the plan step: image {new[0]} is needed now and was not "
