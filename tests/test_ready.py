@@ -111,6 +111,12 @@ def test_step_order_decides_between_two_blockers() -> None:
     assert ready(with_(refused)) == ("False", "ImageSignatureRefused", "image y: unsigned")
 
 
+def test_a_clock_that_could_not_be_checked_is_not_ready() -> None:
+    # reconcile._failed sets the clock step's row Unknown: not its healthy False
+    unknown = Condition("ClockUntrusted", "Unknown", "StateError", "state.db: locked")
+    assert ready(with_(unknown)) == ("False", "StateError", "state.db: locked")
+
+
 @pytest.mark.parametrize(
     "aside",
     [
@@ -243,3 +249,18 @@ def test_offline_and_a_closed_window_end_to_end(site: Site) -> None:  # noqa: F8
     applying = next(x for x in p.conditions if x.type == "Applying")
     assert (r.status, r.reason) == ("False", applying.reason) and applying.status == "False"
     assert r.message.startswith(applying.message) and "SourceReachable=False" in r.message
+
+
+def test_offline_and_a_refused_commit_end_to_end(site: Site) -> None:  # noqa: F811
+    first_sync(site)
+    bad = site.fleet.commit(at=START + DAY, signed=False)
+    p = site.run(at(1, hour=12))
+    assert p.outcomes["verify"] == "stalled" and bad in p.errors["verify"]
+    site.git.online = False  # offline: the fetched commit is verified again, still refused
+    p = site.run(at(1, hour=13))
+    assert p.outcomes["sync"] == "retry" and p.outcomes["verify"] == "stalled"
+    c = conditions(p)
+    assert c["SourceReachable"][0] == "False" and c["WindowClosed"] == ("True", "OutsideWindow")
+    r = next(x for x in p.conditions if x.type == "Ready")
+    assert (r.status, r.reason) == ("False", "VerificationFailed")
+    assert r.message.startswith(p.errors["verify"]) and "SourceReachable=False" in r.message
