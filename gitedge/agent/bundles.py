@@ -60,7 +60,7 @@ from gitedge.agent.imagetrust import carry_signatures
 from gitedge.agent.reconcile import Agent, Pass
 from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
 from gitedge.core.bundleplan import bundle_images
-from gitedge.core.conditions import Condition
+from gitedge.core.conditions import BUNDLE_IMPORTED, Condition
 from gitedge.core.config import AgentConfig, SiteFile
 from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
@@ -79,8 +79,6 @@ from gitedge.errors import (
 )
 
 log = logging.getLogger("gitedge.agent")
-
-BUNDLE_IMPORTED = "BundleImported"
 
 __all__ = [
     "BUNDLE_IMPORTED",

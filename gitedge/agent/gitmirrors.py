@@ -24,14 +24,12 @@ from dataclasses import dataclass
 import pygit2
 
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror, redact_url
-from gitedge.core.conditions import Condition
+from gitedge.core.conditions import MIRRORS_CURRENT, SOURCE_REACHABLE, Condition
 from gitedge.errors import SourceUnavailable, scrub
 
 log = logging.getLogger("gitedge.agent")
 
 MIRROR_PREFIX = "refs/gitedge/mirrors/"
-MIRRORS_CURRENT = "MirrorsCurrent"
-SOURCE_REACHABLE = "SourceReachable"
 
 __all__ = ["MIRRORS_CURRENT", "MirrorLag", "MirrorSync", "sync_with_mirrors"]
 

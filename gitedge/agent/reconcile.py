@@ -87,17 +87,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gitedge.agent")
 
-SOURCE_REACHABLE = "SourceReachable"
-PLANNED = "Planned"
-STEP_ORDER = ("sync", "verify", "clock", "plan", "mirror", "apply")
-_OWN_CONDITION = {
-    "sync": SOURCE_REACHABLE,
-    "verify": cond.SOURCE_VERIFIED,
-    "clock": cond.CLOCK_UNTRUSTED,
-    "plan": PLANNED,
-    "mirror": cond.MIRRORED,
-    "apply": cond.APPLYING,
-}
+SOURCE_REACHABLE = cond.SOURCE_REACHABLE
+PLANNED = cond.PLANNED
+STEP_ORDER = cond.STEPS[: cond.STEPS.index("apply") + 1]  # the report runs after, in _report
+_OWN_CONDITION = cond.STEP_CONDITION  # core/conditions.TABLE: what a failed step sets False
 
 __all__ = ["Agent", "ClusterApi", "Pass", "PrintCluster"]
 
@@ -452,7 +445,7 @@ class Agent:
             bad = any(n.startswith("endpoint ") for n in p.endpoint_notes)
             reason = "EndpointSkipped" if bad else "Served"
             text = "; ".join(p.endpoint_notes)
-            out.append(Condition("RegistryEndpoints", "False" if bad else "True", reason, text))
+            out.append(Condition(cond.REGISTRY_ENDPOINTS, "False" if bad else "True", reason, text))
         return out
 
     def _mirror_one(

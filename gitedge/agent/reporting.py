@@ -29,7 +29,7 @@ from gitedge.adapters.reports import ReportRepository, push_report
 from gitedge.adapters.state import State
 from gitedge.agent.server import Metrics
 from gitedge.core.clusterstate import actual_k3s_version, cluster_facts
-from gitedge.core.conditions import Condition
+from gitedge.core.conditions import REPORTED, Condition
 from gitedge.core.config import AgentConfig, derived_labels
 from gitedge.core.report import SiteReport, Versions, to_document
 from gitedge.errors import GitEdgeError, scrub
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gitedge.agent")
 
-REPORTED = "Reported"
 #: The push talks to a registry the site may not reach: little patience, the next pass retries.
 PUSH_RETRY = RetryPolicy(attempts=2, base_delay_s=0.5, max_delay_s=2.0, max_retry_after_s=0.0,
                          connect_timeout_s=5.0, read_timeout_s=20.0)  # fmt: skip

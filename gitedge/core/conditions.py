@@ -19,8 +19,17 @@ Condition types (``status.json`` in the agent's ``gitedge-status`` ConfigMap):
 - ``ImagesPinned``    False (``DigestRequired``) when a planned component's images are named by
                       tag only under TrustPolicy ``images.requireDigest``: that component is
                       held (nothing mirrored or applied for it), the others go on
+- ``SourceReachable`` False when the origin did not answer (a mirror or a bundle may stand in)
+- ``MirrorsCurrent``  whether the source mirrors lag the origin (agent/gitmirrors.py)
+- ``BundleImported``  the last bundle dropped into ``source.bundleDir``, imported or refused
+- ``Planned``         False when the plan step failed (``AmbiguousTarget``, ``AgentTooOld``...)
+- ``RegistryEndpoints`` which ``registry.endpoints`` served the images, which were skipped
+- ``Reported``        whether this site's report reached ``report.repository``
 - ``Ready``           the summary: True only when the cluster runs what the fleet asks and
                       nothing above is wrong
+
+:data:`TABLE` says which step owns each type and how it feeds ``Ready``
+(docs/architecture.md, "Conditions and Ready").
 """
 
 from __future__ import annotations
@@ -32,9 +41,24 @@ from typing import Any, Literal
 
 from gitedge.core.timefmt import iso_z
 
+__all__ = [
+    "STEP_CONDITION",
+    "TABLE",
+    "TYPES",
+    "Condition",
+    "Owned",
+    "from_json",
+    "merge",
+    "summarize",
+    "to_json",
+]
+
 Status = Literal["True", "False", "Unknown"]
 
 READY = "Ready"
+SOURCE_REACHABLE = "SourceReachable"
+MIRRORS_CURRENT = "MirrorsCurrent"
+BUNDLE_IMPORTED = "BundleImported"
 SOURCE_VERIFIED = "SourceVerified"
 MIRRORED = "Mirrored"
 APPLYING = "Applying"
@@ -43,20 +67,53 @@ CLOCK_UNTRUSTED = "ClockUntrusted"
 WINDOW_CLOSED = "WindowClosed"
 PLANS_AS_WRITTEN = "PlansAsWritten"
 IMAGES_PINNED = "ImagesPinned"
-TYPES = (
-    READY,
-    SOURCE_VERIFIED,
-    MIRRORED,
-    APPLYING,
-    ROLLBACK_REFUSED,
-    CLOCK_UNTRUSTED,
-    WINDOW_CLOSED,
-    PLANS_AS_WRITTEN,
-    IMAGES_PINNED,
-)
+PLANNED = "Planned"
+REGISTRY_ENDPOINTS = "RegistryEndpoints"
+REPORTED = "Reported"
 UP_TO_DATE = "UpToDate"
 
-__all__ = ["TYPES", "Condition", "from_json", "merge", "summarize", "to_json"]
+Feed = Literal["blocks", "notes", "no"]
+STEPS = ("sync", "verify", "clock", "plan", "mirror", "apply", "report")
+
+
+@dataclass(frozen=True)
+class Owned:
+    """One row of :data:`TABLE`: the step that sets ``type`` and how it feeds ``Ready``.
+
+    ``blocks``: any status but ``healthy`` (and, when given, ``healthy_reason``) holds ``Ready``
+    False with this condition's reason and message; ``notes``: never decides ``Ready``, but
+    when not ``healthy`` its message is added to ``Ready``'s; ``no``: not looked at. The step's
+    ``primary`` condition is the one a failure of the step sets False."""
+
+    type: str
+    step: str
+    feed: Feed
+    healthy: Status
+    healthy_reason: str | None = None
+    primary: bool = False
+
+
+# In step order: ``Ready`` is the first blocking row (so a stalled verify or plan comes before
+# a closed window). Offline (SourceReachable=False) only notes; reports and bundles don't feed.
+TABLE: tuple[Owned, ...] = (
+    Owned(SOURCE_REACHABLE, "sync", "notes", "True", primary=True),
+    Owned(MIRRORS_CURRENT, "sync", "no", "True"),
+    Owned(BUNDLE_IMPORTED, "sync", "no", "True"),
+    Owned(ROLLBACK_REFUSED, "verify", "blocks", "False"),
+    Owned(SOURCE_VERIFIED, "verify", "blocks", "True", primary=True),
+    Owned(CLOCK_UNTRUSTED, "clock", "blocks", "False", primary=True),
+    Owned(PLANNED, "plan", "blocks", "True", primary=True),
+    Owned(IMAGES_PINNED, "plan", "blocks", "True"),
+    Owned(MIRRORED, "mirror", "blocks", "True", primary=True),
+    Owned(REGISTRY_ENDPOINTS, "mirror", "no", "True"),
+    Owned(PLANS_AS_WRITTEN, "apply", "blocks", "True"),
+    Owned(APPLYING, "apply", "blocks", "False", UP_TO_DATE, primary=True),
+    Owned(WINDOW_CLOSED, "apply", "blocks", "False"),
+    Owned(REPORTED, "report", "no", "True", primary=True),
+    Owned(READY, "report", "no", "True"),
+)
+TYPES = (READY, *(r.type for r in TABLE if r.type != READY))
+STEP_CONDITION = {r.step: r.type for r in TABLE if r.primary}  # what a failed step sets False
 
 
 @dataclass(frozen=True)
@@ -135,32 +192,30 @@ def merge(
 
 
 def summarize(conditions: Iterable[Condition]) -> Condition:
-    """``Ready``, derived from the others: the first thing wrong, in the order a person would
-    look at it (refused rollback, untrusted clock, source, mirror, apply), else ``UpToDate``."""
+    """``Ready``, derived from the others by :data:`TABLE`: False with the reason and message
+    of the first blocking condition in step order; else True (``UpToDate``) when ``Applying``
+    says the cluster runs what the fleet asks, Unknown before the apply step ever ran.
+    A ``notes`` row that is not healthy (offline) is added to the message, never the reason."""
     by_type = {c.type: c for c in conditions if c.type != READY}
-
-    def bad(ctype: str, status: Status) -> Condition | None:
-        c = by_type.get(ctype)
-        return c if c is not None and c.status == status else None
-
-    checks: tuple[tuple[str, Status], ...] = (
-        (ROLLBACK_REFUSED, "True"),
-        (CLOCK_UNTRUSTED, "True"),
-        (SOURCE_VERIFIED, "False"),
-        (MIRRORED, "False"),
-        (PLANS_AS_WRITTEN, "False"),
-        (IMAGES_PINNED, "False"),
-    )
-    for ctype, status in checks:
-        c = bad(ctype, status)
-        if c is not None:
-            return Condition(READY, "False", c.reason or ctype, c.message)
-    planned = by_type.get("Planned")  # planning from an older commit: the agent needs upgrading
-    if planned is not None and planned.reason == "AgentTooOld":
-        return Condition(READY, "False", planned.reason, planned.message)
+    notes = []
+    for row in TABLE:
+        c = by_type.get(row.type)
+        if c is None or row.feed == "no" or _healthy(row, c):
+            continue
+        if row.feed == "notes":
+            notes.append(f"{row.type}={c.status} ({c.reason}: {c.message})")
+            continue
+        return _ready("False", c.reason or row.type, c.message, notes)
     applying = by_type.get(APPLYING)
     if applying is None:
-        return Condition(READY, "Unknown", "NotApplied", "the apply step has not run yet")
-    if applying.status == "False" and applying.reason == UP_TO_DATE:
-        return Condition(READY, "True", UP_TO_DATE, applying.message)
-    return Condition(READY, "False", applying.reason, applying.message)
+        return _ready("Unknown", "NotApplied", "the apply step has not run yet", notes)
+    return _ready("True", UP_TO_DATE, applying.message, notes)
+
+
+def _healthy(row: Owned, c: Condition) -> bool:
+    return c.status == row.healthy and row.healthy_reason in (None, c.reason)
+
+
+def _ready(status: Status, reason: str, message: str, notes: list[str]) -> Condition:
+    text = "; ".join([message, *notes]) if message and notes else message or "; ".join(notes)
+    return Condition(READY, status, reason, text)
