@@ -11,6 +11,7 @@ from pathlib import Path
 from gitedge.adapters.endpoints import endpoint_refs
 from gitedge.adapters.mirroring import Mirror
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
+from gitedge.agent.status import status_text
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.images import ImageRef
 from tests.agentkit import START, fleet_files, push_image, served_fleet_repo
@@ -96,3 +97,20 @@ def test_a_hub_serving_a_tampered_blob_is_skipped_for_the_next_endpoint(tmp_path
     assert (status, reason) == ("False", "EndpointSkipped")
     assert f"endpoint {hub} skipped" in msg and "sha256:" in msg, msg
     assert msg.endswith(f"{origin}/edge/os:2.0 served by {origin}"), msg
+
+
+def served_by(p: Pass) -> list[tuple[str, str | None]]:
+    return [(i["image"], i["servedBy"]) for i in p.status["mirror"]["images"]]
+
+
+def test_status_says_the_hub_served_the_cached_copy(tmp_path: Path) -> None:
+    p, origin, hub = run_with_hub(tmp_path, tamper=False)
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub)]
+    assert f"{origin}/edge/os:2.0  sha256:" in status_text(p.status)
+    assert f"(served by {hub})" in status_text(p.status)
+
+
+def test_status_says_the_origin_served_what_a_tampered_hub_could_not(tmp_path: Path) -> None:
+    p, origin, _ = run_with_hub(tmp_path, tamper=True)
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin)]
+    assert f"(served by {origin})" in status_text(p.status)

@@ -16,11 +16,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import NETWORK_ERRORS, RegistryClient, sized_body
 from gitedge.adapters.registryhosts import RetryPolicy
+from gitedge.adapters.state import State
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
 from gitedge.errors import DigestMismatch, RegistryUnavailable, scrub
@@ -54,6 +56,22 @@ def first_served(
             log.warning("%s", why)
             skipped.append(why)
     raise AssertionError("no endpoint")  # refs always ends with the registry itself
+
+
+SERVED_DOC = "imageEndpoints"  # state doc: image -> the endpoint that served its cached copy
+
+
+def record_served(state: State, *, key: str, served: object, digest: str, now: datetime) -> None:
+    """Keep, for status, which endpoint served the copy of ``key`` now in the cache: a registry
+    host (a hub of ``registry.endpoints`` or the registry itself) or ``bundle`` (an OCI layout,
+    an imported bundle). Written only when it changes."""
+    by = served.registry if isinstance(served, ImageRef) else "bundle"
+    doc: dict[str, Any] = dict(state.get_doc(SERVED_DOC) or {})
+    entry = {"endpoint": by, "digest": digest, "at": now.isoformat()}
+    old = doc.get(key)
+    if not isinstance(old, dict) or (old.get("endpoint"), old.get("digest")) != (by, digest):
+        doc[key] = entry
+        state.put_doc(SERVED_DOC, doc)
 
 
 class Cancelled(Exception):  # a signal between threads, not an error
