@@ -87,7 +87,14 @@ def cmd_node_config(args: argparse.Namespace) -> int:
     cluster = config.cluster.name
     if args.check:
         return _check(args.check, endpoint, upstreams)
-    files = nc.node_files(endpoint, upstreams, cluster=cluster)
+    hub_cas = {}  # registry.endpoints: each hub's CA, as the agent reads it (upstreamAuth.caFile)
+    for host, auth in config.registry.upstream_auth.items():
+        if auth.ca_file and any(host in hs for hs in config.registry.endpoints.values()):
+            pem = read_file(auth.ca_file, f"--config {args.config}: upstreamAuth.{host}.caFile")
+            text = pem.decode("utf-8", "replace")
+            hub_cas[host] = text if text.endswith("\n") else text + "\n"
+    hubs = nc.hub_endpoints(config.registry, ca_pems=hub_cas)
+    files = nc.node_files(endpoint, upstreams, cluster=cluster, hubs=hubs)
     if args.out:
         _write(Path(args.out), files)
         for f in files:
@@ -98,6 +105,8 @@ def cmd_node_config(args: argparse.Namespace) -> int:
             "cluster": cluster,
             "cache": {"host": endpoint.host, "url": endpoint.url},
             "upstreams": list(upstreams),
+            "hubs": {r: [h.url for h in hubs.of(r)] for r in upstreams if hubs.of(r)},
+            "hubsLeftOut": list(hubs.left_out),
             "files": [
                 {"path": f.path, "mode": f.mode, "for": f.reader, "what": f.what,
                  "content": f.content}
