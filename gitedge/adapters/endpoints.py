@@ -25,10 +25,26 @@ from gitedge.adapters.registryhosts import RetryPolicy
 from gitedge.adapters.state import State
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
-from gitedge.errors import DigestMismatch, RegistryUnavailable, scrub
+from gitedge.errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidImage,
+    Malformed,
+    RegistryAuthError,
+    RegistryRefused,
+    RegistryUnavailable,
+    scrub,
+)
 
 log = logging.getLogger("gitedge.agent")
 R = TypeVar("R")
+
+
+# what makes an endpoint pass the image on to the next: anything the endpoint itself got wrong
+SKIP_ON = (
+    DigestMismatch, RegistryUnavailable, ImageNotFound, RegistryAuthError, RegistryRefused,
+    InvalidImage, Malformed,
+)  # fmt: skip
 
 
 def endpoint_refs(ref: ImageRef, endpoints: Mapping[str, Sequence[str]]) -> list[ImageRef]:
@@ -42,14 +58,16 @@ def first_served(
     refs: Sequence[ImageRef], attempt: Callable[[ImageRef], R]
 ) -> tuple[R, ImageRef, list[str]]:
     """``attempt`` at each endpoint in turn until one serves the image whole and verified:
-    an endpoint that serves wrong bytes (DigestMismatch: nothing of them is stored) or does not
-    answer is skipped for the next. Returns the result, the endpoint that served it, and why
-    each earlier one was skipped; the last endpoint's error is raised as is."""
+    an endpoint that serves wrong bytes (DigestMismatch: nothing of them is stored), does not
+    answer, does not hold the image (a hub not yet filled: containerd too moves to its next
+    host on a 404), refuses us, or serves what does not parse is skipped for the next.
+    Returns the result, the endpoint that served it, and why each earlier one was skipped;
+    the last endpoint's error is raised as is."""
     skipped: list[str] = []
     for i, ref in enumerate(refs):
         try:
             return attempt(ref), ref, skipped
-        except (DigestMismatch, RegistryUnavailable) as e:
+        except SKIP_ON as e:
             if i == len(refs) - 1:
                 raise
             why = f"endpoint {ref.registry} skipped: {scrub(str(e), limit=300)}"
