@@ -59,8 +59,9 @@ def first_served(
 ) -> tuple[R, ImageRef, list[str]]:
     """``attempt`` at each endpoint in turn until one serves the image whole and verified:
     an endpoint that serves wrong bytes (DigestMismatch: nothing of them is stored), does not
-    answer, does not hold the image (a hub not yet filled: containerd too moves to its next
-    host on a 404), refuses us, or serves what does not parse is skipped for the next.
+    answer, does not hold the image (a hub not yet filled: containerd's resolver too moves to
+    its next host on a 404 or any 4xx, remotes/docker/resolver.go ``Resolve``), refuses us,
+    or serves what does not parse is skipped for the next.
     Returns the result, the endpoint that served it, and why each earlier one was skipped;
     the last endpoint's error is raised as is."""
     skipped: list[str] = []
