@@ -109,3 +109,14 @@ def test_skopeo_pulls_from_the_hub_when_the_cache_lacks_the_image(tmp_path: Path
         k3s_file = (out / nc.K3S_REGISTRIES.lstrip("/")).read_text()
         endpoints = yaml.safe_load(k3s_file)["mirrors"][upstream]["endpoint"]
         assert endpoints == [f"http://{cache.host}", f"http://{hub.host}"]
+
+
+def test_check_calls_a_node_file_without_the_hubs_stale() -> None:
+    cache = nc.cache_endpoint(CacheConfig(url=f"http://{CACHE}"), ca_pem=None)
+    ups = ("docker.io", "upstream.example")
+    old = yaml.safe_load(nc.registries_yaml(cache, ups, cluster="c"))
+    assert nc.stale_registries(old, cache=cache, upstreams=ups, hubs=hubs()) == [
+        f"upstream.example via {HUB}", f"upstream.example via {SECURE_HUB}",
+    ]  # fmt: skip
+    current = yaml.safe_load(nc.registries_yaml(cache, ups, cluster="c", hubs=hubs()))
+    assert nc.stale_registries(current, cache=cache, upstreams=ups, hubs=hubs()) == []

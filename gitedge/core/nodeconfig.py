@@ -364,11 +364,13 @@ def node_files(
 
 
 def stale_registries(
-    installed: Any, *, cache: CacheEndpoint, upstreams: Sequence[str]
+    installed: Any, *, cache: CacheEndpoint, upstreams: Sequence[str], hubs: Hubs = NO_HUBS
 ) -> list[str]:
     """What an installed registries.yaml (parsed) lacks: each registry it does not send to the
-    cache (a pull that will go upstream), and ``configs.<cache>.tls`` when the cache needs its
-    CA (or no verification) and the file does not say so. Empty when the node config is current."""
+    cache (a pull that will go upstream), each hub of ``registry.endpoints`` it does not list for
+    its registry (``<registry> via <hub>``: a pull the cache misses goes to the origin), and
+    ``configs.<cache>.tls`` when the cache needs its CA (or no verification) and the file does
+    not say so. Empty when the node config is current."""
     mirrors = installed.get("mirrors") if isinstance(installed, Mapping) else None
     if not isinstance(mirrors, Mapping):
         mirrors = {}
@@ -380,6 +382,12 @@ def stale_registries(
             isinstance(e, str) and _same_endpoint(e, cache) for e in endpoints
         ):
             missing.append(name)
+            continue
+        for hub in hubs.of(name):
+            if hub.host != cache.host and not any(
+                isinstance(e, str) and _same_endpoint(e, hub) for e in endpoints
+            ):
+                missing.append(f"{name} via {hub.host}")
     if cache.ca_pem is not None or cache.skip_verify:
         configs = installed.get("configs") if isinstance(installed, Mapping) else None
         entry = configs.get(cache.host) if isinstance(configs, Mapping) else None
