@@ -224,6 +224,10 @@ def test_round_trip_into_a_site_whose_upstream_is_gone(tmp_path: Path) -> None:
         "verify": "ok", "clock": "ok", "plan": "ok", "mirror": "ok", "apply": "ok"
     }  # fmt: skip
     assert p.tip == tip and p.mirror_complete and p.mirrored_now == []  # nothing to copy
+    # status: every cached copy came from the bundle, not a registry endpoint
+    assert {i["image"]: i["servedBy"] for i in p.status["mirror"]["images"]} == dict.fromkeys(
+        needed, "bundle"
+    )
     assert [a.name for a in p.actions] == ["gitedge-k3s-server", "gitedge-k3s-agent"]
     first = mirrored[needed[0]]
     image = p.actions[0].manifest["spec"]["upgrade"]["image"]  # type: ignore[index]

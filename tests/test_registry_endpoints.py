@@ -11,6 +11,7 @@ from pathlib import Path
 from gitedge.adapters.endpoints import endpoint_refs
 from gitedge.adapters.mirroring import Mirror
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
+from gitedge.agent.status import status_text
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.images import ImageRef
 from tests.agentkit import START, fleet_files, push_image, served_fleet_repo
@@ -49,7 +50,9 @@ def test_endpoint_order_is_the_hubs_then_the_registry() -> None:
     assert endpoint_refs(ref, {}) == [ref]
 
 
-def run_with_hub(tmp_path: Path, *, tamper: bool) -> tuple[Pass, str, str]:
+def run_with_hub(
+    tmp_path: Path, *, tamper: bool, filled: bool = True, passes: int = 1
+) -> tuple[Pass, str, str]:
     repo = served_fleet_repo(tmp_path)
     with (
         docker_registry(tmp_path / "origin") as origin,
@@ -58,8 +61,9 @@ def run_with_hub(tmp_path: Path, *, tamper: bool) -> tuple[Pass, str, str]:
         git_daemon(tmp_path / "served") as git,
     ):
         push_image(tmp_path, f"{origin.host}/edge/os:2.0", sizes=(300_000,))
-        with Mirror() as m:  # the hub holds a copy, as a pull-through cache would
-            m.mirror(f"{origin.host}/edge/os:2.0", f"{hub.host}/edge/os:2.0")
+        if filled:  # the hub holds a copy, as a pull-through cache would
+            with Mirror() as m:
+                m.mirror(f"{origin.host}/edge/os:2.0", f"{hub.host}/edge/os:2.0")
         if tamper:  # every layer the hub stores (the only blobs over 100 kB), one byte flipped
             layers = [f for f in (hub.root / "docker").rglob("data") if f.stat().st_size > 100_000]
             assert layers
@@ -74,7 +78,8 @@ def run_with_hub(tmp_path: Path, *, tamper: bool) -> tuple[Pass, str, str]:
         )  # fmt: skip
         agent = site(tmp_path, git=git, cache=cache.host, origin=origin.host, hub=hub.host)
         try:
-            p = agent.reconcile(now=NOW)
+            for _ in range(passes):
+                p = agent.reconcile(now=NOW)
         finally:
             agent.close()
         return p, origin.host, hub.host
@@ -96,3 +101,36 @@ def test_a_hub_serving_a_tampered_blob_is_skipped_for_the_next_endpoint(tmp_path
     assert (status, reason) == ("False", "EndpointSkipped")
     assert f"endpoint {hub} skipped" in msg and "sha256:" in msg, msg
     assert msg.endswith(f"{origin}/edge/os:2.0 served by {origin}"), msg
+
+
+def served_by(p: Pass) -> list[tuple[str, str | None]]:
+    return [(i["image"], i["servedBy"]) for i in p.status["mirror"]["images"]]
+
+
+def test_status_says_the_hub_served_the_cached_copy(tmp_path: Path) -> None:
+    p, origin, hub = run_with_hub(tmp_path, tamper=False)
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub)]
+    assert f"{origin}/edge/os:2.0  sha256:" in status_text(p.status)
+    assert f"(served by {hub})" in status_text(p.status)
+
+
+def test_status_says_the_origin_served_what_a_tampered_hub_could_not(tmp_path: Path) -> None:
+    p, origin, _ = run_with_hub(tmp_path, tamper=True)
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin)]
+    assert f"(served by {origin})" in status_text(p.status)
+
+
+def test_status_keeps_who_served_the_copy_on_later_passes(tmp_path: Path) -> None:
+    p, origin, hub = run_with_hub(tmp_path, tamper=False, passes=2)
+    assert p.mirrored_now == []  # the second pass copied nothing: it read the state
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub)]
+
+
+def test_a_hub_that_lacks_the_image_passes_it_on_to_the_origin(tmp_path: Path) -> None:
+    p, origin, hub = run_with_hub(tmp_path, tamper=False, filled=False)
+    assert p.outcomes["mirror"] == "ok", p.errors
+    status, reason, msg = endpoints_condition(p)
+    assert (status, reason) == ("False", "EndpointSkipped")
+    assert msg.startswith(f"endpoint {hub} skipped"), msg
+    assert msg.endswith(f"{origin}/edge/os:2.0 served by {origin}"), msg
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin)]

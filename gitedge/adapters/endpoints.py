@@ -16,17 +16,35 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import NETWORK_ERRORS, RegistryClient, sized_body
 from gitedge.adapters.registryhosts import RetryPolicy
+from gitedge.adapters.state import State
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
-from gitedge.errors import DigestMismatch, RegistryUnavailable, scrub
+from gitedge.errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidImage,
+    Malformed,
+    RegistryAuthError,
+    RegistryRefused,
+    RegistryUnavailable,
+    scrub,
+)
 
 log = logging.getLogger("gitedge.agent")
 R = TypeVar("R")
+
+
+# what makes an endpoint pass the image on to the next: anything the endpoint itself got wrong
+SKIP_ON = (
+    DigestMismatch, RegistryUnavailable, ImageNotFound, RegistryAuthError, RegistryRefused,
+    InvalidImage, Malformed,
+)  # fmt: skip
 
 
 def endpoint_refs(ref: ImageRef, endpoints: Mapping[str, Sequence[str]]) -> list[ImageRef]:
@@ -40,20 +58,39 @@ def first_served(
     refs: Sequence[ImageRef], attempt: Callable[[ImageRef], R]
 ) -> tuple[R, ImageRef, list[str]]:
     """``attempt`` at each endpoint in turn until one serves the image whole and verified:
-    an endpoint that serves wrong bytes (DigestMismatch: nothing of them is stored) or does not
-    answer is skipped for the next. Returns the result, the endpoint that served it, and why
-    each earlier one was skipped; the last endpoint's error is raised as is."""
+    an endpoint that serves wrong bytes (DigestMismatch: nothing of them is stored), does not
+    answer, does not hold the image (a hub not yet filled: containerd's resolver too moves to
+    its next host on a 404 or any 4xx, remotes/docker/resolver.go ``Resolve``), refuses us,
+    or serves what does not parse is skipped for the next.
+    Returns the result, the endpoint that served it, and why each earlier one was skipped;
+    the last endpoint's error is raised as is."""
     skipped: list[str] = []
     for i, ref in enumerate(refs):
         try:
             return attempt(ref), ref, skipped
-        except (DigestMismatch, RegistryUnavailable) as e:
+        except SKIP_ON as e:
             if i == len(refs) - 1:
                 raise
             why = f"endpoint {ref.registry} skipped: {scrub(str(e), limit=300)}"
             log.warning("%s", why)
             skipped.append(why)
     raise AssertionError("no endpoint")  # refs always ends with the registry itself
+
+
+SERVED_DOC = "imageEndpoints"  # state doc: image -> the endpoint that served its cached copy
+
+
+def record_served(state: State, *, key: str, served: object, digest: str, now: datetime) -> None:
+    """Keep, for status, which endpoint served the copy of ``key`` now in the cache: a registry
+    host (a hub of ``registry.endpoints`` or the registry itself) or ``bundle`` (an OCI layout,
+    an imported bundle). Written only when it changes."""
+    by = served.registry if isinstance(served, ImageRef) else "bundle"
+    doc: dict[str, Any] = dict(state.get_doc(SERVED_DOC) or {})
+    entry = {"endpoint": by, "digest": digest, "at": now.isoformat()}
+    old = doc.get(key)
+    if not isinstance(old, dict) or (old.get("endpoint"), old.get("digest")) != (by, digest):
+        doc[key] = entry
+        state.put_doc(SERVED_DOC, doc)
 
 
 class Cancelled(Exception):  # a signal between threads, not an error

@@ -39,7 +39,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +48,9 @@ import pygit2
 
 from gitedge.adapters.bundlefile import file_digest, open_bundle, read_index, write_bundle
 from gitedge.adapters.bundlegit import stage_git, write_git_bundle
+from gitedge.adapters.endpoints import endpoint_refs, first_served
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitRepo
-from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
+from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.mirroring import Progress as MirrorProgress
 from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
@@ -123,6 +124,10 @@ class CreateResult:
     images: tuple[BundleImage, ...]
     blobs: int
     copied_bytes: int
+    # registry.endpoints: (image, the endpoint that served it) for each image read from a
+    # registry that has endpoints, and why each endpoint passed over was skipped
+    served: tuple[tuple[str, str], ...] = ()
+    skipped: tuple[str, ...] = ()
 
 
 def _common(values: Iterable[str], what: str) -> str | None:
@@ -177,6 +182,7 @@ def create_bundle(
     platforms: Sequence[str] = (),
     layouts: Path | None = None,
     hosts: Hosts | None = None,
+    endpoints: Mapping[str, Sequence[str]] | None = None,
     jobs: int = 4,
     progress: ProgressFn | None = None,
     timeout_s: float = 600.0,
@@ -184,7 +190,9 @@ def create_bundle(
     """Write the bundle ``out`` (module docstring). ``sites`` are Cluster identities or
     AgentConfigs (whose ``source.branch``/``source.path`` are used when they agree);
     ``layouts`` is a directory of OCI layouts ``<registry>/<repository>`` preferred to the
-    registries; ``platforms`` cuts indexes (never an image pinned by digest)."""
+    registries; ``platforms`` cuts indexes (never an image pinned by digest). ``endpoints``
+    (an AgentConfig's ``registry.endpoints``) are read before each image's registry, as the
+    agent's mirror step reads them: an endpoint serving wrong bytes is skipped for the next."""
     if not sites and not all_targets:
         raise UsageError("name the sites with --cluster FILE (repeatable), or use --all")
     try:
@@ -225,28 +233,39 @@ def create_bundle(
             report(replace(current, done_bytes=mp.done_bytes, total_bytes=mp.total_bytes))
 
         catalog = {e.digest for e in fleet.k3s_release_details().values() if e.digest}
+        served: list[tuple[str, str]] = []
+        skipped: list[str] = []
         with Mirror(hosts=hosts, jobs=jobs, progress=on_mirror) as mirror:
             for i, ref in enumerate(refs, 1):
                 current = BundleProgress("image", str(ref), i, len(refs))
                 source = _layout_source(layouts, ref)
-                if ref.tag and ref.digest in catalog and isinstance(source, ImageRef):
-                    check_tag(mirror, ref)  # a K3sReleases digest: the tag must still serve it
-                r = mirror.mirror(
-                    source,
-                    LayoutRef(layout, str(ref)),
-                    platforms=() if ref.digest else plats,
-                )
-                if ref.digest and r.source_digest != ref.digest:
-                    raise DigestMismatch(
-                        image=str(ref), digest=ref.digest,
-                        detail=f"the source holds {r.source_digest}",
-                    )  # fmt: skip
+
+                def attempt(src: Location, ref: ImageRef = ref) -> MirrorResult:
+                    if ref.tag and ref.digest in catalog and isinstance(src, ImageRef):
+                        check_tag(mirror, src)  # a K3sReleases digest: the tag must serve it
+                    r = mirror.mirror(
+                        src, LayoutRef(layout, str(ref)), platforms=() if ref.digest else plats
+                    )
+                    if ref.digest and r.source_digest != ref.digest:
+                        raise DigestMismatch(
+                            image=str(ref), digest=ref.digest,
+                            detail=f"{src} holds {r.source_digest}",
+                        )  # fmt: skip
+                    return r
+
+                if isinstance(source, ImageRef) and (endpoints or {}).get(source.registry):
+                    r, by, passed = first_served(endpoint_refs(source, endpoints or {}), attempt)
+                    source = by
+                    served.append((str(ref), by.registry))
+                    skipped += passed
+                else:
+                    r = attempt(source)
                 size = r.stats.bytes_total or next(
                     (x.size for x in images if x.digest == r.digest), 0
                 )
                 images.append(BundleImage(str(ref), r.digest, r.media_type, size))
                 # its cosign signatures travel with it (agent/imagetrust.py), for the site
-                carry_signatures(mirror, ref=ref, src_image=_layout_source(layouts, ref),
+                carry_signatures(mirror, ref=ref, src_image=source,
                                  layout=layout, signed=r.source_digest, cached=r.digest,
                                  what=str(ref))  # fmt: skip
                 copied += r.stats.bytes_copied
@@ -281,7 +300,7 @@ def create_bundle(
             raise Transient(f"--out {out}: the bundle was not written: {e.strerror}") from None
         blobs = sum(1 for _ in (layout / "blobs").glob("*/*")) if layout.exists() else 0
         return CreateResult(out, size, stage.branch, stage.tip, stage.since, tuple(images),
-                            blobs, copied)  # fmt: skip
+                            blobs, copied, tuple(served), tuple(skipped))  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitedge.adapters.endpoints import endpoint_refs, first_served
+from gitedge.adapters.endpoints import endpoint_refs, first_served, record_served
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.gitsource import SourceAuth as GitAuth
 from gitedge.adapters.imagesigs import SigSite, signer_keys
@@ -507,6 +507,7 @@ class Agent:
         self.state.record_mirrored(
             Mirrored(need.key, r.digest, f"{dst}@{r.digest}", r.stats.bytes_total, p.now)
         )
+        record_served(self.state, key=need.key, served=served, digest=r.digest, now=p.now)
         p.mirrored_now.append((need.key, r.digest, r.stats.bytes_copied))
         self.metrics.inc(
             "gitedge_mirror_bytes_total",

@@ -28,6 +28,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
     plan = p.plan
     mirrored = state.mirrored()
     signatures = state.get_doc("imageSignatures") or {}  # agent/imagetrust.py: who signed what
+    served = state.get_doc("imageEndpoints") or {}  # adapters/endpoints.py: who served what
     windows: dict[str, Any] = {}
     if plan is not None and plan.k3s is not None:
         windows["k3s"] = window_json(plan.k3s.window)
@@ -72,6 +73,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
                     "digest": mirrored[n.key].digest if n.key in mirrored else None,
                     "cached": mirrored[n.key].cache_ref if n.key in mirrored else None,
                     "signature": signatures.get(n.key),
+                    "servedBy": _served_by(served, n.key, mirrored),
                 }
                 for n in p.needed
             ],
@@ -84,6 +86,17 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
         "errors": dict(p.errors),
         "conditions": cond.to_json(p.conditions),
     }
+
+
+def _served_by(doc: Any, key: str, mirrored: dict[str, Any]) -> str | None:
+    """The endpoint that served the copy of ``key`` now in the cache (a regional hub, the
+    registry itself, or ``bundle``); None when unknown or for another cached digest."""
+    entry = doc.get(key) if isinstance(doc, dict) else None
+    have = mirrored.get(key)
+    if not isinstance(entry, dict) or have is None or entry.get("digest") != have.digest:
+        return None
+    by = entry.get("endpoint")
+    return by if isinstance(by, str) else None
 
 
 def status_text(doc: object, *, source: str = "the status document") -> str:
@@ -128,7 +141,8 @@ def _text(doc: dict[str, Any]) -> str:
     word = "complete" if mirror.get("complete") else "incomplete"
     lines.append(f"mirror: {have}/{len(images)} image(s) of the path in the cache ({word})")
     for i in images:
-        lines.append(f"  {i['image']}  {i['digest'] or 'missing'}")
+        by = f"  (served by {i['servedBy']})" if i.get("servedBy") else ""
+        lines.append(f"  {i['image']}  {i['digest'] or 'missing'}{by}")
         sig = i.get("signature")
         if sig:
             lines.append(f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"

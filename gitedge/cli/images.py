@@ -76,8 +76,10 @@ def _mib(n: int) -> str:
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
-    from gitedge.adapters.mirroring import Mirror, parse_location
+    from gitedge.adapters.endpoints import first_served
+    from gitedge.adapters.mirroring import Location, Mirror, parse_location
     from gitedge.adapters.registryhosts import Hosts
+    from gitedge.core.images import ImageRef
     from gitedge.core.ocimanifest import Platform
 
     try:
@@ -86,23 +88,38 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     hosts = Hosts()
+    sources: list[ImageRef] = [src] if isinstance(src, ImageRef) else []
     if args.config:  # pydantic only when asked: a re-mirror is mostly interpreter start-up
+        from gitedge.adapters.endpoints import endpoint_refs
         from gitedge.core.config import AgentConfig, load_site_file
 
         site = load_site_file(read_file(args.config, "--config"), path=args.config)
         if not isinstance(site, AgentConfig):
             raise UsageError(f"--config {args.config}: expected an AgentConfig")
         hosts = Hosts.from_config(site.registry)
+        if isinstance(src, ImageRef):  # registry.endpoints: a regional hub, then the registry
+            sources = list(endpoint_refs(src, site.registry.endpoints))
     progress = _MirrorProgress(tty=sys.stderr.isatty() and not args.quiet)
     try:
         with Mirror(hosts=hosts, jobs=args.jobs, progress=progress) as mirror:
-            r = mirror.mirror(src, dst, platforms=platforms)
+            served: Location = src
+            skipped: list[str] = []
+            if sources:
+                r, served, skipped = first_served(
+                    sources, lambda s: mirror.mirror(s, dst, platforms=platforms)
+                )
+            else:
+                r = mirror.mirror(src, dst, platforms=platforms)
     finally:
         progress.finish()
+    for why in skipped:
+        print(f"gitedge mirror: {why}", file=sys.stderr)
     s = r.stats
     if args.output != "text":
         doc = {
             "source": r.source,
+            "servedBy": served.registry if isinstance(served, ImageRef) else None,
+            "skipped": skipped,
             "destination": r.destination,
             "digest": r.digest,
             "sourceDigest": r.source_digest,
@@ -124,6 +141,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             f"{s.blobs_mounted} mounted"
         )  # fmt: skip
         print(f"{r.source} -> {r.destination}: {what} in {r.seconds:.2f}s", file=sys.stderr)
+        if len(sources) > 1 and isinstance(served, ImageRef):
+            print(f"{src} served by {served.registry}", file=sys.stderr)
     print(r.digest)
     return 0
 
@@ -182,17 +201,23 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
         for path in args.cluster
         for name, data in cluster_files(path).items()
     ]
-    hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
+    registry = agent_config(args.config).registry if args.config else None
+    hosts = Hosts.from_config(registry) if registry is not None else Hosts()
     progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
     try:
         r = create_bundle(
             repo=args.repo, out=Path(args.out), now=parse_now(None), rev=args.rev, since=args.since,
             branch=args.branch, sites=sites, all_targets=args.all, platforms=args.platform,
-            layouts=Path(args.layouts) if args.layouts else None, hosts=hosts, jobs=args.jobs,
+            layouts=Path(args.layouts) if args.layouts else None, hosts=hosts,
+            endpoints=registry.endpoints if registry is not None else None, jobs=args.jobs,
             progress=None if args.quiet else progress,
         )  # fmt: skip
     finally:
         progress.finish()
+    for why in r.skipped:  # registry.endpoints: a hub passed over, and why
+        print(f"gitedge bundle create: {why}", file=sys.stderr)
+    for image, endpoint in r.served:
+        print(f"{image} served by {endpoint}")
     since = f" (commits after {r.since})" if r.since else ""
     print(f"{r.out}: {r.branch} at {r.tip}{since}; {len(r.images)} image(s), {r.blobs} blob(s), "
           f"{_size(r.size)}")  # fmt: skip

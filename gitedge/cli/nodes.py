@@ -84,9 +84,16 @@ def cmd_node_config(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"--registry: {e}") from None
     cluster = config.cluster.name
+    hub_cas = {}  # registry.endpoints: each hub's CA, as the agent reads it (upstreamAuth.caFile)
+    for host, auth in config.registry.upstream_auth.items():
+        if auth.ca_file and any(host in hs for hs in config.registry.endpoints.values()):
+            pem = read_file(auth.ca_file, f"--config {args.config}: upstreamAuth.{host}.caFile")
+            text = pem.decode("utf-8", "replace")
+            hub_cas[host] = text if text.endswith("\n") else text + "\n"
+    hubs = nc.hub_endpoints(config.registry, ca_pems=hub_cas)
     if args.check:
-        return _check(args.check, endpoint, upstreams)
-    files = nc.node_files(endpoint, upstreams, cluster=cluster)
+        return _check(args.check, endpoint, upstreams, hubs)
+    files = nc.node_files(endpoint, upstreams, cluster=cluster, hubs=hubs)
     if args.out:
         _write(Path(args.out), files)
         for f in files:
@@ -97,6 +104,8 @@ def cmd_node_config(args: argparse.Namespace) -> int:
             "cluster": cluster,
             "cache": {"host": endpoint.host, "url": endpoint.url},
             "upstreams": list(upstreams),
+            "hubs": {r: [h.url for h in hubs.of(r)] for r in upstreams if hubs.of(r)},
+            "hubsLeftOut": list(hubs.left_out),
             "files": [
                 {"path": f.path, "mode": f.mode, "for": f.reader, "what": f.what,
                  "content": f.content}
@@ -128,7 +137,7 @@ def _write(root: Path, files: list[Any]) -> None:
             raise UsageError(f"--out {root}: cannot write {dest}: {e.strerror}") from None
 
 
-def _check(path: str, endpoint: Any, upstreams: tuple[str, ...]) -> int:
+def _check(path: str, endpoint: Any, upstreams: tuple[str, ...], hubs: Any) -> int:
     import yaml
 
     from gitedge.core.nodeconfig import stale_registries
@@ -137,7 +146,7 @@ def _check(path: str, endpoint: Any, upstreams: tuple[str, ...]) -> int:
         installed = yaml.safe_load(read_file(path, "--check"))
     except yaml.YAMLError as e:
         raise UsageError(f"--check {path}: not YAML: {e}") from None
-    missing = stale_registries(installed, cache=endpoint, upstreams=upstreams)
+    missing = stale_registries(installed, cache=endpoint, upstreams=upstreams, hubs=hubs)
     if missing:
         print(
             f"{path}: stale: lacks {', '.join(missing)} (the cache is {endpoint.url}); "
