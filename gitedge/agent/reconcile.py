@@ -38,6 +38,7 @@ from gitedge.agent.applying import ApplyResult, ClusterApi, apply_step
 from gitedge.agent.caching import mirror_verified
 from gitedge.agent.clusters import PrintCluster
 from gitedge.agent.server import Metrics
+from gitedge.agent.sucwatch import observe, suc_needs
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.core import conditions as cond
 from gitedge.core.agentrules import NeededImage, clock_trusted, needed_images, platforms_for
@@ -105,6 +106,7 @@ class Pass:
     errors: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    suc: dict[str, Any] = field(default_factory=dict)  # SUC's images (agent/sucwatch.py)
 
     @property
     def stalled(self) -> bool:
@@ -315,7 +317,7 @@ class Agent:
             name=c.name, labels=c.labels, nodes=p.snapshot.nodes, os_image=c.status.os_image
         )
         p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
-        p.needed = needed_images(p.plan)
+        p.needed = needed_images(p.plan) + suc_needs(self, p)  # + SUC's kubectl image
         self.state.put_doc("desired", {"commit": p.tip, **plan_json(p.plan)})
         parts = []
         if p.plan.k3s:
@@ -477,6 +479,7 @@ class Agent:
     def _report(self, p: Pass) -> None:
         from gitedge.agent.status import build_status
 
+        observe(self, p)
         previous = cond.from_json(self.state.get_doc("conditions"))
         merged = cond.merge(previous, p.conditions, now=p.now)
         merged = cond.merge(merged, [cond.summarize(merged)], now=p.now)
