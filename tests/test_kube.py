@@ -472,7 +472,7 @@ def test_the_story_uses_every_rbac_grant_in_deploy(api, kube, sim):
     api.fail("POST", "plans", 403)
     result, _ = run_pass(kube, fleet=fs.fleet(order="[os, k3s]"))  # delete, a failure: event
     assert result.error is not None and result.error.status == 403
-    suc = [d for d in yaml.safe_load_all((DEPLOY / "suc/v0.20.1/system-upgrade-controller.yaml")
+    suc = [d for d in yaml.safe_load_all((DEPLOY.parent / "gitedge/data/suc/v0.20.1/system-upgrade-controller.yaml")
            .read_text()) if d and d["kind"] in ("Deployment", "ConfigMap")]  # fmt: skip
     for obj in suc:
         api.put(obj)

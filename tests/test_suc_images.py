@@ -2,7 +2,7 @@
 Plan exists, for each upgrader, and the nodes pull each one from the cache.
 
 The site: the agent in-process (``Agent`` with the ``Kube`` adapter) against the Kubernetes API
-emulator with deploy/'s RBAC; SUC's own Deployment and ConfigMap as deploy/suc/v0.20.1 ships
+emulator with deploy/'s RBAC; SUC's own Deployment and ConfigMap as gitedge/data/suc/v0.20.1 ships
 them, its ConfigMap naming a kubectl image on a second upstream registry (the stand-in for
 Docker Hub); the SUC simulation (tests/sucsim.py) creating the Jobs as job.go does, run by
 tests/jobsim.py. Real docker-registries: the upstream (behind two relays: the fleet's registry
@@ -44,7 +44,7 @@ from tests.sucrules import new_job
 from tests.sucsim import SucSim
 
 ROOT = Path(__file__).resolve().parent.parent
-SUC_MANIFEST = ROOT / "deploy" / "suc" / "v0.20.1" / "system-upgrade-controller.yaml"
+SUC_MANIFEST = ROOT / "gitedge" / "data" / "suc" / "v0.20.1" / "system-upgrade-controller.yaml"
 NS = "system-upgrade"
 TOKEN = "agent-token"
 RELEASES = ["v1.29.10+k3s1", "v1.30.6+k3s1"]

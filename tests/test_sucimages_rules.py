@@ -18,7 +18,8 @@ from gitedge.core.sucimages import (
 )
 
 MANIFEST = (
-    Path(__file__).resolve().parent.parent / "deploy/suc/v0.20.1/system-upgrade-controller.yaml"
+    Path(__file__).resolve().parent.parent
+    / "gitedge/data/suc/v0.20.1/system-upgrade-controller.yaml"
 )
 
 
@@ -85,7 +86,7 @@ def test_empty_or_unreadable_is_jobgo_default_of_the_running_release():
 
 def test_default_of_the_vendored_release_is_what_its_manifest_sets():
     """v0.20.1's manifest sets SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE to job.go's defaultKubectlImage
-    (both read at the tag: deploy/suc/v0.20.1/README.md)."""
+    (both read at the tag: gitedge/data/suc/v0.20.1/README.md)."""
     dep, cm = shipped()
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
     assert default_kubectl_image(image) == cm["data"]["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"]

@@ -56,8 +56,9 @@ from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
 from gitedge.agent import inbox
 from gitedge.agent.reconcile import Agent, Pass
+from gitedge.core.agentrules import NeededImage
 from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
-from gitedge.core.bundleplan import bundle_images
+from gitedge.core.bundleplan import bundle_images, suc_images
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig, SiteFile
 from gitedge.core.fleet import load_fleet
@@ -180,6 +181,7 @@ def create_bundle(
     jobs: int = 4,
     progress: ProgressFn | None = None,
     timeout_s: float = 600.0,
+    suc: bool = False,
 ) -> CreateResult:
     """Write the bundle ``out`` (module docstring). ``sites`` are Cluster identities or
     AgentConfigs (whose ``source.branch``/``source.path`` are used when they agree);
@@ -215,7 +217,9 @@ def create_bundle(
         snap = GitRepo(path=stage.path).tree_snapshot(stage.tip, subdir=subdir)
         fleet = load_fleet(snap, subdir=subdir, origin=f"{scrub(repo, limit=200)}@{stage.tip[:12]}")
         facts = [cluster_facts(s) for s in sites]
-        refs = bundle_images(fleet, facts, all_targets=all_targets, now=now)
+        kubectl = [c.apply.kubectl_image for c in configs if c.apply.kubectl_image]
+        refs = bundle_images(fleet, facts, all_targets=all_targets, now=now,
+                             kubectl=sorted(set(kubectl)), suc=suc)  # fmt: skip
         layout = scratch / LAYOUT_DIR
         images: list[BundleImage] = []
         copied = 0
@@ -323,9 +327,11 @@ def import_bundle(
     now: datetime,
     digest: str | None = None,
     progress: ProgressFn | None = None,
+    suc: bool = False,
 ) -> ImportResult:
     """Import one bundle through the agent's own steps (module docstring). Raises what the
-    steps raise; nothing is recorded for a bundle refused before or at verification."""
+    steps raise; nothing is recorded for a bundle refused before or at verification. With
+    ``suc``, SUC's own images the bundle holds (``bundle create --suc``) go to the cache too."""
     file = file.absolute()
     report = progress or (lambda _: None)
     digest = digest or file_digest(file)
@@ -373,6 +379,10 @@ def import_bundle(
             _set_ref(git.repo, ref_name, old if isinstance(old, pygit2.Oid) else None)
             raise
         agent._plan(p)
+        if suc:
+            p.needed += tuple(NeededImage("suc", str(r), r)
+                              for r in suc_images(kubectl=(), controller=True))  # fmt: skip
+            p.needed = tuple({n.key: n for n in p.needed}.values())
         held = tuple(n for n in p.needed if index.image(n.key) is not None)
         missing = tuple(n.key for n in p.needed if index.image(n.key) is None)
         p.needed = held

@@ -44,6 +44,7 @@ from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.suc import k3s_image_tag
+from gitedge.core.sucimages import SUC_IMAGE, default_kubectl_image
 from gitedge.core.windows import window_state
 from gitedge.errors import GitEdgeError, UsageError
 
@@ -209,6 +210,8 @@ def _story(tmp: Path, say: Say) -> int:
     upgrade = ImageRef.parse("rancher/k3s-upgrade")
     for v in fleet.k3s_releases():
         layouts.add(upgrade, k3s_image_tag(v.text))
+    kubectl = ImageRef.parse(default_kubectl_image(SUC_IMAGE))  # SUC's Jobs cordon with it
+    layouts.add(kubectl, kubectl.tag or "latest")
     stores = work / "targets" / "stores.yaml"
     pinned = "registry.example.com/edge/os:1.4.2@sha256:"
     old_digest = stores.read_text().split(pinned, 1)[1].split()[0]

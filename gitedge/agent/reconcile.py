@@ -317,7 +317,8 @@ class Agent:
             name=c.name, labels=c.labels, nodes=p.snapshot.nodes, os_image=c.status.os_image
         )
         p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
-        p.needed = needed_images(p.plan) + suc_needs(self, p)  # + SUC's kubectl image
+        p.needed = needed_images(p.plan)
+        p.needed += suc_needs(self, p, others=len(p.needed))  # + SUC's kubectl image
         self.state.put_doc("desired", {"commit": p.tip, **plan_json(p.plan)})
         parts = []
         if p.plan.k3s:

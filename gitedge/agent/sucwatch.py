@@ -52,9 +52,10 @@ def kubectl_image(agent: Agent) -> tuple[KubectlImage, str | None]:
     return read_kubectl_image(kube)
 
 
-def suc_needs(agent: Agent, p: Pass) -> tuple[NeededImage, ...]:
-    """The kubectl image, when the plan may write any Plan (any of them may cordon or drain)."""
-    if p.plan is None or (p.plan.k3s is None and p.plan.os is None):
+def suc_needs(agent: Agent, p: Pass, *, others: int) -> tuple[NeededImage, ...]:
+    """The kubectl image, when the plan needs ``others`` images: a step to take, whose Plans
+    may cordon or drain."""
+    if p.plan is None or not others:
         return ()
     kubectl, problem = kubectl_image(agent)
     p.suc = {"kubectlImage": kubectl.image, "kubectlFrom": kubectl.source}

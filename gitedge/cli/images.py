@@ -168,7 +168,7 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
             repo=args.repo, out=Path(args.out), now=parse_now(None), rev=args.rev, since=args.since,
             branch=args.branch, sites=sites, all_targets=args.all, platforms=args.platform,
             layouts=Path(args.layouts) if args.layouts else None, hosts=hosts, jobs=args.jobs,
-            progress=None if args.quiet else progress,
+            progress=None if args.quiet else progress, suc=args.suc,
         )  # fmt: skip
     finally:
         progress.finish()
@@ -192,7 +192,7 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
     now = parse_now(None)
     try:
         try:
-            r = import_bundle(agent, file, now=now,
+            r = import_bundle(agent, file, now=now, suc=bool(args.suc_manifests),
                               progress=None if args.quiet else progress)  # fmt: skip
         except InvalidInput:
             raise
@@ -210,8 +210,27 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
     for key, digest, n in r.copied:
         print(f"cached {key} -> {digest} ({_size(n)} copied)")
     print(r.summary())
+    if args.suc_manifests:
+        _write_suc_manifests(Path(args.suc_manifests))
     if r.missing:
         n = len(r.missing)
         print(f"gitedge bundle import: {n} image(s) this site needs are not in the bundle; the "
               "agent mirrors them from upstream when it can", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _write_suc_manifests(out: Path) -> None:
+    """SUC's pinned release manifests (shipped in gitedge: gitedge/data/suc) into ``out``."""
+    from importlib.resources import files
+
+    from gitedge.core.sucimages import SUC_MANIFESTS, SUC_RELEASE
+
+    src = files("gitedge").joinpath("data", "suc", SUC_RELEASE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in SUC_MANIFESTS:
+            (out / name).write_bytes(src.joinpath(name).read_bytes())
+    except OSError as e:
+        raise UsageError(f"--suc-manifests {out}: cannot write there: {e.strerror}") from None
+    paths = " && ".join(f"kubectl apply -f {out / n}" for n in SUC_MANIFESTS)
+    print(f"wrote SUC {SUC_RELEASE}'s manifests to {out}; bring SUC up with: {paths}")

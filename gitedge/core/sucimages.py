@@ -35,6 +35,10 @@ KUBECTL_ENV = "SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"
 PLAN_LABEL = "upgrade.cattle.io/plan"  # on SUC's Jobs and their pods (job.go New)
 SITE_SETUP_DOC = "docs/site-setup.md"
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+# The SUC release gitedge vendors (gitedge/data/suc/<release>/: its CRD and controller manifest)
+SUC_RELEASE = "v0.20.1"
+SUC_IMAGE = f"rancher/system-upgrade-controller:{SUC_RELEASE}"
+SUC_MANIFESTS = ("crd.yaml", "system-upgrade-controller.yaml")  # apply in this order
 
 # job.go defaultKubectlImage by SUC release (read at each tag of rancher/system-upgrade-
 # controller): newest first, (major, minor, patch) of the first release with that default.
