@@ -61,7 +61,7 @@ from gitedge.errors import (
 )
 from tests.agentkit import START, FleetRepo, fleet_files, push_image
 from tests.gitserver import git_daemon
-from tests.registryserver import LayoutImage, RegistryServer, docker_registry, served
+from tests.registryserver import LayoutImage, RegistryServer, docker_registry, make_layout, served
 from tests.sigtools import SshKey, allowed_signers_line, make_ssh_key
 
 RELEASES = ["v1.27.16+k3s1", "v1.28.15+k3s1", "v1.29.10+k3s1", "v1.30.6+k3s1"]
@@ -551,6 +551,48 @@ def test_a_bundle_of_the_demo_fleet_imports_into_the_demo_cache(tmp_path: Path) 
         agent.close()
     assert p.outcomes["sync"] == "retry" and p.outcomes["mirror"] == "ok", p.errors
     assert p.mirrored_now == [] and [a.name for a in p.actions][:1] == ["gitedge-k3s-server"]
+
+
+def test_a_suc_bundle_brings_a_new_sites_suc_and_its_kubectl(tmp_path: Path) -> None:
+    """Issue 15: ``bundle create --suc`` carries SUC's controller image and kubectl image (every
+    bundle with a step carries the kubectl); ``bundle import --suc-manifests`` caches both and
+    writes SUC's pinned CRD and controller manifest, whose images are those just cached."""
+    demo = tmp_path / "demo"
+    assert gitedge("demo", "--keep", str(demo)).returncode == 0
+    controller = demo / "upstream/docker.io/rancher/system-upgrade-controller"
+    make_layout(controller, tag="v0.20.1", layer_sizes=(20_000,))
+    out = tmp_path / "stick.tar"
+    created = gitedge("bundle", "create", "--repo", str(demo / "fleet"), "--rev", "HEAD~1",
+                      "--all", "--suc", "--layouts", str(demo / "upstream"), "--out", str(out))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    held = {i.ref for i in read_index(out).images}
+    assert {"docker.io/rancher/system-upgrade-controller:v0.20.1",
+            "docker.io/rancher/kubectl:v1.30.3"} <= held  # fmt: skip
+    doc = yaml.safe_load((demo / "site" / "agent.yaml").read_text())
+    doc["state"]["dir"] = str(tmp_path / "state")
+    doc["source"] = {"url": str(tmp_path / "no-repo"), "branch": "main"}
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    suc = tmp_path / "suc"
+    imported = gitedge(
+        "bundle", "import", str(out), "--config", str(cfg), "--suc-manifests", str(suc)
+    )
+    assert imported.returncode == 0, imported.stderr
+    cached = {ln.split()[1] for ln in imported.stdout.splitlines() if ln.startswith("cached ")}
+    assert {"docker.io/rancher/system-upgrade-controller:v0.20.1",
+            "docker.io/rancher/kubectl:v1.30.3"} <= cached  # fmt: skip
+    vendored = Path(__file__).resolve().parent.parent / "gitedge/data/suc/v0.20.1"
+    for name in ("crd.yaml", "system-upgrade-controller.yaml"):
+        assert (suc / name).read_bytes() == (vendored / name).read_bytes()
+    assert f"kubectl apply -f {suc / 'crd.yaml'}" in imported.stdout
+    docs = list(yaml.safe_load_all((suc / "system-upgrade-controller.yaml").read_text()))
+    dep = next(d for d in docs if d and d["kind"] == "Deployment")
+    env = next(d for d in docs if d and d["kind"] == "ConfigMap")["data"]
+    images = {dep["spec"]["template"]["spec"]["containers"][0]["image"],
+              env["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"]}  # fmt: skip
+    assert {f"docker.io/{i}" for i in images} <= cached
+    crd = yaml.safe_load((suc / "crd.yaml").read_text())
+    assert crd["metadata"]["name"] == "plans.upgrade.cattle.io"
 
 
 # ---------------------------------------------------------------------------- the inbox
