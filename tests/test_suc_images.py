@@ -31,6 +31,7 @@ import yaml
 
 from gitedge.adapters.kube import Kube
 from gitedge.agent.reconcile import Agent
+from gitedge.agent.status import status_text
 from gitedge.cli import main as cli_main
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.images import ImageRef
@@ -313,3 +314,6 @@ def test_status_names_a_job_that_cannot_pull_a_far_kubectl_and_a_stale_node_conf
     hub = ImageRef.parse(far).registry
     assert suc["nodeConfig"] == "stale"
     assert f"registries.yaml sends no {hub} to the cache" in warnings
+    shown = status_text(status)  # gitedge status
+    assert f"suc: kubectl {far} (apply.kubectlImage)" in shown
+    assert f"  warning: node server-0 cannot pull {far}" in shown
