@@ -182,11 +182,13 @@ def create_bundle(
     progress: ProgressFn | None = None,
     timeout_s: float = 600.0,
     suc: bool = False,
+    kubectl: Sequence[str] = (),
 ) -> CreateResult:
     """Write the bundle ``out`` (module docstring). ``sites`` are Cluster identities or
     AgentConfigs (whose ``source.branch``/``source.path`` are used when they agree);
     ``layouts`` is a directory of OCI layouts ``<registry>/<repository>`` preferred to the
-    registries; ``platforms`` cuts indexes (never an image pinned by digest)."""
+    registries; ``platforms`` cuts indexes (never an image pinned by digest); ``kubectl``: the
+    kubectl images the sites' SUC runs, besides the AgentConfigs' ``apply.kubectlImage``."""
     if not sites and not all_targets:
         raise UsageError("name the sites with --cluster FILE (repeatable), or use --all")
     try:
@@ -217,7 +219,7 @@ def create_bundle(
         snap = GitRepo(path=stage.path).tree_snapshot(stage.tip, subdir=subdir)
         fleet = load_fleet(snap, subdir=subdir, origin=f"{scrub(repo, limit=200)}@{stage.tip[:12]}")
         facts = [cluster_facts(s) for s in sites]
-        kubectl = [c.apply.kubectl_image for c in configs if c.apply.kubectl_image]
+        kubectl = [*kubectl, *(c.apply.kubectl_image for c in configs if c.apply.kubectl_image)]
         refs = bundle_images(fleet, facts, all_targets=all_targets, now=now,
                              kubectl=sorted(set(kubectl)), suc=suc)  # fmt: skip
         layout = scratch / LAYOUT_DIR

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gitedge.cli.common import agent_config, cluster_api, cluster_files, parse_now, read_file
+from gitedge.core.images import ImageRef
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError
 
 
@@ -162,13 +163,18 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
         for name, data in cluster_files(path).items()
     ]
     hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
+    for image in args.kubectl_image:
+        try:
+            ImageRef.parse(image)
+        except ValueError as e:
+            raise UsageError(f"--kubectl-image: {e}") from None
     progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
     try:
         r = create_bundle(
             repo=args.repo, out=Path(args.out), now=parse_now(None), rev=args.rev, since=args.since,
             branch=args.branch, sites=sites, all_targets=args.all, platforms=args.platform,
             layouts=Path(args.layouts) if args.layouts else None, hosts=hosts, jobs=args.jobs,
-            progress=None if args.quiet else progress, suc=args.suc,
+            progress=None if args.quiet else progress, suc=args.suc, kubectl=args.kubectl_image,
         )  # fmt: skip
     finally:
         progress.finish()
