@@ -317,3 +317,21 @@ def test_status_names_a_job_that_cannot_pull_a_far_kubectl_and_a_stale_node_conf
     shown = status_text(status)  # gitedge status
     assert f"suc: kubectl {far} (apply.kubectlImage)" in shown
     assert f"  warning: node server-0 cannot pull {far}" in shown
+
+
+def test_a_malformed_kubectl_in_sucs_configmap_is_a_warning_not_a_crash(site, tmp_path):
+    api: KubeEmulator = site["api"]
+    api.modify(
+        "configmaps", "default-controller-env", NS,
+        lambda cm: cm["data"].update(SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE="Not/An:Image!"),
+    )  # fmt: skip
+    site["repo"].commit(fleet(site["up"], "kairos"), at=START)
+    kube = Kube.connect(kubeconfig=str(api.kubeconfig(tmp_path / "kubeconfig")))
+    agent = Agent(load_config(site["cfg"]), cluster=kube)
+    try:
+        p = agent.reconcile(now=T0)
+    finally:
+        agent.close()
+        kube.close()
+    assert p.outcomes["plan"] == "ok" and p.outcomes["mirror"] == "ok", p.errors
+    assert "is no image reference" in "\n".join(p.status["suc"]["warnings"])

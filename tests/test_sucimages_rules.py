@@ -134,3 +134,12 @@ def test_missing_mirrors_leaves_the_cache_out():
     images = ["rancher/kubectl:v1.30.3", "cache:5000/edge/os:1", "quay.io/x/y:1"]
     assert missing_mirrors(images, mirrors=["quay.io"], cache="cache:5000") == ["docker.io"]
     assert missing_mirrors(images, mirrors=["docker.io", "quay.io"], cache="cache:5000") == []
+
+
+def test_a_malformed_value_is_told_not_raised():
+    dep, cm = shipped()
+    cm["data"]["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"] = "Rancher/Kubectl:v1"
+    k = suc_kubectl_image(dep, {"default-controller-env": cm["data"]})
+    assert k.image == "Rancher/Kubectl:v1"  # as SUC reads it; the agent warns (sucwatch)
+    assert kubectl_skew(k.image, ["v1.20.0+k3s1"]) is None
+    assert default_kubectl_image("not an image") == "rancher/kubectl:v1.30.3"

@@ -62,7 +62,14 @@ def suc_needs(agent: Agent, p: Pass, *, others: int) -> tuple[NeededImage, ...]:
     if problem:
         p.suc["warnings"] = [scrub(problem, limit=500)]
         log.warning("SUC's kubectl image: %s", scrub(problem))
-    return (NeededImage("suc", "kubectl", ImageRef.parse(kubectl.image)),)
+    try:
+        ref = ImageRef.parse(kubectl.image)
+    except ValueError as e:  # SUC's own Jobs fail on it too: say so, mirror the rest
+        p.suc.setdefault("warnings", []).append(
+            f"SUC's kubectl image ({kubectl.source}) is no image reference: {scrub(str(e))}"
+        )
+        return ()
+    return (NeededImage("suc", "kubectl", ref),)
 
 
 def observe(agent: Agent, p: Pass) -> None:

@@ -89,7 +89,10 @@ class PullFailure:
 def default_kubectl_image(controller_image: str | None) -> str:
     """job.go's ``defaultKubectlImage`` of the SUC release the controller image's tag names;
     the newest default when the tag is no release version (a digest, ``latest``)."""
-    tag = ImageRef.parse(controller_image).tag if controller_image else None
+    try:
+        tag = ImageRef.parse(controller_image).tag if controller_image else None
+    except ValueError:
+        tag = None
     m = _SEMVER.match(tag or "")
     if m is None:
         return _DEFAULTS[0][1]
@@ -176,7 +179,10 @@ def kubectl_skew(kubectl: str, servers: Iterable[str]) -> str | None:
     """A warning when the kubectl image's version (its tag) is more than one minor away from a
     K3s version the servers run during the step (before it and after it); None when within one
     or when the tag names no version."""
-    ours = _minor(ImageRef.parse(kubectl).tag or "")
+    try:
+        ours = _minor(ImageRef.parse(kubectl).tag or "")
+    except ValueError:
+        return None
     if ours is None:
         return None
     far = sorted(
