@@ -124,8 +124,17 @@ def load_config(path: Path) -> AgentConfig:
 
 
 def job_images(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each container's image; and an image a container's command names for the host to pull
+    (bootc ``switch`` pulls through containers/image on the host, not containerd)."""
     spec = job["spec"]["template"]["spec"]
-    return [(c["name"], c["image"]) for c in (*spec["initContainers"], *spec["containers"])]
+    out = []
+    for c in (*spec["initContainers"], *spec["containers"]):
+        out.append((c["name"], c["image"]))
+        for word in [*(c.get("command") or ()), *(c.get("args") or ())]:
+            if "/" in word and ("@sha256:" in word or ":" in word.rsplit("/", 1)[-1]):
+                with contextlib.suppress(ValueError):
+                    out.append((f"{c['name']}-host-pull", str(ImageRef.parse(word))))
+    return out
 
 
 def node_config(cfg: Path) -> str:
@@ -198,6 +207,8 @@ def test_every_job_image_is_in_the_cache_before_its_plan_exists(site, upgrader, 
     assert all(r._closed for r in site["relays"]), "the uplink went down before the first Plan"
     containers = {c for _, _, c in seen}
     assert {"cordon", "upgrade"} <= containers
+    if upgrader == "bootc":  # the image bootc switches the host to, named in its command
+        assert "upgrade-host-pull" in containers
     assert site["kubectl"] in set(seen.values())  # SUC's kubectl, from its ConfigMap
     status = json.loads(
         api.get("configmaps", "gitedge-status", "gitedge-system")["data"]["status.json"]
