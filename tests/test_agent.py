@@ -61,7 +61,9 @@ class Site:
             agent.close()
 
 
-def write_config(tmp: Path, *, git_port: int, cache: str, k3s: str = "v1.27.16+k3s1") -> Path:
+def write_config(
+    tmp: Path, *, git_port: int, cache: str, k3s: str = "v1.27.16+k3s1", kubectl: str = ""
+) -> Path:
     cfg = tmp / "agent.yaml"
     secret = tmp / "registry-password"
     secret.write_text("hunter2-very-secret\n")
@@ -75,7 +77,7 @@ def write_config(tmp: Path, *, git_port: int, cache: str, k3s: str = "v1.27.16+k
         f"registry:\n  cache: {{url: 'http://{cache}'}}\n"
         f"  upstreamAuth:\n    elsewhere.example:\n      usernameFile: {tmp / 'registry-user'}\n"
         f"      passwordFile: {secret}\n"
-        f"apply: {{mode: print}}\nstate: {{dir: {tmp / 'state'}}}\n"
+        f"apply: {{mode: print, kubectlImage: '{kubectl}'}}\nstate: {{dir: {tmp / 'state'}}}\n"
     )
     return cfg
 
@@ -95,7 +97,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
         git_daemon(served) as url,
         relay(int(url.rsplit(":", 1)[1])) as git,
     ):
-        cfg = write_config(tmp_path, git_port=git.port, cache=cache.host)
+        # SUC's kubectl image (issue 15), on the upstream as the Jobs' other images are
+        push_image(tmp_path, f"{upstream.host}/rancher/kubectl:v1.30.3")
+        kubectl = f"127.0.0.1:{up.port}/rancher/kubectl:v1.30.3"
+        cfg = write_config(tmp_path, git_port=git.port, cache=cache.host, kubectl=kubectl)
         s = Site(tmp_path, fleet, git, upstream, up, cache, cfg, [])
         yield s
 
@@ -179,7 +184,8 @@ def test_offline_400_days_then_one_pass_catches_up(site: Site) -> None:
     assert list(p.plan.k3s.path) == NEW[1:]
     keys = [n.key for n in p.needed]
     k3s_keys = [f"{site.registry}/rancher/k3s-upgrade:{v.replace('+', '-')}" for v in NEW[1:]]
-    assert keys == [*k3s_keys, f"{site.registry}/edge/os:1.0"]  # the OS was mirrored on day 0
+    kubectl = f"{site.registry}/rancher/kubectl:v1.30.3"  # SUC's Jobs' (issue 15)
+    assert keys == [*k3s_keys, f"{site.registry}/edge/os:1.0", kubectl]  # OS, kubectl: day 0
     assert p.mirror_complete and [k for k, _, _ in p.mirrored_now] == k3s_keys
     client = RegistryClient(host=site.cache.host)
     try:

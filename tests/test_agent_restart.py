@@ -41,7 +41,7 @@ def gitedge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
-def config(tmp: Path, *, git: str, cache: str) -> Path:
+def config(tmp: Path, *, git: str, cache: str, kubectl: str) -> Path:
     cfg = tmp / "agent.yaml"
     cfg.write_text(
         "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
@@ -49,7 +49,7 @@ def config(tmp: Path, *, git: str, cache: str) -> Path:
         f"source: {{url: '{git}/fleet.git', interval: 1h}}\n"
         f"trust: {{bootstrap: {tmp / 'allowed_signers'}}}\n"
         f"registry: {{cache: {{url: 'http://{cache}'}}}}\n"
-        f"apply: {{mode: print}}\nstate: {{dir: {tmp / 'state'}}}\n"
+        f"apply: {{mode: print, kubectlImage: '{kubectl}'}}\nstate: {{dir: {tmp / 'state'}}}\n"
     )
     return cfg
 
@@ -66,6 +66,7 @@ def test_killed_mid_mirror_then_restarted_converges(tmp_path: Path, repo: FleetR
         git_daemon(tmp_path / "served") as git,
     ):
         img = push_image(tmp_path, f"{upstream.host}/edge/os:2.0", sizes=(400_000, 600_000))
+        push_image(tmp_path, f"{upstream.host}/rancher/kubectl:v1.30.3")  # SUC's (issue 15)
         reached, release = threading.Event(), threading.Event()
         passed: list[str] = []
 
@@ -88,7 +89,8 @@ def test_killed_mid_mirror_then_restarted_converges(tmp_path: Path, repo: FleetR
                 ),
                 at=START,
             )  # fmt: skip
-            cfg = config(tmp_path, git=git, cache=cache.host)
+            kubectl = f"{front.host}/rancher/kubectl:v1.30.3"
+            cfg = config(tmp_path, git=git, cache=cache.host, kubectl=kubectl)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "gitedge", "run", "--config", str(cfg), "--once",
                  "--now", IN_WINDOW],
@@ -132,7 +134,7 @@ def test_run_serves_readyz_and_stops_on_sigterm(
                     os_image=None),
         at=START,
     )  # fmt: skip
-    cfg = config(tmp_path, git=served[0], cache=served[1])
+    cfg = config(tmp_path, git=served[0], cache=served[1], kubectl="127.0.0.1:1/k/kubectl:v1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gitedge", "run", "--config", str(cfg), "--listen", "127.0.0.1:0",
          "--log-format", "json"],

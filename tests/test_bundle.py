@@ -61,7 +61,7 @@ from gitedge.errors import (
 )
 from tests.agentkit import START, FleetRepo, fleet_files, push_image
 from tests.gitserver import git_daemon
-from tests.registryserver import LayoutImage, RegistryServer, docker_registry, served
+from tests.registryserver import LayoutImage, RegistryServer, docker_registry, make_layout, served
 from tests.sigtools import SshKey, allowed_signers_line, make_ssh_key
 
 RELEASES = ["v1.27.16+k3s1", "v1.28.15+k3s1", "v1.29.10+k3s1", "v1.30.6+k3s1"]
@@ -86,6 +86,7 @@ def write_site(
     k3s: str,
     cache: str | None = None,
     bundle_dir: Path | None = None,
+    kubectl: str | None = None,
 ) -> Path:
     """A site's AgentConfig (print mode): its own state dir, its cache registry or none (then
     OCI layouts under the state dir), its bootstrap trust pinned to ``key``."""
@@ -98,7 +99,7 @@ def write_site(
                     "status": {"k3sVersion": k3s, "arches": ["amd64"]}},
         "source": {"url": git_url, "branch": "main", "interval": "10m"},
         "trust": {"bootstrap": str(d / "allowed_signers")},
-        "apply": {"mode": "print"},
+        "apply": {"mode": "print", **({"kubectlImage": kubectl} if kubectl else {})},
         "state": {"dir": str(d / "state")},
     }  # fmt: skip
     if cache:
@@ -159,6 +160,7 @@ def test_round_trip_into_a_site_whose_upstream_is_gone(tmp_path: Path) -> None:
         with Mirror() as m:  # the same image under a second name: its blobs are stored once
             m.mirror(f"oci:{os_img.path}:x", f"{reg}/edge/os-lab:1.0")
         k3s = {v: push_image(tmp_path, f"{reg}/rancher/k3s-upgrade:{tag(v)}") for v in RELEASES}
+        kubectl = push_image(tmp_path, f"{reg}/rancher/kubectl:v1.30.3")  # SUC's (issue 15)
         files = fleet_files(registry=reg, releases=RELEASES, k3s=RELEASES[-1],
                             os_image=f"{reg}/edge/os:1.0@{os_img.digest}")  # fmt: skip
         files["lab.yaml"] = (
@@ -169,14 +171,15 @@ def test_round_trip_into_a_site_whose_upstream_is_gone(tmp_path: Path) -> None:
         fleet.commit(files, at=START)
         tip = fleet.commit(at=START + 60)
         cfg = write_site(tmp_path / "site", git_url=f"{url}/fleet.git", key=key,
-                         k3s=RELEASES[0], cache=site_cache.host)  # fmt: skip
+                         k3s=RELEASES[0], cache=site_cache.host,
+                         kubectl=f"{reg}/rancher/kubectl:v1.30.3")  # fmt: skip
 
         created = gitedge("bundle", "create", "--repo", f"{url}/fleet.git", "--cluster", str(cfg),
                           "--all", "--out", str(out))  # fmt: skip
         assert created.returncode == 0, created.stderr
-        assert f"main at {tip}" in created.stdout and "6 image(s)" in created.stdout
+        assert f"main at {tip}" in created.stdout and "7 image(s)" in created.stdout
         # not a terminal: one quiet line per image, no redrawn bar
-        assert created.stderr.count("image ") == 6 and "\r" not in created.stderr
+        assert created.stderr.count("image ") == 7 and "\r" not in created.stderr
         # then the upstream side goes away entirely: registry and git server stopped
         upstream_side.close()
         with pytest.raises(OSError):
@@ -195,8 +198,8 @@ def test_round_trip_into_a_site_whose_upstream_is_gone(tmp_path: Path) -> None:
             k3s[v].digest for v in RELEASES
         }
         blobs = [n for n in names if n.startswith("images/blobs/")]
-        manifests = 3 * (len(k3s) + 1)  # an index and two platform manifests per image
-        unique = sum(len(i.blobs) for i in (*k3s.values(), os_img)) + manifests
+        manifests = 3 * (len(k3s) + 2)  # an index and two platform manifests per image
+        unique = sum(len(i.blobs) for i in (*k3s.values(), os_img, kubectl)) + manifests
         assert len(blobs) == len(set(blobs)) == unique  # os and os-lab share every blob
 
         # the site imports it (its own state, its own cache registry), with no upstream at all
@@ -204,6 +207,7 @@ def test_round_trip_into_a_site_whose_upstream_is_gone(tmp_path: Path) -> None:
         assert imported.returncode == 0, imported.stderr
         needed = [f"{reg}/rancher/k3s-upgrade:{tag(v)}" for v in RELEASES[1:]]
         needed.append(f"{reg}/edge/os:1.0@{os_img.digest}")
+        needed.append(f"{reg}/rancher/kubectl:v1.30.3")  # SUC's Jobs' (issue 15)
         assert [ln.split()[1] for ln in imported.stdout.splitlines()[:-1]] == needed
         assert f"verified 2 new commit(s), now at {tip}" in imported.stdout
 
@@ -257,10 +261,15 @@ class World:
         return fleet_files(registry=self.reg, releases=RELEASES, k3s=RELEASES[-1],
                            os_image=f"{self.reg}/edge/os:1.0")  # fmt: skip
 
+    @property
+    def kubectl(self) -> str:
+        return f"{self.reg}/rancher/kubectl:v1.30.3"
+
     def site(self, d: Path, *, bundle_dir: Path | None = None) -> Path:
-        """A site on K3s v1.29.10 (its plan needs v1.30.6 and the OS image), layout cache."""
+        """A site on K3s v1.29.10 (its plan needs v1.30.6, the OS image, SUC's kubectl), layout
+        cache."""
         return write_site(d, git_url=f"{self.url}/absent.git", key=self.key, k3s=RELEASES[2],
-                          bundle_dir=bundle_dir)  # fmt: skip
+                          bundle_dir=bundle_dir, kubectl=self.kubectl)  # fmt: skip
 
     def bundle(self, name: str, out: Path, *, rev: str, since: str | None = None) -> Path:
         """``gitedge bundle create --cluster`` for a cluster like the site's (K3s v1.29.10)."""
@@ -271,7 +280,7 @@ class World:
             path="cluster.yaml",
         )
         create_bundle(repo=f"{self.url}/{name}.git", out=out, now=datetime.now(UTC), rev=rev,
-                      since=since, sites=[cluster])  # fmt: skip
+                      since=since, sites=[cluster], kubectl=[self.kubectl])  # fmt: skip
         return out
 
 
@@ -284,6 +293,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for v in RELEASES[1:]:
             push_image(tmp, f"{upstream.host}/rancher/k3s-upgrade:{tag(v)}")
         os_img = push_image(tmp, f"{upstream.host}/edge/os:1.0")
+        push_image(tmp, f"{upstream.host}/rancher/kubectl:v1.30.3")  # SUC's (issue 15)
         yield World(tmp, key, url, upstream, os_img)
 
 
@@ -324,7 +334,7 @@ def test_unsigned_commit_in_the_range_is_refused_nothing_recorded(
         r = import_bundle(
             agent, world.bundle("unsigned", tmp_path / "1.tar", rev=c1), now=IN_WINDOW
         )
-        assert r.tip == c1 and r.new_commits == 1 and len(r.copied) == 2
+        assert r.tip == c1 and r.new_commits == 1 and len(r.copied) == 3  # k3s, OS, kubectl
         before = recorded(agent)
         assert before[0] == c1 and before[2] == c1
         with pytest.raises(VerificationFailed) as e:
@@ -504,7 +514,7 @@ def test_create_progress_on_a_terminal_and_no_half_file_on_failure(
     finally:
         os.close(primary)
     assert proc.returncode == 0, shown
-    assert b"\rimage 1/2 " in shown and b"\rimage 2/2 " in shown and b"KiB" in shown
+    assert b"\rimage 1/3 " in shown and b"\rimage 3/3 " in shown and b"KiB" in shown
     assert out.is_file()
     # an image missing upstream: the create fails naming it, and leaves nothing behind
     files["targets.yaml"] = files["targets.yaml"].replace("edge/os:1.0", "edge/os:9.9")
@@ -559,6 +569,48 @@ def test_a_bundle_of_the_demo_fleet_imports_into_the_demo_cache(tmp_path: Path) 
     assert p.mirrored_now == [] and [a.name for a in p.actions][:1] == ["gitedge-k3s-server"]
 
 
+def test_a_suc_bundle_brings_a_new_sites_suc_and_its_kubectl(tmp_path: Path) -> None:
+    """Issue 15: ``bundle create --suc`` carries SUC's controller image and kubectl image (every
+    bundle with a step carries the kubectl); ``bundle import --suc-manifests`` caches both and
+    writes SUC's pinned CRD and controller manifest, whose images are those just cached."""
+    demo = tmp_path / "demo"
+    assert gitedge("demo", "--keep", str(demo)).returncode == 0
+    controller = demo / "upstream/docker.io/rancher/system-upgrade-controller"
+    make_layout(controller, tag="v0.20.1", layer_sizes=(20_000,))
+    out = tmp_path / "stick.tar"
+    created = gitedge("bundle", "create", "--repo", str(demo / "fleet"), "--rev", "HEAD~1",
+                      "--all", "--suc", "--layouts", str(demo / "upstream"), "--out", str(out))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    held = {i.ref for i in read_index(out).images}
+    assert {"docker.io/rancher/system-upgrade-controller:v0.20.1",
+            "docker.io/rancher/kubectl:v1.30.3"} <= held  # fmt: skip
+    doc = yaml.safe_load((demo / "site" / "agent.yaml").read_text())
+    doc["state"]["dir"] = str(tmp_path / "state")
+    doc["source"] = {"url": str(tmp_path / "no-repo"), "branch": "main"}
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    suc = tmp_path / "suc"
+    imported = gitedge(
+        "bundle", "import", str(out), "--config", str(cfg), "--suc-manifests", str(suc)
+    )
+    assert imported.returncode == 0, imported.stderr
+    cached = {ln.split()[1] for ln in imported.stdout.splitlines() if ln.startswith("cached ")}
+    assert {"docker.io/rancher/system-upgrade-controller:v0.20.1",
+            "docker.io/rancher/kubectl:v1.30.3"} <= cached  # fmt: skip
+    vendored = Path(__file__).resolve().parent.parent / "gitedge/data/suc/v0.20.1"
+    for name in ("crd.yaml", "system-upgrade-controller.yaml"):
+        assert (suc / name).read_bytes() == (vendored / name).read_bytes()
+    assert f"kubectl apply -f {suc / 'crd.yaml'}" in imported.stdout
+    docs = list(yaml.safe_load_all((suc / "system-upgrade-controller.yaml").read_text()))
+    dep = next(d for d in docs if d and d["kind"] == "Deployment")
+    env = next(d for d in docs if d and d["kind"] == "ConfigMap")["data"]
+    images = {dep["spec"]["template"]["spec"]["containers"][0]["image"],
+              env["SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"]}  # fmt: skip
+    assert {f"docker.io/{i}" for i in images} <= cached
+    crd = yaml.safe_load((suc / "crd.yaml").read_text())
+    assert crd["metadata"]["name"] == "plans.upgrade.cattle.io"
+
+
 # ---------------------------------------------------------------------------- the inbox
 
 
@@ -607,7 +659,7 @@ def test_bundle_dir_is_imported_by_the_next_pass_once(world: World, tmp_path: Pa
         # the source is unreachable: the bundle stands in for the fetch (issue 18, item 10)
         assert p.outcomes == {"sync": "bundle", **dict.fromkeys(
             ("verify", "clock", "plan", "mirror", "apply"), "ok")}, p.errors  # fmt: skip
-        assert p.tip == c1 and p.mirror_complete and len(p.mirrored_now) == 2
+        assert p.tip == c1 and p.mirror_complete and len(p.mirrored_now) == 3
         status, _, message = bundle_condition(p)
         assert status == "True" and message.startswith("a.tar: verified 1 new commit(s)")
         assert pending_bundles(bundle_dir=str(inbox), state_dir=state_dir) == []

@@ -112,7 +112,8 @@ class Env:
             f"trust: {{bootstrap: {self.tmp / 'allowed_signers'}}}\n"
             f"registry:\n  upstreamAuth:\n    {host}:\n"
             f"      usernameFile: {d / 'user'}\n      passwordFile: {d / 'password'}\n"
-            f"apply: {{mode: print}}\nstate: {{dir: {d / 'state'}}}\n"
+            f"apply: {{mode: print, kubectlImage: '{self.upstream.host}/rancher/kubectl:v1.30.3'}}\n"
+            f"state: {{dir: {d / 'state'}}}\n"
             f"report: {{repository: '{host}/{repo}'}}\n"
         )
         return cfg
@@ -132,6 +133,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ):
         os_image = f"{upstream.host}/edge/os:1.4"
         push_image(tmp, os_image)
+        push_image(tmp, f"{upstream.host}/rancher/kubectl:v1.30.3")  # SUC's (issue 15)
         fleet.commit(
             fleet_files(registry=upstream.host, releases=[K3S], k3s=K3S, os_image=os_image),
             at=START,

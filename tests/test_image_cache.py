@@ -138,7 +138,7 @@ def site_with_cache(world: World, d: Path, name: str, cache: str | None) -> Path
     if fleet.head is None:
         fleet.commit(world.files(), at=START)
     return write_site(d, git_url=f"{world.url}/{name}.git", key=world.key, k3s=RELEASES[2],
-                      cache=cache)  # fmt: skip
+                      cache=cache, kubectl=world.kubectl)  # fmt: skip
 
 
 def run(cfg: Path, printed: list[str] | None = None) -> Pass:
@@ -205,7 +205,7 @@ def test_a_registry_cache_is_read_back_once_per_image_not_every_pass(
         p = run(cfg)
         assert p.outcomes["mirror"] == "ok" and p.mirrored_now == []
         assert front.statuses("GET", "/blobs/") == []  # the next pass: HEADs only
-        assert len(front.statuses("HEAD", "/blobs/")) == 4  # every blob of both images
+        assert len(front.statuses("HEAD", "/blobs/")) == 6  # every blob of the three images
 
 
 def test_a_layout_cache_repairs_a_blob_of_other_bytes(world: World, tmp_path: Path) -> None:

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import gitedge.adapters.kube as kube_module
 from gitedge.adapters.kube import Kube
+from gitedge.adapters.sucread import read_kubectl_image, read_pull_failures
 from gitedge.agent.applying import ApplyResult, apply_step, report, status_fields
 from gitedge.core.conditions import Condition
 from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
@@ -470,6 +472,12 @@ def test_the_story_uses_every_rbac_grant_in_deploy(api, kube, sim):
     api.fail("POST", "plans", 403)
     result, _ = run_pass(kube, fleet=fs.fleet(order="[os, k3s]"))  # delete, a failure: event
     assert result.error is not None and result.error.status == 403
+    suc = [d for d in yaml.safe_load_all((DEPLOY.parent / "gitedge/data/suc/v0.20.1/system-upgrade-controller.yaml")
+           .read_text()) if d and d["kind"] in ("Deployment", "ConfigMap")]  # fmt: skip
+    for obj in suc:
+        api.put(obj)
+    assert read_kubectl_image(kube)[0].image == "rancher/kubectl:v1.30.3"  # get both by name
+    assert read_pull_failures(kube, plans={SERVER_PLAN}) == []  # list pods, events
     assert set(GRANTS) - api.grants_used == set()
     assert all(r.code != 403 or r.method == "POST" for r in api.requests)
 

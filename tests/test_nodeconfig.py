@@ -329,6 +329,36 @@ def test_command_prints_writes_and_checks(tmp_path: Path) -> None:
     assert stale.returncode == 1 and "quay.io" in stale.stdout and "site-setup.md" in stale.stdout
 
 
+def test_command_mirrors_the_kubectl_registry_suc_uses_and_prints_node_mirrors(
+    tmp_path: Path,
+) -> None:
+    """Issue 15: the registry of SUC's kubectl (``apply.kubectlImage``) is mirrored too, and
+    the output says what to record in ``registry.nodeMirrors``."""
+    cfg, repo = write_site(tmp_path, cache_url=f"http://{CACHE}")
+    cfg.write_text(
+        cfg.read_text() + "apply: {kubectlImage: 'kube.example:5000/k/kubectl:v1.31.0'}\n"
+    )
+    text = gitedge("node-config", "--config", str(cfg), "--repo", str(repo))
+    assert text.returncode == 0, text.stderr
+    assert "#   registry: {nodeMirrors: [docker.io, kube.example:5000, upstream.example]}" in (
+        text.stdout
+    )
+    hosts = k3s.k3s_hosts_dir(
+        next(
+            f["content"]
+            for f in json.loads(
+                gitedge(
+                    "node-config", "--config", str(cfg), "--repo", str(repo), "-o", "json"
+                ).stdout
+            )["files"]
+            if f["path"] == nc.K3S_REGISTRIES
+        )
+    )
+    assert k3s.resolve(hosts, "kube.example:5000/k/kubectl:v1.31.0")[0].url.startswith(
+        f"http://{CACHE}/v2/k/kubectl/"
+    )
+
+
 def test_command_without_a_cache_or_a_fleet_says_what_to_give(tmp_path: Path) -> None:
     cfg, repo = write_site(tmp_path, cache_url=None)
     r = gitedge("node-config", "--config", str(cfg), "--repo", str(repo))

@@ -87,6 +87,7 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
         for version in RELEASES[1:]:
             push_image(tmp_path, f"{upstream.host}/rancher/k3s-upgrade:{version.replace('+', '-')}")
         push_image(tmp_path, f"{upstream.host}/kairos/os:v2")
+        push_image(tmp_path, f"{upstream.host}/rancher/kubectl:v1.30.3")  # SUC's (issue 15)
         repo.commit(_fleet(upstream.host), at=START)
         for name in SERVERS:
             api.add_node(name, kubelet=RELEASES[0], control_plane=True)
@@ -99,7 +100,9 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
             f"source: {{url: '{git}/fleet.git', interval: 1h}}\n"
             f"trust: {{bootstrap: {tmp_path / 'allowed_signers'}}}\n"
             f"registry: {{cache: {{url: 'http://{cache.host}'}}}}\n"
-            f"apply: {{mode: suc, namespace: {NS}}}\nstate: {{dir: {tmp_path / 'state'}}}\n"
+            f"apply: {{mode: suc, namespace: {NS}, "
+            f"kubectlImage: '{upstream.host}/rancher/kubectl:v1.30.3'}}\n"
+            f"state: {{dir: {tmp_path / 'state'}}}\n"
         )
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         env["KUBECONFIG"] = str(api.kubeconfig(tmp_path / "kubeconfig"))

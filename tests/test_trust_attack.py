@@ -86,6 +86,9 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     files = fleet_files(registry=REGISTRY, releases=[K3S], k3s=K3S, os_image=os_image)
     root = repo.commit(signer=kate, files=dict(files))
     make_layout(tmp / "layouts" / REGISTRY / "edge" / "os", tag="1.0", layer_sizes=(2_000,))
+    # SUC's default kubectl, which every bundle with a step carries (issue 15)
+    kubectl = tmp / "layouts" / "docker.io" / "rancher" / "kubectl"
+    make_layout(kubectl, tag="v1.30.3", layer_sizes=(2_000,))
     v1 = policy(("alice", alice, "[release, admin]"), ("kate", kate, "[release]"))
     repo.commit(signer=kate, files={".gitedge/trust.yaml": v1})  # the bootstrap's admin
     before = repo.commit(signer=kate)

@@ -59,8 +59,9 @@ from gitedge.agent import inbox
 from gitedge.agent.caching import check_tag
 from gitedge.agent.imagetrust import carry_signatures
 from gitedge.agent.reconcile import Agent, Pass
+from gitedge.core.agentrules import NeededImage
 from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
-from gitedge.core.bundleplan import bundle_images
+from gitedge.core.bundleplan import bundle_images, suc_images
 from gitedge.core.conditions import BUNDLE_IMPORTED, Condition
 from gitedge.core.config import AgentConfig, SiteFile
 from gitedge.core.fleet import load_fleet
@@ -186,13 +187,17 @@ def create_bundle(
     jobs: int = 4,
     progress: ProgressFn | None = None,
     timeout_s: float = 600.0,
+    suc: bool = False,
+    kubectl: Sequence[str] = (),
 ) -> CreateResult:
     """Write the bundle ``out`` (module docstring). ``sites`` are Cluster identities or
     AgentConfigs (whose ``source.branch``/``source.path`` are used when they agree);
     ``layouts`` is a directory of OCI layouts ``<registry>/<repository>`` preferred to the
     registries; ``platforms`` cuts indexes (never an image pinned by digest). ``endpoints``
     (an AgentConfig's ``registry.endpoints``) are read before each image's registry, as the
-    agent's mirror step reads them: an endpoint serving wrong bytes is skipped for the next."""
+    agent's mirror step reads them: an endpoint serving wrong bytes is skipped for the next.
+    ``kubectl``: the kubectl images the sites' SUC runs, besides the AgentConfigs'
+    ``apply.kubectlImage``."""
     if not sites and not all_targets:
         raise UsageError("name the sites with --cluster FILE (repeatable), or use --all")
     try:
@@ -223,7 +228,9 @@ def create_bundle(
         snap = GitRepo(path=stage.path).tree_snapshot(stage.tip, subdir=subdir)
         fleet = load_fleet(snap, subdir=subdir, origin=f"{scrub(repo, limit=200)}@{stage.tip[:12]}")
         facts = [cluster_facts(s) for s in sites]
-        refs = bundle_images(fleet, facts, all_targets=all_targets, now=now)
+        kubectl = [*kubectl, *(c.apply.kubectl_image for c in configs if c.apply.kubectl_image)]
+        refs = bundle_images(fleet, facts, all_targets=all_targets, now=now,
+                             kubectl=sorted(set(kubectl)), suc=suc)  # fmt: skip
         layout = scratch / LAYOUT_DIR
         images: list[BundleImage] = []
         copied = 0
@@ -350,9 +357,11 @@ def import_bundle(
     now: datetime,
     digest: str | None = None,
     progress: ProgressFn | None = None,
+    suc: bool = False,
 ) -> ImportResult:
     """Import one bundle through the agent's own steps (module docstring). Raises what the
-    steps raise; nothing is recorded for a bundle refused before or at verification."""
+    steps raise; nothing is recorded for a bundle refused before or at verification. With
+    ``suc``, SUC's own images the bundle holds (``bundle create --suc``) go to the cache too."""
     file = file.absolute()
     report = progress or (lambda _: None)
     digest = digest or file_digest(file)
@@ -400,6 +409,10 @@ def import_bundle(
             _set_ref(git.repo, ref_name, old if isinstance(old, pygit2.Oid) else None)
             raise
         agent._plan(p)
+        if suc:
+            p.needed += tuple(NeededImage("suc", str(r), r)
+                              for r in suc_images(kubectl=(), controller=True))  # fmt: skip
+            p.needed = tuple({n.key: n for n in p.needed}.values())
         held = tuple(n for n in p.needed if index.image(n.key) is not None)
         missing = tuple(n.key for n in p.needed if index.image(n.key) is None)
         p.needed = held

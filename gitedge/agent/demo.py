@@ -44,6 +44,7 @@ from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.suc import k3s_image_tag
+from gitedge.core.sucimages import SUC_IMAGE, default_kubectl_image
 from gitedge.core.windows import window_state
 from gitedge.errors import GitEdgeError, UsageError
 
@@ -226,6 +227,8 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
         pinned = details[v].digest if v in details else None
         if pinned:  # the example pins digests: pin the generated images' instead
             _edit(work / "releases.yaml", pinned, digest)
+    kubectl = ImageRef.parse(default_kubectl_image(SUC_IMAGE))  # SUC's Jobs cordon with it
+    layouts.add(kubectl, kubectl.tag or "latest")
     stores = work / "targets" / "stores.yaml"
     for name, t in fleet.targets.items():
         if t.spec.os is not None:

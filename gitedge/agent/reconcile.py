@@ -48,6 +48,7 @@ from gitedge.agent.imagetrust import (
     mirror_signatures,
 )
 from gitedge.agent.server import Metrics
+from gitedge.agent.sucwatch import observe, suc_needs
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.core import conditions as cond
 from gitedge.core.agentrules import (
@@ -119,6 +120,7 @@ class Pass:
     errors: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    suc: dict[str, Any] = field(default_factory=dict)  # SUC's images (agent/sucwatch.py)
 
     @property
     def stalled(self) -> bool:
@@ -388,6 +390,7 @@ class Agent:
         p.plan = make_plan(p.fleet, facts, now=p.now, site=self._site())
         refused = plan_unpinned(p.fleet, p.plan)
         p.needed = tuple(n for n in needed_images(p.plan) if n.component not in refused)
+        p.needed += suc_needs(self, p, others=len(p.needed))  # + SUC's kubectl image
         self.state.put_doc("desired", {"commit": commit, **plan_json(p.plan)})
         if too_old is not None:
             return [Condition(PLANNED, "False", "AgentTooOld", str(too_old).split("\n")[0])]
@@ -610,6 +613,7 @@ class Agent:
     def _report(self, p: Pass) -> None:
         from gitedge.agent.status import build_status
 
+        observe(self, p)
         previous = cond.from_json(self.state.get_doc("conditions"))
         merged = cond.merge(previous, p.conditions, now=p.now)
         merged = cond.merge(merged, [cond.summarize(merged)], now=p.now)

@@ -80,6 +80,7 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
             "copiedThisPass": [{"image": k, "digest": d, "bytes": b} for k, d, b in p.mirrored_now],
         },
         "apply": status_fields(p.applied) if p.applied is not None else None,
+        "suc": dict(p.suc) or None,
         "windows": windows,
         "nextWindow": min(opens) if opens else None,
         "steps": dict(p.outcomes),
@@ -147,6 +148,11 @@ def _text(doc: dict[str, Any]) -> str:
         if sig:
             lines.append(f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"
                          f"{sig.get('reason')}")  # fmt: skip
+    suc = doc.get("suc") or {}
+    if suc.get("kubectlImage"):
+        lines.append(f"suc: kubectl {suc['kubectlImage']} ({suc.get('kubectlFrom')})")
+    for w in suc.get("warnings") or []:
+        lines.append(f"  warning: {w}")
     for name, w in (doc.get("windows") or {}).items():
         if w:
             when = f"OPEN until {w['closesAt']}" if w["open"] else f"closed, opens {w['nextOpen']}"

@@ -336,11 +336,18 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
                    help="prefer OCI layouts DIR/<registry>/<repository> to registries")  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
+    p.add_argument("--kubectl-image", action="append", default=[], metavar="IMAGE",
+                   help="the kubectl image the sites' SUC runs (repeatable; default: each "
+                   "AgentConfig's apply.kubectlImage, else SUC's default)")  # fmt: skip
+    p.add_argument("--suc", action="store_true", help="also SUC's controller and kubectl images "
+                   "(its pinned release), to bring up a new site's SUC offline")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     p.set_defaults(handler="images:cmd_bundle_create")
     p = bundle.add_parser("import", help="verify a bundle and fill the site's cache from it")
     p.add_argument("file", metavar="FILE", help="the bundle")
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
+    p.add_argument("--suc-manifests", metavar="DIR", help="also cache SUC's images from the "
+                   "bundle and write SUC's CRD and controller manifests into DIR")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     p.set_defaults(handler="images:cmd_bundle_import")
     p = sub.add_parser(

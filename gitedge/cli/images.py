@@ -16,6 +16,7 @@ from gitedge.cli.common import (
     read_file,
     structured,
 )
+from gitedge.core.images import ImageRef
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError
 
 
@@ -203,6 +204,11 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
     ]
     registry = agent_config(args.config).registry if args.config else None
     hosts = Hosts.from_config(registry) if registry is not None else Hosts()
+    for image in args.kubectl_image:
+        try:
+            ImageRef.parse(image)
+        except ValueError as e:
+            raise UsageError(f"--kubectl-image: {e}") from None
     progress = _BundleProgress(tty=sys.stderr.isatty() and not args.quiet)
     try:
         r = create_bundle(
@@ -210,7 +216,7 @@ def cmd_bundle_create(args: argparse.Namespace) -> int:
             branch=args.branch, sites=sites, all_targets=args.all, platforms=args.platform,
             layouts=Path(args.layouts) if args.layouts else None, hosts=hosts,
             endpoints=registry.endpoints if registry is not None else None, jobs=args.jobs,
-            progress=None if args.quiet else progress,
+            progress=None if args.quiet else progress, suc=args.suc, kubectl=args.kubectl_image,
         )  # fmt: skip
     finally:
         progress.finish()
@@ -238,7 +244,7 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
     now = parse_now(None)
     try:
         try:
-            r = import_bundle(agent, file, now=now,
+            r = import_bundle(agent, file, now=now, suc=bool(args.suc_manifests),
                               progress=None if args.quiet else progress)  # fmt: skip
         except InvalidInput:
             raise
@@ -256,8 +262,27 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
     for key, digest, n in r.copied:
         print(f"cached {key} -> {digest} ({_size(n)} copied)")
     print(r.summary())
+    if args.suc_manifests:
+        _write_suc_manifests(Path(args.suc_manifests))
     if r.missing:
         n = len(r.missing)
         print(f"gitedge bundle import: {n} image(s) this site needs are not in the bundle; the "
               "agent mirrors them from upstream when it can", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _write_suc_manifests(out: Path) -> None:
+    """SUC's pinned release manifests (shipped in gitedge: gitedge/data/suc) into ``out``."""
+    from importlib.resources import files
+
+    from gitedge.core.sucimages import SUC_MANIFESTS, SUC_RELEASE
+
+    src = files("gitedge").joinpath("data", "suc", SUC_RELEASE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in SUC_MANIFESTS:
+            (out / name).write_bytes(src.joinpath(name).read_bytes())
+    except OSError as e:
+        raise UsageError(f"--suc-manifests {out}: cannot write there: {e.strerror}") from None
+    paths = " && ".join(f"kubectl apply -f {out / n}" for n in SUC_MANIFESTS)
+    print(f"wrote SUC {SUC_RELEASE}'s manifests to {out}; bring SUC up with: {paths}")

@@ -79,7 +79,7 @@ def cmd_node_config(args: argparse.Namespace) -> int:
     endpoint = nc.cache_endpoint(cache, ca_pem=ca_pem)
     try:
         upstreams = nc.upstream_registries(
-            _fleet(args, config), cache=endpoint.host, extra=args.registry
+            _fleet(args, config), cache=endpoint.host, extra=[*args.registry, *_suc(config)]
         )
     except ValueError as e:
         raise UsageError(f"--registry: {e}") from None
@@ -116,12 +116,39 @@ def cmd_node_config(args: argparse.Namespace) -> int:
         return 0
     print(f"# node config of cluster {cluster}: cache {endpoint.url}, mirroring "
           f"{', '.join(upstreams)}")  # fmt: skip
+    print(f"# once installed, record it in the AgentConfig (status warns when it goes stale):\n"
+          f"#   registry: {{nodeMirrors: [{', '.join(upstreams)}]}}")  # fmt: skip
     if endpoint.dns_name:
         print(f"# {endpoint.dns_name} must resolve in each node's host DNS, not the cluster's.")
     for f in files:
         print(f"\n==> {f.path} (mode {f.mode}; {f.reader}: {f.what}) <==")
         sys.stdout.write(f.content)
     return 0
+
+
+def _suc(config: Any) -> list[str]:
+    """The registry of the kubectl image SUC's Jobs run (pulled by its upstream name): from
+    ``apply.kubectlImage``, and as the agent last read it from SUC (its status in ``state.dir``)."""
+    from gitedge.core.images import ImageRef
+
+    images = [config.apply.kubectl_image]
+    if (Path(config.state.dir) / "state.sqlite3").is_file():
+        from gitedge.adapters.state import State
+
+        state = State(config.state.dir)
+        try:
+            doc = state.get_doc("status")
+        finally:
+            state.close()
+        suc = doc.get("suc") if isinstance(doc, dict) else None
+        images.append(suc.get("kubectlImage") if isinstance(suc, dict) else None)
+    out = []
+    for image in images:
+        try:
+            out.append(ImageRef.parse(image).registry)
+        except (ValueError, TypeError):
+            continue  # unset, or a status document damaged: the fleet's registries still count
+    return out
 
 
 def _write(root: Path, files: list[Any]) -> None:

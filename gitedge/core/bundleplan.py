@@ -11,6 +11,11 @@
 - ``all``: the same for every target of the fleet, suspended ones included (a technician's
   stick should not go stale because a target was resumed).
 
+- SUC's kubectl image, whenever any other image is carried (every Job that cordons or drains
+  runs it): each AgentConfig's ``apply.kubectlImage``, else the default of the SUC release gitedge
+  vendors (``core/sucimages``); with ``suc``, also that release's controller image, to bring a
+  new site's SUC up with no uplink (its manifests ship in gitedge: ``gitedge/data/suc``).
+
 References are returned in a stable order, without duplicates.
 """
 
@@ -24,9 +29,10 @@ from gitedge.core.fleet import Fleet, K3sTarget
 from gitedge.core.images import ImageRef
 from gitedge.core.planning import ClusterFacts, plan
 from gitedge.core.suc import k3s_image_tag
+from gitedge.core.sucimages import SUC_IMAGE, default_kubectl_image
 from gitedge.core.versions import K3sVersion, month_chain, stable_by_minor
 
-__all__ = ["bundle_images", "every_step"]
+__all__ = ["bundle_images", "every_step", "suc_images"]
 
 
 def every_step(
@@ -64,8 +70,22 @@ def _months(fleet: Fleet) -> dict[K3sVersion, str]:
     return {v: e.released for v, e in fleet.k3s_release_details().items() if e.released}
 
 
+def suc_images(*, kubectl: Sequence[str], controller: bool) -> list[ImageRef]:
+    """SUC's images a bundle carries (module docstring)."""
+    out = [ImageRef.parse(k) for k in kubectl or (default_kubectl_image(SUC_IMAGE),)]
+    if controller:
+        out += [ImageRef.parse(SUC_IMAGE), ImageRef.parse(default_kubectl_image(SUC_IMAGE))]
+    return out
+
+
 def bundle_images(
-    fleet: Fleet, clusters: Sequence[ClusterFacts], *, all_targets: bool, now: datetime
+    fleet: Fleet,
+    clusters: Sequence[ClusterFacts],
+    *,
+    all_targets: bool,
+    now: datetime,
+    kubectl: Sequence[str] = (),
+    suc: bool = False,
 ) -> tuple[ImageRef, ...]:
     """Every image the bundle must hold (module docstring). Raises what planning raises
     (``AmbiguousTarget``, ``UpgradePathError``) naming the cluster."""
@@ -90,4 +110,6 @@ def bundle_images(
             if spec.os is not None:
                 out += [ImageRef.parse(s.image) for s in spec.os.via]  # an OS carrying K3s
                 out.append(ImageRef.parse(spec.os.image))
+    if out or suc:
+        out += suc_images(kubectl=kubectl, controller=suc)
     return tuple(dict.fromkeys(out))

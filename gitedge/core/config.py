@@ -124,11 +124,23 @@ class RegistryConfig(Model):
         description="registry host -> hosts tried first for its images (a regional hub), in "
         "order, then the registry itself; each with its own upstreamAuth entry",
     )
+    node_mirrors: tuple[str, ...] | None = Field(
+        None,
+        description="the upstream registries the nodes' registries.yaml sends to the cache, as "
+        "`gitedge node-config` printed them; status warns when the site needs one more "
+        "(unset: not checked)",
+    )
 
 
 class ApplyConfig(Model):
     mode: Literal["suc", "print"] = "suc"
     namespace: str = "system-upgrade"
+    kubectl_image: Image | None = Field(
+        None,
+        description="the kubectl image SUC's Jobs run (SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE): "
+        "mirrored before any Plan; unset: read from SUC's Deployment and its ConfigMap, else "
+        "SUC's built-in default",
+    )
 
 
 class StateConfig(Model):
