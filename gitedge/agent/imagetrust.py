@@ -120,6 +120,13 @@ def check_cached(
     return v
 
 
+def fleet_named(need: NeededImage) -> bool:
+    """Whether the fleet's image signers judge ``need``: the images the fleet names (OS, K3s
+    upgrade). SUC's kubectl image (component ``suc``) is chosen by the site's SUC, not the
+    fleet: it is mirrored by tag with its digest recorded (issue 16), and needs no signature."""
+    return need.component != "suc"
+
+
 def check_needed(
     mirror: Mirror, *, needed: Sequence[NeededImage], keys: tuple[SignerKey, ...], state: State,
     now: datetime, cache_location: Callable[[ImageRef], Location],

@@ -45,6 +45,7 @@ from gitedge.agent.imagetrust import (
     bundle_site,
     check_mirrored,
     check_needed,
+    fleet_named,
     mirror_signatures,
 )
 from gitedge.agent.server import Metrics
@@ -462,7 +463,7 @@ class Agent:
         ref = need.ref
         dst = self._cache_location(ref)
         have = done.get(need.key)
-        keys = signer_keys(p.fleet)
+        keys = signer_keys(p.fleet) if fleet_named(need) else ()
         refused: ImageSignatureRefused | None = None
         if have is not None and mirror.first_gap(dst, have.digest) is None:
             try:  # the signatures the cache holds, judged again (agent/imagetrust.py)
@@ -588,7 +589,8 @@ class Agent:
         keys = signer_keys(p.fleet)
         if keys:
             with Mirror(hosts=self.hosts, retry=self.retry) as mirror:
-                check_needed(mirror, needed=p.needed, keys=keys, state=self.state, now=p.now,
+                named = [n for n in p.needed if fleet_named(n)]
+                check_needed(mirror, needed=named, keys=keys, state=self.state, now=p.now,
                              cache_location=self._cache_location)  # fmt: skip
 
     def _record_done(self, p: Pass, up_to_date: list[tuple[str, str | None]]) -> None:
