@@ -445,3 +445,50 @@ def test_item11_progress_on_a_narrow_terminal_is_redrawn_not_repeated(tmp_path: 
     shown = b"".join(chunks).decode()
     draws = [x for x in shown.replace("\r\n", "\n").replace("\r", "\n").split("\n") if x.strip()]
     assert draws and all(len(x) <= 39 for x in draws), [x for x in draws if len(x) > 39]
+
+
+def _trust_with_retired(current: SshKey, retired: SshKey, *, until: int) -> str:
+    """``current`` signs; ``retired`` stays listed with its window closed at ``until``."""
+    from datetime import UTC, datetime
+
+    before = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return trust_yaml(current).replace(
+        "  verify: all\n",
+        f"    - name: retired\n      key: {retired.public!r}\n"
+        f"      roles: [release, admin]\n      validBefore: {before!r}\n  verify: all\n",
+    )
+
+
+def test_item5_recovery_refuses_a_backdated_root_signed_by_a_key_whose_window_closed(
+    tmp_path: Path,
+) -> None:
+    """The trust at the last verified commit keeps ``old`` listed with validBefore: a normal
+    pass can never use it again (the branch has commits dated after it). A rewritten history
+    has no parent to date against: its root, backdated into the old window and signed by the
+    retired key, must not get in (nor a rotation inside it back to that key)."""
+    old = make_ssh_key(tmp_path / "old", "ed25519", comment="old@fleet.example")
+    new = make_ssh_key(tmp_path / "new", "ed25519", comment="new@fleet.example")
+    fleet = FleetRepo(tmp_path / "fleet.git", old)
+    fleet.commit(at=START)
+    rotated = _trust_with_retired(new, old, until=START + 90)
+    fleet.commit({".gitedge/trust.yaml": rotated}, at=START + 60)  # old signs, then retires
+    fleet.key = new
+    tip = fleet.commit(at=START + 120)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    # the attacker (git server, the retired key): a new root dated inside old's window
+    fleet.key = old
+    fleet.commit({".gitedge/trust.yaml": trust_yaml(old)}, at=START + 30, parent=None)
+    rewritten = fleet.commit(at=START + 40)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert f"last verified commit: {tip} " in _status(config)
+    # the same without a rotation: the root keeps the trust file, signed by the retired key
+    fleet.files[".gitedge/trust.yaml"] = rotated
+    fleet.commit(at=START + 30, parent=None)
+    rewritten = fleet.commit(at=START + 40)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert f"last verified commit: {tip} " in _status(config)
