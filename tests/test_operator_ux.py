@@ -492,3 +492,18 @@ def test_item5_recovery_refuses_a_backdated_root_signed_by_a_key_whose_window_cl
     r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
     assert f"last verified commit: {tip} " in _status(config)
+
+
+def test_item5_recovery_refuses_a_history_that_drops_the_trust_file(tmp_path: Path) -> None:
+    """Without a trust file at the new tip, the agent's next passes would fall back to the
+    install-time bootstrap (old, retired since): the retired key would sign on top of it."""
+
+    def without_a_trust_file(fleet: FleetRepo, old: SshKey) -> str:
+        del fleet.files[".gitedge/trust.yaml"]
+        fleet.commit(at=START + 200, parent=None)  # signed by the key in force
+        return fleet.commit(at=START + 260)
+
+    config, tip, _rewritten, r = _refused_then_recovery(tmp_path, without_a_trust_file)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert ".gitedge/trust.yaml" in r.stderr, r.stderr
+    assert f"last verified commit: {tip} " in _status(config)

@@ -122,6 +122,13 @@ def accept_history(*, config: Any, commit: str, now: datetime) -> Accepted:
             cache=None,
             make_checker=lambda policy: checker_for(_only(policy, allowed)),
         )
+        if git.trust_blob_id(last.commit) is not None and git.trust_blob_id(decision.tip) is None:
+            # the agent's next passes would take trust.bootstrap as the policy at the new tip:
+            # the install-time keys, retired since, back in force
+            raise TrustError(
+                f"{fetched} has no {TRUST_PATH}, which the last verified commit {last.commit} "
+                f"has: without it the install-time trust.bootstrap would be in force again"
+            )
         state.record_verified(
             LastVerified(
                 commit=decision.tip,
