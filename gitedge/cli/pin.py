@@ -18,6 +18,7 @@ from gitedge.core.images import ImageRef
 from gitedge.core.pinning import Edit, Reference, edits_by_file, pin_edit, references, splice
 from gitedge.errors import GitEdgeError, scrub
 
+BOM = "\ufeff"
 MOVE_HINT = (
     "listed under spec.versions, which holds no digest: move it to spec.releases as "
     "`- {{version: {v}}}` and run `gitedge pin` again"
@@ -39,6 +40,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
     hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
     images = upgrade_images(fleet)
     texts: dict[str, str] = {}
+    boms: dict[str, str] = {}
     edits: list[Edit] = []
     problems: list[str] = []
     with TagResolver(hosts=hosts, retry=RetryPolicy(attempts=3, max_delay_s=2.0)) as resolver:
@@ -70,7 +72,10 @@ def cmd_pin(args: argparse.Namespace) -> int:
             if ref.path not in texts:
                 found = resolve(snapshot, ref.path)
                 assert not isinstance(found, str)  # the loader read it
-                texts[ref.path] = found[1].decode("utf-8")
+                # the parser's offsets do not count a BOM: splice after it, write it back
+                text = found[1].decode("utf-8")
+                texts[ref.path] = text.removeprefix(BOM)
+                boms[ref.path] = text[: len(text) - len(texts[ref.path])]
             try:
                 edits.append(pin_edit(texts[ref.path], ref, got))
             except GitEdgeError as e:
@@ -79,7 +84,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
             verb = "updated" if ref.digest else "pinned"
             print(f"{shown}: {verb} {ref.image.split('@', 1)[0]}@{got}")
     for path, file_edits in edits_by_file(edits).items():
-        _write(root / path, splice(texts[path], file_edits).encode("utf-8"))
+        _write(root / path, (boms[path] + splice(texts[path], file_edits)).encode("utf-8"))
     for p in problems:
         print(p)
     if problems:

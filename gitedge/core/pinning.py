@@ -59,11 +59,25 @@ class Edit:
     text: str
 
 
-def _child(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
-                return v
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _child(node: yaml.Node, key: str, *, merged: bool = True) -> yaml.Node | None:
+    """The value of ``key`` in a mapping node, as the loader sees it: an explicit key first,
+    then (``merged``) the mappings of a ``<<`` merge key in order, as yamldoc merges them (a
+    key written behind ``<<`` is a reference all the same; missing it left images unpinned)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    sources: list[yaml.Node] = []
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.tag == _MERGE:
+            sources += v.value if isinstance(v, yaml.SequenceNode) else [v]
+        elif isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
+            return v
+    for source in sources if merged else ():
+        found = _child(source, key)
+        if found is not None:
+            return found
     return None
 
 
@@ -95,7 +109,8 @@ def references(fleet: Fleet, *, upgrade_image: str) -> list[Reference]:
             if isinstance(via, yaml.SequenceNode):  # OS images on the way (os.via)
                 nodes += [_child(step, "image") for step in via.value]
             for node in nodes:
-                if isinstance(node, yaml.ScalarNode):
+                # an alias names the same scalar twice: one reference, one edit
+                if isinstance(node, yaml.ScalarNode) and all(r.node is not node for r in out):
                     line, digest = node.start_mark.line + 1, ImageRef.parse(node.value).digest
                     out.append(Reference("image", o.path, line, node.value, digest, node))
         elif kind == "K3sReleases":
@@ -144,13 +159,19 @@ def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
         new = f"{ref.image.split('@', 1)[0]}@{digest}"
         return _replace_in(text, ref.node, ref.image, new, ref.path)
     entry = ref.node
-    existing = _child(entry, "digest")
+    # only the entry's own key is edited: one behind ``<<`` belongs to the mapping it merges
+    # (another entry, maybe); an explicit key added here overrides it, as YAML merges
+    existing = _child(entry, "digest", merged=False)
     if existing is not None:  # `digest: null` too; an empty `digest:` has nothing to replace
         return _replace_in(text, existing, getattr(existing, "value", ""), digest, ref.path)
     if not isinstance(entry, yaml.MappingNode) or not entry.value:
         raise _refuse(ref.path, entry, "a release entry must be a mapping")
     first_key, last_value = entry.value[0][0], entry.value[-1][1]
     at = last_value.end_mark.index
+    # a block scalar ends past its line break(s): back to its last character, else the new
+    # line went after the next line, into the next entry
+    while at > last_value.start_mark.index and text[at - 1] in " \t\r\n":
+        at -= 1
     if entry.flow_style:
         return Edit(ref.path, at, at, f", digest: {digest}")
     eol = text.find("\n", at)
