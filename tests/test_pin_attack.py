@@ -106,3 +106,136 @@ def _headers(body: bytes, digest: str) -> tuple[tuple[str, str], ...]:
         ("Content-Length", str(len(body))),
         ("Docker-Content-Digest", digest),
     )
+
+
+def test_check_spliced_refuses_a_digest_in_the_wrong_entry() -> None:
+    """The CLI's last word before writing: the spliced file must parse to the same documents
+    with only the references changed; a digest given to the wrong release is refused."""
+    from gitedge.core.pinning import check_spliced
+    from gitedge.errors import InvalidFleetRepo
+
+    before = CATALOG + TWO
+    wrong = before.replace("v1.31.2+k3s1}", f"v1.31.2+k3s1, digest: {B}}}")
+    right = before.replace("v1.30.6+k3s1}", f"v1.30.6+k3s1, digest: {B}}}")
+    pins = {"v1.30.6+k3s1": B}
+    check_spliced(before, right, path="r.yaml", images={}, releases=pins)
+    with pytest.raises(InvalidFleetRepo, match="more than the references: .spec.releases"):
+        check_spliced(before, wrong, path="r.yaml", images={}, releases=pins)
+    image = TARGET + "  os: {image: a/b:1, upgrader: kairos}\n"
+    moved = image.replace("a/b:1,", f"a/b:1@{B},")
+    check_spliced(image, moved, path="t.yaml", images={"a/b:1": f"a/b:1@{B}"}, releases={})
+    with pytest.raises(InvalidFleetRepo, match="would break the file"):
+        check_spliced(image, moved + "  - x\n", path="t.yaml",
+                      images={"a/b:1": f"a/b:1@{B}"}, releases={})  # fmt: skip
+
+
+# -- the splice invariant over many ways to write the same catalog and target (hypothesis) --
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VERSIONS = ["v1.29.10+k3s1", "v1.30.6+k3s1", "v1.31.2+k3s1"]
+SCALAR_STYLES = ["plain", "single", "double", "strip-literal", "strip-folded"]
+
+
+def _scalar(value: str, style: str, indent: int) -> str:
+    pad = " " * (indent + 2)
+    return {
+        "plain": value,
+        "single": f"'{value}'",
+        "double": f'"{value}"',
+        "strip-literal": f"|-\n{pad}{value}",
+        "strip-folded": f">-\n{pad}{value}",
+    }[style]
+
+
+@st.composite
+def catalog(draw: st.DrawFn) -> tuple[str, list[str]]:
+    nl = draw(st.sampled_from(["\n", "\r\n"]))
+    comment = draw(st.sampled_from(["", "  # note", " # é 😀"]))
+    versions = draw(st.lists(st.sampled_from(VERSIONS), min_size=1, max_size=3, unique=True))
+    lines = [*CATALOG.splitlines(), "  releases:"]
+    for v in versions:
+        has_released = draw(st.booleans())
+        digest = draw(st.sampled_from(["", "null", "~", "sha256:" + "a" * 64]))
+        if draw(st.booleans()):  # flow
+            parts = [
+                f"version: {_scalar(v, draw(st.sampled_from(['plain', 'single', 'double'])), 0)}"
+            ]
+            if has_released:
+                parts.append("released: '2024-10'")
+            if digest:
+                parts.append(f"digest: {digest}")
+            lines.append("    - {" + ", ".join(parts) + "}" + comment)
+            continue
+        fields = [("version", v)] + ([("released", "2024-10")] if has_released else [])
+        fields = draw(st.permutations(fields))
+        if digest:
+            fields.insert(draw(st.integers(0, len(fields))), ("digest", digest))
+        for i, (k, value) in enumerate(fields):
+            style = "plain" if k == "digest" else draw(st.sampled_from(SCALAR_STYLES))
+            text = _scalar(value, style, 6)
+            after = comment if "\n" not in text else ""
+            lines.append(f"    {'- ' if i == 0 else '  '}{k}: {text}{after}")
+        if draw(st.booleans()):
+            lines.append("")
+    text = nl.join(lines) + nl
+    return ("\ufeff" if draw(st.booleans()) else "") + text, versions
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(catalog())
+def test_pinning_any_catalog_changes_only_the_digests(case: tuple[str, list[str]]) -> None:
+    from gitedge.core.pinning import check_spliced
+
+    text, versions = case
+    body = text.removeprefix("\ufeff")  # as the CLI splices it
+    digests = {v: "sha256:" + hashlib.sha256(v.encode()).hexdigest() for v in versions}
+    fleet = load_fleet({"r.yaml": text.encode()})
+    refs = references(fleet, upgrade_image="rancher/k3s-upgrade")
+    new = splice(body, [pin_edit(body, r, digests[r.version]) for r in refs if r.version])
+    check_spliced(body, new, path="r.yaml", images={}, releases=digests)
+    expected = yaml.safe_load(body)
+    for entry in expected["spec"]["releases"]:
+        entry["digest"] = digests[entry["version"]]
+    assert yaml.safe_load(new) == expected
+
+
+@st.composite
+def target(draw: st.DrawFn) -> str:
+    image = "reg.example/edge/os:1.5.0"
+    style = draw(st.sampled_from(SCALAR_STYLES))
+    comment = draw(st.sampled_from(["", "  # os", " # é 😀"]))
+    anchor = draw(st.sampled_from(["", "&i "]))
+    shape = draw(st.sampled_from(["block", "flow", "merge", "merge-list"]))
+    if style.startswith("strip") and shape in ("flow", "merge-list"):
+        shape = "merge"  # a block scalar has no place in a flow collection
+    value = anchor + _scalar(image, style, 6 if shape == "merge" else 4)
+    after = comment if "\n" not in value else ""
+    if shape == "block":
+        os = f"  os:\n    upgrader: kairos\n    image: {value}{after}\n"
+    elif shape == "flow":
+        os = f"  os: {{image: {value}, upgrader: kairos}}{after}\n"
+    elif shape == "merge-list":
+        os = f"  os:\n    <<: [{{image: {value}}}, {{upgrader: kairos}}]{after}\n"
+    else:
+        os = f"  os:\n    upgrader: kairos\n    <<:\n      image: {value}{after}\n"
+    text = TARGET + os
+    if draw(st.booleans()):
+        text = text.replace("\n", "\r\n")
+    return text
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(target())
+def test_pinning_any_target_changes_only_the_image(text: str) -> None:
+    from gitedge.core.pinning import check_spliced
+
+    image = "reg.example/edge/os:1.5.0"
+    fleet = load_fleet({"t.yaml": text.encode()})
+    (ref,) = references(fleet, upgrade_image="rancher/k3s-upgrade")
+    new = splice(text, [pin_edit(text, ref, B)])
+    check_spliced(text, new, path="t.yaml", images={image: f"{image}@{B}"}, releases={})
+    expected = yaml.safe_load(text)
+    expected["spec"]["os"]["image"] = f"{image}@{B}"
+    assert yaml.safe_load(new) == expected

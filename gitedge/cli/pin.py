@@ -15,7 +15,15 @@ import tempfile
 from pathlib import Path
 
 from gitedge.core.images import ImageRef
-from gitedge.core.pinning import Edit, Reference, edits_by_file, pin_edit, references, splice
+from gitedge.core.pinning import (
+    Edit,
+    Reference,
+    check_spliced,
+    edits_by_file,
+    pin_edit,
+    references,
+    splice,
+)
 from gitedge.errors import GitEdgeError, scrub
 
 BOM = "\ufeff"
@@ -41,6 +49,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
     images = upgrade_images(fleet)
     texts: dict[str, str] = {}
     boms: dict[str, str] = {}
+    pins: dict[str, dict[str, str]] = {}  # per file: image as written -> as pinned
+    release_pins: dict[str, dict[str, str]] = {}  # per file: K3s version -> digest
     edits: list[Edit] = []
     problems: list[str] = []
     with TagResolver(hosts=hosts, retry=RetryPolicy(attempts=3, max_delay_s=2.0)) as resolver:
@@ -81,10 +91,26 @@ def cmd_pin(args: argparse.Namespace) -> int:
             except GitEdgeError as e:
                 problems.append(f"{shown}: image {ref.image}: {e}")
                 continue
+            if ref.kind == "image":
+                pins.setdefault(ref.path, {})[ref.image] = f"{ref.image.split('@', 1)[0]}@{got}"
+            elif ref.version is not None:
+                release_pins.setdefault(ref.path, {})[ref.version] = got
             verb = "updated" if ref.digest else "pinned"
             print(f"{shown}: {verb} {ref.image.split('@', 1)[0]}@{got}")
     for path, file_edits in edits_by_file(edits).items():
-        _write(root / path, (boms[path] + splice(texts[path], file_edits)).encode("utf-8"))
+        new = splice(texts[path], file_edits)
+        try:
+            check_spliced(
+                texts[path],
+                new,
+                path=path,
+                images=pins.get(path, {}),
+                releases=release_pins.get(path, {}),
+            )
+        except GitEdgeError as e:
+            problems.append(f"{args.dir.rstrip('/')}/{path}: not written: {e}")
+            continue
+        _write(root / path, (boms[path] + new).encode("utf-8"))
     for p in problems:
         print(p)
     if problems:

@@ -200,3 +200,57 @@ def edits_by_file(edits: Iterable[Edit]) -> Mapping[str, list[Edit]]:
     for e in edits:
         out.setdefault(e.path, []).append(e)
     return out
+
+
+def check_spliced(
+    before: str, after: str, *, path: str, images: Mapping[str, str], releases: Mapping[str, str]
+) -> None:
+    """Refuse a splice that changed anything but the references: ``after`` must parse to the
+    documents of ``before`` where only an image scalar ``x`` became ``images[x]`` and only a
+    release entry of version ``v`` gained or changed ``digest: releases[v]``. The splice
+    works on text; this is the parser's word that it stayed inside what it meant to edit."""
+    from gitedge.core.yamldoc import parse_documents
+
+    old, _ = parse_documents(before.encode("utf-8"), path=path)
+    new, problems = parse_documents(after.encode("utf-8"), path=path)
+    if problems or len(old) != len(new):
+        why = problems[0].message if problems else "another number of documents"
+        raise InvalidFleetRepo([Problem(path, 0, f"pinning would break the file: {why}")])
+    for a, b in zip(old, new, strict=True):
+        where = _first_change(a.value, b.value, images=images, releases=releases, at="")
+        if where is not None:
+            raise InvalidFleetRepo(
+                [Problem(path, a.line, f"pinning would change more than the references: {where}")]
+            )
+
+
+def _first_change(
+    a: object, b: object, *, images: Mapping[str, str], releases: Mapping[str, str], at: str
+) -> str | None:
+    """Where ``b`` differs from ``a`` beyond the allowed pins, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        pin = releases.get(a["version"]) if isinstance(a.get("version"), str) else None
+        for key in a.keys() | b.keys():
+            if key == "digest" and pin is not None and b.get(key) == pin:
+                continue
+            if key not in a or key not in b:
+                return f"{at}.{key}"
+            found = _first_change(
+                a[key], b[key], images=images, releases=releases, at=f"{at}.{key}"
+            )
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return at
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_change(x, y, images=images, releases=releases, at=f"{at}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if a == b and type(a) is type(b):
+        return None
+    if isinstance(a, str) and isinstance(b, str) and images.get(a) == b:
+        return None
+    return at or "."
