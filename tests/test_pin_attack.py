@@ -239,3 +239,97 @@ def test_pinning_any_target_changes_only_the_image(text: str) -> None:
     expected = yaml.safe_load(text)
     expected["spec"]["os"]["image"] = f"{image}@{B}"
     assert yaml.safe_load(new) == expected
+
+
+# -- hostile registry answers (a scripted server on 127.0.0.1) ------------------------------
+
+_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _pin_against(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], answer: object, *, catalog: bool = False
+) -> tuple[int, str, str, str]:
+    """``gitedge pin`` of a target (or a catalog) naming an image on the scripted server:
+    exit code, output, the file before and after."""
+    with hostile_server(answer) as reg:  # type: ignore[arg-type]
+        if catalog:
+            text = CATALOG + "  releases:\n    - {version: v1.30.6+k3s1}\n"
+            (tmp_path / "r.yaml").write_text(text)
+            (tmp_path / "t.yaml").write_text(
+                TARGET + f"  k3s: {{version: v1.30.6+k3s1, upgradeImage: {reg.host}/k3s-up}}\n"
+            )
+            path = tmp_path / "r.yaml"
+        else:
+            text = TARGET + f"  os: {{image: {reg.host}/edge/os:1.5.0, upgrader: kairos}}\n"
+            path = tmp_path / "t.yaml"
+            path.write_text(text)
+        code = main(["pin", str(tmp_path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err, text, path.read_text()
+
+
+def _image_manifest(pad: int = 0) -> bytes:
+    doc = {"schemaVersion": 2, "mediaType": _IMAGE, "config": _DESC, "layers": []}
+    if pad:
+        doc["annotations"] = {"pad": "x" * pad}
+    return json.dumps(doc).encode()
+
+
+def test_a_digest_header_that_is_not_the_bytes_is_refused_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = _image_manifest()
+    lie = "sha256:" + hashlib.sha256(b"other bytes").hexdigest()
+    code, out, before, after = _pin_against(
+        tmp_path, capsys, lambda req: Answer(200, _headers(body, lie), body)
+    )
+    assert code == 1 and after == before, out
+    assert "manifest bytes hash to sha256:" + hashlib.sha256(body).hexdigest() in out
+
+
+def test_a_digest_header_with_a_newline_or_yaml_cannot_reach_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The header is folded onto a second line (``\\r\\n`` then a space: obs-fold) to carry
+    YAML after a real digest; what is written is always the hash of the bytes, never the
+    header, and a header that is not a bare digest is refused."""
+    body = _image_manifest()
+    real = "sha256:" + hashlib.sha256(body).hexdigest()
+    evil = f"{real}\r\n x: [injected]"
+    code, out, before, after = _pin_against(
+        tmp_path, capsys, lambda req: Answer(200, _headers(body, evil), body)
+    )
+    assert code == 1 and after == before, out
+    assert "injected" not in after and "Traceback" not in out
+
+
+def test_an_oversized_manifest_is_refused_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = _image_manifest(pad=5 << 20)
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    code, out, before, after = _pin_against(
+        tmp_path, capsys, lambda req: Answer(200, _headers(body, digest), body)
+    )
+    assert code == 1 and after == before, out
+    assert "too large" in out or "larger" in out, out
+
+
+def test_a_sha512_digest_is_written_as_the_sha256_of_the_same_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attack: the registry announces (correctly) a sha512 digest. The catalog's ``digest``
+    takes sha256 only: pin wrote ``sha512:...`` there and the repo no longer loaded. The bytes
+    were verified against the sha512; their sha256 is what gets written."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": _INDEX, "manifests": []}).encode()
+    d512 = "sha512:" + hashlib.sha512(body).hexdigest()
+    headers = (("Content-Type", _INDEX), ("Content-Length", str(len(body))),
+               ("Docker-Content-Digest", d512))  # fmt: skip
+    code, out, before, after = _pin_against(
+        tmp_path, capsys, lambda req: Answer(200, headers, body), catalog=True
+    )
+    assert code == 0, out
+    assert after == before.replace(
+        "v1.30.6+k3s1}", f"v1.30.6+k3s1, digest: sha256:{hashlib.sha256(body).hexdigest()}}}"
+    )
+    load_fleet({"r.yaml": after.encode()})

@@ -127,10 +127,12 @@ def _resolve(resolver: object, ref: Reference, images: list[str]) -> str:
     from gitedge.errors import DigestMismatch
 
     assert isinstance(resolver, TagResolver)
-    if ref.kind != "release" or len(images) == 1:
+    if ref.kind != "release":
         return resolver.digest(ImageRef.parse(ref.image))
+    if len(images) == 1:  # the catalog's digest field is sha256 (core/fleet.py K3sRelease)
+        return resolver.digest(ImageRef.parse(ref.image), sha256=True)
     tag = ref.image.rsplit(":", 1)[1]
-    found = {ui: resolver.digest(ImageRef.parse(f"{ui}:{tag}")) for ui in images}
+    found = {ui: resolver.digest(ImageRef.parse(f"{ui}:{tag}"), sha256=True) for ui in images}
     if len(set(found.values())) > 1:
         raise DigestMismatch(
             image=tag,
