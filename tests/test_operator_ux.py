@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.agentkit import START, FleetRepo, trust_yaml
 from tests.sigtools import SshKey, make_ssh_key
 
@@ -507,3 +509,52 @@ def test_item5_recovery_refuses_a_history_that_drops_the_trust_file(tmp_path: Pa
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
     assert ".gitedge/trust.yaml" in r.stderr, r.stderr
     assert f"last verified commit: {tip} " in _status(config)
+
+
+def test_item5_recovery_does_not_overwrite_a_last_verified_commit_that_moved_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOCTOU: the agent's pass records a newer last verified commit (it fetched again: the
+    old history went on) while accept-history verifies the rewrite against the trust at the
+    commit it read first. The recovery must not overwrite that record: it was not verified
+    against the trust now in force."""
+    from datetime import UTC, datetime
+
+    import gitedge.agent.recovery as recovery
+    from gitedge.adapters.state import LastVerified, State
+    from gitedge.cli.common import agent_config as load_config
+    from gitedge.errors import StateError
+
+    fleet, _old, _new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, _old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    fleet.commit(at=START + 200, parent=None)
+    rewritten = fleet.commit(at=START + 260)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    state_dir = tmp_path / "site" / "state"
+    moved = LastVerified(
+        commit="f" * 40,
+        committed_at=datetime(2026, 11, 30, tzinfo=UTC),
+        verified_at=datetime(2026, 12, 1, tzinfo=UTC),
+        policy_source="agent pass",
+        policy_digest="sha256:" + "e" * 64,
+    )
+    real = recovery.verify_range
+
+    def verify_while_the_agent_moves_on(*args: object, **kwargs: object) -> object:
+        decision = real(*args, **kwargs)  # type: ignore[arg-type]
+        other = State(state_dir)  # the agent's own connection, its pass done meanwhile
+        other.record_verified(moved)
+        other.close()
+        return decision
+
+    monkeypatch.setattr(recovery, "verify_range", verify_while_the_agent_moves_on)
+    site = load_config(str(config))
+    with pytest.raises(StateError, match=f"changed while .*{tip}"):
+        recovery.accept_history(config=site, commit=rewritten, now=datetime.now(UTC))
+    state = State(state_dir)
+    try:
+        last = state.last_verified
+        assert last is not None and last.commit == moved.commit
+    finally:
+        state.close()

@@ -136,7 +136,8 @@ def accept_history(*, config: Any, commit: str, now: datetime) -> Accepted:
                 verified_at=now,
                 policy_source=decision.policy.source,
                 policy_digest=decision.policy.digest,
-            )
+            ),
+            replacing=last.commit,  # unless an agent pass moved it meanwhile
         )
         return Accepted(last.commit, decision.tip, len(decision.accepted), trust.source)
     finally:
