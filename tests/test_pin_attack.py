@@ -333,3 +333,12 @@ def test_a_sha512_digest_is_written_as_the_sha256_of_the_same_bytes(
         "v1.30.6+k3s1}", f"v1.30.6+k3s1, digest: sha256:{hashlib.sha256(body).hexdigest()}}}"
     )
     load_fleet({"r.yaml": after.encode()})
+
+
+def test_an_image_also_spelled_inside_its_own_tag_is_replaced_where_the_value_is() -> None:
+    """Attack: a verbatim core tag holds the image's text (``!<tag:yaml.org,2002:str>
+    2002:str``): the first match in the scalar's span was inside the tag, and the splice broke
+    the tag (the check before writing refused the file). The value comes last in the span."""
+    text = TARGET + "  os: {image: !<tag:yaml.org,2002:str> 2002:str, upgrader: kairos}\n"
+    out = pinned({"t.yaml": text}, "t.yaml", {"2002:str": B})
+    assert out == text.replace("> 2002:str,", f"> 2002:str@{B},")

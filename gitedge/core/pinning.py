@@ -149,7 +149,8 @@ def _replace_in(text: str, node: yaml.Node, old: str, new: str, path: str) -> Ed
     source = text[start:end]
     if not old or old not in source:  # an escape or a fold inside the scalar: not ours to rewrite
         raise _refuse(path, node, f"cannot find {old!r} as written: write it on one line, plain")
-    return Edit(path, start, end, source.replace(old, new, 1))
+    at = source.rindex(old)  # the value comes after any tag or anchor in the node's span
+    return Edit(path, start + at, start + at + len(old), new)
 
 
 def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
