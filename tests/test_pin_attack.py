@@ -151,7 +151,7 @@ def _scalar(value: str, style: str, indent: int) -> str:
 
 @st.composite
 def catalog(draw: st.DrawFn) -> tuple[str, list[str]]:
-    nl = draw(st.sampled_from(["\n", "\r\n"]))
+    nl = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     comment = draw(st.sampled_from(["", "  # note", " # é 😀"]))
     versions = draw(st.lists(st.sampled_from(VERSIONS), min_size=1, max_size=3, unique=True))
     lines = [*CATALOG.splitlines(), "  releases:"]

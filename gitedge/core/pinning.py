@@ -18,6 +18,7 @@ Pure: no I/O; the caller reads the files, resolves tags and writes the result.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -60,6 +61,7 @@ class Edit:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+_LINE_BREAK = re.compile(r"\r\n|\n|\r")
 
 
 def _child(node: yaml.Node, key: str, *, merged: bool = True) -> yaml.Node | None:
@@ -175,11 +177,9 @@ def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
         at -= 1
     if entry.flow_style:
         return Edit(ref.path, at, at, f", digest: {digest}")
-    eol = text.find("\n", at)
-    at = len(text) if eol < 0 else eol
-    newline = "\n"
-    if at > 0 and text[at - 1] == "\r":
-        at, newline = at - 1, "\r\n"
+    # the end of that line, and its line break as written (YAML's: \r\n, \n or a lone \r)
+    eol = _LINE_BREAK.search(text, at)
+    at, newline = (eol.start(), eol.group()) if eol else (len(text), "\n")
     indent = " " * first_key.start_mark.column
     return Edit(ref.path, at, at, f"{newline}{indent}digest: {digest}")
 
