@@ -558,3 +558,35 @@ def test_item5_recovery_does_not_overwrite_a_last_verified_commit_that_moved_mea
         assert last is not None and last.commit == moved.commit
     finally:
         state.close()
+
+
+def test_item5_recovery_takes_only_the_fetched_tip_and_no_merged_in_bootstrap_root(
+    tmp_path: Path,
+) -> None:
+    """Held attacks: --commit naming a commit of the new history that is not the fetched tip
+    (a full id, on the branch) is refused; so is a rewrite whose merge brings in a root signed
+    by the install-time bootstrap key, dated before that key was rotated out."""
+    import pygit2
+
+    from tests.sigtools import sshsig_sign_fast
+
+    fleet, old, new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    fleet.key = old  # the attacker's side root, in old's time
+    side = fleet.commit({".gitedge/trust.yaml": trust_yaml(old)}, at=START + 10, parent=None)
+    fleet.key = new  # the owners' rewrite, and their merge of the side root into it
+    root = fleet.commit({".gitedge/trust.yaml": trust_yaml(new)}, at=START + 200, parent=None)
+    who = pygit2.Signature("Release Bot", "release@fleet.example", START + 260, 0)
+    parents = [pygit2.Oid(hex=root), pygit2.Oid(hex=side)]
+    payload = fleet.repo.create_commit_string(who, who, "merge\n", fleet._tree(), parents)
+    sig = sshsig_sign_fast(new, payload.encode()).decode()
+    merged = fleet.repo.create_commit_with_signature(payload, sig)
+    fleet.set_main(merged)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", root)
+    assert r.returncode == 2 and "is not the tip fetched" in r.stderr, r.stderr
+    r = gitedge("accept-history", "--config", str(config), "--commit", str(merged))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert "unknown-key" in r.stderr, r.stderr
+    assert f"last verified commit: {tip} " in _status(config)
