@@ -342,3 +342,42 @@ def test_an_image_also_spelled_inside_its_own_tag_is_replaced_where_the_value_is
     text = TARGET + "  os: {image: !<tag:yaml.org,2002:str> 2002:str, upgrader: kairos}\n"
     out = pinned({"t.yaml": text}, "t.yaml", {"2002:str": B})
     assert out == text.replace("> 2002:str,", f"> 2002:str@{B},")
+
+
+@pytest.mark.parametrize("brk", ["\u2028", "\u2029", "\x85"])
+def test_a_unicode_line_break_ends_the_entry_line(brk: str) -> None:
+    """Attack: YAML 1.1 also breaks lines at NEL, LS and PS: the digest line of the first entry
+    went after the second (a newline search saw one line)."""
+    text = CATALOG + f"  releases:\n    - version: v1.30.6+k3s1{brk}    - version: v1.31.2+k3s1\n"
+    fleet = load_fleet({"r.yaml": text.encode()})
+    first = references(fleet, upgrade_image="rancher/k3s-upgrade")[0]
+    out = splice(text, [pin_edit(text, first, B)])
+    assert yaml.safe_load(out)["spec"]["releases"] == [
+        {"version": "v1.30.6+k3s1", "digest": B},
+        {"version": "v1.31.2+k3s1"},
+    ]
+
+
+def test_a_splice_that_would_change_more_is_not_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last word before writing: an edit that changes more than the reference (as the
+    block-scalar splice once did) leaves the file as it was, exit 1, the file named."""
+    import gitedge.cli.pin as cli_pin
+    from gitedge.core.pinning import Edit
+
+    def more_than_the_digest(text: str, ref: object, digest: str) -> Edit:
+        at = text.index("v1.30.6+k3s1") + len("v1.30.6+k3s1")
+        return Edit("r.yaml", at, at, f", released: '2024-10', digest: {digest}")
+
+    monkeypatch.setattr(cli_pin, "pin_edit", more_than_the_digest)
+    body = json.dumps({"schemaVersion": 2, "mediaType": _INDEX, "manifests": []}).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    headers = (("Content-Type", _INDEX), ("Content-Length", str(len(body))),
+               ("Docker-Content-Digest", digest))  # fmt: skip
+    code, out, before, after = _pin_against(
+        tmp_path, capsys, lambda req: Answer(200, headers, body), catalog=True
+    )
+    assert code == 1 and after == before, out
+    assert "r.yaml: not written: " in out and "more than the references" in out, out
+    assert "Traceback" not in out

@@ -24,7 +24,7 @@ from gitedge.core.pinning import (
     references,
     splice,
 )
-from gitedge.errors import GitEdgeError, scrub
+from gitedge.errors import GitEdgeError, InvalidFleetRepo, scrub
 
 BOM = "\ufeff"
 MOVE_HINT = (
@@ -107,8 +107,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
                 images=pins.get(path, {}),
                 releases=release_pins.get(path, {}),
             )
-        except GitEdgeError as e:
-            problems.append(f"{args.dir.rstrip('/')}/{path}: not written: {e}")
+        except InvalidFleetRepo as e:
+            why = "; ".join(p.message for p in e.problems)
+            problems.append(f"{args.dir.rstrip('/')}/{path}: not written: {why}")
             continue
         _write(root / path, (boms[path] + new).encode("utf-8"))
     for p in problems:

@@ -61,7 +61,7 @@ class Edit:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
-_LINE_BREAK = re.compile(r"\r\n|\n|\r")
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML 1.1's, as PyYAML reads them
 
 
 def _child(node: yaml.Node, key: str, *, merged: bool = True) -> yaml.Node | None:
@@ -173,11 +173,11 @@ def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
     at = last_value.end_mark.index
     # a block scalar ends past its line break(s): back to its last character, else the new
     # line went after the next line, into the next entry
-    while at > last_value.start_mark.index and text[at - 1] in " \t\r\n":
+    while at > last_value.start_mark.index and text[at - 1] in " \t\r\n\x85\u2028\u2029":
         at -= 1
     if entry.flow_style:
         return Edit(ref.path, at, at, f", digest: {digest}")
-    # the end of that line, and its line break as written (YAML's: \r\n, \n or a lone \r)
+    # the end of that line, and its line break as written (\r\n, \n, a lone \r, NEL, LS, PS)
     eol = _LINE_BREAK.search(text, at)
     at, newline = (eol.start(), eol.group()) if eol else (len(text), "\n")
     indent = " " * first_key.start_mark.column
