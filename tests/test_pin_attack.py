@@ -381,3 +381,28 @@ def test_a_splice_that_would_change_more_is_not_written(
     assert code == 1 and after == before, out
     assert "r.yaml: not written: " in out and "more than the references" in out, out
     assert "Traceback" not in out
+
+
+def test_check_sees_an_image_behind_a_merge_key_on_a_real_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end against docker-registry: a target whose OS image is written behind ``<<``.
+    ``pin --check`` called it pinned (exit 0) while the agent would pull it by tag; now
+    --check fails, pin pins it in place, --check passes."""
+    from tests.agentkit import push_image
+    from tests.registryserver import docker_registry
+
+    with docker_registry(tmp_path / "reg") as reg:
+        digest = push_image(tmp_path, f"{reg.host}/edge/os:1.5.0", sizes=(2_000,)).digest
+        repo = tmp_path / "fleet"
+        repo.mkdir()
+        target = (
+            TARGET + f"  os:\n    <<: {{image: {reg.host}/edge/os:1.5.0}}\n    upgrader: kairos\n"
+        )
+        (repo / "t.yaml").write_text(target)
+        assert main(["pin", "--check", str(repo)]) == 1
+        assert "t.yaml:7: image " in capsys.readouterr().out
+        assert main(["pin", str(repo)]) == 0, capsys.readouterr()
+        pinned_text = target.replace("os:1.5.0}", f"os:1.5.0@{digest}}}")
+        assert (repo / "t.yaml").read_text() == pinned_text
+        assert main(["pin", "--check", str(repo)]) == 0, capsys.readouterr()
