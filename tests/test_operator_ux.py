@@ -590,3 +590,31 @@ def test_item5_recovery_takes_only_the_fetched_tip_and_no_merged_in_bootstrap_ro
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
     assert "unknown-key" in r.stderr, r.stderr
     assert f"last verified commit: {tip} " in _status(config)
+
+
+def test_item5_after_recovery_the_usual_rules_hold_on_top_of_the_new_tip(tmp_path: Path) -> None:
+    """Held: once accepted, the new tip is an ordinary last verified commit. On top of it the
+    install-time bootstrap key (retired) signs nothing in, a commit dated back past the new
+    history is refused (date-before-parent), and the old history is a rollback again."""
+    import pygit2
+
+    fleet, old, new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    fleet.commit(at=START + 200, parent=None)
+    rewritten = fleet.commit(at=START + 2000)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    assert r.returncode == 0, r.stderr
+    fleet.key = old
+    fleet.commit(at=START + 2100)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    assert "unknown-key" in _status(config)
+    fleet.key = new
+    fleet.commit(at=START + 1000, parent=pygit2.Oid(hex=rewritten))  # dated back past it
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    assert "date-before-parent" in _status(config), _status(config)
+    fleet.set_main(tip)  # the history the site left: now a rollback
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    assert f"does not descend from the last verified commit {rewritten}" in _status(config)
+    assert f"last verified commit: {rewritten} " in _status(config)
