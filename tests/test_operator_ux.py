@@ -618,3 +618,56 @@ def test_item5_after_recovery_the_usual_rules_hold_on_top_of_the_new_tip(tmp_pat
     assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
     assert f"does not descend from the last verified commit {rewritten}" in _status(config)
     assert f"last verified commit: {rewritten} " in _status(config)
+
+
+def test_item5_recovery_knows_an_openpgp_key_by_its_fingerprint_not_its_armor(
+    tmp_path: Path,
+) -> None:
+    """The keys still trusted are told by what they are: the rewrite's trust file exports the
+    same OpenPGP key with another armor header; its signatures count (the armored text
+    differed, so every commit after the root was refused as signed by an unknown key)."""
+    import pygit2
+
+    from tests.sigtools import gpg_sign, make_gpg_key, stop_gpg
+
+    def pgp_trust(armored: str) -> str:
+        block = "".join(f"        {line}\n" for line in armored.strip().splitlines())
+        return (
+            "apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\n"
+            "spec:\n  signers:\n    - name: release\n      roles: [release, admin]\n"
+            f"      key: |\n{block}  verify: all\n  images: {{requireDigest: false}}\n"
+        )
+
+    pgp = make_gpg_key(tmp_path, "Release <release@fleet.example>")
+    try:
+        old = make_ssh_key(tmp_path / "old", "ed25519", comment="old@fleet.example")
+        fleet = FleetRepo(tmp_path / "fleet.git", old)
+        fleet.commit(at=START)
+        fleet.commit({".gitedge/trust.yaml": pgp_trust(pgp.public)}, at=START + 60)
+
+        def pgp_commit(files: dict[str, str], *, at: int, root: bool = False) -> str:
+            fleet.files.update(files)
+            who = pygit2.Signature("Release Bot", "release@fleet.example", at, 0)
+            parents = [] if root else [fleet.head]
+            payload = fleet.repo.create_commit_string(who, who, "c\n", fleet._tree(), parents)
+            sig = gpg_sign(pgp, payload.encode()).decode()
+            oid = fleet.repo.create_commit_with_signature(payload, sig)
+            fleet.set_main(oid)
+            return str(oid)
+
+        tip = pgp_commit({"notes.txt": "a\n"}, at=START + 120)
+        config = _site(tmp_path, fleet, old)
+        assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+        rearmored = pgp.public.replace(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: exported again\n",
+        )
+        assert rearmored != pgp.public
+        pgp_commit({".gitedge/trust.yaml": pgp_trust(rearmored)}, at=START + 200, root=True)
+        rewritten = pgp_commit({"notes.txt": "b\n"}, at=START + 260)
+        assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+        r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+        assert r.returncode == 0, r.stderr
+        assert f"force at {tip}" in r.stdout
+    finally:
+        stop_gpg(pgp)

@@ -29,7 +29,7 @@ from gitedge.adapters.state import LastVerified, State
 from gitedge.agent.verifying import _latest_dates, checker_for, load_bootstrap, verify_range
 from gitedge.core.fleetfiles import TRUST_PATH
 from gitedge.core.trust import Policy, policy_from_yaml
-from gitedge.errors import StateError, TrustError, UsageError
+from gitedge.errors import GitEdgeError, StateError, TrustError, UsageError
 
 __all__ = ["Accepted", "accept_history"]
 
@@ -65,9 +65,14 @@ def _trust_at(git: GitMirror, commit: str, *, bootstrap: Policy, digest: str) ->
 
 def _key_id(key_text: str) -> str:
     """A key's material, without an OpenSSH comment (two files may comment it differently)."""
-    if "BEGIN PGP" in key_text:
-        return key_text.strip()
-    return " ".join(key_text.split()[:2])
+    if "BEGIN PGP" in key_text:  # its primary fingerprint: armor may wrap or head it otherwise
+        from gitedge.adapters import openpgp
+
+        try:
+            return openpgp.parse_cert(key_text).fingerprint
+        except (ValueError, GitEdgeError):
+            return key_text.strip()  # checker_for names the key that does not parse
+    return " ".join(key_text.split()[:2])  # type and blob, as the keyring identifies it
 
 
 def _trusted_keys(policy: Policy, *, at: datetime) -> frozenset[str]:
