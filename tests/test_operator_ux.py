@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.agentkit import START, FleetRepo, trust_yaml
 from tests.sigtools import SshKey, make_ssh_key
 
@@ -445,3 +447,227 @@ def test_item11_progress_on_a_narrow_terminal_is_redrawn_not_repeated(tmp_path: 
     shown = b"".join(chunks).decode()
     draws = [x for x in shown.replace("\r\n", "\n").replace("\r", "\n").split("\n") if x.strip()]
     assert draws and all(len(x) <= 39 for x in draws), [x for x in draws if len(x) > 39]
+
+
+def _trust_with_retired(current: SshKey, retired: SshKey, *, until: int) -> str:
+    """``current`` signs; ``retired`` stays listed with its window closed at ``until``."""
+    from datetime import UTC, datetime
+
+    before = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return trust_yaml(current).replace(
+        "  verify: all\n",
+        f"    - name: retired\n      key: {retired.public!r}\n"
+        f"      roles: [release, admin]\n      validBefore: {before!r}\n  verify: all\n",
+    )
+
+
+def test_item5_recovery_refuses_a_backdated_root_signed_by_a_key_whose_window_closed(
+    tmp_path: Path,
+) -> None:
+    """The trust at the last verified commit keeps ``old`` listed with validBefore: a normal
+    pass can never use it again (the branch has commits dated after it). A rewritten history
+    has no parent to date against: its root, backdated into the old window and signed by the
+    retired key, must not get in (nor a rotation inside it back to that key)."""
+    old = make_ssh_key(tmp_path / "old", "ed25519", comment="old@fleet.example")
+    new = make_ssh_key(tmp_path / "new", "ed25519", comment="new@fleet.example")
+    fleet = FleetRepo(tmp_path / "fleet.git", old)
+    fleet.commit(at=START)
+    rotated = _trust_with_retired(new, old, until=START + 90)
+    fleet.commit({".gitedge/trust.yaml": rotated}, at=START + 60)  # old signs, then retires
+    fleet.key = new
+    tip = fleet.commit(at=START + 120)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    # the attacker (git server, the retired key): a new root dated inside old's window
+    fleet.key = old
+    fleet.commit({".gitedge/trust.yaml": trust_yaml(old)}, at=START + 30, parent=None)
+    rewritten = fleet.commit(at=START + 40)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert f"last verified commit: {tip} " in _status(config)
+    # the same without a rotation: the root keeps the trust file, signed by the retired key
+    fleet.files[".gitedge/trust.yaml"] = rotated
+    fleet.commit(at=START + 30, parent=None)
+    rewritten = fleet.commit(at=START + 40)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert f"last verified commit: {tip} " in _status(config)
+
+
+def test_item5_recovery_refuses_a_history_that_drops_the_trust_file(tmp_path: Path) -> None:
+    """Without a trust file at the new tip, the agent's next passes would fall back to the
+    install-time bootstrap (old, retired since): the retired key would sign on top of it."""
+
+    def without_a_trust_file(fleet: FleetRepo, old: SshKey) -> str:
+        del fleet.files[".gitedge/trust.yaml"]
+        fleet.commit(at=START + 200, parent=None)  # signed by the key in force
+        return fleet.commit(at=START + 260)
+
+    config, tip, _rewritten, r = _refused_then_recovery(tmp_path, without_a_trust_file)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert ".gitedge/trust.yaml" in r.stderr, r.stderr
+    assert f"last verified commit: {tip} " in _status(config)
+
+
+def test_item5_recovery_does_not_overwrite_a_last_verified_commit_that_moved_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOCTOU: the agent's pass records a newer last verified commit (it fetched again: the
+    old history went on) while accept-history verifies the rewrite against the trust at the
+    commit it read first. The recovery must not overwrite that record: it was not verified
+    against the trust now in force."""
+    from datetime import UTC, datetime
+
+    import gitedge.agent.recovery as recovery
+    from gitedge.adapters.state import LastVerified, State
+    from gitedge.cli.common import agent_config as load_config
+    from gitedge.errors import StateError
+
+    fleet, _old, _new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, _old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    fleet.commit(at=START + 200, parent=None)
+    rewritten = fleet.commit(at=START + 260)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    state_dir = tmp_path / "site" / "state"
+    moved = LastVerified(
+        commit="f" * 40,
+        committed_at=datetime(2026, 11, 30, tzinfo=UTC),
+        verified_at=datetime(2026, 12, 1, tzinfo=UTC),
+        policy_source="agent pass",
+        policy_digest="sha256:" + "e" * 64,
+    )
+    real = recovery.verify_range
+
+    def verify_while_the_agent_moves_on(*args: object, **kwargs: object) -> object:
+        decision = real(*args, **kwargs)  # type: ignore[arg-type]
+        other = State(state_dir)  # the agent's own connection, its pass done meanwhile
+        other.record_verified(moved)
+        other.close()
+        return decision
+
+    monkeypatch.setattr(recovery, "verify_range", verify_while_the_agent_moves_on)
+    site = load_config(str(config))
+    with pytest.raises(StateError, match=f"changed while .*{tip}"):
+        recovery.accept_history(config=site, commit=rewritten, now=datetime.now(UTC))
+    state = State(state_dir)
+    try:
+        last = state.last_verified
+        assert last is not None and last.commit == moved.commit
+    finally:
+        state.close()
+
+
+def test_item5_recovery_takes_only_the_fetched_tip_and_no_merged_in_bootstrap_root(
+    tmp_path: Path,
+) -> None:
+    """Held attacks: --commit naming a commit of the new history that is not the fetched tip
+    (a full id, on the branch) is refused; so is a rewrite whose merge brings in a root signed
+    by the install-time bootstrap key, dated before that key was rotated out."""
+    import pygit2
+
+    from tests.sigtools import sshsig_sign_fast
+
+    fleet, old, new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    fleet.key = old  # the attacker's side root, in old's time
+    side = fleet.commit({".gitedge/trust.yaml": trust_yaml(old)}, at=START + 10, parent=None)
+    fleet.key = new  # the owners' rewrite, and their merge of the side root into it
+    root = fleet.commit({".gitedge/trust.yaml": trust_yaml(new)}, at=START + 200, parent=None)
+    who = pygit2.Signature("Release Bot", "release@fleet.example", START + 260, 0)
+    parents = [pygit2.Oid(hex=root), pygit2.Oid(hex=side)]
+    payload = fleet.repo.create_commit_string(who, who, "merge\n", fleet._tree(), parents)
+    sig = sshsig_sign_fast(new, payload.encode()).decode()
+    merged = fleet.repo.create_commit_with_signature(payload, sig)
+    fleet.set_main(merged)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", root)
+    assert r.returncode == 2 and "is not the tip fetched" in r.stderr, r.stderr
+    r = gitedge("accept-history", "--config", str(config), "--commit", str(merged))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout
+    assert "unknown-key" in r.stderr, r.stderr
+    assert f"last verified commit: {tip} " in _status(config)
+
+
+def test_item5_after_recovery_the_usual_rules_hold_on_top_of_the_new_tip(tmp_path: Path) -> None:
+    """Held: once accepted, the new tip is an ordinary last verified commit. On top of it the
+    install-time bootstrap key (retired) signs nothing in, a commit dated back past the new
+    history is refused (date-before-parent), and the old history is a rollback again."""
+    import pygit2
+
+    fleet, old, new, tip = _signed_history(tmp_path)
+    config = _site(tmp_path, fleet, old)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+    fleet.commit(at=START + 200, parent=None)
+    rewritten = fleet.commit(at=START + 2000)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+    assert r.returncode == 0, r.stderr
+    fleet.key = old
+    fleet.commit(at=START + 2100)
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    assert "unknown-key" in _status(config)
+    fleet.key = new
+    fleet.commit(at=START + 1000, parent=pygit2.Oid(hex=rewritten))  # dated back past it
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    assert "date-before-parent" in _status(config), _status(config)
+    fleet.set_main(tip)  # the history the site left: now a rollback
+    assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+    assert f"does not descend from the last verified commit {rewritten}" in _status(config)
+    assert f"last verified commit: {rewritten} " in _status(config)
+
+
+def test_item5_recovery_knows_an_openpgp_key_by_its_fingerprint_not_its_armor(
+    tmp_path: Path,
+) -> None:
+    """The keys still trusted are told by what they are: the rewrite's trust file exports the
+    same OpenPGP key with another armor header; its signatures count (the armored text
+    differed, so every commit after the root was refused as signed by an unknown key)."""
+    import pygit2
+
+    from tests.sigtools import gpg_sign, make_gpg_key, stop_gpg
+
+    def pgp_trust(armored: str) -> str:
+        block = "".join(f"        {line}\n" for line in armored.strip().splitlines())
+        return (
+            "apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\n"
+            "spec:\n  signers:\n    - name: release\n      roles: [release, admin]\n"
+            f"      key: |\n{block}  verify: all\n  images: {{requireDigest: false}}\n"
+        )
+
+    pgp = make_gpg_key(tmp_path, "Release <release@fleet.example>")
+    try:
+        old = make_ssh_key(tmp_path / "old", "ed25519", comment="old@fleet.example")
+        fleet = FleetRepo(tmp_path / "fleet.git", old)
+        fleet.commit(at=START)
+        fleet.commit({".gitedge/trust.yaml": pgp_trust(pgp.public)}, at=START + 60)
+
+        def pgp_commit(files: dict[str, str], *, at: int, root: bool = False) -> str:
+            fleet.files.update(files)
+            who = pygit2.Signature("Release Bot", "release@fleet.example", at, 0)
+            parents = [] if root else [fleet.head]
+            payload = fleet.repo.create_commit_string(who, who, "c\n", fleet._tree(), parents)
+            sig = gpg_sign(pgp, payload.encode()).decode()
+            oid = fleet.repo.create_commit_with_signature(payload, sig)
+            fleet.set_main(oid)
+            return str(oid)
+
+        tip = pgp_commit({"notes.txt": "a\n"}, at=START + 120)
+        config = _site(tmp_path, fleet, old)
+        assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 0
+        rearmored = pgp.public.replace(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: exported again\n",
+        )
+        assert rearmored != pgp.public
+        pgp_commit({".gitedge/trust.yaml": pgp_trust(rearmored)}, at=START + 200, root=True)
+        rewritten = pgp_commit({"notes.txt": "b\n"}, at=START + 260)
+        assert gitedge("run", "--once", "--now", NOW, "--config", str(config)).returncode == 1
+        r = gitedge("accept-history", "--config", str(config), "--commit", rewritten)
+        assert r.returncode == 0, r.stderr
+        assert f"force at {tip}" in r.stdout
+    finally:
+        stop_gpg(pgp)

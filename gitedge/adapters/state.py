@@ -264,17 +264,38 @@ class State:
                 "Mirrored images, applied steps and verified-commit ids are kept"
             ) from None
 
-    def record_verified(self, lv: LastVerified) -> None:
-        self._put(
-            "last_verified",
-            {
-                "commit": lv.commit,
-                "committedAt": _iso(lv.committed_at),
-                "verifiedAt": _iso(lv.verified_at),
-                "policySource": lv.policy_source,
-                "policyDigest": lv.policy_digest,
-            },
-        )
+    def record_verified(self, lv: LastVerified, *, replacing: str | None = None) -> None:
+        """Record ``lv``; with ``replacing``, only if the record is still that commit, in the
+        same transaction (:class:`StateError` otherwise): ``accept-history`` verified against
+        the trust at the commit it read, and an agent pass may have moved on meanwhile."""
+        if replacing is not None:
+            with self._tx() as db:
+                rows = db.execute("SELECT value FROM meta WHERE key = 'last_verified'").fetchall()
+                try:
+                    now = json.loads(rows[0][0]).get("commit") if rows else None
+                except (ValueError, TypeError, AttributeError):
+                    now = None  # not our record: not the one verified against
+                if now != replacing:
+                    raise StateError(
+                        f"{self.path}: the last verified commit changed while recovering from "
+                        f"{replacing} (now {now}): nothing recorded; run the command again"
+                    )
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'last_verified'",
+                    (json.dumps(self._verified_doc(lv), sort_keys=True),),
+                )
+            return
+        self._put("last_verified", self._verified_doc(lv))
+
+    @staticmethod
+    def _verified_doc(lv: LastVerified) -> dict[str, str]:
+        return {
+            "commit": lv.commit,
+            "committedAt": _iso(lv.committed_at),
+            "verifiedAt": _iso(lv.verified_at),
+            "policySource": lv.policy_source,
+            "policyDigest": lv.policy_digest,
+        }
 
     # -- desired state and conditions ---------------------------------------------------------
 

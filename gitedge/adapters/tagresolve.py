@@ -11,6 +11,7 @@ from __future__ import annotations
 from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.core.images import DOCKER_HUB, ImageRef
+from gitedge.core.ocimanifest import digest_of
 
 __all__ = ["TagResolver"]
 
@@ -31,8 +32,10 @@ class TagResolver:
             c.close()
         self._clients.clear()
 
-    def digest(self, ref: ImageRef) -> str:
-        """The digest of ``ref``'s tag; ImageNotFound, RegistryUnavailable, ... as mirroring."""
+    def digest(self, ref: ImageRef, *, sha256: bool = False) -> str:
+        """The digest of ``ref``'s tag; ImageNotFound, RegistryUnavailable, ... as mirroring.
+        ``sha256``: that algorithm's, whatever the registry announced (the bytes were checked
+        against its digest first): a K3s catalog entry's ``digest`` takes sha256 only."""
         assert ref.tag is not None
         host = ref.registry
         api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
@@ -41,4 +44,7 @@ class TagResolver:
             client = RegistryClient(host=api_host, config=self.hosts.get(host), retry=self.retry)
             self._clients[api_host] = client
         what = f"{ref.name}:{ref.tag}"
-        return client.get_manifest(ref.repository, ref.tag, what=what).digest
+        manifest = client.get_manifest(ref.repository, ref.tag, what=what)
+        if sha256 and not manifest.digest.startswith("sha256:"):
+            return digest_of(manifest.data)
+        return manifest.digest

@@ -8,21 +8,28 @@ policy (the trust file there, or ``trust.bootstrap`` when the repo had none): ne
 install-time bootstrap alone, which may list keys retired since. A key retired before the last
 verified commit signs nothing in; an unsigned commit is refused like in any pass. Only a history
 that verifies whole moves the last verified commit; anything else leaves the state untouched.
+
+"Retired" includes a key still listed with a ``validBefore`` earlier than the latest date in the
+last verified commit's history: a normal pass can never use it again (rule 4 of the trust rules
+in docs/architecture.md, the date floor of the parents), but a rewritten history has a new root
+with no parent to date against, so a root backdated into the closed window would open it again.
+So every signature in the new history must come from a key the trust at the last verified commit
+still trusts at that date, whatever policy the new history itself carries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
 from gitedge.adapters.state import LastVerified, State
-from gitedge.agent.verifying import load_bootstrap, verify_range
+from gitedge.agent.verifying import _latest_dates, checker_for, load_bootstrap, verify_range
 from gitedge.core.fleetfiles import TRUST_PATH
 from gitedge.core.trust import Policy, policy_from_yaml
-from gitedge.errors import StateError, TrustError, UsageError
+from gitedge.errors import GitEdgeError, StateError, TrustError, UsageError
 
 __all__ = ["Accepted", "accept_history"]
 
@@ -56,6 +63,32 @@ def _trust_at(git: GitMirror, commit: str, *, bootstrap: Policy, digest: str) ->
     return policy
 
 
+def _key_id(key_text: str) -> str:
+    """A key's material, without an OpenSSH comment (two files may comment it differently)."""
+    if "BEGIN PGP" in key_text:  # its primary fingerprint: armor may wrap or head it otherwise
+        from gitedge.adapters import openpgp
+
+        try:
+            return openpgp.parse_cert(key_text).fingerprint
+        except (ValueError, GitEdgeError):
+            return key_text.strip()  # checker_for names the key that does not parse
+    return " ".join(key_text.split()[:2])  # type and blob, as the keyring identifies it
+
+
+def _trusted_keys(policy: Policy, *, at: datetime) -> frozenset[str]:
+    """The keys of ``policy`` whose window is not closed by ``at``."""
+    return frozenset(
+        _key_id(s.key_text)
+        for s in policy.signers
+        if s.valid_before is None or s.valid_before >= at
+    )
+
+
+def _only(policy: Policy, keys: frozenset[str]) -> Policy:
+    """``policy`` whose signatures count only from ``keys`` (its digest kept: same policy)."""
+    return replace(policy, signers=tuple(s for s in policy.signers if _key_id(s.key_text) in keys))
+
+
 def accept_history(*, config: Any, commit: str, now: datetime) -> Accepted:
     """Verify the fetched, rewritten tip ``commit`` (its full id: a deliberate choice) from its
     root under the trust in force at the last verified commit; record it as last verified."""
@@ -84,7 +117,23 @@ def accept_history(*, config: Any, commit: str, now: datetime) -> Accepted:
         trust = _trust_at(git, last.commit, bootstrap=bootstrap, digest=last.policy_digest)
         if git.is_descendant(commit=fetched, ancestor=last.commit):
             return Accepted(last.commit, fetched, 0, trust.source, already=True)
-        decision = verify_range(git, bootstrap=trust, rev=fetched, since=None, cache=None)
+        floor = _latest_dates(git, [last.commit])[last.commit]
+        allowed = _trusted_keys(trust, at=floor)
+        decision = verify_range(
+            git,
+            bootstrap=trust,
+            rev=fetched,
+            since=None,
+            cache=None,
+            make_checker=lambda policy: checker_for(_only(policy, allowed)),
+        )
+        if git.trust_blob_id(last.commit) is not None and git.trust_blob_id(decision.tip) is None:
+            # the agent's next passes would take trust.bootstrap as the policy at the new tip:
+            # the install-time keys, retired since, back in force
+            raise TrustError(
+                f"{fetched} has no {TRUST_PATH}, which the last verified commit {last.commit} "
+                f"has: without it the install-time trust.bootstrap would be in force again"
+            )
         state.record_verified(
             LastVerified(
                 commit=decision.tip,
@@ -92,7 +141,8 @@ def accept_history(*, config: Any, commit: str, now: datetime) -> Accepted:
                 verified_at=now,
                 policy_source=decision.policy.source,
                 policy_digest=decision.policy.digest,
-            )
+            ),
+            replacing=last.commit,  # unless an agent pass moved it meanwhile
         )
         return Accepted(last.commit, decision.tip, len(decision.accepted), trust.source)
     finally:

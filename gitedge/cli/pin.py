@@ -15,9 +15,18 @@ import tempfile
 from pathlib import Path
 
 from gitedge.core.images import ImageRef
-from gitedge.core.pinning import Edit, Reference, edits_by_file, pin_edit, references, splice
-from gitedge.errors import GitEdgeError, scrub
+from gitedge.core.pinning import (
+    Edit,
+    Reference,
+    check_spliced,
+    edits_by_file,
+    pin_edit,
+    references,
+    splice,
+)
+from gitedge.errors import GitEdgeError, InvalidFleetRepo, scrub
 
+BOM = "\ufeff"
 MOVE_HINT = (
     "listed under spec.versions, which holds no digest: move it to spec.releases as "
     "`- {{version: {v}}}` and run `gitedge pin` again"
@@ -39,6 +48,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
     hosts = Hosts.from_config(agent_config(args.config).registry) if args.config else Hosts()
     images = upgrade_images(fleet)
     texts: dict[str, str] = {}
+    boms: dict[str, str] = {}
+    pins: dict[str, dict[str, str]] = {}  # per file: image as written -> as pinned
+    release_pins: dict[str, dict[str, str]] = {}  # per file: K3s version -> digest
     edits: list[Edit] = []
     problems: list[str] = []
     with TagResolver(hosts=hosts, retry=RetryPolicy(attempts=3, max_delay_s=2.0)) as resolver:
@@ -70,16 +82,36 @@ def cmd_pin(args: argparse.Namespace) -> int:
             if ref.path not in texts:
                 found = resolve(snapshot, ref.path)
                 assert not isinstance(found, str)  # the loader read it
-                texts[ref.path] = found[1].decode("utf-8")
+                # the parser's offsets do not count a BOM: splice after it, write it back
+                text = found[1].decode("utf-8")
+                texts[ref.path] = text.removeprefix(BOM)
+                boms[ref.path] = text[: len(text) - len(texts[ref.path])]
             try:
                 edits.append(pin_edit(texts[ref.path], ref, got))
             except GitEdgeError as e:
                 problems.append(f"{shown}: image {ref.image}: {e}")
                 continue
+            if ref.kind == "image":
+                pins.setdefault(ref.path, {})[ref.image] = f"{ref.image.split('@', 1)[0]}@{got}"
+            elif ref.version is not None:
+                release_pins.setdefault(ref.path, {})[ref.version] = got
             verb = "updated" if ref.digest else "pinned"
             print(f"{shown}: {verb} {ref.image.split('@', 1)[0]}@{got}")
     for path, file_edits in edits_by_file(edits).items():
-        _write(root / path, splice(texts[path], file_edits).encode("utf-8"))
+        new = splice(texts[path], file_edits)
+        try:
+            check_spliced(
+                texts[path],
+                new,
+                path=path,
+                images=pins.get(path, {}),
+                releases=release_pins.get(path, {}),
+            )
+        except InvalidFleetRepo as e:
+            why = "; ".join(p.message for p in e.problems)
+            problems.append(f"{args.dir.rstrip('/')}/{path}: not written: {why}")
+            continue
+        _write(root / path, (boms[path] + new).encode("utf-8"))
     for p in problems:
         print(p)
     if problems:
@@ -96,10 +128,12 @@ def _resolve(resolver: object, ref: Reference, images: list[str]) -> str:
     from gitedge.errors import DigestMismatch
 
     assert isinstance(resolver, TagResolver)
-    if ref.kind != "release" or len(images) == 1:
+    if ref.kind != "release":
         return resolver.digest(ImageRef.parse(ref.image))
+    if len(images) == 1:  # the catalog's digest field is sha256 (core/fleet.py K3sRelease)
+        return resolver.digest(ImageRef.parse(ref.image), sha256=True)
     tag = ref.image.rsplit(":", 1)[1]
-    found = {ui: resolver.digest(ImageRef.parse(f"{ui}:{tag}")) for ui in images}
+    found = {ui: resolver.digest(ImageRef.parse(f"{ui}:{tag}"), sha256=True) for ui in images}
     if len(set(found.values())) > 1:
         raise DigestMismatch(
             image=tag,

@@ -18,6 +18,7 @@ Pure: no I/O; the caller reads the files, resolves tags and writes the result.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -59,11 +60,26 @@ class Edit:
     text: str
 
 
-def _child(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
-                return v
+_MERGE = "tag:yaml.org,2002:merge"
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML 1.1's, as PyYAML reads them
+
+
+def _child(node: yaml.Node, key: str, *, merged: bool = True) -> yaml.Node | None:
+    """The value of ``key`` in a mapping node, as the loader sees it: an explicit key first,
+    then (``merged``) the mappings of a ``<<`` merge key in order, as yamldoc merges them (a
+    key written behind ``<<`` is a reference all the same; missing it left images unpinned)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    sources: list[yaml.Node] = []
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.tag == _MERGE:
+            sources += v.value if isinstance(v, yaml.SequenceNode) else [v]
+        elif isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
+            return v
+    for source in sources if merged else ():
+        found = _child(source, key)
+        if found is not None:
+            return found
     return None
 
 
@@ -95,7 +111,8 @@ def references(fleet: Fleet, *, upgrade_image: str) -> list[Reference]:
             if isinstance(via, yaml.SequenceNode):  # OS images on the way (os.via)
                 nodes += [_child(step, "image") for step in via.value]
             for node in nodes:
-                if isinstance(node, yaml.ScalarNode):
+                # an alias names the same scalar twice: one reference, one edit
+                if isinstance(node, yaml.ScalarNode) and all(r.node is not node for r in out):
                     line, digest = node.start_mark.line + 1, ImageRef.parse(node.value).digest
                     out.append(Reference("image", o.path, line, node.value, digest, node))
         elif kind == "K3sReleases":
@@ -134,7 +151,8 @@ def _replace_in(text: str, node: yaml.Node, old: str, new: str, path: str) -> Ed
     source = text[start:end]
     if not old or old not in source:  # an escape or a fold inside the scalar: not ours to rewrite
         raise _refuse(path, node, f"cannot find {old!r} as written: write it on one line, plain")
-    return Edit(path, start, end, source.replace(old, new, 1))
+    at = source.rindex(old)  # the value comes after any tag or anchor in the node's span
+    return Edit(path, start + at, start + at + len(old), new)
 
 
 def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
@@ -144,20 +162,24 @@ def pin_edit(text: str, ref: Reference, digest: str) -> Edit:
         new = f"{ref.image.split('@', 1)[0]}@{digest}"
         return _replace_in(text, ref.node, ref.image, new, ref.path)
     entry = ref.node
-    existing = _child(entry, "digest")
+    # only the entry's own key is edited: one behind ``<<`` belongs to the mapping it merges
+    # (another entry, maybe); an explicit key added here overrides it, as YAML merges
+    existing = _child(entry, "digest", merged=False)
     if existing is not None:  # `digest: null` too; an empty `digest:` has nothing to replace
         return _replace_in(text, existing, getattr(existing, "value", ""), digest, ref.path)
     if not isinstance(entry, yaml.MappingNode) or not entry.value:
         raise _refuse(ref.path, entry, "a release entry must be a mapping")
     first_key, last_value = entry.value[0][0], entry.value[-1][1]
     at = last_value.end_mark.index
+    # a block scalar ends past its line break(s): back to its last character, else the new
+    # line went after the next line, into the next entry
+    while at > last_value.start_mark.index and text[at - 1] in " \t\r\n\x85\u2028\u2029":
+        at -= 1
     if entry.flow_style:
         return Edit(ref.path, at, at, f", digest: {digest}")
-    eol = text.find("\n", at)
-    at = len(text) if eol < 0 else eol
-    newline = "\n"
-    if at > 0 and text[at - 1] == "\r":
-        at, newline = at - 1, "\r\n"
+    # the end of that line, and its line break as written (\r\n, \n, a lone \r, NEL, LS, PS)
+    eol = _LINE_BREAK.search(text, at)
+    at, newline = (eol.start(), eol.group()) if eol else (len(text), "\n")
     indent = " " * first_key.start_mark.column
     return Edit(ref.path, at, at, f"{newline}{indent}digest: {digest}")
 
@@ -179,3 +201,57 @@ def edits_by_file(edits: Iterable[Edit]) -> Mapping[str, list[Edit]]:
     for e in edits:
         out.setdefault(e.path, []).append(e)
     return out
+
+
+def check_spliced(
+    before: str, after: str, *, path: str, images: Mapping[str, str], releases: Mapping[str, str]
+) -> None:
+    """Refuse a splice that changed anything but the references: ``after`` must parse to the
+    documents of ``before`` where only an image scalar ``x`` became ``images[x]`` and only a
+    release entry of version ``v`` gained or changed ``digest: releases[v]``. The splice
+    works on text; this is the parser's word that it stayed inside what it meant to edit."""
+    from gitedge.core.yamldoc import parse_documents
+
+    old, _ = parse_documents(before.encode("utf-8"), path=path)
+    new, problems = parse_documents(after.encode("utf-8"), path=path)
+    if problems or len(old) != len(new):
+        why = problems[0].message if problems else "another number of documents"
+        raise InvalidFleetRepo([Problem(path, 0, f"pinning would break the file: {why}")])
+    for a, b in zip(old, new, strict=True):
+        where = _first_change(a.value, b.value, images=images, releases=releases, at="")
+        if where is not None:
+            raise InvalidFleetRepo(
+                [Problem(path, a.line, f"pinning would change more than the references: {where}")]
+            )
+
+
+def _first_change(
+    a: object, b: object, *, images: Mapping[str, str], releases: Mapping[str, str], at: str
+) -> str | None:
+    """Where ``b`` differs from ``a`` beyond the allowed pins, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        pin = releases.get(a["version"]) if isinstance(a.get("version"), str) else None
+        for key in a.keys() | b.keys():
+            if key == "digest" and pin is not None and b.get(key) == pin:
+                continue
+            if key not in a or key not in b:
+                return f"{at}.{key}"
+            found = _first_change(
+                a[key], b[key], images=images, releases=releases, at=f"{at}.{key}"
+            )
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return at
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_change(x, y, images=images, releases=releases, at=f"{at}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if a == b and type(a) is type(b):
+        return None
+    if isinstance(a, str) and isinstance(b, str) and images.get(a) == b:
+        return None
+    return at or "."
