@@ -195,6 +195,19 @@ def push_image(tmp: Path, dst: str, *, sizes: tuple[int, ...] = (20_000,)) -> La
     return img
 
 
+# SUC's kubectl image (issue 15): every Job that cordons or drains runs it, so the agent mirrors it
+# with any step and bundles carry it. SUC v0.20.1's default is on docker.io (unreachable here), so
+# a test site pushes its own copy to its local upstream and names it.
+KUBECTL = "rancher/kubectl:v1.30.3"
+
+
+def push_kubectl(tmp: Path, host: str) -> tuple[str, LayoutImage]:
+    """SUC's kubectl image pushed to the registry at ``host``: the reference to name as
+    AgentConfig ``apply.kubectlImage`` / ``bundle create --kubectl-image``, and the image."""
+    ref = f"{host}/{KUBECTL}"
+    return ref, push_image(tmp / "kubectl", ref)
+
+
 def served_fleet_repo(tmp: Path) -> FleetRepo:
     """A fleet repo under ``tmp/served`` (for ``git daemon``) signed by a new ed25519 key that
     ``tmp/allowed_signers`` trusts as ``release``."""

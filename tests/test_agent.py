@@ -48,6 +48,11 @@ class Site:
     def registry(self) -> str:
         return f"127.0.0.1:{self.up.port}"
 
+    @property
+    def kubectl(self) -> str:
+        """SUC's kubectl image (issue 15) as the AgentConfig names it: via the upstream relay."""
+        return f"{self.registry}/rancher/kubectl:v1.30.3"
+
     def agent(self) -> Agent:
         site = load_site_file(self.config_path.read_bytes(), path=str(self.config_path))
         assert isinstance(site, AgentConfig)

@@ -25,7 +25,9 @@ TARGET = HEAD + (
 )
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 UP = "docker.io/rancher/k3s-upgrade"
-EXPECTED = [f"{UP}:v1.28.15-k3s1", f"{UP}:v1.29.9-k3s1", f"{UP}:v1.30.6-k3s1@{D30}"]
+# SUC v0.20.1's default kubectl image closes the list: every Job that cordons or drains runs it
+KUBECTL = "docker.io/rancher/kubectl:v1.30.3"
+EXPECTED = [f"{UP}:v1.28.15-k3s1", f"{UP}:v1.29.9-k3s1", f"{UP}:v1.30.6-k3s1@{D30}", KUBECTL]
 
 
 def test_every_step_takes_the_patch_built_no_later_than_the_next_step():

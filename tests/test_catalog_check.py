@@ -14,6 +14,10 @@ from gitedge.core.validation import validate
 HEAD = "apiVersion: gitedge.io/v1alpha1\n"
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 D29 = "sha256:" + "29" * 32
+D30 = "sha256:" + "30" * 32
+# requireDigest is on by default (tests/test_require_digest.py): a catalog entry that a path may
+# use carries its digest, so that only the catalog check under test speaks
+PINNED = ", digest: sha256:"
 
 
 def catalog(*entries: str) -> str:
@@ -38,9 +42,9 @@ def problems(files: dict[str, str]) -> list[str]:
 def test_target_built_before_a_catalog_release_below_it_is_an_error():
     files = {
         "releases.yaml": catalog(
-            "version: v1.29.9+k3s1, released: 2024-09",
-            "version: v1.29.12+k3s1, released: 2024-12",
-            "version: v1.30.6+k3s1, released: 2024-10",
+            "version: v1.29.9+k3s1, released: 2024-09" + PINNED + "29" * 32,
+            "version: v1.29.12+k3s1, released: 2024-12" + PINNED + "2c" * 32,
+            "version: v1.30.6+k3s1, released: 2024-10" + PINNED + "30" * 32,
         ),
         "t.yaml": target("edge", "v1.30.6+k3s1"),
     }
@@ -88,7 +92,9 @@ def test_newer_patch_dated_before_an_older_one_is_an_error():
 
 def test_one_digest_for_two_upgrade_image_repositories_is_an_error():
     files = {
-        "releases.yaml": catalog(f"version: v1.29.10+k3s1, digest: {D29}", "version: v1.30.6+k3s1"),
+        "releases.yaml": catalog(
+            f"version: v1.29.10+k3s1, digest: {D29}", f"version: v1.30.6+k3s1, digest: {D30}"
+        ),
         "a.yaml": target("a", "v1.30.6+k3s1"),  # steps through v1.29.10 on rancher/k3s-upgrade
         "b.yaml": target("b", "v1.29.10+k3s1", image="registry.example.com/k3s/upgrade"),
     }

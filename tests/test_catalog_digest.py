@@ -19,7 +19,7 @@ from gitedge.agent.bundles import create_bundle, import_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.errors import DigestMismatch
-from tests.agentkit import START, FleetRepo, fleet_files, push_image
+from tests.agentkit import START, FleetRepo, fleet_files, push_image, push_kubectl
 from tests.gitserver import git_daemon
 from tests.registryserver import RegistryServer, docker_registry
 from tests.sigtools import allowed_signers_line, make_ssh_key
@@ -37,6 +37,8 @@ class Site:
     cache: RegistryServer
     config: Path
     printed: list[str]
+    kubectl: str  # SUC's kubectl image on the upstream, named by the AgentConfig
+    kubectl_digest: str
 
     def run(self) -> Pass:
         cfg = load_site_file(self.config.read_bytes(), path=str(self.config))
@@ -81,6 +83,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         docker_registry(tmp_path / "cache") as cache,
         git_daemon(served) as url,
     ):
+        kubectl, kubectl_img = push_kubectl(tmp_path, upstream.host)
         cfg = tmp_path / "agent.yaml"
         cfg.write_text(
             "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
@@ -88,9 +91,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
             f"source: {{url: '{url}/fleet.git', branch: main}}\n"
             f"trust: {{bootstrap: {tmp_path / 'allowed_signers'}}}\n"
             f"registry:\n  cache: {{url: 'http://{cache.host}'}}\n"
-            f"apply: {{mode: print}}\nstate: {{dir: {tmp_path / 'state'}}}\n"
+            f"apply: {{mode: print, kubectlImage: '{kubectl}'}}\n"
+            f"state: {{dir: {tmp_path / 'state'}}}\n"
         )
-        yield Site(tmp_path, fleet, upstream, cache, cfg, [])
+        yield Site(tmp_path, fleet, upstream, cache, cfg, [], kubectl, kubectl_img.digest)
 
 
 def test_a_tag_moved_after_the_catalog_digest_is_refused_and_a_matching_one_is_pinned(
@@ -124,14 +128,24 @@ def test_bundle_create_carries_the_catalog_digest_and_refuses_a_moved_tag(site: 
     old = f"{site.upstream.host}/rancher/k3s-upgrade:v1.27.16-k3s1"  # a step of --all, no digest
     older = push_image(site.tmp / "c", old).digest
     repo = str(site.tmp / "served" / "fleet.git")
-    r = create_bundle(repo=repo, out=site.tmp / "ok.tar", now=WHEN, all_targets=True)
+    kubectl = [site.kubectl]  # the site's (its AgentConfig's apply.kubectlImage)
+    r = create_bundle(
+        repo=repo, out=site.tmp / "ok.tar", now=WHEN, all_targets=True, kubectl=kubectl
+    )
     held = {i.ref: i.digest for i in r.images}
     upgrade = f"{site.upstream.host}/rancher/k3s-upgrade"
-    assert held == {f"{upgrade}:{TAG}@{approved}": approved, old: older}
+    # SUC's kubectl rides along by tag (the site's SUC chose it, not the fleet: no digest to check)
+    assert held == {
+        f"{upgrade}:{TAG}@{approved}": approved,
+        old: older,
+        site.kubectl: site.kubectl_digest,
+    }
 
     moved = site.push("b")
     with pytest.raises(DigestMismatch) as e:
-        create_bundle(repo=repo, out=site.tmp / "moved.tar", now=WHEN, all_targets=True)
+        create_bundle(
+            repo=repo, out=site.tmp / "moved.tar", now=WHEN, all_targets=True, kubectl=kubectl
+        )
     assert approved in str(e.value) and moved in str(e.value) and TAG in str(e.value)
     assert not (site.tmp / "moved.tar").exists()
 
@@ -144,7 +158,11 @@ def test_bundle_create_carries_the_catalog_digest_and_refuses_a_moved_tag(site: 
         imported = import_bundle(agent, site.tmp / "ok.tar", now=WHEN)
     finally:
         agent.close()
-    assert [(k, d) for k, d, _ in imported.copied] == [(f"{upgrade}:{TAG}@{approved}", approved)]
+    copied = {k: d for k, d, _ in imported.copied}
+    # the approved bytes, then SUC's kubectl (what its Jobs run, issue 15; named by tag, its
+    # cached digest is not the catalog's to check)
+    assert list(copied) == [f"{upgrade}:{TAG}@{approved}", site.kubectl]
+    assert copied[f"{upgrade}:{TAG}@{approved}"] == approved
     assert site.cached() == approved
     p = site.run()
     assert p.outcomes["apply"] == "ok", p.errors

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gitedge.adapters.mirroring import Mirror
 from gitedge.adapters.ocilayout import OciLayout
-from tests.agentkit import START, fleet_files, push_image, served_fleet_repo
+from tests.agentkit import KUBECTL, START, fleet_files, push_image, push_kubectl, served_fleet_repo
 from tests.gitserver import git_daemon
 from tests.registryserver import RegistryServer, docker_registry
 
@@ -51,8 +51,11 @@ def world(tmp: Path, *, tamper: bool) -> Iterator[World]:
     ):
         image = f"{origin.host}/edge/os:2.0"
         push_image(tmp, image, sizes=(300_000,))
-        with Mirror() as m:  # the hub holds a copy, as a pull-through cache would
+        # SUC's kubectl (issue 15), which a bundle carries with any step: from the origin too
+        kubectl, _ = push_kubectl(tmp, origin.host)
+        with Mirror() as m:  # the hub holds a copy of each, as a pull-through cache would
             digest = m.mirror(image, f"{hub.host}/edge/os:2.0").source_digest
+            m.mirror(kubectl, f"{hub.host}/{KUBECTL}")
         if tamper:
             tamper_layers(hub)
         repo.commit(
@@ -67,7 +70,8 @@ def world(tmp: Path, *, tamper: bool) -> Iterator[World]:
             f"source: {{url: '{git}/fleet.git', interval: 1h}}\n"
             f"trust: {{bootstrap: {tmp / 'allowed_signers'}}}\n"
             f"registry: {{endpoints: {{'{origin.host}': ['{hub.host}']}}}}\n"
-            f"apply: {{mode: print}}\nstate: {{dir: {tmp / 'state'}}}\n"
+            f"apply: {{mode: print, kubectlImage: '{kubectl}'}}\n"
+            f"state: {{dir: {tmp / 'state'}}}\n"
         )
         yield World(tmp, git, origin.host, hub.host, digest, cfg)
 
@@ -102,6 +106,8 @@ def test_bundle_create_reads_the_image_from_the_hub(tmp_path: Path) -> None:
         r, out = bundle_create(w)
         assert r.returncode == 0, r.stderr
         assert f"{w.origin}/edge/os:2.0 served by {w.hub}" in r.stdout.splitlines()
+        # and SUC's kubectl, named by the AgentConfig's apply.kubectlImage
+        assert f"{w.origin}/{KUBECTL} served by {w.hub}" in r.stdout.splitlines()
         assert "skipped" not in r.stderr
         assert bundled_digest(w, out) == w.digest
 
@@ -111,6 +117,8 @@ def test_bundle_create_skips_a_hub_serving_a_tampered_blob(tmp_path: Path) -> No
         r, out = bundle_create(w)
         assert r.returncode == 0, r.stderr
         assert f"{w.origin}/edge/os:2.0 served by {w.origin}" in r.stdout.splitlines()
+        # SUC's kubectl (small layers, not tampered with) is still read from the hub
+        assert f"{w.origin}/{KUBECTL} served by {w.hub}" in r.stdout.splitlines()
         assert f"endpoint {w.hub} skipped" in r.stderr and "sha256:" in r.stderr, r.stderr
         assert bundled_digest(w, out) == w.digest
 

@@ -56,7 +56,8 @@ def test_an_image_the_apply_steps_fresh_plan_needs_is_judged_before_any_plan(
         p = agent.reconcile(now=at(0))
     finally:
         agent.close()
-    assert [n.key for n in p.needed] == [f"{site.registry}/{REPO}:1.0"]
+    # the OS image, and SUC's kubectl that its Jobs run (not the fleet's to sign: fleet_named)
+    assert [n.key for n in p.needed] == [f"{site.registry}/{REPO}:1.0", site.kubectl]
     assert p.outcomes["mirror"] == "ok" and len(reads) >= 2
     assert not any("k3s-upgrade" in out for out in site.printed), site.printed
     assert p.outcomes["apply"] == "waiting"

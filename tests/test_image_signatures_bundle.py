@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gitedge.agent.imagetrust import DOC
-from tests.agentkit import START, FleetRepo, fleet_files, push_image, trust_yaml
+from tests.agentkit import START, FleetRepo, fleet_files, push_image, push_kubectl, trust_yaml
 from tests.cosigntools import make_key, sign_bundle, sign_simple
 from tests.gitserver import git_daemon
 from tests.registryserver import docker_registry
@@ -40,6 +40,7 @@ def test_bundle_carries_signatures_and_the_site_verifies_them_offline(tmp_path: 
         k3s_img = push_image(tmp_path / "k3s", f"{reg}/rancher/k3s-upgrade:v1.28.15-k3s1")
         sign_simple(reg, "edge/os", os_img.digest, signer)
         sign_bundle(reg, "rancher/k3s-upgrade", k3s_img.digest, signer)
+        kubectl, _ = push_kubectl(tmp_path, reg)  # SUC's (issue 15): the site's choice, unsigned
         files = fleet_files(registry=reg, releases=TWO, k3s=TWO[1],
                             os_image=f"{reg}/edge/os:1.0")  # fmt: skip
         files[".gitedge/trust.yaml"] = trust_yaml(key).replace(
@@ -51,7 +52,7 @@ def test_bundle_carries_signatures_and_the_site_verifies_them_offline(tmp_path: 
         )
         fleet.commit(files, at=START)
         cfg = write_site(tmp_path / "site", git_url=f"{url}/fleet.git", key=key,
-                         k3s=RELEASES[0], cache=site_cache.host)  # fmt: skip
+                         k3s=RELEASES[0], cache=site_cache.host, kubectl=kubectl)  # fmt: skip
         created = gitedge("bundle", "create", "--repo", f"{url}/fleet.git", "--cluster",
                           str(cfg), "--platform", "linux/amd64", "--out", str(out))  # fmt: skip
         assert created.returncode == 0, created.stderr
@@ -75,6 +76,8 @@ def test_bundle_carries_signatures_and_the_site_verifies_them_offline(tmp_path: 
     assert sigs[os_key]["digest"] == os_img.digest  # what was signed upstream
     assert sigs[k3s_key]["digest"] == k3s_img.digest
     assert mirrored[os_key].digest != os_img.digest  # the cache holds the amd64 cut of it
+    # SUC's kubectl came along and is cached; the fleet's signers do not judge it (fleet_named)
+    assert kubectl in mirrored and kubectl not in sigs
     assert p.outcomes["mirror"] == "ok" and p.outcomes["apply"] == "ok", p.errors
     assert printed
 
@@ -91,6 +94,7 @@ def test_bundle_with_an_unsigned_image_is_not_applied(tmp_path: Path) -> None:
         url = upstream_side.enter_context(git_daemon(served_dir))
         reg = upstream.host
         push_image(tmp_path, f"{reg}/edge/os:1.0")
+        kubectl, _ = push_kubectl(tmp_path, reg)  # SUC's (issue 15), unsigned too
         files = fleet_files(registry=reg, releases=RELEASES, k3s=RELEASES[0],
                             os_image=f"{reg}/edge/os:1.0")  # fmt: skip
         files[".gitedge/trust.yaml"] = trust_yaml(key).replace(
@@ -101,7 +105,7 @@ def test_bundle_with_an_unsigned_image_is_not_applied(tmp_path: Path) -> None:
         )
         fleet.commit(files, at=START)
         cfg = write_site(tmp_path / "site", git_url=f"{url}/fleet.git", key=key,
-                         k3s=RELEASES[0], cache=site_cache.host)  # fmt: skip
+                         k3s=RELEASES[0], cache=site_cache.host, kubectl=kubectl)  # fmt: skip
         created = gitedge("bundle", "create", "--repo", f"{url}/fleet.git", "--cluster",
                           str(cfg), "--out", str(out))  # fmt: skip
         assert created.returncode == 0, created.stderr
@@ -113,6 +117,8 @@ def test_bundle_with_an_unsigned_image_is_not_applied(tmp_path: Path) -> None:
         agent = agent_of(cfg, printed)
         try:
             assert f"{reg}/edge/os:1.0" not in agent.state.mirrored()
+            # signers of '*' still judge only what the fleet names: SUC's kubectl is cached
+            assert kubectl in agent.state.mirrored()
             p = agent.reconcile(now=IN_WINDOW)
         finally:
             agent.close()

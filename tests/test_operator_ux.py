@@ -340,13 +340,16 @@ def test_item9_status_after_a_bundle_import_before_any_pass(tmp_path: Path) -> N
     assert "has not finished a pass" not in r.stdout + r.stderr
     assert r.stdout.startswith("no agent pass yet (plan, windows and conditions come with")
     assert f"last verified commit: {tip} (committed " in r.stdout
-    assert "mirror: 3 images verified in the cache" in r.stdout
+    # two K3s steps, the OS, and SUC's kubectl (the demo's upstream holds it; its Jobs run it)
+    assert "mirror: 4 images verified in the cache" in r.stdout
+    assert "  docker.io/rancher/kubectl:v1.30.3  sha256:" in r.stdout
     for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
         r = gitedge("status", "--config", str(config), "-o", fmt)
         assert r.returncode == 0, r.stderr
         got = load(r.stdout)
         assert got["passes"] == 0 and got["lastVerified"]["commit"] == tip
-        assert len(got["mirrored"]) == 3
+        assert len(got["mirrored"]) == 4
+        assert "docker.io/rancher/kubectl:v1.30.3" in {m["image"] for m in got["mirrored"]}
 
 
 def test_item10_the_demo_tells_its_offline_scenes_and_status_is_whole(tmp_path: Path) -> None:

@@ -439,4 +439,5 @@ def test_offline_bundles_carry_every_via_image() -> None:
     via, final = IMG["v1.29.10+k3s1"], IMG["v1.30.6+k3s1"]
     for clusters, every in (([facts(None)], False), ([], True), ([facts("v1.28.15+k3s1")], False)):
         refs = [str(r) for r in bundle_images(fleet, clusters, all_targets=every, now=NOW)]
-        assert refs == [via, final]
+        # then SUC v0.20.1's default kubectl: every Job that cordons or drains runs it
+        assert refs == [via, final, "docker.io/rancher/kubectl:v1.30.3"]

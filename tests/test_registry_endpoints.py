@@ -14,14 +14,14 @@ from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.agent.status import status_text
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.images import ImageRef
-from tests.agentkit import START, fleet_files, push_image, served_fleet_repo
+from tests.agentkit import KUBECTL, START, fleet_files, push_image, push_kubectl, served_fleet_repo
 from tests.gitserver import git_daemon
 from tests.registryserver import docker_registry
 
 NOW = datetime(2026, 1, 2, 2, tzinfo=UTC)
 
 
-def site(tmp: Path, *, git: str, cache: str, origin: str, hub: str) -> Agent:
+def site(tmp: Path, *, git: str, cache: str, origin: str, hub: str, kubectl: str) -> Agent:
     cfg = tmp / "agent.yaml"
     cfg.write_text(
         "apiVersion: gitedge.io/v1alpha1\nkind: AgentConfig\n"
@@ -29,7 +29,7 @@ def site(tmp: Path, *, git: str, cache: str, origin: str, hub: str) -> Agent:
         f"source: {{url: '{git}/fleet.git', interval: 1h}}\n"
         f"trust: {{bootstrap: {tmp / 'allowed_signers'}}}\n"
         f"registry: {{cache: {{url: 'http://{cache}'}}, endpoints: {{'{origin}': ['{hub}']}}}}\n"
-        f"apply: {{mode: print}}\nstate: {{dir: {tmp / 'state'}}}\n"
+        f"apply: {{mode: print, kubectlImage: '{kubectl}'}}\nstate: {{dir: {tmp / 'state'}}}\n"
     )
     config = load_site_file(cfg.read_bytes(), path=str(cfg))
     assert isinstance(config, AgentConfig)
@@ -61,10 +61,13 @@ def run_with_hub(
         git_daemon(tmp_path / "served") as git,
     ):
         push_image(tmp_path, f"{origin.host}/edge/os:2.0", sizes=(300_000,))
-        if filled:  # the hub holds a copy, as a pull-through cache would
+        # SUC's kubectl (issue 15) comes from the origin too: the agent mirrors it with any step
+        kubectl, _ = push_kubectl(tmp_path, origin.host)
+        if filled:  # the hub holds a copy of each, as a pull-through cache would
             with Mirror() as m:
                 m.mirror(f"{origin.host}/edge/os:2.0", f"{hub.host}/edge/os:2.0")
-        if tamper:  # every layer the hub stores (the only blobs over 100 kB), one byte flipped
+                m.mirror(kubectl, f"{hub.host}/{KUBECTL}")
+        if tamper:  # every OS layer the hub stores (the only blobs over 100 kB), one byte flipped
             layers = [f for f in (hub.root / "docker").rglob("data") if f.stat().st_size > 100_000]
             assert layers
             for layer in layers:
@@ -76,7 +79,9 @@ def run_with_hub(
                         os_image=f"{origin.host}/edge/os:2.0", window=False),
             at=START,
         )  # fmt: skip
-        agent = site(tmp_path, git=git, cache=cache.host, origin=origin.host, hub=hub.host)
+        agent = site(
+            tmp_path, git=git, cache=cache.host, origin=origin.host, hub=hub.host, kubectl=kubectl
+        )
         try:
             for _ in range(passes):
                 p = agent.reconcile(now=NOW)
@@ -90,7 +95,8 @@ def test_a_hub_serves_the_image(tmp_path: Path) -> None:
     assert p.outcomes["mirror"] == "ok", p.errors
     status, reason, msg = endpoints_condition(p)
     assert (status, reason) == ("True", "Served")
-    assert msg == f"{origin}/edge/os:2.0 served by {hub}"
+    # the OS image, then SUC's kubectl that the Jobs run
+    assert msg == f"{origin}/edge/os:2.0 served by {hub}; {origin}/{KUBECTL} served by {hub}"
 
 
 def test_a_hub_serving_a_tampered_blob_is_skipped_for_the_next_endpoint(tmp_path: Path) -> None:
@@ -100,7 +106,10 @@ def test_a_hub_serving_a_tampered_blob_is_skipped_for_the_next_endpoint(tmp_path
     status, reason, msg = endpoints_condition(p)
     assert (status, reason) == ("False", "EndpointSkipped")
     assert f"endpoint {hub} skipped" in msg and "sha256:" in msg, msg
-    assert msg.endswith(f"{origin}/edge/os:2.0 served by {origin}"), msg
+    # the OS from the origin; SUC's kubectl (small layers, untouched) still from the hub
+    assert msg.endswith(
+        f"{origin}/edge/os:2.0 served by {origin}; {origin}/{KUBECTL} served by {hub}"
+    ), msg
 
 
 def served_by(p: Pass) -> list[tuple[str, str | None]]:
@@ -109,21 +118,21 @@ def served_by(p: Pass) -> list[tuple[str, str | None]]:
 
 def test_status_says_the_hub_served_the_cached_copy(tmp_path: Path) -> None:
     p, origin, hub = run_with_hub(tmp_path, tamper=False)
-    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub)]
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub), (f"{origin}/{KUBECTL}", hub)]
     assert f"{origin}/edge/os:2.0  sha256:" in status_text(p.status)
     assert f"(served by {hub})" in status_text(p.status)
 
 
 def test_status_says_the_origin_served_what_a_tampered_hub_could_not(tmp_path: Path) -> None:
-    p, origin, _ = run_with_hub(tmp_path, tamper=True)
-    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin)]
+    p, origin, hub = run_with_hub(tmp_path, tamper=True)
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin), (f"{origin}/{KUBECTL}", hub)]
     assert f"(served by {origin})" in status_text(p.status)
 
 
 def test_status_keeps_who_served_the_copy_on_later_passes(tmp_path: Path) -> None:
     p, origin, hub = run_with_hub(tmp_path, tamper=False, passes=2)
     assert p.mirrored_now == []  # the second pass copied nothing: it read the state
-    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub)]
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", hub), (f"{origin}/{KUBECTL}", hub)]
 
 
 def test_a_hub_that_lacks_the_image_passes_it_on_to_the_origin(tmp_path: Path) -> None:
@@ -132,5 +141,6 @@ def test_a_hub_that_lacks_the_image_passes_it_on_to_the_origin(tmp_path: Path) -
     status, reason, msg = endpoints_condition(p)
     assert (status, reason) == ("False", "EndpointSkipped")
     assert msg.startswith(f"endpoint {hub} skipped"), msg
-    assert msg.endswith(f"{origin}/edge/os:2.0 served by {origin}"), msg
-    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin)]
+    assert f"{origin}/edge/os:2.0 served by {origin}; endpoint {hub} skipped" in msg, msg
+    assert msg.endswith(f"{origin}/{KUBECTL} served by {origin}"), msg
+    assert served_by(p) == [(f"{origin}/edge/os:2.0", origin), (f"{origin}/{KUBECTL}", origin)]

@@ -157,7 +157,8 @@ def test_agent_holds_the_tag_only_component_and_applies_the_other(site: Site) ->
     assert [a.name for a in p.actions] == ["gitedge-k3s-server", "gitedge-k3s-agent"]
     assert all("edge/os" not in text for text in site.printed)
     mirrored = [i["image"] for i in p.status["mirror"]["images"]]
-    assert mirrored == [f"{site.registry}/rancher/k3s-upgrade:v1.28.15-k3s1@{k3s}"]
+    # the K3s step's image and SUC's kubectl its Jobs run (SUC's choice, not the fleet's to pin)
+    assert mirrored == [f"{site.registry}/rancher/k3s-upgrade:v1.28.15-k3s1@{k3s}", site.kubectl]
     assert "os held: " in c["Applying"].message
 
     # pinned in a new signed commit: the OS is mirrored too (and follows K3s, as ordered)
