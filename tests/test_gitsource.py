@@ -548,3 +548,30 @@ def test_commit_facts_over_ten_thousand_commits(tmp_path: Path) -> None:
     assert [f.committer_time for f in facts] == sorted(f.committer_time for f in facts)
     assert len({f.trust_blob_id for f in facts}) == 4
     assert facts[0].parents == () and facts[1].parents == (facts[0].id,)
+
+
+def test_a_long_history_on_a_local_path_fetches_within_the_memory_cap(
+    tmp_path: Path, mirror: GitMirror
+) -> None:
+    """20,000 small commits on a local path (file://): libgit2's local transport built the
+    whole pack in the agent's process and ran out of the 64 MiB cap (``fetchMemoryBytes``,
+    "Out of memory"); git's own fetch streams it, as over git://."""
+    src = tmp_path / "long.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(src)], check=True)
+    stream = []
+    for i in range(20_000):
+        data = f"n{i}\n"
+        stream.append(f"commit refs/heads/main\nmark :{i + 1}\ncommitter A <a@x> "
+                      f"{1_700_000_000 + i} +0000\ndata 3\nc{i % 10}\n")  # fmt: skip
+        if i:
+            stream.append(f"from :{i}\n")
+        stream.append(f"M 100644 inline f.yaml\ndata {len(data)}\n{data}\n")
+    subprocess.run(["git", "--git-dir", str(src), "fast-import", "--quiet"],
+                   input="".join(stream).encode(), check=True)  # fmt: skip
+    tip = subprocess.run(["git", "--git-dir", str(src), "rev-parse", "main"],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert mirror.fetch(url=f"file://{src}", branch="main") == tip
+    assert mirror.resolve("main") == tip
+    with pytest.raises(SourceUnavailable, match="'release'.*no such branch"):
+        mirror.fetch(url=str(src), branch="release")
+    assert mirror.resolve("main") == tip

@@ -441,6 +441,10 @@ class GitMirror(GitRepo):
                     f"{what} failed: {local} does not exist (source.url names a local "
                     "repository: check the path, or give an https://, ssh:// or git:// URL)"
                 )
+            # libgit2's local transport builds the whole pack inside this process, under the
+            # memory cap: a history of ~20,000 small commits already needed more than 64 MiB.
+            # git's own fetch streams it through upload-pack, each git bounded as a bundle's
+            return self._fetch_local(local, branch, what, timeout_s, memory_bytes, target)
         callbacks = Callbacks(
             auth=auth,
             shown=shown,
@@ -475,6 +479,26 @@ class GitMirror(GitRepo):
                     raise SourceUnavailable(f"{what} failed: no such branch at {shown}")
             return str(repo.references[target or FETCHED_PREFIX + branch].target)
 
+    def _fetch_local(
+        self,
+        local: Path,
+        branch: str,
+        what: str,
+        timeout_s: float,
+        memory_bytes: int,
+        target: str | None,
+    ) -> str:
+        """:meth:`fetch` from a repository on a local path, with the git CLI."""
+        self.repo  # noqa: B018 - creates the mirror on first use
+        with _FETCH_LOCK, self._landing(branch, what, target=target) as incoming:
+            heads = self._git(["ls-remote", "--heads", "--", str(local.absolute())], what,
+                              timeout_s, memory_bytes)  # fmt: skip
+            if not any(line.endswith(f"\trefs/heads/{branch}") for line in heads.splitlines()):
+                raise SourceUnavailable(f"{what} failed: no such branch at {local}")
+            self._git([*_CLI_FETCH, str(local.absolute()), f"+refs/heads/{branch}:{incoming}"],
+                      what, timeout_s, memory_bytes)  # fmt: skip
+        return str(self.repo.references[target or FETCHED_PREFIX + branch].target)
+
     def import_bundle(
         self,
         *,
@@ -498,12 +522,8 @@ class GitMirror(GitRepo):
             heads = self._git(["bundle", "list-heads", str(bundle)], what, timeout_s, mem)
             if not any(line.endswith(f" refs/heads/{branch}") for line in heads.splitlines()):
                 raise SourceUnavailable(f"{what}: has no branch {branch!r}")
-            # one index-pack thread (each thread's stack counts against the data limit), a small
-            # delta base cache: the memory cap then bounds the objects, not the machine's cores
-            args = ["-c", "pack.threads=1", "-c", "core.deltaBaseCacheLimit=16m"]
-            args += ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
             refspec = f"+refs/heads/{branch}:{incoming}"
-            self._git([*args, str(bundle), refspec], what, timeout_s, mem)
+            self._git([*_CLI_FETCH, str(bundle), refspec], what, timeout_s, mem)
         return str(self.repo.references[FETCHED_PREFIX + branch].target)
 
     @contextmanager
@@ -566,6 +586,14 @@ def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[st
 
 
 # ---------------------------------------------------------------------------- helpers
+
+# git fetch as the bundle import and local paths run it: one index-pack thread (each thread's
+# stack counts against the data limit), a small delta base cache: the memory cap then bounds
+# the objects, not the machine's cores
+_CLI_FETCH = [
+    "-c", "pack.threads=1", "-c", "core.deltaBaseCacheLimit=16m",
+    "fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+]  # fmt: skip
 
 
 def _instant(seconds: int) -> datetime:
