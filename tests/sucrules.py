@@ -407,7 +407,8 @@ def new_job(
                 "volumeMounts": copy.deepcopy(mounts),
             }
         )
-    # "and finally, we upgrade": privileged with CAP_SYS_BOOT unless the Plan sets its own
+    # job.go New, "and finally, we upgrade": upgrade.SecurityContext, else Privileged (default
+    # true, job.go Privileged) with CAP_SYS_BOOT added
     upgrade = container("upgrade", spec["upgrade"])
     upgrade["securityContext"] = copy.deepcopy(spec["upgrade"].get("securityContext")) or {
         "privileged": True,
@@ -422,14 +423,16 @@ def new_job(
         "template": {
             "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
             "spec": {
+                # job.go New: the Job's pod shares the host's IPC, PID and network namespaces
                 "hostIPC": True,
                 "hostPID": True,
                 "hostNetwork": True,
                 "initContainers": init,
                 "containers": [upgrade],
                 "restartPolicy": "Never",
-                # host-root (hostPath / as a Directory), pod-info (downward API), then one
-                # volume per spec.secrets entry, Optional when it ignores updates
+                # job.go New: host-root (hostPath / as a Directory), pod-info (downward API
+                # labels and annotations), then per spec.secrets entry a volume named
+                # name.SafeConcatName("secret", secret.Name), Optional: secret.IgnoreUpdates
                 "volumes": [
                     {"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}},
                     {
