@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from gitedge.core.applying import decide, merge_for_update
 from gitedge.core.clusterstate import (
     ClusterSnapshot,
     NodeFacts,
@@ -30,6 +29,8 @@ from gitedge.core.clusterstate import (
     plan_progress,
 )
 from gitedge.core.conditions import Condition, from_json, merge, summarize, to_json
+from gitedge.core.decision import decide
+from gitedge.core.planmanifests import merge_for_update
 from gitedge.core.planning import plan
 from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
 from gitedge.errors import VersionError

@@ -18,7 +18,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from gitedge.core.applying import decide
 from gitedge.core.clusterstate import (
     ClusterSnapshot,
     NodeFacts,
@@ -27,6 +26,7 @@ from gitedge.core.clusterstate import (
     digest_status,
     munge_version,
 )
+from gitedge.core.decision import decide
 from gitedge.core.fleet import Drain, OsTarget, Rollout, load_fleet
 from gitedge.core.planning import plan
 from gitedge.core.selectors import LabelSelector

@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gitedge.core import admission as adm
-from gitedge.core.applying import decide
 from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
+from gitedge.core.decision import decide
 from gitedge.core.fleet import Fleet, load_fleet
 from gitedge.core.planning import plan
 from gitedge.core.suc import Site

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gitedge.core import admission as adm
-from gitedge.core.applying import decide
 from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
+from gitedge.core.decision import decide
 from gitedge.core.planning import plan
 from gitedge.core.suc import AGENT_PLAN, SERVER_PLAN, suc_window
 from gitedge.core.sucwindow import JOB_TTL, admission_window

@@ -41,9 +41,9 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from gitedge.core.applying import Action
 from gitedge.core.clusterstate import ClusterSnapshot, JobFacts, NodeFacts, PlanState
 from gitedge.core.conditions import Condition, from_json, merge, summarize, to_json
+from gitedge.core.planmanifests import Action
 from gitedge.core.suc import API_VERSION as PLAN_API_VERSION
 from gitedge.core.suc import MANAGED_BY, MANAGED_BY_LABEL
 from gitedge.core.timefmt import iso_z

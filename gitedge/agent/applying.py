@@ -26,11 +26,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gitedge.agent.clusters import PrintCluster
-from gitedge.core.applying import Action, Decision, decide
 from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import APPLYING, PLANS_AS_WRITTEN, Condition
+from gitedge.core.decision import Decision, decide
 from gitedge.core.fleet import Fleet
 from gitedge.core.pins import held_components
+from gitedge.core.planmanifests import Action
 from gitedge.core.planning import Plan, plan
 from gitedge.core.readback import plans_as_written, stored_problem
 from gitedge.core.suc import Site

@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 
 from gitedge.adapters.state import State
-from gitedge.core.applying import Action, ClusterSnapshot, NodeFacts
-from gitedge.core.clusterstate import HOSTNAME_LABEL
+from gitedge.core.clusterstate import HOSTNAME_LABEL, ClusterSnapshot, NodeFacts
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
+from gitedge.core.planmanifests import Action
 from gitedge.core.suc import CONTROL_PLANE
 
 __all__ = ["PrintCluster"]

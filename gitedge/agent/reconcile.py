@@ -59,13 +59,14 @@ from gitedge.core.agentrules import (
     platforms_for,
     same_images,
 )
-from gitedge.core.applying import Action, ClusterSnapshot, cluster_facts
+from gitedge.core.clusterstate import ClusterSnapshot, cluster_facts
 from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import Fleet
 from gitedge.core.images import ImageRef, cache_host
 from gitedge.core.ocimanifest import Platform
 from gitedge.core.pins import pins_condition, plan_unpinned
+from gitedge.core.planmanifests import Action
 from gitedge.core.planning import Plan, plan_json
 from gitedge.core.planning import plan as make_plan
 from gitedge.core.suc import Site

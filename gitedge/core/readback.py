@@ -8,7 +8,7 @@ Two things can differ without any error from the API:
   annotation (:func:`stamp_window`; annotations are never pruned), so the loss is seen on the
   write's answer (:func:`stored_problem`) and on every later read
   (:attr:`~gitedge.core.clusterstate.PlanState.window_pruned`). A component with such a Plan is
-  held: no Plan of it is created or changed (core/applying.py), and ``PlansAsWritten`` and
+  held: no Plan of it is created or changed (core/decision.py), and ``PlansAsWritten`` and
   ``Applying`` say why and what to do.
 - the Job deadline: SUC copies ``jobActiveDeadlineSecs`` into each Job's
   ``activeDeadlineSeconds``, clamped to ``SYSTEM_UPGRADE_JOB_ACTIVE_DEADLINE_SECONDS_MAX``

@@ -17,7 +17,7 @@ applies in and the site's cache, it renders the Plans of the component's *next s
 Control-plane nodes go one at a time for every component. SUC has no ordering between Plans
 (handle_upgrade.go acts on each Plan alone; k3s-upgrade's ``prepare`` is K3s-specific), so the
 *agent* orders them: each component's worker Plan (``gitedge-k3s-agent``, ``gitedge-os-agent``)
-is written only once its control-plane Plan is complete (core/applying.py). Worker Jobs then never
+is written only once its control-plane Plan is complete (core/decision.py). Worker Jobs then never
 sit in ``prepare`` while the servers take their time, which keeps their deadline honest.
 
 Every Plan sets ``jobActiveDeadlineSecs`` (:func:`job_deadline`): SUC's default is 600 s
