@@ -45,7 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from gitedge.adapters.gitrefs import remote_tip  # noqa: E402
-from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror  # noqa: E402
+from gitedge.adapters.gitrepo import FETCHED_PREFIX  # noqa: E402
+from gitedge.adapters.gitsource import GitMirror  # noqa: E402
 from gitedge.core.agentrules import next_delay  # noqa: E402
 from tests.agentkit import START, FleetRepo, fleet_files  # noqa: E402
 from tests.gitserver import _start, _stop, git_env  # noqa: E402

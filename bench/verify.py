@@ -235,7 +235,7 @@ def main() -> None:
         )
 
         # in-process: the library call alone, and its parts
-        from gitedge.adapters.gitsource import GitRepo
+        from gitedge.adapters.gitrepo import GitRepo
         from gitedge.agent.verifying import load_bootstrap, verify_range
 
         lib, walk = [], []

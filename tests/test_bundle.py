@@ -40,7 +40,7 @@ import pytest
 import yaml
 
 from gitedge.adapters.bundlefile import open_bundle, read_index
-from gitedge.adapters.gitsource import FETCHED_PREFIX
+from gitedge.adapters.gitrepo import FETCHED_PREFIX
 from gitedge.adapters.mirroring import Mirror
 from gitedge.adapters.worktree import read_tree
 from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle, import_bundle

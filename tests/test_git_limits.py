@@ -32,7 +32,9 @@ import pytest
 import yaml
 
 from gitedge.adapters.gitobjects import MAX_COMMIT_BYTES, MAX_TREE_BYTES
-from gitedge.adapters.gitsource import FETCHED_PREFIX, MAX_PACK_BYTES, GitMirror, GitRepo
+from gitedge.adapters.gitrepo import FETCHED_PREFIX, GitRepo
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.gittransport import MAX_PACK_BYTES
 from gitedge.agent.verifying import load_bootstrap, verify_range
 from gitedge.errors import InvalidFleetRepo, SourceUnavailable, VerificationFailed
 from tests.agentkit import START, fleet_files, served_fleet_repo

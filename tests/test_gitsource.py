@@ -25,13 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.gitsource import (
-    FETCHED_PREFIX,
-    GitMirror,
-    GitRepo,
-    SourceAuth,
-    read_commit_tree,
-)
+from gitedge.adapters.gitrepo import FETCHED_PREFIX, GitRepo, read_commit_tree
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.gittransport import SourceAuth
 from gitedge.core.snapshot import Symlink
 from gitedge.errors import InvalidFleetRepo, InvalidInput, SourceUnavailable
 from tests.gitserver import (

@@ -49,7 +49,8 @@ from pygit2.enums import FileMode
 
 from gitedge.adapters.bundlefile import open_bundle
 from gitedge.adapters.gitobjects import MAX_WALK_ENTRIES
-from gitedge.adapters.gitsource import GitMirror, GitRepo
+from gitedge.adapters.gitrepo import GitRepo
+from gitedge.adapters.gitsource import GitMirror
 from gitedge.core.bundleindex import BundleIndex
 from gitedge.core.fleet import load_fleet
 from gitedge.errors import InvalidFleetRepo, InvalidInput, SourceUnavailable

@@ -102,7 +102,8 @@ def test_a_fifo_or_socket_in_the_fleet_tree_is_a_problem_not_a_hang(tmp_path: Pa
 _FETCH = """
 import sys
 from pathlib import Path
-from gitedge.adapters.gitsource import GitMirror, SourceAuth
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.gittransport import SourceAuth
 from gitedge.errors import InvalidInput
 kind, path, url = sys.argv[1:]
 Path("user").write_text("fleet")

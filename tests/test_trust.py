@@ -32,7 +32,8 @@ from sigtools import (
 )
 
 from gitedge.adapters import sshworkers
-from gitedge.adapters.gitsource import GitMirror, GitRepo
+from gitedge.adapters.gitrepo import GitRepo
+from gitedge.adapters.gitsource import GitMirror
 from gitedge.adapters.sshworkers import AheadChecks
 from gitedge.agent import verifying
 from gitedge.agent.verifying import (

@@ -135,7 +135,7 @@ def test_verify_since_refuses_the_retired_keys_merge_in_both_orders(story: Story
             assert doc["reason"] == expected_reason(name), (name, doc)
     # the whole history, from the bootstrap, says the same
     bootstrap = load_bootstrap(story.pinned)
-    from gitedge.adapters.gitsource import GitRepo
+    from gitedge.adapters.gitrepo import GitRepo
     from gitedge.agent.verifying import verify_range
 
     git = GitRepo(path=story.repo.path)

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.gitsource import GitRepo
+from gitedge.adapters.gitrepo import GitRepo
 from gitedge.agent import verifying
 from gitedge.agent.verifying import load_bootstrap, verify_range
 from gitedge.core.trust import decide
@@ -477,7 +477,7 @@ def test_a_trust_file_that_cannot_be_read_is_invalid_trust_policy_of_its_commit(
     assert code == 1 and "Traceback" not in err, (doc, err)
     assert doc.get("commit") == odd and doc.get("reason") == "invalid-trust-policy", (doc, err)
     if what != "over 1 MiB":
-        from gitedge.adapters.gitsource import read_commit_tree
+        from gitedge.adapters.gitrepo import read_commit_tree
         from gitedge.errors import InvalidFleetRepo
 
         with pytest.raises(InvalidFleetRepo, match="not a file"):

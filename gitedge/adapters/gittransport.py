@@ -36,12 +36,15 @@ from pygit2.enums import CredentialType
 from pygit2.ffi import C, ffi
 from pygit2.utils import StrArray
 
+from gitedge.adapters import gitobjects
 from gitedge.adapters.localfiles import read_bounded, size_text
 from gitedge.errors import InvalidInput, Problem, SourceUnavailable, scrub
 
 MAX_SECRET_BYTES = 64 << 10
 MAX_CA_BYTES = 1 << 20
 MIN_RATE = 1024.0  # bytes/s a fetch must average over each stall window (as registry transfers)
+MAX_PACK_BYTES = 256 << 20  # the default of source.limits.maxPackBytes
+FETCH_MEMORY_BYTES = 64 << 20  # the default of source.limits.fetchMemoryBytes
 _WAKE = signal.SIGURG  # ignored by default; a handler makes it interrupt libgit2's socket wait
 _CA_LOADED: set[str] = set()
 
@@ -278,3 +281,59 @@ def _load_ca(ca_file: Path) -> None:
     if key not in _CA_LOADED:
         pygit2.settings.set_ssl_cert_locations(str(ca_file), None)
         _CA_LOADED.add(key)
+
+
+def fetch_branch(
+    repo: pygit2.Repository,
+    *,
+    url: str,
+    refspec: str,
+    auth: SourceAuth,
+    what: str,
+    timeout_s: float,
+    max_pack_bytes: int,
+    memory_bytes: int,
+    min_rate: float,
+) -> None:
+    """Fetch ``refspec`` of ``url`` into ``repo`` with libgit2, bounded as the module docstring
+    says: a pack growing past ``max_pack_bytes`` is aborted, the fetch may allocate
+    ``memory_bytes`` more than the process holds (:func:`gitobjects.memory_cap`), and each stall
+    window of ``timeout_s`` must bring ``min_rate`` bytes a second (:class:`Callbacks`). Any
+    failure raises SourceUnavailable naming ``what``. The caller holds the process-wide fetch
+    lock (:func:`libgit2_settings` changes process-wide state)."""
+    shown = redact_url(url)
+    scheme = check_url(url)
+    callbacks = Callbacks(
+        auth=auth,
+        shown=shown,
+        scheme=scheme,
+        stall_s=timeout_s,
+        max_pack_bytes=max_pack_bytes,
+        min_rate=min_rate,
+    )
+    with libgit2_settings(scheme=scheme, auth=auth, timeout_s=timeout_s):
+        try:
+            remote = repo.remotes.create_anonymous(url)
+            with paced(callbacks), gitobjects.memory_cap(memory_bytes):  # its thread first
+                fetch_no_tags(remote, refspec, callbacks)
+        except SourceUnavailable:
+            raise
+        except (pygit2.GitError, KeyError, ValueError, OSError, MemoryError) as e:
+            if callbacks.slow is not None and "timed out" not in str(e).lower():
+                raise SourceUnavailable(f"{what} failed: {callbacks.slow}") from None
+            late = "timed out" in str(e).lower()
+            hint = f" (no answer within {timeout_s:g}s)" if late else ""
+            if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+                what_needs = (  # no pack byte yet: an endless ref advertisement
+                    "an object in the pack needs more than {} of memory to index"
+                    if callbacks.received
+                    else "the server's ref advertisement took more than {} of memory"
+                )
+                need = what_needs.format(size_mib(memory_bytes))
+                hint = f" ({need}: source.limits.fetchMemoryBytes)"
+            raise SourceUnavailable(f"{what} failed: {scrub(str(e))}{hint}") from None
+
+
+def size_mib(n: int) -> str:
+    """``n`` bytes as a limit is named in messages: whole MiB from 1 MiB up."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n} bytes"

@@ -49,7 +49,7 @@ import pygit2
 from gitedge.adapters.bundlefile import file_digest, open_bundle, read_index, write_bundle
 from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.endpoints import endpoint_refs, first_served
-from gitedge.adapters.gitsource import FETCHED_PREFIX, GitRepo
+from gitedge.adapters.gitrepo import FETCHED_PREFIX, GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.mirroring import Progress as MirrorProgress
 from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout

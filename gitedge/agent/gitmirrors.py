@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import pygit2
 
-from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror, redact_url
+from gitedge.adapters.gitrepo import FETCHED_PREFIX
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.gittransport import redact_url
 from gitedge.core.conditions import MIRRORS_CURRENT, SOURCE_REACHABLE, Condition
 from gitedge.errors import SourceUnavailable, scrub
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitedge.adapters.endpoints import endpoint_refs, first_served, record_served
-from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
-from gitedge.adapters.gitsource import SourceAuth as GitAuth
+from gitedge.adapters.gitrepo import FETCHED_PREFIX
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.gittransport import SourceAuth as GitAuth
 from gitedge.adapters.imagesigs import SigSite, signer_keys
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy

@@ -24,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.gitsource import FETCHED_PREFIX, GitMirror
+from gitedge.adapters.gitrepo import FETCHED_PREFIX
+from gitedge.adapters.gitsource import GitMirror
 from gitedge.adapters.state import LastVerified, State
 from gitedge.agent.verifying import _latest_dates, checker_for, load_bootstrap, verify_range
 from gitedge.core.fleetfiles import TRUST_PATH

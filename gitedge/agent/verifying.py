@@ -30,7 +30,9 @@ import pygit2
 from pygit2.enums import SortMode
 
 from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
-from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
+from gitedge.adapters.gitrepo import CommitFacts, GitRepo
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.gittransport import SourceAuth
 from gitedge.adapters.localfiles import read_bounded
 from gitedge.adapters.signatures import (
     Keyring,

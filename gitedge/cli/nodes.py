@@ -24,7 +24,7 @@ def _fleet(args: argparse.Namespace, config: Any) -> Any:
 
     subdir = config.source.path
     if args.repo and args.rev:
-        from gitedge.adapters.gitsource import read_commit_tree
+        from gitedge.adapters.gitrepo import read_commit_tree
 
         snapshot = read_commit_tree(repo=args.repo, rev=args.rev, subdir=subdir)
         origin = f"{args.repo}@{args.rev}"
@@ -33,7 +33,7 @@ def _fleet(args: argparse.Namespace, config: Any) -> Any:
 
         snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
     else:
-        from gitedge.adapters.gitsource import GitRepo
+        from gitedge.adapters.gitrepo import GitRepo
         from gitedge.adapters.state import State
 
         state_dir = Path(config.state.dir)

@@ -45,7 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gitedge.core.fleetfiles import FleetFiles
 
     if args.rev:
-        from gitedge.adapters.gitsource import read_commit_tree
+        from gitedge.adapters.gitrepo import read_commit_tree
 
         snapshot = read_commit_tree(repo=args.repo, rev=args.rev)
         origin = f"{args.repo}@{args.rev}"
@@ -146,7 +146,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gitedge.adapters.gitsource import GitRepo
+    from gitedge.adapters.gitrepo import GitRepo
     from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
 
     bootstrap = load_bootstrap(args.trust)

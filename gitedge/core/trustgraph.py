@@ -28,7 +28,7 @@ __all__ = [
 
 
 class Commit(Protocol):
-    """The facts of one commit (``gitsource.CommitFacts`` fits)."""
+    """The facts of one commit (``gitrepo.CommitFacts`` fits)."""
 
     @property
     def id(self) -> str: ...
