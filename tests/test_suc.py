@@ -29,7 +29,7 @@ from gitedge.core.suc import (
     k3s_plans,
     os_plans,
 )
-from gitedge.core.windows import MaintenanceWindowSpec
+from gitedge.core.windowspec import MaintenanceWindowSpec
 from tests.plancrd import assert_valid_plan
 
 DIGEST = "sha256:" + "ab" * 32

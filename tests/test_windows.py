@@ -20,15 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gitedge.core.windows import (
-    MaintenanceWindowSpec,
-    WindowState,
-    closes_at,
-    is_open,
-    next_open,
-    parse_cron,
-    window_state,
-)
+from gitedge.core.cronspec import parse_cron
+from gitedge.core.windows import WindowState, closes_at, is_open, next_open, window_state
+from gitedge.core.windowspec import MaintenanceWindowSpec
 from gitedge.errors import WindowError
 
 ALL = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -39,7 +39,8 @@ from gitedge.core.planning import plan
 from gitedge.core.suc import Site
 from gitedge.core.sucwindow import SAFE_FOR, SUC_LATENCY, admission_window
 from gitedge.core.timefmt import iso_z
-from gitedge.core.windows import MaintenanceWindowSpec, window_state
+from gitedge.core.windows import window_state
+from gitedge.core.windowspec import MaintenanceWindowSpec
 from tests.kuredwindow import TimeWindow
 from tests.sucsim import resolved_hash
 

@@ -18,7 +18,8 @@ from gitedge.core.decision import decide
 from gitedge.core.planning import plan
 from gitedge.core.suc import AGENT_PLAN, SERVER_PLAN, suc_window
 from gitedge.core.sucwindow import JOB_TTL, admission_window
-from gitedge.core.windows import MaintenanceWindowSpec, is_open
+from gitedge.core.windows import is_open
+from gitedge.core.windowspec import MaintenanceWindowSpec
 from tests import fleetstory as fs
 from tests.kubeapi import KubeEmulator
 from tests.kuredwindow import suc_window_contains
@@ -88,7 +89,7 @@ def test_a_blackout_or_a_monthly_cron_ahead_makes_the_window_inexact_not_unsafe_
 
 
 def fs_blackout(a: str, b: str) -> Any:
-    from gitedge.core.windows import Blackout
+    from gitedge.core.windowspec import Blackout
 
     return Blackout.model_validate({"from": a, "to": b})
 

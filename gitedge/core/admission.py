@@ -35,7 +35,7 @@ from typing import Any
 from gitedge.core.selectors import LabelSelector
 from gitedge.core.sucwindow import DEFAULT_JOB_DEADLINE, JOB_TTL, SUC_LATENCY, admission_window
 from gitedge.core.timefmt import iso_z
-from gitedge.core.windows import MaintenanceWindowSpec
+from gitedge.core.windowspec import MaintenanceWindowSpec
 
 HOSTNAME = "kubernetes.io/hostname"
 ADMITTED_AT = "gitedge.io/admitted-at"

@@ -27,7 +27,7 @@ from gitedge.core.osimage import OsTarget as OsTarget
 from gitedge.core.selectors import LabelSelector, check_labels
 from gitedge.core.snapshot import Snapshot
 from gitedge.core.versions import K3sVersion, check_version
-from gitedge.core.windows import MaintenanceWindowSpec
+from gitedge.core.windowspec import MaintenanceWindowSpec
 from gitedge.core.yamldoc import Document, Stream, line_of, validation_problems
 from gitedge.errors import InvalidFleetRepo, Problem
 

@@ -22,7 +22,8 @@ from gitedge.core.osk3s import carried_steps, disagreement
 from gitedge.core.suc import Site, k3s_plans
 from gitedge.core.suc import os_plans as os_suc_plans
 from gitedge.core.versions import K3sVersion, upgrade_path
-from gitedge.core.windows import MaintenanceWindowSpec, window_state
+from gitedge.core.windows import window_state
+from gitedge.core.windowspec import MaintenanceWindowSpec
 from gitedge.errors import AmbiguousTarget, UpgradePathError
 
 

@@ -66,7 +66,7 @@ from gitedge.core.fleet import Drain, Rollout
 from gitedge.core.images import ImageRef
 from gitedge.core.osimage import OsTarget
 from gitedge.core.upgraders import upgrade_spec
-from gitedge.core.windows import DAY_NAMES, MaintenanceWindowSpec
+from gitedge.core.windowspec import DAY_NAMES, MaintenanceWindowSpec
 
 API_VERSION = "upgrade.cattle.io/v1"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

@@ -28,7 +28,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gitedge.core.windows import MaintenanceWindowSpec, load_zone, window_state
+from gitedge.core.windows import window_state
+from gitedge.core.windowspec import MaintenanceWindowSpec, load_zone
 
 SUC_LATENCY = timedelta(minutes=1)  # the model: SUC acts on a Plan within a minute
 JOB_TTL = timedelta(seconds=900)  # SUC job.go defaultTTLSecondsAfterFinished
