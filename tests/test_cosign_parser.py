@@ -199,7 +199,7 @@ def test_trust_policy_image_signers_validated_and_the_example_lists_one() -> Non
     from gitedge.adapters.imagesigs import signer_keys
     from gitedge.adapters.worktree import read_tree
     from gitedge.core.fleet import load_fleet
-    from gitedge.core.trust import parse_trust_policy
+    from gitedge.core.trustpolicy import parse_trust_policy
 
     base = ("apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\n"
             "spec:\n  signers:\n    - {name: a, key: 'ssh-ed25519 AAAA', roles: [admin]}\n"

@@ -57,7 +57,7 @@ import pytest
 from gitedge.adapters.gitrepo import GitRepo
 from gitedge.agent import verifying
 from gitedge.agent.verifying import load_bootstrap, verify_range
-from gitedge.core.trust import decide
+from gitedge.core.trustdecision import decide
 from gitedge.errors import VerificationFailed
 from tests.sigtools import SignedRepo, SshKey, make_ssh_key, sign_args
 from tests.test_trust_rules import FakeChecker, Pol, _boot, _reason, run

@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core import trust
-from gitedge.core.trust import parse_trust_policy, policy_from_model, policy_from_yaml
+from gitedge.core import trustpolicy as trust
+from gitedge.core.trustpolicy import parse_trust_policy, policy_from_model, policy_from_yaml
 from gitedge.core.yamldoc import parse_documents
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPi/bBZgfEqxEJAzvhnUOypFuJ2wl4UwsdQ627CA+EGg r@x"
@@ -67,7 +67,7 @@ def test_a_plain_trust_file_is_read_without_the_models_and_gives_their_policy() 
     assert policy_from_yaml(data, source="s") == by_models(data)
     # and it does so without importing pydantic (a fresh interpreter)
     code = (
-        "import sys; from gitedge.core.trust import policy_from_yaml; "
+        "import sys; from gitedge.core.trustpolicy import policy_from_yaml; "
         f"p = policy_from_yaml({data!r}, source='s'); "
         "assert 'pydantic' not in sys.modules, 'pydantic was imported'; print(len(p.signers))"
     )

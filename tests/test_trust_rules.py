@@ -46,7 +46,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core.trust import DATE_TOLERANCE, Policy, PolicySigner, decide, policy_from_yaml
+from gitedge.core.trustdecision import decide
+from gitedge.core.trustgraph import DATE_TOLERANCE
+from gitedge.core.trustpolicy import Policy, PolicySigner, policy_from_yaml
 from gitedge.errors import RollbackRefused, VerificationFailed
 
 EXAMPLES = 800

@@ -65,7 +65,7 @@ def understood_fleet(
 
 def _trust_policy(git: _Trees, *, tip: str, subdir: str) -> TrustPolicy | None:
     """The TrustPolicy of commit ``tip`` (None: it has no trust file). Raises ValueError."""
-    from gitedge.core.trust import parse_trust_policy
+    from gitedge.core.trustpolicy import parse_trust_policy
 
     found = trust_file(git.tree_snapshot(tip, subdir=subdir), subdir=subdir)
     if found is None:

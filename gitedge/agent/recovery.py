@@ -29,7 +29,7 @@ from gitedge.adapters.gitsource import GitMirror
 from gitedge.adapters.state import LastVerified, State
 from gitedge.agent.verifying import _latest_dates, checker_for, load_bootstrap, verify_range
 from gitedge.core.fleetfiles import TRUST_PATH
-from gitedge.core.trust import Policy, policy_from_yaml
+from gitedge.core.trustpolicy import Policy, policy_from_yaml
 from gitedge.errors import GitEdgeError, StateError, TrustError, UsageError
 
 __all__ = ["Accepted", "accept_history"]

@@ -42,15 +42,9 @@ from gitedge.adapters.signatures import (
 )
 from gitedge.adapters.sshsig import BEGIN as SSH_ARMOR
 from gitedge.adapters.sshworkers import CHUNK, AheadChecks
-from gitedge.core.trust import (
-    Checker,
-    Policy,
-    PolicySigner,
-    TrustDecision,
-    decide,
-    policy_from_yaml,
-    require_descendant,
-)
+from gitedge.core.trustdecision import Checker, TrustDecision, decide
+from gitedge.core.trustgraph import require_descendant
+from gitedge.core.trustpolicy import Policy, PolicySigner, policy_from_yaml
 from gitedge.errors import InvalidFleetRepo, SourceUnavailable, TrustError
 
 MAX_TRUST_FILE = 1 << 20

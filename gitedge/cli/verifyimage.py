@@ -21,7 +21,7 @@ from gitedge.errors import ImageNotFound, UsageError
 def _fleet_signers(config: Any, trust: str | None) -> tuple[Any, str]:
     from gitedge.adapters.imagesigs import signer_keys
     from gitedge.core.fleet import Fleet
-    from gitedge.core.trust import parse_trust_policy
+    from gitedge.core.trustpolicy import parse_trust_policy
 
     if trust:
         try:

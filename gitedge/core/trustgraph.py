@@ -1,8 +1,8 @@
-"""The history-shaped parts of the trust rules (core/trust.py uses them): which commits a
+"""The history-shaped parts of the trust rules (core/trustdecision.py uses them): which commits a
 ``verify: first-parent`` merge exempts, the first-parent chain a new tip must have, the
 rollback rule, and the date rule (a commit not dated before its parents). Pure.
 
-A policy here is anything with a ``verify`` attribute (``trust.Policy``); anything else (a trust
+A policy here is anything with a ``verify`` attribute (a ``Policy``); anything else (a trust
 file that did not parse) counts as ``all``: nothing is exempt by a policy nobody can read.
 """
 
