@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-import gitedge.adapters.kube as kube_module
+import gitedge.adapters.kubeclient as kube_module
 from gitedge.adapters.kube import Kube
 from gitedge.adapters.sucread import read_kubectl_image, read_pull_failures
 from gitedge.agent.applying import ApplyResult, apply_step, report, status_fields

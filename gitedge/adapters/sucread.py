@@ -39,7 +39,7 @@ def read_kubectl_image(kube: Kube) -> tuple[KubectlImage, str | None]:
     apps = k8s.AppsV1Api(kube.api)
     what = f"get Deployment {ns}/{SUC_DEPLOYMENT}"
     try:
-        deployment = kube._json(what, apps.read_namespaced_deployment, SUC_DEPLOYMENT, ns)
+        deployment = kube.call_json(what, apps.read_namespaced_deployment, SUC_DEPLOYMENT, ns)
     except KubeApiError as e:
         return KubectlImage(default_kubectl_image(None), "job.go's default (SUC not read)"), (
             f"{e}; assuming SUC's built-in kubectl image (set apply.kubectlImage if SUC runs "
@@ -49,8 +49,8 @@ def read_kubectl_image(kube: Kube) -> tuple[KubectlImage, str | None]:
     problem = None
     for name in env_configmaps(deployment):
         try:
-            cm = kube._json(
-                f"get ConfigMap {ns}/{name}", kube._core.read_namespaced_config_map, name, ns
+            cm = kube.call_json(
+                f"get ConfigMap {ns}/{name}", kube.core.read_namespaced_config_map, name, ns
             )
             configmaps[name] = cm.get("data") or {}
         except KubeApiError as e:
@@ -63,7 +63,7 @@ def _list(kube: Kube, what: str, fn: Any, **kwargs: Any) -> list[Mapping[str, An
     out: list[Mapping[str, Any]] = []
     token = None
     for _ in range(_MAX_PAGES):
-        page = kube._json(what, fn, kube.namespace, limit=_PAGE, _continue=token, **kwargs)
+        page = kube.call_json(what, fn, kube.namespace, limit=_PAGE, _continue=token, **kwargs)
         out.extend(page.get("items") or ())
         token = (page.get("metadata") or {}).get("continue")
         if not token:
@@ -76,7 +76,7 @@ def read_pull_failures(kube: Kube, *, plans: Collection[str]) -> list[PullFailur
     if not plans:
         return []
     ns = kube.namespace
-    pods = _list(kube, f"list Pods in {ns}", kube._core.list_namespaced_pod,
+    pods = _list(kube, f"list Pods in {ns}", kube.core.list_namespaced_pod,
                  label_selector=PLAN_LABEL)  # fmt: skip
-    events = _list(kube, f"list Events in {ns}", kube._core.list_namespaced_event)
+    events = _list(kube, f"list Events in {ns}", kube.core.list_namespaced_event)
     return pull_failures(pods, events, plans=plans)

@@ -165,7 +165,7 @@ def test_closed_window_writes_nothing(kube):
 
 @pytest.mark.timeout(TIMEOUT + 600)
 def test_path_one_minor_at_a_time_foreign_plan_untouched_then_removed(kube):
-    custom = kube._custom
+    custom = kube.custom
     foreign = {
         "apiVersion": f"{PLAN_GROUP}/{PLAN_VERSION}",
         "kind": "Plan",
@@ -210,7 +210,7 @@ def test_path_one_minor_at_a_time_foreign_plan_untouched_then_removed(kube):
         assert all(b - a == 1 for a, b in itertools.pairwise(minors)), steps
         assert {n.kubelet_version for n in kube.nodes()} == {RELEASES[-1]}
         assert conds["Ready"].status == "True"
-        events = kube._core.list_namespaced_event(
+        events = kube.core.list_namespaced_event(
             NS, field_selector=f"involvedObject.name={SERVER_PLAN}"
         )
         assert any(e.reason in ("StepStarted", "StepAdvanced") for e in events.items) or not steps
