@@ -1,4 +1,4 @@
-"""Deciding what to do to the cluster (core/applying.py, core/clusterstate.py, core/conditions.py),
+"""Deciding what to do to the cluster (core/decision.py, core/clusterstate.py, core/conditions.py),
 pure, from hand-built snapshots.
 
 Covers: the first step creates the K3s server/agent pair of the first minor only; a running step

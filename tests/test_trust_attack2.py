@@ -1,6 +1,6 @@
 """Attacks on the trust rules (second round, after issue 13), each with the real tools where the
 attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verify``) and with
-``core/trust.decide`` driven directly where it is a rule.
+``core/trustdecision.decide`` driven directly where it is a rule.
 
 1. Back-dating through an exempt commit (``verify: first-parent``): a key whose ``validBefore``
    has passed cannot date a commit back past its parent (``date-before-parent``), but an unsigned

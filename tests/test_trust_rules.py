@@ -1,4 +1,4 @@
-"""The trust rules as properties over generated histories (issue 13): core/trust.decide driven
+"""The trust rules as properties over generated histories (issue 13): core/trustdecision.decide driven
 directly, with a fake signature checker (a signature names its key; the policy says whether that
 key is there, with which roles and validity window), hundreds of histories in a few seconds.
 

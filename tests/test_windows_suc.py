@@ -1,5 +1,5 @@
 """What SUC's window gate does with the windows gitedge writes (core/sucwindow.py) and the
-admission rules (core/admission.py, core/applying.py), checked with the port of kured's
+admission rules (core/admission.py, core/decision.py), checked with the port of kured's
 ``Contains`` in tests/kuredwindow.py (the check SUC's handle_upgrade.go runs).
 
 Each test here failed on main before issue 14 (#4): the SUC window was the fleet window copied
