@@ -1,12 +1,12 @@
 """import-linter contract types of our own (registered by `contract_types` in pyproject.toml).
 
 `acyclic_modules`: no import cycle among the modules under `root`. import-linter's built-in
-`acyclic_siblings` compares sibling *packages* (it squashes each subpackage), which forbids
-core/images <-> core/rollout even when no module cycle exists, and reports the imports to remove
-rather than the cycles; this contract finds the strongly connected components of the module graph
-(every import counts: inside functions, and under `if TYPE_CHECKING:` unless the session option
-`exclude_type_checking_imports` is set) and prints a shortest cycle through each member of each,
-with line numbers.
+`acyclic_siblings` compares sibling *packages* (it squashes each subpackage), which forbids two
+subpackages importing each other even when no module cycle exists, and it names the imports to
+remove rather than the cycles. This contract finds the strongly connected components of the
+module graph (every import counts: inside functions, and under `if TYPE_CHECKING:` unless the
+session option `exclude_type_checking_imports` is set) and prints a shortest cycle through each
+member of each, with line numbers.
 """
 
 from __future__ import annotations
