@@ -92,7 +92,8 @@ _ABSENT = object()  # no row at all, as opposed to a row holding JSON null
 
 
 class _Bad(ValueError):
-    """A stored value that does not decode (turned into a StateError or a warning here)."""
+    """A stored value that does not decode. Kept here, outside errors.py's tree: a private
+    signal that never leaves this module (turned into a StateError or a warning here)."""
 
 
 def _instant(value: object) -> datetime:
