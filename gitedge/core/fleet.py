@@ -10,10 +10,8 @@ reported as ``path:line: message``.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -390,19 +388,19 @@ def load_fleet(snapshot: Snapshot, *, subdir: str = "", origin: str = "") -> Fle
 
 
 def load_files(files: FleetFiles) -> Fleet:
-    """:func:`load_fleet` over files already read (and being parsed: see :class:`FleetFiles`)."""
+    """:func:`load_fleet` over files already read (and being parsed: see :class:`FleetFiles`).
+    :func:`gitedge.adapters.fleetload.load_files` runs it with the garbage collector paused."""
     problems: list[Problem] = []
     fleet = Fleet()
-    with _collector_paused():
-        for entry, parsed in files:  # in path order, so that problems are too
-            if isinstance(entry, Problem):
-                problems.append(entry)
-                continue
-            assert parsed is not None
-            docs, file_problems = parsed
-            problems.extend(file_problems)
-            for doc in docs:
-                _add(fleet, doc, path=entry.shown, is_trust_file=entry.is_trust, problems=problems)
+    for entry, parsed in files:  # in path order, so that problems are too
+        if isinstance(entry, Problem):
+            problems.append(entry)
+            continue
+        assert parsed is not None
+        docs, file_problems = parsed
+        problems.extend(file_problems)
+        for doc in docs:
+            _add(fleet, doc, path=entry.shown, is_trust_file=entry.is_trust, problems=problems)
     dependents = list(_references(fleet))
     if problems or dependents:
         n = len(problems) + len(dependents)
@@ -410,24 +408,6 @@ def load_files(files: FleetFiles) -> Fleet:
             problems, summary=f"fleet repo has {n} problem(s)", dependents=dependents
         )
     return fleet
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a repo is loaded.
-
-    Loading builds hundreds of thousands of objects that all stay alive (models) and no reference
-    cycles, so every collection that their allocations trigger walks them all to free nothing: a
-    third of the load time of a 10,000-target repo. Reference counting frees garbage as usual.
-    The collector is resumed only if it was running, so a caller that disabled it keeps it so.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _add(
