@@ -22,13 +22,10 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import pygit2
-from pygit2.enums import SortMode
-
+from gitedge.adapters.forkpool import cpus
 from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
 from gitedge.adapters.gitsource import CommitFacts, GitMirror, GitRepo, SourceAuth
 from gitedge.adapters.localfiles import read_bounded
@@ -40,6 +37,14 @@ from gitedge.adapters.signatures import (
 )
 from gitedge.adapters.sshsig import BEGIN as SSH_ARMOR
 from gitedge.adapters.sshworkers import CHUNK, AheadChecks
+from gitedge.adapters.verifywalk import (
+    LATEST,
+    TrustBlobs,
+    exact_range,
+    latest_dates,
+    parents_first,
+    remember,
+)
 from gitedge.core.trust import (
     Checker,
     Policy,
@@ -49,14 +54,13 @@ from gitedge.core.trust import (
     policy_from_yaml,
     require_descendant,
 )
-from gitedge.errors import InvalidFleetRepo, SourceUnavailable, TrustError
+from gitedge.errors import TrustError
 
 MAX_TRUST_FILE = 1 << 20
 # The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
 # parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
 # files were written by the first-parent-only rules, which accepted a retired key's merge.
 RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
-ASK_EACH = 8  # _exact_range: commits asked about one by one before one walk answers for all
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
@@ -248,17 +252,17 @@ def verify_range(
     feed = _Feed(seen)
     try:
         walked = repo.iter_commit_facts(since=base, rev=tip, first_parent=False, unsorted=True)
-        commits = _parents_first(repo, feed.walk(walked), tip=tip, since=base)
+        commits = parents_first(repo, feed.walk(walked), tip=tip, since=base)
         if base is not None:
-            commits = _exact_range(repo, commits, since=base)
+            commits = exact_range(repo, commits, since=base)
         in_range = {c.id for c in commits}
         outside = {p for c in commits for p in c.parents if p not in in_range}
         if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
-        outside_times = {p: _LATEST[p] for p in outside if p in _LATEST}
-        outside_times |= _latest_dates(repo, outside - outside_times.keys())
-        blobs = _Blobs(repo)
+        outside_times = {p: LATEST[p] for p in outside if p in LATEST}
+        outside_times |= latest_dates(repo, outside - outside_times.keys())
+        blobs = TrustBlobs(repo)
         ahead = feed.ahead
 
         def checker(policy: Policy) -> Checker:
@@ -282,7 +286,7 @@ def verify_range(
         # the tip's history is the range and the histories of the parents outside it: so the
         # next pass, from this tip, walks nothing for it (a straight history: nothing at all)
         if commits:
-            _remember(tip, max([*(c.committer_time for c in commits), *outside_times.values()]))
+            remember(tip, max([*(c.committer_time for c in commits), *outside_times.values()]))
     finally:
         feed.close()
         if cache is not None:
@@ -290,137 +294,8 @@ def verify_range(
     return decision
 
 
-# a commit id's latest date in its history, for as long as the process runs: the id names that
-# history, so the date holds in any repo; bounded (the agent needs its last tip or two)
-_LATEST: dict[str, datetime] = {}
-_LATEST_MAX = 64
-
-
-def _remember(commit: str, when: datetime) -> None:
-    if len(_LATEST) >= _LATEST_MAX:
-        _LATEST.pop(next(iter(_LATEST)))
-    _LATEST[commit] = when
-
-
-def _latest_dates(repo: GitRepo, commits: Iterable[str]) -> dict[str, datetime]:
-    """The latest committer date in the history of each of ``commits`` (its own included), the
-    date rule's measure of a parent outside the range: a walk of commit headers, one for all of
-    them (memoised per commit only when there are several; a range's parents outside it are
-    ``since`` and the bases of its side branches, a straight history has one)."""
-    starts = sorted(commits)
-    if not starts:
-        return {}
-    try:
-        return _latest_dates_walk(repo, starts)
-    except (KeyError, pygit2.GitError) as e:  # a history the repo does not hold whole
-        raise SourceUnavailable(
-            f"cannot read the history of {', '.join(starts)} (an incomplete history): {e}"
-        ) from None
-
-
-def _latest_dates_walk(repo: GitRepo, starts: list[str]) -> dict[str, datetime]:
-    if len(starts) == 1:
-        best = max(repo.repo.walk(repo.resolve(starts[0]), SortMode.NONE), key=_seconds)
-        return {starts[0]: repo.committer_time(str(best.id))}
-    walker = repo.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    for cid in starts:
-        walker.push(repo.resolve(cid))
-    latest: dict[pygit2.Oid, tuple[int, pygit2.Oid]] = {}  # the latest commit in its history
-    for c in walker:
-        late = (c.commit_time, c.id)
-        for pid in c.parent_ids:
-            if latest[pid][0] > late[0]:
-                late = latest[pid]
-        latest[c.id] = late
-    return {
-        cid: repo.committer_time(str(latest[pygit2.Oid(hex=repo.resolve(cid))][1]))
-        for cid in starts
-    }
-
-
-def _seconds(c: pygit2.Commit) -> int:
-    return c.commit_time
-
-
-def _exact_range(repo: GitRepo, commits: list[CommitFacts], *, since: str) -> list[CommitFacts]:
-    """``commits`` (a walk of (since, tip], parents first) without the ancestors of ``since``
-    in it. libgit2's walk, like ``git rev-list tip ^since``, stops marking ancestors of the
-    hidden commit once only older commits are left to walk, so dates that go back (each within
-    the tolerance) made it hand back ancestors of ``since`` as new. A commit with a parent in
-    the range is in it; only the others are asked about: one on a straight history, each by a
-    merge-base query up to :data:`ASK_EACH`, then all at once by one walk of ``since``'s
-    history (a pusher's thousands of new roots would each cost a walk of it)."""
-    inside: set[str] = set()
-    older: set[str] | None = None
-    asked = 0
-    for c in commits:
-        if any(p in inside for p in c.parents):
-            inside.add(c.id)
-            continue
-        if older is None and asked >= ASK_EACH:
-            older = repo.ancestor_ids(since)
-        asked += 1
-        if older is not None:
-            if c.id not in older:
-                inside.add(c.id)
-        elif not repo.is_descendant(commit=since, ancestor=c.id):
-            inside.add(c.id)
-    return commits if len(inside) == len(commits) else [c for c in commits if c.id in inside]
-
-
-class _Blobs(Mapping[str, bytes]):
-    """Trust blobs read when ``decide`` asks for one, not every blob of the range up front: a
-    push of a few hundred KiB (thousands of distinct 1 MiB trust files, each a small delta of
-    the last) made the verify step read gigabytes before it refused the first commit."""
-
-    def __init__(self, repo: GitRepo) -> None:
-        self._repo = repo
-
-    def __getitem__(self, blob_id: str) -> bytes:
-        try:
-            return self._repo.blob_by_id(blob_id)
-        except InvalidFleetRepo as e:  # too large, or no blob: the commit's trust file is bad
-            raise ValueError(str(e)) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())  # not enumerable: decide only looks blobs up
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _cpus() -> int:
-    try:
-        return min(len(os.sched_getaffinity(0)), 8)
-    except AttributeError:  # pragma: no cover - not Linux
-        return min(os.cpu_count() or 1, 8)
-
-
-def _parents_first(
-    repo: GitRepo, commits: list[CommitFacts], *, tip: str, since: str | None
-) -> list[CommitFacts]:
-    """``commits`` as ``repo.commit_facts`` orders them (parents before children), from the
-    order an unsorted walk reached them in. Speed: the sorted walk reads every commit before it
-    yields the first, and the workers would wait for that; unsorted, they start at once. A
-    straight history has a single such order, its chain from the tip reversed; with a merge in
-    the range libgit2's order is asked for (a second walk, ids only)."""
-    by_id = {c.id: c for c in commits}
-    chain: list[CommitFacts] = []
-    cur: str | None = tip
-    while cur in by_id:
-        c = by_id[cur]
-        if len(c.parents) > 1:
-            break
-        chain.append(c)
-        cur = c.parents[0] if c.parents else None
-    else:
-        if len(chain) == len(by_id):
-            chain.reverse()
-            return chain
-    ids = repo.topological_ids(since=since, rev=tip)
-    if len(ids) != len(by_id) or not all(i in by_id for i in ids):  # pragma: no cover
-        return repo.commit_facts(since=since, rev=tip, first_parent=False)
-    return [by_id[i] for i in ids]
+_cpus = cpus  # how many workers check signatures ahead (tests set it)
+_latest_dates = latest_dates  # agent/recovery.py imports it from here
 
 
 class _Feed:
