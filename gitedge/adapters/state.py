@@ -5,7 +5,9 @@ What the agent must not lose across crashes, reboots and months offline:
 - the last verified commit (and the trust policy in force there, by source and digest);
 - the desired state it last planned (plan JSON) and the conditions it last reported;
 - every image it mirrored and verified into the cache (upstream reference -> digest);
-- every step it applied, and when SUC reported it done.
+- every step it applied, and when SUC reported it done;
+- the ids of commits already verified, by trust-rules version and bootstrap (a cache: table
+  ``verified``, read by :class:`gitedge.adapters.verifiedcommits.VerifiedCommits`).
 
 Each update is one SQLite transaction (WAL journal, ``synchronous=FULL``): a process killed at
 any instant leaves either the old or the new value, never half of one. Values are JSON text;
@@ -27,7 +29,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +65,12 @@ CREATE TABLE IF NOT EXISTS applied (
     done_at TEXT,
     PRIMARY KEY (component, step)
 );
+CREATE TABLE IF NOT EXISTS verified (
+    rules TEXT NOT NULL,         -- the trust rules' version (agent/verifying.py RULES)
+    bootstrap TEXT NOT NULL,     -- the bootstrap policy's digest, shortened
+    commit_id TEXT NOT NULL,     -- a commit verified under both
+    PRIMARY KEY (rules, bootstrap, commit_id)
+) WITHOUT ROWID;
 """
 
 
@@ -312,6 +320,33 @@ class State:
 
     def put_doc(self, name: str, value: Any) -> None:
         self._put(f"doc:{name}", value)
+
+    # -- verified commit ids (a cache) ---------------------------------------------------------
+
+    def verified_commits(self, *, rules: str, bootstrap: str) -> set[str]:
+        """Ids verified under ``rules`` and ``bootstrap``; ids under other rules are not read
+        (they are checked again). A row that is not a commit id is dropped with a warning."""
+        rows = self._read(
+            "SELECT commit_id FROM verified WHERE rules = ? AND bootstrap = ?", (rules, bootstrap)
+        )
+        ids: set[str] = set()
+        for (cid,) in rows:
+            try:
+                ids.add(_commit_id(cid))
+            except _Bad as e:
+                log.warning("%s: a verified row is corrupt (%s): ignored, that commit is "
+                            "verified again", self.path, e)  # fmt: skip
+        return ids
+
+    def record_verified_commits(self, ids: Iterable[str], *, rules: str, bootstrap: str) -> None:
+        """Add ``ids`` under ``rules`` and ``bootstrap``; rows of other rules are deleted (no
+        pass reads them again)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM verified WHERE rules != ?", (rules,))
+            db.executemany(
+                "INSERT OR IGNORE INTO verified (rules, bootstrap, commit_id) VALUES (?, ?, ?)",
+                [(rules, bootstrap, cid) for cid in ids],
+            )
 
     # -- mirrored images ----------------------------------------------------------------------
 

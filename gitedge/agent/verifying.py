@@ -1,7 +1,9 @@
 """The verify step: from a git repository and a pinned trust file to a :class:`TrustDecision`.
 
 Effects live here and only here: reading the bootstrap trust file, walking the repository,
-reading trust blobs, building keyrings, and the cache of verified commit ids. The decision
+reading trust blobs, building keyrings, and the cache of verified commit ids (kept in the state's
+SQLite by :mod:`gitedge.adapters.verifiedcommits`; the git walking is
+:mod:`gitedge.adapters.verifywalk`). The decision
 itself is :func:`gitedge.core.trust.decide`. ``gitedge verify`` and the agent's reconcile pass
 both call :func:`verify_range`.
 
@@ -19,9 +21,6 @@ running no other thread (``gitedge verify`` is one); elsewhere every check is in
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from gitedge.adapters.signatures import (
 )
 from gitedge.adapters.sshsig import BEGIN as SSH_ARMOR
 from gitedge.adapters.sshworkers import CHUNK, AheadChecks
+from gitedge.adapters.verifiedcommits import RULES, VerifiedCommits
 from gitedge.adapters.verifywalk import (
     LATEST,
     TrustBlobs,
@@ -57,13 +57,10 @@ from gitedge.core.trust import (
 from gitedge.errors import TrustError
 
 MAX_TRUST_FILE = 1 << 20
-# The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
-# parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
-# files were written by the first-parent-only rules, which accepted a retired key's merge.
-RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
+    "RULES",
     "VerifiedCommits",
     "checker_for",
     "load_bootstrap",
@@ -138,88 +135,6 @@ def checker_for(policy: Policy) -> Keyring:
         )
     except TrustError as e:
         raise TrustError(f"{policy.source}: {e}") from None
-
-
-class VerifiedCommits:
-    """Ids of commits already verified under one bootstrap policy, kept in a file (one id per
-    line) so that a commit verified once is not verified again, across restarts. A different
-    bootstrap (a reinstall with other keys) starts a new file, and so do other trust rules
-    (:data:`RULES`): a commit accepted by older rules is checked again by these."""
-
-    MAX_BYTES = 64 << 20  # a million commit ids; a larger file is not one we wrote
-    _log = logging.getLogger("gitedge.agent")
-
-    def __init__(self, directory: str | Path | None, *, bootstrap: Policy) -> None:
-        self._ids: set[str] = set()
-        self._file: Path | None = None
-        if directory is not None:
-            name = bootstrap.digest.removeprefix("sha256:")[:16] or "none"
-            self._file = Path(directory) / f"verified-{RULES}-{name}.txt"
-            if self._file.exists():
-                self._ids = self._load(self._file)
-
-    def _load(self, file: Path) -> set[str]:
-        """The ids in ``file``. It is only a cache: one that cannot be read or holds anything
-        but commit ids is ignored with a warning (those commits are verified again), and
-        replaced by the next write; a directory in its place keeps the ids in memory only."""
-        try:
-            with file.open("rb") as f:
-                data = f.read(self.MAX_BYTES + 1)
-        except FileNotFoundError:
-            return set()
-        except OSError as e:
-            self._drop(file, e.strerror or str(e))
-            if file.is_dir():
-                self._file = None
-            return set()
-        try:
-            if len(data) > self.MAX_BYTES:
-                raise ValueError(f"larger than {self.MAX_BYTES >> 20} MiB")
-            ids = set(data.decode("ascii").split())
-        except ValueError as e:  # UnicodeDecodeError is one
-            self._drop(file, str(e)[:100])
-            return set()
-        bad = next((i for i in ids if len(i) not in (40, 64) or i.strip("0123456789abcdef")), None)
-        if bad is not None:
-            self._drop(file, f"not a commit id: {bad[:80]!r}")
-            return set()
-        return ids
-
-    def _drop(self, file: Path, why: str) -> None:
-        self._log.warning("verified-commit cache %s is unusable (%s): ignored, its commits are "
-                          "verified again", file, why)  # fmt: skip
-
-    def __contains__(self, commit: object) -> bool:
-        return commit in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, commits: Iterable[str]) -> None:
-        new = set(commits) - self._ids
-        if not new:
-            return
-        self._ids |= new
-        if self._file is not None:
-            try:
-                _write_atomic(self._file, "".join(f"{c}\n" for c in sorted(self._ids)))
-            except OSError as e:  # only a cache: the ids stay in memory
-                self._log.warning("verified-commit cache %s not written (%s): kept in memory",
-                                  self._file, e.strerror or e)  # fmt: skip
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def verify_range(
