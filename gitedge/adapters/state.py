@@ -314,8 +314,12 @@ class State:
         try:
             return self._get(f"doc:{name}")
         except _Bad as e:
-            log.warning("%s: document %r is corrupt (%s): ignored, the next pass writes it again",
-                        self.path, name, e)  # fmt: skip
+            log.warning(
+                "%s: document %r is corrupt (%s): ignored, the next pass writes it again",
+                self.path,
+                name,
+                e,
+            )
             return None
 
     def put_doc(self, name: str, value: Any) -> None:
@@ -334,8 +338,11 @@ class State:
             try:
                 ids.add(_commit_id(cid))
             except _Bad as e:
-                log.warning("%s: a verified row is corrupt (%s): ignored, that commit is "
-                            "verified again", self.path, e)  # fmt: skip
+                log.warning(
+                    "%s: a verified row is corrupt (%s): ignored, that commit is verified again",
+                    self.path,
+                    e,
+                )
         return ids
 
     def record_verified_commits(self, ids: Iterable[str], *, rules: str, bootstrap: str) -> None:

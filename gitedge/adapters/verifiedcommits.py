@@ -63,8 +63,12 @@ class VerifiedCommits:
             self._own = state is None
             self._ids = self._state.verified_commits(rules=rules, bootstrap=self._name)
         except StateError as e:  # only a cache: verified again, kept in memory
-            log.warning("verified-commit cache in %s is unusable (%s): kept in memory; its "
-                        "commits are verified again", directory, e)  # fmt: skip
+            log.warning(
+                "verified-commit cache in %s is unusable (%s): kept in memory; its "
+                "commits are verified again",
+                directory,
+                e,
+            )
             self._state = None
             return
         self._migrate(legacy_file(Path(directory), name=self._name, rules=rules))
@@ -97,8 +101,9 @@ class VerifiedCommits:
                     sorted(new), rules=self._rules, bootstrap=self._name
                 )
             except StateError as e:  # only a cache: the ids stay in memory
-                log.warning("verified-commit cache %s not written (%s): kept in memory",
-                            self._state.path, e)  # fmt: skip
+                log.warning(
+                    "verified-commit cache %s not written (%s): kept in memory", self._state.path, e
+                )
 
     def close(self) -> None:
         """Close the state if it was opened here."""
@@ -133,5 +138,8 @@ def _read_legacy(file: Path) -> set[str] | None:
 
 
 def _drop(file: Path, why: str) -> None:
-    log.warning("verified-commit cache %s is unusable (%s): ignored, its commits are "
-                "verified again", file, why)  # fmt: skip
+    log.warning(
+        "verified-commit cache %s is unusable (%s): ignored, its commits are verified again",
+        file,
+        why,
+    )
