@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import is_digest
@@ -72,6 +72,27 @@ CREATE TABLE IF NOT EXISTS verified (
     PRIMARY KEY (rules, bootstrap, commit_id)
 ) WITHOUT ROWID;
 """
+
+
+D = TypeVar("D", dict[str, Any], list[Any])
+
+
+@dataclass(frozen=True)
+class DocKey(Generic[D]):
+    """A document's name and shape: :meth:`State.doc` and :meth:`State.put` take one of the
+    keys below instead of a string, so that writer and readers agree on both."""
+
+    name: str
+    shape: type[D]
+
+
+#: Documents read and written by more than one module (``doc:<name>`` rows of ``meta``).
+DESIRED = DocKey[dict[str, Any]]("desired", dict)  # the plan last made, with its commit
+CONDITIONS = DocKey[list[Any]]("conditions", list)  # the conditions last reported
+STATUS = DocKey[dict[str, Any]]("status", dict)  # the status of the last pass
+IMAGE_SIGNATURES = DocKey[dict[str, Any]]("imageSignatures", dict)  # image -> who signed it
+IMAGE_ENDPOINTS = DocKey[dict[str, Any]]("imageEndpoints", dict)  # image -> who served it
+BUNDLE_INBOX = DocKey[dict[str, Any]]("bundles", dict)  # bundle files seen and imported
 
 
 @dataclass(frozen=True)
@@ -324,6 +345,24 @@ class State:
 
     def put_doc(self, name: str, value: Any) -> None:
         self._put(f"doc:{name}", value)
+
+    def doc(self, key: DocKey[D]) -> D | None:
+        """The document ``key`` names; None when absent, corrupt or not of its shape (a
+        warning says so: every pass writes it again)."""
+        value = self.get_doc(key.name)
+        if value is None or isinstance(value, key.shape):
+            return value
+        log.warning(
+            "%s: document %r is not a JSON %s: ignored, the next pass writes it again",
+            self.path,
+            key.name,
+            "object" if key.shape is dict else "array",
+        )
+        return None
+
+    def put(self, key: DocKey[D], value: D) -> None:
+        """Write the document ``key`` names (stored as :meth:`put_doc` stores it)."""
+        self._put(f"doc:{key.name}", value)
 
     # -- verified commit ids (a cache) ---------------------------------------------------------
 

@@ -346,7 +346,7 @@ def _string_hint(node: yaml.Node, loc: Sequence[int | str]) -> str:
 
 def _unwrap(t: Any) -> Any:
     """The model (or container) inside ``Annotated[...]`` and ``X | None``."""
-    from pydantic import BaseModel
+    from pydantic import BaseModel  # lazy: pydantic is only needed when a file has problems
 
     while True:
         origin = typing.get_origin(t)
@@ -362,7 +362,7 @@ def _unwrap(t: Any) -> Any:
 
 def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
     """The field names (as written in YAML) of the model found along ``loc`` from ``model``."""
-    from pydantic import BaseModel
+    from pydantic import BaseModel  # lazy: pydantic is only needed when a file has problems
 
     t: Any = model
     for part in loc:
