@@ -193,10 +193,7 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
         return "unsupported", _unsupported_type(kind) or "unsupported key"
     from cryptography.exceptions import InvalidSignature  # lazy (import note)
     from cryptography.hazmat.primitives import hashes  # lazy (import note)
-    from cryptography.hazmat.primitives.asymmetric import ec, padding  # lazy (import note)
-    from cryptography.hazmat.primitives.asymmetric.utils import (
-        encode_dss_signature,
-    )  # lazy (import note)
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils  # lazy (import note)
 
     try:
         if kind == "ssh-ed25519":  # without PyNaCl
@@ -208,7 +205,7 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
             r, s = inner.mpint(), inner.mpint()
             inner.end()
             algo = getattr(hashes, _CURVES[kind][2])()
-            key.public.verify(encode_dss_signature(r, s), data, ec.ECDSA(algo))
+            key.public.verify(utils.encode_dss_signature(r, s), data, ec.ECDSA(algo))
         else:  # ssh-rsa
             if sig_alg == "ssh-rsa":
                 return "unsupported", "ssh-rsa (SHA-1) signatures are not accepted"

@@ -55,9 +55,8 @@ class ImageSigner(Model):
     @field_validator("key")
     @classmethod
     def _key(cls, key: str) -> str:
-        # lazy: cosignsig imports `cryptography`, which a fleet without image signers (and
-        # `gitedge plan`'s start-up) does not need
-        from gitedge.core.cosignsig import load_public_key
+        # cosignsig imports `cryptography`: a fleet without image signers does not need it
+        from gitedge.core.cosignsig import load_public_key  # lazy: plan's start-up time
 
         load_public_key(key)
         return key
