@@ -1,9 +1,9 @@
 """Which files of a snapshot are fleet documents, read and checked for size, parsed ahead.
 
 Kept apart from the models (:mod:`gitedge.core.fleet`) so that it imports in milliseconds:
-given the forked parser (:func:`gitedge.adapters.yamlworkers.parse_many`, through
-:mod:`gitedge.adapters.fleetload`), :class:`FleetFiles` starts parsing a large repo on every core
-while the caller is still importing the models that will validate it.
+given the forked parser (:func:`gitedge.adapters.yamlworkers.parse_many`, as
+:func:`gitedge.adapters.yamlworkers.fleet_files` gives it), :class:`FleetFiles` starts parsing a
+large repo on every core while the caller is still importing the models that will validate it.
 """
 
 from __future__ import annotations
