@@ -24,9 +24,13 @@ Errors are grouped by what happens next, not by where they come from::
     │   ├── StateError             the state dir cannot be used (corrupt, locked, newer gitedge)
     │   ├── ReportError            a pushed status report cannot be read
     │   ├── Malformed              wire data (SSHSIG, bundle index, registry answer) does not parse
+    │   ├── TooLarge               an HTTP body is larger than its cap
+    │   ├── WorkerFailed           a forked worker died or raised (adapters/forkpool.py)
     │   └── YamlProblem            one YAML node is wrong (turned into a Problem with its line)
+    ├── Cancelled                  not an error: another transfer of the same mirror failed
     ├── Waiting                    nothing is wrong; try again after ``retry_after`` seconds
     └── Transient                  I/O failed (network, 5xx, dropped connection); retry with backoff
+        ├── TooSlow                an HTTP body came slower than the minimum rate
         ├── SourceUnavailable      the git source could not be reached or read
         ├── RegistryUnavailable    a registry could not be reached, or kept failing (5xx, drops)
         └── KubeApiError           the Kubernetes API failed or refused a request (status code kept)
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 
 @dataclass(frozen=True, order=True)
@@ -220,6 +225,25 @@ class YamlProblem(Stalled):
         self.message = message
 
 
+class TooLarge(Stalled):
+    """An HTTP body is larger than its cap (adapters/httpbounds.py; callers turn it into a
+    registry error naming the image)."""
+
+    def __init__(self, *, cap: int, got: int | None) -> None:
+        self.cap, self.got = cap, got
+        super().__init__(f"more than {cap} bytes" + (f" (Content-Length {got})" if got else ""))
+
+
+class WorkerFailed(Stalled):
+    """A forked worker process (adapters/forkpool.py) died or raised; the message says which
+    work and why. Callers that can do the work in-process do so instead."""
+
+
+class Cancelled(GitEdgeError):
+    """Not an error: a signal between the threads of one mirror (adapters/endpoints.py raises it
+    inside a blob stream when another transfer failed; adapters/mirroring.py catches it)."""
+
+
 class Waiting(GitEdgeError):
     """Nothing is wrong, but the work must wait (window closed, registry said 429)."""
 
@@ -230,6 +254,11 @@ class Waiting(GitEdgeError):
 
 class Transient(GitEdgeError):
     """An I/O step failed in a way that may heal by itself; retried with backoff and jitter."""
+
+
+class TooSlow(Transient):
+    """An HTTP body came slower than the minimum rate, or headers took longer than the stall
+    timeout (adapters/httpbounds.py): a network error, retried like a dropped connection."""
 
 
 class SourceUnavailable(Transient):
@@ -270,8 +299,6 @@ _MAX_KNOWN_SECRETS = 256  # the newest kept: issued tokens come and go
 
 def register_secret(value: str) -> None:
     """Have :func:`scrub` replace ``value`` (and its URL-encoded form) wherever it appears."""
-    from urllib.parse import quote
-
     for v in {value, quote(value, safe="")}:
         if len(v) >= 4:
             _KNOWN_SECRETS.pop(v, None)

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.state import LastVerified, Mirrored, State
+from gitedge.adapters.state import (
+    BUNDLE_INBOX,
+    CONDITIONS,
+    DESIRED,
+    STATUS,
+    LastVerified,
+    Mirrored,
+    State,
+)
 from gitedge.errors import StateError
 
 T0 = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
@@ -95,3 +103,25 @@ def test_unusable_state_dir_is_named(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StateError, match="file"):
         State(tmp_path / "file" / "sub")
+
+
+def test_typed_documents_are_the_string_keyed_ones_and_check_their_shape(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """State.doc/put take a DocKey (name and shape): stored as put_doc stores them, so callers
+    not yet switched read the same rows; a value of another shape reads as absent, warned."""
+    s = State(tmp_path)
+    s.put(DESIRED, {"commit": "a" * 40})
+    s.put(CONDITIONS, [{"type": "Ready"}])
+    assert s.get_doc("desired") == {"commit": "a" * 40}
+    assert s.doc(CONDITIONS) == [{"type": "Ready"}]
+    s.put_doc("status", ["not", "an", "object"])  # a writer that got the shape wrong
+    with caplog.at_level("WARNING", logger="gitedge.state"):
+        assert s.doc(STATUS) is None
+    assert "document 'status' is not a JSON object" in caplog.text
+    assert s.doc(BUNDLE_INBOX) is None  # absent
+    s.close()
+    row = sqlite3.connect(tmp_path / "state.sqlite3").execute(
+        "SELECT value FROM meta WHERE key = 'doc:desired'"
+    )
+    assert json.loads(row.fetchone()[0]) == {"commit": "a" * 40}

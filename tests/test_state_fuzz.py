@@ -1,6 +1,6 @@
 """Fuzz over the agent's state documents (issue 13): arbitrary bytes, text and JSON (fresh, or a
 real document with one part replaced) written into the SQLite store's values and rows and into
-the verified-commit cache file, then the agent starts, runs a pass, and ``gitedge status`` reads
+the verified-commit ids (their table, and an earlier version's file), then the agent starts, runs a pass, and ``gitedge status`` reads
 the result. Each must end in an error of the tree (``gitedge/errors.py``) or a clean recovery,
 never anything else, and a corrupt last verified commit is never silently replaced.
 
@@ -28,7 +28,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gitedge.adapters.verifiedcommits import legacy_file
 from gitedge.agent.reconcile import Agent, PrintCluster
+from gitedge.agent.verifying import load_bootstrap
 from gitedge.cli.site import cmd_status
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.errors import GitEdgeError
@@ -160,11 +162,15 @@ def test_corrupt_state_is_an_error_of_the_tree_or_a_clean_recovery(
             for row in data.draw(st.lists(st.tuples(*[CELL] * n), max_size=2)):
                 with contextlib.suppress(sqlite3.IntegrityError):  # NOT NULL columns
                     db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({','.join('?' * n)})", row)
+        # the verified-commit ids: rows of their table, and an earlier version's file
+        for row in data.draw(st.lists(st.tuples(CELL, CELL, CELL), max_size=2)):
+            with contextlib.suppress(sqlite3.IntegrityError):
+                db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?)", row)
         db.commit()
         db.close()
-        (cache,) = state.glob("verified-*.txt")
+        boot = load_bootstrap(yaml.safe_load(base.config)["trust"]["bootstrap"])
+        cache = legacy_file(state, name=boot.digest.removeprefix("sha256:")[:16])
         if data.draw(st.booleans()):
-            cache.unlink()
             if data.draw(st.booleans()):
                 cache.mkdir()
             else:

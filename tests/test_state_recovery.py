@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.state import LastVerified, Mirrored, State
-from gitedge.agent.verifying import VerifiedCommits, load_bootstrap
+from gitedge.adapters.verifiedcommits import legacy_file
+from gitedge.agent.verifying import RULES, VerifiedCommits, load_bootstrap
 from gitedge.errors import StateError
 from tests.agentkit import START, FleetRepo
 from tests.sigtools import allowed_signers_line, make_ssh_key
@@ -189,9 +190,27 @@ def test_a_corrupt_document_reads_as_absent_and_status_says_what_it_is(
     assert "document 'status' is corrupt" in r.stderr  # the warning names it
 
 
+def _stored_ids(directory: Path, signers: Path) -> set[str]:
+    name = load_bootstrap(str(signers)).digest.removeprefix("sha256:")[:16]
+    state = State(directory)
+    try:
+        return state.verified_commits(rules=RULES, bootstrap=name)
+    finally:
+        state.close()
+
+
+def _verify(fleet: FleetRepo, signers: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return gitedge(
+        "verify", "--repo", str(fleet.path), "--trust", str(signers), "--cache", str(cache),
+        "-o", "json",
+    )  # fmt: skip
+
+
 def test_a_corrupt_verified_commit_cache_is_dropped_and_its_commits_verified_again(
     tmp_path: Path,
 ) -> None:
+    """The ids live in the state's SQLite (table ``verified``); an earlier version's text file
+    that is junk is ignored with a warning, its commits verified again and stored in the table."""
     key = make_ssh_key(tmp_path / "keys", "ed25519", comment="release@fleet.example")
     signers = tmp_path / "allowed_signers"
     signers.write_text(allowed_signers_line("release@fleet.example", key) + "\n")
@@ -199,31 +218,79 @@ def test_a_corrupt_verified_commit_cache_is_dropped_and_its_commits_verified_aga
     fleet.commit(at=START)
     tip = fleet.commit(at=START + 60)
     cache = tmp_path / "cache"
-    r = gitedge("verify", "--repo", str(fleet.path), "--trust", str(signers),
-                "--cache", str(cache))  # fmt: skip
+    r = _verify(fleet, signers, cache)
     assert r.returncode == 0, r.stderr
-    (file,) = cache.glob("verified-*.txt")
-    assert tip in file.read_text()
-    for junk in (b"\xff\xfe not ascii\n", b"../../etc/passwd\n", ("a" * 39 + "\n").encode()):
+    assert not list(cache.glob("verified-*.txt"))
+    assert tip in _stored_ids(cache, signers)
+    name = load_bootstrap(str(signers)).digest.removeprefix("sha256:")[:16]
+    junks = (b"\xff\xfe not ascii\n", b"../../etc/passwd\n", ("a" * 39 + "\n").encode())
+    for n, junk in enumerate(junks):
+        fresh = tmp_path / f"cache{n}"
+        fresh.mkdir()
+        file = legacy_file(fresh, name=name)
         file.write_bytes(junk)
-        r = gitedge("verify", "--repo", str(fleet.path), "--trust", str(signers),
-                    "--cache", str(cache), "-o", "json")  # fmt: skip
+        r = _verify(fleet, signers, fresh)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert f"verified-commit cache {file} is unusable" in r.stderr
         assert "verified again" in r.stderr
         out = json.loads(r.stdout)
         assert out["cached"] == 0 and len(out["commits"]) == 2  # both verified again
-        assert tip in file.read_text()  # rewritten whole
-    file.unlink()
-    file.mkdir()  # a directory in its place: the ids stay in memory
+        assert tip in _stored_ids(fresh, signers) and not file.exists()  # replaced by the table
+    file = legacy_file(cache, name=name)
+    file.mkdir()  # a directory in its place: left as it is, the table is used
     bootstrap = load_bootstrap(str(signers))
     v = VerifiedCommits(cache, bootstrap=bootstrap)
     v.add([tip])
     assert tip in v and file.is_dir()
-    r = gitedge("verify", "--repo", str(fleet.path), "--trust", str(signers),
-                "--cache", str(cache))  # fmt: skip
+    v.close()
+    r = _verify(fleet, signers, cache)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "unusable" in r.stderr
+    assert json.loads(r.stdout)["cached"] == 2
+
+
+def test_an_old_verified_file_is_migrated_into_the_state(tmp_path: Path) -> None:
+    """A state dir of an earlier version: its verified-<rules>-<name>.txt of these rules is
+    taken into the SQLite table and removed (its commits are not verified again); a file of
+    older rules is not read."""
+    key = make_ssh_key(tmp_path / "keys", "ed25519", comment="release@fleet.example")
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(allowed_signers_line("release@fleet.example", key) + "\n")
+    fleet = FleetRepo(tmp_path / "fleet.git", key)
+    first = fleet.commit(at=START)
+    tip = fleet.commit(at=START + 60)
+    name = load_bootstrap(str(signers)).digest.removeprefix("sha256:")[:16]
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    State(state_dir).close()  # a state of the version before: no verified rows
+    old = legacy_file(state_dir, name=name)
+    old.write_text(f"{first}\n{tip}\n")
+    older = legacy_file(state_dir, name=name, rules="r2")
+    older.write_text(f"{tip}\n")
+    r = _verify(fleet, signers, state_dir)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["cached"] == 2  # migrated: not verified again
+    assert _stored_ids(state_dir, signers) == {first, tip}
+    assert not old.exists() and older.exists()
+    v = VerifiedCommits(state_dir, bootstrap=load_bootstrap(str(signers)), rules="r4")
+    assert tip not in v and len(v) == 0  # newer rules check again what older ones cached
+    v.close()
+
+
+def test_verified_ids_under_older_rules_are_deleted_at_the_next_write(tmp_path: Path) -> None:
+    signers = tmp_path / "allowed_signers"
+    key = make_ssh_key(tmp_path / "keys", "ed25519", comment="a@fleet.example")
+    signers.write_text(allowed_signers_line("a@fleet.example", key) + "\n")
+    boot = load_bootstrap(str(signers))
+    old = VerifiedCommits(tmp_path, bootstrap=boot, rules="r1")
+    old.add(["a" * 40])
+    old.close()
+    new = VerifiedCommits(tmp_path, bootstrap=boot)
+    assert "a" * 40 not in new
+    new.add(["b" * 40])
+    new.close()
+    rows = sqlite3.connect(tmp_path / "state.sqlite3").execute("SELECT * FROM verified")
+    assert rows.fetchall() == [(RULES, boot.digest.removeprefix("sha256:")[:16], "b" * 40)]
 
 
 def test_a_state_locked_past_its_timeout_is_a_state_error(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from sigtools import (
     stop_gpg,
 )
 
-from gitedge.adapters import sshworkers
+from gitedge.adapters import sshworkers, verifywalk
 from gitedge.adapters.gitrepo import GitRepo
 from gitedge.adapters.gitsource import GitMirror
 from gitedge.adapters.sshworkers import AheadChecks
@@ -315,7 +315,7 @@ def test_the_verify_walk_orders_commits_as_commit_facts_does(
         )
         tip = git.resolve(rev)
         base = git.resolve(since) if since else None
-        assert verifying._parents_first(git, walked, tip=tip, since=base) == expected
+        assert verifywalk.parents_first(git, walked, tip=tip, since=base) == expected
 
 
 # ---------------------------------------------------------------------------- trust rotation

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gitedge.adapters.state import State
 from gitedge.agent.bundles import create_bundle, import_bundle
 from gitedge.agent.reconcile import Pass
 from gitedge.agent.verifying import RULES, VerifiedCommits, load_bootstrap
@@ -201,14 +202,18 @@ def test_a_bundle_import_refuses_it(story: Story, tmp_path: Path) -> None:
 
 def test_a_cache_written_by_the_old_rules_is_not_read(story: Story, tmp_path: Path) -> None:
     """The old rules accepted the attack and cached its id (even in a range refused later):
-    these rules keep their cache in another file, so the id is checked again."""
+    these rules keep their cache elsewhere (the state's table, by rules), so the id is checked
+    again."""
     bootstrap = load_bootstrap(story.pinned)
     name = bootstrap.digest.removeprefix("sha256:")[:16]
     (tmp_path / f"verified-{name}.txt").write_text(story.attacks["old-first"] + "\n")
     cache = VerifiedCommits(tmp_path, bootstrap=bootstrap)
     assert story.attacks["old-first"] not in cache and len(cache) == 0
     cache.add([story.tip])
-    assert (tmp_path / f"verified-{RULES}-{name}.txt").read_text() == story.tip + "\n"
+    cache.close()
+    state = State(tmp_path)  # the ids are in the state's SQLite, under these rules
+    assert state.verified_commits(rules=RULES, bootstrap=name) == {story.tip}
+    state.close()
 
 
 def _pass(cfg: Path) -> Pass:

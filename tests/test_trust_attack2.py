@@ -12,7 +12,7 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    within one range only: an exempt commit brought in by the last verified merge was an outside
    parent next time, with its own date, so a child of it could go 5 minutes further back than
    the whole range allowed. The agent now reads an outside parent's latest date from its
-   history (``verifying._latest_dates``): the split gives the whole range's verdict.
+   history (``verifywalk.latest_dates``): the split gives the whole range's verdict.
 2. A hostile server or a pusher (no key) sends thousands of commits, each with another 1 MiB
    trust file that is a small delta of the last (a push of a few hundred KiB): the verify step
    read every trust blob of the range before deciding, gigabytes, to refuse the first commit.
@@ -38,7 +38,7 @@ attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verif
    ^since``, stops marking ancestors of ``since`` when only older ones are left to walk, and
    handed back ancestors of ``since`` as new (here down to the root). They were judged again
    (an exempt one of them could be refused now), or skipped as cached: the verdict depended on
-   the split. The range is now cut exactly (``verifying._exact_range``).
+   the split. The range is now cut exactly (``verifywalk.exact_range``).
 7. A hostile server's hand-made tree whose ``.gitedge/trust.yaml`` entry has a file's mode but
    names a tree object: ``gitedge verify`` (and the plan's tree read) ended in an
    AssertionError traceback; a trust file over 1 MiB was InvalidFleetRepo naming no commit.
@@ -54,8 +54,8 @@ from pathlib import Path
 
 import pytest
 
+from gitedge.adapters import verifywalk
 from gitedge.adapters.gitrepo import GitRepo
-from gitedge.agent import verifying
 from gitedge.agent.verifying import load_bootstrap, verify_range
 from gitedge.core.trustdecision import decide
 from gitedge.errors import VerificationFailed
@@ -260,7 +260,7 @@ def test_a_split_at_the_merge_of_an_exempt_commit_gives_the_whole_range_verdict_
     with pytest.raises(VerificationFailed) as e:
         verify_range(GitRepo(path=repo.path), bootstrap=boot, rev=m2, since=m1)
     assert (e.value.commit, e.value.reason) == (x, "date-before-parent")
-    assert verifying._LATEST[m1] == GitRepo(path=repo.path).committer_time(m1)
+    assert verifywalk.LATEST[m1] == GitRepo(path=repo.path).committer_time(m1)
 
 
 # ---------------------------------------------------------------------------- 2. blob flood
@@ -435,7 +435,7 @@ def test_ancestors_of_the_last_verified_commit_are_not_in_the_range_despite_cloc
     got = {c["id"] for c in doc["commits"]}  # type: ignore[union-attr]
     assert got == {side, tip}, (len(got), {root, a, b} & got)
     # past ASK_EACH commits to ask about, one walk of since's history answers for the rest
-    monkeypatch.setattr(verifying, "ASK_EACH", 0)
+    monkeypatch.setattr(verifywalk, "ASK_EACH", 0)
     d = verify_range(GitRepo(path=repo.path), bootstrap=load_bootstrap(pinned), rev=tip,
                      since=since)  # fmt: skip
     assert {x.commit for x in d.accepted} == {side, tip}

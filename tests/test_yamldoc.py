@@ -1,4 +1,5 @@
-"""yamldoc: parsing many files in forked workers gives exactly what parsing them here gives."""
+"""yamldoc: parsing many files in forked workers (adapters/yamlworkers.py over
+adapters/forkpool.py) gives exactly what parsing them here gives."""
 
 from __future__ import annotations
 
@@ -7,8 +8,24 @@ from datetime import date
 
 import pytest
 
+from gitedge.adapters import yamlworkers
+from gitedge.adapters.yamlworkers import ParsedFiles
 from gitedge.core import yamldoc
-from gitedge.core.yamldoc import ParsedFiles, parse_documents
+from gitedge.core.yamldoc import parse_documents
+
+
+class _Proc:
+    """A worker process by id: alive while it exists, a zombie not reaped included."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def _files(n: int) -> list[tuple[bytes, str]]:
@@ -48,15 +65,17 @@ def test_workers_give_the_serial_results_in_order(workers: int) -> None:
 
 
 def test_a_worker_that_dies_costs_time_not_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = yamldoc._parse_share
-
-    def dies_on_second_share(files, i, n, out):  # type: ignore[no-untyped-def]
-        if i == 1:
-            os._exit(3)
-        real(files, i, n, out)
-
-    monkeypatch.setattr(yamldoc, "_parse_share", dies_on_second_share)
+    real = yamldoc.parse_values
+    parent = os.getpid()
     files = _files(10)
+    second_share = {path for _, path in files[1::2]}
+
+    def dies_on_second_share(file: tuple[bytes, str]) -> yamldoc.Parsed:
+        if os.getpid() != parent and file[1] in second_share:
+            os._exit(3)
+        return real(file)
+
+    monkeypatch.setattr(yamlworkers, "parse_values", dies_on_second_share)
     serial = [parse_documents(data, path=path) for data, path in files]
     assert _plain(list(ParsedFiles(files, 2))) == _plain(serial)
 
@@ -64,7 +83,8 @@ def test_a_worker_that_dies_costs_time_not_results(monkeypatch: pytest.MonkeyPat
 def test_stopping_early_stops_the_workers() -> None:
     parsed = ParsedFiles(_files(40), 2)
     next(parsed)
-    procs = list(parsed._procs)
+    procs = [_Proc(pid) for pid in parsed.pids]
+    assert len(procs) == 2
     parsed.close()
     assert all(not p.is_alive() for p in procs)
     with pytest.raises(StopIteration):

@@ -26,6 +26,7 @@ from gitedge.adapters.state import State
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
 from gitedge.errors import (
+    Cancelled,
     DigestMismatch,
     ImageNotFound,
     InvalidImage,
@@ -91,10 +92,6 @@ def record_served(state: State, *, key: str, served: object, digest: str, now: d
     if not isinstance(old, dict) or (old.get("endpoint"), old.get("digest")) != (by, digest):
         doc[key] = entry
         state.put_doc(SERVED_DOC, doc)
-
-
-class Cancelled(Exception):  # a signal between threads, not an error
-    """Raised inside a blob stream when another transfer of the same mirror failed."""
 
 
 class BlobSource(Protocol):

@@ -257,9 +257,10 @@ def walk_files(
         names += len(path)
         if met > MAX_WALK_ENTRIES or names > MAX_NAME_BYTES:
             why = (
-                f"more than {MAX_WALK_ENTRIES:,} entries" if met > MAX_WALK_ENTRIES
+                f"more than {MAX_WALK_ENTRIES:,} entries"
+                if met > MAX_WALK_ENTRIES
                 else f"paths of more than {MAX_NAME_BYTES >> 20} MiB in all"
-            )  # fmt: skip
+            )
             raise refuse_for(prefix or ".")(f"{why} below it (a tree met twice counts twice)")
         if len(path.encode()) > MAX_PATH_BYTES:
             raise refuse_for(path[:200] + "...")(f"a path longer than {MAX_PATH_BYTES} bytes")

@@ -48,25 +48,13 @@ from urllib3.util import parse_url
 
 from gitedge.adapters.httpstack import requests
 from gitedge.adapters.registryhosts import Limits
-from gitedge.errors import RegistryRefused, scrub
+from gitedge.errors import RegistryRefused, TooLarge, TooSlow, scrub
 
 READ = 64 * 1024  # one read1(): at most what one recv brings
 MAX_TRAILER_LINES = 64  # after a chunked body; http.client reads any number, each up to 64 KiB
 #: Of one response's status line and headers (1xx answers before it included). http.client
 #: allows 100 lines of 64 KiB: 6.4 MB that its parsers, urllib3 and requests copy to ~65 MiB.
 MAX_HEADER_BYTES = 256 * 1024
-
-
-class TooSlow(Exception):
-    """A body came slower than the minimum rate, or headers took longer than the stall timeout."""
-
-
-class TooLarge(Exception):
-    """A body is larger than its cap."""
-
-    def __init__(self, *, cap: int, got: int | None) -> None:
-        self.cap, self.got = cap, got
-        super().__init__(f"more than {cap} bytes" + (f" (Content-Length {got})" if got else ""))
 
 
 class Pace:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitedge.adapters.cachecheck import first_gap, verify_blobs
-from gitedge.adapters.endpoints import Cancelled, LayoutRepo, RegistryRepo, Repo, VerifiedBlob
+from gitedge.adapters.endpoints import LayoutRepo, RegistryRepo, Repo, VerifiedBlob
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
@@ -52,6 +52,7 @@ from gitedge.core.ocimanifest import (
     select_platforms,
 )
 from gitedge.errors import (
+    Cancelled,
     DigestMismatch,
     ImageNotFound,
     InvalidImage,

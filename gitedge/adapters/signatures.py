@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from gitedge.adapters import allowedsigners
+from gitedge.adapters.allowedsigners import TrustedKey
 from gitedge.adapters.sshsig import (
     BEGIN,
     HAVE_SODIUM,
@@ -53,9 +55,10 @@ from gitedge.errors import Malformed, TrustError
 if TYPE_CHECKING:
     from gitedge.adapters import openpgp
 
-# `cryptography` (ECDSA, RSA, and ed25519 without PyNaCl) and the OpenPGP module are imported
-# where first needed: a keyring of ed25519 keys, the common case, uses neither, and
-# `gitedge verify` starts its workers sooner without their import time.
+# The import note: `cryptography` (ECDSA, RSA, and ed25519 without PyNaCl) and the OpenPGP module
+# are imported where first needed (each such line says "lazy"): a keyring of ed25519 keys, the
+# common case, uses neither, and `gitedge verify` starts its workers sooner without their import
+# time.
 
 Outcome = Literal["good", "unknown-key", "bad-signature", "wrong-namespace", "unsupported"]
 Kind = Literal["ssh", "openpgp"]
@@ -68,19 +71,6 @@ __all__ = [
     "load_openpgp_keys",
     "ssh_fingerprint",
 ]
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    """A key as a trust file states it. ``key_text`` is an OpenSSH public key line
-    (``ssh-ed25519 AAAA... comment``) or an armored OpenPGP public key. ``namespaces`` (SSH only)
-    restricts what the key may sign (patterns as in allowed_signers); None allows any."""
-
-    name: str
-    key_text: str
-    valid_after: datetime | None = None
-    valid_before: datetime | None = None
-    namespaces: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,14 +149,14 @@ def _parse_ssh_public(text: str) -> _SshKey:
             if not HAVE_SODIUM:
                 public = _ed25519_public(raw)
         elif key_type in _CURVES:
-            from cryptography.hazmat.primitives.asymmetric import ec
+            from cryptography.hazmat.primitives.asymmetric import ec  # lazy (import note)
 
             curve_name, curve, _ = _CURVES[key_type]
             if r.text() != curve_name:
                 raise ValueError(f"curve does not match {key_type}")
             public = ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(), r.string())
         elif key_type == "ssh-rsa":
-            from cryptography.hazmat.primitives.asymmetric import rsa
+            from cryptography.hazmat.primitives.asymmetric import rsa  # lazy (import note)
 
             e, n = r.mpint(), r.mpint()
             public = rsa.RSAPublicNumbers(e, n).public_key()
@@ -186,7 +176,7 @@ def _parse_ssh_public(text: str) -> _SshKey:
 
 
 def _ed25519_public(raw: bytes) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # lazy (import note)
 
     return ed25519.Ed25519PublicKey.from_public_bytes(raw)
 
@@ -201,10 +191,9 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
             return ("good", "") if sodium_verify(key.raw_ed25519, data, sig) else _BAD
     elif kind not in _CURVES and kind != "ssh-rsa":
         return "unsupported", _unsupported_type(kind) or "unsupported key"
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    from cryptography.exceptions import InvalidSignature  # lazy (import note)
+    from cryptography.hazmat.primitives import hashes  # lazy (import note)
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils  # lazy (import note)
 
     try:
         if kind == "ssh-ed25519":  # without PyNaCl
@@ -216,7 +205,7 @@ def _verify_ssh(key: _SshKey, sig_alg: str, sig: bytes, data: bytes) -> tuple[Ou
             r, s = inner.mpint(), inner.mpint()
             inner.end()
             algo = getattr(hashes, _CURVES[kind][2])()
-            key.public.verify(encode_dss_signature(r, s), data, ec.ECDSA(algo))
+            key.public.verify(utils.encode_dss_signature(r, s), data, ec.ECDSA(algo))
         else:  # ssh-rsa
             if sig_alg == "ssh-rsa":
                 return "unsupported", "ssh-rsa (SHA-1) signatures are not accepted"
@@ -300,7 +289,7 @@ class Keyring:
         for tk in keys:
             try:
                 if "-----BEGIN PGP" in tk.key_text:
-                    from gitedge.adapters import openpgp
+                    from gitedge.adapters import openpgp  # lazy (import note)
 
                     cert = openpgp.parse_cert(tk.key_text)
                     ident, sk = cert.fingerprint, None
@@ -324,7 +313,7 @@ class Keyring:
                 pgp_keys[ident] = (*known, tk)
         index = None
         if certs:
-            from gitedge.adapters import openpgp
+            from gitedge.adapters import openpgp  # lazy (import note)
 
             try:
                 index = openpgp.PgpIndex(certs.values())
@@ -338,7 +327,7 @@ class Keyring:
         head = signature.lstrip()[:40]
         if head.startswith(BEGIN):
             return self._check_ssh(signature, payload, namespace)
-        from gitedge.adapters import openpgp
+        from gitedge.adapters import openpgp  # lazy (import note)
 
         if head.startswith(openpgp.ARMOR_SIGNATURE):
             return self._check_openpgp(signature, payload)
@@ -395,7 +384,7 @@ class Keyring:
         return good
 
     def _check_openpgp(self, signature: bytes, payload: bytes) -> SignatureCheck:
-        from gitedge.adapters import openpgp
+        from gitedge.adapters import openpgp  # lazy (import note)
 
         if self._pgp is None:  # no OpenPGP key: the signature still names its issuer
             self._pgp = openpgp.PgpIndex(())
@@ -414,121 +403,16 @@ def _ssh_check(
 
 # ---------------------------------------------------------------------------- trust files
 
-_TIME = re.compile(r"(\d{8})(\d{4}(\d{2})?)?(Z?)")
-
-
-def _parse_time(value: str) -> datetime:
-    """``YYYYMMDD[HHMM[SS]][Z]`` read as UTC (see the module docstring)."""
-    m = _TIME.fullmatch(value)
-    if not m:
-        raise ValueError(f"bad time {value[:40]!r}: expected YYYYMMDD[HHMM[SS]][Z]")
-    digits = value.rstrip("Z").ljust(14, "0")
-    try:
-        return datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"bad time {value[:40]!r}: no such date") from None
-
-
-def _token(s: str) -> tuple[str, str]:
-    """Split off one whitespace-delimited token; double quotes (with ``\\"``) group spaces."""
-    s = s.lstrip()
-    i, quoted = 0, False
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and quoted:
-            i += 2
-            continue
-        if c == '"':
-            quoted = not quoted
-        elif c in " \t" and not quoted:
-            break
-        i += 1
-    if quoted:
-        raise ValueError("unterminated quote")
-    return s[:i], s[i:].lstrip()
-
-
-def _dequote(v: str) -> str:
-    if len(v) >= 2 and v[0] == v[-1] == '"':
-        return v[1:-1].replace('\\"', '"')
-    if '"' in v:
-        raise ValueError(f"bad quoting in {v[:40]!r}")
-    return v
-
-
-_OPTION = re.compile(r'\s*([^,"=\s]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,"]*))?\s*(?:,|$)')
-
-
-def _parse_options(text: str) -> dict[str, str | None]:
-    """``name[=value]`` pairs separated by commas; values may be double-quoted."""
-    opts: dict[str, str | None] = {}
-    pos = 0
-    while pos < len(text):
-        m = _OPTION.match(text, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"malformed options {text[:60]!r}")
-        name = m.group(1).lower()
-        if name in opts:
-            raise ValueError(f"option {name!r} given twice")
-        value = m.group(2)
-        opts[name] = None if value is None else _dequote(value.strip())
-        pos = m.end()
-    return opts
-
-
-def _allowed_signers_line(line: str) -> TrustedKey:
-    principals, rest = _token(line)
-    principals = _dequote(principals)
-    if not principals:
-        raise ValueError("no principals")
-    opts: dict[str, str | None] = {}
-    first, after = _token(rest)
-    if not re.match(r"(?:ssh|ecdsa|sk)-", first):  # not a key type: the options field
-        if not after:
-            raise ValueError(f"missing key (unknown key type or options {first[:60]!r})")
-        opts, rest = _parse_options(first), after
-    if "cert-authority" in opts:
-        raise ValueError("cert-authority is not supported: list the signers' own keys")
-    unknown = sorted(set(opts) - {"namespaces", "valid-after", "valid-before"})
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}")
-    for name, value in opts.items():
-        if not value:
-            raise ValueError(f"option {name!r} needs a value")
-    _parse_ssh_public(rest)  # fail here, with the line number, rather than in Keyring
-    after_t = _parse_time(opts["valid-after"] or "") if "valid-after" in opts else None
-    before_t = _parse_time(opts["valid-before"] or "") if "valid-before" in opts else None
-    if after_t and before_t and after_t > before_t:
-        raise ValueError("valid-after is later than valid-before")
-    ns = opts.get("namespaces")
-    namespaces = tuple(n.strip() for n in ns.split(",") if n.strip()) if ns else None
-    return TrustedKey(principals, rest.strip(), after_t, before_t, namespaces)
-
 
 def load_allowed_signers(text: str, *, source: str) -> list[TrustedKey]:
-    """Read an OpenSSH allowed_signers file: ``principals [options] keytype base64 [comment]``.
-
-    One :class:`TrustedKey` per line, named by its principals field as written (unquoted).
-    Options: ``namespaces="a,b"``, ``valid-after=`` / ``valid-before=`` (quotes optional here;
-    ssh-keygen insists on them); ``cert-authority`` is refused.
-    Raises :class:`TrustError` as ``source:line: reason``."""
-    out: list[TrustedKey] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            out.append(_allowed_signers_line(line))
-        except ValueError as exc:
-            raise TrustError(f"{source}:{lineno}: {exc}") from None
-    if not out:
-        raise TrustError(f"{source}: no signers in the allowed_signers file")
-    return out
+    """Read an OpenSSH allowed_signers file (:func:`gitedge.adapters.allowedsigners.parse`),
+    every key checked to parse here. Raises :class:`TrustError` as ``source:line: reason``."""
+    return allowedsigners.parse(text, source=source, check_key=_parse_ssh_public)
 
 
 def load_openpgp_keys(text: str, *, source: str) -> list[TrustedKey]:
     """Read a file of one or more armored OpenPGP public keys; each is named by its primary user
     id. Raises :class:`TrustError` as ``source:line: reason``."""
-    from gitedge.adapters import openpgp
+    from gitedge.adapters import openpgp  # lazy (import note)
 
     return [TrustedKey(c.name, c.armored) for c in openpgp.read_certs(text, source=source)]

@@ -28,16 +28,15 @@ returns None and everything is checked in-process.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import pickle
 import select
-import signal
 import struct
-import threading
 from collections.abc import Sequence
 
+from gitedge.adapters import forkpool
+from gitedge.adapters.forkpool import read_exact as _read_exact
+from gitedge.adapters.forkpool import write_all as _write_all
 from gitedge.adapters.sshsig import HAVE_SODIUM, embedded_ed25519
 
 CHUNK = 256  # signatures per notice: ~30 ms of work; small enough that the first come early
@@ -50,12 +49,13 @@ __all__ = ["CHUNK", "AheadChecks"]
 
 
 class _Worker:
-    __slots__ = ("chunks", "notices", "pid", "results")
+    __slots__ = ("chunks", "notices", "pid", "proc", "results")
 
-    def __init__(self, pid: int, notices: int, results: int) -> None:
-        self.pid = pid
-        self.notices = notices  # write end: chunk notices to the worker
-        self.results = results  # read end: answers from the worker
+    def __init__(self, proc: forkpool.Worker) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.notices = proc.to_child  # write end: chunk notices to the worker
+        self.results = proc.from_child  # read end: answers from the worker
         self.chunks: list[int] = []  # chunk numbers handed to it
 
 
@@ -77,9 +77,9 @@ class AheadChecks:
     def start(cls, workers: int) -> AheadChecks | None:
         """Fork ``workers`` processes, or return None where that is not worthwhile or not safe
         (one CPU, no libsodium, other threads running, no fork)."""
-        if workers < 1 or not HAVE_SODIUM or threading.active_count() != 1:
+        if workers < 1 or not HAVE_SODIUM or not forkpool.can_fork():
             return None
-        if not hasattr(os, "fork") or not hasattr(os, "memfd_create"):  # pragma: no cover
+        if not hasattr(os, "memfd_create"):  # pragma: no cover
             return None  # not Linux
         buf = os.memfd_create("gitedge-verify", os.MFD_CLOEXEC)
         started: list[_Worker] = []
@@ -88,7 +88,7 @@ class AheadChecks:
                 started.append(_fork_worker(buf, started))
         except OSError:
             for w in started:
-                _stop(w)
+                forkpool.stop(w.proc)
             os.close(buf)
             return None
         return cls(buf, started)
@@ -160,7 +160,7 @@ class AheadChecks:
 
     def close(self) -> None:
         for w in self._workers:
-            _stop(w)
+            forkpool.stop(w.proc)
         self._workers = self._live = []
         if self._buf >= 0:
             os.close(self._buf)
@@ -168,26 +168,14 @@ class AheadChecks:
 
 
 def _fork_worker(buf: int, siblings: Sequence[_Worker]) -> _Worker:
-    notices_r, notices_w = os.pipe()
-    results_r, results_w = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):  # answers wait unread until the walk
-        fcntl.fcntl(results_w, fcntl.F_SETPIPE_SZ, 1 << 20)  # ends: room for 4,096 chunks
-    pid = os.fork()
-    if pid == 0:  # the worker: never returns
-        code = 1
-        try:
-            os.close(notices_w)
-            os.close(results_r)
-            for s in siblings:
-                os.close(s.notices)
-                os.close(s.results)
-            _serve(buf, notices_r, results_w)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(notices_r)
-    os.close(results_w)
-    return _Worker(pid, notices_w, results_r)
+    """A worker serving chunk notices; answers wait unread in its pipe until the walk ends:
+    room for 4,096 chunks."""
+    proc = forkpool.fork_worker(
+        lambda notices, results: _serve(buf, notices, results),
+        siblings=[s.proc for s in siblings],
+        pipe_size=1 << 20,
+    )
+    return _Worker(proc)
 
 
 def _serve(buf: int, notices: int, results: int) -> None:
@@ -222,32 +210,3 @@ def _drain(fd: int, unread: bytes) -> tuple[bytes, bool]:
         if not data:
             return unread, False
         unread += data
-
-
-def _stop(w: _Worker) -> None:
-    """Close the worker's pipes (it exits at its next notice), kill it if it is still
-    verifying, and reap it."""
-    for fd in (w.notices, w.results):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(w.pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(w.pid, 0)
-
-
-def _read_exact(fd: int, n: int) -> bytes:
-    parts: list[bytes] = []
-    while n > 0:
-        part = os.read(fd, n)
-        if not part:
-            break
-        parts.append(part)
-        n -= len(part)
-    return b"".join(parts)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

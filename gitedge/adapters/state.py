@@ -5,7 +5,9 @@ What the agent must not lose across crashes, reboots and months offline:
 - the last verified commit (and the trust policy in force there, by source and digest);
 - the desired state it last planned (plan JSON) and the conditions it last reported;
 - every image it mirrored and verified into the cache (upstream reference -> digest);
-- every step it applied, and when SUC reported it done.
+- every step it applied, and when SUC reported it done;
+- the ids of commits already verified, by trust-rules version and bootstrap (a cache: table
+  ``verified``, read by :class:`gitedge.adapters.verifiedcommits.VerifiedCommits`).
 
 Each update is one SQLite transaction (WAL journal, ``synchronous=FULL``): a process killed at
 any instant leaves either the old or the new value, never half of one. Values are JSON text;
@@ -27,12 +29,12 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import is_digest
@@ -63,7 +65,34 @@ CREATE TABLE IF NOT EXISTS applied (
     done_at TEXT,
     PRIMARY KEY (component, step)
 );
+CREATE TABLE IF NOT EXISTS verified (
+    rules TEXT NOT NULL,         -- the trust rules' version (agent/verifying.py RULES)
+    bootstrap TEXT NOT NULL,     -- the bootstrap policy's digest, shortened
+    commit_id TEXT NOT NULL,     -- a commit verified under both
+    PRIMARY KEY (rules, bootstrap, commit_id)
+) WITHOUT ROWID;
 """
+
+
+D = TypeVar("D", dict[str, Any], list[Any])
+
+
+@dataclass(frozen=True)
+class DocKey(Generic[D]):
+    """A document's name and shape: :meth:`State.doc` and :meth:`State.put` take one of the
+    keys below instead of a string, so that writer and readers agree on both."""
+
+    name: str
+    shape: type[D]
+
+
+#: Documents read and written by more than one module (``doc:<name>`` rows of ``meta``).
+DESIRED = DocKey[dict[str, Any]]("desired", dict)  # the plan last made, with its commit
+CONDITIONS = DocKey[list[Any]]("conditions", list)  # the conditions last reported
+STATUS = DocKey[dict[str, Any]]("status", dict)  # the status of the last pass
+IMAGE_SIGNATURES = DocKey[dict[str, Any]]("imageSignatures", dict)  # image -> who signed it
+IMAGE_ENDPOINTS = DocKey[dict[str, Any]]("imageEndpoints", dict)  # image -> who served it
+BUNDLE_INBOX = DocKey[dict[str, Any]]("bundles", dict)  # bundle files seen and imported
 
 
 @dataclass(frozen=True)
@@ -92,7 +121,8 @@ _ABSENT = object()  # no row at all, as opposed to a row holding JSON null
 
 
 class _Bad(ValueError):
-    """A stored value that does not decode (turned into a StateError or a warning here)."""
+    """A stored value that does not decode. Kept here, outside errors.py's tree: a private
+    signal that never leaves this module (turned into a StateError or a warning here)."""
 
 
 def _instant(value: object) -> datetime:
@@ -305,12 +335,64 @@ class State:
         try:
             return self._get(f"doc:{name}")
         except _Bad as e:
-            log.warning("%s: document %r is corrupt (%s): ignored, the next pass writes it again",
-                        self.path, name, e)  # fmt: skip
+            log.warning(
+                "%s: document %r is corrupt (%s): ignored, the next pass writes it again",
+                self.path,
+                name,
+                e,
+            )
             return None
 
     def put_doc(self, name: str, value: Any) -> None:
         self._put(f"doc:{name}", value)
+
+    def doc(self, key: DocKey[D]) -> D | None:
+        """The document ``key`` names; None when absent, corrupt or not of its shape (a
+        warning says so: every pass writes it again)."""
+        value = self.get_doc(key.name)
+        if value is None or isinstance(value, key.shape):
+            return value
+        log.warning(
+            "%s: document %r is not a JSON %s: ignored, the next pass writes it again",
+            self.path,
+            key.name,
+            "object" if key.shape is dict else "array",
+        )
+        return None
+
+    def put(self, key: DocKey[D], value: D) -> None:
+        """Write the document ``key`` names (stored as :meth:`put_doc` stores it)."""
+        self._put(f"doc:{key.name}", value)
+
+    # -- verified commit ids (a cache) ---------------------------------------------------------
+
+    def verified_commits(self, *, rules: str, bootstrap: str) -> set[str]:
+        """Ids verified under ``rules`` and ``bootstrap``; ids under other rules are not read
+        (they are checked again). A row that is not a commit id is dropped with a warning."""
+        rows = self._read(
+            "SELECT commit_id FROM verified WHERE rules = ? AND bootstrap = ?", (rules, bootstrap)
+        )
+        ids: set[str] = set()
+        for (cid,) in rows:
+            try:
+                ids.add(_commit_id(cid))
+            except _Bad as e:
+                log.warning(
+                    "%s: a verified row is corrupt (%s): ignored, that commit is verified again",
+                    self.path,
+                    e,
+                )
+        return ids
+
+    def record_verified_commits(self, ids: Iterable[str], *, rules: str, bootstrap: str) -> None:
+        """Add ``ids`` under ``rules`` and ``bootstrap``; rows of other rules are deleted (no
+        pass reads them again)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM verified WHERE rules != ?", (rules,))
+            db.executemany(
+                "INSERT OR IGNORE INTO verified (rules, bootstrap, commit_id) VALUES (?, ?, ?)",
+                [(rules, bootstrap, cid) for cid in ids],
+            )
 
     # -- mirrored images ----------------------------------------------------------------------
 

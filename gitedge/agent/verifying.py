@@ -1,8 +1,10 @@
 """The verify step: from a git repository and a pinned trust file to a :class:`TrustDecision`.
 
 Effects live here and only here: reading the bootstrap trust file, walking the repository,
-reading trust blobs, building keyrings, and the cache of verified commit ids. The decision
-itself is :func:`gitedge.core.trust.decide`. ``gitedge verify`` and the agent's reconcile pass
+reading trust blobs, building keyrings, and the cache of verified commit ids (kept in the state's
+SQLite by :mod:`gitedge.adapters.verifiedcommits`; the git walking is
+:mod:`gitedge.adapters.verifywalk`). The decision
+itself is :func:`gitedge.core.trustdecision.decide`. ``gitedge verify`` and the agent's reconcile pass
 both call :func:`verify_range`.
 
 Speed. ``decide`` asks for one signature check at a time, in commit order. On a long range
@@ -19,16 +21,10 @@ running no other thread (``gitedge verify`` is one); elsewhere every check is in
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import pygit2
-from pygit2.enums import SortMode
-
+from gitedge.adapters.forkpool import cpus
 from gitedge.adapters.gitobjects import MAX_RANGE_BYTES
 from gitedge.adapters.gitrepo import CommitFacts, GitRepo
 from gitedge.adapters.gitsource import GitMirror
@@ -42,20 +38,25 @@ from gitedge.adapters.signatures import (
 )
 from gitedge.adapters.sshsig import BEGIN as SSH_ARMOR
 from gitedge.adapters.sshworkers import CHUNK, AheadChecks
+from gitedge.adapters.verifiedcommits import RULES, VerifiedCommits
+from gitedge.adapters.verifywalk import (
+    LATEST,
+    TrustBlobs,
+    exact_range,
+    latest_dates,
+    parents_first,
+    remember,
+)
 from gitedge.core.trustdecision import Checker, TrustDecision, decide
 from gitedge.core.trustgraph import require_descendant
 from gitedge.core.trustpolicy import Policy, PolicySigner, policy_from_yaml
-from gitedge.errors import InvalidFleetRepo, SourceUnavailable, TrustError
+from gitedge.errors import TrustError
 
 MAX_TRUST_FILE = 1 << 20
-# The version of the trust rules in core/trust.py, in the cache file's name. "r2": every
-# parent's policy, the committer date not before a parent's (issue 13); "verified-<digest>"
-# files were written by the first-parent-only rules, which accepted a retired key's merge.
-RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
-ASK_EACH = 8  # _exact_range: commits asked about one by one before one walk answers for all
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
 __all__ = [
+    "RULES",
     "VerifiedCommits",
     "checker_for",
     "load_bootstrap",
@@ -132,88 +133,6 @@ def checker_for(policy: Policy) -> Keyring:
         raise TrustError(f"{policy.source}: {e}") from None
 
 
-class VerifiedCommits:
-    """Ids of commits already verified under one bootstrap policy, kept in a file (one id per
-    line) so that a commit verified once is not verified again, across restarts. A different
-    bootstrap (a reinstall with other keys) starts a new file, and so do other trust rules
-    (:data:`RULES`): a commit accepted by older rules is checked again by these."""
-
-    MAX_BYTES = 64 << 20  # a million commit ids; a larger file is not one we wrote
-    _log = logging.getLogger("gitedge.agent")
-
-    def __init__(self, directory: str | Path | None, *, bootstrap: Policy) -> None:
-        self._ids: set[str] = set()
-        self._file: Path | None = None
-        if directory is not None:
-            name = bootstrap.digest.removeprefix("sha256:")[:16] or "none"
-            self._file = Path(directory) / f"verified-{RULES}-{name}.txt"
-            if self._file.exists():
-                self._ids = self._load(self._file)
-
-    def _load(self, file: Path) -> set[str]:
-        """The ids in ``file``. It is only a cache: one that cannot be read or holds anything
-        but commit ids is ignored with a warning (those commits are verified again), and
-        replaced by the next write; a directory in its place keeps the ids in memory only."""
-        try:
-            with file.open("rb") as f:
-                data = f.read(self.MAX_BYTES + 1)
-        except FileNotFoundError:
-            return set()
-        except OSError as e:
-            self._drop(file, e.strerror or str(e))
-            if file.is_dir():
-                self._file = None
-            return set()
-        try:
-            if len(data) > self.MAX_BYTES:
-                raise ValueError(f"larger than {self.MAX_BYTES >> 20} MiB")
-            ids = set(data.decode("ascii").split())
-        except ValueError as e:  # UnicodeDecodeError is one
-            self._drop(file, str(e)[:100])
-            return set()
-        bad = next((i for i in ids if len(i) not in (40, 64) or i.strip("0123456789abcdef")), None)
-        if bad is not None:
-            self._drop(file, f"not a commit id: {bad[:80]!r}")
-            return set()
-        return ids
-
-    def _drop(self, file: Path, why: str) -> None:
-        self._log.warning("verified-commit cache %s is unusable (%s): ignored, its commits are "
-                          "verified again", file, why)  # fmt: skip
-
-    def __contains__(self, commit: object) -> bool:
-        return commit in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, commits: Iterable[str]) -> None:
-        new = set(commits) - self._ids
-        if not new:
-            return
-        self._ids |= new
-        if self._file is not None:
-            try:
-                _write_atomic(self._file, "".join(f"{c}\n" for c in sorted(self._ids)))
-            except OSError as e:  # only a cache: the ids stay in memory
-                self._log.warning("verified-commit cache %s not written (%s): kept in memory",
-                                  self._file, e.strerror or e)  # fmt: skip
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def verify_range(
     repo: GitRepo,
     *,
@@ -244,17 +163,17 @@ def verify_range(
     feed = _Feed(seen)
     try:
         walked = repo.iter_commit_facts(since=base, rev=tip, first_parent=False, unsorted=True)
-        commits = _parents_first(repo, feed.walk(walked), tip=tip, since=base)
+        commits = parents_first(repo, feed.walk(walked), tip=tip, since=base)
         if base is not None:
-            commits = _exact_range(repo, commits, since=base)
+            commits = exact_range(repo, commits, since=base)
         in_range = {c.id for c in commits}
         outside = {p for c in commits for p in c.parents if p not in in_range}
         if base is not None:
             outside.add(base)
         outside_trust = {p: repo.trust_blob_id(p) for p in outside}
-        outside_times = {p: _LATEST[p] for p in outside if p in _LATEST}
-        outside_times |= _latest_dates(repo, outside - outside_times.keys())
-        blobs = _Blobs(repo)
+        outside_times = {p: LATEST[p] for p in outside if p in LATEST}
+        outside_times |= latest_dates(repo, outside - outside_times.keys())
+        blobs = TrustBlobs(repo)
         ahead = feed.ahead
 
         def checker(policy: Policy) -> Checker:
@@ -278,7 +197,7 @@ def verify_range(
         # the tip's history is the range and the histories of the parents outside it: so the
         # next pass, from this tip, walks nothing for it (a straight history: nothing at all)
         if commits:
-            _remember(tip, max([*(c.committer_time for c in commits), *outside_times.values()]))
+            remember(tip, max([*(c.committer_time for c in commits), *outside_times.values()]))
     finally:
         feed.close()
         if cache is not None:
@@ -286,137 +205,8 @@ def verify_range(
     return decision
 
 
-# a commit id's latest date in its history, for as long as the process runs: the id names that
-# history, so the date holds in any repo; bounded (the agent needs its last tip or two)
-_LATEST: dict[str, datetime] = {}
-_LATEST_MAX = 64
-
-
-def _remember(commit: str, when: datetime) -> None:
-    if len(_LATEST) >= _LATEST_MAX:
-        _LATEST.pop(next(iter(_LATEST)))
-    _LATEST[commit] = when
-
-
-def _latest_dates(repo: GitRepo, commits: Iterable[str]) -> dict[str, datetime]:
-    """The latest committer date in the history of each of ``commits`` (its own included), the
-    date rule's measure of a parent outside the range: a walk of commit headers, one for all of
-    them (memoised per commit only when there are several; a range's parents outside it are
-    ``since`` and the bases of its side branches, a straight history has one)."""
-    starts = sorted(commits)
-    if not starts:
-        return {}
-    try:
-        return _latest_dates_walk(repo, starts)
-    except (KeyError, pygit2.GitError) as e:  # a history the repo does not hold whole
-        raise SourceUnavailable(
-            f"cannot read the history of {', '.join(starts)} (an incomplete history): {e}"
-        ) from None
-
-
-def _latest_dates_walk(repo: GitRepo, starts: list[str]) -> dict[str, datetime]:
-    if len(starts) == 1:
-        best = max(repo.repo.walk(repo.resolve(starts[0]), SortMode.NONE), key=_seconds)
-        return {starts[0]: repo.committer_time(str(best.id))}
-    walker = repo.repo.walk(None, SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    for cid in starts:
-        walker.push(repo.resolve(cid))
-    latest: dict[pygit2.Oid, tuple[int, pygit2.Oid]] = {}  # the latest commit in its history
-    for c in walker:
-        late = (c.commit_time, c.id)
-        for pid in c.parent_ids:
-            if latest[pid][0] > late[0]:
-                late = latest[pid]
-        latest[c.id] = late
-    return {
-        cid: repo.committer_time(str(latest[pygit2.Oid(hex=repo.resolve(cid))][1]))
-        for cid in starts
-    }
-
-
-def _seconds(c: pygit2.Commit) -> int:
-    return c.commit_time
-
-
-def _exact_range(repo: GitRepo, commits: list[CommitFacts], *, since: str) -> list[CommitFacts]:
-    """``commits`` (a walk of (since, tip], parents first) without the ancestors of ``since``
-    in it. libgit2's walk, like ``git rev-list tip ^since``, stops marking ancestors of the
-    hidden commit once only older commits are left to walk, so dates that go back (each within
-    the tolerance) made it hand back ancestors of ``since`` as new. A commit with a parent in
-    the range is in it; only the others are asked about: one on a straight history, each by a
-    merge-base query up to :data:`ASK_EACH`, then all at once by one walk of ``since``'s
-    history (a pusher's thousands of new roots would each cost a walk of it)."""
-    inside: set[str] = set()
-    older: set[str] | None = None
-    asked = 0
-    for c in commits:
-        if any(p in inside for p in c.parents):
-            inside.add(c.id)
-            continue
-        if older is None and asked >= ASK_EACH:
-            older = repo.ancestor_ids(since)
-        asked += 1
-        if older is not None:
-            if c.id not in older:
-                inside.add(c.id)
-        elif not repo.is_descendant(commit=since, ancestor=c.id):
-            inside.add(c.id)
-    return commits if len(inside) == len(commits) else [c for c in commits if c.id in inside]
-
-
-class _Blobs(Mapping[str, bytes]):
-    """Trust blobs read when ``decide`` asks for one, not every blob of the range up front: a
-    push of a few hundred KiB (thousands of distinct 1 MiB trust files, each a small delta of
-    the last) made the verify step read gigabytes before it refused the first commit."""
-
-    def __init__(self, repo: GitRepo) -> None:
-        self._repo = repo
-
-    def __getitem__(self, blob_id: str) -> bytes:
-        try:
-            return self._repo.blob_by_id(blob_id)
-        except InvalidFleetRepo as e:  # too large, or no blob: the commit's trust file is bad
-            raise ValueError(str(e)) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())  # not enumerable: decide only looks blobs up
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _cpus() -> int:
-    try:
-        return min(len(os.sched_getaffinity(0)), 8)
-    except AttributeError:  # pragma: no cover - not Linux
-        return min(os.cpu_count() or 1, 8)
-
-
-def _parents_first(
-    repo: GitRepo, commits: list[CommitFacts], *, tip: str, since: str | None
-) -> list[CommitFacts]:
-    """``commits`` as ``repo.commit_facts`` orders them (parents before children), from the
-    order an unsorted walk reached them in. Speed: the sorted walk reads every commit before it
-    yields the first, and the workers would wait for that; unsorted, they start at once. A
-    straight history has a single such order, its chain from the tip reversed; with a merge in
-    the range libgit2's order is asked for (a second walk, ids only)."""
-    by_id = {c.id: c for c in commits}
-    chain: list[CommitFacts] = []
-    cur: str | None = tip
-    while cur in by_id:
-        c = by_id[cur]
-        if len(c.parents) > 1:
-            break
-        chain.append(c)
-        cur = c.parents[0] if c.parents else None
-    else:
-        if len(chain) == len(by_id):
-            chain.reverse()
-            return chain
-    ids = repo.topological_ids(since=since, rev=tip)
-    if len(ids) != len(by_id) or not all(i in by_id for i in ids):  # pragma: no cover
-        return repo.commit_facts(since=since, rev=tip, first_parent=False)
-    return [by_id[i] for i in ids]
+_cpus = cpus  # how many workers check signatures ahead (tests set it)
+_latest_dates = latest_dates  # agent/recovery.py imports it from here
 
 
 class _Feed:

@@ -19,8 +19,8 @@ __all__ = ["cmd_node_config"]
 
 
 def _fleet(args: argparse.Namespace, config: Any) -> Any:
-    from gitedge.core.fleet import load_files
-    from gitedge.core.fleetfiles import FleetFiles
+    from gitedge.adapters.fleetload import load_files
+    from gitedge.adapters.yamlworkers import fleet_files
 
     subdir = config.source.path
     if args.repo and args.rev:
@@ -55,7 +55,7 @@ def _fleet(args: argparse.Namespace, config: Any) -> Any:
         mirror = GitRepo(path=state_dir / "fleet.git")
         snapshot = mirror.tree_snapshot(last.commit, subdir=subdir)
         origin = f"{state_dir / 'fleet.git'}@{last.commit[:12]}"
-    return load_files(FleetFiles(snapshot, subdir=subdir, origin=origin))
+    return load_files(fleet_files(snapshot, subdir=subdir, origin=origin))
 
 
 def cmd_node_config(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gitedge.core.fleetfiles import FleetFiles
+    from gitedge.adapters.yamlworkers import fleet_files
 
     if args.rev:
         from gitedge.adapters.gitrepo import read_commit_tree
@@ -53,9 +53,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from gitedge.adapters.worktree import read_tree
 
         snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
-    files = FleetFiles(snapshot, origin=origin)  # a large repo is parsed while we import
+    files = fleet_files(snapshot, origin=origin)  # a large repo is parsed while we import
+    from gitedge.adapters.fleetload import load_files
     from gitedge.core.config import load_site_file
-    from gitedge.core.fleet import load_files
     from gitedge.core.pins import plan_unpinned
     from gitedge.core.planning import plan, plan_json
     from gitedge.core.validation import cluster_facts, no_documents, site_of

@@ -182,7 +182,8 @@ def _json(data: bytes, *, what: str) -> Any:
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """Kept here, outside errors.py's tree: a private signal from _unique_keys to _json, which
+    turns it into the ValueError its callers handle; it never leaves this module."""
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

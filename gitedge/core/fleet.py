@@ -10,12 +10,9 @@ reported as ``path:line: message``.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
@@ -26,6 +23,10 @@ from gitedge.core.images import ImageRef, check_image
 from gitedge.core.osimage import OsTarget as OsTarget
 from gitedge.core.selectors import LabelSelector, check_labels
 from gitedge.core.snapshot import Snapshot
+from gitedge.core.trustspec import ImagePolicy as ImagePolicy
+from gitedge.core.trustspec import ImageSigner as ImageSigner
+from gitedge.core.trustspec import Signer as Signer
+from gitedge.core.trustspec import TrustPolicySpec as TrustPolicySpec
 from gitedge.core.versions import K3sVersion, check_version
 from gitedge.core.windowspec import MaintenanceWindowSpec
 from gitedge.core.yamldoc import Document, Stream, line_of, validation_problems
@@ -44,102 +45,16 @@ def _dns_label(name: str) -> str:
     return name
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """Timestamps without a zone are read as UTC (as Kubernetes does for RFC 3339 'Z')."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 Name = Annotated[str, AfterValidator(_dns_label)]
 Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
 Version = Annotated[str, AfterValidator(check_version)]
 Image = Annotated[str, AfterValidator(check_image)]
-Timestamp = Annotated[datetime, AfterValidator(_aware)]
 
 
 class Metadata(Model):
     name: Name
     labels: Labels = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-
-
-class Signer(Model):
-    """A key allowed to sign fleet commits. ``release`` may sign any commit; ``admin`` may also
-    change ``.gitedge/trust.yaml``."""
-
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1, description="OpenSSH public key line, or armored OpenPGP key")
-    roles: tuple[Literal["release", "admin"], ...] = Field(min_length=1)
-    valid_after: Timestamp | None = None
-    valid_before: Timestamp | None = None
-
-    @model_validator(mode="after")
-    def _window(self) -> Signer:
-        if self.valid_after and self.valid_before and self.valid_before <= self.valid_after:
-            raise ValueError(f"signer {self.name!r}: validBefore must be after validAfter")
-        return self
-
-
-class ImageSigner(Model):
-    """A cosign key allowed to sign the images of ``repositories`` (``core/cosignsig.py``)."""
-
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1, description="cosign public key, PEM (ECDSA P-256 or ed25519)")
-    repositories: tuple[str, ...] = Field(
-        min_length=1,
-        description="globs of image repositories (registry/path) it may sign, e.g. "
-        "registry.example.com/edge/*",
-    )
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, key: str) -> str:
-        from gitedge.core.cosignsig import load_public_key
-
-        load_public_key(key)
-        return key
-
-
-class ImagePolicy(Model):
-    """What the fleet requires of the images its sites pull (``spec.images`` of the TrustPolicy).
-
-    A fleet repo without a TrustPolicy gets these defaults: a tag-only image is refused unless
-    an admin-signed ``.gitedge/trust.yaml`` opts out with ``requireDigest: false``. With
-    ``signers``, an image also needs a valid cosign signature by a signer allowed for its
-    repository, over its digest."""
-
-    require_digest: bool = Field(
-        default=True,
-        description="every image a site pulls (OS images, the K3s upgrade image of each catalog "
-        "version a path may use) must be named by digest in the fleet repo; false is an "
-        "explicit opt-out (tags are then resolved at the site, when it mirrors)",
-    )
-    signers: tuple[ImageSigner, ...] = ()
-
-    @field_validator("signers")
-    @classmethod
-    def _unique(cls, signers: tuple[ImageSigner, ...]) -> tuple[ImageSigner, ...]:
-        names = [s.name for s in signers]
-        if len(set(names)) != len(names):
-            raise ValueError("image signer names must be unique")
-        return signers
-
-
-class TrustPolicySpec(Model):
-    signers: tuple[Signer, ...] = Field(min_length=1)
-    verify: Literal["all", "first-parent"] = "all"
-    images: ImagePolicy = Field(default_factory=ImagePolicy)
-
-    @field_validator("signers")
-    @classmethod
-    def _unique(cls, signers: tuple[Signer, ...]) -> tuple[Signer, ...]:
-        seen: set[str] = set()
-        for s in signers:
-            if s.name in seen:
-                raise ValueError(f"signer name {s.name!r} appears twice")
-            seen.add(s.name)
-        return signers
 
 
 class ClusterGroupSpec(Model):
@@ -390,19 +305,19 @@ def load_fleet(snapshot: Snapshot, *, subdir: str = "", origin: str = "") -> Fle
 
 
 def load_files(files: FleetFiles) -> Fleet:
-    """:func:`load_fleet` over files already read (and being parsed: see :class:`FleetFiles`)."""
+    """:func:`load_fleet` over files already read (and being parsed: see :class:`FleetFiles`).
+    :func:`gitedge.adapters.fleetload.load_files` runs it with the garbage collector paused."""
     problems: list[Problem] = []
     fleet = Fleet()
-    with _collector_paused():
-        for entry, parsed in files:  # in path order, so that problems are too
-            if isinstance(entry, Problem):
-                problems.append(entry)
-                continue
-            assert parsed is not None
-            docs, file_problems = parsed
-            problems.extend(file_problems)
-            for doc in docs:
-                _add(fleet, doc, path=entry.shown, is_trust_file=entry.is_trust, problems=problems)
+    for entry, parsed in files:  # in path order, so that problems are too
+        if isinstance(entry, Problem):
+            problems.append(entry)
+            continue
+        assert parsed is not None
+        docs, file_problems = parsed
+        problems.extend(file_problems)
+        for doc in docs:
+            _add(fleet, doc, path=entry.shown, is_trust_file=entry.is_trust, problems=problems)
     dependents = list(_references(fleet))
     if problems or dependents:
         n = len(problems) + len(dependents)
@@ -410,24 +325,6 @@ def load_files(files: FleetFiles) -> Fleet:
             problems, summary=f"fleet repo has {n} problem(s)", dependents=dependents
         )
     return fleet
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a repo is loaded.
-
-    Loading builds hundreds of thousands of objects that all stay alive (models) and no reference
-    cycles, so every collection that their allocations trigger walks them all to free nothing: a
-    third of the load time of a 10,000-target repo. Reference counting frees garbage as usual.
-    The collector is resumed only if it was running, so a caller that disabled it keeps it so.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _add(

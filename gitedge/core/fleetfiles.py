@@ -1,8 +1,9 @@
 """Which files of a snapshot are fleet documents, read and checked for size, parsed ahead.
 
 Kept apart from the models (:mod:`gitedge.core.fleet`) so that it imports in milliseconds:
-:class:`FleetFiles` starts parsing a large repo on every core while the caller is still
-importing the models that will validate it.
+given the forked parser (:func:`gitedge.adapters.yamlworkers.parse_many`, as
+:func:`gitedge.adapters.yamlworkers.fleet_files` gives it), :class:`FleetFiles` starts parsing a
+large repo on every core while the caller is still importing the models that will validate it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gitedge.core.snapshot import Snapshot, resolve
-from gitedge.core.yamldoc import Document, parse_many
+from gitedge.core.yamldoc import Document, ParseMany, parse_serial
 from gitedge.errors import Problem
 
 TRUST_PATH = ".gitedge/trust.yaml"
@@ -52,16 +53,22 @@ Parsed = tuple[list[Document], list[Problem]]
 class FleetFiles:
     """Every fleet file of a snapshot, or the problem that keeps it from being parsed, in order.
 
-    Reading is done here; parsing starts here too (in parallel for a large repo) and its
+    Reading is done here; parsing starts here too (by ``parse``: in parallel for a large repo
+    when an adapter passes its forked parser) and its
     results are taken, in path order, by iterating: ``(file, parsed)``, or ``(problem, None)``.
     Iterate once.
     """
 
-    def __init__(self, snapshot: Snapshot, *, subdir: str = "", origin: str = "") -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        subdir: str = "",
+        origin: str = "",
+        parse: ParseMany = parse_serial,
+    ) -> None:
         self.entries = _read(snapshot, subdir=subdir, origin=origin)
-        self._parsed = parse_many(
-            [(e.data, e.shown) for e in self.entries if isinstance(e, FleetFile)]
-        )
+        self._parsed = parse([(e.data, e.shown) for e in self.entries if isinstance(e, FleetFile)])
 
     def __iter__(self) -> Iterator[tuple[FleetFile, Parsed] | tuple[Problem, None]]:
         for entry in self.entries:

@@ -13,18 +13,11 @@ from __future__ import annotations
 
 import difflib
 import functools
-import multiprocessing
-import os
-import pickle
-import threading
 import types
 import typing
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -42,8 +35,6 @@ MAX_NODES = 200_000  # per file, counting every alias expansion
 MAX_DEPTH = 64
 MAX_PROBLEMS = 20  # validation problems told per document (a list of 60,000 bad items in 40
 # files was 2.4 million problems: 1.4 GiB and 29 s for a 5 MB repo)
-PARALLEL_BYTES = 2 << 20  # below this much YAML, starting workers costs more than it saves
-MAX_WORKERS = 8
 
 _T = "tag:yaml.org,2002:"
 _STR, _SEQ, _MAP, _MERGE, _NULL = (_T + t for t in ("str", "seq", "map", "merge", "null"))
@@ -116,109 +107,43 @@ Parsed = tuple[list[tuple[Any, int, int]], list[Problem]]
 
 def parse_documents(data: bytes, *, path: str) -> tuple[list[Document], list[Problem]]:
     """Parse every document of a YAML stream; problems name ``path`` and the line."""
-    return _documents(data, _parse_values((data, path)))
+    return documents(data, parse_values((data, path)))
 
 
-def parse_many(files: Sequence[tuple[bytes, str]]) -> ParsedFiles:
-    """:func:`parse_documents` over ``(data, path)`` pairs; take the results in order with next().
+class ParsedStream(Protocol):
+    """Parse results taken in file order with next(); ``close()`` ends early."""
 
-    Parsing is CPU-bound (mostly PyYAML building nodes) and files are independent, so a large
-    set is parsed by forked workers, one per core, started here: the caller can go on (import,
-    validate what is ready) meanwhile. Worker ``i`` parses files ``i, i+n, ...`` (inherited
-    through fork, nothing sent) and streams back plain values, which pickle ten times faster
-    than validated models; results are read round-robin, so in file order. A file whose result
-    does not arrive (a worker died) is parsed in the caller, which then raises whatever the
-    worker could not report.
-    """
-    return ParsedFiles(files, _workers(sum(len(data) for data, _ in files)))
+    def __next__(self) -> tuple[list[Document], list[Problem]]: ...
+
+    def close(self) -> None: ...
 
 
-class ParsedFiles(Iterator[tuple[list[Document], list[Problem]]]):
-    """The results of :func:`parse_many`, in file order; ``close()`` stops the workers."""
+ParseMany = Callable[[Sequence[tuple[bytes, str]]], ParsedStream]
+"""Parses ``(data, path)`` pairs: :func:`parse_serial` here, or in forked workers
+(:func:`gitedge.adapters.yamlworkers.parse_many`)."""
 
-    def __init__(self, files: Sequence[tuple[bytes, str]], workers: int) -> None:
-        self._files = files
-        self._next = 0
-        self._pipes: list[Connection] = []
-        self._procs: list[BaseProcess] = []
-        if workers < 2:
-            return
-        ctx = multiprocessing.get_context("fork")
-        for i in range(workers):
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_parse_share, args=(files, i, workers, sender), daemon=True)
-            proc.start()
-            sender.close()
-            self._pipes.append(receiver)
-            self._procs.append(proc)
-        self._finalizer = weakref.finalize(self, _stop, self._pipes, self._procs)
+
+class parse_serial:  # noqa: N801 - used as a function: a ParseMany
+    """:func:`parse_documents` over ``(data, path)`` pairs, in this process, one at a time."""
+
+    def __init__(self, files: Sequence[tuple[bytes, str]]) -> None:
+        self._files = iter(files)
 
     def __next__(self) -> tuple[list[Document], list[Problem]]:
-        k = self._next
-        if k >= len(self._files):
-            self.close()
-            raise StopIteration
-        self._next += 1
-        data, path = self._files[k]
-        parsed = _receive(self._pipes[k % len(self._pipes)]) if self._pipes else None
-        return _documents(data, parsed or _parse_values((data, path)))
+        data, path = next(self._files)
+        return documents(data, parse_values((data, path)))
 
     def close(self) -> None:
-        """Stop: the workers are stopped, and no more results are given."""
-        self._next = len(self._files)
-        if self._pipes:
-            self._finalizer()
+        self._files = iter(())
 
 
-def _stop(pipes: list[Connection], procs: list[BaseProcess]) -> None:
-    for receiver in pipes:
-        receiver.close()
-    for proc in procs:
-        proc.join(timeout=1)
-        if proc.is_alive():  # stopped before the end: the worker may wait to send
-            proc.kill()
-            proc.join()
-
-
-def _parse_share(files: Sequence[tuple[bytes, str]], i: int, n: int, out: Connection) -> None:
-    """Worker: parse every ``n``-th file from ``i`` and send each result, in order."""
-    try:
-        for k in range(i, len(files), n):
-            out.send_bytes(pickle.dumps(_parse_values(files[k]), protocol=pickle.HIGHEST_PROTOCOL))
-    except (BrokenPipeError, OSError):  # pragma: no cover - the caller stopped reading
-        pass
-    finally:
-        out.close()
-
-
-def _receive(pipe: Connection) -> Parsed | None:
-    """The next result from a worker, or None when the worker cannot give it."""
-    try:
-        parsed: Parsed = pickle.loads(pipe.recv_bytes())  # noqa: S301 - our own forked worker
-    except (EOFError, OSError):
-        return None
-    return parsed
-
-
-def _workers(total_bytes: int) -> int:
-    """How many processes should parse ``total_bytes`` of YAML (1: parse here).
-
-    Forking is only safe from a single-threaded process: the CLI is, the agent is not.
-    """
-    if total_bytes < PARALLEL_BYTES or threading.active_count() > 1:
-        return 1
-    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux has it
-        return 1
-    return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
-
-
-def _documents(data: bytes, parsed: Parsed) -> tuple[list[Document], list[Problem]]:
+def documents(data: bytes, parsed: Parsed) -> tuple[list[Document], list[Problem]]:
     values, problems = parsed
     stream = Stream(data)
     return [Document(value, line, stream, index) for value, line, index in values], problems
 
 
-def _parse_values(file: tuple[bytes, str]) -> Parsed:
+def parse_values(file: tuple[bytes, str]) -> Parsed:
     """Parse one file to plain values (picklable: it may run in a worker process)."""
     data, path = file
     try:
@@ -421,7 +346,7 @@ def _string_hint(node: yaml.Node, loc: Sequence[int | str]) -> str:
 
 def _unwrap(t: Any) -> Any:
     """The model (or container) inside ``Annotated[...]`` and ``X | None``."""
-    from pydantic import BaseModel
+    from pydantic import BaseModel  # lazy: pydantic is only needed when a file has problems
 
     while True:
         origin = typing.get_origin(t)
@@ -437,7 +362,7 @@ def _unwrap(t: Any) -> Any:
 
 def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
     """The field names (as written in YAML) of the model found along ``loc`` from ``model``."""
-    from pydantic import BaseModel
+    from pydantic import BaseModel  # lazy: pydantic is only needed when a file has problems
 
     t: Any = model
     for part in loc:
