@@ -578,6 +578,27 @@ class GitMirror(GitRepo):
         env |= {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
         return run_git(args, env=env, what=what, timeout_s=timeout_s, memory_bytes=memory_bytes)
 
+    # the fetched ref and commit ids, for agent/ (which imports no pygit2)
+    def fetched_tip(self, branch: str) -> str | None:
+        ref = self.repo.references.get(FETCHED_PREFIX + branch)
+        return str(ref.target) if ref is not None else None
+
+    def set_fetched(self, branch: str, commit: str | None) -> None:
+        if commit is None:
+            _delete_ref(self.repo, FETCHED_PREFIX + branch)
+        else:
+            self.repo.references.create(FETCHED_PREFIX + branch, pygit2.Oid(hex=commit), force=True)
+
+    def has_commit(self, commit: str) -> bool:
+        """Whether the object exists; ValueError for an id libgit2 cannot read."""
+        try:
+            return bool(self.repo.odb.exists(commit))
+        except pygit2.GitError as e:
+            raise ValueError(str(e)) from None
+
+    def commits_ahead(self, commit: str, base: str) -> int:
+        return int(self.repo.ahead_behind(commit, base)[0])
+
 
 def read_commit_tree(*, repo: str | Path, rev: str, subdir: str = "") -> dict[str, bytes | Symlink]:
     """The snapshot of ``rev`` in the repository at ``repo`` (for ``gitedge plan --rev``)."""

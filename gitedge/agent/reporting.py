@@ -20,22 +20,20 @@ import hashlib
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gitedge import __version__
 from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.reports import ReportRepository, push_report
 from gitedge.adapters.state import State
+from gitedge.agent.passtypes import Pass
 from gitedge.agent.server import Metrics
 from gitedge.core.clusterstate import actual_k3s_version, cluster_facts
 from gitedge.core.conditions import REPORTED, Condition
 from gitedge.core.config import AgentConfig, derived_labels
 from gitedge.core.report import SiteReport, Versions, to_document
 from gitedge.errors import GitEdgeError, scrub
-
-if TYPE_CHECKING:
-    from gitedge.agent.reconcile import Pass
 
 log = logging.getLogger("gitedge.agent")
 

@@ -18,7 +18,7 @@ from gitedge.core.timefmt import iso_z
 from gitedge.errors import StateError
 
 if TYPE_CHECKING:
-    from gitedge.agent.reconcile import Pass
+    from gitedge.agent.passtypes import Pass  # a type only: `gitedge status` loads no pass
 
 __all__ = ["build_status", "status_text"]
 
