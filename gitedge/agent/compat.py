@@ -24,6 +24,7 @@ from gitedge.core.compat import newer_than_agent, too_old_text
 from gitedge.core.fleet import Fleet, TrustPolicy, load_fleet
 from gitedge.core.fleetfiles import trust_file
 from gitedge.core.snapshot import Snapshot
+from gitedge.core.trust import parse_trust_policy
 from gitedge.errors import AgentTooOld, InvalidFleetRepo
 
 log = logging.getLogger("gitedge.agent")
@@ -65,8 +66,6 @@ def understood_fleet(
 
 def _trust_policy(git: _Trees, *, tip: str, subdir: str) -> TrustPolicy | None:
     """The TrustPolicy of commit ``tip`` (None: it has no trust file). Raises ValueError."""
-    from gitedge.core.trust import parse_trust_policy
-
     found = trust_file(git.tree_snapshot(tip, subdir=subdir), subdir=subdir)
     if found is None:
         return None

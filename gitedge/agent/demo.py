@@ -40,6 +40,7 @@ import yaml
 from gitedge.adapters.worktree import read_tree
 from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
+from gitedge.agent.status import status_text
 from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
@@ -326,8 +327,6 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     say(f"    -> refused ({p.errors.get('verify', '?')[:90]}); still on {second[:12]}\n")
 
     say("what the site reports (`gitedge status --config agent.yaml`):")
-    from gitedge.agent.status import status_text
-
     say("  " + status_text(p.status).replace("\n", "\n  "))
     say("\n" + ("demo ok: verified, mirrored and applied (printed) as the fleet asked"
                 if ok else "demo FAILED: a stage did not do what it should"))  # fmt: skip

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gitedge.adapters.gitrefs import remote_tip
+from gitedge.agent.inbox import pending_bundles
 from gitedge.agent.server import Metrics
 from gitedge.core.agentrules import FULL_PASS_EVERY_S, LastPass, pass_due, poll_needs_pass
 from gitedge.errors import Transient, scrub
@@ -223,8 +224,6 @@ class ChildPasses:
         src = self.config.source
         pending = False
         if src.bundle_dir and last is not None:
-            from gitedge.agent.inbox import pending_bundles
-
             try:
                 pending = bool(
                     pending_bundles(bundle_dir=src.bundle_dir, state_dir=self.config.state.dir)

@@ -66,7 +66,7 @@ def _trust_at(git: GitMirror, commit: str, *, bootstrap: Policy, digest: str) ->
 def _key_id(key_text: str) -> str:
     """A key's material, without an OpenSSH comment (two files may comment it differently)."""
     if "BEGIN PGP" in key_text:  # its primary fingerprint: armor may wrap or head it otherwise
-        from gitedge.adapters import openpgp
+        from gitedge.adapters import openpgp  # pysequoia loads only for an OpenPGP key
 
         try:
             return openpgp.parse_cert(key_text).fingerprint
