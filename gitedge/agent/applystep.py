@@ -86,8 +86,14 @@ def _check_signatures(ctx: Context, planned: Planned, *, now: datetime) -> None:
     if keys:
         with Mirror(hosts=ctx.hosts, retry=ctx.retry) as mirror:
             named = [n for n in planned.needed if fleet_named(n)]
-            check_needed(mirror, needed=named, keys=keys, state=ctx.state, now=now,
-                         cache_location=lambda ref: cache_location(ctx, ref))  # fmt: skip
+            check_needed(
+                mirror,
+                needed=named,
+                keys=keys,
+                state=ctx.state,
+                now=now,
+                cache_location=lambda ref: cache_location(ctx, ref),
+            )
 
 
 def _record_done(

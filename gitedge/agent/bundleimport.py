@@ -279,8 +279,13 @@ def import_inbox(agent: Context, *, now: datetime) -> InboxResult:
         except Stalled as e:
             text = scrub(str(e).replace("\n", "; "), limit=1000)
             log.error("bundle %s refused: %s", f, text)
-            doc["seen"][digest] = {"file": path, "at": at, "result": "refused",
-                                   "reason": type(e).__name__, "message": text}  # fmt: skip
+            doc["seen"][digest] = {
+                "file": path,
+                "at": at,
+                "result": "refused",
+                "reason": type(e).__name__,
+                "message": text,
+            }
             result.conditions.append(
                 Condition(BUNDLE_IMPORTED, "False", type(e).__name__, f"{f}: {text}")
             )
@@ -305,6 +310,10 @@ def import_inbox(agent: Context, *, now: datetime) -> InboxResult:
 def record_import(state: State, r: ImportResult, *, now: datetime) -> None:
     """Remember a bundle imported by ``gitedge bundle import``, so the inbox skips its copy."""
     doc = inbox.load(state)
-    doc["seen"][r.digest] = {"file": str(r.file), "at": now.astimezone(UTC).isoformat(),
-                             "result": "imported", "tip": r.tip}  # fmt: skip
+    doc["seen"][r.digest] = {
+        "file": str(r.file),
+        "at": now.astimezone(UTC).isoformat(),
+        "result": "imported",
+        "tip": r.tip,
+    }
     state.put_doc(inbox.DOC, doc)

@@ -183,14 +183,21 @@ def create_bundle(
         raise UsageError(f"--out {out}: cannot write there: {e.strerror}") from None
     try:
         report(BundleProgress("fetch", repo))
-        stage = stage_git(repo=repo, rev=rev or "HEAD", since=since, branch=branch,
-                          into=scratch / "repo.git", timeout_s=timeout_s)  # fmt: skip
+        stage = stage_git(
+            repo=repo,
+            rev=rev or "HEAD",
+            since=since,
+            branch=branch,
+            into=scratch / "repo.git",
+            timeout_s=timeout_s,
+        )
         snap = GitRepo(path=stage.path).tree_snapshot(stage.tip, subdir=subdir)
         fleet = load_fleet(snap, subdir=subdir, origin=f"{scrub(repo, limit=200)}@{stage.tip[:12]}")
         facts = [site_facts(s) for s in sites]
         kubectl = [*kubectl, *(c.apply.kubectl_image for c in configs if c.apply.kubectl_image)]
-        refs = bundle_images(fleet, facts, all_targets=all_targets, now=now,
-                             kubectl=sorted(set(kubectl)), suc=suc)  # fmt: skip
+        refs = bundle_images(
+            fleet, facts, all_targets=all_targets, now=now, kubectl=sorted(set(kubectl)), suc=suc
+        )
         layout = scratch / LAYOUT_DIR
         images: list[BundleImage] = []
         copied = 0
@@ -215,9 +222,10 @@ def create_bundle(
                     )
                     if ref.digest and r.source_digest != ref.digest:
                         raise DigestMismatch(
-                            image=str(ref), digest=ref.digest,
+                            image=str(ref),
+                            digest=ref.digest,
                             detail=f"{src} holds {r.source_digest}",
-                        )  # fmt: skip
+                        )
                     return r
 
                 if isinstance(source, ImageRef) and (endpoints or {}).get(source.registry):
@@ -232,9 +240,15 @@ def create_bundle(
                 )
                 images.append(BundleImage(str(ref), r.digest, r.media_type, size))
                 # its cosign signatures travel with it (agent/imagetrust.py), for the site
-                carry_signatures(mirror, ref=ref, src_image=source,
-                                 layout=layout, signed=r.source_digest, cached=r.digest,
-                                 what=str(ref))  # fmt: skip
+                carry_signatures(
+                    mirror,
+                    ref=ref,
+                    src_image=source,
+                    layout=layout,
+                    signed=r.source_digest,
+                    cached=r.digest,
+                    what=str(ref),
+                )
                 copied += r.stats.bytes_copied
                 report(replace(current, done_bytes=size, total_bytes=size, finished=True))
         if not images:  # commits only (a trust rotation, a change no image follows)
@@ -261,12 +275,23 @@ def create_bundle(
             report(BundleProgress("write", str(out), 0, 0, done, total, done >= total))
 
         try:
-            size = write_bundle(out, index=index, git_file=git_file, layout=layout,
-                                progress=on_write)  # fmt: skip
+            size = write_bundle(
+                out, index=index, git_file=git_file, layout=layout, progress=on_write
+            )
         except OSError as e:  # a full disk, a directory that appeared at --out meanwhile
             raise Transient(f"--out {out}: the bundle was not written: {e.strerror}") from None
         blobs = sum(1 for _ in (layout / "blobs").glob("*/*")) if layout.exists() else 0
-        return CreateResult(out, size, stage.branch, stage.tip, stage.since, tuple(images),
-                            blobs, copied, tuple(served), tuple(skipped))  # fmt: skip
+        return CreateResult(
+            out,
+            size,
+            stage.branch,
+            stage.tip,
+            stage.since,
+            tuple(images),
+            blobs,
+            copied,
+            tuple(served),
+            tuple(skipped),
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

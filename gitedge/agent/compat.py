@@ -42,8 +42,11 @@ def understood_fleet(
     """(the commit planned from, its fleet, the AgentTooOld to report or None). Raises
     AgentTooOld when no earlier commit was understood, InvalidFleetRepo for other problems."""
     try:
-        return tip, load_fleet(git.tree_snapshot(tip, subdir=subdir), subdir=subdir,
-                               origin=tip[:12]), None  # fmt: skip
+        return (
+            tip,
+            load_fleet(git.tree_snapshot(tip, subdir=subdir), subdir=subdir, origin=tip[:12]),
+            None,
+        )
     except InvalidFleetRepo as e:
         if not newer_than_agent(e.problems):
             raise
@@ -56,8 +59,9 @@ def understood_fleet(
     try:
         trust = _trust_policy(git, tip=tip, subdir=subdir)
     except ValueError as e:  # not expected of a verified tip: plan nothing rather than guess
-        raise AgentTooOld(problems, summary=f"{text}; its trust file cannot be read ({e}): "
-                          "nothing is planned")  from None  # fmt: skip
+        raise AgentTooOld(
+            problems, summary=f"{text}; its trust file cannot be read ({e}): nothing is planned"
+        ) from None
     fleet = load_fleet(git.tree_snapshot(kept, subdir=subdir), subdir=subdir, origin=kept[:12])
     fleet = dataclasses.replace(fleet, trust_policy=trust)
     log.error("%s", text)

@@ -94,8 +94,17 @@ def mirror_step(
                     error=Transient("stopping: mirror step interrupted"),
                 )
             try:
-                _mirror_one(ctx, mirror, need, fleet=planned.fleet, images=images, done=done,
-                            plats=plats, now=now, did=did)  # fmt: skip
+                _mirror_one(
+                    ctx,
+                    mirror,
+                    need,
+                    fleet=planned.fleet,
+                    images=images,
+                    done=done,
+                    plats=plats,
+                    now=now,
+                    did=did,
+                )
             except GitEdgeError as e:
                 log.warning("mirror of %s failed: %s", need.key, scrub(str(e)))
                 errors.append(e)
@@ -133,8 +142,16 @@ def _mirror_one(
     if have is not None and mirror.first_gap(dst, have.digest) is None:
         try:  # the signatures the cache holds, judged again (agent/imagetrust.py)
             if keys:
-                check_mirrored(mirror, key=need.key, ref=ref, dst=dst, cached=have.digest,
-                               keys=keys, state=ctx.state, now=now)  # fmt: skip
+                check_mirrored(
+                    mirror,
+                    key=need.key,
+                    ref=ref,
+                    dst=dst,
+                    cached=have.digest,
+                    keys=keys,
+                    state=ctx.state,
+                    now=now,
+                )
             return  # verified when recorded, and still whole (agent/caching.py)
         except ImageSignatureRefused as e:  # signers added since: look at the source
             refused = e
@@ -170,9 +187,19 @@ def _mirror_one(
             site = bundle_site(src, ref)
             found = bundle_signed_digest(mirror, layout=src.path, ref=ref, cached=r.digest)
             signed = found or signed
-        mirror_signatures(mirror, key=need.key, ref=ref, src=site, src_image=src, dst=dst,
-                          signed=signed, cached=r.digest, keys=keys, state=ctx.state,
-                          now=now)  # fmt: skip
+        mirror_signatures(
+            mirror,
+            key=need.key,
+            ref=ref,
+            src=site,
+            src_image=src,
+            dst=dst,
+            signed=signed,
+            cached=r.digest,
+            keys=keys,
+            state=ctx.state,
+            now=now,
+        )
     ctx.state.record_mirrored(
         MirroredImage(need.key, r.digest, f"{dst}@{r.digest}", r.stats.bytes_total, now)
     )

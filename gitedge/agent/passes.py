@@ -202,9 +202,10 @@ class ChildPasses:
                 help="polls that found the branch unchanged and nothing due: no pass ran",
             )
             self.metrics.set(
-                "gitedge_last_sync_timestamp_seconds", now.timestamp(),
+                "gitedge_last_sync_timestamp_seconds",
+                now.timestamp(),
                 help="when the fleet repo was last fetched (the site clock)",
-            )  # fmt: skip
+            )
             assert self.last is not None
             log.info("branch unchanged at %s: no pass", self.last.fetched)
             return replace(self.last, new_commits=0, skipped=True)
@@ -290,15 +291,17 @@ class ChildPasses:
     def _account(self, took: float, cpu: float) -> None:
         m = self.metrics
         m.set(
-            "gitedge_last_pass_duration_seconds", took,
+            "gitedge_last_pass_duration_seconds",
+            took,
             help="wall time of the last pass, its process start included",
-        )  # fmt: skip
+        )
         m.inc("gitedge_pass_cpu_seconds_total", cpu, help="CPU time of the pass processes")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         m.set(
-            "gitedge_pass_max_rss_bytes", peak,
+            "gitedge_pass_max_rss_bytes",
+            peak,
             help="the largest peak RSS of a pass process so far (the agent idles without one)",
-        )  # fmt: skip
+        )
 
     def interrupt(self) -> None:
         """Stop: no new pass; a running child gets SIGTERM now and SIGKILL ``stop_grace_s``

@@ -91,9 +91,12 @@ class AgentLoop:
     def _schedule(self, job: str, when: datetime) -> None:
         self.next_run[job] = when
         self.scheduler.add_job(
-            self._tick, trigger=DateTrigger(run_date=when), id=job, args=[job],
+            self._tick,
+            trigger=DateTrigger(run_date=when),
+            id=job,
+            args=[job],
             replace_existing=True,
-        )  # fmt: skip
+        )
 
     def _tick(self, job: str) -> None:
         with self._lock:

@@ -146,8 +146,10 @@ def _text(doc: dict[str, Any]) -> str:
         lines.append(f"  {i['image']}  {i['digest'] or 'missing'}{by}")
         sig = i.get("signature")
         if sig:
-            lines.append(f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"
-                         f"{sig.get('reason')}")  # fmt: skip
+            lines.append(
+                f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"
+                f"{sig.get('reason')}"
+            )
     suc = doc.get("suc") or {}
     if suc.get("kubectlImage"):
         lines.append(f"suc: kubectl {suc['kubectlImage']} ({suc.get('kubectlFrom')})")
