@@ -32,6 +32,7 @@ from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import Fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.planning import ClusterFacts, Plan
+from gitedge.core.trust import Policy
 from gitedge.errors import GitEdgeError
 
 __all__ = [
@@ -65,7 +66,7 @@ class Context(Protocol):
     dir: Path
     state: State
     git: GitMirror
-    bootstrap: Any
+    bootstrap: Policy
     verified: VerifiedCommits
     hosts: Hosts
     stop: threading.Event
