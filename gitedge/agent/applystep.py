@@ -39,7 +39,7 @@ def apply_planned(
     *,
     now: datetime,
 ) -> StepResult[Applied]:
-    if planned is None:
+    if planned is None or planned.plan is None:
         raise Waiting("no plan to apply")
     if mirrored is None or not mirrored.complete:
         raise Waiting("waiting for every image of the path to be in the cache")

@@ -76,7 +76,7 @@ def mirror_step(
     needed: Sequence[NeededImage] | None = None,
 ) -> StepResult[Mirrored]:
     """Mirror ``needed`` (default: everything ``planned`` needs) from ``images``."""
-    if planned is None:
+    if planned is None or planned.plan is None:
         raise Waiting("no plan: nothing to mirror")
     needed = planned.needed if needed is None else needed
     done = ctx.state.mirrored()

@@ -113,10 +113,10 @@ class Clocked:
 @dataclass(frozen=True)
 class Planned:
     fleet: Fleet
-    plan: Plan
+    plan: Plan | None  # None: the planner refused (the step's error says why)
     snapshot: ClusterSnapshot  # the read the plan was made from
     facts: ClusterFacts  # what the planner saw of it (apply plans again only when it changed)
-    needed: tuple[NeededImage, ...]
+    needed: tuple[NeededImage, ...] = ()
     suc: dict[str, Any] = field(default_factory=dict)  # SUC's images (agent/sucwatch.py)
 
 

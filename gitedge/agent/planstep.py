@@ -20,7 +20,7 @@ from gitedge.core.pins import pins_condition, plan_unpinned
 from gitedge.core.planning import ClusterFacts, plan_json
 from gitedge.core.planning import plan as make_plan
 from gitedge.core.suc import Site
-from gitedge.errors import SourceUnavailable
+from gitedge.errors import GitEdgeError, SourceUnavailable
 
 __all__ = ["facts_of", "plan_step", "site_of"]
 
@@ -57,7 +57,10 @@ def plan_step(ctx: Context, tip: str | None, *, now: datetime) -> StepResult[Pla
     )
     snapshot = ctx.cluster.snapshot()
     facts = facts_of(ctx, snapshot)
-    plan = make_plan(fleet, facts, now=now, site=site_of(ctx))
+    try:
+        plan = make_plan(fleet, facts, now=now, site=site_of(ctx))
+    except GitEdgeError as e:  # what was read stays in the pass (status, report)
+        return StepResult(output=Planned(fleet, None, snapshot, facts), error=e)
     refused = plan_unpinned(fleet, plan)
     needed = tuple(n for n in needed_images(plan) if n.component not in refused)
     kubectl, suc = suc_needs(ctx, plan, others=len(needed))  # + SUC's kubectl image
