@@ -35,8 +35,7 @@ __all__ = ["observe", "suc_needs"]
 
 
 def _kube(agent: Context) -> Any:
-    # imported here: the kubernetes client loads only where a Kube is in use (not print mode)
-    from gitedge.adapters.kube import Kube
+    from gitedge.adapters.kube import Kube  # here: the kubernetes client is not for print mode
 
     return agent.cluster if isinstance(agent.cluster, Kube) else None
 
