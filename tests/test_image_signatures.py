@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gitedge.agent import reconcile
 from gitedge.agent.status import status_text
 from tests.agentkit import fleet_files, push_image, trust_yaml
 from tests.cosigntools import CosignKey, make_key, sign_bundle, sign_simple
@@ -146,7 +147,10 @@ def test_verify_image_by_hand_upstream_and_from_the_cache(site: Site) -> None:  
     assert r.returncode == 1 and "REFUSED: no signature found" in r.stdout, r.stderr
 
 
-def test_apply_step_judges_the_cache_again_before_any_plan(site: Site) -> None:  # noqa: F811
+def test_apply_step_judges_the_cache_again_before_any_plan(
+    site: Site,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The signature is removed from the cache after the mirror step judged it and before the
     apply step: the apply step refuses (its own check, from the cache) and prints nothing."""
     key = make_key()
@@ -155,14 +159,14 @@ def test_apply_step_judges_the_cache_again_before_any_plan(site: Site) -> None: 
     sig = site.cache.root / "docker/registry/v2/repositories" / REPO / "_manifests/tags"
     sig = sig / f"{digest.replace(':', '-')}.sig"
     agent = site.agent()
-    mirror_step = agent._mirror
+    mirror_step = reconcile.mirror_step
 
-    def mirror_then_tamper(p: Any) -> Any:
-        out = mirror_step(p)
+    def mirror_then_tamper(*args: Any, **kw: Any) -> Any:
+        out = mirror_step(*args, **kw)
         shutil.rmtree(sig)  # between the two steps
         return out
 
-    agent._mirror = mirror_then_tamper  # type: ignore[method-assign]
+    monkeypatch.setattr(reconcile, "mirror_step", mirror_then_tamper)
     try:
         p = agent.reconcile(now=at(0))
     finally:

@@ -391,7 +391,7 @@ def test_plan_json_carries_the_next_step_only() -> None:
     from gitedge.core.config import load_site_file
     from gitedge.core.fleet import load_fleet
     from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts, site_of
+    from gitedge.core.validation import site_facts, site_of
 
     root = Path(__file__).resolve().parent.parent / "examples"
     fleet = load_fleet(read_tree(str(root / "fleet-repo")))
@@ -401,7 +401,7 @@ def test_plan_json_carries_the_next_step_only() -> None:
     doc = plan_json(
         plan(
             fleet,
-            cluster_facts(site),
+            site_facts(site),
             now=datetime(2026, 11, 24, 1, 30, tzinfo=UTC),
             site=site_of(site),
         )
@@ -419,14 +419,12 @@ def test_plan_json_carries_the_next_step_only() -> None:
     assert farm_os is not None and farm_os.image.startswith(
         "registry.example.com/edge/farm-os:2.1.0@"
     )
-    done = cluster_facts(site, current_k3s="v1.30.6+k3s1", current_os=farm_os.image)
+    done = site_facts(site, current_k3s="v1.30.6+k3s1", current_os=farm_os.image)
     assert plan_json(plan(fleet, done, now=datetime(2026, 11, 24, tzinfo=UTC)))["manifests"] == []
     # an AgentConfig's cache and namespace reach the Plans
     agent = load_site_file((root / "agent.yaml").read_bytes(), path="agent.yaml")
     doc = plan_json(
-        plan(
-            fleet, cluster_facts(agent), now=datetime(2026, 11, 24, tzinfo=UTC), site=site_of(agent)
-        )
+        plan(fleet, site_facts(agent), now=datetime(2026, 11, 24, tzinfo=UTC), site=site_of(agent))
     )
     assert all(
         m["spec"]["upgrade"]["image"].startswith("127.0.0.1:5000/") for m in doc["manifests"]

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import NETWORK_ERRORS, RegistryClient, sized_body
 from gitedge.adapters.registryhosts import RetryPolicy
-from gitedge.adapters.state import State
+from gitedge.adapters.state import IMAGE_ENDPOINTS, State
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Descriptor, Manifest, hasher_for
 from gitedge.errors import (
@@ -86,12 +86,12 @@ def record_served(state: State, *, key: str, served: object, digest: str, now: d
     host (a hub of ``registry.endpoints`` or the registry itself) or ``bundle`` (an OCI layout,
     an imported bundle). Written only when it changes."""
     by = served.registry if isinstance(served, ImageRef) else "bundle"
-    doc: dict[str, Any] = dict(state.get_doc(SERVED_DOC) or {})
+    doc: dict[str, Any] = dict(state.doc(IMAGE_ENDPOINTS) or {})
     entry = {"endpoint": by, "digest": digest, "at": now.isoformat()}
     old = doc.get(key)
     if not isinstance(old, dict) or (old.get("endpoint"), old.get("digest")) != (by, digest):
         doc[key] = entry
-        state.put_doc(SERVED_DOC, doc)
+        state.put(IMAGE_ENDPOINTS, doc)
 
 
 class BlobSource(Protocol):

@@ -216,6 +216,27 @@ class GitMirror(GitRepo):
         except LIBGIT2_ERRORS as e:
             raise SourceUnavailable(f"{what}: history is incomplete: {scrub(str(e))}") from None
 
+    # the fetched ref and commit ids, for agent/ (which imports no pygit2)
+    def fetched_tip(self, branch: str) -> str | None:
+        ref = self.repo.references.get(FETCHED_PREFIX + branch)
+        return str(ref.target) if ref is not None else None
+
+    def set_fetched(self, branch: str, commit: str | None) -> None:
+        if commit is None:
+            _delete_ref(self.repo, FETCHED_PREFIX + branch)
+        else:
+            self.repo.references.create(FETCHED_PREFIX + branch, pygit2.Oid(hex=commit), force=True)
+
+    def has_commit(self, commit: str) -> bool:
+        """Whether the object exists; ValueError for an id libgit2 cannot read."""
+        try:
+            return bool(self.repo.odb.exists(commit))
+        except pygit2.GitError as e:
+            raise ValueError(str(e)) from None
+
+    def commits_ahead(self, commit: str, base: str) -> int:
+        return int(self.repo.ahead_behind(commit, base)[0])
+
 
 def _delete_ref(repo: pygit2.Repository, name: str) -> None:
     if name in repo.references:

@@ -2,13 +2,16 @@
 
 One pass: :meth:`Kube.snapshot` (nodes and gitedge's Plans) -> the cluster's facts from its nodes
 (:func:`~gitedge.core.clusterstate.cluster_facts`: the lowest kubelet version is the running K3s
-version, so the path is recomputed from reality every pass) -> :func:`~gitedge.core.planning.plan`
--> :func:`~gitedge.core.applying.decide` -> each decided action through the API, an Event per
+version, so the path is recomputed from reality every pass) -> the plan the mirror step mirrored
+when those facts are the ones it was made from (its SUC Plans rendered again with the digests now
+in the cache), else :func:`~gitedge.core.planning.plan` again ->
+:func:`~gitedge.core.decision.decide` -> each decided action through the API, an Event per
 change. A ``Conflict`` (a Plan changed between the read and the write) makes the pass start over
-from a fresh read, a few times; any other API error stops the pass and is reported in the
-``Applying`` condition (reason: the API's word, ``Forbidden``, ``AlreadyExists``, ...), and in a
-Warning Event. A fleet that cannot be planned for this cluster (no path through the minors, two
-targets in a tie) is reported the same way, with the error's class as reason.
+from a fresh read (and a fresh plan), a few times; any other API error stops the pass and is
+reported in the ``Applying`` condition (reason: the API's word, ``Forbidden``,
+``AlreadyExists``, ...), and in a Warning Event. A fleet that cannot be planned for this
+cluster (no path through the minors, two targets in a tie) is reported the same way, with the
+error's class as reason.
 
 The step sets only its own conditions (``Applying``, ``WindowClosed``); :func:`report` folds
 them, with the other steps', into the status ConfigMap and derives ``Ready`` once.
@@ -21,7 +24,7 @@ restarted decides the same thing again and never applies a step twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,7 +35,7 @@ from gitedge.core.decision import Decision, decide
 from gitedge.core.fleet import Fleet
 from gitedge.core.pins import held_components
 from gitedge.core.planmanifests import Action
-from gitedge.core.planning import Plan, plan
+from gitedge.core.planning import ClusterFacts, Plan, plan, render_next_steps
 from gitedge.core.readback import plans_as_written, stored_problem
 from gitedge.core.suc import Site
 from gitedge.core.timefmt import iso_z
@@ -95,6 +98,8 @@ def apply_step(
     os_image: str | None = None,
     before: Callable[[Action], None] | None = None,
     planned_check: Callable[[Plan], None] | None = None,
+    planned: Plan | None = None,
+    planned_facts: ClusterFacts | None = None,
 ) -> ApplyResult:
     """One apply pass for ``cluster`` (its name and configured labels) at ``now``.
 
@@ -103,7 +108,9 @@ def apply_step(
     ``clock_trusted`` False every window counts as closed. ``before`` is called with each action
     just before it is sent (the agent records the step it starts). A component whose images
     the fleet names by tag only under ``images.requireDigest`` is held (core/pins.py).
-    ``planned_check`` sees the plan made from the fresh read before anything is decided; what it
+    ``planned`` is the plan the pass mirrored, made from ``planned_facts``: applied as long as
+    the fresh read gives the same facts. Otherwise (a node changed, a Conflict, or no plan given)
+    the step plans again, and ``planned_check`` sees that plan before anything is decided; what it
     raises stops the step (the agent waits when that plan needs an image its mirror step did not
     bring and judge)."""
     performed: list[Action] = []
@@ -116,18 +123,23 @@ def apply_step(
             facts = cluster_facts(
                 name=cluster, labels=labels, nodes=snapshot.nodes, os_image=os_image
             )
-            planned = plan(fleet, facts, now=now, site=site)
-            if planned_check is not None:
-                planned_check(planned)
+            if attempt == 0 and planned is not None and facts == planned_facts:
+                # the mirrored plan, its SUC Plans rendered with the digests now in the cache
+                manifests = render_next_steps(fleet, planned.os, planned.k3s, site=site)
+                chosen = replace(planned, manifests=manifests)
+            else:  # the cluster changed since the plan step (or a Plan did): plan again
+                chosen = plan(fleet, facts, now=now, site=site)
+                if planned_check is not None:
+                    planned_check(chosen)
             decision = decide(
-                plan=planned,
+                plan=chosen,
                 snapshot=snapshot,
                 now=now,
                 site=site,
                 clock_trusted=clock_trusted,
                 # a printed step is applied by hand: every Plan printed, workers marked
                 sequence_workers=not isinstance(api, PrintCluster),
-                held=held_components(fleet, planned),
+                held=held_components(fleet, chosen),
             )
         except Stalled as e:
             return _failed(type(e).__name__, str(e), error=e, snapshot=snapshot)
@@ -145,7 +157,7 @@ def apply_step(
                 if problem is not None:  # read back: stop here, the next pass holds it
                     api.warn("PlanNotAsWritten", problem[1], now=now)
                     return _not_as_written(
-                        problem, performed, decision=decision, plan=planned, snapshot=snapshot
+                        problem, performed, decision=decision, plan=chosen, snapshot=snapshot
                     )
         except KubeApiError as e:
             if e.reason == "Conflict" and attempt + 1 < ATTEMPTS:
@@ -157,14 +169,14 @@ def apply_step(
                 error=e,
                 performed=tuple(performed),
                 decision=decision,
-                plan=planned,
+                plan=chosen,
                 snapshot=snapshot,
             )
         return ApplyResult(
             conditions=decision.conditions,
             performed=tuple(performed),
             decision=decision,
-            plan=planned,
+            plan=chosen,
             snapshot=snapshot,
         )
     raise AssertionError("unreachable")  # pragma: no cover

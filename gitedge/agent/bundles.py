@@ -7,29 +7,8 @@ plans need, the whole K3s path included, or every target's with ``all``), copy e
 OCI layout with the mirror engine (every digest verified, blobs stored once), add the git bundle
 of (since, rev], and write the tar (``adapters/bundlefile``): temp file, then rename.
 
-**Import** (the site, offline) runs the agent's own steps with the bundle as the source, so there
-is one verification path, the network fetch's:
-
-1. the file is read once for its digest, its index checked (format version, branch, the commit
-   an incremental bundle needs), then extracted with every blob, the git bundle and every image
-   checked (``open_bundle``): a tampered or unsafe bundle is refused here, before anything is
-   recorded anywhere;
-2. its git bundle lands in the mirror's fetched ref (``GitMirror.import_bundle``), and the
-   agent's verify step runs over (last verified, bundle tip]: trust policy, signatures, the
-   rollback rule. A refused range puts the fetched ref back where it was;
-3. the agent's plan step, then its mirror step restricted to the images the bundle holds, with
-   the bundle's layout as the source (``Agent._source_location``): the cache is filled and the
-   mirrored state recorded exactly as an online pass does, so the next pass needs no network.
-   That step (``agent/caching.py``) records an image only after every blob of it in the cache
-   hashed to its digest: a cache already holding other bytes under a digest the bundle brings
-   is repaired from the bundle (a layout) or refused naming the blob (a registry).
-
-**Inbox**: each pass first imports every ``*.tar`` in ``source.bundleDir`` not seen before (by
-content digest, so a copy under another name is not imported twice). A refused bundle is
-remembered, logged and reported in the ``BundleImported`` condition, and does not stop the pass;
-a bundle that failed for a reason that may heal (the cache registry down) is tried again by the
-next pass. Files are left where they are (a stick may be read-only); what was done with each is
-in the state (``agent/inbox.py``, light enough for the scheduler to poll between passes).
+**Import** (the site, offline) and the ``bundleDir`` **inbox**: ``agent/bundleimport.py``, the
+pass's own steps over the bundle as the source (re-exported here).
 """
 
 from __future__ import annotations
@@ -39,42 +18,40 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
-import pygit2
-
-from gitedge.adapters.bundlefile import file_digest, open_bundle, read_index, write_bundle
+from gitedge.adapters.bundlefile import file_digest, write_bundle
 from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.endpoints import endpoint_refs, first_served
-from gitedge.adapters.gitrepo import FETCHED_PREFIX, GitRepo
+from gitedge.adapters.gitrepo import GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
 from gitedge.adapters.mirroring import Progress as MirrorProgress
 from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
-from gitedge.adapters.state import State
-from gitedge.agent import inbox
+from gitedge.agent.bundleimport import (
+    BundleProgress,
+    ImportResult,
+    InboxResult,
+    ProgressFn,
+    import_bundle,
+    import_inbox,
+    record_import,
+)
 from gitedge.agent.caching import check_tag
 from gitedge.agent.imagetrust import carry_signatures
-from gitedge.agent.reconcile import Agent, Pass
-from gitedge.core.agentrules import NeededImage
 from gitedge.core.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage, BundleIndex
-from gitedge.core.bundleplan import bundle_images, suc_images
-from gitedge.core.conditions import BUNDLE_IMPORTED, Condition
+from gitedge.core.bundleplan import bundle_images
+from gitedge.core.conditions import BUNDLE_IMPORTED
 from gitedge.core.config import AgentConfig, SiteFile
 from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.ocimanifest import Platform
-from gitedge.core.validation import cluster_facts
+from gitedge.core.validation import site_facts
 from gitedge.errors import (
     DigestMismatch,
-    GitEdgeError,
-    InvalidInput,
-    Problem,
-    SourceUnavailable,
-    Stalled,
     Transient,
     UsageError,
     scrub,
@@ -93,23 +70,6 @@ __all__ = [
     "import_inbox",
     "record_import",
 ]
-
-
-@dataclass(frozen=True)
-class BundleProgress:
-    """One progress report: ``phase`` is fetch | image | write (create) or read | image (import);
-    for images, ``index`` of ``count`` and that image's bytes."""
-
-    phase: str
-    item: str
-    index: int = 0
-    count: int = 0
-    done_bytes: int = 0
-    total_bytes: int = 0
-    finished: bool = False
-
-
-ProgressFn = Callable[[BundleProgress], None]
 
 
 # ---------------------------------------------------------------------------- create
@@ -223,14 +183,21 @@ def create_bundle(
         raise UsageError(f"--out {out}: cannot write there: {e.strerror}") from None
     try:
         report(BundleProgress("fetch", repo))
-        stage = stage_git(repo=repo, rev=rev or "HEAD", since=since, branch=branch,
-                          into=scratch / "repo.git", timeout_s=timeout_s)  # fmt: skip
+        stage = stage_git(
+            repo=repo,
+            rev=rev or "HEAD",
+            since=since,
+            branch=branch,
+            into=scratch / "repo.git",
+            timeout_s=timeout_s,
+        )
         snap = GitRepo(path=stage.path).tree_snapshot(stage.tip, subdir=subdir)
         fleet = load_fleet(snap, subdir=subdir, origin=f"{scrub(repo, limit=200)}@{stage.tip[:12]}")
-        facts = [cluster_facts(s) for s in sites]
+        facts = [site_facts(s) for s in sites]
         kubectl = [*kubectl, *(c.apply.kubectl_image for c in configs if c.apply.kubectl_image)]
-        refs = bundle_images(fleet, facts, all_targets=all_targets, now=now,
-                             kubectl=sorted(set(kubectl)), suc=suc)  # fmt: skip
+        refs = bundle_images(
+            fleet, facts, all_targets=all_targets, now=now, kubectl=sorted(set(kubectl)), suc=suc
+        )
         layout = scratch / LAYOUT_DIR
         images: list[BundleImage] = []
         copied = 0
@@ -255,9 +222,10 @@ def create_bundle(
                     )
                     if ref.digest and r.source_digest != ref.digest:
                         raise DigestMismatch(
-                            image=str(ref), digest=ref.digest,
+                            image=str(ref),
+                            digest=ref.digest,
                             detail=f"{src} holds {r.source_digest}",
-                        )  # fmt: skip
+                        )
                     return r
 
                 if isinstance(source, ImageRef) and (endpoints or {}).get(source.registry):
@@ -272,9 +240,15 @@ def create_bundle(
                 )
                 images.append(BundleImage(str(ref), r.digest, r.media_type, size))
                 # its cosign signatures travel with it (agent/imagetrust.py), for the site
-                carry_signatures(mirror, ref=ref, src_image=source,
-                                 layout=layout, signed=r.source_digest, cached=r.digest,
-                                 what=str(ref))  # fmt: skip
+                carry_signatures(
+                    mirror,
+                    ref=ref,
+                    src_image=source,
+                    layout=layout,
+                    signed=r.source_digest,
+                    cached=r.digest,
+                    what=str(ref),
+                )
                 copied += r.stats.bytes_copied
                 report(replace(current, done_bytes=size, total_bytes=size, finished=True))
         if not images:  # commits only (a trust rotation, a change no image follows)
@@ -301,209 +275,23 @@ def create_bundle(
             report(BundleProgress("write", str(out), 0, 0, done, total, done >= total))
 
         try:
-            size = write_bundle(out, index=index, git_file=git_file, layout=layout,
-                                progress=on_write)  # fmt: skip
+            size = write_bundle(
+                out, index=index, git_file=git_file, layout=layout, progress=on_write
+            )
         except OSError as e:  # a full disk, a directory that appeared at --out meanwhile
             raise Transient(f"--out {out}: the bundle was not written: {e.strerror}") from None
         blobs = sum(1 for _ in (layout / "blobs").glob("*/*")) if layout.exists() else 0
-        return CreateResult(out, size, stage.branch, stage.tip, stage.since, tuple(images),
-                            blobs, copied, tuple(served), tuple(skipped))  # fmt: skip
+        return CreateResult(
+            out,
+            size,
+            stage.branch,
+            stage.tip,
+            stage.since,
+            tuple(images),
+            blobs,
+            copied,
+            tuple(served),
+            tuple(skipped),
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------- import
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    file: Path
-    digest: str
-    branch: str
-    tip: str
-    new_commits: int
-    needed: int  # images this site's plan needs that the bundle holds
-    copied: tuple[tuple[str, str, int], ...]  # (image, cache digest, bytes copied)
-    missing: tuple[str, ...]  # images the plan needs that the bundle does not hold
-
-    def summary(self) -> str:
-        n = len(self.copied)
-        text = (
-            f"{self.file.name}: verified {self.new_commits} new commit(s), now at {self.tip}; "
-            f"{self.needed} image(s) of this site's plan from the bundle in the cache "
-            f"({n} copied now)"
-        )
-        if self.missing:
-            text += f"; not in the bundle: {', '.join(self.missing)}"
-        return text
-
-
-def _bad(file: Path, msg: str) -> InvalidInput:
-    return InvalidInput([Problem(f"bundle {file}", 0, msg)], f"bundle {file} refused")
-
-
-def _set_ref(repo: pygit2.Repository, name: str, target: pygit2.Oid | None) -> None:
-    if target is None:
-        if name in repo.references:
-            repo.references.delete(name)
-    else:
-        repo.create_reference(name, target, force=True, message="gitedge: bundle refused")
-
-
-def import_bundle(
-    agent: Agent,
-    file: Path,
-    *,
-    now: datetime,
-    digest: str | None = None,
-    progress: ProgressFn | None = None,
-    suc: bool = False,
-) -> ImportResult:
-    """Import one bundle through the agent's own steps (module docstring). Raises what the
-    steps raise; nothing is recorded for a bundle refused before or at verification. With
-    ``suc``, SUC's own images the bundle holds (``bundle create --suc``) go to the cache too."""
-    file = file.absolute()
-    report = progress or (lambda _: None)
-    digest = digest or file_digest(file)
-    src = agent.config.source
-    index = read_index(file)
-    if index.branch != src.branch:
-        raise _bad(
-            file,
-            f"it carries branch {index.branch!r}, this site tracks {src.branch!r} "
-            f"(create it with --branch {src.branch})",
-        )
-    git = agent.git
-    try:  # libgit2 raises for an id it cannot read (SHA-256 in a SHA-1 repository)
-        have_since = index.since is None or git.repo.odb.exists(index.since)
-    except (ValueError, pygit2.GitError):
-        raise _bad(file, f"its base commit {index.since!r} is not a commit id here") from None
-    if not have_since:
-        raise SourceUnavailable(
-            f"bundle {file}: it holds only the commits after {index.since} (--since), and this "
-            "site does not have that commit yet: import the bundle that brings it first, or "
-            "bring one made without --since"
-        )
-
-    def on_read(done: int, total: int) -> None:
-        report(BundleProgress("read", str(file), 0, 0, done, total, done >= total))
-
-    with open_bundle(file, scratch=agent.dir / "bundles", progress=on_read) as opened:
-        if opened.index != index:  # what was checked above is what is imported
-            raise _bad(file, "it changed while it was being imported")
-        ref_name = FETCHED_PREFIX + src.branch
-        refs = git.repo.references
-        old = refs[ref_name].target if ref_name in refs else None
-        p = Pass(now=now)
-        try:
-            p.fetched = git.import_bundle(
-                bundle_file=opened.git_file,
-                branch=src.branch,
-                memory_bytes=src.limits.fetch_memory_bytes,
-            )
-            if p.fetched != index.tip:
-                raise _bad(file, f"its git bundle has {src.branch} at {p.fetched}, its index "
-                                 f"says {index.tip}")  # fmt: skip
-            agent._verify(p)
-        except GitEdgeError:
-            _set_ref(git.repo, ref_name, old if isinstance(old, pygit2.Oid) else None)
-            raise
-        agent._plan(p)
-        if suc:
-            p.needed += tuple(NeededImage("suc", str(r), r)
-                              for r in suc_images(kubectl=(), controller=True))  # fmt: skip
-            p.needed = tuple({n.key: n for n in p.needed}.values())
-        held = tuple(n for n in p.needed if index.image(n.key) is not None)
-        missing = tuple(n.key for n in p.needed if index.image(n.key) is None)
-        p.needed = held
-        agent.importing = opened
-        try:
-            agent._mirror(p)
-        finally:
-            agent.importing = None
-    assert p.tip is not None
-    for key, _, _ in p.mirrored_now:
-        report(BundleProgress("image", key, finished=True))
-    return ImportResult(file, digest, src.branch, p.tip, p.new_commits, len(held),
-                        tuple(p.mirrored_now), missing)  # fmt: skip
-
-
-# ---------------------------------------------------------------------------- the inbox
-
-
-@dataclass
-class InboxResult:
-    """What :func:`import_inbox` did this pass."""
-
-    conditions: list[Condition] = field(default_factory=list)
-    imported: list[ImportResult] = field(default_factory=list)
-
-    @property
-    def tip(self) -> str | None:
-        """The tip of the last bundle imported (the fetch's stand-in while offline)."""
-        return self.imported[-1].tip if self.imported else None
-
-    @property
-    def mirrored(self) -> list[tuple[str, str, int]]:
-        """(image, cache digest, bytes copied) of every image the imports put in the cache."""
-        return [c for r in self.imported for c in r.copied]
-
-
-def import_inbox(agent: Agent, *, now: datetime) -> InboxResult:
-    """Import every bundle in ``source.bundleDir`` not seen before, oldest first."""
-    result = InboxResult()
-    files = inbox.candidates(agent.config.source.bundle_dir)
-    if not files:
-        return result
-    doc = inbox.load(agent.state)
-    for f in files:
-        if agent.stop.is_set():
-            break
-        path = str(f)
-        try:
-            stamp = inbox.stamp(f)
-            known = doc["files"].get(path)
-            same = isinstance(known, dict) and known.get("stamp") == stamp
-            digest = str(known["digest"]) if same else file_digest(f)
-        except OSError as e:
-            log.warning("bundle %s cannot be read: %s", f, e.strerror)
-            continue
-        doc["files"][path] = {"stamp": stamp, "digest": digest}
-        if digest in doc["seen"]:
-            agent.state.put_doc(inbox.DOC, doc)
-            continue
-        at = now.astimezone(UTC).isoformat()
-        try:
-            r = import_bundle(agent, f, now=now, digest=digest)
-        except Stalled as e:
-            text = scrub(str(e).replace("\n", "; "), limit=1000)
-            log.error("bundle %s refused: %s", f, text)
-            doc["seen"][digest] = {"file": path, "at": at, "result": "refused",
-                                   "reason": type(e).__name__, "message": text}  # fmt: skip
-            result.conditions.append(
-                Condition(BUNDLE_IMPORTED, "False", type(e).__name__, f"{f}: {text}")
-            )
-        except (GitEdgeError, OSError) as e:
-            text = scrub(str(e).replace("\n", "; "), limit=1000)
-            log.warning("bundle %s not imported, the next pass tries again: %s", f, text)
-            result.conditions.append(
-                Condition(BUNDLE_IMPORTED, "False", type(e).__name__, f"{f}: {text}")
-            )
-        else:
-            doc["seen"][digest] = {"file": path, "at": at, "result": "imported", "tip": r.tip}
-            log.info("imported bundle %s", r.summary())
-            result.imported.append(r)
-            result.conditions.append(Condition(BUNDLE_IMPORTED, "True", "Imported", r.summary()))
-        agent.state.put_doc(inbox.DOC, doc)
-    present = {str(f) for f in files}
-    doc["files"] = {k: v for k, v in doc["files"].items() if k in present}
-    agent.state.put_doc(inbox.DOC, doc)
-    return result
-
-
-def record_import(state: State, r: ImportResult, *, now: datetime) -> None:
-    """Remember a bundle imported by ``gitedge bundle import``, so the inbox skips its copy."""
-    doc = inbox.load(state)
-    doc["seen"][r.digest] = {"file": str(r.file), "at": now.astimezone(UTC).isoformat(),
-                             "result": "imported", "tip": r.tip}  # fmt: skip
-    state.put_doc(inbox.DOC, doc)

@@ -60,8 +60,11 @@ def mirror_verified(
             layout.remove_blob(b.digest)
         log.warning(
             "cache %s: %d blob(s) of %s did not hash to their digest (%s); removed, copying again",
-            dst, len(bad), what, ", ".join(b.digest for b in bad),
-        )  # fmt: skip
+            dst,
+            len(bad),
+            what,
+            ", ".join(b.digest for b in bad),
+        )
         r = mirror.mirror(src, dst, platforms=platforms)
         _, bad = mirror.verify_cached(dst, r.digest, known=passed | r.stats.verified)
     if bad:

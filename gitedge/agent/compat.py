@@ -19,11 +19,12 @@ import logging
 from typing import Protocol
 
 from gitedge import __version__
-from gitedge.adapters.state import State
+from gitedge.adapters.state import DESIRED, State
 from gitedge.core.compat import newer_than_agent, too_old_text
 from gitedge.core.fleet import Fleet, TrustPolicy, load_fleet
 from gitedge.core.fleetfiles import trust_file
 from gitedge.core.snapshot import Snapshot
+from gitedge.core.trustpolicy import parse_trust_policy
 from gitedge.errors import AgentTooOld, InvalidFleetRepo
 
 log = logging.getLogger("gitedge.agent")
@@ -41,13 +42,16 @@ def understood_fleet(
     """(the commit planned from, its fleet, the AgentTooOld to report or None). Raises
     AgentTooOld when no earlier commit was understood, InvalidFleetRepo for other problems."""
     try:
-        return tip, load_fleet(git.tree_snapshot(tip, subdir=subdir), subdir=subdir,
-                               origin=tip[:12]), None  # fmt: skip
+        return (
+            tip,
+            load_fleet(git.tree_snapshot(tip, subdir=subdir), subdir=subdir, origin=tip[:12]),
+            None,
+        )
     except InvalidFleetRepo as e:
         if not newer_than_agent(e.problems):
             raise
         problems = list(e.problems)
-    last = (state.get_doc("desired") or {}).get("commit")
+    last = (state.doc(DESIRED) or {}).get("commit")
     kept = last if isinstance(last, str) and last != tip else None
     text = too_old_text(problems, version=__version__, commit=tip, kept=kept)
     if kept is None:
@@ -55,8 +59,9 @@ def understood_fleet(
     try:
         trust = _trust_policy(git, tip=tip, subdir=subdir)
     except ValueError as e:  # not expected of a verified tip: plan nothing rather than guess
-        raise AgentTooOld(problems, summary=f"{text}; its trust file cannot be read ({e}): "
-                          "nothing is planned")  from None  # fmt: skip
+        raise AgentTooOld(
+            problems, summary=f"{text}; its trust file cannot be read ({e}): nothing is planned"
+        ) from None
     fleet = load_fleet(git.tree_snapshot(kept, subdir=subdir), subdir=subdir, origin=kept[:12])
     fleet = dataclasses.replace(fleet, trust_policy=trust)
     log.error("%s", text)
@@ -65,8 +70,6 @@ def understood_fleet(
 
 def _trust_policy(git: _Trees, *, tip: str, subdir: str) -> TrustPolicy | None:
     """The TrustPolicy of commit ``tip`` (None: it has no trust file). Raises ValueError."""
-    from gitedge.core.trustpolicy import parse_trust_policy
-
     found = trust_file(git.tree_snapshot(tip, subdir=subdir), subdir=subdir)
     if found is None:
         return None

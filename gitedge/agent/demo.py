@@ -40,6 +40,7 @@ import yaml
 from gitedge.adapters.worktree import read_tree
 from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
+from gitedge.agent.status import status_text
 from gitedge.core.config import AgentConfig
 from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
@@ -61,9 +62,15 @@ def _tool(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
         raise UsageError(f"the demo needs {args[0]!r} on PATH (apt-get install git openssh-client)")
     try:
         out = subprocess.run(
-            [exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-            stdin=subprocess.DEVNULL, check=True,
-        )  # fmt: skip
+            [exe, *args[1:]],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
     except subprocess.CalledProcessError as e:
         raise GitEdgeError(f"{' '.join(args[:3])}: {e.stderr.strip()[:300]}") from None
     return out.stdout.strip()
@@ -98,10 +105,14 @@ class _Layouts:
             config = self._blob(
                 layout,
                 json.dumps(
-                    {"architecture": arch, "os": "linux", "config": {},
-                     "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
+                    {
+                        "architecture": arch,
+                        "os": "linux",
+                        "config": {},
+                        "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+                    }
                 ).encode(),
-            )  # fmt: skip
+            )
             manifest = {
                 "schemaVersion": 2,
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -110,9 +121,12 @@ class _Layouts:
             }
             m = self._blob(layout, json.dumps(manifest).encode())
             children.append(
-                {"mediaType": manifest["mediaType"], **m,
-                 "platform": {"architecture": arch, "os": "linux"}}
-            )  # fmt: skip
+                {
+                    "mediaType": manifest["mediaType"],
+                    **m,
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+            )
         index = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -201,8 +215,9 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     say(f"gitedge demo: a store's agent, its fleet repo and its images, all in {tmp}\n")
     key = tmp / "keys" / "release"
     key.parent.mkdir(parents=True)
-    _tool("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release@fleet.example",
-          "-f", str(key))  # fmt: skip
+    _tool(
+        "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release@fleet.example", "-f", str(key)
+    )
     public = key.with_suffix(".pub").read_text().strip()
     allowed = tmp / "site" / "allowed_signers"
     allowed.parent.mkdir(parents=True)
@@ -249,16 +264,22 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     repo = _FleetRepo(work, key, tmp / "home")
     first = repo.commit("fleet: stores on K3s v1.29.10")
     say(f"fleet repo: {work} (commit {first[:12]} signed by a throwaway ssh-keygen key)")
-    say(f"upstream:   OCI layouts of {len(list(upstream.glob('*/*/*')))} repositories at "
-        f"{upstream}; the site has no route to them")  # fmt: skip
+    say(
+        f"upstream:   OCI layouts of {len(list(upstream.glob('*/*/*')))} repositories at "
+        f"{upstream}; the site has no route to them"
+    )
     stick = tmp / "stick"
     stick.mkdir()
     _stick(work, upstream, stick / "fleet-1.tar", rev=first, since=None, say=say)
 
     # --- the site: examples/agent.yaml, pointed at the temp dirs, apply.mode print
     cfg_doc = yaml.safe_load((examples / "agent.yaml").read_text())
-    cfg_doc["source"] = {"url": str(work), "branch": "main", "interval": "10m",
-                         "bundleDir": str(stick)}  # fmt: skip
+    cfg_doc["source"] = {
+        "url": str(work),
+        "branch": "main",
+        "interval": "10m",
+        "bundleDir": str(stick),
+    }
     cfg_doc["trust"] = {"bootstrap": str(allowed)}
     cfg_doc["registry"] = {"platforms": "auto"}
     cfg_doc["apply"] = {"mode": "print"}
@@ -266,9 +287,11 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     config = AgentConfig.model_validate(cfg_doc)
     (tmp / "site" / "agent.yaml").write_text(yaml.safe_dump(cfg_doc, sort_keys=False))
     status = config.cluster.status
-    say(f"site:       {config.cluster.name} running K3s {status.k3s_version} on "
+    say(
+        f"site:       {config.cluster.name} running K3s {status.k3s_version} on "
         f"{', '.join(status.arches)}; cache: OCI layouts in {config.state.dir}/cache "
-        "(no registry running); apply.mode: print\n")  # fmt: skip
+        "(no registry running); apply.mode: print\n"
+    )
 
     window = fleet.windows["store-nights"].spec
     t0 = datetime.now(UTC)
@@ -278,13 +301,17 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     ok = True
 
     # 1. first sync, outside the window; the first stick is in bundleDir
-    say(f"[1] {t0:%Y-%m-%d %H:%M} UTC, first sync (outside the store-nights window); "
-        "the stick is in the site's bundleDir")  # fmt: skip
+    say(
+        f"[1] {t0:%Y-%m-%d %H:%M} UTC, first sync (outside the store-nights window); "
+        "the stick is in the site's bundleDir"
+    )
     p = _pass(config, t0, say, bundle="fleet-1.tar")
     ok &= p.outcomes.get("verify") == "ok" and p.mirror_complete and not p.actions
     ok &= _imported(p, "fleet-1.tar")
-    say("    -> the bundle verified like a fetch and its images cached; every image of the path "
-        "is in the cache; the window is closed: nothing applied\n")  # fmt: skip
+    say(
+        "    -> the bundle verified like a fetch and its images cached; every image of the path "
+        "is in the cache; the window is closed: nothing applied\n"
+    )
 
     # 2. offline: the operators move on; the site cannot reach the repo
     offline_at = t0 + timedelta(days=3)
@@ -293,10 +320,14 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     _edit(stores, "  priority: 10\n", "  priority: 10\n  os:\n" + os_block)
     second = repo.commit("stores: K3s v1.30.6 and OS 1.4.2")
     work.rename(hidden)
-    say(f"[2] {offline_at:%Y-%m-%d %H:%M} UTC, offline: the operators signed {second[:12]} "
-        "(K3s v1.30.6, OS 1.4.2) but the site cannot reach the repo")  # fmt: skip
-    say(f"    (the demo cuts the link by moving the repo away to {hidden.name}/: the agent's "
-        "fetch fails, as it would with the uplink down)")  # fmt: skip
+    say(
+        f"[2] {offline_at:%Y-%m-%d %H:%M} UTC, offline: the operators signed {second[:12]} "
+        "(K3s v1.30.6, OS 1.4.2) but the site cannot reach the repo"
+    )
+    say(
+        f"    (the demo cuts the link by moving the repo away to {hidden.name}/: the agent's "
+        "fetch fails, as it would with the uplink down)"
+    )
     p = _pass(config, offline_at, say)
     ok &= p.outcomes.get("sync") == "retry" and p.tip == first
     say(f"    -> fetch failed (retried with backoff); still working from {first[:12]}\n")
@@ -304,43 +335,63 @@ def _story(tmp: Path, say: Say, examples: Path) -> int:
     # 3. still offline, inside the window: a technician brings the operators' new bundle
     state = window_state(window, offline_at + timedelta(days=1))
     when = (state.next_open or offline_at) + timedelta(minutes=30)
-    say(f"[3] {when:%Y-%m-%d %H:%M} UTC, still offline, inside the store-nights window: a "
-        "technician brings a stick")  # fmt: skip
+    say(
+        f"[3] {when:%Y-%m-%d %H:%M} UTC, still offline, inside the store-nights window: a "
+        "technician brings a stick"
+    )
     _stick(hidden, upstream, stick / "fleet-2.tar", rev=second, since=first, say=say)
     p = _pass(config, when, say, bundle="fleet-2.tar")
     ok &= p.tip == second and p.mirror_complete and bool(p.actions)
     ok &= _imported(p, "fleet-2.tar")
-    say("    -> the new commit verified from the bundle exactly as a fetch would be, every image "
+    say(
+        "    -> the new commit verified from the bundle exactly as a fetch would be, every image "
         "of the path cached first, then the SUC Plans of the first step printed above "
-        "(apply.mode: print)\n")  # fmt: skip
+        "(apply.mode: print)\n"
+    )
 
     # 4. back online, an unsigned commit: refused, the last verified commit kept
     hidden.rename(work)
     (work / "notes.txt").write_text("an unsigned change\n")
     bad = repo.commit("unsigned change", signed=False)
     later = when + timedelta(hours=1)
-    say(f"[4] {later:%Y-%m-%d %H:%M} UTC, back online; someone pushed {bad[:12]} without a "
-        "signature")  # fmt: skip
+    say(
+        f"[4] {later:%Y-%m-%d %H:%M} UTC, back online; someone pushed {bad[:12]} without a "
+        "signature"
+    )
     p = _pass(config, later, say, show_plans=False)
     ok &= p.outcomes.get("verify") == "stalled" and p.tip == second
     say(f"    -> refused ({p.errors.get('verify', '?')[:90]}); still on {second[:12]}\n")
 
     say("what the site reports (`gitedge status --config agent.yaml`):")
-    from gitedge.agent.status import status_text
-
     say("  " + status_text(p.status).replace("\n", "\n  "))
-    say("\n" + ("demo ok: verified, mirrored and applied (printed) as the fleet asked"
-                if ok else "demo FAILED: a stage did not do what it should"))  # fmt: skip
+    say(
+        "\n"
+        + (
+            "demo ok: verified, mirrored and applied (printed) as the fleet asked"
+            if ok
+            else "demo FAILED: a stage did not do what it should"
+        )
+    )
     return 0 if ok else 1
 
 
 def _stick(repo: Path, upstream: Path, out: Path, *, rev: str, since: str | None, say: Say) -> None:
     """``gitedge bundle create --repo REPO --rev REV [--since S] --all --layouts UPSTREAM``."""
-    r = create_bundle(repo=str(repo), out=out, now=datetime.now(UTC), rev=rev, since=since,
-                      branch="main", all_targets=True, layouts=upstream)  # fmt: skip
+    r = create_bundle(
+        repo=str(repo),
+        out=out,
+        now=datetime.now(UTC),
+        rev=rev,
+        since=since,
+        branch="main",
+        all_targets=True,
+        layouts=upstream,
+    )
     what = f"the commits after {since[:12]}" if since else "the whole history"
-    say(f"stick:      {out.name}: {what} up to {r.tip[:12]} and {len(r.images)} images "
-        f"({r.blobs} blobs, {r.size >> 10} KiB): `gitedge bundle create --all`")  # fmt: skip
+    say(
+        f"stick:      {out.name}: {what} up to {r.tip[:12]} and {len(r.images)} images "
+        f"({r.blobs} blobs, {r.size >> 10} KiB): `gitedge bundle create --all`"
+    )
 
 
 def _imported(p: Pass, name: str) -> bool:
@@ -366,8 +417,10 @@ def _pass(
         say(f"    verified {p.new_commits} new commit(s), now at {p.tip}")
     if p.plan is not None and p.plan.k3s is not None:
         path = " -> ".join(p.plan.k3s.path) or "nothing to do"
-        say(f"    plan: K3s {p.plan.k3s.version} via {path}"
-            + (f"; OS {p.plan.os.image}" if p.plan.os else ""))  # fmt: skip
+        say(
+            f"    plan: K3s {p.plan.k3s.version} via {path}"
+            + (f"; OS {p.plan.os.image}" if p.plan.os else "")
+        )
     for key, digest, size in p.mirrored_now:
         say(f"    mirrored {key} -> cache {digest[:19]}... ({size} bytes)")
     for line in printed if show_plans else ():

@@ -21,9 +21,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pygit2
-
-from gitedge.adapters.gitrepo import FETCHED_PREFIX
 from gitedge.adapters.gitsource import GitMirror
 from gitedge.adapters.gittransport import redact_url
 from gitedge.core.conditions import MIRRORS_CURRENT, SOURCE_REACHABLE, Condition
@@ -102,8 +99,7 @@ def _lag(
         return MirrorLag(shown, tip, behind=0)
     if not git.is_descendant(commit=origin_tip, ancestor=tip):
         return MirrorLag(shown, tip, diverged=True)
-    ahead, _ = git.repo.ahead_behind(origin_tip, tip)
-    return MirrorLag(shown, tip, behind=int(ahead))
+    return MirrorLag(shown, tip, behind=git.commits_ahead(origin_tip, tip))
 
 
 def _origin_down(
@@ -111,9 +107,7 @@ def _origin_down(
 ) -> MirrorSync:
     if all(tip is None for _, tip, _ in tips):
         raise SourceUnavailable(f"the origin did not answer ({why}) and no mirror did")
-    ref = FETCHED_PREFIX + branch
-    refs = git.repo.references
-    current = str(refs[ref].target) if ref in refs else None
+    current = git.fetched_tip(branch)
     best, source = current, None
     for shown, tip, _ in tips:
         if tip is None or tip == best:
@@ -123,7 +117,7 @@ def _origin_down(
     if best is None:  # only mirrors that diverge from... nothing: cannot happen; be safe
         raise SourceUnavailable(f"the origin did not answer ({why}); no mirror to follow")
     if best != current:
-        refs.create(ref, pygit2.Oid(hex=best), force=True)
+        git.set_fetched(branch, best)
     lags = [MirrorLag(s, t, error=e) for s, t, e in tips]
     where = f"from mirror {source}" if source else "(no mirror is newer)"
     msg = f"the origin did not answer ({why}); {branch} at {best} {where}, not checked against it"

@@ -27,17 +27,21 @@ from gitedge.adapters.imagesigs import SigSite, copy_signatures, find_signatures
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror
 from gitedge.adapters.ocilayout import REF_NAME
 from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
-from gitedge.adapters.state import State
+from gitedge.adapters.state import IMAGE_SIGNATURES, State
 from gitedge.core.agentrules import NeededImage
 from gitedge.core.cosignsig import SignerKey, Verdict
 from gitedge.core.images import ImageRef
 from gitedge.errors import ImageSignatureRefused, Waiting
 
 __all__ = [
-    "bundle_signed_digest", "bundle_site", "carry_signatures", "check_cached", "check_mirrored",
+    "bundle_signed_digest",
+    "bundle_site",
+    "carry_signatures",
+    "check_cached",
+    "check_mirrored",
     "check_needed",
     "mirror_signatures",
-]  # fmt: skip
+]
 
 DOC = "imageSignatures"
 
@@ -49,24 +53,48 @@ def bundle_site(layout: Location, ref: ImageRef) -> SigSite:
 
 
 def mirror_signatures(
-    mirror: Mirror, *, key: str, ref: ImageRef, src: SigSite, src_image: Location,
-    dst: Location, signed: str, cached: str, keys: tuple[SignerKey, ...], state: State,
+    mirror: Mirror,
+    *,
+    key: str,
+    ref: ImageRef,
+    src: SigSite,
+    src_image: Location,
+    dst: Location,
+    signed: str,
+    cached: str,
+    keys: tuple[SignerKey, ...],
+    state: State,
     now: datetime,
-) -> Verdict:  # fmt: skip
+) -> Verdict:
     """Copy the signatures of ``signed`` from ``src`` next to the image at ``dst``, keep the
     signed index when the cache holds a cut one, then :func:`check_cached`."""
     found = find_signatures(mirror, src, signed, what=key)
     copy_signatures(mirror, src, SigSite.of(dst), signed, found, what=key)
     if cached != signed:
         keep_signed_index(mirror, src_image=src_image, dst=dst, digest=signed, what=key)
-    return check_cached(mirror, key=key, ref=ref, dst=dst, signed=signed, cached=cached,
-                        keys=keys, state=state, now=now)  # fmt: skip
+    return check_cached(
+        mirror,
+        key=key,
+        ref=ref,
+        dst=dst,
+        signed=signed,
+        cached=cached,
+        keys=keys,
+        state=state,
+        now=now,
+    )
 
 
 def carry_signatures(
-    mirror: Mirror, *, ref: ImageRef, src_image: Location, layout: Path, signed: str,
-    cached: str, what: str,
-) -> int:  # fmt: skip
+    mirror: Mirror,
+    *,
+    ref: ImageRef,
+    src_image: Location,
+    layout: Path,
+    signed: str,
+    cached: str,
+    what: str,
+) -> int:
     """``bundle create``: the signature artifacts of ``signed`` copied from where the image came
     from into the bundle's layout (tags prefixed ``<repository>@``), with the signed index when
     the bundle holds a cut one; the number of signatures found. Not judged here: the site judges
@@ -75,8 +103,9 @@ def carry_signatures(
     found = find_signatures(mirror, src, signed, what=what)
     copy_signatures(mirror, src, bundle_site(LayoutRef(layout), ref), signed, found, what=what)
     if (found.sig is not None or found.referrers) and cached != signed:
-        keep_signed_index(mirror, src_image=src_image, dst=LayoutRef(layout), digest=signed,
-                          what=what)  # fmt: skip
+        keep_signed_index(
+            mirror, src_image=src_image, dst=LayoutRef(layout), digest=signed, what=what
+        )
     return len(found.candidates)
 
 
@@ -96,16 +125,28 @@ def bundle_signed_digest(mirror: Mirror, *, layout: Path, ref: ImageRef, cached:
     if cached.split(":", 1)[1] in ok:
         return cached
     for h in ok:
-        if check_cut_index(mirror, dst=LayoutRef(layout), signed=f"sha256:{h}", cached=cached,
-                           what=str(ref)) is None:  # fmt: skip
+        if (
+            check_cut_index(
+                mirror, dst=LayoutRef(layout), signed=f"sha256:{h}", cached=cached, what=str(ref)
+            )
+            is None
+        ):
             return f"sha256:{h}"
     return None
 
 
 def check_cached(
-    mirror: Mirror, *, key: str, ref: ImageRef, dst: Location, signed: str, cached: str,
-    keys: tuple[SignerKey, ...], state: State, now: datetime,
-) -> Verdict:  # fmt: skip
+    mirror: Mirror,
+    *,
+    key: str,
+    ref: ImageRef,
+    dst: Location,
+    signed: str,
+    cached: str,
+    keys: tuple[SignerKey, ...],
+    state: State,
+    now: datetime,
+) -> Verdict:
     """Judge the signatures the cache holds for ``signed`` (and the cut index against it);
     record the verdict; raise ImageSignatureRefused unless it is good."""
     found = find_signatures(mirror, SigSite.of(dst), signed, what=key)
@@ -128,9 +169,14 @@ def fleet_named(need: NeededImage) -> bool:
 
 
 def check_needed(
-    mirror: Mirror, *, needed: Sequence[NeededImage], keys: tuple[SignerKey, ...], state: State,
-    now: datetime, cache_location: Callable[[ImageRef], Location],
-) -> None:  # fmt: skip
+    mirror: Mirror,
+    *,
+    needed: Sequence[NeededImage],
+    keys: tuple[SignerKey, ...],
+    state: State,
+    now: datetime,
+    cache_location: Callable[[ImageRef], Location],
+) -> None:
     """The apply step's check: every needed image's signature judged again from the cache,
     offline; the first refusal (ImageSignatureRefused) stops the step."""
     done = state.mirrored()
@@ -138,27 +184,51 @@ def check_needed(
         have = done.get(need.key)
         if have is None:
             raise Waiting(f"image {need.key} is not in the cache")
-        check_mirrored(mirror, key=need.key, ref=need.ref, dst=cache_location(need.ref),
-                       cached=have.digest, keys=keys, state=state, now=now)  # fmt: skip
+        check_mirrored(
+            mirror,
+            key=need.key,
+            ref=need.ref,
+            dst=cache_location(need.ref),
+            cached=have.digest,
+            keys=keys,
+            state=state,
+            now=now,
+        )
 
 
 def check_mirrored(
-    mirror: Mirror, *, key: str, ref: ImageRef, dst: Location, cached: str,
-    keys: tuple[SignerKey, ...], state: State, now: datetime,
-) -> Verdict:  # fmt: skip
+    mirror: Mirror,
+    *,
+    key: str,
+    ref: ImageRef,
+    dst: Location,
+    cached: str,
+    keys: tuple[SignerKey, ...],
+    state: State,
+    now: datetime,
+) -> Verdict:
     """:func:`check_cached` for an image recorded as mirrored: the signed digest is the one the
     last verdict for this cached digest judged (the source of a cut index), else the pin, else
     the cached digest itself."""
-    doc = (state.get_doc(DOC) or {}).get(key)
+    doc = (state.doc(IMAGE_SIGNATURES) or {}).get(key)
     known = doc.get("digest") if isinstance(doc, dict) and doc.get("cached") == cached else None
     signed = str(known or ref.digest or cached)
-    return check_cached(mirror, key=key, ref=ref, dst=dst, signed=signed, cached=cached,
-                        keys=keys, state=state, now=now)  # fmt: skip
+    return check_cached(
+        mirror,
+        key=key,
+        ref=ref,
+        dst=dst,
+        signed=signed,
+        cached=cached,
+        keys=keys,
+        state=state,
+        now=now,
+    )
 
 
 def _record(state: State, key: str, v: Verdict, *, signed: str, cached: str, now: datetime) -> None:
-    doc: dict[str, Any] = dict(state.get_doc(DOC) or {})
+    doc: dict[str, Any] = dict(state.doc(IMAGE_SIGNATURES) or {})
     entry = {**v.to_json(), "cached": cached, "checkedAt": now.isoformat()}
     if doc.get(key) != entry:
         doc[key] = json.loads(json.dumps(entry))
-        state.put_doc(DOC, doc)
+        state.put(IMAGE_SIGNATURES, doc)

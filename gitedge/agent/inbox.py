@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.state import State
+from gitedge.adapters.state import BUNDLE_INBOX, State
 
 INBOX_SUFFIX = ".tar"
 DOC = "bundles"
@@ -49,7 +49,7 @@ def stamp(f: Path) -> list[int]:
 
 def load(state: State) -> dict[str, Any]:
     """The ``bundles`` document: ``{"files": {path: {stamp, digest}}, "seen": {digest: {...}}}``."""
-    doc = state.get_doc(DOC)
+    doc = state.doc(BUNDLE_INBOX)
     if not isinstance(doc, dict):
         doc = {}
     if not isinstance(doc.get("files"), dict):

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gitedge.adapters.gitrefs import remote_tip
+from gitedge.agent.inbox import pending_bundles
 from gitedge.agent.server import Metrics
 from gitedge.core.agentrules import FULL_PASS_EVERY_S, LastPass, pass_due, poll_needs_pass
 from gitedge.errors import Transient, scrub
@@ -201,9 +202,10 @@ class ChildPasses:
                 help="polls that found the branch unchanged and nothing due: no pass ran",
             )
             self.metrics.set(
-                "gitedge_last_sync_timestamp_seconds", now.timestamp(),
+                "gitedge_last_sync_timestamp_seconds",
+                now.timestamp(),
                 help="when the fleet repo was last fetched (the site clock)",
-            )  # fmt: skip
+            )
             assert self.last is not None
             log.info("branch unchanged at %s: no pass", self.last.fetched)
             return replace(self.last, new_commits=0, skipped=True)
@@ -223,8 +225,6 @@ class ChildPasses:
         src = self.config.source
         pending = False
         if src.bundle_dir and last is not None:
-            from gitedge.agent.inbox import pending_bundles
-
             try:
                 pending = bool(
                     pending_bundles(bundle_dir=src.bundle_dir, state_dir=self.config.state.dir)
@@ -291,15 +291,17 @@ class ChildPasses:
     def _account(self, took: float, cpu: float) -> None:
         m = self.metrics
         m.set(
-            "gitedge_last_pass_duration_seconds", took,
+            "gitedge_last_pass_duration_seconds",
+            took,
             help="wall time of the last pass, its process start included",
-        )  # fmt: skip
+        )
         m.inc("gitedge_pass_cpu_seconds_total", cpu, help="CPU time of the pass processes")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         m.set(
-            "gitedge_pass_max_rss_bytes", peak,
+            "gitedge_pass_max_rss_bytes",
+            peak,
             help="the largest peak RSS of a pass process so far (the agent idles without one)",
-        )  # fmt: skip
+        )
 
     def interrupt(self) -> None:
         """Stop: no new pass; a running child gets SIGTERM now and SIGKILL ``stop_grace_s``

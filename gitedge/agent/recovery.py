@@ -27,7 +27,8 @@ from typing import Any
 from gitedge.adapters.gitrepo import FETCHED_PREFIX
 from gitedge.adapters.gitsource import GitMirror
 from gitedge.adapters.state import LastVerified, State
-from gitedge.agent.verifying import _latest_dates, checker_for, load_bootstrap, verify_range
+from gitedge.adapters.verifywalk import latest_dates
+from gitedge.agent.verifying import checker_for, load_bootstrap, verify_range
 from gitedge.core.fleetfiles import TRUST_PATH
 from gitedge.core.trustpolicy import Policy, policy_from_yaml
 from gitedge.errors import GitEdgeError, StateError, TrustError, UsageError
@@ -67,7 +68,7 @@ def _trust_at(git: GitMirror, commit: str, *, bootstrap: Policy, digest: str) ->
 def _key_id(key_text: str) -> str:
     """A key's material, without an OpenSSH comment (two files may comment it differently)."""
     if "BEGIN PGP" in key_text:  # its primary fingerprint: armor may wrap or head it otherwise
-        from gitedge.adapters import openpgp
+        from gitedge.adapters import openpgp  # pysequoia loads only for an OpenPGP key
 
         try:
             return openpgp.parse_cert(key_text).fingerprint
@@ -118,7 +119,7 @@ def accept_history(*, config: Any, commit: str, now: datetime) -> Accepted:
         trust = _trust_at(git, last.commit, bootstrap=bootstrap, digest=last.policy_digest)
         if git.is_descendant(commit=fetched, ancestor=last.commit):
             return Accepted(last.commit, fetched, 0, trust.source, already=True)
-        floor = _latest_dates(git, [last.commit])[last.commit]
+        floor = latest_dates(git, [last.commit])[last.commit]
         allowed = _trusted_keys(trust, at=floor)
         decision = verify_range(
             git,

@@ -20,13 +20,14 @@ import hashlib
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gitedge import __version__
 from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
 from gitedge.adapters.reports import ReportRepository, push_report
 from gitedge.adapters.state import State
+from gitedge.agent.passtypes import Pass
 from gitedge.agent.server import Metrics
 from gitedge.core.clusterstate import actual_k3s_version, cluster_facts
 from gitedge.core.conditions import REPORTED, Condition
@@ -34,14 +35,17 @@ from gitedge.core.config import AgentConfig, derived_labels
 from gitedge.core.report import SiteReport, Versions, to_document
 from gitedge.errors import GitEdgeError, scrub
 
-if TYPE_CHECKING:
-    from gitedge.agent.reconcile import Pass
-
 log = logging.getLogger("gitedge.agent")
 
 #: The push talks to a registry the site may not reach: little patience, the next pass retries.
-PUSH_RETRY = RetryPolicy(attempts=2, base_delay_s=0.5, max_delay_s=2.0, max_retry_after_s=0.0,
-                         connect_timeout_s=5.0, read_timeout_s=20.0)  # fmt: skip
+PUSH_RETRY = RetryPolicy(
+    attempts=2,
+    base_delay_s=0.5,
+    max_delay_s=2.0,
+    max_retry_after_s=0.0,
+    connect_timeout_s=5.0,
+    read_timeout_s=20.0,
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 __all__ = ["REPORTED", "Reporter", "push_due", "site_report"]
@@ -95,9 +99,7 @@ def fingerprint(report: SiteReport) -> str:
     return hashlib.sha256(to_document(replace(report, time=_EPOCH, conditions=quiet))).hexdigest()
 
 
-def push_due(
-    last: Any, *, fingerprint: str, now: datetime, interval: timedelta
-) -> bool:  # fmt: skip
+def push_due(last: Any, *, fingerprint: str, now: datetime, interval: timedelta) -> bool:
     """Whether to push: never pushed, content changed, the last push is ``interval`` old, or the
     clock went back past it (``last`` is the state's ``report`` document, or None)."""
     if not isinstance(last, dict) or last.get("fingerprint") != fingerprint:
@@ -113,9 +115,14 @@ class Reporter:
     """Pushes the site's report to ``report.repository`` (credentials from ``registry``)."""
 
     def __init__(
-        self, config: AgentConfig, *, state: State, metrics: Metrics, hosts: Hosts,
+        self,
+        config: AgentConfig,
+        *,
+        state: State,
+        metrics: Metrics,
+        hosts: Hosts,
         retry: RetryPolicy = PUSH_RETRY,
-    ) -> None:  # fmt: skip
+    ) -> None:
         assert config.report is not None
         self.config = config
         self.state = state
@@ -135,13 +142,13 @@ class Reporter:
         )
         fp = fingerprint(report)
         previous = self.state.get_doc("report")
-        if not push_due(previous, fingerprint=fp, now=p.now,
-                        interval=self.config.source.interval):  # fmt: skip
+        if not push_due(previous, fingerprint=fp, now=p.now, interval=self.config.source.interval):
             return None
         try:
             repo = ReportRepository.parse(self.where)
-            client = RegistryClient(host=repo.host, config=self.hosts.get(repo.host),
-                                    retry=self.retry)  # fmt: skip
+            client = RegistryClient(
+                host=repo.host, config=self.hosts.get(repo.host), retry=self.retry
+            )
             try:
                 digest = push_report(client, repo, report)
             finally:
@@ -156,14 +163,16 @@ class Reporter:
         )
         self._count("pushed")
         self.metrics.set(
-            "gitedge_report_last_push_timestamp_seconds", p.now.timestamp(),
+            "gitedge_report_last_push_timestamp_seconds",
+            p.now.timestamp(),
             help="when this site's status report was last pushed (the site clock)",
-        )  # fmt: skip
+        )
         log.info("status report pushed to %s (%s)", scrub(self.where), digest)
         return Condition(REPORTED, "True", "Pushed", f"{self.where}@{digest}")
 
     def _count(self, result: str) -> None:
         self.metrics.inc(
-            "gitedge_report_pushes_total", help="status report pushes, by result",
+            "gitedge_report_pushes_total",
+            help="status report pushes, by result",
             labels={"result": result},
-        )  # fmt: skip
+        )

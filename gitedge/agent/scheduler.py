@@ -30,6 +30,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from gitedge.agent.inbox import pending_bundles
 from gitedge.core.agentrules import next_delay
 from gitedge.errors import scrub
 
@@ -90,9 +91,12 @@ class AgentLoop:
     def _schedule(self, job: str, when: datetime) -> None:
         self.next_run[job] = when
         self.scheduler.add_job(
-            self._tick, trigger=DateTrigger(run_date=when), id=job, args=[job],
+            self._tick,
+            trigger=DateTrigger(run_date=when),
+            id=job,
+            args=[job],
             replace_existing=True,
-        )  # fmt: skip
+        )
 
     def _tick(self, job: str) -> None:
         with self._lock:
@@ -138,8 +142,6 @@ class AgentLoop:
     def _poll_bundles(self) -> None:
         """A bundle dropped into ``source.bundleDir`` starts a pass now, not at the next sync
         (which may be an hour of offline backoff away). The pass imports it."""
-        from gitedge.agent.inbox import pending_bundles
-
         config = self.agent.config
         if self.agent.stop.is_set() or not config.source.bundle_dir:
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gitedge.adapters.state import State
+from gitedge.adapters.state import IMAGE_ENDPOINTS, IMAGE_SIGNATURES, State
 from gitedge.agent.applying import status_fields
 from gitedge.core import conditions as cond
 from gitedge.core.config import AgentConfig
@@ -18,7 +18,7 @@ from gitedge.core.timefmt import iso_z
 from gitedge.errors import StateError
 
 if TYPE_CHECKING:
-    from gitedge.agent.reconcile import Pass
+    from gitedge.agent.passtypes import Pass  # a type only: `gitedge status` loads no pass
 
 __all__ = ["build_status", "status_text"]
 
@@ -27,8 +27,8 @@ def build_status(config: AgentConfig, state: State, p: Pass) -> dict[str, Any]:
     last = state.last_verified
     plan = p.plan
     mirrored = state.mirrored()
-    signatures = state.get_doc("imageSignatures") or {}  # agent/imagetrust.py: who signed what
-    served = state.get_doc("imageEndpoints") or {}  # adapters/endpoints.py: who served what
+    signatures = state.doc(IMAGE_SIGNATURES) or {}  # agent/imagetrust.py: who signed what
+    served = state.doc(IMAGE_ENDPOINTS) or {}  # adapters/endpoints.py: who served what
     windows: dict[str, Any] = {}
     if plan is not None and plan.k3s is not None:
         windows["k3s"] = window_json(plan.k3s.window)
@@ -146,8 +146,10 @@ def _text(doc: dict[str, Any]) -> str:
         lines.append(f"  {i['image']}  {i['digest'] or 'missing'}{by}")
         sig = i.get("signature")
         if sig:
-            lines.append(f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"
-                         f"{sig.get('reason')}")  # fmt: skip
+            lines.append(
+                f"    signature: {'ok, ' if sig.get('verified') else 'REFUSED: '}"
+                f"{sig.get('reason')}"
+            )
     suc = doc.get("suc") or {}
     if suc.get("kubectlImage"):
         lines.append(f"suc: kubectl {suc['kubectlImage']} ({suc.get('kubectlFrom')})")

@@ -12,10 +12,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
+from gitedge.agent.passtypes import Context
 from gitedge.core.agentrules import NeededImage
+from gitedge.core.clusterstate import ClusterSnapshot
 from gitedge.core.images import ImageRef, cache_host
+from gitedge.core.planning import Plan
 from gitedge.core.sucimages import (
     SITE_SETUP_DOC,
     KubectlImage,
@@ -25,21 +29,18 @@ from gitedge.core.sucimages import (
 )
 from gitedge.errors import GitEdgeError, scrub
 
-if TYPE_CHECKING:
-    from gitedge.agent.reconcile import Agent, Pass
-
 log = logging.getLogger("gitedge.agent")
 
 __all__ = ["observe", "suc_needs"]
 
 
-def _kube(agent: Agent) -> Any:
-    from gitedge.adapters.kube import Kube
+def _kube(agent: Context) -> Any:
+    from gitedge.adapters.kube import Kube  # here: the kubernetes client is not for print mode
 
     return agent.cluster if isinstance(agent.cluster, Kube) else None
 
 
-def kubectl_image(agent: Agent) -> tuple[KubectlImage, str | None]:
+def kubectl_image(agent: Context) -> tuple[KubectlImage, str | None]:
     """The kubectl image SUC's Jobs run, and why it may be a guess."""
     override = agent.config.apply.kubectl_image
     if override:
@@ -47,37 +48,46 @@ def kubectl_image(agent: Agent) -> tuple[KubectlImage, str | None]:
     kube = _kube(agent)
     if kube is None:
         return KubectlImage(default_kubectl_image(None), "job.go's default (print mode)"), None
-    from gitedge.adapters.sucread import read_kubectl_image
+    from gitedge.adapters.sucread import read_kubectl_image  # kubernetes client: see _kube
 
     return read_kubectl_image(kube)
 
 
-def suc_needs(agent: Agent, p: Pass, *, others: int) -> tuple[NeededImage, ...]:
+def suc_needs(
+    agent: Context, plan: Plan, *, others: int
+) -> tuple[tuple[NeededImage, ...], dict[str, Any]]:
     """The kubectl image, when the plan needs ``others`` images: a step to take, whose Plans
-    may cordon or drain."""
-    if p.plan is None or not others:
-        return ()
+    may cordon or drain; and the status's ``suc`` facts so far."""
+    if not others:
+        return (), {}
     kubectl, problem = kubectl_image(agent)
-    p.suc = {"kubectlImage": kubectl.image, "kubectlFrom": kubectl.source}
+    suc: dict[str, Any] = {"kubectlImage": kubectl.image, "kubectlFrom": kubectl.source}
     if problem:
-        p.suc["warnings"] = [scrub(problem, limit=500)]
+        suc["warnings"] = [scrub(problem, limit=500)]
         log.warning("SUC's kubectl image: %s", scrub(problem))
     try:
         ref = ImageRef.parse(kubectl.image)
     except ValueError as e:  # SUC's own Jobs fail on it too: say so, mirror the rest
-        p.suc.setdefault("warnings", []).append(
+        suc.setdefault("warnings", []).append(
             f"SUC's kubectl image ({kubectl.source}) is no image reference: {scrub(str(e))}"
         )
-        return ()
-    return (NeededImage("suc", "kubectl", ref),)
+        return (), suc
+    return (NeededImage("suc", "kubectl", ref),), suc
 
 
-def observe(agent: Agent, p: Pass) -> None:
-    """The status's ``suc`` facts and warnings (module docstring); best effort: a failed read
-    is itself a warning."""
-    warnings: list[str] = list(p.suc.get("warnings") or ())
-    kubectl = p.suc.get("kubectlImage")
-    snap, plan = p.snapshot, p.plan
+def observe(
+    agent: Context,
+    suc: dict[str, Any],
+    *,
+    snap: ClusterSnapshot | None,
+    plan: Plan | None,
+    needed: Sequence[NeededImage],
+) -> dict[str, Any]:
+    """The status's ``suc`` facts and warnings (module docstring), from the plan step's
+    ``suc``; best effort: a failed read is itself a warning."""
+    suc = dict(suc)
+    warnings: list[str] = list(suc.get("warnings") or ())
+    kubectl = suc.get("kubectlImage")
     if kubectl and snap is not None and plan is not None:
         servers = [n.kubelet_version for n in snap.nodes if n.control_plane]
         stepping = bool(plan.k3s and plan.k3s.path) or bool(
@@ -90,26 +100,26 @@ def observe(agent: Agent, p: Pass) -> None:
             warnings.append(skew)
     kube = _kube(agent)
     if kube is not None and snap is not None and snap.plans:
-        from gitedge.adapters.sucread import read_pull_failures
+        from gitedge.adapters.sucread import read_pull_failures  # kubernetes client: see _kube
 
         try:
             failures = read_pull_failures(kube, plans={pl.name for pl in snap.plans})
         except GitEdgeError as e:
             warnings.append(f"cannot read SUC's Job pods: {scrub(str(e), limit=300)}")
             failures = []
-        p.suc["pullFailures"] = [
+        suc["pullFailures"] = [
             {"image": f.image, "node": f.node, "plan": f.plan, "reason": f.reason} for f in failures
         ]
         warnings += [f.message() for f in failures]
     mirrors, cache = agent.config.registry.node_mirrors, agent.config.registry.cache
-    if cache is not None and p.needed:
+    if cache is not None and needed:
         if mirrors is None:
-            p.suc["nodeConfig"] = "not recorded (registry.nodeMirrors unset)"
+            suc["nodeConfig"] = "not recorded (registry.nodeMirrors unset)"
         else:
             lack = missing_mirrors(
-                [n.key for n in p.needed], mirrors=mirrors, cache=cache_host(cache.url)
+                [n.key for n in needed], mirrors=mirrors, cache=cache_host(cache.url)
             )
-            p.suc["nodeConfig"] = "stale" if lack else "current"
+            suc["nodeConfig"] = "stale" if lack else "current"
             if lack:
                 warnings.append(
                     f"the node config is stale: the nodes' registries.yaml sends no "
@@ -117,4 +127,5 @@ def observe(agent: Agent, p: Pass) -> None:
                     f"with `gitedge node-config`, install it and restart K3s ({SITE_SETUP_DOC})"
                 )
     if warnings:
-        p.suc["warnings"] = warnings
+        suc["warnings"] = warnings
+    return suc

@@ -4,8 +4,8 @@ Effects live here and only here: reading the bootstrap trust file, walking the r
 reading trust blobs, building keyrings, and the cache of verified commit ids (kept in the state's
 SQLite by :mod:`gitedge.adapters.verifiedcommits`; the git walking is
 :mod:`gitedge.adapters.verifywalk`). The decision
-itself is :func:`gitedge.core.trustdecision.decide`. ``gitedge verify`` and the agent's reconcile pass
-both call :func:`verify_range`.
+itself is :func:`gitedge.core.trustdecision.decide`. ``gitedge verify`` and the agent's
+reconcile pass both call :func:`verify_range`.
 
 Speed. ``decide`` asks for one signature check at a time, in commit order. On a long range
 (a first sync, 10,000 commits) and a machine with more than one CPU, the ed25519 checks of the
@@ -206,7 +206,6 @@ def verify_range(
 
 
 _cpus = cpus  # how many workers check signatures ahead (tests set it)
-_latest_dates = latest_dates  # agent/recovery.py imports it from here
 
 
 class _Feed:

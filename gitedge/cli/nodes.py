@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gitedge.adapters.state import STATUS
 from gitedge.cli.common import agent_config, read_file, structured
 from gitedge.errors import UsageError
 
@@ -137,7 +138,7 @@ def _suc(config: Any) -> list[str]:
 
         state = State(config.state.dir)
         try:
-            doc = state.get_doc("status")
+            doc = state.doc(STATUS)
         finally:
             state.close()
         suc = doc.get("suc") if isinstance(doc, dict) else None

@@ -58,14 +58,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gitedge.core.config import load_site_file
     from gitedge.core.pins import plan_unpinned
     from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts, no_documents, site_of
+    from gitedge.core.validation import no_documents, site_facts, site_of
 
     fleet = load_files(files)
     empty = no_documents(fleet, origin=origin)
     if empty is not None:
         raise InvalidInput([empty])
     site = load_site_file(read_file(args.cluster, "--cluster"), path=args.cluster)
-    facts = cluster_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
+    facts = site_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
     result = plan(fleet, facts, now=parse_now(args.now), site=site_of(site))
     refused = plan_unpinned(fleet, result)
     if refused:

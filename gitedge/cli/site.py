@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gitedge.adapters.state import STATUS
 from gitedge.cli.common import agent_config, cluster_api, parse_now, structured
 from gitedge.errors import UsageError
 
@@ -122,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     state = State(config.state.dir)
     try:
-        doc = state.get_doc("status")
+        doc = state.doc(STATUS)
         early = before_first_pass(state) if doc is None else None
     finally:
         state.close()

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gitedge.adapters.state import IMAGE_SIGNATURES
 from gitedge.cli.common import agent_config, read_file
 from gitedge.errors import ImageNotFound, UsageError
 
@@ -101,13 +102,12 @@ def _in_cache(config: Any, ref: Any) -> tuple[Any, str, str]:
     """Where the site's cache holds ``ref``, the digest signed, and the digest cached."""
     from gitedge.adapters.mirroring import LayoutRef
     from gitedge.adapters.state import State
-    from gitedge.agent.imagetrust import DOC
     from gitedge.core.images import ImageRef, cache_host
 
     state = State(Path(config.state.dir))
     try:
         have = state.mirrored().get(str(ref))
-        doc = (state.get_doc(DOC) or {}).get(str(ref))
+        doc = (state.doc(IMAGE_SIGNATURES) or {}).get(str(ref))
     finally:
         state.close()
     if have is None:

@@ -27,7 +27,7 @@ from gitedge.core.suc import Site
 from gitedge.errors import InvalidInput, Problem, Stalled
 
 
-def cluster_facts(
+def site_facts(
     site: SiteFile, *, current_k3s: str | None = None, current_os: str | None = None
 ) -> ClusterFacts:
     """The facts the planner uses, from a Cluster identity or an AgentConfig."""
@@ -101,7 +101,7 @@ def validate(
         except InvalidInput as e:
             problems.extend(e.problems)
             continue
-        facts = cluster_facts(site)
+        facts = site_facts(site)
         try:
             plans.append(plan(fleet, facts, now=now))
         except Stalled as e:
