@@ -46,12 +46,12 @@ from pathlib import Path
 
 import pygit2
 
+from gitedge.adapters.blobcopy import Progress as MirrorProgress
 from gitedge.adapters.bundlefile import file_digest, open_bundle, read_index, write_bundle
 from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.endpoints import endpoint_refs, first_served
 from gitedge.adapters.gitsource import FETCHED_PREFIX, GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
-from gitedge.adapters.mirroring import Progress as MirrorProgress
 from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
 from gitedge.adapters.state import State
