@@ -27,6 +27,7 @@ named, and one token per host would flap between a source and a destination repo
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,8 +136,6 @@ def network_reason(e: BaseException) -> str:
     """The cause of a failed connection in a few words, from the innermost OS error under the
     layers of requests and urllib3 (whose own text cuts it off): refused, name not resolved,
     timed out, reset."""
-    import socket
-
     seen: set[int] = set()
     cur: BaseException | None = e
     inner: OSError | None = None
