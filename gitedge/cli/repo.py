@@ -1,4 +1,4 @@
-"""Commands on the fleet repo: ``validate``, ``plan``, ``schema``, ``verify``."""
+"""Commands on a fleet repo's files: ``validate``, ``plan``, ``schema`` (signatures: verify.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gitedge.adapters.worktree import read_tree
 from gitedge.cli.common import cluster_files, counted, parse_now, read_file, structured
-from gitedge.errors import (
-    DigestRequired,
-    InvalidInput,
-    RollbackRefused,
-    UsageError,
-    VerificationFailed,
-)
+from gitedge.core.config import load_site_file
+from gitedge.core.fleet import load_files
+from gitedge.core.fleetfiles import FleetFiles
+from gitedge.core.pins import plan_unpinned
+from gitedge.core.planning import plan, plan_json
+from gitedge.core.schemas import all_schemas
+from gitedge.core.validation import cluster_facts, no_documents, site_of, validate
+from gitedge.errors import DigestRequired, InvalidInput, UsageError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from gitedge.adapters.worktree import read_tree
-    from gitedge.core.validation import validate
-
     snapshot = read_tree(args.dir)
     clusters = cluster_files(args.clusters) if args.clusters else {}
     fleet, problems, plans = validate(
@@ -42,24 +41,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gitedge.core.fleetfiles import FleetFiles
-
     if args.rev:
-        from gitedge.adapters.gitsource import read_commit_tree
+        from gitedge.adapters.gitsource import read_commit_tree  # pygit2 (~10 MiB) for --rev only
 
         snapshot = read_commit_tree(repo=args.repo, rev=args.rev)
         origin = f"{args.repo}@{args.rev}"
     else:
-        from gitedge.adapters.worktree import read_tree
-
         snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
-    files = FleetFiles(snapshot, origin=origin)  # a large repo is parsed while we import
-    from gitedge.core.config import load_site_file
-    from gitedge.core.fleet import load_files
-    from gitedge.core.pins import plan_unpinned
-    from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import cluster_facts, no_documents, site_of
-
+    files = FleetFiles(snapshot, origin=origin)  # a large repo is parsed from here on
     fleet = load_files(files)
     empty = no_documents(fleet, origin=origin)
     if empty is not None:
@@ -121,8 +110,6 @@ def _plan_text(
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gitedge.core.schemas import all_schemas
-
     schemas = all_schemas()
     if args.write is None:  # one kind's schema on stdout (default: any fleet kind)
         name = f"{args.kind.lower()}.schema.json"
@@ -142,67 +129,4 @@ def cmd_schema(args: argparse.Namespace) -> int:
         where = e.filename or out
         raise UsageError(f"--write {out}: cannot write {where}: {e.strerror}") from None
     print(f"wrote {len(schemas)} schemas to {out}")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from gitedge.adapters.gitsource import GitRepo
-    from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
-
-    bootstrap = load_bootstrap(args.trust)
-    cache = VerifiedCommits(args.cache, bootstrap=bootstrap) if args.cache else None
-    try:
-        d = verify_range(
-            GitRepo(path=args.repo),
-            bootstrap=bootstrap,
-            rev=args.rev,
-            since=args.since,
-            cache=cache,
-        )
-    except VerificationFailed as e:
-        if args.output != "text":
-            doc = {"verified": False, "commit": e.commit, "reason": e.reason, "detail": e.detail}
-            print(structured(doc, args.output))
-            return 1
-        raise
-    except RollbackRefused as e:  # named, as the agent's condition is
-        if args.output != "text":
-            doc = {"verified": False, "reason": "RollbackRefused", "lastVerified":
-                   e.last_verified, "offered": e.offered, "detail": str(e)}  # fmt: skip
-            print(structured(doc, args.output))
-        print(f"gitedge verify: RollbackRefused: {e}", file=sys.stderr)
-        return 1
-    if args.output != "text":
-        doc = {
-            "verified": True,
-            "tip": d.tip,
-            "policy": d.policy.source,
-            "commits": [
-                {"id": a.commit, "signer": a.signer, "key": a.key_id, "trustChange": a.trust_change}
-                for a in d.accepted
-            ],
-            "cached": d.skipped_cached,
-            "exempt": d.exempt,
-        }
-        print(structured(doc, args.output))
-        return 0
-    lines = [  # one write, not a print() per commit: a quarter of the time on 10,000
-        f"{a.commit[:12]}  good  {a.signer}  {a.key_id}"
-        f"{'  (trust change)' if a.trust_change else ''}\n"
-        for a in d.accepted
-    ]
-    sys.stdout.write("".join(lines))
-    extra = [
-        f"{n} {what}"
-        for n, what in (
-            (d.skipped_cached, "already verified"),
-            (d.exempt, "exempt: brought in by first-parent merges"),
-        )
-        if n
-    ]
-    print(
-        f"verified {len(d.accepted)} commit(s) up to {d.tip}"
-        + (f" ({'; '.join(extra)})" if extra else "")
-        + f"; trust in force: {d.policy.source}"
-    )
     return 0

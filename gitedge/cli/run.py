@@ -1,14 +1,23 @@
-"""Commands of a site: ``run``, ``status``, ``demo`` (``fleet status`` is in cli/fleet.py)."""
+"""``gitedge run``: the agent. The long-lived process schedules passes, serves /healthz,
+/readyz and /metrics; each pass runs in a child process (``--pass-fd``) or, with ``--once``, in
+this one."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from gitedge.cli.common import agent_config, cluster_api, parse_now, structured
+from gitedge.agent.logs import setup_logging
+from gitedge.agent.passes import ChildPasses, run_child_pass
+from gitedge.agent.scheduler import AgentLoop
+from gitedge.agent.server import Metrics, StatusServer
+from gitedge.cli.common import parse_now
+from gitedge.cli.siteconfig import agent_config, last_verified
+from gitedge.core.config import AgentConfig
 from gitedge.errors import UsageError
 
 
@@ -23,16 +32,17 @@ def _pass_text(p: Any) -> str:
     return "\n".join(lines)
 
 
-def _run_in_process(args: argparse.Namespace, config: Any) -> int:
+def _run_in_process(args: argparse.Namespace, config: AgentConfig) -> int:
     """``--once`` (a pass, printed) and ``--pass-fd`` (one pass of ``gitedge run``, in its child
     process, summary written on the fd): the only paths that load the pass's libraries."""
-    from gitedge.agent.reconcile import Agent
+    # the pass's libraries (pygit2, cryptography, requests: ~25 MiB) load here, in a pass's own
+    # process, never in the long-lived agent (bench/agent.py: idle RSS goal <= 64 MiB)
+    from gitedge.agent.reconcile import Agent  # lazy: see the comment above
+    from gitedge.cli.clusterapi import cluster_api  # lazy: with the pass's libraries
 
     agent = Agent(config, cluster=cluster_api(config))
     try:
         if args.pass_fd is not None:
-            from gitedge.agent.passes import run_child_pass
-
             return run_child_pass(agent, result_fd=args.pass_fd, now=parse_now(args.now))
         p = agent.reconcile(now=parse_now(args.now))
         print(_pass_text(p), file=sys.stderr)
@@ -42,8 +52,6 @@ def _run_in_process(args: argparse.Namespace, config: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gitedge.agent.logs import setup_logging
-
     config = agent_config(args.config)
     setup_logging(json_logs=args.log_format == "json" if args.log_format else None)
     if args.now and not (args.once or args.pass_fd is not None):
@@ -52,18 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_in_process(args, config)
     host, port = _listen(args.listen)
     # the long-lived agent: scheduler, status server, metrics; each pass in a child process
-    import time
-
-    from gitedge.adapters.state import State
-    from gitedge.agent.passes import ChildPasses
-    from gitedge.agent.scheduler import AgentLoop
-    from gitedge.agent.server import Metrics, StatusServer
-
-    state = State(config.state.dir)  # a state that cannot be used stops the agent here
-    try:
-        state.last_verified  # noqa: B018 - read for its check
-    finally:
-        state.close()
+    last_verified(config.state.dir)  # a state that cannot be used stops the agent here
     passes = ChildPasses(
         config=config,
         config_path=args.config,
@@ -110,52 +107,3 @@ def _listen(text: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT with a port 0-65535")
     return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from gitedge.adapters.state import State
-    from gitedge.agent.status import before_first_pass, before_first_pass_text, status_text
-
-    config = agent_config(args.config)
-    if not Path(config.state.dir, "state.sqlite3").exists():
-        print(f"gitedge status: no agent state in {config.state.dir} yet", file=sys.stderr)
-        return 1
-    state = State(config.state.dir)
-    try:
-        doc = state.get_doc("status")
-        early = before_first_pass(state) if doc is None else None
-    finally:
-        state.close()
-    if early is not None:  # e.g. a bundle imported before the agent ever ran
-        print(structured(early, args.output) if args.output != "text" else
-              before_first_pass_text(early))  # fmt: skip
-        return 0
-    if doc is None:
-        print(f"gitedge status: the agent has not finished a pass yet ({config.state.dir})",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    where = f"{Path(config.state.dir, 'state.sqlite3')}: document 'status'"
-    print(structured(doc, args.output) if args.output != "text" else status_text(doc, source=where))
-    return 0
-
-
-def cmd_accept_history(args: argparse.Namespace) -> int:
-    from gitedge.agent.recovery import accept_history
-
-    config = agent_config(args.config)
-    done = accept_history(config=config, commit=args.commit, now=parse_now(args.now))
-    if done.already:
-        print(f"{done.tip} descends from the last verified commit {done.previous}: nothing to "
-              "recover, the agent takes it as usual")  # fmt: skip
-        return 0
-    print(
-        f"accepted {done.tip}: {done.commits} commit(s) verified from the root against the "
-        f"trust in force at {done.previous} ({done.trust}); it is now the last verified commit"
-    )
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from gitedge.agent.demo import run_demo
-
-    return run_demo(print, keep=Path(args.keep).resolve() if args.keep else None)
