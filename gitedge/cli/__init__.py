@@ -1,7 +1,7 @@
 """The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
 
 Each command's handler lives in a module named for it, which imports what it needs at its top:
-``repo`` (validate, plan, schema), ``verify`` (verify, accept-history), ``pin``, ``mirror``,
+``repo`` (validate, plan, schema), ``verify``, ``accepthistory``, ``pin``, ``mirror``,
 ``verifyimage``, ``bundle`` (create, import), ``run``, ``status``, ``fleet`` (fleet status),
 ``nodes`` (node-config), ``demo``. ``main`` imports only the module of the command it runs, so
 a command pays for no other command's libraries. Their ``--help`` texts are in ``helptext``.
@@ -323,7 +323,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
         help="the full id of the rewritten tip RollbackRefused names",
     )
     p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
-    p.set_defaults(handler="verify:cmd_accept_history")
+    p.set_defaults(handler="accepthistory:cmd_accept_history")
     p = sub.add_parser("node-config", help="what each node needs to pull from the site's cache")
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument(

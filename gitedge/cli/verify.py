@@ -1,5 +1,5 @@
-"""Commands on a fleet repo's signatures: ``verify`` a range of commits against a pinned trust
-file, and ``accept-history`` (a rewritten history verified from its root, then taken)."""
+"""``gitedge verify``: the signatures of a range of fleet-repo commits, against a pinned trust
+file. No pydantic: the models are not needed to check signatures (bench/verify.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import argparse
 import sys
 
 from gitedge.adapters.gitsource import GitRepo
-from gitedge.agent.recovery import accept_history
 from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
-from gitedge.cli.common import parse_now, structured
-from gitedge.cli.siteconfig import agent_config
+from gitedge.cli.common import structured
 from gitedge.errors import RollbackRefused, VerificationFailed
 
 
@@ -75,21 +73,5 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"verified {len(d.accepted)} commit(s) up to {d.tip}"
         + (f" ({'; '.join(extra)})" if extra else "")
         + f"; trust in force: {d.policy.source}"
-    )
-    return 0
-
-
-def cmd_accept_history(args: argparse.Namespace) -> int:
-    config = agent_config(args.config)
-    done = accept_history(config=config, commit=args.commit, now=parse_now(args.now))
-    if done.already:
-        print(
-            f"{done.tip} descends from the last verified commit {done.previous}: nothing to "
-            "recover, the agent takes it as usual"
-        )
-        return 0
-    print(
-        f"accepted {done.tip}: {done.commits} commit(s) verified from the root against the "
-        f"trust in force at {done.previous} ({done.trust}); it is now the last verified commit"
     )
     return 0
