@@ -1,7 +1,7 @@
 """The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
 
 Each command's handler lives in a module named for it, which imports what it needs at its top:
-``repo`` (validate, plan, schema), ``verify``, ``accepthistory``, ``pin``, ``mirror``,
+``repo`` (validate, schema), ``plan``, ``verify``, ``accepthistory``, ``pin``, ``mirror``,
 ``verifyimage``, ``bundle`` (create, import), ``run``, ``status``, ``fleet`` (fleet status),
 ``nodes`` (node-config), ``demo``. ``main`` imports only the module of the command it runs, so
 a command pays for no other command's libraries. Their ``--help`` texts are in ``helptext``.
@@ -118,7 +118,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--current-k3s", metavar="V", help="override the cluster's running K3s version")
     p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
     p.add_argument("-o", "--output", **OUTPUT)
-    p.set_defaults(handler="repo:cmd_plan")
+    p.set_defaults(handler="plan:cmd_plan")
 
     p = sub.add_parser("pin", help="name every image of the fleet repo by digest (in place)")
     p.add_argument("dir", metavar="DIR", nargs="?", default=".", help="fleet repo (default .)")

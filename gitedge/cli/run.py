@@ -37,8 +37,8 @@ def _run_in_process(args: argparse.Namespace, config: AgentConfig) -> int:
     process, summary written on the fd): the only paths that load the pass's libraries."""
     # the pass's libraries (pygit2, cryptography, requests: ~25 MiB) load here, in a pass's own
     # process, never in the long-lived agent (bench/agent.py: idle RSS goal <= 64 MiB)
-    from gitedge.agent.reconcile import Agent  # lazy: see the comment above
-    from gitedge.cli.clusterapi import cluster_api  # lazy: with the pass's libraries
+    from gitedge.agent.reconcile import Agent  # lazy: not in the long-lived agent (RSS)
+    from gitedge.cli.clusterapi import cluster_api  # lazy: not in the long-lived agent (RSS)
 
     agent = Agent(config, cluster=cluster_api(config))
     try:
