@@ -410,9 +410,8 @@ def _main(argv: list[str]) -> tuple[int, str | None]:
         parser.print_help(sys.stderr)
         return 2, None
     module, _, name = spec.partition(":")
-    # The one lazy import of the CLI: only the command's own module (and the libraries it
-    # imports at its top) is loaded, so `--help` and a no-op `mirror` pay for no other command's
-    # (start-up: the measured figures are in the commit that made it so).
+    # Lazy, for start-up: only the command's own module is imported (with what it imports at
+    # its top), so `--help` loads no library and no command pays for another's.
     handler: Handler = getattr(importlib.import_module(f"gitedge.cli.{module}"), name)
     sub = getattr(args, "bundle_command", None) or getattr(args, "fleet_command", None)
     command = f"{args.command} {sub}" if sub else args.command
