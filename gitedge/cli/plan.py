@@ -15,7 +15,7 @@ from gitedge.core.fleetfiles import FleetFiles
 
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.rev:
-        from gitedge.adapters.gitsource import read_commit_tree  # pygit2 (~10 MiB) for --rev only
+        from gitedge.adapters.gitsource import read_commit_tree  # pygit2 (~13 MiB) for --rev only
 
         snapshot = read_commit_tree(repo=args.repo, rev=args.rev)
         origin = f"{args.repo}@{args.rev}"
