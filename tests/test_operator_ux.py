@@ -525,7 +525,7 @@ def test_item5_recovery_does_not_overwrite_a_last_verified_commit_that_moved_mea
 
     import gitedge.agent.recovery as recovery
     from gitedge.adapters.state import LastVerified, State
-    from gitedge.cli.common import agent_config as load_config
+    from gitedge.cli.siteconfig import agent_config as load_config
     from gitedge.errors import StateError
 
     fleet, _old, _new, tip = _signed_history(tmp_path)

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from gitedge.adapters.verifiedcommits import legacy_file
 from gitedge.agent.reconcile import Agent, PrintCluster
 from gitedge.agent.verifying import load_bootstrap
-from gitedge.cli.site import cmd_status
+from gitedge.cli.status import cmd_status
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.errors import GitEdgeError
 from tests.agentkit import START, FleetRepo

@@ -51,15 +51,20 @@ from gitedge.core.ocimanifest import MAX_MANIFEST_BYTES, Manifest, parse_manifes
 from gitedge.errors import DigestMismatch, InvalidInput, Problem
 
 _SMALL_LIMITS = {f"{LAYOUT_DIR}/oci-layout": 4096, f"{LAYOUT_DIR}/index.json": 16 << 20}
-_DIRS = frozenset({LAYOUT_DIR, f"{LAYOUT_DIR}/blobs", f"{LAYOUT_DIR}/blobs/sha256",
-                   f"{LAYOUT_DIR}/blobs/sha512"})  # fmt: skip
+_DIRS = frozenset(
+    {LAYOUT_DIR, f"{LAYOUT_DIR}/blobs", f"{LAYOUT_DIR}/blobs/sha256", f"{LAYOUT_DIR}/blobs/sha512"}
+)
 # \Z, not $: $ also matches before a final newline, and "<hex>\n" would be a second name
 _BLOB = re.compile(rf"^{LAYOUT_DIR}/blobs/(sha256/[a-f0-9]{{64}}|sha512/[a-f0-9]{{128}})\Z")
 _CHUNK = 1 << 20
 _MAX_EXTENDED_BYTES = 64 << 10  # one pax or GNU long-name header (the format's names are short)
 _MAX_EXTENDED_CHAIN = 8  # such headers before one member
-_EXTENDED = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
-             tarfile.GNUTYPE_LONGLINK)  # fmt: skip
+_EXTENDED = (
+    tarfile.XHDTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -403,9 +408,10 @@ def _check(index: BundleIndex, ex: _Extraction) -> None:
         ref = ImageRef.parse(img.ref)
         if ref.digest and ref.digest != img.digest:
             raise DigestMismatch(
-                image=img.ref, digest=ref.digest,
+                image=img.ref,
+                digest=ref.digest,
                 detail=f"bundle {file} holds {img.digest} under this pinned reference",
-            )  # fmt: skip
+            )
         _check_image(img, blobs, ex)
     if ex.bad_blobs:  # a blob no image uses: refused all the same, every blob must match
         want, got = min(ex.bad_blobs.items())
@@ -424,9 +430,10 @@ def _check_image(img: BundleImage, blobs: Path, ex: _Extraction) -> None:
     def refuse_bad(digest: str) -> None:
         if digest in ex.bad_blobs:
             raise DigestMismatch(
-                image=img.ref, digest=digest,
+                image=img.ref,
+                digest=digest,
                 detail=f"bundle {ex.file}: the blob hashes to {ex.bad_blobs[digest]}",
-            )  # fmt: skip
+            )
 
     def missing(digest: str, what: str) -> InvalidInput:
         return _refuse(ex.file, f"image {img.ref}: {what} {digest} is missing from the bundle")
@@ -446,9 +453,10 @@ def _check_image(img: BundleImage, blobs: Path, ex: _Extraction) -> None:
             raise missing(digest, "manifest") from None
         if size is not None and len(data) != size:
             raise DigestMismatch(
-                image=img.ref, digest=digest,
+                image=img.ref,
+                digest=digest,
                 detail=f"bundle {ex.file}: manifest is {len(data)} bytes, described as {size}",
-            )  # fmt: skip
+            )
         m: Manifest = parse_manifest(
             data, digest=digest, content_type=media, where=f"image {img.ref} in bundle {ex.file}"
         )
@@ -461,6 +469,7 @@ def _check_image(img: BundleImage, blobs: Path, ex: _Extraction) -> None:
                 raise missing(b.digest, "blob") from None
             if have != b.size:
                 raise DigestMismatch(
-                    image=img.ref, digest=b.digest,
+                    image=img.ref,
+                    digest=b.digest,
                     detail=f"bundle {ex.file}: blob is {have} bytes, described as {b.size}",
-                )  # fmt: skip
+                )

@@ -56,19 +56,35 @@ def stage_git(
     fetch = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
     what = f"fetch of {rev!r} from {shown}"
     _git([*fetch, source, f"+{rev}:refs/heads/{branch}"], cwd=into, what=what, timeout_s=timeout_s)
-    tip = _git(["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], cwd=into, what=what,
-               timeout_s=60)  # fmt: skip
+    tip = _git(
+        ["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"],
+        cwd=into,
+        what=what,
+        timeout_s=60,
+    )
     base = None
     if since is not None:
         what = f"--since {since!r}"
         try:
-            base = _git(["rev-parse", "--verify", "-q", f"{since}^{{commit}}"], cwd=into,
-                        what=what, timeout_s=60)  # fmt: skip
+            base = _git(
+                ["rev-parse", "--verify", "-q", f"{since}^{{commit}}"],
+                cwd=into,
+                what=what,
+                timeout_s=60,
+            )
         except SourceUnavailable:
-            _git([*fetch, source, f"+{since}:refs/gitedge/since"], cwd=into,
-                 what=f"fetch of {what} from {shown}", timeout_s=timeout_s)  # fmt: skip
-            base = _git(["rev-parse", "--verify", "refs/gitedge/since^{commit}"], cwd=into,
-                        what=what, timeout_s=60)  # fmt: skip
+            _git(
+                [*fetch, source, f"+{since}:refs/gitedge/since"],
+                cwd=into,
+                what=f"fetch of {what} from {shown}",
+                timeout_s=timeout_s,
+            )
+            base = _git(
+                ["rev-parse", "--verify", "refs/gitedge/since^{commit}"],
+                cwd=into,
+                what=what,
+                timeout_s=60,
+            )
         if base == tip:
             raise UsageError(f"--since {since}: it is the tip itself; there is nothing to bundle")
         try:
@@ -80,8 +96,9 @@ def stage_git(
 
 def _resolve(repo: Path, rev: str, what: str) -> str:
     try:
-        return _git(["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], cwd=repo, what=what,
-                    timeout_s=60)  # fmt: skip
+        return _git(
+            ["rev-parse", "--verify", "-q", f"{rev}^{{commit}}"], cwd=repo, what=what, timeout_s=60
+        )
     except SourceUnavailable:
         raise UsageError(f"{what}: no such commit") from None
 

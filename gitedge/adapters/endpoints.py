@@ -43,9 +43,14 @@ R = TypeVar("R")
 
 # what makes an endpoint pass the image on to the next: anything the endpoint itself got wrong
 SKIP_ON = (
-    DigestMismatch, RegistryUnavailable, ImageNotFound, RegistryAuthError, RegistryRefused,
-    InvalidImage, Malformed,
-)  # fmt: skip
+    DigestMismatch,
+    RegistryUnavailable,
+    ImageNotFound,
+    RegistryAuthError,
+    RegistryRefused,
+    InvalidImage,
+    Malformed,
+)
 
 
 def endpoint_refs(ref: ImageRef, endpoints: Mapping[str, Sequence[str]]) -> list[ImageRef]:
@@ -126,9 +131,13 @@ class RegistryRepo:
         self.client.put_manifest(self.repo, ref, manifest, what=what)
 
     def write_blob(
-        self, desc: Descriptor, open_stream: Callable[[], VerifiedBlob], *, mount_from: str | None,
+        self,
+        desc: Descriptor,
+        open_stream: Callable[[], VerifiedBlob],
+        *,
+        mount_from: str | None,
         what: str,
-    ) -> str:  # fmt: skip
+    ) -> str:
         mount = (desc.digest, mount_from) if mount_from and mount_from != self.repo else None
         location = self.client.start_upload(self.repo, what=what, mount=mount)
         if location is None:
@@ -171,9 +180,13 @@ class LayoutRepo:
         self.layout.put_manifest(manifest, tag=tag, top=top)
 
     def write_blob(
-        self, desc: Descriptor, open_stream: Callable[[], VerifiedBlob], *, mount_from: str | None,
+        self,
+        desc: Descriptor,
+        open_stream: Callable[[], VerifiedBlob],
+        *,
+        mount_from: str | None,
         what: str,
-    ) -> str:  # fmt: skip
+    ) -> str:
         stream = open_stream()
         self.layout.write_blob(desc, iter(stream), verify=stream.verify)
         return "copied"
@@ -190,10 +203,16 @@ class VerifiedBlob:
     """
 
     def __init__(
-        self, *, source: BlobSource, desc: Descriptor, what: str, retry: RetryPolicy,
-        sleep: Callable[[float], None], on_bytes: Callable[[int, int], None],
+        self,
+        *,
+        source: BlobSource,
+        desc: Descriptor,
+        what: str,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None],
+        on_bytes: Callable[[int, int], None],
         cancel: threading.Event | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.source, self.desc, self.what, self.retry = source, desc, what, retry
         self._sleep, self._on_bytes, self._cancel = sleep, on_bytes, cancel
         self.offset = 0
@@ -234,9 +253,10 @@ class VerifiedBlob:
                         continue
                     if self.offset + len(chunk) > size:
                         raise DigestMismatch(
-                            image=self.what, digest=digest,
+                            image=self.what,
+                            digest=digest,
                             detail=f"blob is longer than the {size} bytes its manifest says",
-                        )  # fmt: skip
+                        )
                     hasher.update(chunk)
                     self.offset += len(chunk)
                     yield chunk
@@ -252,9 +272,10 @@ class VerifiedBlob:
                 self._sleep(self.retry.delay(stalls) if stalls else 0.0)
         if self.offset < size:
             raise DigestMismatch(
-                image=self.what, digest=digest,
+                image=self.what,
+                digest=digest,
                 detail=f"blob is truncated: {self.offset} of {size} bytes",
-            )  # fmt: skip
+            )
         self._digest = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
 
     def verify(self) -> None:

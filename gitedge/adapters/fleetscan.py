@@ -121,8 +121,12 @@ def scan_reports(
     the repository cannot be listed (or the cache cannot be written)."""
     scan = FleetScan(repo, cache)
     lock = threading.Lock()
-    client = RegistryClient(host=repo.host, config=(hosts or Hosts()).get(repo.host),
-                            retry=retry, pool_size=max(1, jobs))  # fmt: skip
+    client = RegistryClient(
+        host=repo.host,
+        config=(hosts or Hosts()).get(repo.host),
+        retry=retry,
+        pool_size=max(1, jobs),
+    )
     try:
         tags = client.list_tags(repo.repository, what=str(repo), page=page)
 

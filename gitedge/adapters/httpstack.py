@@ -26,12 +26,9 @@ def _load_requests_without_charset_detection() -> None:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Unable to find acceptable character detection")
-            import requests  # noqa: F401
+            import requests  # noqa: F401  # in here: only while charset_normalizer is blocked
     finally:
         del sys.modules["charset_normalizer"]
-
-
-_load_requests_without_charset_detection()
 
 
 _load_requests_without_charset_detection()

@@ -43,9 +43,14 @@ from gitedge.core.ocimanifest import OCI_INDEX, Manifest, digest_of, parse_manif
 from gitedge.errors import ImageNotFound, InvalidImage, RegistryRefused, Stalled
 
 __all__ = [
-    "Found", "SigSite", "copy_signatures", "find_signatures", "referrers_index", "signer_keys",
+    "Found",
+    "SigSite",
+    "copy_signatures",
+    "find_signatures",
+    "referrers_index",
+    "signer_keys",
     "verify",
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,10 @@ def _key(s: ImageSigner) -> SignerKey:
 
 def _read_small(repo: Repo, digest: str, size: int, *, what: str) -> bytes:
     if size > MAX_SIGNATURE_BLOB:
-        raise InvalidImage(f"{what}: blob {digest} of {size} bytes, more than the "
-                           f"{MAX_SIGNATURE_BLOB} a signature may take")  # fmt: skip
+        raise InvalidImage(
+            f"{what}: blob {digest} of {size} bytes, more than the "
+            f"{MAX_SIGNATURE_BLOB} a signature may take"
+        )
     _, chunks = repo.read_blob(digest, offset=0, what=what)
     data = b""
     for chunk in chunks:
@@ -127,8 +134,10 @@ def _read_small(repo: Repo, digest: str, size: int, *, what: str) -> bytes:
 
 def _small_config(m: Manifest, *, what: str) -> None:
     if m.config is not None and m.config.size > MAX_SIGNATURE_BLOB:
-        raise InvalidImage(f"{what}: config blob of {m.config.size} bytes, more than the "
-                           f"{MAX_SIGNATURE_BLOB} a signature artifact may take")  # fmt: skip
+        raise InvalidImage(
+            f"{what}: config blob of {m.config.size} bytes, more than the "
+            f"{MAX_SIGNATURE_BLOB} a signature artifact may take"
+        )
 
 
 def _manifest(repo: Repo, reference: str, *, what: str) -> Manifest | None:
@@ -143,13 +152,20 @@ def _referrers_index(repo: Repo, prefix: str, digest: str, *, what: str) -> Mani
     (go-containerregistry ``fetchReferrers``: 404/400/406 or another Content-Type -> tag)."""
     if isinstance(repo, RegistryRepo):
         c = repo.client
-        r = c.call("GET", f"/v2/{repo.repo}/referrers/{digest}", repo=repo.repo, what=what,
-                   headers={"Accept": OCI_INDEX}, stream=True)  # fmt: skip
+        r = c.call(
+            "GET",
+            f"/v2/{repo.repo}/referrers/{digest}",
+            repo=repo.repo,
+            what=what,
+            headers={"Accept": OCI_INDEX},
+            stream=True,
+        )
         ctype = r.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if r.status_code == 200 and ctype == OCI_INDEX:
             data = c.read(r, cap=4 * 1024 * 1024, what=what, thing="referrers list")
-            return parse_manifest(data, digest=digest_of(data), content_type=OCI_INDEX,
-                                  where=f"{what} referrers")  # fmt: skip
+            return parse_manifest(
+                data, digest=digest_of(data), content_type=OCI_INDEX, where=f"{what} referrers"
+            )
         r.close()
     return _manifest(repo, prefix + referrers_tag(digest), what=what)
 
@@ -166,8 +182,10 @@ def find_signatures(mirror: Mirror, site: SigSite, digest: str, *, what: str) ->
             if len(sig.layers) > MAX_SIGNATURES:
                 raise InvalidImage(f"{tag}: {len(sig.layers)} layers, more than {MAX_SIGNATURES}")
             _small_config(sig, what=tag)  # what is copied into the cache stays small too
-            blobs = {b.digest: _read_small(repo, b.digest, b.size, what=f"{what} {tag}")
-                     for b in sig.layers}  # fmt: skip
+            blobs = {
+                b.digest: _read_small(repo, b.digest, b.size, what=f"{what} {tag}")
+                for b in sig.layers
+            }
             cands, problems = simple_signing(sig.data, blobs, where=tag)
             found.sig = sig
             found.candidates += cands
@@ -211,15 +229,23 @@ BUNDLE_MEDIA = next(iter(sorted(BUNDLE_V03_NAMES)))
 def _artifact_types(index: bytes) -> dict[str, str]:
     try:
         doc = json.loads(index)
-        return {str(m["digest"]): str(m["artifactType"]) for m in doc.get("manifests", [])
-                if isinstance(m, dict) and "artifactType" in m}  # fmt: skip
+        return {
+            str(m["digest"]): str(m["artifactType"])
+            for m in doc.get("manifests", [])
+            if isinstance(m, dict) and "artifactType" in m
+        }
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
         return {}
 
 
 def verify(found: Found, *, keys: tuple[SignerKey, ...], repository: str, digest: str) -> Verdict:
-    return judge(repository=repository, digest=digest, candidates=found.candidates,
-                 signers=keys, problems=found.problems)  # fmt: skip
+    return judge(
+        repository=repository,
+        digest=digest,
+        candidates=found.candidates,
+        signers=keys,
+        problems=found.problems,
+    )
 
 
 def referrers_index(referrers: list[Manifest]) -> bytes:

@@ -1,9 +1,10 @@
 """The copy engine: an image or an index from a registry or OCI layout to another, digests kept.
 
 Order. The top manifest is resolved first (a tag is pinned to the digest of the bytes we got;
-a pinned digest is verified), then every child manifest, then all blobs (in parallel, at most
-``jobs`` at a time), then the child manifests, then the top one: a registry accepts a manifest
-only when what it references is there, and a tag never points at something partial.
+a pinned digest is verified), then every child manifest, then all blobs (``blobcopy.py``: in
+parallel, at most ``jobs`` at a time), then the child manifests, then the top one: a registry
+accepts a manifest only when what it references is there, and a tag never points at something
+partial.
 
 Verification. Every byte is hashed on its way through; a blob is committed (the upload's final
 PUT, or the rename in a layout) only after its digest and size check out, so nothing wrong is
@@ -32,14 +33,14 @@ written, ``source_digest`` what was read; with no platforms (or all of them) the
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from gitedge.adapters.blobcopy import BlobCopier, MirrorStats, ProgressFn
 from gitedge.adapters.cachecheck import first_gap, verify_blobs
-from gitedge.adapters.endpoints import LayoutRepo, RegistryRepo, Repo, VerifiedBlob
+from gitedge.adapters.endpoints import LayoutRepo, RegistryRepo, Repo
 from gitedge.adapters.ocilayout import OciLayout
 from gitedge.adapters.registry import RegistryClient
 from gitedge.adapters.registryhosts import Hosts, RetryPolicy
@@ -52,11 +53,9 @@ from gitedge.core.ocimanifest import (
     select_platforms,
 )
 from gitedge.errors import (
-    Cancelled,
     DigestMismatch,
     ImageNotFound,
     InvalidImage,
-    RegistryUnavailable,
     UsageError,
 )
 
@@ -102,24 +101,6 @@ def parse_location(text: str) -> Location:
     return ImageRef.parse(text)
 
 
-@dataclass
-class MirrorStats:
-    """What a mirror did; ``bytes_resent`` counts source bytes received more than once."""
-
-    blobs_total: int = 0
-    blobs_copied: int = 0
-    blobs_present: int = 0
-    blobs_mounted: int = 0
-    bytes_total: int = 0
-    bytes_copied: int = 0
-    bytes_skipped: int = 0  # present at the destination, or mounted
-    bytes_received: int = 0
-    bytes_resent: int = 0
-    resumes: int = 0
-    manifests_written: int = 0
-    verified: set[str] = field(default_factory=set)  # blobs copied, so hashed by this call
-
-
 @dataclass(frozen=True)
 class MirrorResult:
     source: str
@@ -131,36 +112,6 @@ class MirrorResult:
     up_to_date: bool
     stats: MirrorStats
     seconds: float
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One report to the ``progress`` callback: the totals so far and what just happened."""
-
-    event: str  # "plan" | "blob" | "bytes" | "manifest" | "done"
-    done_bytes: int
-    total_bytes: int
-    blobs_done: int
-    blobs_total: int
-    digest: str | None = None
-    detail: str = ""  # for "blob": copied | present | mounted
-    size: int = 0  # for "blob": its size
-
-
-ProgressFn = Callable[[Progress], None]
-
-
-@dataclass
-class _Job:
-    """One mirror call's blob copying: endpoints, counters, and the stop signal."""
-
-    source: Repo
-    dest: Repo
-    stats: MirrorStats
-    what: str
-    host: str | None  # the destination registry (None: a layout)
-    mount_source: str | None  # the source repository, when it lives on the destination host
-    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Mirror:
@@ -178,11 +129,9 @@ class Mirror:
         self.hosts = hosts or Hosts()
         self.retry = retry or RetryPolicy()
         self.jobs = max(1, jobs)
-        self._progress = progress
         self._sleep = sleep
         self._clients: dict[str, RegistryClient] = {}
-        self._seen: dict[str, dict[str, str]] = {}  # host -> blob digest -> a repo holding it
-        self._lock = threading.RLock()
+        self._blobs = BlobCopier(retry=self.retry, jobs=self.jobs, progress=progress, sleep=sleep)
 
     def close(self) -> None:
         for c in self._clients.values():
@@ -199,9 +148,12 @@ class Mirror:
         api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
         if api_host not in self._clients:
             self._clients[api_host] = RegistryClient(
-                host=api_host, config=self.hosts.get(host), retry=self.retry,
-                pool_size=self.jobs * 2 + 4, sleep=self._sleep,
-            )  # fmt: skip
+                host=api_host,
+                config=self.hosts.get(host),
+                retry=self.retry,
+                pool_size=self.jobs * 2 + 4,
+                sleep=self._sleep,
+            )
         return self._clients[api_host]
 
     def open(self, loc: Location) -> Repo:
@@ -238,9 +190,16 @@ class Mirror:
 
         def result(up_to_date: bool) -> MirrorResult:
             return MirrorResult(
-                str(src), str(dst), out.digest, top.digest, out.media_type, manifests,
-                up_to_date, stats, time.monotonic() - began,
-            )  # fmt: skip
+                source=str(src),
+                destination=str(dst),
+                digest=out.digest,
+                source_digest=top.digest,
+                media_type=out.media_type,
+                manifests=manifests,
+                up_to_date=up_to_date,
+                stats=stats,
+                seconds=time.monotonic() - began,
+            )
 
         # Checked before any child is read from the source: the destination's own manifests
         # read back and every blob there with its size (not only the top manifest present).
@@ -249,11 +208,11 @@ class Mirror:
         tagged = at_tag is not None and at_tag.digest == out.digest
         if first_gap(dest, out.digest, what=str(dst), top=at_tag if tagged else None) is None:
             if tag is None or tagged:
-                self._report(stats, "done", detail="up to date")
+                self._blobs.report(stats, "done", detail="up to date")
                 return result(True)
             dest.put_manifest(out, tag=tag, top=True, what=str(dst))
             stats.manifests_written += 1
-            self._report(stats, "done", detail="tag moved")
+            self._blobs.report(stats, "done", detail="tag moved")
             return result(False)
         images = self._images(source, out, what, {})
         manifests = tuple((m.digest, str(p) if p else None) for m, p in images)
@@ -264,18 +223,28 @@ class Mirror:
                     raise InvalidImage(f"image {what}: blob {b.digest} listed with two sizes")
         stats.blobs_total = len(blobs)
         stats.bytes_total = sum(b.size for b in blobs.values())
-        self._report(stats, "plan")
-        self._copy_blobs(source, dest, src, dst, list(blobs.values()), stats, what)
+        self._blobs.report(stats, "plan")
+        host = dst.registry if isinstance(dst, ImageRef) else None
+        mount = src.repository if isinstance(src, ImageRef) and src.registry == host else None
+        self._blobs.copy(
+            source=source,
+            dest=dest,
+            blobs=list(blobs.values()),
+            stats=stats,
+            what=what,
+            host=host,
+            mount_source=mount,
+        )
         written = {out.digest}
         for m, _ in images:
             if m.digest not in written:  # once, however often the index names it
                 written.add(m.digest)
                 dest.put_manifest(m, tag=None, top=False, what=str(dst))
                 stats.manifests_written += 1
-                self._report(stats, "manifest", digest=m.digest)
+                self._blobs.report(stats, "manifest", digest=m.digest)
         dest.put_manifest(out, tag=tag, top=True, what=str(dst))
         stats.manifests_written += 1
-        self._report(stats, "done", digest=out.digest)
+        self._blobs.report(stats, "done", digest=out.digest)
         return result(False)
 
     # ------------------------------------------------------------------ the cache checks
@@ -299,8 +268,9 @@ class Mirror:
     ) -> tuple[set[str], list[Descriptor]]:
         """Hash every blob of the image ``digest`` at ``dst`` but those in ``known``: the
         digests that passed and the blobs that did not (``cachecheck.verify_blobs``)."""
-        return verify_blobs(self._open(dst), digest, what=str(dst), known=known,
-                            retry=self.retry, sleep=self._sleep)  # fmt: skip
+        return verify_blobs(
+            self._open(dst), digest, what=str(dst), known=known, retry=self.retry, sleep=self._sleep
+        )
 
     # ------------------------------------------------------------------ resolution
 
@@ -321,9 +291,13 @@ class Mirror:
         return source.manifest(src.digest or src.tag, what=what)
 
     def _images(
-        self, source: Repo, top: Manifest, what: str, fetched: dict[str, Manifest],
+        self,
+        source: Repo,
+        top: Manifest,
+        what: str,
+        fetched: dict[str, Manifest],
         depth: int = 0,
-    ) -> list[tuple[Manifest, Platform | None]]:  # fmt: skip
+    ) -> list[tuple[Manifest, Platform | None]]:
         """Every manifest under ``top`` (children first, ``top`` last), each verified.
 
         ``fetched`` holds the children read so far: a digest listed twice is read once, and
@@ -355,9 +329,10 @@ class Mirror:
         m = source.manifest(child.digest, what=f"{what}@{child.digest}")
         if len(m.data) != child.size:
             raise DigestMismatch(
-                image=what, digest=child.digest,
+                image=what,
+                digest=child.digest,
                 detail=f"manifest is {len(m.data)} bytes, its index says {child.size}",
-            )  # fmt: skip
+            )
         fetched[child.digest] = m
         return m
 
@@ -368,7 +343,7 @@ class Mirror:
         config = image.config
         if config is None or config.size > 4 * 1024 * 1024:
             return
-        stream = self._stream(source, config, what, MirrorStats(), report=False)
+        stream = self._blobs.stream(source, config, what, MirrorStats(), report=False)
         data = b"".join(stream)
         stream.verify()
         try:
@@ -380,120 +355,3 @@ class Mirror:
             raise InvalidImage(
                 f"image {what} is {mine} only; asked for {', '.join(map(str, platforms))}"
             )
-
-    # ------------------------------------------------------------------ blobs
-
-    def _stream(
-        self, source: Repo, desc: Descriptor, what: str, stats: MirrorStats, *, report: bool = True,
-        cancel: threading.Event | None = None,
-    ) -> VerifiedBlob:  # fmt: skip
-        def on_bytes(received: int, useful: int) -> None:
-            with self._lock:
-                if received < 0:
-                    stats.resumes += 1
-                    return
-                stats.bytes_received += received
-                stats.bytes_resent += received - useful
-                stats.bytes_copied += useful
-            if useful and report:
-                self._report(stats, "bytes", digest=desc.digest)
-
-        return VerifiedBlob(
-            source=source, desc=desc, what=what, retry=self.retry, sleep=self._sleep,
-            on_bytes=on_bytes, cancel=cancel,
-        )  # fmt: skip
-
-    def _copy_blobs(
-        self, source: Repo, dest: Repo, src: Location, dst: Location,
-        blobs: list[Descriptor], stats: MirrorStats, what: str,
-    ) -> None:  # fmt: skip
-        """Copy ``blobs`` with at most ``jobs`` in flight; the first failure stops the others
-        (their uploads are cancelled at the next chunk) and is the one raised."""
-        host = dst.registry if isinstance(dst, ImageRef) else None
-        job = _Job(
-            source=source, dest=dest, stats=stats, what=what, host=host,
-            mount_source=src.repository if isinstance(src, ImageRef) and src.registry == host
-            else None,
-        )  # fmt: skip
-        failures: list[BaseException] = []
-
-        def run(desc: Descriptor) -> None:
-            if job.cancel.is_set():
-                return
-            try:
-                self._copy_blob(job, desc)
-            except Cancelled:
-                pass
-            except BaseException as e:
-                with self._lock:
-                    failures.append(e)
-                job.cancel.set()
-
-        from concurrent.futures import ThreadPoolExecutor  # only a copy needs it, not a no-op
-
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mirror") as pool:
-            for f in [pool.submit(run, b) for b in sorted(blobs, key=lambda b: -b.size)]:
-                f.result()  # big blobs first, for the best overlap; run() raises nothing
-        if failures:
-            raise failures[0]
-
-    def _copy_blob(self, job: _Job, desc: Descriptor) -> None:
-        blob_what = f"{job.what} (blob {desc.digest})"
-        if job.dest.has_blob(desc, what=blob_what):
-            self._count(job, "present", desc)
-            return
-        mount_from = None
-        if job.host is not None:
-            with self._lock:
-                mount_from = self._seen.get(job.host, {}).get(desc.digest)
-            mount_from = mount_from or job.mount_source
-        for attempt in range(self.retry.attempts):
-            streams: list[VerifiedBlob] = []
-
-            def open_stream(streams: list[VerifiedBlob] = streams) -> VerifiedBlob:
-                streams.append(
-                    self._stream(job.source, desc, job.what, job.stats, cancel=job.cancel)
-                )
-                return streams[-1]
-
-            try:
-                how = job.dest.write_blob(desc, open_stream, mount_from=mount_from, what=blob_what)
-            except RegistryUnavailable:
-                if (streams and streams[-1].failed) or attempt + 1 == self.retry.attempts:
-                    raise
-                with self._lock:  # the next attempt sends these bytes again
-                    done = streams[-1].offset if streams else 0
-                    job.stats.bytes_copied -= done
-                    job.stats.bytes_resent += done
-                self._sleep(self.retry.delay(attempt))
-                mount_from = None
-                continue
-            self._count(job, how, desc)
-            return
-
-    def _count(self, job: _Job, how: str, desc: Descriptor) -> None:
-        stats = job.stats
-        with self._lock:
-            if how == "present":
-                stats.blobs_present += 1
-                stats.bytes_skipped += desc.size
-            elif how == "mounted":
-                stats.blobs_mounted += 1
-                stats.bytes_skipped += desc.size
-            else:
-                stats.blobs_copied += 1
-                stats.verified.add(desc.digest)
-            if job.host is not None and isinstance(job.dest, RegistryRepo):
-                self._seen.setdefault(job.host, {})[desc.digest] = job.dest.repo
-        self._report(stats, "blob", digest=desc.digest, detail=how, size=desc.size)
-
-    def _report(self, stats: MirrorStats, event: str, *, digest: str | None = None,
-                detail: str = "", size: int = 0) -> None:  # fmt: skip
-        if self._progress is None:
-            return
-        with self._lock:
-            done = stats.blobs_copied + stats.blobs_present + stats.blobs_mounted
-            self._progress(
-                Progress(event, stats.bytes_copied + stats.bytes_skipped, stats.bytes_total, done,
-                         stats.blobs_total, digest, detail, size)
-            )  # fmt: skip

@@ -58,9 +58,13 @@ class RegistryClient(RegistryTransport):
             if attempt:
                 self._sleep(self.retry.delay(attempt - 1))
             r = self.call(
-                "GET", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
-                headers={"Accept": ACCEPT}, stream=True,
-            )  # fmt: skip
+                "GET",
+                f"/v2/{repo}/manifests/{reference}",
+                repo=repo,
+                what=what,
+                headers={"Accept": ACCEPT},
+                stream=True,
+            )
             if r.status_code == 404:
                 detail = _remote_text(r, self.limits)
                 r.close()
@@ -98,9 +102,12 @@ class RegistryClient(RegistryTransport):
     def manifest_digest(self, repo: str, reference: str, *, what: str) -> str | None:
         """HEAD a manifest: its digest, or None when the registry does not have it."""
         r = self.call(
-            "HEAD", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
+            "HEAD",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            what=what,
             headers={"Accept": ACCEPT},
-        )  # fmt: skip
+        )
         if r.status_code not in (200, 404):
             raise self.refused(r, what=what)
         discard(r, limits=self.limits)
@@ -111,9 +118,13 @@ class RegistryClient(RegistryTransport):
     def put_manifest(self, repo: str, reference: str, manifest: Manifest, *, what: str) -> None:
         """PUT the exact bytes under their own media type; the registry must agree on the digest."""
         r = self.call(
-            "PUT", f"/v2/{repo}/manifests/{reference}", repo=repo, what=what,
-            headers={"Content-Type": manifest.media_type}, data=manifest.data,
-        )  # fmt: skip
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            what=what,
+            headers={"Content-Type": manifest.media_type},
+            data=manifest.data,
+        )
         if r.status_code not in (200, 201):
             raise self.refused(r, what=f"{what}: PUT manifest {manifest.digest}")
         got = r.headers.get("Docker-Content-Digest")
@@ -235,9 +246,14 @@ class RegistryClient(RegistryTransport):
     def patch_upload(self, location: str, body: _SizedBody, *, repo: str, what: str) -> str:
         """Send the blob's bytes in one streamed PATCH (not retried: the body is a stream)."""
         r = self.call(
-            "PATCH", location, repo=repo, what=what, retry=False, data=body,
+            "PATCH",
+            location,
+            repo=repo,
+            what=what,
+            retry=False,
+            data=body,
             headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
+        )
         if r.status_code != 202:
             raise self.refused(r, what=f"{what}: upload")
         discard(r, limits=self.limits)
@@ -247,9 +263,12 @@ class RegistryClient(RegistryTransport):
         """Commit the upload under ``digest`` (the registry checks it again)."""
         sep = "&" if "?" in location else "?"
         r = self.call(
-            "PUT", f"{location}{sep}{urlencode({'digest': digest})}", repo=repo, what=what,
+            "PUT",
+            f"{location}{sep}{urlencode({'digest': digest})}",
+            repo=repo,
+            what=what,
             headers={"Content-Length": "0"},
-        )  # fmt: skip
+        )
         if r.status_code not in (201, 204):
             raise self.refused(r, what=f"{what}: commit blob {digest}")
         discard(r, limits=self.limits)

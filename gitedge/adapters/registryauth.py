@@ -61,17 +61,23 @@ def parse_challenge(header: str) -> Challenge:
 
 #: ``fetch(url, params, headers, auth_origin)`` -> a streamed response (redirects followed, the
 #: ``Authorization`` header only sent to ``auth_origin``); NETWORK_ERRORS as raised.
-Fetch = Callable[[str, dict[str, str], dict[str, str], tuple[str, str, int] | None],
-                 requests.Response]  # fmt: skip
+Fetch = Callable[
+    [str, dict[str, str], dict[str, str], tuple[str, str, int] | None], requests.Response
+]
 
 
 class Credentials:
     """One registry host's login (or static token) and where it may be sent."""
 
     def __init__(
-        self, *, host: str, base_url: str, login: tuple[str, str] | None,
-        insecure_hosts: frozenset[str], limits: Limits,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        host: str,
+        base_url: str,
+        login: tuple[str, str] | None,
+        insecure_hosts: frozenset[str],
+        limits: Limits,
+    ) -> None:
         self.host, self.base_url, self.limits = host, base_url, limits
         self.origin = origin(base_url)
         self._basic = (

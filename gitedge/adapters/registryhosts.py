@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gitedge.core.images import cache_host
+
 
 @dataclass(frozen=True)
 class HostConfig:
@@ -65,8 +67,6 @@ class Hosts:
     @classmethod
     def from_config(cls, registry: Any) -> Hosts:
         """From an AgentConfig's ``registry`` section (``upstreamAuth`` and ``cache``)."""
-        from gitedge.core.images import cache_host
-
         out: dict[str, HostConfig] = {}
         for host, a in registry.upstream_auth.items():
             out[host] = HostConfig(

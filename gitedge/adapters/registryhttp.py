@@ -27,6 +27,7 @@ named, and one token per host would flap between a source and a destination repo
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,8 +136,6 @@ def network_reason(e: BaseException) -> str:
     """The cause of a failed connection in a few words, from the innermost OS error under the
     layers of requests and urllib3 (whose own text cuts it off): refused, name not resolved,
     timed out, reset."""
-    import socket
-
     seen: set[int] = set()
     cur: BaseException | None = e
     inner: OSError | None = None
@@ -216,9 +215,12 @@ class RegistryTransport:
                 _read_secret(cfg.password_file, what="passwordFile", host=host),
             )
         self._creds = Credentials(
-            host=host, base_url=self.base_url, login=login, insecure_hosts=cfg.insecure_hosts,
+            host=host,
+            base_url=self.base_url,
+            login=login,
+            insecure_hosts=cfg.insecure_hosts,
             limits=self.limits,
-        )  # fmt: skip
+        )
         self._has_login = login is not None
         if login is not None:  # scrub() removes them from any remote text that echoes them
             register_secret(login[1])
@@ -247,9 +249,16 @@ class RegistryTransport:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _exchange(
-        self, method: str, url: str, *, what: str, headers: dict[str, str],
-        auth: dict[str, str], auth_origin: tuple[str, str, int] | None, **kw: Any,
-    ) -> requests.Response:  # fmt: skip
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: dict[str, str],
+        auth: dict[str, str],
+        auth_origin: tuple[str, str, int] | None,
+        **kw: Any,
+    ) -> requests.Response:
         """One request and the redirects of a GET or HEAD, followed here (bodies unread,
         ``Location`` checked); ``auth`` is sent only to ``auth_origin``."""
         for _ in range(MAX_REDIRECTS + 1):
@@ -280,14 +289,22 @@ class RegistryTransport:
         raise RegistryRefused(f"{what}: more than {MAX_REDIRECTS} redirects from {self.host}")
 
     def _token_fetch(
-        self, url: str, params: dict[str, str], headers: dict[str, str],
+        self,
+        url: str,
+        params: dict[str, str],
+        headers: dict[str, str],
         auth_origin: tuple[str, str, int] | None,
-    ) -> requests.Response:  # fmt: skip
+    ) -> requests.Response:
         auth = {"Authorization": headers.pop("Authorization")} if "Authorization" in headers else {}
         return self._exchange(
-            "GET", url, what="token", headers=headers, auth=auth, auth_origin=auth_origin,
+            "GET",
+            url,
+            what="token",
+            headers=headers,
+            auth=auth,
+            auth_origin=auth_origin,
             params=params,
-        )  # fmt: skip
+        )
 
     def _authenticate(self, challenge_text: str, *, repo: str, what: str) -> None:
         try:
@@ -322,9 +339,14 @@ class RegistryTransport:
     ) -> requests.Response:
         replayable = not isinstance(kw.get("data"), _SizedBody)
         r = self._exchange(
-            method, url, what=what, headers=headers, auth=self._auth_header(repo),
-            auth_origin=self._origin, **kw,
-        )  # fmt: skip
+            method,
+            url,
+            what=what,
+            headers=headers,
+            auth=self._auth_header(repo),
+            auth_origin=self._origin,
+            **kw,
+        )
         if r.status_code != 401:
             return r
         challenge = r.headers.get("WWW-Authenticate", "")
@@ -339,9 +361,14 @@ class RegistryTransport:
         if not replayable:  # a token expired mid-copy: the caller retries the whole blob
             raise RegistryUnavailable(f"{what}: registry {self.host} asked for auth mid-upload")
         r = self._exchange(
-            method, url, what=what, headers=headers, auth=self._auth_header(repo),
-            auth_origin=self._origin, **kw,
-        )  # fmt: skip
+            method,
+            url,
+            what=what,
+            headers=headers,
+            auth=self._auth_header(repo),
+            auth_origin=self._origin,
+            **kw,
+        )
         if r.status_code == 401:
             discard(r, limits=self.limits)
             raise RegistryAuthError(

@@ -111,8 +111,13 @@ def push_report(client: RegistryClient, repo: ReportRepository, report: SiteRepo
     tag = tag_for(report.cluster)
     what = f"{repo}:{tag}"
     for data, media_type in ((EMPTY, EMPTY_MEDIA_TYPE), (document, MEDIA_TYPE)):
-        _put_blob(client, repo.repository, data, Descriptor(media_type, digest_of(data), len(data)),
-                  what=what)  # fmt: skip
+        _put_blob(
+            client,
+            repo.repository,
+            data,
+            Descriptor(media_type, digest_of(data), len(data)),
+            what=what,
+        )
     raw = artifact_manifest(document, report)
     manifest = parse_manifest(raw, digest=digest_of(raw), content_type=OCI_MANIFEST, where=what)
     client.put_manifest(repo.repository, tag, manifest, what=what)
@@ -180,8 +185,9 @@ def _read_one(client: RegistryClient, repo: ReportRepository, tag: str) -> SiteR
     where = f"{repo}:{tag}"
     try:
         desc = report_layer(client, repo, tag, where=where)
-        report = from_document(read_report_layer(client, repo.repository, desc, where=where),
-                               where=where)  # fmt: skip
+        report = from_document(
+            read_report_layer(client, repo.repository, desc, where=where), where=where
+        )
     except (GitEdgeError, ReportError) as e:
         return Unreadable(tag, scrub(str(e), limit=400))
     if tag_for(report.cluster) != tag:
@@ -210,8 +216,9 @@ def report_layer(
     return desc
 
 
-def read_report_layer(client: RegistryClient, repository: str, desc: Descriptor, *, where: str
-                      ) -> bytes:  # fmt: skip
+def read_report_layer(
+    client: RegistryClient, repository: str, desc: Descriptor, *, where: str
+) -> bytes:
     """The whole blob, never more than its descriptor's size, digest-checked."""
     _, chunks = client.read_blob(repository, desc.digest, offset=0, what=where)
     data = bytearray()

@@ -19,8 +19,9 @@ from gitedge.errors import ImageNotFound, Stalled
 __all__ = ["check_cut_index", "keep_signed_index"]
 
 
-def keep_signed_index(mirror: Mirror, *, src_image: Location, dst: Location, digest: str,
-                      what: str) -> None:  # fmt: skip
+def keep_signed_index(
+    mirror: Mirror, *, src_image: Location, dst: Location, digest: str, what: str
+) -> None:
     """Store the source index ``digest`` (read from ``src_image``'s endpoint) as a blob at
     ``dst``, unless it is there already."""
     data = mirror.open(src_image).manifest(digest, what=f"{what} (signed index)").data
@@ -36,16 +37,18 @@ def keep_signed_index(mirror: Mirror, *, src_image: Location, dst: Location, dig
     location = c.start_upload(dest.repo, what=what)
     assert location is not None
     try:
-        location = c.patch_upload(location, sized_body(iter([data]), len(data)), repo=dest.repo,
-                                  what=what)  # fmt: skip
+        location = c.patch_upload(
+            location, sized_body(iter([data]), len(data)), repo=dest.repo, what=what
+        )
         c.finish_upload(location, digest, repo=dest.repo, what=what)
     except BaseException:
         c.cancel_upload(location, repo=dest.repo)
         raise
 
 
-def check_cut_index(mirror: Mirror, *, dst: Location, signed: str, cached: str,
-                    what: str) -> str | None:  # fmt: skip
+def check_cut_index(
+    mirror: Mirror, *, dst: Location, signed: str, cached: str, what: str
+) -> str | None:
     """None when every child of the cut index ``cached`` at ``dst`` is listed in the signed
     index ``signed`` (held as a blob there); else what is wrong."""
     repo = mirror.open(dst)
@@ -73,7 +76,9 @@ def check_cut_index(mirror: Mirror, *, dst: Location, signed: str, cached: str,
         if (c.digest, c.platform) in listed:
             continue
         if any(d == c.digest for d, _ in listed):
-            return (f"the cached index {cached} names {c.digest} for {c.platform}, a platform the "
-                    f"signed index {signed} does not give it")  # fmt: skip
+            return (
+                f"the cached index {cached} names {c.digest} for {c.platform}, a platform the "
+                f"signed index {signed} does not give it"
+            )
         return f"the cached index {cached} names {c.digest}, which the signed index does not"
     return None

@@ -76,7 +76,8 @@ def read_pull_failures(kube: Kube, *, plans: Collection[str]) -> list[PullFailur
     if not plans:
         return []
     ns = kube.namespace
-    pods = _list(kube, f"list Pods in {ns}", kube.core.list_namespaced_pod,
-                 label_selector=PLAN_LABEL)  # fmt: skip
+    pods = _list(
+        kube, f"list Pods in {ns}", kube.core.list_namespaced_pod, label_selector=PLAN_LABEL
+    )
     events = _list(kube, f"list Events in {ns}", kube.core.list_namespaced_event)
     return pull_failures(pods, events, plans=plans)

@@ -23,12 +23,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from gitedge.adapters.blobcopy import Progress as MirrorProgress
 from gitedge.adapters.bundlefile import file_digest, write_bundle
 from gitedge.adapters.bundlegit import stage_git, write_git_bundle
 from gitedge.adapters.endpoints import endpoint_refs, first_served
 from gitedge.adapters.gitrepo import GitRepo
 from gitedge.adapters.mirroring import LayoutRef, Location, Mirror, MirrorResult
-from gitedge.adapters.mirroring import Progress as MirrorProgress
 from gitedge.adapters.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registryhosts import Hosts
 from gitedge.agent.bundleimport import (

@@ -1,9 +1,10 @@
 """The gitedge command line: parses arguments, calls the library, prints. Nothing else prints.
 
-The commands live by what they work on: ``repo`` (validate, plan, schema, verify), ``images``
-(mirror, bundle), ``site`` (run, status, demo), ``fleet`` (fleet status); ``main`` imports only
-the module of the command it runs, so a command pays for no other command's libraries. ``nodes``
-(node-config) renders what each node needs to pull from the site's cache.
+Each command's handler lives in a module named for it, which imports what it needs at its top:
+``repo`` (validate, schema), ``plan``, ``verify``, ``accepthistory``, ``pin``, ``mirror``,
+``verifyimage``, ``bundle`` (create, import), ``run``, ``status``, ``fleet`` (fleet status),
+``nodes`` (node-config), ``demo``. ``main`` imports only the module of the command it runs, so
+a command pays for no other command's libraries. Their ``--help`` texts are in ``helptext``.
 
 Exit codes: 0 success, 1 the thing failed (invalid repo, bad commit, unreachable source), 2 usage.
 
@@ -24,6 +25,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, NoReturn, cast
 
 from gitedge import __version__
+from gitedge.cli.helptext import DOCS
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError, scrub
 
 Handler = Callable[[argparse.Namespace], int]
@@ -44,98 +46,6 @@ class _Skipped:
 
     def __getattr__(self, name: str) -> Callable[..., _Skipped]:
         return lambda *a, **kw: self
-
-
-#: Each command's ``--help``: what it does, and an example (as kubectl and flux print them).
-DOCS: dict[str, tuple[str, str]] = {
-    "validate": (
-        "Check a fleet repo's working tree: every file against its kind's schema, the "
-        "references between documents, and, for the cluster identities given with "
-        "--clusters, that targets resolve without conflict and every K3s path exists "
-        "in the catalog. One 'path:line: message' per problem.",
-        "gitedge validate . --clusters examples/clusters",
-    ),
-    "plan": (
-        "What a cluster should run and when, from a fleet repo alone (pure: no cluster, "
-        "no network): the winning targets, the K3s path through every minor, each "
-        "component's window.",
-        "gitedge plan --repo examples/fleet-repo --cluster examples/clusters/"
-        "store-berlin-0042.yaml -o yaml",
-    ),
-    "verify": (
-        "Verify the signatures of every commit in (--since, --rev] against a pinned "
-        "trust file, following trust rotations inside the repo; names the first bad "
-        "commit and why.",
-        "gitedge verify --repo fleet.git --trust /etc/gitedge/trust.yaml --since "
-        "3f1c2a9 --rev main",
-    ),
-    "schema": (
-        "JSON Schemas of every kind, for editors and CI: one kind on stdout, or every "
-        "kind's file with --write.",
-        "gitedge schema --kind UpgradeTarget > upgradetarget.schema.json",
-    ),
-    "mirror": (
-        "Copy an image or index between registries and OCI layouts, every digest kept "
-        "and verified; resumes cut downloads. SRC and DST are host[:port]/repo[:tag]"
-        "[@digest] (docker:// accepted) or oci:DIR[:tag].",
-        "gitedge mirror registry.example.com/os/kairos:v3.1 127.0.0.1:5000/os/kairos:v3.1"
-        " --platform linux/arm64",
-    ),
-    "run": (
-        "The agent: each pass syncs, verifies, plans, mirrors, applies in windows and "
-        "reports; serves /healthz, /readyz and /metrics on --listen.",
-        "gitedge run --config /etc/gitedge/agent.yaml --listen 0.0.0.0:8080",
-    ),
-    "status": (
-        "What the site's agent last verified, wants, mirrored and applied, with its "
-        "conditions and windows (read from its state dir).",
-        "gitedge status --config /etc/gitedge/agent.yaml -o json",
-    ),
-    "fleet": (
-        "The fleet's view, from the status reports the agents push.",
-        "gitedge fleet status --registry registry.example.com/fleet/reports",
-    ),
-    "fleet status": (
-        "One row per site from the reports pushed to the registry: versions, "
-        "commit, state; reports older than --stale-after are marked stale.",
-        "gitedge fleet status --registry registry.example.com/fleet/reports "
-        "-l 'env=prod' --stale-after 12h",
-    ),
-    "bundle": (
-        "Offline bundles: one file with the commits and images a site without network needs.",
-        "gitedge bundle create --repo fleet.git --all --out stick.tar",
-    ),
-    "bundle create": (
-        "Write a bundle: the git bundle of the commits and an OCI layout of "
-        "every image their plans need (for --cluster sites, or --all).",
-        "gitedge bundle create --repo ssh://git@git.example/fleet.git --since "
-        "3f1c2a9 --cluster sites/ --out /media/usb/fleet.tar",
-    ),
-    "bundle import": (
-        "Verify a bundle exactly as a fetch would be verified, then fill the "
-        "site's cache from it; nothing unverified is kept.",
-        "gitedge bundle import /media/usb/fleet.tar --config /etc/gitedge/agent.yaml",
-    ),
-    "node-config": (
-        "What each node needs to pull from the site's cache: K3s registries.yaml, "
-        "a containers registries.conf.d drop-in, a Kairos cloud-config.",
-        "gitedge node-config --config /etc/gitedge/agent.yaml --out /tmp/node",
-    ),
-    "accept-history": (
-        "Accept the rewritten tip the agent fetched and refused (RollbackRefused): its whole "
-        "history is verified from the root against the trust in force at the last verified "
-        "commit (not trust.bootstrap alone); only if every commit passes does it become the last "
-        "verified commit. Stop the agent first. To undo a change instead, commit a signed "
-        "revert: no recovery is needed.",
-        "gitedge accept-history --config /etc/gitedge/agent.yaml --commit <the full id "
-        "RollbackRefused names>",
-    ),
-    "demo": (
-        "The whole story on this machine with no services: a signed fleet repo, offline "
-        "bundles, a cache and the real agent in print mode.",
-        "gitedge demo --keep /tmp/gitedge-demo",
-    ),
-}
 
 
 class _Documented:
@@ -208,7 +118,7 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--current-k3s", metavar="V", help="override the cluster's running K3s version")
     p.add_argument("--current-os", metavar="REF", help="override the cluster's running OS image")
     p.add_argument("-o", "--output", **OUTPUT)
-    p.set_defaults(handler="repo:cmd_plan")
+    p.set_defaults(handler="plan:cmd_plan")
 
     p = sub.add_parser("pin", help="name every image of the fleet repo by digest (in place)")
     p.add_argument("dir", metavar="DIR", nargs="?", default=".", help="fleet repo (default .)")
@@ -229,26 +139,33 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--rev", default="HEAD", metavar="REV", help="newest commit (default HEAD)")
     p.add_argument("--cache", metavar="DIR", help="remember verified commit ids in DIR")
     p.add_argument("-o", "--output", **OUTPUT)
-    p.set_defaults(handler="repo:cmd_verify")
+    p.set_defaults(handler="verify:cmd_verify")
 
     p = sub.add_parser("schema", help="JSON Schemas of every kind (stdout, or files with --write)")
     p.add_argument("--write", metavar="DIR", help="write every kind's schema into DIR")
-    p.add_argument("--kind", default="fleet", metavar="KIND",
-                   help="without --write: print this kind's schema (default fleet: any fleet "
-                   "kind; or UpgradeTarget, AgentConfig, ...)")  # fmt: skip
+    p.add_argument(
+        "--kind",
+        default="fleet",
+        metavar="KIND",
+        help="without --write: print this kind's schema (default fleet: any fleet "
+        "kind; or UpgradeTarget, AgentConfig, ...)",
+    )
     p.set_defaults(handler="repo:cmd_schema")
     p = sub.add_parser("mirror", help="copy an image or index, digests kept (registry or oci:DIR)")
     p.add_argument("src", metavar="SRC", help="host[:port]/repo[:tag][@digest] or oci:DIR[:tag]")
     p.add_argument("dst", metavar="DST", help="host[:port]/repo[:tag] or oci:DIR[:tag]")
     p.add_argument(
-        "--platform", action="append", default=[], metavar="OS/ARCH",
+        "--platform",
+        action="append",
+        default=[],
+        metavar="OS/ARCH",
         help="copy only this platform of an index (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA, cache")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the digest")
     p.add_argument("-o", "--output", **OUTPUT)
-    p.set_defaults(handler="images:cmd_mirror")
+    p.set_defaults(handler="mirror:cmd_mirror")
     p = sub.add_parser("verify-image", help="check one image's cosign signature by hand")
     p.add_argument("ref", metavar="REF", help="host[:port]/repo[:tag][@digest]")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
@@ -263,23 +180,32 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
         help="read the image from the site's cache, offline, as the apply step does",
     )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p.set_defaults(handler="verifyimage:cmd_verify_image")  # fmt: skip
+    p.set_defaults(handler="verifyimage:cmd_verify_image")
     p = sub.add_parser("run", help="the agent: sync, verify, mirror, apply in windows")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
     p.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
     p.add_argument("--now", metavar="ISO8601", help="with --once: run the pass at this instant")
-    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
-                   help="/healthz /readyz /metrics (0.0.0.0:8080 in a pod)")  # fmt: skip
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="/healthz /readyz /metrics (0.0.0.0:8080 in a pod)",
+    )
     p.add_argument("--log-format", choices=["json", "text"], help="default: text on a terminal")
-    p.add_argument("--stop-grace", type=float, default=20.0, metavar="SECONDS",
-                   help="on SIGTERM, how long a running pass may take to end before it is "
-                   "killed (default 20; the state survives either way)")  # fmt: skip
+    p.add_argument(
+        "--stop-grace",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long a running pass may take to end before it is "
+        "killed (default 20; the state survives either way)",
+    )
     p.add_argument("--pass-fd", type=int, help=argparse.SUPPRESS)  # the pass's child process
-    p.set_defaults(handler="site:cmd_run")
+    p.set_defaults(handler="run:cmd_run")
     p = sub.add_parser("status", help="what the agent last verified, mirrored and applied")
     p.add_argument("--config", required=True, metavar="FILE", help="AgentConfig file")
     p.add_argument("-o", "--output", **OUTPUT)
-    p.set_defaults(handler="site:cmd_status")
+    p.set_defaults(handler="status:cmd_status")
     p = sub.add_parser("fleet", help="the fleet view, from the status reports sites push")
     fleet = _Documented(
         p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True), "fleet "
@@ -305,17 +231,26 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     )
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
     p.add_argument("--now", metavar="ISO8601", help="judge ages at this instant (default: now)")
-    p.add_argument("-o", "--output", choices=["text", "json", "yaml", "html"], default="text",
-                   metavar="text|json|yaml|html",
-                   help="output format (default text; json and yaml hold the same fields); "
-                   "html: one self-contained page of states, versions, rollouts")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json", "yaml", "html"],
+        default="text",
+        metavar="text|json|yaml|html",
+        help="output format (default text; json and yaml hold the same fields); "
+        "html: one self-contained page of states, versions, rollouts",
+    )
     p.add_argument("--out", metavar="FILE", help="write the output to FILE (default: stdout)")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="reports kept by digest between runs, so only changed ones are fetched "
-                   "(default: $XDG_CACHE_HOME/gitedge/fleet-status/HOST/REPO)")  # fmt: skip
-    p.add_argument("--jobs", type=int, default=16, metavar="N",
-                   help="reports read at once (default 16)")  # fmt: skip
-    p.set_defaults(handler="fleet:cmd_fleet_status")  # fmt: skip
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="reports kept by digest between runs, so only changed ones are fetched "
+        "(default: $XDG_CACHE_HOME/gitedge/fleet-status/HOST/REPO)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=16, metavar="N", help="reports read at once (default 16)"
+    )
+    p.set_defaults(handler="fleet:cmd_fleet_status")
     p = sub.add_parser("bundle", help="offline bundles: commits and images for a site, one file")
     bundle = _Documented(
         p.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", required=True), "bundle "
@@ -325,40 +260,70 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
     p.add_argument("--rev", metavar="REV", help="the commit to bring (default: HEAD)")
     p.add_argument("--since", metavar="REV", help="a commit the sites have: bring what follows")
     p.add_argument("--out", required=True, metavar="FILE", help="the bundle to write (a tar)")
-    p.add_argument("--cluster", action="append", default=[], metavar="FILE",
-                   help="a Cluster identity or AgentConfig (or a directory of them); repeatable: "
-                   "the images their plans need, whole K3s path included")  # fmt: skip
+    p.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Cluster identity or AgentConfig (or a directory of them); repeatable: "
+        "the images their plans need, whole K3s path included",
+    )
     p.add_argument("--all", action="store_true", help="every image any target references")
     p.add_argument("--branch", help="the branch sites track (default: the AgentConfigs', or main)")
-    p.add_argument("--platform", action="append", default=[], metavar="OS/ARCH",
-                   help="only these platforms of indexes (repeatable; default all)")  # fmt: skip
-    p.add_argument("--layouts", metavar="DIR",
-                   help="prefer OCI layouts DIR/<registry>/<repository> to registries")  # fmt: skip
+    p.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="OS/ARCH",
+        help="only these platforms of indexes (repeatable; default all)",
+    )
+    p.add_argument(
+        "--layouts",
+        metavar="DIR",
+        help="prefer OCI layouts DIR/<registry>/<repository> to registries",
+    )
     p.add_argument("--config", metavar="FILE", help="AgentConfig: registry credentials, CA")
     p.add_argument("--jobs", type=int, default=4, metavar="N", help="parallel blob transfers")
-    p.add_argument("--kubectl-image", action="append", default=[], metavar="IMAGE",
-                   help="the kubectl image the sites' SUC runs (repeatable; default: each "
-                   "AgentConfig's apply.kubectlImage, else SUC's default)")  # fmt: skip
-    p.add_argument("--suc", action="store_true", help="also SUC's controller and kubectl images "
-                   "(its pinned release), to bring up a new site's SUC offline")  # fmt: skip
+    p.add_argument(
+        "--kubectl-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="the kubectl image the sites' SUC runs (repeatable; default: each "
+        "AgentConfig's apply.kubectlImage, else SUC's default)",
+    )
+    p.add_argument(
+        "--suc",
+        action="store_true",
+        help="also SUC's controller and kubectl images "
+        "(its pinned release), to bring up a new site's SUC offline",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    p.set_defaults(handler="images:cmd_bundle_create")
+    p.set_defaults(handler="bundle:cmd_bundle_create")
     p = bundle.add_parser("import", help="verify a bundle and fill the site's cache from it")
     p.add_argument("file", metavar="FILE", help="the bundle")
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
-    p.add_argument("--suc-manifests", metavar="DIR", help="also cache SUC's images from the "
-                   "bundle and write SUC's CRD and controller manifests into DIR")  # fmt: skip
+    p.add_argument(
+        "--suc-manifests",
+        metavar="DIR",
+        help="also cache SUC's images from the "
+        "bundle and write SUC's CRD and controller manifests into DIR",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    p.set_defaults(handler="images:cmd_bundle_import")
+    p.set_defaults(handler="bundle:cmd_bundle_import")
     p = sub.add_parser(
         "accept-history",
         help="recover a site whose fleet history was rewritten on purpose (after RollbackRefused)",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
-    p.add_argument("--commit", required=True, metavar="ID",
-                   help="the full id of the rewritten tip RollbackRefused names")  # fmt: skip
+    p.add_argument(
+        "--commit",
+        required=True,
+        metavar="ID",
+        help="the full id of the rewritten tip RollbackRefused names",
+    )
     p.add_argument("--now", metavar="ISO8601", help=argparse.SUPPRESS)
-    p.set_defaults(handler="site:cmd_accept_history")
+    p.set_defaults(handler="accepthistory:cmd_accept_history")
     p = sub.add_parser("node-config", help="what each node needs to pull from the site's cache")
     p.add_argument("--config", required=True, metavar="FILE", help="the site's AgentConfig")
     p.add_argument(
@@ -381,10 +346,10 @@ def _build(command: str | None) -> argparse.ArgumentParser | None:
         help="exit 1 if this installed registries.yaml lacks a registry",
     )
     p.add_argument("-o", "--output", **OUTPUT)
-    p.set_defaults(handler="nodes:cmd_node_config")  # fmt: skip
+    p.set_defaults(handler="nodes:cmd_node_config")
     p = sub.add_parser("demo", help="the whole story on this machine, no services needed")
     p.add_argument("--keep", metavar="DIR", help="build in DIR (kept) instead of a temp dir")
-    p.set_defaults(handler="site:cmd_demo")
+    p.set_defaults(handler="demo:cmd_demo")
     return parser if command is None or sub.found else None
 
 
@@ -444,7 +409,9 @@ def _main(argv: list[str]) -> tuple[int, str | None]:
     if spec is None:
         parser.print_help(sys.stderr)
         return 2, None
-    module, _, name = spec.partition(":")  # only the command's own module is imported
+    module, _, name = spec.partition(":")
+    # Lazy, for start-up: only the command's own module is imported (with what it imports at
+    # its top), so `--help` loads no library and no command pays for another's.
     handler: Handler = getattr(importlib.import_module(f"gitedge.cli.{module}"), name)
     sub = getattr(args, "bundle_command", None) or getattr(args, "fleet_command", None)
     command = f"{args.command} {sub}" if sub else args.command

@@ -1,11 +1,18 @@
-"""What every command shares: reading its files and its ``--now``, and the agent config."""
+"""What every command shares: reading its files and its ``--now``, printing ``-o json|yaml``.
+
+Light on purpose: ``mirror`` uses it, and a no-op re-mirror is mostly interpreter start-up
+(tests/test_mirror.py names the libraries it must not load). A site's AgentConfig and state are
+read by :mod:`gitedge.cli.siteconfig`.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gitedge.adapters.localfiles import read_bounded
 from gitedge.errors import UsageError
 
 
@@ -26,8 +33,6 @@ MAX_INPUT_BYTES = 1 << 20  # a cluster file or an agent config, like any fleet f
 
 def read_file(path: str, what: str) -> bytes:
     """A regular file of at most 1 MiB (a FIFO, a device, a bigger file: a UsageError)."""
-    from gitedge.adapters.localfiles import read_bounded
-
     try:
         return read_bounded(path, limit=MAX_INPUT_BYTES)
     except OSError as e:
@@ -42,35 +47,12 @@ def cluster_files(path: str) -> dict[str, bytes]:
     return {path: read_file(path, "--clusters")}
 
 
-def agent_config(path: str) -> Any:
-    from gitedge.core.config import AgentConfig, load_site_file
-
-    site = load_site_file(read_file(path, "--config"), path=path)
-    if not isinstance(site, AgentConfig):
-        raise UsageError(f"--config {path}: expected an AgentConfig, not a Cluster identity")
-    return site
-
-
-def cluster_api(config: Any) -> Any:
-    """``apply.mode: print`` prints Plans on stdout; ``suc`` talks to the cluster's API (the
-    pod's service account in the cluster, else ``$KUBECONFIG`` / ``~/.kube/config``)."""
-    if config.apply.mode == "print":
-        from gitedge.agent.clusters import PrintCluster
-
-        return PrintCluster(config=config, out=print)
-    from gitedge.adapters.kube import Kube
-
-    return Kube.connect(namespace=config.apply.namespace)
-
-
 def structured(doc: Any, output: str) -> str:
     """A document as ``-o json`` or ``-o yaml`` prints it (the same fields, either way)."""
     if output == "yaml":
-        import yaml
+        import yaml  # only for -o yaml: `mirror -o json` and text output load no YAML parser
 
         return str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)).rstrip("\n")
-    import json
-
     return json.dumps(doc, indent=2)
 
 

@@ -14,9 +14,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from gitedge.cli.common import agent_config, parse_now, structured
+from gitedge.adapters import fleetscan
+from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+from gitedge.adapters.reports import ReportRepository, Unreadable
+from gitedge.cli.common import parse_now, structured
+from gitedge.cli.siteconfig import agent_config
+from gitedge.core.base import parse_duration
+from gitedge.core.fleetpage import page_site, render_page
+from gitedge.core.report import (
+    SiteReport,
+    fleet_json,
+    fleet_rows,
+    fleet_table,
+    from_document,
+    tag_for,
+)
+from gitedge.core.selectors import parse_selector
 from gitedge.core.timefmt import iso_z
-from gitedge.errors import UsageError
+from gitedge.errors import SelectorError, UsageError
 
 
 @contextlib.contextmanager
@@ -42,21 +57,6 @@ def _output(path: str | None) -> Iterator[IO[str]]:
 
 
 def cmd_fleet_status(args: argparse.Namespace) -> int:
-    from gitedge.adapters import fleetscan
-    from gitedge.adapters.registryhosts import Hosts, RetryPolicy
-    from gitedge.adapters.reports import ReportRepository, Unreadable
-    from gitedge.core.base import parse_duration
-    from gitedge.core.report import (
-        SiteReport,
-        fleet_json,
-        fleet_rows,
-        fleet_table,
-        from_document,
-        tag_for,
-    )
-    from gitedge.core.selectors import parse_selector
-    from gitedge.errors import SelectorError
-
     try:
         repo = ReportRepository.parse(args.registry)
         stale_after = parse_duration(args.stale_after)
@@ -82,13 +82,17 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
             if isinstance(item, Unreadable):
                 bad.append({"tag": item.tag, "error": item.error})
             else:
-                yield replace(item, conditions=tuple(c for c in item.conditions
-                                                     if c.type == "Ready"))  # fmt: skip
+                yield replace(
+                    item, conditions=tuple(c for c in item.conditions if c.type == "Ready")
+                )
 
     bad: list[dict[str, str]] = []
     rows = fleet_rows(slim(), now=now, stale_after=stale_after, selector=selector)
-    print(f"gitedge fleet status: {scan.tags} report(s) in {repo}: {scan.fetched} fetched, "
-          f"{scan.cached} unchanged (cache {cache.dir})", file=sys.stderr)  # fmt: skip
+    print(
+        f"gitedge fleet status: {scan.tags} report(s) in {repo}: {scan.fetched} fetched, "
+        f"{scan.cached} unchanged (cache {cache.dir})",
+        file=sys.stderr,
+    )
     with _output(args.out) as out:
         if args.output == "json":
             # Streamed: each site's full report read back from the cache as it is written.
@@ -111,16 +115,24 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
             doc = {"registry": str(repo), "time": iso_z(now), "sites": docs, "unreadable": bad}
             print(structured(doc, "yaml"), file=out)
         elif args.output == "html":
-            from gitedge.core.fleetpage import page_site, render_page
-
-            out.write(render_page(registry=str(repo), now=now, stale_after=stale_after,
-                                  sites=[page_site(r) for r in rows],
-                                  unreadable=[(b["tag"], b["error"]) for b in bad]))  # fmt: skip
+            out.write(
+                render_page(
+                    registry=str(repo),
+                    now=now,
+                    stale_after=stale_after,
+                    sites=[page_site(r) for r in rows],
+                    unreadable=[(b["tag"], b["error"]) for b in bad],
+                )
+            )
         else:
             print(fleet_table(rows), file=out)
             if bad:
-                print("\n".join([f"{len(bad)} report(s) unreadable:"]
-                                + [f"  {b['error']}" for b in bad]), file=out)  # fmt: skip
+                print(
+                    "\n".join(
+                        [f"{len(bad)} report(s) unreadable:"] + [f"  {b['error']}" for b in bad]
+                    ),
+                    file=out,
+                )
     if not scan.tags:
         print(f"gitedge fleet status: no site reports in {repo} yet", file=sys.stderr)
     return 1 if bad else 0

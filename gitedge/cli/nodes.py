@@ -12,42 +12,37 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.state import STATUS
-from gitedge.cli.common import agent_config, read_file, structured
+import yaml
+
+from gitedge.adapters.fleetload import load_files
+from gitedge.adapters.gitrepo import GitRepo, read_commit_tree
+from gitedge.adapters.state import STATUS, State
+from gitedge.adapters.worktree import read_tree
+from gitedge.adapters.yamlworkers import fleet_files
+from gitedge.cli.common import read_file, structured
+from gitedge.cli.siteconfig import agent_config, last_verified
+from gitedge.core import nodeconfig as nc
+from gitedge.core.images import ImageRef
 from gitedge.errors import UsageError
 
 __all__ = ["cmd_node_config"]
 
 
 def _fleet(args: argparse.Namespace, config: Any) -> Any:
-    from gitedge.adapters.fleetload import load_files
-    from gitedge.adapters.yamlworkers import fleet_files
-
     subdir = config.source.path
     if args.repo and args.rev:
-        from gitedge.adapters.gitrepo import read_commit_tree
-
         snapshot = read_commit_tree(repo=args.repo, rev=args.rev, subdir=subdir)
         origin = f"{args.repo}@{args.rev}"
     elif args.repo:
-        from gitedge.adapters.worktree import read_tree
-
         snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
     else:
-        from gitedge.adapters.gitrepo import GitRepo
-        from gitedge.adapters.state import State
-
         state_dir = Path(config.state.dir)
         if not (state_dir / "fleet.git" / "HEAD").exists():
             raise UsageError(
                 f"{state_dir}: the agent has fetched no fleet repo here; give --repo PATH "
                 "(a checkout of the fleet repo)"
             )
-        state = State(state_dir)
-        try:
-            last = state.last_verified
-        finally:
-            state.close()
+        last = last_verified(state_dir)
         if last is None:
             raise UsageError(
                 f"{state_dir}: no verified commit yet; give --repo PATH (a checkout of the fleet "
@@ -60,8 +55,6 @@ def _fleet(args: argparse.Namespace, config: Any) -> Any:
 
 
 def cmd_node_config(args: argparse.Namespace) -> int:
-    from gitedge.core import nodeconfig as nc
-
     if args.rev and not args.repo:
         raise UsageError("--rev needs --repo")
     config = agent_config(args.config)
@@ -108,17 +101,26 @@ def cmd_node_config(args: argparse.Namespace) -> int:
             "hubs": {r: [h.url for h in hubs.of(r)] for r in upstreams if hubs.of(r)},
             "hubsLeftOut": list(hubs.left_out),
             "files": [
-                {"path": f.path, "mode": f.mode, "for": f.reader, "what": f.what,
-                 "content": f.content}
+                {
+                    "path": f.path,
+                    "mode": f.mode,
+                    "for": f.reader,
+                    "what": f.what,
+                    "content": f.content,
+                }
                 for f in files
             ],
-        }  # fmt: skip
+        }
         print(structured(doc, args.output))
         return 0
-    print(f"# node config of cluster {cluster}: cache {endpoint.url}, mirroring "
-          f"{', '.join(upstreams)}")  # fmt: skip
-    print(f"# once installed, record it in the AgentConfig (status warns when it goes stale):\n"
-          f"#   registry: {{nodeMirrors: [{', '.join(upstreams)}]}}")  # fmt: skip
+    print(
+        f"# node config of cluster {cluster}: cache {endpoint.url}, mirroring "
+        f"{', '.join(upstreams)}"
+    )
+    print(
+        f"# once installed, record it in the AgentConfig (status warns when it goes stale):\n"
+        f"#   registry: {{nodeMirrors: [{', '.join(upstreams)}]}}"
+    )
     if endpoint.dns_name:
         print(f"# {endpoint.dns_name} must resolve in each node's host DNS, not the cluster's.")
     for f in files:
@@ -130,12 +132,8 @@ def cmd_node_config(args: argparse.Namespace) -> int:
 def _suc(config: Any) -> list[str]:
     """The registry of the kubectl image SUC's Jobs run (pulled by its upstream name): from
     ``apply.kubectlImage``, and as the agent last read it from SUC (its status in ``state.dir``)."""
-    from gitedge.core.images import ImageRef
-
     images = [config.apply.kubectl_image]
     if (Path(config.state.dir) / "state.sqlite3").is_file():
-        from gitedge.adapters.state import State
-
         state = State(config.state.dir)
         try:
             doc = state.doc(STATUS)
@@ -166,15 +164,11 @@ def _write(root: Path, files: list[Any]) -> None:
 
 
 def _check(path: str, endpoint: Any, upstreams: tuple[str, ...], hubs: Any) -> int:
-    import yaml
-
-    from gitedge.core.nodeconfig import stale_registries
-
     try:
         installed = yaml.safe_load(read_file(path, "--check"))
     except yaml.YAMLError as e:
         raise UsageError(f"--check {path}: not YAML: {e}") from None
-    missing = stale_registries(installed, cache=endpoint, upstreams=upstreams, hubs=hubs)
+    missing = nc.stale_registries(installed, cache=endpoint, upstreams=upstreams, hubs=hubs)
     if missing:
         print(
             f"{path}: stale: lacks {', '.join(missing)} (the cache is {endpoint.url}); "

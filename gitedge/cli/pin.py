@@ -14,6 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+from gitedge.adapters.tagresolve import TagResolver
+from gitedge.adapters.worktree import read_tree
+from gitedge.cli.siteconfig import agent_config
+from gitedge.core.fleet import load_fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.pinning import (
     Edit,
@@ -23,8 +28,10 @@ from gitedge.core.pinning import (
     pin_edit,
     references,
     splice,
+    upgrade_images,
 )
-from gitedge.errors import GitEdgeError, InvalidFleetRepo, scrub
+from gitedge.core.snapshot import resolve
+from gitedge.errors import DigestMismatch, GitEdgeError, InvalidFleetRepo, scrub
 
 BOM = "\ufeff"
 MOVE_HINT = (
@@ -34,14 +41,6 @@ MOVE_HINT = (
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    from gitedge.adapters.registryhosts import Hosts, RetryPolicy
-    from gitedge.adapters.tagresolve import TagResolver
-    from gitedge.adapters.worktree import read_tree
-    from gitedge.cli.common import agent_config
-    from gitedge.core.fleet import load_fleet
-    from gitedge.core.pinning import upgrade_images
-    from gitedge.core.snapshot import resolve
-
     root = Path(args.dir)
     snapshot = read_tree(root)
     fleet = load_fleet(snapshot)
@@ -121,13 +120,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(resolver: object, ref: Reference, images: list[str]) -> str:
+def _resolve(resolver: TagResolver, ref: Reference, images: list[str]) -> str:
     """The digest of ``ref``'s tag; a K3s release must resolve to one digest in every upgrade
     image repository the fleet's targets use."""
-    from gitedge.adapters.tagresolve import TagResolver
-    from gitedge.errors import DigestMismatch
-
-    assert isinstance(resolver, TagResolver)
     if ref.kind != "release":
         return resolver.digest(ImageRef.parse(ref.image))
     if len(images) == 1:  # the catalog's digest field is sha256 (core/fleet.py K3sRelease)

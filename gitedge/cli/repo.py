@@ -1,26 +1,19 @@
-"""Commands on the fleet repo: ``validate``, ``plan``, ``schema``, ``verify``."""
+"""Commands on a fleet repo's files: ``validate`` and ``schema`` (``plan``: plan.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from gitedge.cli.common import cluster_files, counted, parse_now, read_file, structured
-from gitedge.errors import (
-    DigestRequired,
-    InvalidInput,
-    RollbackRefused,
-    UsageError,
-    VerificationFailed,
-)
+from gitedge.adapters.worktree import read_tree
+from gitedge.cli.common import cluster_files, counted, parse_now
+from gitedge.core.schemas import all_schemas
+from gitedge.core.validation import validate
+from gitedge.errors import UsageError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from gitedge.adapters.worktree import read_tree
-    from gitedge.core.validation import validate
-
     snapshot = read_tree(args.dir)
     clusters = cluster_files(args.clusters) if args.clusters else {}
     fleet, problems, plans = validate(
@@ -41,88 +34,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from gitedge.adapters.yamlworkers import fleet_files
-
-    if args.rev:
-        from gitedge.adapters.gitrepo import read_commit_tree
-
-        snapshot = read_commit_tree(repo=args.repo, rev=args.rev)
-        origin = f"{args.repo}@{args.rev}"
-    else:
-        from gitedge.adapters.worktree import read_tree
-
-        snapshot, origin = read_tree(args.repo), args.repo.rstrip("/")
-    files = fleet_files(snapshot, origin=origin)  # a large repo is parsed while we import
-    from gitedge.adapters.fleetload import load_files
-    from gitedge.core.config import load_site_file
-    from gitedge.core.pins import plan_unpinned
-    from gitedge.core.planning import plan, plan_json
-    from gitedge.core.validation import no_documents, site_facts, site_of
-
-    fleet = load_files(files)
-    empty = no_documents(fleet, origin=origin)
-    if empty is not None:
-        raise InvalidInput([empty])
-    site = load_site_file(read_file(args.cluster, "--cluster"), path=args.cluster)
-    facts = site_facts(site, current_k3s=args.current_k3s, current_os=args.current_os)
-    result = plan(fleet, facts, now=parse_now(args.now), site=site_of(site))
-    refused = plan_unpinned(fleet, result)
-    if refused:
-        found = [u.problem for us in refused.values() for u in us]
-        raise DigestRequired(
-            found, summary=f"{origin}: {len(found)} image(s) of the plan are named by tag only"
-        )
-    doc = plan_json(result)
-    if args.output != "text":
-        print(structured(doc, args.output))
-    else:
-        print(_plan_text(doc, facts.labels, facts.k3s_version, facts.os_image))
-    return 0
-
-
-def _window_text(w: dict[str, Any] | None) -> str:
-    if w is None:
-        return "no window: applies as soon as its images are mirrored"
-    if w["open"]:
-        return f"{w['name']}: OPEN now, closes {w['closesAt']}"
-    nxt = w["nextOpen"] or "never within two years (blackouts?)"
-    return f"{w['name']}: closed, next opens {nxt}"
-
-
-def _plan_text(
-    doc: dict[str, Any], labels: Any, current_k3s: str | None, current_os: str | None
-) -> str:
-    lines = [f"cluster {doc['cluster']}"]
-    lines.append("  labels: " + (", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"))
-    k3s = doc["k3s"]
-    if k3s is None and doc["os"] and doc["os"].get("k3s"):
-        lines.append(f"k3s: {doc['os']['k3s']}  (carried by the OS image: no k3s-upgrade Plan)")
-    elif k3s is None:
-        lines.append("k3s: no target selects this cluster")
-    else:
-        lines.append(f"k3s: {k3s['version']}  (target {k3s['target']})")
-        lines.append(f"  running: {current_k3s or 'unknown (path assumes one step)'}")
-        path = " -> ".join(k3s["path"]) if k3s["path"] else "nothing to do: already there"
-        lines.append(f"  path:    {path}")
-        lines.append(f"  window:  {_window_text(k3s['window'])}")
-    os_ = doc["os"]
-    if os_ is None:
-        lines.append("os: no target selects this cluster")
-    else:
-        lines.append(f"os: {os_['image']}  (target {os_['target']})")
-        lines.append(f"  running: {current_os or 'unknown'}")
-        if os_.get("path"):  # an OS carrying K3s: one image per K3s minor (os.via)
-            lines.append(f"  path:    {' -> '.join(os_['path'])}")
-        lines.append(f"  window:  {_window_text(os_['window'])}")
-    if doc["manifests"]:
-        lines.append(f"manifests: {len(doc['manifests'])} SUC Plan(s) (see -o json)")
-    return "\n".join(lines)
-
-
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gitedge.core.schemas import all_schemas
-
     schemas = all_schemas()
     if args.write is None:  # one kind's schema on stdout (default: any fleet kind)
         name = f"{args.kind.lower()}.schema.json"
@@ -142,67 +54,4 @@ def cmd_schema(args: argparse.Namespace) -> int:
         where = e.filename or out
         raise UsageError(f"--write {out}: cannot write {where}: {e.strerror}") from None
     print(f"wrote {len(schemas)} schemas to {out}")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from gitedge.adapters.gitrepo import GitRepo
-    from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
-
-    bootstrap = load_bootstrap(args.trust)
-    cache = VerifiedCommits(args.cache, bootstrap=bootstrap) if args.cache else None
-    try:
-        d = verify_range(
-            GitRepo(path=args.repo),
-            bootstrap=bootstrap,
-            rev=args.rev,
-            since=args.since,
-            cache=cache,
-        )
-    except VerificationFailed as e:
-        if args.output != "text":
-            doc = {"verified": False, "commit": e.commit, "reason": e.reason, "detail": e.detail}
-            print(structured(doc, args.output))
-            return 1
-        raise
-    except RollbackRefused as e:  # named, as the agent's condition is
-        if args.output != "text":
-            doc = {"verified": False, "reason": "RollbackRefused", "lastVerified":
-                   e.last_verified, "offered": e.offered, "detail": str(e)}  # fmt: skip
-            print(structured(doc, args.output))
-        print(f"gitedge verify: RollbackRefused: {e}", file=sys.stderr)
-        return 1
-    if args.output != "text":
-        doc = {
-            "verified": True,
-            "tip": d.tip,
-            "policy": d.policy.source,
-            "commits": [
-                {"id": a.commit, "signer": a.signer, "key": a.key_id, "trustChange": a.trust_change}
-                for a in d.accepted
-            ],
-            "cached": d.skipped_cached,
-            "exempt": d.exempt,
-        }
-        print(structured(doc, args.output))
-        return 0
-    lines = [  # one write, not a print() per commit: a quarter of the time on 10,000
-        f"{a.commit[:12]}  good  {a.signer}  {a.key_id}"
-        f"{'  (trust change)' if a.trust_change else ''}\n"
-        for a in d.accepted
-    ]
-    sys.stdout.write("".join(lines))
-    extra = [
-        f"{n} {what}"
-        for n, what in (
-            (d.skipped_cached, "already verified"),
-            (d.exempt, "exempt: brought in by first-parent merges"),
-        )
-        if n
-    ]
-    print(
-        f"verified {len(d.accepted)} commit(s) up to {d.tip}"
-        + (f" ({'; '.join(extra)})" if extra else "")
-        + f"; trust in force: {d.policy.source}"
-    )
     return 0

@@ -14,34 +14,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.state import IMAGE_SIGNATURES
-from gitedge.cli.common import agent_config, read_file
+from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.imagesigs import SigSite, find_signatures, signer_keys, verify
+from gitedge.adapters.mirroring import LayoutRef, Mirror
+from gitedge.adapters.registryhosts import Hosts
+from gitedge.adapters.signedindex import check_cut_index
+from gitedge.adapters.state import IMAGE_SIGNATURES, State
+from gitedge.cli.common import read_file
+from gitedge.cli.siteconfig import agent_config, last_verified
+from gitedge.core.fleet import Fleet
+from gitedge.core.fleetfiles import trust_file
+from gitedge.core.images import ImageRef, cache_host
+from gitedge.core.trustpolicy import parse_trust_policy
 from gitedge.errors import ImageNotFound, UsageError
 
 
 def _fleet_signers(config: Any, trust: str | None) -> tuple[Any, str]:
-    from gitedge.adapters.imagesigs import signer_keys
-    from gitedge.core.fleet import Fleet
-    from gitedge.core.trustpolicy import parse_trust_policy
-
     if trust:
         try:
             tp = parse_trust_policy(read_file(trust, "--trust"), path=trust)
         except ValueError as e:
             raise UsageError(str(e)) from None
         return signer_keys(Fleet(trust_policy=tp)), trust
-    from gitedge.adapters.gitsource import GitMirror
-    from gitedge.adapters.state import State
-    from gitedge.core.fleetfiles import trust_file
-
     state_dir = Path(config.state.dir)
     if not (state_dir / "state.sqlite3").is_file():
         raise UsageError(f"no agent state in {state_dir}: give --trust FILE")
-    state = State(state_dir)
-    try:
-        last = state.last_verified
-    finally:
-        state.close()
+    last = last_verified(state_dir)
     if last is None:
         raise UsageError(f"the agent in {state_dir} has verified no commit yet: give --trust FILE")
     git = GitMirror(mirror_dir=state_dir / "fleet.git")
@@ -56,11 +54,6 @@ def _fleet_signers(config: Any, trust: str | None) -> tuple[Any, str]:
 
 
 def cmd_verify_image(args: argparse.Namespace) -> int:
-    from gitedge.adapters.imagesigs import SigSite, find_signatures, verify
-    from gitedge.adapters.mirroring import Mirror
-    from gitedge.adapters.registryhosts import Hosts
-    from gitedge.core.images import ImageRef
-
     try:
         ref = ImageRef.parse(args.ref)
     except ValueError as e:
@@ -78,21 +71,28 @@ def cmd_verify_image(args: argparse.Namespace) -> int:
         found = find_signatures(mirror, SigSite.of(where), signed, what=str(ref))
         v = verify(found, keys=keys, repository=ref.name, digest=signed)
         if v.ok and cached != signed:
-            from gitedge.adapters.signedindex import check_cut_index
-
-            problem = check_cut_index(mirror, dst=where, signed=signed, cached=cached,
-                                      what=str(ref))  # fmt: skip
+            problem = check_cut_index(
+                mirror, dst=where, signed=signed, cached=cached, what=str(ref)
+            )
             if problem:
                 v = type(v)(False, v.repository, signed, problem)
-    doc = {**v.to_json(), "image": str(ref), "read": "cache" if args.cache else "upstream",
-           "cached": cached, "formsFound": list(found.forms), "policy": policy,
-           "problems": found.problems}  # fmt: skip
+    doc = {
+        **v.to_json(),
+        "image": str(ref),
+        "read": "cache" if args.cache else "upstream",
+        "cached": cached,
+        "formsFound": list(found.forms),
+        "policy": policy,
+        "problems": found.problems,
+    }
     if args.output == "json":
         print(json.dumps(doc, indent=2))
     else:
         print(f"image   {ref} ({doc['read']})")
-        print(f"digest  {signed}" + (f" (cached as the cut index {cached})" if cached != signed
-                                     else ""))  # fmt: skip
+        print(
+            f"digest  {signed}"
+            + (f" (cached as the cut index {cached})" if cached != signed else "")
+        )
         print(f"found   {', '.join(found.forms) or 'no signature'}")
         print(("verified: " if v.ok else "REFUSED: ") + v.reason)
     return 0 if v.ok else 1
@@ -100,10 +100,6 @@ def cmd_verify_image(args: argparse.Namespace) -> int:
 
 def _in_cache(config: Any, ref: Any) -> tuple[Any, str, str]:
     """Where the site's cache holds ``ref``, the digest signed, and the digest cached."""
-    from gitedge.adapters.mirroring import LayoutRef
-    from gitedge.adapters.state import State
-    from gitedge.core.images import ImageRef, cache_host
-
     state = State(Path(config.state.dir))
     try:
         have = state.mirrored().get(str(ref))

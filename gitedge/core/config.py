@@ -5,6 +5,7 @@ Secrets are never inline: every credential field names a file the agent reads at
 
 from __future__ import annotations
 
+import difflib
 from datetime import timedelta
 from typing import Literal
 
@@ -198,8 +199,6 @@ def load_site_file(data: bytes, *, path: str) -> SiteFile:
     elif kind == "AgentConfig":
         model = AgentConfig
     else:
-        import difflib
-
         close = difflib.get_close_matches(str(kind), ["Cluster", "AgentConfig"], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InvalidFleetRepo(

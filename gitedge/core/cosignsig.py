@@ -161,8 +161,14 @@ class Verdict:
     form: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "digest": self.digest, "verified": self.ok,
-                "signer": self.signer, "form": self.form, "reason": self.reason}  # fmt: skip
+        return {
+            "repository": self.repository,
+            "digest": self.digest,
+            "verified": self.ok,
+            "signer": self.signer,
+            "form": self.form,
+            "reason": self.reason,
+        }
 
 
 def _json(data: bytes, *, what: str) -> Any:
@@ -272,8 +278,10 @@ def bundle_referrer(
     in-toto statement with cosign's sign predicate). Raises ValueError naming the problem."""
     doc = _json(manifest, what=f"{where} manifest")
     if doc.get("artifactType") not in BUNDLE_V03_NAMES:
-        raise ValueError(f"{where}: artifactType {str(doc.get('artifactType'))[:80]!r}, not a "
-                         "Sigstore bundle v0.3")  # fmt: skip
+        raise ValueError(
+            f"{where}: artifactType {str(doc.get('artifactType'))[:80]!r}, not a "
+            "Sigstore bundle v0.3"
+        )
     sub = doc.get("subject")
     if not isinstance(sub, dict) or sub.get("digest") != subject:
         got = sub.get("digest") if isinstance(sub, dict) else None
@@ -291,8 +299,9 @@ def bundle_referrer(
         raise ValueError(f"{where}: bundle mediaType {str(b.get('mediaType'))[:80]!r}")
     env = b.get("dsseEnvelope")
     if not isinstance(env, dict):
-        raise ValueError(f"{where}: bundle without a dsseEnvelope (a messageSignature does not "
-                         "name an image)")  # fmt: skip
+        raise ValueError(
+            f"{where}: bundle without a dsseEnvelope (a messageSignature does not name an image)"
+        )
     if env.get("payloadType") != INTOTO_PAYLOAD_TYPE:
         raise ValueError(f"{where}: DSSE payloadType {str(env.get('payloadType'))[:80]!r}")
     payload = _b64(env.get("payload"), what=f"{where} DSSE payload")
@@ -313,9 +322,13 @@ def bundle_referrer(
 
 
 def judge(
-    *, repository: str, digest: str, candidates: Sequence[Candidate],
-    signers: Iterable[SignerKey], problems: Sequence[str] = (),
-) -> Verdict:  # fmt: skip
+    *,
+    repository: str,
+    digest: str,
+    candidates: Sequence[Candidate],
+    signers: Iterable[SignerKey],
+    problems: Sequence[str] = (),
+) -> Verdict:
     """Accepted only if a signer allowed for ``repository`` signed ``digest``; otherwise the
     most telling reason: over another digest, by a key not allowed here, or none verifies."""
     signers = tuple(signers)
@@ -326,20 +339,24 @@ def judge(
             if not verify_raw(s.key, signature=c.signature, message=c.message):
                 continue
             if s.allows(repository) and c.claimed == digest:
-                return Verdict(True, repository, digest, f"signed by {s.name} ({c.form})",
-                               s.name, c.form)  # fmt: skip
+                return Verdict(
+                    True, repository, digest, f"signed by {s.name} ({c.form})", s.name, c.form
+                )
             if c.claimed != digest:
                 other = other or (c, s)
             else:
                 foreign = foreign or (c, s)
     if other is not None:
         c, s = other
-        why = (f"the only valid signature ({c.form}, by {s.name}) is over another digest, "
-               f"{c.claimed}")  # fmt: skip
+        why = (
+            f"the only valid signature ({c.form}, by {s.name}) is over another digest, {c.claimed}"
+        )
     elif foreign is not None:
         c, s = foreign
-        why = (f"signed ({c.form}) by {s.name}, a key not allowed to sign {repository} "
-               f"(it may sign {', '.join(s.repositories)})")  # fmt: skip
+        why = (
+            f"signed ({c.form}) by {s.name}, a key not allowed to sign {repository} "
+            f"(it may sign {', '.join(s.repositories)})"
+        )
     elif candidates:
         why = f"{len(candidates)} signature(s) found, none verifies with a listed image signer"
     else:

@@ -81,8 +81,9 @@ def _csp_hash(text: str) -> str:
 
 
 def _attr(text: str) -> str:
-    return (text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-            .replace(">", "&gt;"))  # fmt: skip
+    return (
+        text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    )
 
 
 def render_page(
@@ -104,8 +105,10 @@ def render_page(
         "unreadable": [list(u) for u in unreadable],
         "rollouts": rollout_steps(sites),
     }
-    csp = (f"default-src 'none'; script-src {_csp_hash(SCRIPT)}; style-src {_csp_hash(STYLE)}; "
-           "img-src 'none'; base-uri 'none'; form-action 'none'")  # fmt: skip
+    csp = (
+        f"default-src 'none'; script-src {_csp_hash(SCRIPT)}; style-src {_csp_hash(STYLE)}; "
+        "img-src 'none'; base-uri 'none'; form-action 'none'"
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_attr(csp)}">\n'

@@ -160,8 +160,9 @@ def hub_endpoints(registry: RegistryConfig, *, ca_pems: Mapping[str, str]) -> Hu
             if a is not None and (a.username_file or a.password_file or a.token_file):
                 left_out.append(host)
                 continue
-            cfg = CacheConfig(url=host, ca_file=a.ca_file if a else None,
-                              insecure=a.insecure if a else False)  # fmt: skip
+            cfg = CacheConfig(
+                url=host, ca_file=a.ca_file if a else None, insecure=a.insecure if a else False
+            )
             hubs.append(cache_endpoint(cfg, ca_pem=ca_pems.get(host)))
         out[name] = tuple(hubs)
     return Hubs(out, tuple(dict.fromkeys(left_out)))

@@ -28,6 +28,7 @@ import yaml
 from gitedge.core.fleet import Fleet
 from gitedge.core.images import ImageRef
 from gitedge.core.versions import K3sVersion
+from gitedge.core.yamldoc import parse_documents
 from gitedge.errors import InvalidFleetRepo, Problem
 
 DEFAULT_UPGRADE_IMAGE = "rancher/k3s-upgrade"
@@ -210,8 +211,6 @@ def check_spliced(
     documents of ``before`` where only an image scalar ``x`` became ``images[x]`` and only a
     release entry of version ``v`` gained or changed ``digest: releases[v]``. The splice
     works on text; this is the parser's word that it stayed inside what it meant to edit."""
-    from gitedge.core.yamldoc import parse_documents
-
     old, _ = parse_documents(before.encode("utf-8"), path=path)
     new, problems = parse_documents(after.encode("utf-8"), path=path)
     if problems or len(old) != len(new):

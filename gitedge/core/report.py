@@ -220,8 +220,10 @@ def fleet_table(rows: Sequence[Row]) -> str:
         for r in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-           for line in lines]  # fmt: skip
+    out = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
     stale = sum(r.stale for r in rows)
     out.append(f"{len(rows)} site(s), {stale} stale")
     return "\n".join(out)

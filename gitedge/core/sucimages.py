@@ -216,8 +216,10 @@ def pull_failures(
         node = str(spec.get("nodeName") or "")
         pod_of[str(meta.get("name"))] = (plan, node)
         status = pod.get("status") or {}
-        for cs in [*(status.get("initContainerStatuses") or ()),
-                   *(status.get("containerStatuses") or ())]:  # fmt: skip
+        for cs in [
+            *(status.get("initContainerStatuses") or ()),
+            *(status.get("containerStatuses") or ()),
+        ]:
             reason = str(((cs.get("state") or {}).get("waiting") or {}).get("reason") or "")
             if reason in PULL_REASONS:
                 image = str(cs.get("image") or "")
