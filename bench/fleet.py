@@ -6,7 +6,7 @@ on 127.0.0.1. Not part of the test suite.
 
 Prints, per site and in total:
 
-- unchanged poll: what the agent's parent does at each poll (``adapters/gitrefs.remote_tip``:
+- unchanged poll: what the agent's parent does at each poll (``adapters/git/refs.remote_tip``:
   ``git ls-remote``, protocol v2, one ref prefix), for every site: bytes both ways (counted by
   a TCP proxy in front of the daemon), server CPU (the daemon and the upload-pack processes it
   reaped, from /proc), site CPU (this process and its ``git`` children, per poll);
@@ -14,7 +14,7 @@ Prints, per site and in total:
   libgit2) into a site mirror holding the old tip, for ``--catchup-sites`` sites (each fetch is
   the same request, so the server's work is linear in sites: the total is per-site x N);
 - reconnect storm: N sites polling every 5 minutes (random phases) meet a 6-hour outage; the
-  schedule is the agent's own (``core/agentrules.next_delay``: +-10% online, exponential
+  schedule is the agent's own (``core/passrules.next_delay``: +-10% online, exponential
   backoff with full jitter offline). Arrivals at the origin after it returns, in 10-second
   bins over one poll interval, and over the hour after: peak bin vs mean bin. The same with
   no jitter (the herd it avoids) for comparison;
@@ -44,10 +44,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from gitedge.adapters.gitrefs import remote_tip  # noqa: E402
-from gitedge.adapters.gitrepo import FETCHED_PREFIX  # noqa: E402
-from gitedge.adapters.gitsource import GitMirror  # noqa: E402
-from gitedge.core.agentrules import next_delay  # noqa: E402
+from gitedge.adapters.git.refs import remote_tip  # noqa: E402
+from gitedge.adapters.git.repo import FETCHED_PREFIX  # noqa: E402
+from gitedge.adapters.git.source import GitMirror  # noqa: E402
+from gitedge.core.passrules import next_delay  # noqa: E402
 from tests.agentkit import START, FleetRepo, fleet_files  # noqa: E402
 from tests.gitserver import _start, _stop, git_env  # noqa: E402
 from tests.sigtools import make_ssh_key  # noqa: E402
@@ -319,7 +319,7 @@ def storm(
 
 
 def registry_part(tmp: Path, sites: int, image_mib: int, direct_sites: int) -> dict[str, float]:
-    from gitedge.adapters.mirroring import Mirror
+    from gitedge.adapters.images.mirroring import Mirror
     from tests.registryserver import docker_registry, make_layout
 
     img = make_layout(tmp / "layout", tag="os", layer_sizes=(image_mib << 20,))

@@ -89,8 +89,10 @@ def noop_figures(src: str, dst: str, *, runs: int) -> str:
 
     # both end with os._exit, as `gitedge mirror` does (cli.EXIT_AT_ONCE): no finalization
     start = cpu_of("import os; os._exit(0)")
-    imports = cpu_of("import os, gitedge.cli, gitedge.adapters.mirroring; os._exit(0)") - start
-    from gitedge.adapters.mirroring import Mirror
+    imports = (
+        cpu_of("import os, gitedge.cli, gitedge.adapters.images.mirroring; os._exit(0)") - start
+    )
+    from gitedge.adapters.images.mirroring import Mirror
 
     with Mirror() as m:
         m.mirror(src, dst)  # clients and connections warm

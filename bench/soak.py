@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from gitedge.core.suc import k3s_image_tag  # noqa: E402
+from gitedge.core.rollout.sucplans import k3s_image_tag  # noqa: E402
 from tests.agentkit import fleet_files, push_image, relay, served_fleet_repo  # noqa: E402
 from tests.gitserver import git_daemon  # noqa: E402
 from tests.registryserver import docker_registry  # noqa: E402

@@ -231,12 +231,12 @@ def main() -> None:
         if f"verified {n} commit(s) up to {ids[-1]}" not in out:
             sys.exit(f"gitedge verify did not verify all {n} commits:\n{out[-500:]}")
         start, _, _ = timed(
-            [sys.executable, "-c", "import gitedge.cli, gitedge.agent.verifying"], args.runs
+            [sys.executable, "-c", "import gitedge.cli, gitedge.agent.steps.verifyrange"], args.runs
         )
 
         # in-process: the library call alone, and its parts
-        from gitedge.adapters.gitrepo import GitRepo
-        from gitedge.agent.verifying import load_bootstrap, verify_range
+        from gitedge.adapters.git.repo import GitRepo
+        from gitedge.agent.steps.verifyrange import load_bootstrap, verify_range
 
         lib, walk = [], []
         for _ in range(args.runs):

@@ -216,7 +216,7 @@ class Malformed(Stalled, ValueError):
 
 
 class YamlProblem(Stalled):
-    """One YAML node is wrong; :func:`gitedge.core.yamldoc.parse_documents` turns it into a
+    """One YAML node is wrong; :func:`gitedge.core.fleet.yamldoc.parse_documents` turns it into a
     :class:`Problem` with its line."""
 
     def __init__(self, line: int, message: str) -> None:
@@ -226,7 +226,7 @@ class YamlProblem(Stalled):
 
 
 class TooLarge(Stalled):
-    """An HTTP body is larger than its cap (adapters/httpbounds.py; callers turn it into a
+    """An HTTP body is larger than its cap (adapters/registry/bounds.py; callers turn it into a
     registry error naming the image)."""
 
     def __init__(self, *, cap: int, got: int | None) -> None:
@@ -240,8 +240,9 @@ class WorkerFailed(Stalled):
 
 
 class Cancelled(GitEdgeError):
-    """Not an error: a signal between the threads of one mirror (adapters/endpoints.py raises it
-    inside a blob stream when another transfer failed; adapters/mirroring.py catches it)."""
+    """Not an error: a signal between the threads of one mirror (adapters/images/endpoints.py raises
+    it inside a blob stream when another transfer failed; adapters/images/mirroring.py catches
+    it)."""
 
 
 class Waiting(GitEdgeError):
@@ -258,7 +259,7 @@ class Transient(GitEdgeError):
 
 class TooSlow(Transient):
     """An HTTP body came slower than the minimum rate, or headers took longer than the stall
-    timeout (adapters/httpbounds.py): a network error, retried like a dropped connection."""
+    timeout (adapters/registry/bounds.py): a network error, retried like a dropped connection."""
 
 
 class SourceUnavailable(Transient):

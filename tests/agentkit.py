@@ -16,7 +16,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import FileMode
 
-from gitedge.adapters.mirroring import Mirror
+from gitedge.adapters.images.mirroring import Mirror
 from tests.registryserver import LayoutImage, make_layout
 from tests.sigtools import SshKey, allowed_signers_line, make_ssh_key, sshsig_sign_fast
 

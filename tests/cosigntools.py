@@ -35,10 +35,10 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gitedge.adapters.registry import RegistryClient, sized_body
-from gitedge.adapters.registryhosts import RetryPolicy
-from gitedge.core.cosignsig import pae
-from gitedge.core.ocimanifest import OCI_INDEX, OCI_MANIFEST, parse_manifest
+from gitedge.adapters.registry.client import RegistryClient, sized_body
+from gitedge.adapters.registry.hosts import RetryPolicy
+from gitedge.core.images.cosign import pae
+from gitedge.core.images.manifests import OCI_INDEX, OCI_MANIFEST, parse_manifest
 
 SIMPLE = "application/vnd.dev.cosign.simplesigning.v1+json"
 BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"

@@ -3,7 +3,7 @@ bench/fleet_status.py: stores in regions and rings, two K3s targets part-way thr
 paths (v1.27 -> v1.28 -> v1.29 -> v1.30 for production, a canary ring on v1.31), an OS image
 rollout, sites waiting for their window, applying a step, failing to mirror, and a few silent
 for days. Deterministic for a seed; the conditions are the agent's own types and reasons
-(gitedge/core/conditions.py ``summarize``), each with a realistic message length.
+(gitedge/core/status/conditions.py ``summarize``), each with a realistic message length.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from gitedge.adapters.registry import RegistryClient
-from gitedge.adapters.reports import ReportRepository, push_report
-from gitedge.core.conditions import Condition
-from gitedge.core.report import SiteReport, Versions
+from gitedge.adapters.registry.client import RegistryClient
+from gitedge.adapters.reports.store import ReportRepository, push_report
+from gitedge.core.status.conditions import Condition
+from gitedge.core.status.sitereport import SiteReport, Versions
 
 PROD_PATH = ("v1.27.16+k3s1", "v1.28.15+k3s1", "v1.29.10+k3s1", "v1.30.6+k3s1")
 CANARY_PATH = ("v1.30.6+k3s1", "v1.31.2+k3s1")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gitedge.core.fleet import Fleet, load_fleet
-from gitedge.core.suc import Site
+from gitedge.core.fleet.model import Fleet, load_fleet
+from gitedge.core.rollout.sucplans import Site
 
 HEAD = "apiVersion: gitedge.io/v1alpha1\n"
 OS_DIGEST = "sha256:" + "4e" * 32

@@ -1,5 +1,5 @@
 """A scripted, hostile HTTP server on 127.0.0.x: any status, raw headers, endless or trickled
-bodies, for the bounds of registry.py (test_registry_bounds.py, test_registry_fuzz.py).
+bodies, for the bounds of adapters/registry/client.py (test_registry_bounds.py, test_registry_fuzz.py).
 
 ``hostile_server(answer)`` serves every request with ``answer(request)`` -> :class:`Answer`;
 headers are written as given (malformed ones too), the connection is closed after each answer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.registry import RegistryClient
+from gitedge.adapters.registry.client import RegistryClient
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.core.config import AgentConfig, load_site_file
 from tests.agentkit import DAY, START, FleetRepo, Relay, fleet_files, push_image, relay

@@ -1,6 +1,6 @@
 """gitedge/agent imports (issue 17): no cycle among its modules, TYPE_CHECKING imports counted
 (the pass's result types live in agent/passtypes.py, which imports no step); pygit2 only in
-agent/verifying.py (everything else goes through GitMirror's methods); an import inside a
+agent/steps/verifyrange.py (everything else goes through GitMirror's methods); an import inside a
 function only with a comment on that line saying why."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_the_cycle_check_sees_a_type_checking_import() -> None:
 
 def test_pygit2_only_in_verifying() -> None:
     users = sorted(m for m, (t, _) in _trees().items() if "pygit2" in _imported(t))
-    assert users in ([], ["gitedge.agent.verifying"])
+    assert users in ([], ["gitedge.agent.steps.verifyrange"])
 
 
 def test_an_import_in_a_function_says_why() -> None:

@@ -28,8 +28,8 @@ import pytest
 from gitedge.agent.passes import ChildPasses
 from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.server import Metrics
-from gitedge.core.agentrules import next_delay
 from gitedge.core.config import AgentConfig, load_site_file
+from gitedge.core.passrules import next_delay
 from tests.agentkit import START, FleetRepo, fleet_files, push_image, served_fleet_repo
 from tests.gitserver import git_daemon, silent_server
 from tests.registryserver import docker_registry, http_front

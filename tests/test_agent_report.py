@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gitedge.adapters.kube import Kube
+from gitedge.adapters.kube.cluster import Kube
 from gitedge.agent.reconcile import Agent
 from gitedge.core.config import AgentConfig, load_site_file
 from tests.agentkit import START, fleet_files

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.core.agentrules import next_delay
+from gitedge.core.passrules import next_delay
 from tests.agentkit import (
     START,
     FleetRepo,

@@ -6,7 +6,7 @@ The agent end to end as in tests/test_agent.py (its site: a real git daemon, rea
 from __future__ import annotations
 
 from gitedge import __version__
-from gitedge.core.compat import newer_than_agent
+from gitedge.core.fleet.compat import newer_than_agent
 from gitedge.errors import Problem
 from tests.agentkit import DAY, START, fleet_files
 from tests.test_agent import Site, at, conditions, first_sync, site  # noqa: F401 (fixture)

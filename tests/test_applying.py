@@ -1,4 +1,4 @@
-"""Deciding what to do to the cluster (core/decision.py, core/clusterstate.py, core/conditions.py),
+"""Deciding what to do to the cluster (core/rollout/decision.py, core/rollout/clusterstate.py, core/status/conditions.py),
 pure, from hand-built snapshots.
 
 Covers: the first step creates the K3s server/agent pair of the first minor only; a running step
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from gitedge.core.clusterstate import (
+from gitedge.core.rollout.clusterstate import (
     ClusterSnapshot,
     NodeFacts,
     PlanState,
@@ -28,11 +28,11 @@ from gitedge.core.clusterstate import (
     cluster_facts,
     plan_progress,
 )
-from gitedge.core.conditions import Condition, from_json, merge, summarize, to_json
-from gitedge.core.decision import decide
-from gitedge.core.planmanifests import merge_for_update
-from gitedge.core.planning import plan
-from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
+from gitedge.core.rollout.decision import decide
+from gitedge.core.rollout.planmanifests import merge_for_update
+from gitedge.core.rollout.planning import plan
+from gitedge.core.rollout.sucplans import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
+from gitedge.core.status.conditions import Condition, from_json, merge, summarize, to_json
 from gitedge.errors import VersionError
 from tests import fleetstory as fs
 

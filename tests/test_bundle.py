@@ -39,18 +39,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitedge.adapters.bundlefile import open_bundle, read_index
-from gitedge.adapters.gitrepo import FETCHED_PREFIX
-from gitedge.adapters.mirroring import Mirror
-from gitedge.adapters.worktree import read_tree
-from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle, import_bundle
-from gitedge.agent.inbox import pending_bundles
+from gitedge.adapters.git.repo import FETCHED_PREFIX
+from gitedge.adapters.git.worktree import read_tree
+from gitedge.adapters.images.bundlefile import open_bundle, read_index
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.agent.bundles.create import BUNDLE_IMPORTED, create_bundle, import_bundle
+from gitedge.agent.bundles.inbox import pending_bundles
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.agent.scheduler import AgentLoop
-from gitedge.core.bundleindex import INDEX_NAME, BundleImage, BundleIndex
 from gitedge.core.config import AgentConfig, load_site_file
-from gitedge.core.fleet import load_fleet
-from gitedge.core.windows import window_state
+from gitedge.core.delivery.bundleindex import INDEX_NAME, BundleImage, BundleIndex
+from gitedge.core.fleet.model import load_fleet
+from gitedge.core.fleet.windows import window_state
 from gitedge.errors import (
     DigestMismatch,
     InvalidImage,

@@ -13,7 +13,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from gitedge.adapters.bundlefile import read_index
+from gitedge.adapters.images.bundlefile import read_index
 from gitedge.adapters.state import State
 from tests.agentkit import START, FleetRepo
 from tests.sigtools import SshKey, make_ssh_key

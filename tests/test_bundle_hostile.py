@@ -30,9 +30,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gitedge.agent.bundles import import_bundle
+from gitedge.agent.bundles.create import import_bundle
 from gitedge.agent.reconcile import Agent
-from gitedge.core.bundleindex import INDEX_NAME, BundleImage, BundleIndex
+from gitedge.core.delivery.bundleindex import INDEX_NAME, BundleImage, BundleIndex
 from gitedge.errors import GitEdgeError, InvalidInput
 from tests.agentkit import START
 from tests.test_bundle import IN_WINDOW, World, agent_of, recorded

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gitedge.core.bundleplan import bundle_images, every_step
-from gitedge.core.fleet import load_fleet
-from gitedge.core.planning import ClusterFacts
-from gitedge.core.versions import K3sVersion
+from gitedge.core.delivery.bundlecontents import bundle_images, every_step
+from gitedge.core.fleet.model import load_fleet
+from gitedge.core.fleet.versions import K3sVersion
+from gitedge.core.rollout.planning import ClusterFacts
 
 HEAD = "apiVersion: gitedge.io/v1alpha1\n"
 D30 = "sha256:" + "30" * 32

@@ -1,4 +1,4 @@
-"""The catalog digest's tag check (agent/caching.py ``check_tag``) against a registry that lies
+"""The catalog digest's tag check (agent/steps/mirrorimage.py ``check_tag``) against a registry that lies
 in its ``Docker-Content-Digest`` header (atk16): the served digest is the hash of the bytes
 served, held to the header when there is one, so a header naming the approved digest over other
 bytes, or naming another algorithm over the approved bytes, is refused (DigestMismatch), never
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from gitedge.adapters.mirroring import Mirror
-from gitedge.agent.caching import check_tag
-from gitedge.core.images import ImageRef
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.agent.steps.mirrorimage import check_tag
+from gitedge.core.images.refs import ImageRef
 from gitedge.errors import DigestMismatch
 from tests.agentkit import push_image
 from tests.cosigntools import client_for

@@ -1,4 +1,4 @@
-"""Attacks on the agent-too-old rule (core/compat.py, DESIGN.md section 6): a commit is "for a
+"""Attacks on the agent-too-old rule (core/fleet/compat.py, DESIGN.md section 6): a commit is "for a
 newer agent" only when every problem is a kind or field a newer gitedge could define. A commit
 that is merely malformed (a document without a kind, a kind that is a number, a list or empty, a
 field name no model could spell) is an invalid repo: treating it as too-old would make the
@@ -20,8 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core.compat import newer_than_agent
-from gitedge.core.fleet import FLEET_KINDS, NOT_IN_FLEET, load_fleet
+from gitedge.core.fleet.compat import newer_than_agent
+from gitedge.core.fleet.model import FLEET_KINDS, NOT_IN_FLEET, load_fleet
 from gitedge.errors import InvalidFleetRepo
 from tests.agentkit import fleet_files
 

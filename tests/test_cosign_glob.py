@@ -13,8 +13,8 @@ import fnmatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gitedge.core.cosignsig import SignerKey, load_public_key
-from gitedge.core.images import ImageRef
+from gitedge.core.images.cosign import SignerKey, load_public_key
+from gitedge.core.images.refs import ImageRef
 from tests.cosigntools import make_key
 
 PEM = make_key().public_pem
@@ -70,7 +70,7 @@ def test_a_signed_statement_with_a_duplicate_key_is_refused() -> None:
     import hashlib
     import json
 
-    from gitedge.core.cosignsig import bundle_referrer, judge, pae
+    from gitedge.core.images.cosign import bundle_referrer, judge, pae
     from tests.cosigntools import BUNDLE, referrer_manifest
 
     key = make_key()

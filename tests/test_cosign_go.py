@@ -1,5 +1,5 @@
 """The cosign artifacts the tests sign (tests/cosigntools.py) and the referrers index gitedge
-writes into a cache (``adapters/imagesigs.referrers_index``), byte for byte against the upstream
+writes into a cache (``adapters/trust/imagesigs.referrers_index``), byte for byte against the upstream
 type definitions run by Go's encoding/json: tests/data/cosign-formats (sigstore/sigstore's
 simple-signing payload types, go-containerregistry's manifest types, cosign's referrerManifest,
 sigstore-go's DSSE PAE; each copied unchanged, named in main.go), built with the machine's Go
@@ -16,9 +16,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.imagesigs import referrers_index
-from gitedge.core.cosignsig import pae
-from gitedge.core.ocimanifest import OCI_MANIFEST, parse_manifest
+from gitedge.adapters.trust.imagesigs import referrers_index
+from gitedge.core.images.cosign import pae
+from gitedge.core.images.manifests import OCI_MANIFEST, parse_manifest
 from tests.cosigntools import BUNDLE, bundle_bytes, make_key, referrer_manifest, simple_payload
 
 SRC = Path(__file__).parent / "data" / "cosign-formats"

@@ -17,11 +17,16 @@ from typing import Any
 
 import pytest
 
-from gitedge.adapters.imagesigs import SigSite, find_signatures, verify
-from gitedge.adapters.mirroring import Mirror
-from gitedge.core.cosignsig import MAX_SIGNATURE_BLOB, MAX_SIGNATURES, SignerKey, load_public_key
-from gitedge.core.images import ImageRef
-from gitedge.core.ocimanifest import OCI_INDEX, OCI_MANIFEST
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.adapters.trust.imagesigs import SigSite, find_signatures, verify
+from gitedge.core.images.cosign import (
+    MAX_SIGNATURE_BLOB,
+    MAX_SIGNATURES,
+    SignerKey,
+    load_public_key,
+)
+from gitedge.core.images.manifests import OCI_INDEX, OCI_MANIFEST
+from gitedge.core.images.refs import ImageRef
 from tests.agentkit import push_image
 from tests.cosigntools import (
     SIMPLE,
@@ -112,9 +117,9 @@ def test_fallback_tag_holding_a_platform_index_not_referrers(
 def test_a_cut_index_is_held_to_the_signed_index_child_by_child(tmp_path: Path) -> None:
     """The cache holds a platform cut (new digest) and the signed index as a blob: the cut of
     the signed image passes; an index naming a child the signed index lacks does not."""
-    from gitedge.adapters.mirroring import LayoutRef
-    from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
-    from gitedge.core.ocimanifest import Platform
+    from gitedge.adapters.images.mirroring import LayoutRef
+    from gitedge.adapters.images.signedindex import check_cut_index, keep_signed_index
+    from gitedge.core.images.manifests import Platform
     from tests.registryserver import make_layout
 
     signed = make_layout(tmp_path / "a", tag="1", layer_sizes=(1000,))
@@ -222,7 +227,7 @@ def test_a_registry_that_fails_is_retried_later_not_a_refusal(
 ) -> None:
     """503 on the fallback tag: RegistryUnavailable (the pass retries), never a verdict that
     says the signature is missing."""
-    from gitedge.adapters.registryhosts import RetryPolicy
+    from gitedge.adapters.registry.hosts import RetryPolicy
     from gitedge.errors import RegistryUnavailable
     from tests.registryserver import http_front
 

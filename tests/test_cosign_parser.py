@@ -1,4 +1,4 @@
-"""The cosign signature parser and judge (``core/cosignsig.py``) on hostile input: malformed and
+"""The cosign signature parser and judge (``core/images/cosign.py``) on hostile input: malformed and
 deeply nested JSON, oversized blobs, wrong media types and artifact types, bad base64, subjects
 and payloads naming other digests, and random mutations of valid artifacts (hypothesis). Only
 ValueError may come out, and nothing but an untouched, allowed signature is ever accepted.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core.cosignsig import (
+from gitedge.core.images.cosign import (
     MAX_SIGNATURE_BLOB,
     SignerKey,
     bundle_referrer,
@@ -196,10 +196,10 @@ def test_a_flipped_bit_in_what_is_signed_is_never_accepted(at: int, bit: int, wh
 def test_trust_policy_image_signers_validated_and_the_example_lists_one() -> None:
     from pathlib import Path
 
-    from gitedge.adapters.imagesigs import signer_keys
-    from gitedge.adapters.worktree import read_tree
-    from gitedge.core.fleet import load_fleet
-    from gitedge.core.trustpolicy import parse_trust_policy
+    from gitedge.adapters.git.worktree import read_tree
+    from gitedge.adapters.trust.imagesigs import signer_keys
+    from gitedge.core.fleet.model import load_fleet
+    from gitedge.core.trust.policy import parse_trust_policy
 
     base = ("apiVersion: gitedge.io/v1alpha1\nkind: TrustPolicy\nmetadata: {name: fleet}\n"
             "spec:\n  signers:\n    - {name: a, key: 'ssh-ed25519 AAAA', roles: [admin]}\n"

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from gitedge.core.config import AgentConfig, load_site_file
-from gitedge.core.trustpolicy import parse_trust_policy
+from gitedge.core.trust.policy import parse_trust_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

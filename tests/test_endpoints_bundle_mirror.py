@@ -1,6 +1,6 @@
 """``registry.endpoints`` outside the agent's pass: ``gitedge bundle create`` and ``gitedge mirror
 --config`` read each image from a regional hub first, then the registry itself, exactly as the
-agent's mirror step does (adapters/endpoints.py). A hub whose stored blob bytes were tampered with
+agent's mirror step does (adapters/images/endpoints.py). A hub whose stored blob bytes were tampered with
 is caught by the digest and skipped for the next endpoint, and the command says which endpoint
 served the image. Real docker-registry instances on 127.0.0.1 and a real ``git daemon``."""
 
@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitedge.adapters.mirroring import Mirror
-from gitedge.adapters.ocilayout import OciLayout
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.adapters.images.ocilayout import OciLayout
 from tests.agentkit import KUBECTL, START, fleet_files, push_image, push_kubectl, served_fleet_repo
 from tests.gitserver import git_daemon
 from tests.registryserver import RegistryServer, docker_registry

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.registry import RegistryClient
-from gitedge.adapters.reports import ReportRepository, push_report
+from gitedge.adapters.registry.client import RegistryClient
+from gitedge.adapters.reports.store import ReportRepository, push_report
 from gitedge.cli import main
-from gitedge.core.conditions import Condition
-from gitedge.core.report import SiteReport, Versions
+from gitedge.core.status.conditions import Condition
+from gitedge.core.status.sitereport import SiteReport, Versions
 from tests.registryserver import Front, RegistryServer, docker_registry, http_front, sha256
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from gitedge.cli import main
-from gitedge.core.conditions import Condition
-from gitedge.core.report import SiteReport, to_document
+from gitedge.core.status.conditions import Condition
+from gitedge.core.status.sitereport import SiteReport, to_document
 from tests.fleetkit import CANARY_PATH, PROD_PATH, example_fleet, push_reports
 from tests.registryserver import docker_registry
 from tests.test_fleet_status import put_artifact

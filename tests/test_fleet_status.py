@@ -31,14 +31,20 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from gitedge.adapters.registry import RegistryClient, sized_body
-from gitedge.adapters.registryhosts import HostConfig, Hosts, RetryPolicy
-from gitedge.adapters.reports import ReportRepository, push_report, read_reports
+from gitedge.adapters.registry.client import RegistryClient, sized_body
+from gitedge.adapters.registry.hosts import HostConfig, Hosts, RetryPolicy
+from gitedge.adapters.reports.store import ReportRepository, push_report, read_reports
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.cli import main
-from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig, load_site_file
-from gitedge.core.report import ARTIFACT_TYPE, MEDIA_TYPE, SiteReport, Versions, from_document
+from gitedge.core.status.conditions import Condition
+from gitedge.core.status.sitereport import (
+    ARTIFACT_TYPE,
+    MEDIA_TYPE,
+    SiteReport,
+    Versions,
+    from_document,
+)
 from tests.agentkit import DAY, START, FleetRepo, fleet_files, push_image, relay
 from tests.gitserver import git_daemon
 from tests.registryserver import (
@@ -425,7 +431,7 @@ def test_unreadable_artifacts_are_named_per_tag_without_hiding_the_others(
     # a valid artifact whose document is of another schema
     put_artifact(registry, repo.repository, "other-schema", b'{"schema": "someone/else"}')
     # a real report of cluster good-1 under the tag "impostor"
-    from gitedge.core.report import to_document
+    from gitedge.core.status.sitereport import to_document
 
     put_artifact(registry, repo.repository, "impostor", to_document(report("good-1")))
     # a layer of 70 KiB: refused from its descriptor, before any byte is read

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.worktree import read_tree
-from gitedge.core.fleet import load_fleet
-from gitedge.core.fleetfiles import MAX_FILE_BYTES
+from gitedge.adapters.git.worktree import read_tree
+from gitedge.core.fleet.files import MAX_FILE_BYTES
+from gitedge.core.fleet.model import load_fleet
 from gitedge.errors import InvalidFleetRepo
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

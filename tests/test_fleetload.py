@@ -1,6 +1,6 @@
 """adapters/fleetload.py: the fleet loader that pauses the garbage collector (moved out of
-core/fleet.py, which stays pure) and parses through the forked YAML workers; the fleet is the
-one core/fleet.py loads."""
+core/fleet/model.py, which stays pure) and parses through the forked YAML workers; the fleet is the
+one core/fleet/model.py loads."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters import fleetload
-from gitedge.adapters.worktree import read_tree
-from gitedge.core import fleet as core_fleet
-from gitedge.core.fleetfiles import FleetFiles
-from gitedge.core.snapshot import Snapshot
+from gitedge.adapters.git.worktree import read_tree
+from gitedge.core.fleet import model as core_fleet
+from gitedge.core.fleet.files import FleetFiles
+from gitedge.core.fleet.snapshot import Snapshot
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fleet-repo"
 
@@ -55,7 +55,7 @@ def test_core_loading_leaves_the_collector_alone(
     collector_on: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse() -> None:
-        raise AssertionError("core/fleet.py switched the collector")
+        raise AssertionError("core/fleet/model.py switched the collector")
 
     monkeypatch.setattr(gc, "disable", refuse)
     assert core_fleet.load_fleet(_snapshot()).targets

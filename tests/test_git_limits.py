@@ -31,11 +31,11 @@ import pygit2
 import pytest
 import yaml
 
-from gitedge.adapters.gitobjects import MAX_COMMIT_BYTES, MAX_TREE_BYTES
-from gitedge.adapters.gitrepo import FETCHED_PREFIX, GitRepo
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.gittransport import MAX_PACK_BYTES
-from gitedge.agent.verifying import load_bootstrap, verify_range
+from gitedge.adapters.git.objects import MAX_COMMIT_BYTES, MAX_TREE_BYTES
+from gitedge.adapters.git.repo import FETCHED_PREFIX, GitRepo
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.git.transport import MAX_PACK_BYTES
+from gitedge.agent.steps.verifyrange import load_bootstrap, verify_range
 from gitedge.errors import InvalidFleetRepo, SourceUnavailable, VerificationFailed
 from tests.agentkit import START, fleet_files, served_fleet_repo
 from tests.gitserver import git, git_daemon, git_env
@@ -345,7 +345,7 @@ def test_a_delta_that_resolves_to_100_mb_fails_the_fetch_within_its_memory(
     packs = list((served / "objects" / "pack").glob("*.pack"))
     assert sum(p.stat().st_size for p in packs) < 2 << 20  # the wire carries ~1 MB, not 200
     script = (
-        "import sys\nfrom gitedge.adapters.gitsource import GitMirror\n"
+        "import sys\nfrom gitedge.adapters.git.source import GitMirror\n"
         "from gitedge.errors import SourceUnavailable\n"
         "try:\n    GitMirror(mirror_dir=sys.argv[1]).fetch(url=sys.argv[2], branch='main')\n"
         "except SourceUnavailable as e:\n    print('refused:', e)\n    sys.exit(3)\n"
@@ -426,7 +426,7 @@ def test_a_5000_commit_catch_up_passes_the_default_caps(tmp_path: Path) -> None:
 
 _IMPORT = """
 import sys
-from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.git.source import GitMirror
 from gitedge.errors import SourceUnavailable
 try:
     GitMirror(mirror_dir=sys.argv[1]).import_bundle(bundle_file=sys.argv[2], branch="main")

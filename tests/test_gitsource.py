@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.gitrepo import FETCHED_PREFIX, GitRepo, read_commit_tree
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.gittransport import SourceAuth
-from gitedge.core.snapshot import Symlink
+from gitedge.adapters.git.repo import FETCHED_PREFIX, GitRepo, read_commit_tree
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.git.transport import SourceAuth
+from gitedge.core.fleet.snapshot import Symlink
 from gitedge.errors import InvalidFleetRepo, InvalidInput, SourceUnavailable
 from tests.gitserver import (
     free_port,

@@ -47,12 +47,12 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode
 
-from gitedge.adapters.bundlefile import open_bundle
-from gitedge.adapters.gitobjects import MAX_WALK_ENTRIES
-from gitedge.adapters.gitrepo import GitRepo
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.core.bundleindex import BundleIndex
-from gitedge.core.fleet import load_fleet
+from gitedge.adapters.git.objects import MAX_WALK_ENTRIES
+from gitedge.adapters.git.repo import GitRepo
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.images.bundlefile import open_bundle
+from gitedge.core.delivery.bundleindex import BundleIndex
+from gitedge.core.fleet.model import load_fleet
 from gitedge.errors import InvalidFleetRepo, InvalidInput, SourceUnavailable
 from tests.agentkit import fleet_files, served_fleet_repo
 from tests.gitserver import git, git_daemon, git_env, tcp_proxy
@@ -148,7 +148,7 @@ def index_member() -> bytes:
 _OPEN = """
 import sys
 from pathlib import Path
-from gitedge.adapters.bundlefile import open_bundle
+from gitedge.adapters.images.bundlefile import open_bundle
 from gitedge.errors import GitEdgeError
 try:
     open_bundle(Path(sys.argv[1]), scratch=Path(sys.argv[2]))

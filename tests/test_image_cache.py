@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.mirroring import Mirror
-from gitedge.agent.bundles import import_bundle
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.agent.bundles.create import import_bundle
 from gitedge.agent.reconcile import Agent, Pass
-from gitedge.core.ocimanifest import Platform
+from gitedge.core.images.manifests import Platform
 from gitedge.errors import DigestMismatch
 from tests.agentkit import START
 from tests.registryserver import RegistryServer, docker_registry, http_front

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gitedge.agent import reconcile
-from gitedge.agent.status import status_text
+from gitedge.agent.steps.status import status_text
 from tests.agentkit import fleet_files, push_image, trust_yaml
 from tests.cosigntools import CosignKey, make_key, sign_bundle, sign_simple
 from tests.test_agent import OLD, Site, at, conditions, site  # noqa: F401

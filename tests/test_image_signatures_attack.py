@@ -1,7 +1,7 @@
-"""Attacks on the image-signature rule (agent/imagetrust.py) found by atk16, end to end against
+"""Attacks on the image-signature rule (agent/steps/imagetrust.py) found by atk16, end to end against
 real ``docker-registry`` upstream and cache on 127.0.0.1 (tests/test_agent.py's site).
 
-The apply step plans again from a fresh read of the cluster (agent/applying.py), but the images
+The apply step plans again from a fresh read of the cluster (agent/steps/applyplans.py), but the images
 it judged (``check_needed``) are those of the plan step's plan. When the cluster changed in
 between (a node joins running an older K3s), the apply step's plan needs an image the pass
 neither mirrored nor judged, and it was written into a Plan: an image no signer is allowed to
@@ -72,10 +72,10 @@ def test_a_cut_index_naming_a_signed_child_under_another_platform_is_refused(
     signed index under another platform (the arm64 image as linux/amd64). Every digest is
     signed, but an amd64 node would be given the arm64 image: the cut must keep each child's
     platform as the signed index gives it."""
-    from gitedge.adapters.mirroring import LayoutRef, Mirror
-    from gitedge.adapters.ocilayout import OciLayout
-    from gitedge.adapters.signedindex import check_cut_index, keep_signed_index
-    from gitedge.core.ocimanifest import OCI_INDEX, Platform, digest_of, parse_manifest
+    from gitedge.adapters.images.mirroring import LayoutRef, Mirror
+    from gitedge.adapters.images.ocilayout import OciLayout
+    from gitedge.adapters.images.signedindex import check_cut_index, keep_signed_index
+    from gitedge.core.images.manifests import OCI_INDEX, Platform, digest_of, parse_manifest
     from tests.registryserver import make_layout
 
     signed = make_layout(tmp_path / "a", tag="1", layer_sizes=(1000,))
@@ -147,11 +147,11 @@ def test_the_sig_manifest_copied_is_the_one_judged_not_a_second_answer(tmp_path:
     import http.client
     from http.server import BaseHTTPRequestHandler
 
-    from gitedge.adapters.imagesigs import SigSite, copy_signatures, find_signatures
-    from gitedge.adapters.mirroring import Mirror
-    from gitedge.core.cosignsig import MAX_SIGNATURE_BLOB
-    from gitedge.core.images import ImageRef
-    from gitedge.core.ocimanifest import OCI_MANIFEST
+    from gitedge.adapters.images.mirroring import Mirror
+    from gitedge.adapters.trust.imagesigs import SigSite, copy_signatures, find_signatures
+    from gitedge.core.images.cosign import MAX_SIGNATURE_BLOB
+    from gitedge.core.images.manifests import OCI_MANIFEST
+    from gitedge.core.images.refs import ImageRef
     from tests.cosigntools import client_for, push_blob
     from tests.registryserver import _threaded_server, docker_registry
 

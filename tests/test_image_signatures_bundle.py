@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.agent.imagetrust import DOC
+from gitedge.agent.steps.imagetrust import DOC
 from tests.agentkit import START, FleetRepo, fleet_files, push_image, push_kubectl, trust_yaml
 from tests.cosigntools import make_key, sign_bundle, sign_simple
 from tests.gitserver import git_daemon
@@ -128,10 +128,10 @@ def test_bundle_with_an_unsigned_image_is_not_applied(tmp_path: Path) -> None:
 def test_two_cut_images_of_one_repository_each_find_their_signed_digest(tmp_path: Path) -> None:
     """A bundle holding two tags of one repository, each cut to amd64 and signed: the import
     finds, for each cut index, the signed digest whose index lists its children."""
-    from gitedge.adapters.mirroring import LayoutRef, Mirror
-    from gitedge.agent.imagetrust import bundle_signed_digest, carry_signatures
-    from gitedge.core.images import ImageRef
-    from gitedge.core.ocimanifest import Platform
+    from gitedge.adapters.images.mirroring import LayoutRef, Mirror
+    from gitedge.agent.steps.imagetrust import bundle_signed_digest, carry_signatures
+    from gitedge.core.images.manifests import Platform
+    from gitedge.core.images.refs import ImageRef
 
     signer = make_key()
     layout = tmp_path / "bundle-layout"

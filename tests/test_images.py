@@ -3,7 +3,7 @@ digests, and malformed references; cache URLs."""
 
 import pytest
 
-from gitedge.core.images import ImageRef, cache_host
+from gitedge.core.images.refs import ImageRef, cache_host
 
 D = "sha256:" + "a" * 64
 
@@ -68,7 +68,7 @@ def test_cache_host_rejects_path():
 def test_a_digest_with_a_final_newline_is_not_a_digest() -> None:
     """``$`` in a pattern also matches before a final newline; a digest read from a header or a
     file must not carry one into a path or a reference."""
-    from gitedge.core.ocimanifest import is_digest
+    from gitedge.core.images.manifests import is_digest
 
     good = "sha256:" + "a" * 64
     assert is_digest(good) and not is_digest(good + "\n")

@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 import yaml
 
-import gitedge.adapters.kubeclient as kube_module
-from gitedge.adapters.kube import Kube
-from gitedge.adapters.sucread import read_kubectl_image, read_pull_failures
-from gitedge.agent.applying import ApplyResult, apply_step, report, status_fields
-from gitedge.core.conditions import Condition
-from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
+import gitedge.adapters.kube.connection as kube_module
+from gitedge.adapters.kube.cluster import Kube
+from gitedge.adapters.kube.sucread import read_kubectl_image, read_pull_failures
+from gitedge.agent.steps.applyplans import ApplyResult, apply_step, report, status_fields
+from gitedge.core.rollout.sucplans import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
+from gitedge.core.status.conditions import Condition
 from gitedge.errors import KubeApiError
 from tests import fleetstory as fs
 from tests.kubeapi import DONE, KubeEmulator, load_deploy_rbac
@@ -591,7 +591,7 @@ def test_drain_on_stock_k3s_passes_kubectls_emptydir_refusal(api, kube):
     drain the fleet set (a timeout, nothing else), SUC's kubectl drain gets
     --delete-emptydir-data and --ignore-daemonsets by SUC's defaults (job.go New) and the
     agents are upgraded; rendering deleteEmptydirData: false made kubectl refuse them."""
-    from gitedge.core.fleet import Drain
+    from gitedge.core.fleet.model import Drain
     from tests.jobsim import k3s_stock_pods
 
     for name, _ in fs.NODES:
@@ -616,7 +616,7 @@ def test_drain_on_stock_k3s_passes_kubectls_emptydir_refusal(api, kube):
 def test_a_fleet_that_sets_delete_emptydir_data_false_gets_kubectls_refusal(api, kube):
     """What every drain did before (gitedge rendered false by default): the same site, the
     field set false by the fleet, is refused by kubectl drain and the agent stays cordoned."""
-    from gitedge.core.fleet import Drain
+    from gitedge.core.fleet.model import Drain
     from tests.jobsim import k3s_stock_pods
 
     for pod in k3s_stock_pods("agent-0"):
@@ -667,7 +667,7 @@ def test_a_long_drain_fits_the_deadline_gitedge_sets(api, kube):
     deadline (900 s, ConfigMap default-controller-env), so without jobActiveDeadlineSecs the
     Job failed with DeadlineExceeded and SUC retried it, at any hour, after the Job TTL. The
     Plan's own deadline (3 + 5 + 15 + 20 minutes on the agent Plan) fits it."""
-    from gitedge.core.fleet import Drain
+    from gitedge.core.fleet.model import Drain
     from tests.sucsim import SHIPPED_ENV
 
     fleet = with_rollout(fs.fleet(os=None), drain=Drain(timeout=timedelta(minutes=15)))

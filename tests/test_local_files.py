@@ -102,8 +102,8 @@ def test_a_fifo_or_socket_in_the_fleet_tree_is_a_problem_not_a_hang(tmp_path: Pa
 _FETCH = """
 import sys
 from pathlib import Path
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.gittransport import SourceAuth
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.git.transport import SourceAuth
 from gitedge.errors import InvalidInput
 kind, path, url = sys.argv[1:]
 Path("user").write_text("fleet")
@@ -157,8 +157,8 @@ def test_git_known_hosts_and_ssh_key_files_are_read_bounded(tmp_path: Path, fifo
 _REGISTRY = """
 import sys
 from pathlib import Path
-from gitedge.adapters.registry import RegistryClient
-from gitedge.adapters.registryhosts import HostConfig
+from gitedge.adapters.registry.client import RegistryClient
+from gitedge.adapters.registry.hosts import HostConfig
 from gitedge.errors import RegistryAuthError
 kind, path = sys.argv[1:]
 Path("secret").write_text("fleet")

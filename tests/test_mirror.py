@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from gitedge.adapters.mirroring import Mirror, MirrorResult
-from gitedge.adapters.registry import RegistryClient
-from gitedge.adapters.registryhosts import HostConfig, Hosts, RetryPolicy
-from gitedge.core.ocimanifest import Platform
+from gitedge.adapters.images.mirroring import Mirror, MirrorResult
+from gitedge.adapters.registry.client import RegistryClient
+from gitedge.adapters.registry.hosts import HostConfig, Hosts, RetryPolicy
+from gitedge.core.images.manifests import Platform
 from gitedge.errors import InvalidImage, RegistryAuthError, RegistryRefused, RegistryUnavailable
 from tests.gitserver import make_tls_files
 from tests.registryserver import (
@@ -492,7 +492,7 @@ def test_cli_reads_credentials_from_an_agent_config(
 def test_cli_gets_a_bearer_token_in_a_process_of_its_own(
     src: RegistryServer, image: LayoutImage, secrets_dir: Path, tmp_path: Path
 ) -> None:
-    """The command's process loads requests itself (without charset detection, registry.py):
+    """The command's process loads requests itself (without charset detection, adapters/registry/client.py):
     our token request and its JSON answer work there as they do in the test process."""
     with (
         token_service(tmp_path / "tokens", user=USER, password=PASSWORD) as svc,

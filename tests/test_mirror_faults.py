@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.mirroring import Mirror
-from gitedge.adapters.registryhosts import RetryPolicy
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.adapters.registry.hosts import RetryPolicy
 from gitedge.errors import DigestMismatch, ImageNotFound, RegistryUnavailable, Waiting
 from tests.gitserver import tcp_proxy
 from tests.registryserver import (

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitedge.core import nodeconfig as nc
 from gitedge.core.config import CacheConfig
-from gitedge.core.fleet import load_fleet
+from gitedge.core.delivery import nodeconfig as nc
+from gitedge.core.fleet.model import load_fleet
 from tests import k3sregistries as k3s
 from tests.gitserver import free_port, make_tls_files
 from tests.registryserver import SKOPEO_BIN, docker_registry, make_layout, skopeo_push
@@ -107,7 +107,7 @@ def test_https_cache_marked_insecure_skips_verification_only() -> None:
 
 
 def test_scheme_follows_the_agents_rule() -> None:
-    # adapters/registry.py: the URL's scheme; else https with a CA; else http when insecure
+    # adapters/registry/client.py: the URL's scheme; else https with a CA; else http when insecure
     assert nc.cache_endpoint(CacheConfig(url=CACHE, insecure=True), ca_pem=None).plain_http
     assert not nc.cache_endpoint(CacheConfig(url=CACHE), ca_pem=None).plain_http
     assert nc.cache_endpoint(CacheConfig(url="127.0.0.1:5000"), ca_pem=None).plain_http

@@ -1,6 +1,6 @@
 """`gitedge node-config` with ``registry.endpoints``: each registry's hubs are node mirror
 endpoints after the site cache and before the registry itself (the reasons are in
-gitedge/core/nodeconfig.py's docstring). Checked against K3s's handling of registries.yaml
+gitedge/core/delivery/nodeconfig.py's docstring). Checked against K3s's handling of registries.yaml
 (tests/k3sregistries.py, citing k3s-io/k3s) and with a real client (skopeo) pulling through the
 drop-in from real docker-registry instances on 127.0.0.1."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from gitedge.core import nodeconfig as nc
 from gitedge.core.config import CacheConfig, RegistryAuth, RegistryConfig
+from gitedge.core.delivery import nodeconfig as nc
 from tests import k3sregistries as k3s
 from tests.gitserver import free_port
 from tests.registryserver import docker_registry, make_layout, skopeo_push

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from gitedge.agent import applying, planstep
 from gitedge.agent.reconcile import Agent, PrintCluster
-from gitedge.core.clusterstate import ClusterSnapshot
+from gitedge.agent.steps import applyplans as applying
+from gitedge.agent.steps import plan as planstep
 from gitedge.core.config import AgentConfig, load_site_file
+from gitedge.core.rollout.clusterstate import ClusterSnapshot
 from tests.agentkit import START, fleet_files
 from tests.test_agent import OLD, Site, at, site, upstream_image  # noqa: F401
 

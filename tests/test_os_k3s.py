@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gitedge.adapters.kube import Kube
-from gitedge.agent.applying import apply_step
-from gitedge.core.agentrules import needed_images
-from gitedge.core.fleet import Fleet, Rollout, UpgradeTargetSpec, load_fleet
-from gitedge.core.osimage import OsTarget
-from gitedge.core.planning import ClusterFacts, plan
-from gitedge.core.suc import OS_AGENT_PLAN, OS_SERVER_PLAN, Site, os_plans
+from gitedge.adapters.kube.cluster import Kube
+from gitedge.agent.steps.applyplans import apply_step
+from gitedge.core.fleet.model import Fleet, Rollout, UpgradeTargetSpec, load_fleet
+from gitedge.core.fleet.osimage import OsTarget
+from gitedge.core.passrules import needed_images
+from gitedge.core.rollout.planning import ClusterFacts, plan
+from gitedge.core.rollout.sucplans import OS_AGENT_PLAN, OS_SERVER_PLAN, Site, os_plans
 from gitedge.errors import InvalidFleetRepo, UpgradePathError
 from tests.kubeapi import KubeEmulator, load_deploy_rbac
 from tests.plancrd import assert_valid_plan
@@ -338,7 +338,7 @@ def test_kairos_plan_is_kairos_shipped_example() -> None:
 def test_elemental_plan_is_elemental_operators_with_its_run_data_secret() -> None:
     """rancher/elemental-operator managedosimage_controller.go newFleetBundleResources:
     command ["/usr/sbin/suc-upgrade"], tolerations [{operator: Exists}], Secrets [{Name,
-    Path: "/run/data"}]; gitedge sets ignoreUpdates (see core/upgraders.py)."""
+    Path: "/run/data"}]; gitedge sets ignoreUpdates (see core/rollout/upgraders.py)."""
     p = os_plan(OsTarget(image="r.example/elemental/os:1.2", upgrader="elemental",
                          cloud_config_secret="node-cloud-config"))  # fmt: skip
     assert p["spec"]["upgrade"]["command"] == ["/usr/sbin/suc-upgrade"]
@@ -433,7 +433,7 @@ def test_docs_link_each_upgraders_source() -> None:
 
 
 def test_offline_bundles_carry_every_via_image() -> None:
-    from gitedge.core.bundleplan import bundle_images
+    from gitedge.core.delivery.bundlecontents import bundle_images
 
     fleet = kiosk_fleet()
     via, final = IMG["v1.29.10+k3s1"], IMG["v1.30.6+k3s1"]

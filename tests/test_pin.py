@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gitedge.cli import main
-from gitedge.core.fleet import load_fleet
-from gitedge.core.pinning import pin_edit, references, splice
+from gitedge.core.delivery.pinning import pin_edit, references, splice
+from gitedge.core.fleet.model import load_fleet
 from tests.agentkit import push_image
 from tests.registryserver import RegistryServer, docker_registry, module_registry
 
@@ -207,8 +207,8 @@ def test_credentials_come_from_the_agent_config(
 ) -> None:  # fmt: skip
     user, password = "fleet-ci", "s3cret-pin-password"
     with docker_registry(tmp_path / "auth", htpasswd=(user, password)) as reg:
-        from gitedge.adapters.mirroring import Mirror
-        from gitedge.adapters.registryhosts import HostConfig, Hosts
+        from gitedge.adapters.images.mirroring import Mirror
+        from gitedge.adapters.registry.hosts import HostConfig, Hosts
 
         (tmp_path / "user").write_text(user + "\n")
         (tmp_path / "password").write_text(password + "\n")

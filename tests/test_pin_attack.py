@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from gitedge.cli import main
-from gitedge.core.fleet import load_fleet
-from gitedge.core.pinning import pin_edit, references, splice
+from gitedge.core.delivery.pinning import pin_edit, references, splice
+from gitedge.core.fleet.model import load_fleet
 from tests.hostileserver import Answer, Request, hostile_server
 
 B = "sha256:" + "b" * 64
@@ -111,7 +111,7 @@ def _headers(body: bytes, digest: str) -> tuple[tuple[str, str], ...]:
 def test_check_spliced_refuses_a_digest_in_the_wrong_entry() -> None:
     """The CLI's last word before writing: the spliced file must parse to the same documents
     with only the references changed; a digest given to the wrong release is refused."""
-    from gitedge.core.pinning import check_spliced
+    from gitedge.core.delivery.pinning import check_spliced
     from gitedge.errors import InvalidFleetRepo
 
     before = CATALOG + TWO
@@ -186,7 +186,7 @@ def catalog(draw: st.DrawFn) -> tuple[str, list[str]]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(catalog())
 def test_pinning_any_catalog_changes_only_the_digests(case: tuple[str, list[str]]) -> None:
-    from gitedge.core.pinning import check_spliced
+    from gitedge.core.delivery.pinning import check_spliced
 
     text, versions = case
     body = text.removeprefix("\ufeff")  # as the CLI splices it
@@ -229,7 +229,7 @@ def target(draw: st.DrawFn) -> str:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(target())
 def test_pinning_any_target_changes_only_the_image(text: str) -> None:
-    from gitedge.core.pinning import check_spliced
+    from gitedge.core.delivery.pinning import check_spliced
 
     image = "reg.example/edge/os:1.5.0"
     fleet = load_fleet({"t.yaml": text.encode()})
@@ -364,7 +364,7 @@ def test_a_splice_that_would_change_more_is_not_written(
     """The last word before writing: an edit that changes more than the reference (as the
     block-scalar splice once did) leaves the file as it was, exit 1, the file named."""
     import gitedge.cli.pin as cli_pin
-    from gitedge.core.pinning import Edit
+    from gitedge.core.delivery.pinning import Edit
 
     def more_than_the_digest(text: str, ref: object, digest: str) -> Edit:
         at = text.index("v1.30.6+k3s1") + len("v1.30.6+k3s1")

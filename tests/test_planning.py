@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gitedge.core.agentrules import needed_images
-from gitedge.core.fleet import load_fleet
-from gitedge.core.planning import ClusterFacts, plan, plan_json
-from gitedge.core.suc import Site
+from gitedge.core.fleet.model import load_fleet
+from gitedge.core.passrules import needed_images
+from gitedge.core.rollout.planning import ClusterFacts, plan, plan_json
+from gitedge.core.rollout.sucplans import Site
 from gitedge.errors import AmbiguousTarget, UpgradePathError
 
 HEAD = "apiVersion: gitedge.io/v1alpha1\n"

@@ -1,6 +1,6 @@
 """A poll that finds nothing new is nearly free: the agent's parent asks the server for the
 branch's ref (``git ls-remote``, protocol v2) and starts no pass child when the branch is where
-the last pass fetched it and nothing else is due (``core/agentrules.pass_due``). Requests are
+the last pass fetched it and nothing else is due (``core/passrules.pass_due``). Requests are
 counted at a real ``git daemon`` (through a counting TCP proxy) and a real ``git http-backend``.
 The schedule's jitter and backoff are properties of a pure function (hypothesis)."""
 
@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gitedge.adapters.gitrefs import remote_tip
+from gitedge.adapters.git.refs import remote_tip
 from gitedge.agent.passes import ChildPasses
 from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.server import Metrics
-from gitedge.core.agentrules import (
+from gitedge.core.config import AgentConfig, load_site_file
+from gitedge.core.passrules import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
     LastPass,
@@ -26,7 +27,6 @@ from gitedge.core.agentrules import (
     pass_due,
     poll_needs_pass,
 )
-from gitedge.core.config import AgentConfig, load_site_file
 from tests.agentkit import START, FleetRepo, fleet_files, served_fleet_repo
 from tests.gitserver import git_daemon, http_git_server, sshd_server, tcp_proxy
 

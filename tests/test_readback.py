@@ -1,4 +1,4 @@
-"""Read-back (core/readback.py), pure: what the API server stored and what SUC gave its Jobs,
+"""Read-back (core/rollout/readback.py), pure: what the API server stored and what SUC gave its Jobs,
 against what gitedge wrote.
 
 Covers: a write answered without the ``spec.window`` written (a Plan CRD older than SUC
@@ -14,8 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gitedge.core.clusterstate import JobFacts, PlanState
-from gitedge.core.readback import plans_as_written, stamp_window, stored_problem
+from gitedge.core.rollout.clusterstate import JobFacts, PlanState
+from gitedge.core.rollout.readback import plans_as_written, stamp_window, stored_problem
 
 WINDOW = {"days": ["mon"], "startTime": "01:00", "endTime": "05:00", "timeZone": "UTC"}
 
@@ -79,7 +79,7 @@ def test_a_clamped_job_deadline_is_reported_for_the_current_version_only():
 def test_the_hash_gitedge_recomputes_is_the_simulations_for_any_digest_field():
     """core's DigestStatus and the simulation's (tests/sucrules.py, written from SUC's and
     wrangler's source) agree, also on fields whose zero value data.Convert drops."""
-    from gitedge.core.clusterstate import digest_status
+    from gitedge.core.rollout.clusterstate import digest_status
     from tests.sucrules import digest_status as suc_digest
 
     m = manifest()

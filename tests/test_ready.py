@@ -1,4 +1,4 @@
-"""``Ready`` from one table (core/conditions.TABLE, issue 17): which step owns which condition,
+"""``Ready`` from one table (core/status/conditions.TABLE, issue 17): which step owns which condition,
 which conditions feed ``Ready``, and in which order. A plan-step failure reaches ``Ready`` with
 its own reason and message; offline is noted but never hides a more specific cause; ``Reported``
 and ``BundleImported`` do not feed ``Ready``; every condition type the agent emits has a row.
@@ -14,8 +14,8 @@ import pytest
 
 import gitedge
 from gitedge.agent.reconcile import _OWN_CONDITION, STEP_ORDER
-from gitedge.core import conditions as cond
-from gitedge.core.conditions import STEPS, TABLE, Condition, summarize
+from gitedge.core.status import conditions as cond
+from gitedge.core.status.conditions import STEPS, TABLE, Condition, summarize
 from tests.agentkit import DAY, START, fleet_files
 from tests.test_agent import NEW, OLD, Site, at, conditions, first_sync, site  # noqa: F401
 
@@ -207,7 +207,7 @@ def _without_row(emitted: dict[str, set[str]]) -> dict[str, list[str]]:
 def test_every_condition_type_the_agent_emits_has_a_table_row() -> None:
     emitted = _emitted_types(Path(gitedge.__file__).parent)
     missing = _without_row(emitted)
-    assert not missing, f"condition types without a row in core/conditions.TABLE: {missing}"
+    assert not missing, f"condition types without a row in core/status/conditions.TABLE: {missing}"
     # the scan sees them all (it would miss a type spelled in a way it does not read)
     rows = {r.type for r in TABLE}
     assert rows - {"Ready"} <= set(emitted), sorted(rows - set(emitted))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.mirroring import MAX_CHILD_MANIFEST_BYTES, Mirror
-from gitedge.adapters.registry import RegistryClient
-from gitedge.adapters.registryhosts import Hosts
+from gitedge.adapters.images.mirroring import MAX_CHILD_MANIFEST_BYTES, Mirror
+from gitedge.adapters.registry.client import RegistryClient
+from gitedge.adapters.registry.hosts import Hosts
 from gitedge.errors import GitEdgeError, InvalidImage, RegistryRefused, RegistryUnavailable
 from tests.hostileserver import Answer, Request, hostile_server
 from tests.test_registry_bounds import (
@@ -316,7 +316,7 @@ def test_response_headers_are_capped_in_bytes() -> None:
     The 6 MB of headers became ~65 MiB in the parsers of http.client, urllib3 and requests, per
     response, per connection (a mirror runs up to 16): 104 MiB peak for one. Now a response's
     headers are refused past MAX_HEADER_BYTES."""
-    from gitedge.adapters.httpbounds import MAX_HEADER_BYTES
+    from gitedge.adapters.registry.bounds import MAX_HEADER_BYTES
 
     body = b'{"tags": ["a"]}'
     pads = tuple((f"X-Pad{i}", "v" * 65000) for i in range(95))

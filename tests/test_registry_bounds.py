@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.mirroring import Mirror
-from gitedge.adapters.registry import RegistryClient
-from gitedge.adapters.registryhosts import HostConfig, Hosts, RetryPolicy
-from gitedge.core.ocimanifest import MAX_MANIFEST_BYTES
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.adapters.registry.client import RegistryClient
+from gitedge.adapters.registry.hosts import HostConfig, Hosts, RetryPolicy
+from gitedge.core.images.manifests import MAX_MANIFEST_BYTES
 from gitedge.errors import (
     GitEdgeError,
     RegistryAuthError,
@@ -134,7 +134,7 @@ def token_answer(req: Request) -> Answer:
 
 def test_endless_token_realm_body_is_refused_as_too_large(tmp_path: Path) -> None:
     """The issue's 11.8 GB: the realm's answer was read whole. Now at most MAX_TOKEN_BYTES."""
-    from gitedge.adapters.registryauth import MAX_TOKEN_BYTES
+    from gitedge.adapters.registry.auth import MAX_TOKEN_BYTES
 
     img = make_image()
     endless = Answer(200, (("Content-Type", "application/json"),), b'{"token":"', endless=True)
@@ -251,9 +251,9 @@ def test_auth_stays_with_the_registry_across_redirects_and_upload_urls(tmp_path:
 
 
 def test_a_realm_may_get_credentials_over_https_or_on_the_registry_host_only() -> None:
-    from gitedge.adapters.httpbounds import checked_url
-    from gitedge.adapters.registryauth import Credentials
-    from gitedge.adapters.registryhosts import Limits
+    from gitedge.adapters.registry.auth import Credentials
+    from gitedge.adapters.registry.bounds import checked_url
+    from gitedge.adapters.registry.hosts import Limits
 
     def creds(base: str, insecure: frozenset[str] = frozenset()) -> Credentials:
         return Credentials(host="reg", base_url=checked_url(base, "/", what="t")[:-1],
@@ -534,7 +534,7 @@ def test_malformed_upload_location_link_page_and_blob_length(tmp_path: Path) -> 
 
 
 def test_challenge_parser_reads_quoted_and_bare_parameters() -> None:
-    from gitedge.adapters.registryauth import parse_challenge
+    from gitedge.adapters.registry.auth import parse_challenge
 
     c = parse_challenge('Bearer realm="https://a/t?x=\\"1\\"",service=reg, scope="r:a:pull"')
     assert (c.scheme, c.params) == (

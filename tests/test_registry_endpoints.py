@@ -8,12 +8,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gitedge.adapters.endpoints import endpoint_refs
-from gitedge.adapters.mirroring import Mirror
+from gitedge.adapters.images.endpoints import endpoint_refs
+from gitedge.adapters.images.mirroring import Mirror
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
-from gitedge.agent.status import status_text
+from gitedge.agent.steps.status import status_text
 from gitedge.core.config import AgentConfig, load_site_file
-from gitedge.core.images import ImageRef
+from gitedge.core.images.refs import ImageRef
 from tests.agentkit import KUBECTL, START, fleet_files, push_image, push_kubectl, served_fleet_repo
 from tests.gitserver import git_daemon
 from tests.registryserver import docker_registry

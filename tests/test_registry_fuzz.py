@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gitedge.adapters.mirroring import Mirror
-from gitedge.adapters.registryhosts import HostConfig, Hosts, RetryPolicy
-from gitedge.adapters.reports import ReportRepository, read_reports
+from gitedge.adapters.images.mirroring import Mirror
+from gitedge.adapters.registry.hosts import HostConfig, Hosts, RetryPolicy
+from gitedge.adapters.reports.store import ReportRepository, read_reports
 from gitedge.errors import GitEdgeError
 from tests.hostileserver import Answer, Request, hostile_server
 from tests.test_registry_bounds import OCI_MANIFEST, make_image, registry, sha

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gitedge.core.conditions import Condition
-from gitedge.core.report import (
+from gitedge.core.fleet.selectors import parse_selector
+from gitedge.core.status.conditions import Condition
+from gitedge.core.status.sitereport import (
     ReportError,
     SiteReport,
     Versions,
@@ -19,7 +20,6 @@ from gitedge.core.report import (
     tag_for,
     to_document,
 )
-from gitedge.core.selectors import parse_selector
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -147,7 +147,7 @@ def test_target_and_path_round_trip_and_older_documents_still_read() -> None:
 
 
 def test_rollout_steps_are_ordered_by_k3s_version_not_by_text() -> None:
-    from gitedge.core.fleetpage import rollout_steps
+    from gitedge.core.status.fleetpage import rollout_steps
 
     def s(applied: str, desired: str, target: str | None, *path: str) -> dict[str, object]:
         return {"k": [applied, desired, target, list(path)]}

@@ -217,8 +217,8 @@ def test_a_tag_moved_upstream_after_the_commit_changes_nothing_at_the_site(site:
 
 
 def test_each_step_of_the_path_and_the_os_image_count_only_while_needed() -> None:
-    from gitedge.core.pins import plan_unpinned
-    from gitedge.core.planning import ClusterFacts, plan
+    from gitedge.core.delivery.requiredigest import plan_unpinned
+    from gitedge.core.rollout.planning import ClusterFacts, plan
     from tests import fleetstory as fs
 
     facts = ClusterFacts(name="store", labels={}, k3s_version=fs.START)

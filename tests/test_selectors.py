@@ -4,7 +4,7 @@ Kubernetes validates it, and the kubectl -l syntax used by `--selector`."""
 import pytest
 from pydantic import ValidationError
 
-from gitedge.core.selectors import LabelSelector, key_problem, parse_selector, value_problem
+from gitedge.core.fleet.selectors import LabelSelector, key_problem, parse_selector, value_problem
 from gitedge.errors import SelectorError
 
 LABELS = {"env": "prod", "region": "eu-west", "ring": "canary", "gitedge.io/arch": "arm64"}

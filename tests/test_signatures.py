@@ -1,4 +1,4 @@
-"""Signature verification (gitedge.adapters.signatures / openpgp) against the reference signers.
+"""Signature verification (gitedge.adapters.trust.commitsigs / openpgp) against the reference signers.
 
 Covers, with every signature made by ssh-keygen, git commit -S or gpg:
 - SSH: good commit signatures for ed25519, ecdsa p256/p384/p521 and rsa (git's rsa-sha2-512),
@@ -32,7 +32,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gitedge.adapters.signatures import (
+from gitedge.adapters.trust.commitsigs import (
     Keyring,
     TrustedKey,
     load_allowed_signers,
@@ -173,7 +173,8 @@ def test_ed25519_libsodium_and_openssl_agree(
 ) -> None:
     """ed25519 goes through PyNaCl (libsodium) when it is importable, else through
     cryptography (OpenSSL); both give the same verdicts."""
-    from gitedge.adapters import signatures, sshsig
+    from gitedge.adapters.trust import commitsigs as signatures
+    from gitedge.adapters.trust import sshsig
 
     key, c = ssh_keys["ed25519"], ssh_commits["ed25519"]
     raw = bytearray(base64.b64decode(b"".join(c.signature.splitlines()[1:-1])))
@@ -465,7 +466,7 @@ def test_openpgp_key_expired_since_is_judged_at_signing_time(tmp_path: Path) -> 
     ring = Keyring.from_keys(load_openpgp_keys(key.public, source="eve.asc"))
     check = ring.check(signature=sig, payload=PAYLOAD)
     assert (check.outcome, check.signer) == ("good", "Eve <eve@example.com>")
-    assert check.signed_at == datetime(2020, 6, 1, tzinfo=UTC)  # for core/trust.py to judge
+    assert check.signed_at == datetime(2020, 6, 1, tzinfo=UTC)  # for core/trust/decision.py to judge
 
 
 def test_openpgp_signature_checked_against_ssh_keyring_is_unknown(
@@ -637,7 +638,7 @@ def test_validity_bounds_read_as_ssh_keygen_applies_them(
     (tk,) = load_allowed_signers(allowed(c.key, options=opts), source="as")
     assert tk.valid_after is not None and tk.valid_before is not None
     t = datetime.strptime(verify_time.ljust(14, "0"), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    assert (tk.valid_after <= t <= tk.valid_before) == inside  # the rule core/trust.py applies
+    assert (tk.valid_after <= t <= tk.valid_before) == inside  # the rule core/trust/decision.py applies
     assert (
         ssh_verify(
             allowed_signers=allowed(c.key, options=opts),

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from gitedge.core.suc import OS_AGENT_PLAN, OS_SERVER_PLAN
-from gitedge.core.windows import is_open, window_state
-from gitedge.core.windowspec import MaintenanceWindowSpec
+from gitedge.core.fleet.windows import is_open, window_state
+from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
+from gitedge.core.rollout.sucplans import OS_AGENT_PLAN, OS_SERVER_PLAN
 from tests.agentkit import START, push_image, served_fleet_repo
 from tests.gitserver import git_daemon
 from tests.kubeapi import KubeEmulator, load_deploy_rbac

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.agent.gitmirrors import MIRRORS_CURRENT
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
+from gitedge.agent.steps.gitmirrors import MIRRORS_CURRENT
 from gitedge.core.config import AgentConfig, load_site_file
 from tests.agentkit import START, FleetRepo, fleet_files, served_fleet_repo
 from tests.gitserver import git_daemon, tcp_proxy

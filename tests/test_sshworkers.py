@@ -1,4 +1,4 @@
-"""Ed25519 checks run ahead in forked worker processes (adapters/sshworkers.py, adapters/sshsig.py).
+"""Ed25519 checks run ahead in forked worker processes (adapters/trust/sshworkers.py, adapters/trust/sshsig.py).
 
 Covers: verdicts from the workers equal the in-process check against the embedded key, and the
 reference (``ssh-keygen -Y verify``), for good, tampered and re-used signatures across many
@@ -30,10 +30,10 @@ from sigtools import (
     sshsig_sign_fast,
 )
 
-from gitedge.adapters import sshworkers
-from gitedge.adapters.sshsig import embedded_ed25519
-from gitedge.adapters.sshworkers import AheadChecks
-from gitedge.agent import verifying
+from gitedge.adapters.trust import sshworkers
+from gitedge.adapters.trust.sshsig import embedded_ed25519
+from gitedge.adapters.trust.sshworkers import AheadChecks
+from gitedge.agent.steps import verifyrange as verifying
 from gitedge.cli import main
 
 pytestmark = pytest.mark.timeout(120)

@@ -28,9 +28,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.adapters.verifiedcommits import legacy_file
+from gitedge.adapters.trust.verifiedcommits import legacy_file
 from gitedge.agent.reconcile import Agent, PrintCluster
-from gitedge.agent.verifying import load_bootstrap
+from gitedge.agent.steps.verifyrange import load_bootstrap
 from gitedge.cli.status import cmd_status
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.errors import GitEdgeError
@@ -81,7 +81,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Base]:
     fleet.commit({"README.md": "no target\n"}, at=START)
     inbox = tmp / "inbox"
     inbox.mkdir()
-    from gitedge.agent.bundles import create_bundle
+    from gitedge.agent.bundles.create import create_bundle
 
     create_bundle(repo=str(fleet.path), out=inbox / "b.tar", now=NOW, all_targets=True)
     cfg = write_site(tmp / "site", git_url="git://127.0.0.1:9/absent.git", key=key,

@@ -1,4 +1,4 @@
-"""Rendering of system-upgrade-controller Plans (core/suc.py, and ``manifests`` in plan JSON).
+"""Rendering of system-upgrade-controller Plans (core/rollout/sucplans.py, and ``manifests`` in plan JSON).
 
 Covers: the documented shape of upgrade.cattle.io/v1 Plans (a schema written in this file from
 SUC's API types: spec fields, container spec, drain spec, window with SUC's day names), the K3s
@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from gitedge.core.fleet import Drain, OsTarget, Rollout
-from gitedge.core.suc import (
+from gitedge.core.fleet.model import Drain, OsTarget, Rollout
+from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
+from gitedge.core.rollout.sucplans import (
     AGENT_PLAN,
     OS_AGENT_PLAN,
     OS_SERVER_PLAN,
@@ -29,7 +30,6 @@ from gitedge.core.suc import (
     k3s_plans,
     os_plans,
 )
-from gitedge.core.windowspec import MaintenanceWindowSpec
 from tests.plancrd import assert_valid_plan
 
 DIGEST = "sha256:" + "ab" * 32
@@ -280,7 +280,7 @@ def test_k3s_image_pinned_by_digest_once_mirrored() -> None:
         (
             OsTarget(image="registry.example.com/edge/os:1.5.0", upgrader="bootc"),
             # bootc documents no SUC Plan: its CLI's `switch --apply`, run as the host's own
-            # bootc in the host's namespaces (core/upgraders.py cites bootc's docs and source)
+            # bootc in the host's namespaces (core/rollout/upgraders.py cites bootc's docs and source)
             [
                 "nsenter",
                 "-i",
@@ -387,10 +387,10 @@ def test_a_new_os_digest_under_the_same_tag_is_a_new_suc_rollout() -> None:
 def test_plan_json_carries_the_next_step_only() -> None:
     from pathlib import Path
 
-    from gitedge.adapters.worktree import read_tree
+    from gitedge.adapters.git.worktree import read_tree
     from gitedge.core.config import load_site_file
-    from gitedge.core.fleet import load_fleet
-    from gitedge.core.planning import plan, plan_json
+    from gitedge.core.fleet.model import load_fleet
+    from gitedge.core.rollout.planning import plan, plan_json
     from gitedge.core.validation import site_facts, site_of
 
     root = Path(__file__).resolve().parent.parent / "examples"

@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gitedge.adapters.kube import Kube
+from gitedge.adapters.kube.cluster import Kube
 from gitedge.agent.reconcile import Agent
-from gitedge.agent.status import status_text
+from gitedge.agent.steps.status import status_text
 from gitedge.cli import main as cli_main
 from gitedge.core.config import AgentConfig, load_site_file
-from gitedge.core.images import ImageRef
-from gitedge.core.suc import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
+from gitedge.core.images.refs import ImageRef
+from gitedge.core.rollout.sucplans import AGENT_PLAN, OS_AGENT_PLAN, OS_SERVER_PLAN, SERVER_PLAN
 from tests import k3sregistries as k3s
 from tests.agentkit import START, push_image, relay, served_fleet_repo
 from tests.gitserver import git_daemon

@@ -18,7 +18,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from gitedge.core.clusterstate import (
+from gitedge.core.fleet.model import Drain, OsTarget, Rollout, load_fleet
+from gitedge.core.fleet.selectors import LabelSelector
+from gitedge.core.rollout.clusterstate import (
     ClusterSnapshot,
     NodeFacts,
     PlanState,
@@ -26,11 +28,9 @@ from gitedge.core.clusterstate import (
     digest_status,
     munge_version,
 )
-from gitedge.core.decision import decide
-from gitedge.core.fleet import Drain, OsTarget, Rollout, load_fleet
-from gitedge.core.planning import plan
-from gitedge.core.selectors import LabelSelector
-from gitedge.core.suc import (
+from gitedge.core.rollout.decision import decide
+from gitedge.core.rollout.planning import plan
+from gitedge.core.rollout.sucplans import (
     AGENT_PLAN,
     OS_AGENT_PLAN,
     OS_SERVER_PLAN,
@@ -234,7 +234,9 @@ def test_k3s_worker_plan_follows_its_complete_control_plane_plan():
     planned = plan(fleet, facts, now=fs.IN_WINDOW, site=SITE)
     first = decide(plan=planned, snapshot=ClusterSnapshot(tuple(nodes), ()), now=fs.IN_WINDOW,
                    site=SITE)  # fmt: skip
-    server = dict(first.actions[0].manifest)  # as written: server-0 admitted (core/admission)
+    server = dict(
+        first.actions[0].manifest
+    )  # as written: server-0 admitted (core/rollout/admission)
     live = PlanState.from_object({**server, "status": suc_status(server)})
     d = decide(plan=planned, snapshot=ClusterSnapshot(tuple(nodes), (live,)), now=fs.IN_WINDOW,
                site=SITE)  # fmt: skip

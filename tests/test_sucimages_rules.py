@@ -1,4 +1,4 @@
-"""The pure rules of gitedge/core/sucimages.py: which kubectl image SUC's Jobs run (the
+"""The pure rules of gitedge/core/delivery/sucimages.py: which kubectl image SUC's Jobs run (the
 kubelet's env precedence, then job.go's KubectlImage and defaultKubectlImage per release), the
 skew warning, and which pulls failed."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from gitedge.core.sucimages import (
+from gitedge.core.delivery.sucimages import (
     default_kubectl_image,
     env_configmaps,
     kubectl_skew,

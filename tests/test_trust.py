@@ -1,4 +1,4 @@
-"""Commit verification against the trust policy (core/trust.py via agent/verifying.py and the
+"""Commit verification against the trust policy (core/trust/decision.py via agent/steps/verifyrange.py and the
 ``gitedge verify`` CLI).
 
 Covers: commits signed by the reference signers (``git commit -S`` with ssh-keygen keys of all
@@ -31,12 +31,13 @@ from sigtools import (
     stop_gpg,
 )
 
-from gitedge.adapters import sshworkers, verifywalk
-from gitedge.adapters.gitrepo import GitRepo
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.sshworkers import AheadChecks
-from gitedge.agent import verifying
-from gitedge.agent.verifying import (
+from gitedge.adapters.git.repo import GitRepo
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.trust import commitwalk as verifywalk
+from gitedge.adapters.trust import sshworkers
+from gitedge.adapters.trust.sshworkers import AheadChecks
+from gitedge.agent.steps import verifyrange as verifying
+from gitedge.agent.steps.verifyrange import (
     VerifiedCommits,
     checker_for,
     load_bootstrap,

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.state import State
-from gitedge.agent.bundles import create_bundle, import_bundle
+from gitedge.agent.bundles.create import create_bundle, import_bundle
 from gitedge.agent.reconcile import Pass
-from gitedge.agent.verifying import RULES, VerifiedCommits, load_bootstrap
+from gitedge.agent.steps.verifyrange import RULES, VerifiedCommits, load_bootstrap
 from gitedge.core.config import load_site_file
 from gitedge.errors import VerificationFailed
 from tests.agentkit import fleet_files
@@ -136,8 +136,8 @@ def test_verify_since_refuses_the_retired_keys_merge_in_both_orders(story: Story
             assert doc["reason"] == expected_reason(name), (name, doc)
     # the whole history, from the bootstrap, says the same
     bootstrap = load_bootstrap(story.pinned)
-    from gitedge.adapters.gitrepo import GitRepo
-    from gitedge.agent.verifying import verify_range
+    from gitedge.adapters.git.repo import GitRepo
+    from gitedge.agent.steps.verifyrange import verify_range
 
     git = GitRepo(path=story.repo.path)
     assert verify_range(git, bootstrap=bootstrap, rev=story.tip).tip == story.tip

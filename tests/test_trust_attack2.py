@@ -1,6 +1,6 @@
 """Attacks on the trust rules (second round, after issue 13), each with the real tools where the
 attack is a git history (``git commit -S`` with ssh-keygen keys, ``gitedge verify``) and with
-``core/trustdecision.decide`` driven directly where it is a rule.
+``core/trust/decision.decide`` driven directly where it is a rule.
 
 1. Back-dating through an exempt commit (``verify: first-parent``): a key whose ``validBefore``
    has passed cannot date a commit back past its parent (``date-before-parent``), but an unsigned
@@ -54,10 +54,10 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters import verifywalk
-from gitedge.adapters.gitrepo import GitRepo
-from gitedge.agent.verifying import load_bootstrap, verify_range
-from gitedge.core.trustdecision import decide
+from gitedge.adapters.git.repo import GitRepo
+from gitedge.adapters.trust import commitwalk as verifywalk
+from gitedge.agent.steps.verifyrange import load_bootstrap, verify_range
+from gitedge.core.trust.decision import decide
 from gitedge.errors import VerificationFailed
 from tests.sigtools import SignedRepo, SshKey, make_ssh_key, sign_args
 from tests.test_trust_rules import FakeChecker, Pol, _boot, _reason, run
@@ -477,7 +477,7 @@ def test_a_trust_file_that_cannot_be_read_is_invalid_trust_policy_of_its_commit(
     assert code == 1 and "Traceback" not in err, (doc, err)
     assert doc.get("commit") == odd and doc.get("reason") == "invalid-trust-policy", (doc, err)
     if what != "over 1 MiB":
-        from gitedge.adapters.gitrepo import read_commit_tree
+        from gitedge.adapters.git.repo import read_commit_tree
         from gitedge.errors import InvalidFleetRepo
 
         with pytest.raises(InvalidFleetRepo, match="not a file"):

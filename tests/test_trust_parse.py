@@ -1,4 +1,4 @@
-"""Reading TrustPolicy files without the models (core/trust.py ``policy_from_yaml``).
+"""Reading TrustPolicy files without the models (core/trust/policy.py ``policy_from_yaml``).
 
 Covers: a plain trust file (the common shape) is read without pydantic and gives the policy the
 models give; any document the plain reader takes is one the models accept with the same signers
@@ -19,9 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core import trustpolicy as trust
-from gitedge.core.trustpolicy import parse_trust_policy, policy_from_model, policy_from_yaml
-from gitedge.core.yamldoc import parse_documents
+from gitedge.core.fleet.yamldoc import parse_documents
+from gitedge.core.trust import policy as trust
+from gitedge.core.trust.policy import parse_trust_policy, policy_from_model, policy_from_yaml
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPi/bBZgfEqxEJAzvhnUOypFuJ2wl4UwsdQ627CA+EGg r@x"
 
@@ -67,7 +67,7 @@ def test_a_plain_trust_file_is_read_without_the_models_and_gives_their_policy() 
     assert policy_from_yaml(data, source="s") == by_models(data)
     # and it does so without importing pydantic (a fresh interpreter)
     code = (
-        "import sys; from gitedge.core.trustpolicy import policy_from_yaml; "
+        "import sys; from gitedge.core.trust.policy import policy_from_yaml; "
         f"p = policy_from_yaml({data!r}, source='s'); "
         "assert 'pydantic' not in sys.modules, 'pydantic was imported'; print(len(p.signers))"
     )

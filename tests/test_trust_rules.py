@@ -1,4 +1,4 @@
-"""The trust rules as properties over generated histories (issue 13): core/trustdecision.decide driven
+"""The trust rules as properties over generated histories (issue 13): core/trust/decision.decide driven
 directly, with a fake signature checker (a signature names its key; the policy says whether that
 key is there, with which roles and validity window), hundreds of histories in a few seconds.
 
@@ -46,9 +46,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core.trustdecision import decide
-from gitedge.core.trustgraph import DATE_TOLERANCE
-from gitedge.core.trustpolicy import Policy, PolicySigner, policy_from_yaml
+from gitedge.core.trust.decision import decide
+from gitedge.core.trust.history import DATE_TOLERANCE
+from gitedge.core.trust.policy import Policy, PolicySigner, policy_from_yaml
 from gitedge.errors import RollbackRefused, VerificationFailed
 
 EXAMPLES = 800

@@ -3,7 +3,7 @@ same-minor patch, missing minor, downgrade, major change, release candidates, ma
 
 import pytest
 
-from gitedge.core.versions import K3sVersion, upgrade_path
+from gitedge.core.fleet.versions import K3sVersion, upgrade_path
 from gitedge.errors import UpgradePathError, VersionError
 
 V = K3sVersion.parse

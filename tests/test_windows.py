@@ -1,4 +1,4 @@
-"""Maintenance windows (gitedge.core.windows): both shapes (days/start/end and cron/duration),
+"""Maintenance windows (gitedge.core.fleet.windows): both shapes (days/start/end and cron/duration),
 wrap past midnight and the "24:00" end, merged touching openings, DST spring-forward and fall-back
 in Europe/Berlin, America/New_York and Australia/Sydney (gap -> first instant after it, ambiguous
 -> first occurrence, cron durations in real time), blackouts (inclusive at both ends, across a year
@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gitedge.core.cronspec import parse_cron
-from gitedge.core.windows import WindowState, closes_at, is_open, next_open, window_state
-from gitedge.core.windowspec import MaintenanceWindowSpec
+from gitedge.core.fleet.cronspec import parse_cron
+from gitedge.core.fleet.windows import WindowState, closes_at, is_open, next_open, window_state
+from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
 from gitedge.errors import WindowError
 
 ALL = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -3,7 +3,7 @@
 Over generated fleet windows (days/start/end with wraps past midnight and ``24:00`` ends,
 weekly, daily and monthly cron + duration, blackouts, zones with DST in both hemispheres and a
 30-minute one), an instant at which the agent admits a batch, and a Job deadline, the SUC
-``window`` :func:`~gitedge.core.sucwindow.admission_window` returns is read with the port of
+``window`` :func:`~gitedge.core.rollout.sucwindow.admission_window` returns is read with the port of
 kured's ``Contains`` (tests/kuredwindow.py, what SUC's generating handler calls when
 ``status.applying`` is empty):
 
@@ -31,16 +31,16 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gitedge.core import admission as adm
-from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
-from gitedge.core.decision import decide
-from gitedge.core.fleet import Fleet, load_fleet
-from gitedge.core.planning import plan
-from gitedge.core.suc import Site
-from gitedge.core.sucwindow import SAFE_FOR, SUC_LATENCY, admission_window
+from gitedge.core.fleet.model import Fleet, load_fleet
+from gitedge.core.fleet.windows import window_state
+from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
+from gitedge.core.rollout import admission as adm
+from gitedge.core.rollout.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
+from gitedge.core.rollout.decision import decide
+from gitedge.core.rollout.planning import plan
+from gitedge.core.rollout.sucplans import Site
+from gitedge.core.rollout.sucwindow import SAFE_FOR, SUC_LATENCY, admission_window
 from gitedge.core.timefmt import iso_z
-from gitedge.core.windows import window_state
-from gitedge.core.windowspec import MaintenanceWindowSpec
 from tests.kuredwindow import TimeWindow
 from tests.sucsim import resolved_hash
 

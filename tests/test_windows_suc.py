@@ -1,5 +1,5 @@
-"""What SUC's window gate does with the windows gitedge writes (core/sucwindow.py) and the
-admission rules (core/admission.py, core/decision.py), checked with the port of kured's
+"""What SUC's window gate does with the windows gitedge writes (core/rollout/sucwindow.py) and the
+admission rules (core/rollout/admission.py, core/rollout/decision.py), checked with the port of kured's
 ``Contains`` in tests/kuredwindow.py (the check SUC's handle_upgrade.go runs).
 
 Each test here failed on main before issue 14 (#4): the SUC window was the fleet window copied
@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gitedge.core import admission as adm
-from gitedge.core.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
-from gitedge.core.decision import decide
-from gitedge.core.planning import plan
-from gitedge.core.suc import AGENT_PLAN, SERVER_PLAN, suc_window
-from gitedge.core.sucwindow import JOB_TTL, admission_window
-from gitedge.core.windows import is_open
-from gitedge.core.windowspec import MaintenanceWindowSpec
+from gitedge.core.fleet.windows import is_open
+from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
+from gitedge.core.rollout import admission as adm
+from gitedge.core.rollout.clusterstate import ClusterSnapshot, NodeFacts, PlanState, cluster_facts
+from gitedge.core.rollout.decision import decide
+from gitedge.core.rollout.planning import plan
+from gitedge.core.rollout.sucplans import AGENT_PLAN, SERVER_PLAN, suc_window
+from gitedge.core.rollout.sucwindow import JOB_TTL, admission_window
 from tests import fleetstory as fs
 from tests.kubeapi import KubeEmulator
 from tests.kuredwindow import suc_window_contains
@@ -89,7 +89,7 @@ def test_a_blackout_or_a_monthly_cron_ahead_makes_the_window_inexact_not_unsafe_
 
 
 def fs_blackout(a: str, b: str) -> Any:
-    from gitedge.core.windowspec import Blackout
+    from gitedge.core.fleet.windowspec import Blackout
 
     return Blackout.model_validate({"from": a, "to": b})
 

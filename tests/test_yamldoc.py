@@ -10,8 +10,8 @@ import pytest
 
 from gitedge.adapters import yamlworkers
 from gitedge.adapters.yamlworkers import ParsedFiles
-from gitedge.core import yamldoc
-from gitedge.core.yamldoc import parse_documents
+from gitedge.core.fleet import yamldoc
+from gitedge.core.fleet.yamldoc import parse_documents
 
 
 class _Proc:

@@ -1,7 +1,7 @@
 """The one fork pool: worker processes made with ``fork``, for CPU-bound work on data already here.
 
 Used by YAML parsing (:mod:`gitedge.adapters.yamlworkers`) and by the ahead-of-time signature
-checks (:mod:`gitedge.adapters.sshworkers`). A fork costs milliseconds (no new interpreter, no
+checks (:mod:`gitedge.adapters.trust.sshworkers`). A fork costs milliseconds (no new interpreter, no
 imports) and the child inherits the work through memory, so nothing is sent to it.
 
 - :func:`cpus`: how many CPUs this process may run on (its affinity mask), capped.

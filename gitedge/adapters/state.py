@@ -7,7 +7,7 @@ What the agent must not lose across crashes, reboots and months offline:
 - every image it mirrored and verified into the cache (upstream reference -> digest);
 - every step it applied, and when SUC reported it done;
 - the ids of commits already verified, by trust-rules version and bootstrap (a cache: table
-  ``verified``, read by :class:`gitedge.adapters.verifiedcommits.VerifiedCommits`).
+  ``verified``, read by :class:`gitedge.adapters.trust.verifiedcommits.VerifiedCommits`).
 
 Each update is one SQLite transaction (WAL journal, ``synchronous=FULL``): a process killed at
 any instant leaves either the old or the new value, never half of one. Values are JSON text;
@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from gitedge.core.images import ImageRef
-from gitedge.core.ocimanifest import is_digest
+from gitedge.core.images.manifests import is_digest
+from gitedge.core.images.refs import ImageRef
 from gitedge.errors import StateError
 
 log = logging.getLogger("gitedge.state")
@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS applied (
     PRIMARY KEY (component, step)
 );
 CREATE TABLE IF NOT EXISTS verified (
-    rules TEXT NOT NULL,         -- the trust rules' version (agent/verifying.py RULES)
+    rules TEXT NOT NULL,         -- the trust rules' version (agent/steps/verifyrange.py RULES)
     bootstrap TEXT NOT NULL,     -- the bootstrap policy's digest, shortened
     commit_id TEXT NOT NULL,     -- a commit verified under both
     PRIMARY KEY (rules, bootstrap, commit_id)

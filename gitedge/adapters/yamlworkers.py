@@ -6,7 +6,7 @@ validate what is ready) meanwhile. Worker ``i`` parses files ``i, i+n, ...`` (in
 fork, nothing sent) and streams back plain values, which pickle ten times faster than validated
 models; results are taken in file order. A file whose result does not arrive (its worker died or
 raised) is parsed in the caller, which then raises whatever the worker could not report.
-The parsing itself is :func:`gitedge.core.yamldoc.parse_values` (pure).
+The parsing itself is :func:`gitedge.core.fleet.yamldoc.parse_values` (pure).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gitedge.adapters.forkpool import Ordered, can_fork, cpus
-from gitedge.core.fleetfiles import FleetFiles
-from gitedge.core.snapshot import Snapshot
-from gitedge.core.yamldoc import Document, Parsed, documents, parse_values
+from gitedge.core.fleet.files import FleetFiles
+from gitedge.core.fleet.snapshot import Snapshot
+from gitedge.core.fleet.yamldoc import Document, Parsed, documents, parse_values
 from gitedge.errors import Problem, WorkerFailed
 
 PARALLEL_BYTES = 2 << 20  # below this much YAML, starting workers costs more than it saves
@@ -32,7 +32,7 @@ def fleet_files(snapshot: Snapshot, *, subdir: str = "", origin: str = "") -> Fl
 
 
 def parse_many(files: Sequence[tuple[bytes, str]]) -> ParsedFiles:
-    """:func:`gitedge.core.yamldoc.parse_documents` over ``(data, path)`` pairs, in forked
+    """:func:`gitedge.core.fleet.yamldoc.parse_documents` over ``(data, path)`` pairs, in forked
     workers when there is enough YAML and forking is safe; take the results with next()."""
     return ParsedFiles(files, workers(sum(len(data) for data, _ in files)))
 

@@ -1,7 +1,7 @@
 """The cluster of ``apply.mode: print``: nodes from the config, Plans printed instead of applied.
 
-``apply.mode: suc`` talks to the real API through :class:`gitedge.adapters.kube.Kube`; both
-satisfy :class:`gitedge.agent.applying.ClusterApi`, so the reconcile pass is the same code.
+``apply.mode: suc`` talks to the real API through :class:`gitedge.adapters.kube.cluster.Kube`; both
+satisfy :class:`gitedge.agent.steps.applyplans.ClusterApi`, so the reconcile pass is the same code.
 
 Print mode is a dry run against the cluster the config describes: every pass decides from that
 description alone (no Plan is ever there, none ever finishes), so what it decides is what the
@@ -20,11 +20,11 @@ from typing import Any
 import yaml
 
 from gitedge.adapters.state import State
-from gitedge.core.clusterstate import HOSTNAME_LABEL, ClusterSnapshot, NodeFacts
-from gitedge.core.conditions import Condition
 from gitedge.core.config import AgentConfig
-from gitedge.core.planmanifests import Action
-from gitedge.core.suc import CONTROL_PLANE
+from gitedge.core.rollout.clusterstate import HOSTNAME_LABEL, ClusterSnapshot, NodeFacts
+from gitedge.core.rollout.planmanifests import Action
+from gitedge.core.rollout.sucplans import CONTROL_PLANE
+from gitedge.core.status.conditions import Condition
 
 __all__ = ["PrintCluster"]
 

@@ -37,16 +37,16 @@ from typing import Any
 
 import yaml
 
-from gitedge.adapters.worktree import read_tree
-from gitedge.agent.bundles import BUNDLE_IMPORTED, create_bundle
+from gitedge.adapters.git.worktree import read_tree
+from gitedge.agent.bundles.create import BUNDLE_IMPORTED, create_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
-from gitedge.agent.status import status_text
+from gitedge.agent.steps.status import status_text
 from gitedge.core.config import AgentConfig
-from gitedge.core.fleet import load_fleet
-from gitedge.core.images import ImageRef
-from gitedge.core.suc import k3s_image_tag
-from gitedge.core.sucimages import SUC_IMAGE, default_kubectl_image
-from gitedge.core.windows import window_state
+from gitedge.core.delivery.sucimages import SUC_IMAGE, default_kubectl_image
+from gitedge.core.fleet.model import load_fleet
+from gitedge.core.fleet.windows import window_state
+from gitedge.core.images.refs import ImageRef
+from gitedge.core.rollout.sucplans import k3s_image_tag
 from gitedge.errors import GitEdgeError, UsageError
 
 Say = Callable[[str], None]

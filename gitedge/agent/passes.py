@@ -36,10 +36,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from gitedge.adapters.gitrefs import remote_tip
-from gitedge.agent.inbox import pending_bundles
+from gitedge.adapters.git.refs import remote_tip
+from gitedge.agent.bundles.inbox import pending_bundles
 from gitedge.agent.server import Metrics
-from gitedge.core.agentrules import FULL_PASS_EVERY_S, LastPass, pass_due, poll_needs_pass
+from gitedge.core.passrules import FULL_PASS_EVERY_S, LastPass, pass_due, poll_needs_pass
 from gitedge.errors import Transient, scrub
 
 log = logging.getLogger("gitedge.agent")
@@ -217,7 +217,7 @@ class ChildPasses:
 
     def poll(self) -> str | None:
         """Why this poll runs a pass (None: it need not). The ref check (``git ls-remote``,
-        :mod:`~gitedge.adapters.gitrefs`) is made only when nothing else makes a pass due."""
+        :mod:`~gitedge.adapters.git.refs`) is made only when nothing else makes a pass due."""
         last = None
         if self.last is not None:
             age = time.monotonic() - self.last_at

@@ -1,12 +1,12 @@
 """The types one reconcile pass is made of: the context every step reads, each step's output,
 a step's result, and the :class:`Pass` the runner assembles at the end.
 
-Each step (``agent/syncing``, ``planstep``, ``mirrorstep``, ``applystep``, ``reportstep``) is a
+Each step (``agent/steps/sync``, ``planstep``, ``mirrorstep``, ``applystep``, ``reportstep``) is a
 function of the long-lived :class:`Context` and the outputs of the steps before it, passed as
 arguments; it returns a :class:`StepResult` (the conditions it owns, its output, when to retry,
 and the error that stopped it, if any, next to what it did before). The runner
-(``agent/reconcile.py``) calls them in ``core/conditions.STEPS`` order. This module imports no
-step, so every step and the runner import it and nothing imports back.
+(``agent/reconcile.py``) calls them in ``core/status/conditions.STEPS`` order. This module imports
+no step, so every step and the runner import it and nothing imports back.
 """
 
 from __future__ import annotations
@@ -17,23 +17,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.mirroring import Location
-from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.images.mirroring import Location
+from gitedge.adapters.registry.hosts import Hosts, RetryPolicy
 from gitedge.adapters.state import State
-from gitedge.agent.applying import ApplyResult, ClusterApi
 from gitedge.agent.server import Metrics
-from gitedge.agent.verifying import VerifiedCommits
-from gitedge.core import conditions as cond
-from gitedge.core.agentrules import NeededImage
-from gitedge.core.clusterstate import ClusterSnapshot
-from gitedge.core.conditions import Condition
+from gitedge.agent.steps.applyplans import ApplyResult, ClusterApi
+from gitedge.agent.steps.verifyrange import VerifiedCommits
 from gitedge.core.config import AgentConfig
-from gitedge.core.fleet import Fleet
-from gitedge.core.images import ImageRef
-from gitedge.core.planmanifests import Action
-from gitedge.core.planning import ClusterFacts, Plan
-from gitedge.core.trustpolicy import Policy
+from gitedge.core.fleet.model import Fleet
+from gitedge.core.images.refs import ImageRef
+from gitedge.core.passrules import NeededImage
+from gitedge.core.rollout.clusterstate import ClusterSnapshot
+from gitedge.core.rollout.planmanifests import Action
+from gitedge.core.rollout.planning import ClusterFacts, Plan
+from gitedge.core.status import conditions as cond
+from gitedge.core.status.conditions import Condition
+from gitedge.core.trust.policy import Policy
 from gitedge.errors import GitEdgeError
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "Verified",
 ]
 
-#: the steps the runner calls, in the order of core/conditions.TABLE (the report runs after)
+#: the steps the runner calls, in the order of core/status/conditions.TABLE (the report runs after)
 STEP_ORDER = cond.STEPS[: cond.STEPS.index("apply") + 1]
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ class Planned:
     snapshot: ClusterSnapshot  # the read the plan was made from
     facts: ClusterFacts  # what the planner saw of it (apply plans again only when it changed)
     needed: tuple[NeededImage, ...] = ()
-    suc: dict[str, Any] = field(default_factory=dict)  # SUC's images (agent/sucwatch.py)
+    suc: dict[str, Any] = field(default_factory=dict)  # SUC's images (agent/steps/sucimages.py)
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class Pass:
         and ended ``ok`` (verify may have refused the fetched commit), the branch was fetched
         from the source, no ``Retry-After``, the clock trusted, every image in the cache, no
         action sent and every component up to date (or untargeted). The agent's parent then
-        polls by a ref check alone (``core/agentrules.pass_due``)."""
+        polls by a ref check alone (``core/passrules.pass_due``)."""
         decision = self.applied.decision if self.applied is not None else None
         # a refused commit (verify stalled) is refused again while the branch stays on it:
         # the steps after it ran from the last verified commit, so that alone leaves no work

@@ -3,8 +3,8 @@
 Each step is a function of the long-lived context (the :class:`Agent`) and the outputs of the
 steps before it, passed as arguments (``agent/passtypes.py``); it returns the conditions it owns,
 its output and when to retry (``StepResult``). The runner here calls them in the order of
-``core/conditions.TABLE``, records each outcome, and assembles the :class:`Pass` the report step
-records. A step that fails is classified by what happens next (``errors.py``):
+``core/status/conditions.TABLE``, records each outcome, and assembles the :class:`Pass` the report
+step records. A step that fails is classified by what happens next (``errors.py``):
 
 - ``Stalled``   a person must act (bad signature, rewritten branch, invalid repo, ambiguous
                 target, wrong digest): the step's condition says so, nothing is retried early;
@@ -17,11 +17,12 @@ rewritten branch leave it where it was and the later steps go on from it (a site
 year keeps applying what it verified). The mirror step copies every image of the whole K3s path
 (and the OS image) into the cache before the apply step may start any step: a site that is online
 for an hour holds the whole path afterwards; the apply step applies that plan (it plans again
-only when the cluster changed since the plan step). Decisions are pure (``core/planning``,
-``core/applying``, ``core/agentrules``, ``core/conditions``); effects happen in the steps.
+only when the cluster changed since the plan step). Decisions are pure (``core/rollout/planning``,
+``core/rollout/decision``, ``core/passrules``, ``core/status/conditions``); effects happen in the
+steps.
 
-Steps: ``agent/syncing.py`` (sync, over a ``agent/sources.Source``), ``verifystep.py`` (verify,
-clock), ``planstep.py``, ``mirrorstep.py``, ``applystep.py``, ``reportstep.py``.
+Steps: ``agent/steps/sync.py`` (sync, over a ``agent/sources.Source``), ``steps/verify.py`` (verify,
+clock), ``steps/plan.py``, ``steps/mirror.py``, ``steps/apply.py``, ``steps/report.py``.
 """
 
 from __future__ import annotations
@@ -34,24 +35,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.registryhosts import Hosts, RetryPolicy
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.registry.hosts import Hosts, RetryPolicy
 from gitedge.adapters.state import State
-from gitedge.agent.applying import ClusterApi
-from gitedge.agent.applystep import apply_planned
 from gitedge.agent.clusters import PrintCluster
-from gitedge.agent.mirrorstep import mirror_step
 from gitedge.agent.passtypes import STEP_ORDER, Context, Pass, StepResult
-from gitedge.agent.planstep import plan_step
-from gitedge.agent.reportstep import report_step
 from gitedge.agent.server import Metrics
 from gitedge.agent.sources import NetworkSource, Source
-from gitedge.agent.syncing import sync_step
-from gitedge.agent.verifying import VerifiedCommits, load_bootstrap
-from gitedge.agent.verifystep import clock_step, last_verified_tip, verify_step
-from gitedge.core import conditions as cond
-from gitedge.core.conditions import Condition
+from gitedge.agent.steps.apply import apply_planned
+from gitedge.agent.steps.applyplans import ClusterApi
+from gitedge.agent.steps.mirror import mirror_step
+from gitedge.agent.steps.plan import plan_step
+from gitedge.agent.steps.report import report_step
+from gitedge.agent.steps.sync import sync_step
+from gitedge.agent.steps.verify import clock_step, last_verified_tip, verify_step
+from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap
 from gitedge.core.config import AgentConfig
+from gitedge.core.status import conditions as cond
+from gitedge.core.status.conditions import Condition
 from gitedge.errors import (
     GitEdgeError,
     KubeApiError,
@@ -65,7 +66,7 @@ from gitedge.errors import (
 log = logging.getLogger("gitedge.agent")
 
 T = TypeVar("T")
-_OWN_CONDITION = cond.STEP_CONDITION  # core/conditions.TABLE: what a failed step sets False
+_OWN_CONDITION = cond.STEP_CONDITION  # core/status/conditions.TABLE: what a failed step sets False
 
 __all__ = ["STEP_ORDER", "Agent", "ClusterApi", "Pass", "PrintCluster", "run_pass"]
 
@@ -125,7 +126,7 @@ class _Record:
         """Run the next step (``name``, checked against the table's order); its output, or
         None when it was skipped or failed before it had any."""
         if name != STEP_ORDER[len(self.outcomes)]:
-            raise AssertionError(f"step {name} out of core/conditions.TABLE order")
+            raise AssertionError(f"step {name} out of core/status/conditions.TABLE order")
         if ctx.stop.is_set():
             self.outcomes[name] = "skipped"
             return None

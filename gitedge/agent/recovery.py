@@ -24,13 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.gitrepo import FETCHED_PREFIX
-from gitedge.adapters.gitsource import GitMirror
+from gitedge.adapters.git.repo import FETCHED_PREFIX
+from gitedge.adapters.git.source import GitMirror
 from gitedge.adapters.state import LastVerified, State
-from gitedge.adapters.verifywalk import latest_dates
-from gitedge.agent.verifying import checker_for, load_bootstrap, verify_range
-from gitedge.core.fleetfiles import TRUST_PATH
-from gitedge.core.trustpolicy import Policy, policy_from_yaml
+from gitedge.adapters.trust.commitwalk import latest_dates
+from gitedge.agent.steps.verifyrange import checker_for, load_bootstrap, verify_range
+from gitedge.core.fleet.files import TRUST_PATH
+from gitedge.core.trust.policy import Policy, policy_from_yaml
 from gitedge.errors import GitEdgeError, StateError, TrustError, UsageError
 
 __all__ = ["Accepted", "accept_history"]
@@ -68,7 +68,7 @@ def _trust_at(git: GitMirror, commit: str, *, bootstrap: Policy, digest: str) ->
 def _key_id(key_text: str) -> str:
     """A key's material, without an OpenSSH comment (two files may comment it differently)."""
     if "BEGIN PGP" in key_text:  # its primary fingerprint: armor may wrap or head it otherwise
-        from gitedge.adapters import openpgp  # pysequoia loads only for an OpenPGP key
+        from gitedge.adapters.trust import openpgp  # pysequoia loads only for an OpenPGP key
 
         try:
             return openpgp.parse_cert(key_text).fingerprint

@@ -1,7 +1,7 @@
 """When passes run: APScheduler jobs, no busy loop.
 
 - ``sync``: the next pass, ``source.interval`` after the last one (+-10% jitter); after a pass
-  whose fetch failed, exponential backoff with jitter instead (``core/agentrules.next_delay``),
+  whose fetch failed, exponential backoff with jitter instead (``core/passrules.next_delay``),
   so a site offline for months tries now and then, and a fleet that reconnects spreads out.
 - ``window``: a one-off pass at the instant a closed window that holds work opens (or when a
   registry's ``Retry-After`` ends), so the agent does not wait for the next interval.
@@ -30,8 +30,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gitedge.agent.inbox import pending_bundles
-from gitedge.core.agentrules import next_delay
+from gitedge.agent.bundles.inbox import pending_bundles
+from gitedge.core.passrules import next_delay
 from gitedge.errors import scrub
 
 log = logging.getLogger("gitedge.agent")

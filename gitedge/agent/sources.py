@@ -1,8 +1,8 @@
 """The ``Source`` port: where a pass's commits and images come from.
 
 - :class:`NetworkSource`: the fleet repo fetched from ``source.url`` (and ``source.mirrors``,
-  ``agent/gitmirrors.py``) into the mirror's fetched ref; images read upstream.
-- the bundle source (``agent/bundleimport.BundleSource``): an opened bundle's git bundle
+  ``agent/steps/gitmirrors.py``) into the mirror's fetched ref; images read upstream.
+- the bundle source (``agent/bundles/importing.BundleSource``): an opened bundle's git bundle
   imported into the same ref; its images read from its OCI layout.
 
 Either way the same steps follow (verify, plan, mirror): one verification path.
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gitedge.adapters.gittransport import SourceAuth
-from gitedge.adapters.mirroring import Location
-from gitedge.agent.gitmirrors import sync_with_mirrors
+from gitedge.adapters.git.transport import SourceAuth
+from gitedge.adapters.images.mirroring import Location
 from gitedge.agent.passtypes import Context, ImageLocator
-from gitedge.core.conditions import SOURCE_REACHABLE, Condition
+from gitedge.agent.steps.gitmirrors import sync_with_mirrors
 from gitedge.core.config import SourceAuth as SourceAuthConfig
-from gitedge.core.images import ImageRef
+from gitedge.core.images.refs import ImageRef
+from gitedge.core.status.conditions import SOURCE_REACHABLE, Condition
 
 __all__ = ["UPSTREAM", "NetworkSource", "Source", "UpstreamImages"]
 

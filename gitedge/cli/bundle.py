@@ -8,16 +8,16 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-from gitedge.adapters.registryhosts import Hosts
-from gitedge.agent.bundles import create_bundle, import_bundle, record_import
+from gitedge.adapters.registry.hosts import Hosts
+from gitedge.agent.bundles.create import create_bundle, import_bundle, record_import
 from gitedge.agent.reconcile import Agent
 from gitedge.cli.clusterapi import cluster_api
 from gitedge.cli.common import cluster_files, parse_now
 from gitedge.cli.progress import BundleProgress, size_text
 from gitedge.cli.siteconfig import agent_config
 from gitedge.core.config import load_site_file
-from gitedge.core.images import ImageRef
-from gitedge.core.sucimages import SUC_MANIFESTS, SUC_RELEASE
+from gitedge.core.delivery.sucimages import SUC_MANIFESTS, SUC_RELEASE
+from gitedge.core.images.refs import ImageRef
 from gitedge.errors import GitEdgeError, InvalidInput, UsageError
 
 

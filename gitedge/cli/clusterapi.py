@@ -13,6 +13,6 @@ from gitedge.core.config import AgentConfig
 def cluster_api(config: AgentConfig) -> Any:
     if config.apply.mode == "print":
         return PrintCluster(config=config, out=print)
-    from gitedge.adapters.kube import Kube  # kubernetes (~0.15 s, 8 MiB) for mode suc only
+    from gitedge.adapters.kube.cluster import Kube  # kubernetes (~0.15 s, 8 MiB) for mode suc only
 
     return Kube.connect(namespace=config.apply.namespace)

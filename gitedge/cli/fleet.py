@@ -14,14 +14,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from gitedge.adapters import fleetscan
-from gitedge.adapters.registryhosts import Hosts, RetryPolicy
-from gitedge.adapters.reports import ReportRepository, Unreadable
+from gitedge.adapters.registry.hosts import Hosts, RetryPolicy
+from gitedge.adapters.reports import scan as fleetscan
+from gitedge.adapters.reports.store import ReportRepository, Unreadable
 from gitedge.cli.common import parse_now, structured
 from gitedge.cli.siteconfig import agent_config
-from gitedge.core.base import parse_duration
-from gitedge.core.fleetpage import page_site, render_page
-from gitedge.core.report import (
+from gitedge.core.fleet.base import parse_duration
+from gitedge.core.fleet.selectors import parse_selector
+from gitedge.core.status.fleetpage import page_site, render_page
+from gitedge.core.status.sitereport import (
     SiteReport,
     fleet_json,
     fleet_rows,
@@ -29,7 +30,6 @@ from gitedge.core.report import (
     from_document,
     tag_for,
 )
-from gitedge.core.selectors import parse_selector
 from gitedge.core.timefmt import iso_z
 from gitedge.errors import SelectorError, UsageError
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gitedge.adapters.endpoints import endpoint_refs, first_served
-from gitedge.adapters.mirroring import Location, Mirror, parse_location
-from gitedge.adapters.registryhosts import Hosts
+from gitedge.adapters.images.endpoints import endpoint_refs, first_served
+from gitedge.adapters.images.mirroring import Location, Mirror, parse_location
+from gitedge.adapters.registry.hosts import Hosts
 from gitedge.cli.common import structured
 from gitedge.cli.progress import MirrorProgress, mib
-from gitedge.core.images import ImageRef
-from gitedge.core.ocimanifest import Platform
+from gitedge.core.images.manifests import Platform
+from gitedge.core.images.refs import ImageRef
 from gitedge.errors import UsageError
 
 

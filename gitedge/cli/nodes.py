@@ -1,8 +1,8 @@
 """``node-config``: the files each node of a site needs to pull from the site's registry cache.
 
-The rendering is :mod:`gitedge.core.nodeconfig`; this reads the AgentConfig, the cache's CA file
-and the fleet repo (``--repo`` a working tree, or a git repo with ``--rev``; else the agent's own
-mirror at its last verified commit), and prints or writes the files.
+The rendering is :mod:`gitedge.core.delivery.nodeconfig`; this reads the AgentConfig, the cache's CA
+file and the fleet repo (``--repo`` a working tree, or a git repo with ``--rev``; else the agent's
+own mirror at its last verified commit), and prints or writes the files.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 import yaml
 
 from gitedge.adapters.fleetload import load_files
-from gitedge.adapters.gitrepo import GitRepo, read_commit_tree
+from gitedge.adapters.git.repo import GitRepo, read_commit_tree
+from gitedge.adapters.git.worktree import read_tree
 from gitedge.adapters.state import STATUS, State
-from gitedge.adapters.worktree import read_tree
 from gitedge.adapters.yamlworkers import fleet_files
 from gitedge.cli.common import read_file, structured
 from gitedge.cli.siteconfig import agent_config, last_verified
-from gitedge.core import nodeconfig as nc
-from gitedge.core.images import ImageRef
+from gitedge.core.delivery import nodeconfig as nc
+from gitedge.core.images.refs import ImageRef
 from gitedge.errors import UsageError
 
 __all__ = ["cmd_node_config"]

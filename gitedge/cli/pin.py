@@ -1,7 +1,7 @@
 """``gitedge pin [DIR] [--check] [--update] [--config AGENT.yaml]``: name every image by digest.
 
-Each tag the fleet repo names (core/pinning.py finds them) is resolved against its registry
-(adapters/tagresolve.py) and written back as ``repo:tag@sha256:...`` (a K3s catalog entry gets
+Each tag the fleet repo names (core/delivery/pinning.py finds them) is resolved against its registry
+(adapters/registry/tags.py) and written back as ``repo:tag@sha256:...`` (a K3s catalog entry gets
 ``digest:``), spliced where the YAML parser found it: the rest of each file stays byte for byte.
 A digest already there is kept unless ``--update``; ``--check`` writes nothing and exits 1 when
 anything is unpinned, cannot be pinned, or a pinned tag now names another digest.
@@ -14,13 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from gitedge.adapters.registryhosts import Hosts, RetryPolicy
-from gitedge.adapters.tagresolve import TagResolver
-from gitedge.adapters.worktree import read_tree
+from gitedge.adapters.git.worktree import read_tree
+from gitedge.adapters.registry.hosts import Hosts, RetryPolicy
+from gitedge.adapters.registry.tags import TagResolver
 from gitedge.cli.siteconfig import agent_config
-from gitedge.core.fleet import load_fleet
-from gitedge.core.images import ImageRef
-from gitedge.core.pinning import (
+from gitedge.core.delivery.pinning import (
     Edit,
     Reference,
     check_spliced,
@@ -30,7 +28,9 @@ from gitedge.core.pinning import (
     splice,
     upgrade_images,
 )
-from gitedge.core.snapshot import resolve
+from gitedge.core.fleet.model import load_fleet
+from gitedge.core.fleet.snapshot import resolve
+from gitedge.core.images.refs import ImageRef
 from gitedge.errors import DigestMismatch, GitEdgeError, InvalidFleetRepo, scrub
 
 BOM = "\ufeff"
@@ -125,7 +125,7 @@ def _resolve(resolver: TagResolver, ref: Reference, images: list[str]) -> str:
     image repository the fleet's targets use."""
     if ref.kind != "release":
         return resolver.digest(ImageRef.parse(ref.image))
-    if len(images) == 1:  # the catalog's digest field is sha256 (core/fleet.py K3sRelease)
+    if len(images) == 1:  # the catalog's digest field is sha256 (core/fleet/model.py K3sRelease)
         return resolver.digest(ImageRef.parse(ref.image), sha256=True)
     tag = ref.image.rsplit(":", 1)[1]
     found = {ui: resolver.digest(ImageRef.parse(f"{ui}:{tag}"), sha256=True) for ui in images}

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from gitedge.adapters.worktree import read_tree
+from gitedge.adapters.git.worktree import read_tree
 from gitedge.adapters.yamlworkers import fleet_files
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.rev:
-        from gitedge.adapters.gitrepo import read_commit_tree  # pygit2 (~13 MiB) for --rev only
+        from gitedge.adapters.git.repo import read_commit_tree  # pygit2 (~13 MiB) for --rev only
 
         snapshot = read_commit_tree(repo=args.repo, rev=args.rev)
         origin = f"{args.repo}@{args.rev}"

@@ -9,9 +9,9 @@ from typing import Any
 from gitedge.adapters.fleetload import load_files
 from gitedge.cli.common import parse_now, read_file, structured
 from gitedge.core.config import load_site_file
-from gitedge.core.fleetfiles import FleetFiles
-from gitedge.core.pins import plan_unpinned
-from gitedge.core.planning import plan, plan_json
+from gitedge.core.delivery.requiredigest import plan_unpinned
+from gitedge.core.fleet.files import FleetFiles
+from gitedge.core.rollout.planning import plan, plan_json
 from gitedge.core.validation import no_documents, site_facts, site_of
 from gitedge.errors import DigestRequired, InvalidInput
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gitedge.adapters.worktree import read_tree
+from gitedge.adapters.git.worktree import read_tree
 from gitedge.cli.common import cluster_files, counted, parse_now
 from gitedge.core.schemas import all_schemas
 from gitedge.core.validation import validate

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gitedge.adapters.state import STATUS, State
-from gitedge.agent.status import before_first_pass, before_first_pass_text, status_text
+from gitedge.agent.steps.status import before_first_pass, before_first_pass_text, status_text
 from gitedge.cli.common import structured
 from gitedge.cli.siteconfig import agent_config
 

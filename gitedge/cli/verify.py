@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gitedge.adapters.gitrepo import GitRepo
-from gitedge.agent.verifying import VerifiedCommits, load_bootstrap, verify_range
+from gitedge.adapters.git.repo import GitRepo
+from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.cli.common import structured
 from gitedge.errors import RollbackRefused, VerificationFailed
 

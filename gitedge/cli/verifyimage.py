@@ -14,18 +14,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gitedge.adapters.gitsource import GitMirror
-from gitedge.adapters.imagesigs import SigSite, find_signatures, signer_keys, verify
-from gitedge.adapters.mirroring import LayoutRef, Mirror
-from gitedge.adapters.registryhosts import Hosts
-from gitedge.adapters.signedindex import check_cut_index
+from gitedge.adapters.git.source import GitMirror
+from gitedge.adapters.images.mirroring import LayoutRef, Mirror
+from gitedge.adapters.images.signedindex import check_cut_index
+from gitedge.adapters.registry.hosts import Hosts
 from gitedge.adapters.state import IMAGE_SIGNATURES, State
+from gitedge.adapters.trust.imagesigs import SigSite, find_signatures, signer_keys, verify
 from gitedge.cli.common import read_file
 from gitedge.cli.siteconfig import agent_config, last_verified
-from gitedge.core.fleet import Fleet
-from gitedge.core.fleetfiles import trust_file
-from gitedge.core.images import ImageRef, cache_host
-from gitedge.core.trustpolicy import parse_trust_policy
+from gitedge.core.fleet.files import trust_file
+from gitedge.core.fleet.model import Fleet
+from gitedge.core.images.refs import ImageRef, cache_host
+from gitedge.core.trust.policy import parse_trust_policy
 from gitedge.errors import ImageNotFound, UsageError
 
 
@@ -44,7 +44,7 @@ def _fleet_signers(config: Any, trust: str | None) -> tuple[Any, str]:
         raise UsageError(f"the agent in {state_dir} has verified no commit yet: give --trust FILE")
     git = GitMirror(mirror_dir=state_dir / "fleet.git")
     snap = git.tree_snapshot(last.commit, subdir=config.source.path)
-    # the trust file only: the rest of the commit may be for a newer agent (agent/compat.py)
+    # the trust file only: the rest of the commit may be for a newer agent (agent/steps/compat.py)
     found = trust_file(snap, subdir=config.source.path)
     try:
         at = parse_trust_policy(found[1], path=f"{last.commit[:12]}/{found[0]}") if found else None

@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from gitedge.core.base import Duration, Model
-from gitedge.core.fleet import API_VERSION, Image, Labels, Metadata, Version
-from gitedge.core.images import cache_host
-from gitedge.core.versions import K3sVersion
-from gitedge.core.yamldoc import parse_documents, validation_problems
+from gitedge.core.fleet.base import Duration, Model
+from gitedge.core.fleet.model import API_VERSION, Image, Labels, Metadata, Version
+from gitedge.core.fleet.versions import K3sVersion
+from gitedge.core.fleet.yamldoc import parse_documents, validation_problems
+from gitedge.core.images.refs import cache_host
 from gitedge.errors import InvalidFleetRepo, Problem
 
 ARCH_LABEL = "gitedge.io/arch"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitedge.core.base import Model
 from gitedge.core.config import AgentConfig, Cluster
-from gitedge.core.fleet import FLEET_KINDS
+from gitedge.core.fleet.base import Model
+from gitedge.core.fleet.model import FLEET_KINDS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -3,11 +3,11 @@
 Beyond the schema and the references, a repo is checked against each given cluster: its targets
 must resolve without ambiguity, and each K3s target must be reachable from the cluster's current
 version through the K3sReleases catalog. Without clusters, the catalog is checked against the
-targets (``core/catalogcheck.py``: build months k3s-upgrade would refuse, one digest for two
+targets (``core/fleet/catalogcheck.py``: build months k3s-upgrade would refuse, one digest for two
 upgrade image repositories), and an OS target whose image carries K3s and a K3s target of another
-version that may select one cluster are reported (core/osk3s.py). Under TrustPolicy
+version that may select one cluster are reported (core/rollout/osk3s.py). Under TrustPolicy
 ``images.requireDigest`` (the default) every image a target may make a site pull must be named by
-digest (core/pins.py).
+digest (core/delivery/requiredigest.py).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from gitedge.core.catalogcheck import catalog_problems
 from gitedge.core.config import AgentConfig, Cluster, SiteFile, derived_labels, load_site_file
-from gitedge.core.fleet import FLEET_KINDS, Fleet, load_fleet
-from gitedge.core.images import cache_host
-from gitedge.core.osk3s import fleet_disagreements
-from gitedge.core.pins import fleet_unpinned
-from gitedge.core.planning import ClusterFacts, Plan, plan
-from gitedge.core.snapshot import Snapshot
-from gitedge.core.suc import Site
+from gitedge.core.delivery.requiredigest import fleet_unpinned
+from gitedge.core.fleet.catalogcheck import catalog_problems
+from gitedge.core.fleet.model import FLEET_KINDS, Fleet, load_fleet
+from gitedge.core.fleet.snapshot import Snapshot
+from gitedge.core.images.refs import cache_host
+from gitedge.core.rollout.osk3s import fleet_disagreements
+from gitedge.core.rollout.planning import ClusterFacts, Plan, plan
+from gitedge.core.rollout.sucplans import Site
 from gitedge.errors import InvalidInput, Problem, Stalled
 
 

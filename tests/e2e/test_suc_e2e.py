@@ -44,17 +44,17 @@ from pathlib import Path
 
 import pytest
 
-from gitedge.adapters.kube import PLAN_GROUP, PLAN_PLURAL, PLAN_VERSION, Kube
-from gitedge.agent.applying import apply_step, report, status_fields
-from gitedge.core.clusterstate import (
+from gitedge.adapters.kube.cluster import PLAN_GROUP, PLAN_PLURAL, PLAN_VERSION, Kube
+from gitedge.agent.steps.applyplans import apply_step, report, status_fields
+from gitedge.core.fleet.model import Fleet, load_fleet
+from gitedge.core.fleet.versions import K3sVersion
+from gitedge.core.rollout.clusterstate import (
     DONE_LABEL_PREFIX,
     munge_version,
     resolved_hash,
 )
-from gitedge.core.fleet import Fleet, load_fleet
-from gitedge.core.readback import plans_as_written
-from gitedge.core.suc import AGENT_PLAN, CONTROL_PLANE, SERVER_PLAN, Site
-from gitedge.core.versions import K3sVersion
+from gitedge.core.rollout.readback import plans_as_written
+from gitedge.core.rollout.sucplans import AGENT_PLAN, CONTROL_PLANE, SERVER_PLAN, Site
 
 KUBECONFIG = os.environ.get("GITEDGE_E2E_KUBECONFIG")
 pytestmark = [

@@ -1,0 +1,1 @@
+"""The fleet repo's git side: fetch, bundles, objects read with caps."""

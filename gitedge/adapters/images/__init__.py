@@ -1,0 +1,1 @@
+"""Images copied into the site cache, and proved whole there."""

@@ -1,0 +1,1 @@
+"""The Kubernetes API: nodes, SUC Plans, Events, SUC itself."""

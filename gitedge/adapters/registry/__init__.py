@@ -1,0 +1,1 @@
+"""An OCI distribution client over bounded, authenticated HTTP."""

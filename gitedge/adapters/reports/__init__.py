@@ -1,0 +1,1 @@
+"""Site status reports in a registry: pushed, and read fleet-wide."""

@@ -1,0 +1,1 @@
+"""Commit and image signatures checked: SSHSIG, OpenPGP, cosign."""

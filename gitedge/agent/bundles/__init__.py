@@ -1,0 +1,1 @@
+"""Offline bundles: made, imported through the pass's steps, inboxed."""

@@ -1,0 +1,1 @@
+"""The steps of one reconcile pass, each with the rules it applies."""

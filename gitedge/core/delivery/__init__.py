@@ -1,0 +1,1 @@
+"""Getting images to a site: pins, bundles, node registry files."""

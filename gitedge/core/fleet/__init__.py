@@ -1,0 +1,1 @@
+"""What the fleet repo says: snapshot, safe YAML, the kinds, their values."""

@@ -1,0 +1,1 @@
+"""Image names, manifests and cosign signatures, as bytes: no fleet here."""

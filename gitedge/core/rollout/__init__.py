@@ -1,0 +1,1 @@
+"""From fleet, cluster facts and time to SUC Plans, and back."""

@@ -1,0 +1,1 @@
+"""What a site says about itself: conditions, reports, the fleet page."""

@@ -1,0 +1,1 @@
+"""Which commits of the fleet repo the agent accepts."""
