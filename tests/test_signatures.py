@@ -466,7 +466,9 @@ def test_openpgp_key_expired_since_is_judged_at_signing_time(tmp_path: Path) -> 
     ring = Keyring.from_keys(load_openpgp_keys(key.public, source="eve.asc"))
     check = ring.check(signature=sig, payload=PAYLOAD)
     assert (check.outcome, check.signer) == ("good", "Eve <eve@example.com>")
-    assert check.signed_at == datetime(2020, 6, 1, tzinfo=UTC)  # for core/trust/decision.py to judge
+    assert check.signed_at == datetime(
+        2020, 6, 1, tzinfo=UTC
+    )  # for core/trust/decision.py to judge
 
 
 def test_openpgp_signature_checked_against_ssh_keyring_is_unknown(
@@ -638,7 +640,9 @@ def test_validity_bounds_read_as_ssh_keygen_applies_them(
     (tk,) = load_allowed_signers(allowed(c.key, options=opts), source="as")
     assert tk.valid_after is not None and tk.valid_before is not None
     t = datetime.strptime(verify_time.ljust(14, "0"), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    assert (tk.valid_after <= t <= tk.valid_before) == inside  # the rule core/trust/decision.py applies
+    assert (
+        tk.valid_after <= t <= tk.valid_before
+    ) == inside  # the rule core/trust/decision.py applies
     assert (
         ssh_verify(
             allowed_signers=allowed(c.key, options=opts),
