@@ -35,9 +35,8 @@ __all__ = ["observe", "suc_needs"]
 
 
 def _kube(agent: Context) -> Any:
-    from gitedge.adapters.kube.cluster import (
-        Kube,  # here: the kubernetes client is not for print mode
-    )
+    # imported here: the kubernetes client (~0.15 s, 8 MiB) is not for print mode
+    from gitedge.adapters.kube.cluster import Kube
 
     return agent.cluster if isinstance(agent.cluster, Kube) else None
 
