@@ -288,6 +288,17 @@ class GitRepo:
                 f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
             ) from None
 
+    def shallow_cut(self) -> frozenset[str]:
+        """Commits whose parents a shallow clone lacks (its ``shallow`` file): libgit2 shows
+        them as roots, so their own history cannot be verified here. Empty for a full repo;
+        SourceUnavailable when a shallow repo's list cannot be read."""
+        if not self.repo.is_shallow:
+            return frozenset()
+        try:
+            return frozenset((Path(self.repo.path) / "shallow").read_text("ascii").split())
+        except (OSError, UnicodeDecodeError) as e:
+            raise SourceUnavailable(f"{self.path}: cannot read its shallow list: {e}") from None
+
     def ancestor_ids(self, rev: str) -> set[str]:
         """Ids of ``rev`` and all its ancestors: one complete walk, ids only."""
         try:

@@ -1,0 +1,91 @@
+"""Attacks on issue 17's refactor: the verified-commit cache in the state's SQLite, the one
+fork pool, the pass as steps. Each test is an attack that once worked (or a guard that held),
+with real git, real ``git commit -S`` signatures and the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gitedge.adapters.git.repo import GitRepo
+from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
+from gitedge.errors import VerificationFailed
+from tests.agentkit import trust_yaml
+from tests.sigtools import SignedRepo, allowed_signers_line, make_ssh_key
+
+
+def gitedge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gitedge", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_shallow_clone_cannot_put_a_refused_commit_in_the_cache(tmp_path: Path) -> None:
+    """``gitedge verify --cache`` over a shallow clone saw the cut commit as a root, judged it
+    by the bootstrap (where the key it is signed with is still an admin) and cached it; the
+    agent, sharing that state, then skipped it in the full history, where the key was retired
+    by the trust file of its parent."""
+    k = make_ssh_key(tmp_path, "ed25519")
+    admin2 = make_ssh_key(tmp_path, "ed25519", comment="admin2")
+    boot = tmp_path / "boot"
+    boot.write_text(allowed_signers_line("k", k))
+    r = SignedRepo(tmp_path / "repo")
+    r.commit(signer=k, date="2026-01-01T00:00:00Z")
+    retired = r.commit(
+        signer=k, files={".gitedge/trust.yaml": trust_yaml(admin2)}, date="2026-01-02T00:00:00Z"
+    )
+    bad = r.commit(signer=k, date="2026-01-03T00:00:00Z")  # k is no longer trusted here
+    bootstrap = load_bootstrap(boot)
+    with pytest.raises(VerificationFailed) as full:
+        verify_range(GitRepo(path=r.path), bootstrap=bootstrap, rev=bad)
+    assert (full.value.commit, full.value.reason) == (bad, "unknown-key")
+
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{r.path}", str(shallow)],
+        check=True,
+        env=r.env,
+    )
+    state = tmp_path / "state"
+    state.mkdir()
+    out = gitedge("verify", "--repo", str(shallow), "--trust", str(boot), "--cache", str(state))
+    assert out.returncode != 0, out.stdout
+    assert "shallow" in out.stderr and "Traceback" not in out.stderr
+
+    cache = VerifiedCommits(state, bootstrap=bootstrap)
+    try:
+        assert bad not in cache
+        with pytest.raises(VerificationFailed) as agent:  # the agent's range from `retired`
+            verify_range(
+                GitRepo(path=r.path), bootstrap=bootstrap, rev=bad, since=retired, cache=cache
+            )
+        assert agent.value.commit == bad
+    finally:
+        cache.close()
+
+
+def test_shallow_clone_cut_below_the_range_still_verifies(tmp_path: Path) -> None:
+    """The refusal is about cut commits in the range only: ``--since`` at or above the cut
+    verifies as in a full clone."""
+    k = make_ssh_key(tmp_path, "ed25519")
+    boot = tmp_path / "boot"
+    boot.write_text(allowed_signers_line("k", k))
+    r = SignedRepo(tmp_path / "repo")
+    for day in range(1, 4):
+        r.commit(signer=k, date=f"2026-01-0{day}T00:00:00Z")
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "2", f"file://{r.path}", str(shallow)],
+        check=True,
+        env=r.env,
+    )
+    out = gitedge("verify", "--repo", str(shallow), "--trust", str(boot), "--since", "HEAD~1")
+    assert out.returncode == 0, out.stderr
+    assert "verified 1 commit(s)" in out.stdout
