@@ -89,3 +89,35 @@ def test_shallow_clone_cut_below_the_range_still_verifies(tmp_path: Path) -> Non
     out = gitedge("verify", "--repo", str(shallow), "--trust", str(boot), "--since", "HEAD~1")
     assert out.returncode == 0, out.stderr
     assert "verified 1 commit(s)" in out.stdout
+
+
+def test_info_grafts_cannot_make_a_retired_keys_commit_a_root(tmp_path: Path) -> None:
+    """libgit2 honours ``info/grafts``: a repository handed over with one listing a commit as
+    a root had that commit judged by the bootstrap, not by its parent's trust file (where its
+    key was retired): it removed the trust file and was accepted, and cached."""
+    k = make_ssh_key(tmp_path, "ed25519")
+    admin2 = make_ssh_key(tmp_path, "ed25519", comment="admin2")
+    boot = tmp_path / "boot"
+    boot.write_text(allowed_signers_line("k", k))
+    r = SignedRepo(tmp_path / "repo")
+    r.commit(signer=k, date="2026-01-01T00:00:00Z")
+    r.commit(
+        signer=k, files={".gitedge/trust.yaml": trust_yaml(admin2)}, date="2026-01-02T00:00:00Z"
+    )
+    bad = r.commit(signer=k, files={".gitedge/trust.yaml": None}, date="2026-01-03T00:00:00Z")
+    handed = tmp_path / "handed.git"
+    subprocess.run(
+        ["git", "clone", "-q", "--mirror", f"file://{r.path}", str(handed)], check=True, env=r.env
+    )
+    (handed / "info").mkdir(exist_ok=True)
+    (handed / "info" / "grafts").write_text(f"{bad}\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    out = gitedge("verify", "--repo", str(handed), "--trust", str(boot), "--cache", str(state))
+    assert out.returncode != 0, out.stdout
+    assert "grafts" in out.stderr and "Traceback" not in out.stderr
+    cache = VerifiedCommits(state, bootstrap=load_bootstrap(boot))
+    try:
+        assert bad not in cache
+    finally:
+        cache.close()

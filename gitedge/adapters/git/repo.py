@@ -288,16 +288,22 @@ class GitRepo:
                 f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
             ) from None
 
-    def shallow_cut(self) -> frozenset[str]:
-        """Commits whose parents a shallow clone lacks (its ``shallow`` file): libgit2 shows
-        them as roots, so their own history cannot be verified here. Empty for a full repo;
-        SourceUnavailable when a shallow repo's list cannot be read."""
-        if not self.repo.is_shallow:
-            return frozenset()
-        try:
-            return frozenset((Path(self.repo.path) / "shallow").read_text("ascii").split())
-        except (OSError, UnicodeDecodeError) as e:
-            raise SourceUnavailable(f"{self.path}: cannot read its shallow list: {e}") from None
+    def grafted(self) -> frozenset[str]:
+        """Commits whose parents libgit2 shows other than they are written: a shallow clone's
+        cut commits (its ``shallow`` file: shown as roots) and those of ``info/grafts`` (any
+        parents). Their history cannot be verified here. SourceUnavailable when such a list
+        exists but cannot be read."""
+        gitdir = Path(self.repo.path)
+        ids: set[str] = set()
+        for name in ("shallow", "info/grafts"):
+            try:
+                text = (gitdir / name).read_text("ascii")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as e:
+                raise SourceUnavailable(f"{self.path}: cannot read its {name}: {e}") from None
+            ids.update(line.split()[0] for line in text.splitlines() if line.split())
+        return frozenset(ids)
 
     def ancestor_ids(self, rev: str) -> set[str]:
         """Ids of ``rev`` and all its ancestors: one complete walk, ids only."""
