@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gitedge.adapters.git.repo import GitRepo
 from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
-from gitedge.errors import VerificationFailed
+from gitedge.errors import GitEdgeError, VerificationFailed
 from tests.agentkit import trust_yaml
 from tests.sigtools import SignedRepo, allowed_signers_line, make_ssh_key
 
@@ -121,3 +122,62 @@ def test_info_grafts_cannot_make_a_retired_keys_commit_a_root(tmp_path: Path) ->
         assert bad not in cache
     finally:
         cache.close()
+
+
+def test_a_concurrent_import_is_not_rolled_back_by_a_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No lock keeps ``gitedge bundle import`` and the agent's pass apart (both record the last
+    verified commit in one SQLite). A pass read L, verified (L, R] while the import moved the
+    record to B (after L, not before R), then wrote R over it: the site went back from B to a
+    commit B does not lead to, and the rollback rule was skipped. The pass must not record
+    then (the next one verifies again, from B)."""
+    from gitedge.adapters.state import LastVerified, State
+    from gitedge.agent.passtypes import Synced
+    from gitedge.agent.steps import verify as verify_module
+    from tests.gitserver import git_daemon
+    from tests.test_bundle import agent_of, write_site
+
+    k = make_ssh_key(tmp_path, "ed25519")
+    served = tmp_path / "served"
+    r = SignedRepo(served / "fleet")
+    base = r.commit(signer=k, date="2026-01-01T00:00:00Z")
+    bundled = r.commit(signer=k, date="2026-01-02T00:00:00Z")  # the bundle's tip, B
+    r.git("checkout", "-q", "-b", "side", base)
+    offered = r.commit(signer=k, date="2026-01-03T00:00:00Z")  # R: after L, not after B
+    r.git("checkout", "-q", "main")
+    r.git("reset", "-q", "--hard", base)
+    with git_daemon(served) as url:
+        cfg = write_site(tmp_path / "site", git_url=f"{url}/fleet", key=k, k3s="v1.27.16+k3s1")
+        agent = agent_of(cfg)
+        try:
+            now = datetime.fromtimestamp(1_767_400_000, UTC)
+            fetched = agent.git.fetch(url=f"{url}/fleet", branch="main")
+            assert verify_module.verify_step(agent, Synced(fetched), now=now).output is not None
+            assert agent.state.last_verified is not None
+            assert agent.state.last_verified.commit == base
+            r.git("reset", "-q", "--hard", offered)
+            fetched = agent.git.fetch(url=f"{url}/fleet", branch="main")
+            assert fetched == offered
+            real = verify_module.verify_range
+
+            def meanwhile(*args: object, **kw: object) -> object:
+                d = real(*args, **kw)  # type: ignore[arg-type]
+                other = State(agent.dir)  # the import, in its own process and connection
+                try:
+                    other.record_verified(
+                        LastVerified(bundled, now, now, "bootstrap", "sha256:x"), replacing=base
+                    )
+                finally:
+                    other.close()
+                return d
+
+            monkeypatch.setattr(verify_module, "verify_range", meanwhile)
+            with pytest.raises(GitEdgeError):
+                result = verify_module.verify_step(agent, Synced(fetched), now=now)
+                if result.error is not None:
+                    raise result.error
+            last = agent.state.last_verified
+            assert last is not None and last.commit == bundled
+        finally:
+            agent.close()
