@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.git.repo import GitRepo
+from gitedge.adapters.state import LastVerified, State
+from gitedge.agent.passtypes import Synced
+from gitedge.agent.steps import verify as verify_module
 from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.errors import GitEdgeError, VerificationFailed
 from tests.agentkit import trust_yaml
+from tests.gitserver import git_daemon
 from tests.sigtools import SignedRepo, allowed_signers_line, make_ssh_key
+from tests.test_bundle import agent_of, write_site
 
 
 def gitedge(*args: str) -> subprocess.CompletedProcess[str]:
@@ -132,11 +137,6 @@ def test_a_concurrent_import_is_not_rolled_back_by_a_pass(
     record to B (after L, not before R), then wrote R over it: the site went back from B to a
     commit B does not lead to, and the rollback rule was skipped. The pass must not record
     then (the next one verifies again, from B)."""
-    from gitedge.adapters.state import LastVerified, State
-    from gitedge.agent.passtypes import Synced
-    from gitedge.agent.steps import verify as verify_module
-    from tests.gitserver import git_daemon
-    from tests.test_bundle import agent_of, write_site
 
     k = make_ssh_key(tmp_path, "ed25519")
     served = tmp_path / "served"
