@@ -4,16 +4,20 @@ with real git, real ``git commit -S`` signatures and the real CLI."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from gitedge.adapters.git.repo import GitRepo
 from gitedge.adapters.state import LastVerified, State
 from gitedge.agent.passtypes import Synced
+from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.steps import verify as verify_module
 from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
 from gitedge.errors import GitEdgeError, VerificationFailed
@@ -181,3 +185,26 @@ def test_a_concurrent_import_is_not_rolled_back_by_a_pass(
             assert last is not None and last.commit == bundled
         finally:
             agent.close()
+
+
+def test_the_loop_gives_back_the_signal_handlers_it_took() -> None:
+    """``AgentLoop.run_forever`` set SIGTERM and SIGINT to its shutdown and kept them after it
+    returned: a process that ran a loop (the test process, test_agent_memory.py) then took
+    SIGTERM and Ctrl-C as "shut down a loop that is gone", and ignored them."""
+
+    def reconcile(*, now: datetime) -> SimpleNamespace:
+        return SimpleNamespace(outcomes={}, tip=None, transient=False, retry_after=None)
+
+    source = SimpleNamespace(interval=timedelta(hours=1), bundle_dir=None)
+    passes = SimpleNamespace(
+        stop=threading.Event(), config=SimpleNamespace(source=source), reconcile=reconcile
+    )
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    done = threading.Event()
+    loop = AgentLoop(passes, on_pass=lambda _: done.set())  # type: ignore[arg-type]
+    stopper = threading.Thread(target=lambda: (done.wait(), loop.shutdown()))
+    stopper.start()
+    loop.run_forever()
+    stopper.join()
+    assert loop.passes == 1
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
