@@ -4,6 +4,7 @@ with real git, real ``git commit -S`` signatures and the real CLI."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,13 +17,15 @@ import pytest
 
 from gitedge.adapters.git.repo import GitRepo
 from gitedge.adapters.state import LastVerified, State
+from gitedge.adapters.yamlworkers import ParsedFiles
 from gitedge.agent.passtypes import Synced
 from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.steps import verify as verify_module
 from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
+from gitedge.core.fleet.yamldoc import parse_documents
 from gitedge.errors import GitEdgeError, VerificationFailed
 from tests.agentkit import trust_yaml
-from tests.gitserver import git_daemon
+from tests.gitserver import git_daemon, wait_single_threaded
 from tests.sigtools import SignedRepo, allowed_signers_line, make_ssh_key
 from tests.test_bundle import agent_of, write_site
 
@@ -208,3 +211,41 @@ def test_the_loop_gives_back_the_signal_handlers_it_took() -> None:
     stopper.join()
     assert loop.passes == 1
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def _hostile_yaml() -> list[tuple[bytes, str]]:
+    laughs = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+    )
+    return [
+        (laughs.encode(), "laughs.yaml"),  # 10^9 nodes by aliases
+        (("[" * 5000 + "]" * 5000).encode(), "deep.yaml"),
+        (b"&r [*r, 1]\n", "recursive.yaml"),
+        (b"{a: 1, a: 2}\n", "dupflow.yaml"),
+        (b"k: &k {a: 1}\nm: {<<: *k, a: 2, a: 3}\n", "dupmerge.yaml"),
+        (b"kind: UpgradeTarget\n" + b"x: " + b"y" * (1 << 20) + b"\n", "huge.yaml"),
+        (b"ok: 1\n", "ok.yaml"),
+    ]
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_hostile_yaml_parses_in_workers_as_here_and_leaves_no_process(kill: bool) -> None:
+    """Alias bombs, deep and recursive nesting, duplicate keys (flow, merged) and a large file:
+    the forked workers (issue 17's one fork pool) give exactly the in-process results, a worker
+    killed mid-stream costs time only, and none is left running."""
+
+    files = _hostile_yaml() * 2
+    serial = [parse_documents(data, path=path) for data, path in files]
+    plain = [([(d.value, d.line) for d in docs], [str(p) for p in pr]) for docs, pr in serial]
+    assert all(pr for _, pr in plain[:5]) and not plain[6][1]  # each hostile one is refused
+    wait_single_threaded()
+    parsed = ParsedFiles(files, 2)
+    pids = parsed.pids
+    assert len(pids) == 2
+    if kill:
+        os.kill(pids[1], signal.SIGKILL)
+    got = [([(d.value, d.line) for d in docs], [str(p) for p in pr]) for docs, pr in parsed]
+    assert got == plain
+    for pid in pids:  # reaped by the pool: not a zombie of ours any more
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
