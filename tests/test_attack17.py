@@ -4,8 +4,10 @@ with real git, real ``git commit -S`` signatures and the real CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -249,3 +251,58 @@ def test_hostile_yaml_parses_in_workers_as_here_and_leaves_no_process(kill: bool
     for pid in pids:  # reaped by the pool: not a zombie of ours any more
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def _forge_parent_in_commit_graph(gitdir: Path, *, commit: str, parent: str) -> None:
+    """Rewrite ``objects/info/commit-graph`` (format: git's
+    Documentation/gitformat-commit-graph.txt) so that ``commit``'s first parent is ``parent``,
+    checksum fixed: git itself then shows that history."""
+    f = gitdir / "objects" / "info" / "commit-graph"
+    data = bytearray(f.read_bytes())
+    assert data[:4] == b"CGPH"
+    offsets = {}
+    for i in range(data[6] + 1):
+        at = 8 + 12 * i
+        offsets[bytes(data[at : at + 4])] = struct.unpack(">Q", data[at + 4 : at + 12])[0]
+    oidl, cdat = offsets[b"OIDL"], offsets[b"CDAT"]
+    oids = [
+        bytes(data[oidl + 20 * i : oidl + 20 * i + 20]).hex() for i in range((cdat - oidl) // 20)
+    ]
+    entry = cdat + 36 * oids.index(commit)  # tree id, parent 1, parent 2, generation+date
+    data[entry + 20 : entry + 24] = struct.pack(">I", oids.index(parent))
+    data[-20:] = hashlib.sha1(bytes(data[:-20])).digest()
+    f.chmod(0o644)
+    f.write_bytes(bytes(data))
+
+
+def test_a_forged_commit_graph_does_not_hide_an_unsigned_commit(tmp_path: Path) -> None:
+    """A repository handed over with a commit-graph that skips an unsigned commit adding a key
+    (git log believes it): the walk must still reach that commit and refuse it (held: libgit2
+    reads parents from the commit objects)."""
+    k = make_ssh_key(tmp_path, "ed25519")
+    evil = make_ssh_key(tmp_path, "ed25519", comment="evil")
+    boot = tmp_path / "boot"
+    boot.write_text(allowed_signers_line("k", k))
+    r = SignedRepo(tmp_path / "repo")
+    root = r.commit(signer=k, date="2026-01-01T00:00:00Z")
+    sneaked = r.commit(files={".gitedge/trust.yaml": trust_yaml(evil)}, date="2026-01-02T00:00:00Z")
+    tip = r.commit(signer=evil, date="2026-01-03T00:00:00Z")
+    handed = tmp_path / "handed.git"
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", f"file://{r.path}", str(handed)], check=True, env=r.env
+    )
+    subprocess.run(
+        ["git", "-C", str(handed), "commit-graph", "write", "--reachable"], check=True, env=r.env
+    )
+    _forge_parent_in_commit_graph(handed, commit=tip, parent=root)
+    shown = subprocess.run(
+        ["git", "-C", str(handed), "log", "--format=%H", tip],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=r.env,
+    ).stdout.split()
+    assert shown == [tip, root]  # the forgery fools git
+    with pytest.raises(VerificationFailed) as e:
+        verify_range(GitRepo(path=handed), bootstrap=load_bootstrap(boot), rev=tip)
+    assert (e.value.commit, e.value.reason) == (sneaked, "unsigned")
