@@ -306,3 +306,26 @@ def test_a_forged_commit_graph_does_not_hide_an_unsigned_commit(tmp_path: Path) 
     with pytest.raises(VerificationFailed) as e:
         verify_range(GitRepo(path=handed), bootstrap=load_bootstrap(boot), rev=tip)
     assert (e.value.commit, e.value.reason) == (sneaked, "unsigned")
+
+
+def test_grafts_of_the_main_repository_count_for_its_linked_worktree(tmp_path: Path) -> None:
+    """libgit2 reads ``info/grafts`` from the main repository (``commondir``) when opened on a
+    linked worktree: the check of grafted commits must look there too, or the graft attack
+    above works through ``git worktree add``."""
+    k = make_ssh_key(tmp_path, "ed25519")
+    admin2 = make_ssh_key(tmp_path, "ed25519", comment="admin2")
+    boot = tmp_path / "boot"
+    boot.write_text(allowed_signers_line("k", k))
+    r = SignedRepo(tmp_path / "repo")
+    r.commit(signer=k, date="2026-01-01T00:00:00Z")
+    r.commit(
+        signer=k, files={".gitedge/trust.yaml": trust_yaml(admin2)}, date="2026-01-02T00:00:00Z"
+    )
+    bad = r.commit(signer=k, files={".gitedge/trust.yaml": None}, date="2026-01-03T00:00:00Z")
+    linked = tmp_path / "linked"
+    r.git("worktree", "add", "-q", "--detach", str(linked))
+    (r.path / ".git" / "info").mkdir(exist_ok=True)
+    (r.path / ".git" / "info" / "grafts").write_text(f"{bad}\n")
+    out = gitedge("verify", "--repo", str(linked), "--trust", str(boot), "--rev", bad)
+    assert out.returncode != 0, out.stdout
+    assert "grafts" in out.stderr and "Traceback" not in out.stderr
