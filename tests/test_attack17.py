@@ -329,3 +329,40 @@ def test_grafts_of_the_main_repository_count_for_its_linked_worktree(tmp_path: P
     out = gitedge("verify", "--repo", str(linked), "--trust", str(boot), "--rev", bad)
     assert out.returncode != 0, out.stdout
     assert "grafts" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ids_cached_before_the_graft_check_are_verified_again(tmp_path: Path) -> None:
+    """Ids cached by the rules that accepted a shallow clone's or a graft's cut commit (r3: a
+    ``gitedge verify --cache`` before the fix, in the table or an r3 text file) are not
+    trusted by the rules that refuse it: that commit is verified again, and refused."""
+    k = make_ssh_key(tmp_path, "ed25519")
+    admin2 = make_ssh_key(tmp_path, "ed25519", comment="admin2")
+    boot = tmp_path / "boot"
+    boot.write_text(allowed_signers_line("k", k))
+    r = SignedRepo(tmp_path / "repo")
+    r.commit(signer=k, date="2026-01-01T00:00:00Z")
+    retired = r.commit(
+        signer=k, files={".gitedge/trust.yaml": trust_yaml(admin2)}, date="2026-01-02T00:00:00Z"
+    )
+    bad = r.commit(signer=k, date="2026-01-03T00:00:00Z")
+    bootstrap = load_bootstrap(boot)
+    name = bootstrap.digest.removeprefix("sha256:")[:16]
+    for how in ("table", "file"):
+        state_dir = tmp_path / f"state-{how}"
+        state_dir.mkdir()
+        if how == "table":
+            s = State(state_dir)
+            s.record_verified_commits([bad], rules="r3", bootstrap=name)
+            s.close()
+        else:
+            (state_dir / f"verified-r3-{name}.txt").write_text(f"{bad}\n")
+        cache = VerifiedCommits(state_dir, bootstrap=bootstrap)
+        try:
+            assert bad not in cache, how
+            with pytest.raises(VerificationFailed) as e:
+                verify_range(
+                    GitRepo(path=r.path), bootstrap=bootstrap, rev=bad, since=retired, cache=cache
+                )
+            assert e.value.commit == bad
+        finally:
+            cache.close()
