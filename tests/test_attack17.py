@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from gitedge.adapters.git.repo import GitRepo
+from gitedge.adapters.kube.cluster import Kube
 from gitedge.adapters.state import LastVerified, State
 from gitedge.adapters.yamlworkers import ParsedFiles
 from gitedge.agent.passtypes import Synced
@@ -28,6 +29,7 @@ from gitedge.core.fleet.yamldoc import parse_documents
 from gitedge.errors import GitEdgeError, VerificationFailed
 from tests.agentkit import trust_yaml
 from tests.gitserver import git_daemon, wait_single_threaded
+from tests.kubeapi import KubeEmulator, load_deploy_rbac
 from tests.sigtools import SignedRepo, allowed_signers_line, make_ssh_key
 from tests.test_bundle import agent_of, write_site
 
@@ -366,3 +368,21 @@ def test_ids_cached_before_the_graft_check_are_verified_again(tmp_path: Path) ->
             assert e.value.commit == bad
         finally:
             cache.close()
+
+
+def test_the_kube_emulator_ends_the_connections_a_client_kept(tmp_path: Path) -> None:
+    """The cause of the threads a full-suite run kept (and of test_sshworkers.py waiting for a
+    single-threaded process): tests/kubeapi.py serves HTTP/1.1 keep-alive, and each connection
+    a still-living client kept open held a handler thread blocked on its next request after
+    the emulator stopped, until that client was collected. Stopping it ends them."""
+    wait_single_threaded()
+    assert threading.active_count() == 1
+    grants = load_deploy_rbac(Path(__file__).resolve().parent.parent / "deploy")
+    with KubeEmulator(token="t0ken", grants=grants) as api:
+        client = Kube.connect(kubeconfig=str(api.kubeconfig(tmp_path / "kc")), request_timeout=10)
+        client.snapshot()  # a request on a connection the client keeps
+    wait_single_threaded(limit_s=10)
+    try:
+        assert threading.active_count() == 1, [t.name for t in threading.enumerate()]
+    finally:
+        client.close()
