@@ -29,6 +29,7 @@ on this store: SUC itself is no longer simulated here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -289,6 +290,9 @@ class KubeEmulator:
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.hooks: list[tuple[str, str, Callable[[KubeEmulator], None]]] = []
+        # keep-alive connections a client never closed: each holds a handler thread blocked
+        # on its next request, for as long as that client lives (ended in __exit__)
+        self.connections: set[socket.socket] = set()
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -300,6 +304,13 @@ class KubeEmulator:
             def setup(self) -> None:
                 super().setup()  # headers and body go out in two writes: no Nagle delay
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with emulator.lock:
+                    emulator.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with emulator.lock:
+                    emulator.connections.discard(self.connection)
+                super().finish()
 
             def _handle(self) -> None:
                 emulator._serve(self)
@@ -329,6 +340,11 @@ class KubeEmulator:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+        with self.lock:
+            live = list(self.connections)
+        for conn in live:  # their handler threads read end-of-file and end
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def kubeconfig(self, path: Path, *, token: str | None = None) -> Path:
         token = token if token is not None else self.token

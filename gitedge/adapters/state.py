@@ -307,8 +307,9 @@ class State:
                     now = None  # not our record: not the one verified against
                 if now != replacing:
                     raise StateError(
-                        f"{self.path}: the last verified commit changed while recovering from "
-                        f"{replacing} (now {now}): nothing recorded; run the command again"
+                        f"{self.path}: the last verified commit changed while verifying from "
+                        f"{replacing} (now {now}, by another gitedge process): nothing recorded; "
+                        "run the command again"
                     )
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'last_verified'",

@@ -168,14 +168,19 @@ class AgentLoop:
             log.info("signal %d: shutting down", signum)
             self.shutdown()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, handler)
-        self._schedule("sync", self.clock())
-        if self.agent.config.source.bundle_dir:
-            self.scheduler.add_job(
-                self._poll_bundles, trigger=IntervalTrigger(seconds=BUNDLE_POLL_S), id="bundles"
-            )
-        self.scheduler.start()  # blocks until shutdown
-        with self._lock:  # wait for a pass still running to end its step
-            pass
+        # given back on return: a process that goes on after the loop (a test, an embedding)
+        # would otherwise take SIGTERM and Ctrl-C as "shut down a loop that is gone"
+        kept = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._schedule("sync", self.clock())
+            if self.agent.config.source.bundle_dir:
+                self.scheduler.add_job(
+                    self._poll_bundles, trigger=IntervalTrigger(seconds=BUNDLE_POLL_S), id="bundles"
+                )
+            self.scheduler.start()  # blocks until shutdown
+            with self._lock:  # wait for a pass still running to end its step
+                pass
+        finally:
+            for sig, previous in kept.items():
+                signal.signal(sig, previous)
         log.info("stopped after %d pass(es)", self.passes)

@@ -288,6 +288,34 @@ class GitRepo:
                 f"{self.path}: cannot walk history of {rev!r}: {scrub(str(e))}"
             ) from None
 
+    def grafted(self) -> frozenset[str]:
+        """Commits whose parents libgit2 shows other than they are written: a shallow clone's
+        cut commits (its ``shallow`` file: shown as roots) and those of ``info/grafts`` (any
+        parents), in the repository and, for a linked worktree, its main one (``commondir``).
+        Their history cannot be verified here. SourceUnavailable when such a list exists but
+        cannot be read."""
+        gitdir = Path(self.repo.path)
+        dirs = [gitdir]
+        ids: set[str] = set()
+        try:
+            common = (gitdir / "commondir").read_text("utf-8").strip()
+            dirs.append(gitdir / common)  # a linked worktree: the lists are the main repo's
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError) as e:
+            raise SourceUnavailable(f"{self.path}: cannot read its commondir: {e}") from None
+        for name in (d / n for d in dirs for n in ("shallow", "info/grafts")):
+            try:
+                text = name.read_text("ascii")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as e:
+                raise SourceUnavailable(f"{self.path}: cannot read {name}: {e}") from None
+            ids.update(line.split()[0] for line in text.splitlines() if line.split())
+        if self.repo.is_shallow and not ids:  # shallow, yet no list found: nothing is sure
+            raise SourceUnavailable(f"{self.path}: a shallow clone whose shallow list is missing")
+        return frozenset(ids)
+
     def ancestor_ids(self, rev: str) -> set[str]:
         """Ids of ``rev`` and all its ancestors: one complete walk, ids only."""
         try:

@@ -25,7 +25,9 @@ from gitedge.errors import StateError
 # The version of the trust rules in core/trust/decision.py. "r2": every parent's policy, the
 # committer date not before a parent's (issue 13); "verified-<digest>" files were written by the
 # first-parent-only rules, which accepted a retired key's merge.
-RULES = "r3"  # r3: a trust change whose keys do not parse is refused (r2 accepted it)
+RULES = "r4"  # r4: a commit a shallow clone or info/grafts shows with other parents is
+# refused (r3 judged a cut commit as a root and cached it); r3: a trust change whose keys do not
+# parse is refused (r2 accepted it)
 MAX_LEGACY_BYTES = 64 << 20  # a million commit ids; a larger file is not one we wrote
 
 log = logging.getLogger("gitedge.agent")

@@ -62,7 +62,11 @@ def verify_step(ctx: Context, synced: Synced | None, *, now: datetime) -> StepRe
                 verified_at=now,
                 policy_source=decision.policy.source,
                 policy_digest=decision.policy.digest,
-            )
+            ),
+            # unless another process (bundle import, accept-history) moved it meanwhile: the
+            # range was verified from ``tip``, and overwriting a newer record skips the
+            # rollback rule (StateError: the next pass verifies again)
+            replacing=tip,
         )
         log.info("verified %d new commit(s) up to %s", new, decision.tip)
     msg = f"{decision.tip} verified ({new} new); trust in force: {decision.policy.source}"

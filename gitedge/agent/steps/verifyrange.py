@@ -167,6 +167,13 @@ def verify_range(
         if base is not None:
             commits = exact_range(repo, commits, since=base)
         in_range = {c.id for c in commits}
+        cut = in_range & repo.grafted()
+        if cut:  # seen with other parents (none: a root judged by the bootstrap), and cached
+            raise TrustError(
+                f"{repo.path}: commit {min(cut)} is in the range and this repository rewrites "
+                "its parents (a shallow clone, or info/grafts), so its history cannot be "
+                "verified here; fetch the full history (git fetch --unshallow, no grafts)"
+            )
         outside = {p for c in commits for p in c.parents if p not in in_range}
         if base is not None:
             outside.add(base)
