@@ -20,7 +20,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     state = State(config.state.dir)
     try:
-        doc = state.doc(STATUS)
+        doc = state.get_doc(STATUS.name)  # as stored: a wrong shape is reported corrupt below
         early = before_first_pass(state) if doc is None else None
     finally:
         state.close()
