@@ -20,11 +20,12 @@ import pytest
 from gitedge.adapters.git.repo import GitRepo
 from gitedge.adapters.kube.cluster import Kube
 from gitedge.adapters.state import LastVerified, State
+from gitedge.adapters.trust.verifiedcommits import VerifiedCommits
 from gitedge.adapters.yamlworkers import ParsedFiles
 from gitedge.agent.passtypes import Synced
 from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.steps import verify as verify_module
-from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
+from gitedge.agent.steps.verifyrange import load_bootstrap, verify_range
 from gitedge.core.fleet.yamldoc import parse_documents
 from gitedge.errors import GitEdgeError, VerificationFailed
 from tests.agentkit import trust_yaml

@@ -43,7 +43,8 @@ from gitedge.adapters.git.repo import FETCHED_PREFIX
 from gitedge.adapters.git.worktree import read_tree
 from gitedge.adapters.images.bundlefile import open_bundle, read_index
 from gitedge.adapters.images.mirroring import Mirror
-from gitedge.agent.bundles.create import BUNDLE_IMPORTED, create_bundle, import_bundle
+from gitedge.agent.bundles.create import create_bundle
+from gitedge.agent.bundles.importing import import_bundle
 from gitedge.agent.bundles.inbox import pending_bundles
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.agent.scheduler import AgentLoop
@@ -51,6 +52,7 @@ from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.core.delivery.bundleindex import INDEX_NAME, BundleImage, BundleIndex
 from gitedge.core.fleet.model import load_fleet
 from gitedge.core.fleet.windows import window_state
+from gitedge.core.status.conditions import BUNDLE_IMPORTED
 from gitedge.errors import (
     DigestMismatch,
     InvalidImage,

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gitedge.agent.bundles.create import import_bundle
+from gitedge.agent.bundles.importing import import_bundle
 from gitedge.agent.reconcile import Agent
 from gitedge.core.delivery.bundleindex import INDEX_NAME, BundleImage, BundleIndex
 from gitedge.errors import GitEdgeError, InvalidInput

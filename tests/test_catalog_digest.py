@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.registry.client import RegistryClient
-from gitedge.agent.bundles.create import create_bundle, import_bundle
+from gitedge.agent.bundles.create import create_bundle
+from gitedge.agent.bundles.importing import import_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.core.config import AgentConfig, load_site_file
 from gitedge.errors import DigestMismatch

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.images.mirroring import Mirror
-from gitedge.agent.bundles.create import import_bundle
+from gitedge.agent.bundles.importing import import_bundle
 from gitedge.agent.reconcile import Agent, Pass
 from gitedge.core.images.manifests import Platform
 from gitedge.errors import DigestMismatch

@@ -32,12 +32,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gitedge.adapters.trust.commitsigs import (
-    Keyring,
-    TrustedKey,
-    load_allowed_signers,
-    load_openpgp_keys,
-)
+from gitedge.adapters.trust.allowedsigners import TrustedKey
+from gitedge.adapters.trust.commitsigs import Keyring, load_allowed_signers, load_openpgp_keys
 from gitedge.errors import TrustError
 from tests.sigtools import (
     SSH_KINDS,

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.state import LastVerified, Mirrored, State
-from gitedge.adapters.trust.verifiedcommits import legacy_file
-from gitedge.agent.steps.verifyrange import RULES, VerifiedCommits, load_bootstrap
+from gitedge.adapters.trust.verifiedcommits import RULES, VerifiedCommits, legacy_file
+from gitedge.agent.steps.verifyrange import load_bootstrap
 from gitedge.errors import StateError
 from tests.agentkit import START, FleetRepo
 from tests.sigtools import allowed_signers_line, make_ssh_key

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from gitedge.core.fleet.model import Drain, OsTarget, Rollout
+from gitedge.core.fleet.model import Drain, Rollout
+from gitedge.core.fleet.osimage import OsTarget
 from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
 from gitedge.core.rollout.sucplans import (
     AGENT_PLAN,

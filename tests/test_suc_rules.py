@@ -18,7 +18,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from gitedge.core.fleet.model import Drain, OsTarget, Rollout, load_fleet
+from gitedge.core.fleet.model import Drain, Rollout, load_fleet
+from gitedge.core.fleet.osimage import OsTarget
 from gitedge.core.fleet.selectors import LabelSelector
 from gitedge.core.rollout.clusterstate import (
     ClusterSnapshot,

@@ -36,9 +36,9 @@ from gitedge.adapters.git.source import GitMirror
 from gitedge.adapters.trust import commitwalk as verifywalk
 from gitedge.adapters.trust import sshworkers
 from gitedge.adapters.trust.sshworkers import AheadChecks
+from gitedge.adapters.trust.verifiedcommits import VerifiedCommits
 from gitedge.agent.steps import verifyrange as verifying
 from gitedge.agent.steps.verifyrange import (
-    VerifiedCommits,
     checker_for,
     load_bootstrap,
     sync_and_verify,

@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from gitedge.adapters.state import State
-from gitedge.agent.bundles.create import create_bundle, import_bundle
+from gitedge.adapters.trust.verifiedcommits import RULES, VerifiedCommits
+from gitedge.agent.bundles.create import create_bundle
+from gitedge.agent.bundles.importing import import_bundle
 from gitedge.agent.reconcile import Pass
-from gitedge.agent.steps.verifyrange import RULES, VerifiedCommits, load_bootstrap
+from gitedge.agent.steps.verifyrange import load_bootstrap
 from gitedge.core.config import load_site_file
 from gitedge.errors import VerificationFailed
 from tests.agentkit import fleet_files

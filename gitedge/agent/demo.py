@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from gitedge.adapters.git.worktree import read_tree
-from gitedge.agent.bundles.create import BUNDLE_IMPORTED, create_bundle
+from gitedge.agent.bundles.create import create_bundle
 from gitedge.agent.reconcile import Agent, Pass, PrintCluster
 from gitedge.agent.steps.status import status_text
 from gitedge.core.config import AgentConfig
@@ -47,6 +47,7 @@ from gitedge.core.fleet.model import load_fleet
 from gitedge.core.fleet.windows import window_state
 from gitedge.core.images.refs import ImageRef
 from gitedge.core.rollout.sucplans import k3s_image_tag
+from gitedge.core.status.conditions import BUNDLE_IMPORTED
 from gitedge.errors import GitEdgeError, UsageError
 
 Say = Callable[[str], None]

@@ -21,9 +21,9 @@ from gitedge.adapters.git.source import GitMirror
 from gitedge.adapters.images.mirroring import Location
 from gitedge.adapters.registry.hosts import Hosts, RetryPolicy
 from gitedge.adapters.state import State
+from gitedge.adapters.trust.verifiedcommits import VerifiedCommits
 from gitedge.agent.server import Metrics
 from gitedge.agent.steps.applyplans import ApplyResult, ClusterApi
-from gitedge.agent.steps.verifyrange import VerifiedCommits
 from gitedge.core.config import AgentConfig
 from gitedge.core.fleet.model import Fleet
 from gitedge.core.images.refs import ImageRef

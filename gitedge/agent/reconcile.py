@@ -38,6 +38,7 @@ from typing import TypeVar
 from gitedge.adapters.git.source import GitMirror
 from gitedge.adapters.registry.hosts import Hosts, RetryPolicy
 from gitedge.adapters.state import State
+from gitedge.adapters.trust.verifiedcommits import VerifiedCommits
 from gitedge.agent.clusters import PrintCluster
 from gitedge.agent.passtypes import STEP_ORDER, Context, Pass, StepResult
 from gitedge.agent.server import Metrics
@@ -49,7 +50,7 @@ from gitedge.agent.steps.plan import plan_step
 from gitedge.agent.steps.report import report_step
 from gitedge.agent.steps.sync import sync_step
 from gitedge.agent.steps.verify import clock_step, last_verified_tip, verify_step
-from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap
+from gitedge.agent.steps.verifyrange import load_bootstrap
 from gitedge.core.config import AgentConfig
 from gitedge.core.status import conditions as cond
 from gitedge.core.status.conditions import Condition

@@ -9,7 +9,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from gitedge.adapters.registry.hosts import Hosts
-from gitedge.agent.bundles.create import create_bundle, import_bundle, record_import
+from gitedge.agent.bundles.create import create_bundle
+from gitedge.agent.bundles.importing import import_bundle, record_import
 from gitedge.agent.reconcile import Agent
 from gitedge.cli.clusterapi import cluster_api
 from gitedge.cli.common import cluster_files, parse_now

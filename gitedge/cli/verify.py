@@ -7,7 +7,8 @@ import argparse
 import sys
 
 from gitedge.adapters.git.repo import GitRepo
-from gitedge.agent.steps.verifyrange import VerifiedCommits, load_bootstrap, verify_range
+from gitedge.adapters.trust.verifiedcommits import VerifiedCommits
+from gitedge.agent.steps.verifyrange import load_bootstrap, verify_range
 from gitedge.cli.common import structured
 from gitedge.errors import RollbackRefused, VerificationFailed
 

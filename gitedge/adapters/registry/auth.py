@@ -24,16 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from gitedge.adapters.registry.bounds import (
-    Limits,
+from gitedge.adapters.registry.bounds import checked_url, origin, read_capped
+from gitedge.adapters.registry.hosts import Limits
+from gitedge.adapters.registry.httpstack import requests
+from gitedge.errors import (
+    RegistryAuthError,
+    RegistryRefused,
+    RegistryUnavailable,
     TooLarge,
     TooSlow,
-    checked_url,
-    origin,
-    read_capped,
+    scrub,
 )
-from gitedge.adapters.registry.httpstack import requests
-from gitedge.errors import RegistryAuthError, RegistryRefused, RegistryUnavailable, scrub
 
 MAX_TOKEN_BYTES = 256 * 1024  # Docker Hub's tokens are ~2 KiB; a JWT with many scopes, ~10 KiB
 _TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")  # visible ASCII: what a header value can carry

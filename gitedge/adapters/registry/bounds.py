@@ -404,10 +404,7 @@ def watched_adapter(*, pool_size: int) -> requests.adapters.HTTPAdapter:
 
 __all__ = [
     "HeaderWatch",
-    "Limits",
     "Pace",
-    "TooLarge",
-    "TooSlow",
     "checked_url",
     "content_length",
     "discard",

@@ -43,10 +43,7 @@ from gitedge.adapters.registry.auth import (
 )
 from gitedge.adapters.registry.bounds import (
     HeaderWatch,
-    Limits,
     Pace,
-    TooLarge,
-    TooSlow,
     checked_url,
     discard,
     origin,
@@ -54,12 +51,14 @@ from gitedge.adapters.registry.bounds import (
     stop_header_watch,
     watched_adapter,
 )
-from gitedge.adapters.registry.hosts import HostConfig, RetryPolicy, is_loopback
+from gitedge.adapters.registry.hosts import HostConfig, Limits, RetryPolicy, is_loopback
 from gitedge.adapters.registry.httpstack import requests, urllib3
 from gitedge.errors import (
     RegistryAuthError,
     RegistryRefused,
     RegistryUnavailable,
+    TooLarge,
+    TooSlow,
     Waiting,
     register_secret,
     scrub,

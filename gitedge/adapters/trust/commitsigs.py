@@ -66,7 +66,6 @@ Kind = Literal["ssh", "openpgp"]
 __all__ = [
     "Keyring",
     "SignatureCheck",
-    "TrustedKey",
     "load_allowed_signers",
     "load_openpgp_keys",
     "ssh_fingerprint",

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from gitedge.adapters.images.endpoints import RegistryRepo, Repo
 from gitedge.adapters.images.mirroring import LayoutRef, Location, Mirror
-from gitedge.core.fleet.model import Fleet, ImageSigner
+from gitedge.core.fleet.model import Fleet
+from gitedge.core.fleet.trustspec import ImageSigner
 from gitedge.core.images.cosign import (
     BUNDLE_V03_NAMES,
     MAX_SIGNATURE_BLOB,

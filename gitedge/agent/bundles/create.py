@@ -8,7 +8,7 @@ one OCI layout with the mirror engine (every digest verified, blobs stored once)
 of (since, rev], and write the tar (``adapters/images/bundlefile``): temp file, then rename.
 
 **Import** (the site, offline) and the ``bundleDir`` **inbox**: ``agent/bundles/importing.py``, the
-pass's own steps over the bundle as the source (re-exported here).
+pass's own steps over the bundle as the source.
 """
 
 from __future__ import annotations
@@ -33,12 +33,7 @@ from gitedge.adapters.images.ocilayout import INDEX_MEDIA_TYPE, OciLayout
 from gitedge.adapters.registry.hosts import Hosts
 from gitedge.agent.bundles.importing import (
     BundleProgress,
-    ImportResult,
-    InboxResult,
     ProgressFn,
-    import_bundle,
-    import_inbox,
-    record_import,
 )
 from gitedge.agent.steps.imagetrust import carry_signatures
 from gitedge.agent.steps.mirrorimage import check_tag
@@ -48,7 +43,6 @@ from gitedge.core.delivery.bundleindex import GIT_NAME, LAYOUT_DIR, BundleImage,
 from gitedge.core.fleet.model import load_fleet
 from gitedge.core.images.manifests import Platform
 from gitedge.core.images.refs import ImageRef
-from gitedge.core.status.conditions import BUNDLE_IMPORTED
 from gitedge.core.validation import site_facts
 from gitedge.errors import (
     DigestMismatch,
@@ -59,17 +53,7 @@ from gitedge.errors import (
 
 log = logging.getLogger("gitedge.agent")
 
-__all__ = [
-    "BUNDLE_IMPORTED",
-    "BundleProgress",
-    "CreateResult",
-    "ImportResult",
-    "InboxResult",
-    "create_bundle",
-    "import_bundle",
-    "import_inbox",
-    "record_import",
-]
+__all__ = ["CreateResult", "create_bundle"]
 
 
 # ---------------------------------------------------------------------------- create

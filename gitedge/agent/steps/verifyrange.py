@@ -30,12 +30,8 @@ from gitedge.adapters.git.repo import CommitFacts, GitRepo
 from gitedge.adapters.git.source import GitMirror
 from gitedge.adapters.git.transport import SourceAuth
 from gitedge.adapters.localfiles import read_bounded
-from gitedge.adapters.trust.commitsigs import (
-    Keyring,
-    TrustedKey,
-    load_allowed_signers,
-    load_openpgp_keys,
-)
+from gitedge.adapters.trust.allowedsigners import TrustedKey
+from gitedge.adapters.trust.commitsigs import Keyring, load_allowed_signers, load_openpgp_keys
 from gitedge.adapters.trust.commitwalk import (
     LATEST,
     TrustBlobs,
@@ -46,7 +42,7 @@ from gitedge.adapters.trust.commitwalk import (
 )
 from gitedge.adapters.trust.sshsig import BEGIN as SSH_ARMOR
 from gitedge.adapters.trust.sshworkers import CHUNK, AheadChecks
-from gitedge.adapters.trust.verifiedcommits import RULES, VerifiedCommits
+from gitedge.adapters.trust.verifiedcommits import VerifiedCommits
 from gitedge.core.trust.decision import Checker, TrustDecision, decide
 from gitedge.core.trust.history import require_descendant
 from gitedge.core.trust.policy import Policy, PolicySigner, policy_from_yaml
@@ -55,14 +51,7 @@ from gitedge.errors import TrustError
 MAX_TRUST_FILE = 1 << 20
 PREFETCH_MIN_COMMITS = 256  # below this, forking workers costs more than it saves
 
-__all__ = [
-    "RULES",
-    "VerifiedCommits",
-    "checker_for",
-    "load_bootstrap",
-    "sync_and_verify",
-    "verify_range",
-]
+__all__ = ["checker_for", "load_bootstrap", "sync_and_verify", "verify_range"]
 
 
 def load_bootstrap(path: str | Path) -> Policy:

@@ -1,6 +1,6 @@
 """The TrustPolicy kind's spec (``.gitedge/trust.yaml``): commit signers, their roles and
 validity, and the image policy (digests required, cosign image signers). Part of the fleet
-models (:mod:`gitedge.core.fleet.model` re-exports them)."""
+models (:mod:`gitedge.core.fleet.model` builds the kind from them)."""
 
 from __future__ import annotations
 

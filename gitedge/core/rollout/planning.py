@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from gitedge.core.fleet.model import Fleet, K3sTarget, OsTarget, Rollout, UpgradeTarget
-from gitedge.core.fleet.osimage import OsStep
+from gitedge.core.fleet.model import Fleet, K3sTarget, Rollout, UpgradeTarget
+from gitedge.core.fleet.osimage import OsStep, OsTarget
 from gitedge.core.fleet.versions import K3sVersion, upgrade_path
 from gitedge.core.fleet.windows import window_state
 from gitedge.core.fleet.windowspec import MaintenanceWindowSpec
