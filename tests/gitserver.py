@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import gc
 import gzip
 import ipaddress
 import os
@@ -526,8 +527,18 @@ def wait_single_threaded(limit_s: float = 60.0) -> None:
     per-connection threads, the API emulator's request threads); a test that forks worker
     processes needs them gone, as gitedge forks only from a single-threaded process."""
     deadline = time.monotonic() + limit_s
+    collected = 0.0
     while threading.active_count() > 1 and time.monotonic() < deadline:
+        if time.monotonic() - collected > 1.0:
+            # a client dropped by an earlier test (a requests session, a kubernetes ApiClient
+            # in a reference cycle) closes its keep-alive connection only when collected; until
+            # then the server thread serving it waits, and a sleeping loop triggers no collection
+            gc.collect()
+            collected = time.monotonic()
         time.sleep(0.05)
+    if threading.active_count() > 1:  # say which, for the assertion that follows
+        alive = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        print(f"wait_single_threaded: still running after {limit_s}s: {alive}")
 
 
 # ---------------------------------------------------------------------------- silent server
