@@ -207,6 +207,12 @@ class StateError(Stalled):
     The message says what is kept and how to recover."""
 
 
+class StateMoved(StateError):
+    """Another gitedge process (a bundle import, accept-history, a pass) moved the last verified
+    commit while this one worked from it: nothing was recorded. The agent's pass retries
+    (from the new record); a command says to run it again."""
+
+
 class ReportError(Stalled, ValueError):
     """A report document that cannot be read (the message names what is wrong)."""
 

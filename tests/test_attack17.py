@@ -27,7 +27,7 @@ from gitedge.agent.scheduler import AgentLoop
 from gitedge.agent.steps import verify as verify_module
 from gitedge.agent.steps.verifyrange import load_bootstrap, verify_range
 from gitedge.core.fleet.yamldoc import parse_documents
-from gitedge.errors import GitEdgeError, VerificationFailed
+from gitedge.errors import GitEdgeError, Transient, VerificationFailed
 from tests.agentkit import trust_yaml
 from tests.gitserver import git_daemon, wait_single_threaded
 from tests.kubeapi import KubeEmulator, load_deploy_rbac
@@ -185,10 +185,11 @@ def test_a_concurrent_import_is_not_rolled_back_by_a_pass(
                 return d
 
             monkeypatch.setattr(verify_module, "verify_range", meanwhile)
-            with pytest.raises(GitEdgeError):
+            with pytest.raises(GitEdgeError) as raised:
                 result = verify_module.verify_step(agent, Synced(fetched), now=now)
                 if result.error is not None:
                     raise result.error
+            assert isinstance(raised.value, Transient)  # the pass retries: nothing to fix
             last = agent.state.last_verified
             assert last is not None and last.commit == bundled
         finally:

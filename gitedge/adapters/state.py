@@ -38,7 +38,7 @@ from typing import Any, Generic, TypeVar
 
 from gitedge.core.images.manifests import is_digest
 from gitedge.core.images.refs import ImageRef
-from gitedge.errors import StateError
+from gitedge.errors import StateError, StateMoved
 
 log = logging.getLogger("gitedge.state")
 
@@ -296,7 +296,7 @@ class State:
 
     def record_verified(self, lv: LastVerified, *, replacing: str | None = None) -> None:
         """Record ``lv``; with ``replacing``, only if the record is still that commit, in the
-        same transaction (:class:`StateError` otherwise): ``accept-history`` verified against
+        same transaction (:class:`StateMoved` otherwise): ``accept-history`` verified against
         the trust at the commit it read, and an agent pass may have moved on meanwhile."""
         if replacing is not None:
             with self._tx() as db:
@@ -306,7 +306,7 @@ class State:
                 except (ValueError, TypeError, AttributeError):
                     now = None  # not our record: not the one verified against
                 if now != replacing:
-                    raise StateError(
+                    raise StateMoved(
                         f"{self.path}: the last verified commit changed while verifying from "
                         f"{replacing} (now {now}, by another gitedge process): nothing recorded; "
                         "run the command again"

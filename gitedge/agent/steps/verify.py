@@ -20,7 +20,7 @@ from gitedge.core.passrules import clock_trusted
 from gitedge.core.status import conditions as cond
 from gitedge.core.status.conditions import Condition
 from gitedge.core.timefmt import iso_z
-from gitedge.errors import SourceUnavailable
+from gitedge.errors import SourceUnavailable, StateMoved, Transient
 
 log = logging.getLogger("gitedge.agent")
 
@@ -55,19 +55,22 @@ def verify_step(ctx: Context, synced: Synced | None, *, now: datetime) -> StepRe
     )
     new = len(decision.accepted)
     if decision.tip != tip:
-        ctx.state.record_verified(
-            LastVerified(
-                commit=decision.tip,
-                committed_at=ctx.git.committer_time(decision.tip),
-                verified_at=now,
-                policy_source=decision.policy.source,
-                policy_digest=decision.policy.digest,
-            ),
-            # unless another process (bundle import, accept-history) moved it meanwhile: the
-            # range was verified from ``tip``, and overwriting a newer record skips the
-            # rollback rule (StateError: the next pass verifies again)
-            replacing=tip,
-        )
+        try:
+            ctx.state.record_verified(
+                LastVerified(
+                    commit=decision.tip,
+                    committed_at=ctx.git.committer_time(decision.tip),
+                    verified_at=now,
+                    policy_source=decision.policy.source,
+                    policy_digest=decision.policy.digest,
+                ),
+                # unless another process (bundle import, accept-history) moved it meanwhile: the
+                # range was verified from ``tip``, and overwriting a newer record skips the
+                # rollback rule: the next pass verifies again, from the new record
+                replacing=tip,
+            )
+        except StateMoved as e:  # a retry, not a stall: nothing is wrong with the fleet repo
+            raise Transient(str(e)) from None
         log.info("verified %d new commit(s) up to %s", new, decision.tip)
     msg = f"{decision.tip} verified ({new} new); trust in force: {decision.policy.source}"
     return StepResult(
